@@ -1,0 +1,46 @@
+# hookrelay: the commands a newcomer needs. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+CARGO ?= cargo
+# `make run` uses this admin token if set, else makes one up and prints it.
+HOOKRELAY_ADMIN_TOKEN ?=
+
+.PHONY: help run test lint services fmt
+
+help:
+	@echo "make run    run hookrelay serve against the local PostgreSQL and RabbitMQ"
+	@echo "make test   the whole test suite (needs PostgreSQL and RabbitMQ)"
+	@echo "make lint   cargo fmt --check and clippy -D warnings"
+
+services:
+	@scripts/check-services.sh
+
+# Local development: private network targets are allowed so that a receiver on this machine
+# can be used, and an admin token is printed for the curl tour in the README.
+run: services
+	@$(CARGO) build -p hookrelay
+	@token="$(HOOKRELAY_ADMIN_TOKEN)"; \
+	if [ -z "$$token" ]; then token="dev_$$(head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n')"; fi; \
+	echo ""; \
+	echo "  hookrelay on http://127.0.0.1:8080  (stop with Ctrl-C)"; \
+	echo "  admin token:  $$token"; \
+	echo "  try:          curl -H 'Authorization: Bearer $$token' http://127.0.0.1:8080/v1/event-types"; \
+	echo ""; \
+	HOOKRELAY_ADMIN_TOKEN="$$token" \
+	HOOKRELAY_ALLOW_PRIVATE_NETWORKS="$${HOOKRELAY_ALLOW_PRIVATE_NETWORKS:-true}" \
+	exec target/debug/hookrelay serve
+
+test: services
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+		$(CARGO) nextest run --workspace --no-fail-fast; \
+	else \
+		$(CARGO) test --workspace --no-fail-fast; \
+	fi
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all

@@ -1,0 +1,82 @@
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+
+use crate::state::sha256;
+use crate::{ApiError, AppState};
+
+/// Account API keys start with this, so a key found in a config file or a leak scanner is
+/// recognisable, and so a token that cannot be a key costs no database lookup.
+pub const API_KEY_PREFIX: &str = "hr_";
+
+/// Who is calling: the admin token reaches every account, an account key only its own.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    Admin,
+    Account(String),
+}
+
+impl Caller {
+    /// The account a query must be limited to, `None` for the admin.
+    pub fn scope(&self) -> Option<&str> {
+        match self {
+            Self::Admin => None,
+            Self::Account(id) => Some(id),
+        }
+    }
+
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        match self {
+            Self::Admin => Ok(()),
+            Self::Account(_) => Err(ApiError::unauthorized(
+                "admin_only",
+                "this call needs the admin token; an account API key cannot make it",
+            )),
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let Some(admin_sha256) = state.inner.admin_token_sha256 else {
+            return Err(ApiError::unauthorized(
+                "admin_token_unset",
+                "the admin API is off because no admin token is set: set HOOKRELAY_ADMIN_TOKEN \
+                 (or admin_token in the config file) and restart hookrelay",
+            ));
+        };
+        let token = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                let (scheme, token) = v.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            })
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                ApiError::unauthorized(
+                    "unauthorized",
+                    "send `Authorization: Bearer <token>` with the admin token or an account API key",
+                )
+            })?;
+        let digest = sha256(token);
+        if digest == admin_sha256 {
+            return Ok(Self::Admin);
+        }
+        if token.starts_with(API_KEY_PREFIX) {
+            if let Some(account) = state.store().account_for_key_hash(&digest).await? {
+                return Ok(Self::Account(account));
+            }
+        }
+        Err(ApiError::unauthorized(
+            "unauthorized",
+            "the token is not valid",
+        ))
+    }
+}

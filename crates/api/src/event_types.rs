@@ -1,0 +1,76 @@
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use hookrelay_core::{Description, EventType};
+use hookrelay_store::EventTypeRow;
+use serde::{Deserialize, Serialize};
+
+use crate::auth::Caller;
+use crate::extract::{ApiJson, ApiQuery};
+use crate::pagination::{page_params, ListBody};
+use crate::{ApiError, AppState};
+
+#[derive(Serialize)]
+pub struct EventTypeView {
+    name: String,
+    description: String,
+    /// Seeded by hookrelay rather than added through the API.
+    builtin: bool,
+    created_at: DateTime<Utc>,
+}
+
+impl From<EventTypeRow> for EventTypeView {
+    fn from(row: EventTypeRow) -> Self {
+        Self {
+            name: row.name,
+            description: row.description,
+            builtin: row.builtin,
+            created_at: row.created_at,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    _caller: Caller,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<ListBody<EventTypeView>>, ApiError> {
+    let (limit, cursor) = page_params(q.limit, q.cursor.as_deref())?;
+    let page = state
+        .store()
+        .list_event_types(cursor.as_ref(), limit)
+        .await?;
+    Ok(Json(ListBody::from_page(page, EventTypeView::from)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateEventType {
+    name: String,
+    #[serde(default)]
+    description: Option<String>,
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<CreateEventType>,
+) -> Result<(StatusCode, Json<EventTypeView>), ApiError> {
+    caller.require_admin()?;
+    let name = EventType::parse(&body.name).map_err(|e| ApiError::invalid("name", e))?;
+    let description = Description::parse(body.description.as_deref().unwrap_or_default())
+        .map_err(|e| ApiError::invalid("description", e))?;
+    let row = state
+        .store()
+        .insert_event_type(&name, description.as_str())
+        .await?;
+    Ok((StatusCode::CREATED, Json(row.into())))
+}

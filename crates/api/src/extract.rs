@@ -1,0 +1,108 @@
+//! Body and query extractors that answer the contract's error shape, naming the offending
+//! field, instead of axum's plain-text rejections.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use serde::de::DeserializeOwned;
+
+use crate::ApiError;
+
+/// A JSON body. Parsed whatever the `content-type` says, since `curl -d` sends a form type by
+/// default and refusing it would only confuse. An empty body reads as `{}` when `T` allows it.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            ApiError::new(rejection.status(), "invalid_body", rejection.body_text())
+        })?;
+        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            &bytes
+        };
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let value = serde_path_to_error::deserialize(&mut de).map_err(|err| {
+            let path = err.path().to_string();
+            json_error(&path, err.into_inner())
+        })?;
+        // Trailing bytes after the value (`{...} garbage`) are as malformed as a bad value.
+        de.end().map_err(|e| json_error("", e))?;
+        Ok(Self(value))
+    }
+}
+
+fn json_error(path: &str, inner: serde_json::Error) -> ApiError {
+    if inner.is_syntax() || inner.is_eof() || inner.is_io() {
+        return ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("the body is not valid JSON: {inner}"),
+        );
+    }
+    data_error(path, &inner.to_string())
+}
+
+/// Query parameters, with the same error shape as bodies.
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or_default();
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded(query));
+        let value = serde_path_to_error::deserialize(de)
+            .map_err(|err| data_error(&err.path().to_string(), &err.into_inner().to_string()))?;
+        Ok(Self(value))
+    }
+}
+
+fn form_urlencoded(query: &str) -> url::form_urlencoded::Parse<'_> {
+    url::form_urlencoded::parse(query.as_bytes())
+}
+
+/// Turns serde's message into a field name and an error code people can act on.
+fn data_error(path: &str, message: &str) -> ApiError {
+    let quoted = |prefix: &str| {
+        message
+            .split_once(prefix)
+            .and_then(|(_, rest)| rest.split_once('`'))
+            .map(|(name, _)| name.to_owned())
+    };
+    // serde_path_to_error already ends the path with an unknown key, not with a missing one.
+    let join = |name: String| {
+        if path.is_empty() || path == "." {
+            name
+        } else if path == name || path.ends_with(&format!(".{name}")) {
+            path.to_owned()
+        } else {
+            format!("{path}.{name}")
+        }
+    };
+    let unprocessable = |code: &str| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message);
+    if let Some(name) = quoted("unknown field `") {
+        unprocessable("unknown_field").with_field(join(name))
+    } else if let Some(name) = quoted("missing field `") {
+        unprocessable("required").with_field(join(name))
+    } else if path.is_empty() || path == "." {
+        unprocessable("invalid_type")
+    } else {
+        unprocessable("invalid_type").with_field(path)
+    }
+}
+
+/// `Some(None)` for an explicit `null`, `Some(Some(v))` for a value, and (with
+/// `#[serde(default)]`) `None` when the field is absent: what a PATCH needs to tell "clear
+/// this" from "leave it".
+pub fn double_option<'de, T, D>(de: D) -> Result<Option<Option<T>>, D::Error>
+where
+    T: serde::Deserialize<'de>,
+    D: serde::Deserializer<'de>,
+{
+    serde::Deserialize::deserialize(de).map(Some)
+}

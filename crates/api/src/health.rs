@@ -1,0 +1,58 @@
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use serde_json::json;
+
+use crate::error::error_chain;
+use crate::AppState;
+
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Alive: the process answers. Says nothing about its dependencies.
+pub async fn healthz() -> impl IntoResponse {
+    Json(json!({"status": "ok"}))
+}
+
+/// Ready: 200 only when the database and the broker both answer now; 503 otherwise, with
+/// which of them failed.
+pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    let database = match tokio::time::timeout(CHECK_TIMEOUT, state.store().ping()).await {
+        Ok(Ok(())) => "ok".to_owned(),
+        Ok(Err(e)) => format!("error: {}", error_chain(&e)),
+        Err(_) => "error: no answer within 2s".to_owned(),
+    };
+    let broker = if state.inner.broker.is_connected() {
+        "ok".to_owned()
+    } else {
+        "error: not connected".to_owned()
+    };
+    let ready = database == "ok" && broker == "ok";
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({
+        "status": if ready { "ready" } else { "unavailable" },
+        "checks": {"database": database, "broker": broker},
+    });
+    (status, Json(body))
+}
+
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    match state.inner.metrics.render() {
+        Ok(text) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            text,
+        ),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain")],
+            format!("cannot render metrics: {e}"),
+        ),
+    }
+}

@@ -1,0 +1,403 @@
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use hookrelay_core::{
+    net, AccountId, Description, EventList, HeaderSet, Invalid, Secret, WebhookStatus, WebhookUrl,
+};
+use hookrelay_store::{NewWebhook, WebhookFilter, WebhookPatch, WebhookRow};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::auth::Caller;
+use crate::extract::{double_option, ApiJson, ApiQuery};
+use crate::pagination::{page_params, ListBody};
+use crate::{ApiError, AppState};
+
+const DNS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A webhook as the API shows it: never its secret, only whether it has one.
+#[derive(Serialize)]
+pub struct WebhookView {
+    id: Uuid,
+    account_id: String,
+    url: String,
+    has_secret: bool,
+    headers: BTreeMap<String, String>,
+    events: Vec<String>,
+    status: String,
+    disabled_reason: Option<String>,
+    description: Option<String>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<WebhookRow> for WebhookView {
+    fn from(row: WebhookRow) -> Self {
+        Self {
+            id: row.id,
+            account_id: row.account_id,
+            url: row.url,
+            has_secret: row.secret.is_some(),
+            headers: row.headers,
+            events: row.events,
+            status: row.status,
+            disabled_reason: row.disabled_reason,
+            description: row.description,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateWebhook {
+    account_id: Option<String>,
+    url: String,
+    secret: Option<String>,
+    headers: Option<BTreeMap<String, String>>,
+    events: Vec<String>,
+    description: Option<String>,
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<CreateWebhook>,
+) -> Result<(StatusCode, Json<WebhookView>), ApiError> {
+    let account_id = match (&caller, body.account_id) {
+        (Caller::Admin, None) => {
+            return Err(ApiError::invalid(
+                "account_id",
+                Invalid::new("required", "account_id is required with the admin token"),
+            ))
+        }
+        (_, Some(raw)) => parse_account(&caller, &raw)?,
+        (Caller::Account(own), None) => {
+            AccountId::parse(own).map_err(|e| ApiError::invalid("account_id", e))?
+        }
+    };
+    let url = parse_url(&state, &body.url).await?;
+    let secret = body.secret.as_deref().map(parse_secret).transpose()?;
+    let headers = parse_headers(body.headers.unwrap_or_default())?;
+    let events = parse_events(&state, &body.events).await?;
+    let description = body
+        .description
+        .as_deref()
+        .map(parse_description)
+        .transpose()?;
+    let row = state
+        .store()
+        .insert_webhook(&NewWebhook {
+            account_id,
+            url,
+            secret,
+            headers,
+            events,
+            description,
+        })
+        .await?;
+    tracing::info!(webhook_id = %row.id, account_id = %row.account_id, "webhook created");
+    Ok((StatusCode::CREATED, Json(row.into())))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    account_id: Option<String>,
+    status: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<ListBody<WebhookView>>, ApiError> {
+    let (limit, cursor) = page_params(q.limit, q.cursor.as_deref())?;
+    let status = q
+        .status
+        .as_deref()
+        .map(WebhookStatus::parse)
+        .transpose()
+        .map_err(|e| ApiError::invalid("status", e))?;
+    let account_id = match (caller.scope(), q.account_id) {
+        // An account key sees its own account whatever it asks for; asking for another one
+        // answers an empty list, as if that account had no webhooks.
+        (Some(own), Some(asked)) if asked != own => {
+            return Ok(Json(ListBody {
+                items: Vec::new(),
+                next_cursor: None,
+            }))
+        }
+        (Some(own), _) => Some(own.to_owned()),
+        (None, asked) => asked,
+    };
+    let filter = WebhookFilter { account_id, status };
+    let page = state
+        .store()
+        .list_webhooks(&filter, cursor.as_ref(), limit)
+        .await?;
+    Ok(Json(ListBody::from_page(page, WebhookView::from)))
+}
+
+pub async fn read(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<WebhookView>, ApiError> {
+    let id = parse_id(&id)?;
+    let row = state
+        .store()
+        .get_webhook(id, caller.scope())
+        .await?
+        .ok_or_else(webhook_not_found)?;
+    Ok(Json(row.into()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateWebhook {
+    #[serde(default, deserialize_with = "double_option")]
+    account_id: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    url: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    secret: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    headers: Option<Option<BTreeMap<String, String>>>,
+    #[serde(default, deserialize_with = "double_option")]
+    events: Option<Option<Vec<String>>>,
+    #[serde(default, deserialize_with = "double_option")]
+    description: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    status: Option<Option<String>>,
+}
+
+/// A PATCH may leave a required field out, but not set it to `null`.
+fn not_null<T>(field: &str, value: Option<Option<T>>) -> Result<Option<T>, ApiError> {
+    match value {
+        Some(None) => Err(ApiError::invalid(
+            field,
+            Invalid::new(
+                "required",
+                format!("{field} cannot be null; leave it out to keep it"),
+            ),
+        )),
+        Some(Some(v)) => Ok(Some(v)),
+        None => Ok(None),
+    }
+}
+
+pub async fn update(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<UpdateWebhook>,
+) -> Result<Json<WebhookView>, ApiError> {
+    let id = parse_id(&id)?;
+    let mut patch = WebhookPatch {
+        account_id: not_null("account_id", body.account_id)?
+            .map(|a| parse_account(&caller, &a))
+            .transpose()?,
+        ..Default::default()
+    };
+    if let Some(raw) = not_null("url", body.url)? {
+        patch.url = Some(parse_url(&state, &raw).await?);
+    }
+    patch.secret = body
+        .secret
+        .map(|s| s.as_deref().map(parse_secret).transpose())
+        .transpose()?;
+    patch.headers = body
+        .headers
+        .map(|h| parse_headers(h.unwrap_or_default()))
+        .transpose()?;
+    if let Some(raw) = not_null("events", body.events)? {
+        patch.events = Some(parse_events(&state, &raw).await?);
+    }
+    patch.description = body
+        .description
+        .map(|d| d.as_deref().map(parse_description).transpose())
+        .transpose()?;
+    patch.status = not_null("status", body.status)?
+        .as_deref()
+        .map(WebhookStatus::parse)
+        .transpose()
+        .map_err(|e| ApiError::invalid("status", e))?;
+    patch.disabled_reason = Some(DISABLED_BY_HAND.to_owned());
+    apply(&state, &caller, id, &patch).await
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = parse_id(&id)?;
+    if state.store().delete_webhook(id, caller.scope()).await? {
+        tracing::info!(webhook_id = %id, "webhook deleted");
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(webhook_not_found())
+    }
+}
+
+pub async fn enable(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<WebhookView>, ApiError> {
+    let id = parse_id(&id)?;
+    let patch = WebhookPatch {
+        status: Some(WebhookStatus::Active),
+        ..Default::default()
+    };
+    apply(&state, &caller, id, &patch).await
+}
+
+const DISABLED_BY_HAND: &str = "disabled through the API";
+const MAX_REASON_CHARS: usize = 500;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DisableWebhook {
+    reason: Option<String>,
+}
+
+/// Takes an optional body `{"reason": "..."}`, kept as `disabled_reason`.
+pub async fn disable(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<DisableWebhook>,
+) -> Result<Json<WebhookView>, ApiError> {
+    let id = parse_id(&id)?;
+    let reason = match body.reason {
+        Some(r) if r.chars().count() > MAX_REASON_CHARS => {
+            return Err(ApiError::invalid(
+                "reason",
+                Invalid::new(
+                    "too_long",
+                    format!("a reason is at most {MAX_REASON_CHARS} characters"),
+                ),
+            ))
+        }
+        Some(r) if !r.trim().is_empty() => r,
+        _ => DISABLED_BY_HAND.to_owned(),
+    };
+    let patch = WebhookPatch {
+        status: Some(WebhookStatus::Disabled),
+        disabled_reason: Some(reason),
+        ..Default::default()
+    };
+    apply(&state, &caller, id, &patch).await
+}
+
+async fn apply(
+    state: &AppState,
+    caller: &Caller,
+    id: Uuid,
+    patch: &WebhookPatch,
+) -> Result<Json<WebhookView>, ApiError> {
+    let row = state
+        .store()
+        .update_webhook(id, caller.scope(), patch)
+        .await?
+        .ok_or_else(webhook_not_found)?;
+    tracing::info!(webhook_id = %row.id, status = %row.status, "webhook updated");
+    Ok(Json(row.into()))
+}
+
+fn webhook_not_found() -> ApiError {
+    ApiError::not_found("no such webhook")
+}
+
+/// A malformed id cannot name a webhook: 404, like any other unknown id.
+fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| webhook_not_found())
+}
+
+fn parse_account(caller: &Caller, raw: &str) -> Result<AccountId, ApiError> {
+    let account = AccountId::parse(raw).map_err(|e| ApiError::invalid("account_id", e))?;
+    match caller.scope() {
+        Some(own) if own != account.as_str() => Err(ApiError::invalid(
+            "account_id",
+            Invalid::new(
+                "forbidden_account",
+                "an account API key can only manage its own account's webhooks",
+            ),
+        )),
+        _ => Ok(account),
+    }
+}
+
+fn parse_secret(raw: &str) -> Result<Secret, ApiError> {
+    Secret::parse(raw).map_err(|e| ApiError::invalid("secret", e))
+}
+
+fn parse_headers(raw: BTreeMap<String, String>) -> Result<HeaderSet, ApiError> {
+    HeaderSet::parse(raw).map_err(|e| ApiError::invalid("headers", e))
+}
+
+fn parse_description(raw: &str) -> Result<Description, ApiError> {
+    Description::parse(raw).map_err(|e| ApiError::invalid("description", e))
+}
+
+async fn parse_events(state: &AppState, raw: &[String]) -> Result<EventList, ApiError> {
+    let events = EventList::parse(raw).map_err(|e| ApiError::invalid("events", e))?;
+    let unknown = state.store().unknown_event_types(&events.names()).await?;
+    if !unknown.is_empty() {
+        return Err(ApiError::invalid(
+            "events",
+            Invalid::new(
+                "unknown_event_type",
+                format!(
+                    "not in the event type catalog: {}; see GET /v1/event-types",
+                    unknown.join(", ")
+                ),
+            ),
+        ));
+    }
+    Ok(events)
+}
+
+/// Parses the URL and, unless private networks are allowed, refuses one whose host is or
+/// resolves to a non-public address. A name that does not resolve now is accepted: DNS may
+/// be down for a moment, and every delivery checks the address again before connecting.
+async fn parse_url(state: &AppState, raw: &str) -> Result<WebhookUrl, ApiError> {
+    let url = WebhookUrl::parse(raw).map_err(|e| ApiError::invalid("url", e))?;
+    if state.inner.allow_private_networks {
+        return Ok(url);
+    }
+    let addresses: Vec<IpAddr> = match (url.ip_literal(), url.domain()) {
+        (Some(ip), _) => vec![ip],
+        (None, Some(host)) => {
+            let lookup = tokio::net::lookup_host((host, url.port_or_default()));
+            match tokio::time::timeout(DNS_TIMEOUT, lookup).await {
+                Ok(Ok(found)) => found.map(|a| a.ip()).collect(),
+                _ => Vec::new(),
+            }
+        }
+        (None, None) => Vec::new(),
+    };
+    if let Some(ip) = addresses.into_iter().find(|ip| !net::is_public(*ip)) {
+        return Err(ApiError::invalid(
+            "url",
+            Invalid::new(
+                "private_address",
+                format!(
+                    "the URL's host is or resolves to {ip}, which is not a public address; \
+                     set allow_private_networks to deliver inside your own network"
+                ),
+            ),
+        ));
+    }
+    Ok(url)
+}

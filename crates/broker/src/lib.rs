@@ -1,0 +1,131 @@
+//! RabbitMQ: the connection and, as the pipeline grows, the topology, publishers and
+//! consumers under the deployment's namespace. Knows nothing of webhooks or the database.
+//!
+//! The connection is owned by a supervisor task that reconnects with exponential backoff
+//! (`backon`) whenever the broker goes away; users ask for the current connection and get
+//! `None` while there is none, instead of blocking.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use lapin::{Connection, ConnectionProperties};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("invalid amqp_url: {0}")]
+    Config(String),
+    #[error("broker error")]
+    Amqp(#[from] lapin::Error),
+}
+
+/// Checks an AMQP URL without connecting. The error never repeats the URL, which may hold a
+/// password.
+pub fn validate_url(amqp_url: &str) -> Result<(), BrokerError> {
+    lapin::uri::AMQPUri::from_str(amqp_url)
+        .map(|_| ())
+        .map_err(BrokerError::Config)
+}
+
+/// A handle on the supervised broker connection; cheap to clone.
+#[derive(Clone)]
+pub struct Broker {
+    current: watch::Receiver<Option<Arc<Connection>>>,
+}
+
+impl Broker {
+    /// Starts the supervisor on `tracker`; it closes the connection and ends when `shutdown`
+    /// is cancelled.
+    pub fn start(
+        amqp_url: &str,
+        shutdown: CancellationToken,
+        tracker: &TaskTracker,
+    ) -> Result<Self, BrokerError> {
+        validate_url(amqp_url)?;
+        let (tx, rx) = watch::channel(None);
+        tracker.spawn(supervise(amqp_url.to_owned(), tx, shutdown));
+        Ok(Self { current: rx })
+    }
+
+    /// The live connection, if there is one now.
+    pub fn connection(&self) -> Option<Arc<Connection>> {
+        self.current
+            .borrow()
+            .as_ref()
+            .filter(|c| c.status().connected())
+            .cloned()
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connection().is_some()
+    }
+
+    /// Waits until connected, or for at most `deadline`.
+    pub async fn wait_connected(&self, deadline: Duration) -> Option<Arc<Connection>> {
+        let mut rx = self.current.clone();
+        let wait = rx.wait_for(|c| c.as_ref().is_some_and(|c| c.status().connected()));
+        let found = match tokio::time::timeout(deadline, wait).await {
+            Ok(Ok(conn)) => conn.clone(),
+            _ => None,
+        };
+        found
+    }
+}
+
+async fn connect(amqp_url: &str) -> Result<Connection, lapin::Error> {
+    let properties = ConnectionProperties::default()
+        .with_connection_name("hookrelay".into())
+        .with_executor(tokio_executor_trait::Tokio::current())
+        .with_reactor(tokio_reactor_trait::Tokio);
+    Connection::connect(amqp_url, properties).await
+}
+
+async fn supervise(
+    amqp_url: String,
+    current: watch::Sender<Option<Arc<Connection>>>,
+    shutdown: CancellationToken,
+) {
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(10))
+        .with_jitter()
+        .without_max_times();
+    loop {
+        let attempt = (|| connect(&amqp_url))
+            .retry(backoff)
+            .notify(|err, delay| warn!(error = %err, retry_in = ?delay, "cannot reach the broker"));
+        let conn = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            conn = attempt => match conn {
+                Ok(conn) => Arc::new(conn),
+                // `without_max_times` retries forever; this arm only satisfies the types.
+                Err(_) => continue,
+            },
+        };
+        info!("connected to the broker");
+        let (lost_tx, lost_rx) = tokio::sync::oneshot::channel();
+        let lost_tx = std::sync::Mutex::new(Some(lost_tx));
+        conn.on_error(move |err| {
+            warn!(error = %err, "lost the broker connection");
+            if let Some(tx) = lost_tx.lock().ok().and_then(|mut t| t.take()) {
+                let _ = tx.send(());
+            }
+        });
+        current.send_replace(Some(conn.clone()));
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                current.send_replace(None);
+                let _ = conn.close(200, "hookrelay is shutting down").await;
+                return;
+            }
+            _ = lost_rx => {
+                current.send_replace(None);
+            }
+        }
+    }
+}

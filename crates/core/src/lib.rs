@@ -1,0 +1,21 @@
+//! The domain of hookrelay, without IO: what an event type, a webhook URL, a header set or a
+//! secret may be, and the pure decisions made about them (retry schedule, address checks).
+//!
+//! Everything here is deterministic and synchronous: no sockets, no clock reads, no runtime.
+//! Callers pass `now` and random values in, so every decision is table-testable. The IO crates
+//! (`store`, `broker`, `api`, `dispatch`) validate at their edge with the newtypes below and
+//! never re-check afterwards.
+
+mod catalog;
+mod invalid;
+pub mod net;
+mod retry;
+mod webhook;
+
+pub use catalog::{EventType, BUILTIN_EVENT_TYPES, OWN_EVENT_TYPES, SEEDED_EVENT_TYPES};
+pub use invalid::Invalid;
+pub use retry::{parse_duration, RetrySchedule};
+pub use webhook::{
+    AccountId, Description, EventList, HeaderSet, Secret, WebhookStatus, WebhookUrl,
+    MAX_DESCRIPTION_CHARS, MAX_EVENTS_PER_WEBHOOK, MAX_HEADERS, RESERVED_HEADERS,
+};

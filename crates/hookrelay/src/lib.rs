@@ -1,0 +1,143 @@
+//! The `hookrelay` binary's library half: settings, and the wiring of store, broker and API
+//! into one running service. `main.rs` only parses the command line, installs logging and
+//! signal handlers, and calls in here, so tests start the very same service in-process.
+
+pub mod settings;
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use backon::{ExponentialBuilder, Retryable};
+use hookrelay_api::{ApiConfig, AppState};
+use hookrelay_broker::Broker;
+use hookrelay_metrics::Metrics;
+use hookrelay_store::{PoolOptions, Store};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+pub use settings::Settings;
+
+/// How long start-up keeps retrying an unreachable database before giving up.
+const STARTUP_DB_PATIENCE: Duration = Duration::from_secs(20);
+
+/// Applies the migrations, retrying for a short while if the database is not up yet.
+pub async fn migrate(settings: &Settings) -> anyhow::Result<usize> {
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(3))
+        .with_total_delay(Some(STARTUP_DB_PATIENCE))
+        .without_max_times();
+    (|| hookrelay_store::migrate(&settings.database_url))
+        .retry(backoff)
+        .when(|e| matches!(e, hookrelay_store::StoreError::Db(_)))
+        .notify(|e, delay| {
+            warn!(error = %error_chain(e), retry_in = ?delay, "cannot migrate the database yet");
+        })
+        .await
+        .with_context(|| {
+            format!(
+                "cannot prepare the database at {} (is PostgreSQL running? \
+                 `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`)",
+                settings.database_display()
+            )
+        })
+}
+
+/// A service ready to run: migrated, listening, connected (or connecting) to the broker.
+pub struct Application {
+    listener: TcpListener,
+    router: axum::Router,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+    shutdown_timeout: Duration,
+}
+
+impl Application {
+    /// Builds the service. It stops when `shutdown` is cancelled.
+    pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<Self> {
+        migrate(&settings).await?;
+        let store = Store::connect(
+            &settings.database_url,
+            &PoolOptions {
+                max_size: settings.database_pool_size,
+                ..PoolOptions::default()
+            },
+        )?;
+        let metrics = Metrics::new().context("cannot register the metrics")?;
+        let tracker = TaskTracker::new();
+        let broker = Broker::start(&settings.amqp_url, shutdown.clone(), &tracker)?;
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", settings.listen))?;
+        let state = AppState::new(
+            store,
+            metrics,
+            broker,
+            ApiConfig {
+                admin_token: settings.admin_token.clone(),
+                allow_private_networks: settings.allow_private_networks,
+            },
+        );
+        if settings.admin_token.is_none() {
+            warn!(
+                "no admin_token is set: every /v1 call will answer 401 (set HOOKRELAY_ADMIN_TOKEN)"
+            );
+        }
+        if settings.allow_private_networks {
+            warn!(
+                "allow_private_networks is on: webhooks may target loopback and private addresses"
+            );
+        }
+        Ok(Self {
+            listener,
+            router: hookrelay_api::router(state),
+            tracker,
+            shutdown,
+            shutdown_timeout: settings.shutdown_timeout.0,
+        })
+    }
+
+    /// The port actually bound, for settings that asked for port 0.
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// Runs until the shutdown token is cancelled, then drains: requests and background tasks
+    /// under way get up to `shutdown_timeout` to finish.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        info!(address = %self.listener.local_addr()?, "hookrelay is listening");
+        hookrelay_api::serve(
+            self.listener,
+            self.router,
+            self.shutdown.clone(),
+            self.shutdown_timeout,
+        )
+        .await
+        .context("the HTTP listener failed")?;
+        // The listener can also end on its own (an IO error): stop everything else then too.
+        self.shutdown.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(self.shutdown_timeout, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            warn!("background tasks did not finish within the shutdown timeout");
+        }
+        info!("hookrelay stopped");
+        Ok(())
+    }
+}
+
+/// `err` and its causes on one line.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
+}

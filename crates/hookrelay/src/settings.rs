@@ -1,0 +1,513 @@
+//! The settings of contract §6, their defaults, and how they are read: an optional TOML file
+//! (`--config`), then `HOOKRELAY_<NAME>` environment variables, which win. Every value is
+//! checked at start-up; a bad one stops the service with a message naming the setting and
+//! where it came from, never with the value of a secret.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use hookrelay_core::RetrySchedule;
+use serde::Deserialize;
+use serde_with::{serde_as, DisplayFromStr, PickFirst};
+
+const ENV_PREFIX: &str = "HOOKRELAY_";
+
+/// Settings whose values must never be printed, not even in an error message.
+const SECRET_SETTINGS: [&str; 3] = ["admin_token", "database_url", "amqp_url"];
+
+#[serde_as]
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// PostgreSQL. The database is created on start if it does not exist.
+    pub database_url: String,
+    /// RabbitMQ, AMQP 0-9-1.
+    pub amqp_url: String,
+    /// Prefix of every AMQP object hookrelay declares (`{ns}.events`, ...), so deployments
+    /// and tests can share a broker.
+    pub namespace: String,
+    /// Address of the HTTP listener: admin API, `/healthz`, `/readyz`, `/metrics`.
+    #[serde_as(as = "DisplayFromStr")]
+    pub listen: SocketAddr,
+    /// Bearer token of the admin API. Unset, every `/v1` call answers 401.
+    pub admin_token: Option<String>,
+    /// Allow webhook URLs on loopback, private and link-local addresses. For development
+    /// and tests only: on a shared service it lets accounts reach the internal network.
+    #[serde_as(as = "PickFirst<(_, DisplayFromStr)>")]
+    pub allow_private_networks: bool,
+    /// Delays between delivery attempts: `5s,5m,30m,2h,5h,10h,10h` means 8 attempts.
+    #[serde_as(as = "DisplayFromStr")]
+    pub retry_schedule: RetrySchedule,
+    /// Deadline of one delivery attempt, from connecting to reading the answer.
+    #[serde_as(as = "DisplayFromStr")]
+    pub request_timeout: HumanDuration,
+    /// Largest event body accepted, in bytes; larger events are rejected.
+    #[serde_as(as = "PickFirst<(_, DisplayFromStr)>")]
+    pub max_event_bytes: usize,
+    /// Deliveries to one webhook under way at once in this process.
+    #[serde_as(as = "PickFirst<(_, DisplayFromStr)>")]
+    pub max_in_flight_per_webhook: u32,
+    /// Connections to PostgreSQL.
+    #[serde_as(as = "PickFirst<(_, DisplayFromStr)>")]
+    pub database_pool_size: usize,
+    /// How long a stopping service waits for work under way before it exits anyway.
+    #[serde_as(as = "DisplayFromStr")]
+    pub shutdown_timeout: HumanDuration,
+    /// `text` for people, `json` for log collectors. Levels come from `RUST_LOG`.
+    #[serde_as(as = "DisplayFromStr")]
+    pub log_format: LogFormat,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            database_url: "postgres://postgres@127.0.0.1:5432/hookrelay".into(),
+            amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            namespace: "hookrelay".into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_token: None,
+            allow_private_networks: false,
+            retry_schedule: RetrySchedule::default(),
+            request_timeout: HumanDuration(Duration::from_secs(15)),
+            max_event_bytes: 256 * 1024,
+            max_in_flight_per_webhook: 16,
+            database_pool_size: 16,
+            shutdown_timeout: HumanDuration(Duration::from_secs(30)),
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+// By hand, so that printing the settings never prints the admin token or the passwords in
+// the URLs.
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("database_url", &redact_password(&self.database_url))
+            .field("amqp_url", &redact_password(&self.amqp_url))
+            .field("namespace", &self.namespace)
+            .field("listen", &self.listen)
+            .field(
+                "admin_token",
+                &self.admin_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("allow_private_networks", &self.allow_private_networks)
+            .field("retry_schedule", &self.retry_schedule.to_string())
+            .field("request_timeout", &self.request_timeout)
+            .field("max_event_bytes", &self.max_event_bytes)
+            .field("max_in_flight_per_webhook", &self.max_in_flight_per_webhook)
+            .field("database_pool_size", &self.database_pool_size)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("log_format", &self.log_format)
+            .finish()
+    }
+}
+
+fn redact_password(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut url) if url.password().is_some() => {
+            let _ = url.set_password(Some("redacted"));
+            url.to_string()
+        }
+        Ok(url) => url.to_string(),
+        Err(_) => "<unparsable>".into(),
+    }
+}
+
+/// A duration written as `15s`, `5m`, `1h 30m`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl FromStr for HumanDuration {
+    type Err = hookrelay_core::Invalid;
+
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        hookrelay_core::parse_duration(raw).map(Self)
+    }
+}
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<Self, String> {
+        match raw {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            other => Err(format!(
+                "`{other}` is not a log format: use `text` or `json`"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Text => "text",
+            Self::Json => "json",
+        })
+    }
+}
+
+/// A setting that could not be used, with where it came from.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SettingsError(String);
+
+/// Where a setting's value came from, for error messages.
+enum Source {
+    File,
+    Env,
+}
+
+impl Settings {
+    /// Reads the file (if any) and the process environment.
+    pub fn load(config_file: Option<&Path>) -> Result<Self, SettingsError> {
+        Self::load_from(config_file, std::env::vars())
+    }
+
+    /// As [`Settings::load`], with the environment given, so tests need not touch the
+    /// process's own.
+    pub fn load_from(
+        config_file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, SettingsError> {
+        let mut table = match config_file {
+            None => toml::Table::new(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    SettingsError(format!(
+                        "cannot read the config file {}: {e}",
+                        path.display()
+                    ))
+                })?;
+                text.parse::<toml::Table>().map_err(|e| {
+                    SettingsError(format!(
+                        "the config file {} is not valid TOML: {e}",
+                        path.display()
+                    ))
+                })?
+            }
+        };
+        let mut sources: BTreeMap<String, Source> =
+            table.keys().map(|k| (k.clone(), Source::File)).collect();
+        for (name, value) in env {
+            if let Some(key) = name.strip_prefix(ENV_PREFIX) {
+                let key = key.to_ascii_lowercase();
+                table.insert(key.clone(), toml::Value::String(value));
+                sources.insert(key, Source::Env);
+            }
+        }
+        let describe = |key: &str| match sources.get(key) {
+            Some(Source::Env) => format!("{ENV_PREFIX}{}", key.to_ascii_uppercase()),
+            _ => format!("`{key}` in the config file"),
+        };
+        let settings: Self =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|err| {
+                let key = err.path().to_string();
+                let message = err.inner().message().to_owned();
+                if let Some(unknown) = message
+                    .strip_prefix("unknown field `")
+                    .and_then(|rest| rest.split_once('`'))
+                    .map(|(name, _)| name.to_owned())
+                {
+                    return SettingsError(format!(
+                        "unknown setting {}; known settings: {}",
+                        describe(&unknown),
+                        KNOWN.join(", ")
+                    ));
+                }
+                if SECRET_SETTINGS.contains(&key.as_str()) {
+                    return SettingsError(format!(
+                        "invalid setting {}: expected a string",
+                        describe(&key)
+                    ));
+                }
+                SettingsError(format!("invalid setting {}: {message}", describe(&key)))
+            })?;
+        settings.validate().map_err(|(key, why)| {
+            SettingsError(format!("invalid setting {}: {why}", describe(key)))
+        })?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        hookrelay_store::Store::connect(&self.database_url, &Default::default())
+            .map(drop)
+            .map_err(|e| ("database_url", e.to_string()))?;
+        hookrelay_broker::validate_url(&self.amqp_url).map_err(|e| ("amqp_url", e.to_string()))?;
+        let namespace_ok = !self.namespace.is_empty()
+            && self.namespace.len() <= 64
+            && self
+                .namespace
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !namespace_ok {
+            return Err((
+                "namespace",
+                format!(
+                    "`{}` is not a namespace: use 1 to 64 letters, digits, `-`, `_` or `.`",
+                    self.namespace.escape_debug()
+                ),
+            ));
+        }
+        if self
+            .admin_token
+            .as_deref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            return Err((
+                "admin_token",
+                "it is empty; leave it unset to turn the admin API off".into(),
+            ));
+        }
+        let timeout = self.request_timeout.0;
+        if timeout < Duration::from_millis(100) || timeout > Duration::from_secs(300) {
+            return Err(("request_timeout", "it must be between 100ms and 5m".into()));
+        }
+        if self.max_event_bytes < 1024 || self.max_event_bytes > 64 * 1024 * 1024 {
+            return Err((
+                "max_event_bytes",
+                "it must be between 1024 and 67108864".into(),
+            ));
+        }
+        if !(1..=1024).contains(&self.max_in_flight_per_webhook) {
+            return Err((
+                "max_in_flight_per_webhook",
+                "it must be between 1 and 1024".into(),
+            ));
+        }
+        if !(1..=1000).contains(&self.database_pool_size) {
+            return Err(("database_pool_size", "it must be between 1 and 1000".into()));
+        }
+        Ok(())
+    }
+
+    /// Where the database is, without user name or password: safe for logs and messages.
+    pub fn database_display(&self) -> String {
+        match tokio_postgres_config(&self.database_url) {
+            Some((host, port, db)) => format!("{host}:{port}/{db}"),
+            None => "the configured database".into(),
+        }
+    }
+}
+
+fn tokio_postgres_config(url: &str) -> Option<(String, u16, String)> {
+    let url = url::Url::parse(url).ok()?;
+    Some((
+        url.host_str()?.to_owned(),
+        url.port().unwrap_or(5432),
+        url.path().trim_start_matches('/').to_owned(),
+    ))
+}
+
+const KNOWN: [&str; 13] = [
+    "database_url",
+    "amqp_url",
+    "namespace",
+    "listen",
+    "admin_token",
+    "allow_private_networks",
+    "retry_schedule",
+    "request_timeout",
+    "max_event_bytes",
+    "max_in_flight_per_webhook",
+    "database_pool_size",
+    "shutdown_timeout",
+    "log_format",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn file(text: &str) -> tempfile_like::TempFile {
+        tempfile_like::TempFile::new(text)
+    }
+
+    /// A file removed on drop; tests in one process run in parallel, so names are unique.
+    mod tempfile_like {
+        pub struct TempFile(pub std::path::PathBuf);
+        impl TempFile {
+            pub fn new(text: &str) -> Self {
+                static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+                let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let path = std::env::temp_dir().join(format!(
+                    "hookrelay-settings-{}-{n}.toml",
+                    std::process::id()
+                ));
+                std::fs::write(&path, text).unwrap();
+                Self(path)
+            }
+        }
+        impl Drop for TempFile {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_file(&self.0);
+            }
+        }
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let s = Settings::load_from(None, env(&[])).unwrap();
+        assert_eq!(
+            s.database_url,
+            "postgres://postgres@127.0.0.1:5432/hookrelay"
+        );
+        assert_eq!(s.amqp_url, "amqp://guest:guest@127.0.0.1:5672/%2f");
+        assert_eq!(s.namespace, "hookrelay");
+        assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.admin_token, None);
+        assert!(!s.allow_private_networks);
+        assert_eq!(s.retry_schedule.max_attempts(), 8);
+        assert_eq!(s.request_timeout.0, Duration::from_secs(15));
+        assert_eq!(s.max_event_bytes, 262_144);
+        assert_eq!(s.max_in_flight_per_webhook, 16);
+        assert_eq!(s.database_display(), "127.0.0.1:5432/hookrelay");
+    }
+
+    #[test]
+    fn the_example_file_documents_exactly_the_defaults() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/hookrelay.example.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let keys: Vec<&str> = text
+            .lines()
+            .map(|l| l.trim_start_matches("# "))
+            .filter_map(|l| l.split_once(" = ").map(|(k, _)| k))
+            .filter(|k| KNOWN.contains(k))
+            .collect();
+        assert_eq!(keys, KNOWN, "every setting, in order");
+        let from_file = Settings::load_from(Some(&path), env(&[])).unwrap();
+        let defaults = Settings::default();
+        assert_eq!(format!("{from_file:?}"), format!("{defaults:?}"));
+    }
+
+    #[test]
+    fn env_wins_over_the_file() {
+        let f = file("namespace = \"from-file\"\nrequest_timeout = \"3s\"\nallow_private_networks = true\nmax_event_bytes = 2048\n");
+        let s = Settings::load_from(
+            Some(&f.0),
+            env(&[
+                ("HOOKRELAY_NAMESPACE", "from-env"),
+                ("HOOKRELAY_ADMIN_TOKEN", "12345"),
+                ("HOOKRELAY_MAX_IN_FLIGHT_PER_WEBHOOK", "4"),
+                ("HOOKRELAY_RETRY_SCHEDULE", "1s,2s"),
+                ("OTHER_VAR", "ignored"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.namespace, "from-env");
+        assert_eq!(s.request_timeout.0, Duration::from_secs(3));
+        assert!(s.allow_private_networks);
+        assert_eq!(s.max_event_bytes, 2048);
+        assert_eq!(
+            s.admin_token.as_deref(),
+            Some("12345"),
+            "a numeric token stays a string"
+        );
+        assert_eq!(s.max_in_flight_per_webhook, 4);
+        assert_eq!(s.retry_schedule.max_attempts(), 3);
+        let s = Settings::load_from(None, env(&[("HOOKRELAY_ALLOW_PRIVATE_NETWORKS", "true")]))
+            .unwrap();
+        assert!(s.allow_private_networks);
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        let cases: [(&[(&str, &str)], &str); 10] = [
+            (
+                &[("HOOKRELAY_REQUEST_TIMEOUT", "soon")],
+                "HOOKRELAY_REQUEST_TIMEOUT",
+            ),
+            (
+                &[("HOOKRELAY_DATABASE_URL", "mysql://x")],
+                "HOOKRELAY_DATABASE_URL",
+            ),
+            (&[("HOOKRELAY_AMQP_URL", "http://x")], "HOOKRELAY_AMQP_URL"),
+            (&[("HOOKRELAY_LISTEN", "localhost")], "HOOKRELAY_LISTEN"),
+            (
+                &[("HOOKRELAY_ALLOW_PRIVATE_NETWORKS", "maybe")],
+                "HOOKRELAY_ALLOW_PRIVATE_NETWORKS",
+            ),
+            (
+                &[("HOOKRELAY_RETRY_SCHEDULE", "5s,x")],
+                "HOOKRELAY_RETRY_SCHEDULE",
+            ),
+            (&[("HOOKRELAY_NAMESPACE", "a b")], "HOOKRELAY_NAMESPACE"),
+            (&[("HOOKRELAY_ADMIN_TOKEN", " ")], "HOOKRELAY_ADMIN_TOKEN"),
+            (&[("HOOKRELAY_LOG_FORMAT", "xml")], "HOOKRELAY_LOG_FORMAT"),
+            (
+                &[("HOOKRELAY_NO_SUCH_THING", "1")],
+                "unknown setting HOOKRELAY_NO_SUCH_THING",
+            ),
+        ];
+        for (vars, expected) in cases {
+            let err = Settings::load_from(None, env(vars))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(expected), "{vars:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn file_errors_name_the_key_and_hide_secrets() {
+        let f = file("colour = \"blue\"\n");
+        let err = Settings::load_from(Some(&f.0), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("unknown setting `colour` in the config file"),
+            "{err}"
+        );
+        let f = file("request_timeout = \"forever\"\n");
+        let err = Settings::load_from(Some(&f.0), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`request_timeout` in the config file"),
+            "{err}"
+        );
+        let f = file("database_url = \"postgres://u:hunter2@/\"\n");
+        let err = Settings::load_from(Some(&f.0), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("database_url") && !err.contains("hunter2"),
+            "{err}"
+        );
+        let f = file("not toml = =");
+        assert!(Settings::load_from(Some(&f.0), env(&[]))
+            .unwrap_err()
+            .to_string()
+            .contains("not valid TOML"));
+        let missing = Path::new("/nonexistent/hookrelay.toml");
+        assert!(Settings::load_from(Some(missing), env(&[]))
+            .unwrap_err()
+            .to_string()
+            .contains("cannot read"));
+    }
+}

@@ -1,0 +1,175 @@
+//! Every Prometheus metric of contract §5, defined in this one place with fixed label sets.
+//!
+//! A [`Metrics`] owns its own registry rather than using the process-global default one, so
+//! two services in one test process never share counters. No metric carries a per-webhook or
+//! per-account label: their number is unbounded and would blow up the time series count.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+/// Outcomes of one delivery attempt, the values of `outcome` on
+/// `hookrelay_delivery_attempts_total`.
+pub const ATTEMPT_OUTCOMES: [&str; 5] = [
+    "success",
+    "http_error",
+    "timeout",
+    "network_error",
+    "blocked",
+];
+/// Final states of a delivery, the values of `status` on `hookrelay_deliveries_completed_total`.
+pub const COMPLETED_STATUSES: [&str; 2] = ["succeeded", "failed"];
+
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    pub events_received: IntCounterVec,
+    pub events_rejected: IntCounterVec,
+    pub deliveries_enqueued: IntCounter,
+    pub delivery_attempts: IntCounterVec,
+    pub delivery_attempt_duration: Histogram,
+    pub deliveries_completed: IntCounterVec,
+    pub delivery_latency: Histogram,
+    pub webhooks_disabled: IntCounter,
+    pub inflight_deliveries: IntGauge,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let events_received = IntCounterVec::new(
+            Opts::new(
+                "hookrelay_events_received_total",
+                "Events consumed from the broker, by type.",
+            ),
+            &["event_type"],
+        )?;
+        let events_rejected = IntCounterVec::new(
+            Opts::new(
+                "hookrelay_events_rejected_total",
+                "Events moved to the rejected queue, by reason.",
+            ),
+            &["reason"],
+        )?;
+        let deliveries_enqueued = IntCounter::new(
+            "hookrelay_deliveries_enqueued_total",
+            "Deliveries fanned out to per-webhook queues.",
+        )?;
+        let delivery_attempts = IntCounterVec::new(
+            Opts::new(
+                "hookrelay_delivery_attempts_total",
+                "HTTP delivery attempts, by outcome.",
+            ),
+            &["outcome"],
+        )?;
+        let delivery_attempt_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "hookrelay_delivery_attempt_duration_seconds",
+                "Duration of one HTTP delivery attempt.",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0,
+            ]),
+        )?;
+        let deliveries_completed = IntCounterVec::new(
+            Opts::new(
+                "hookrelay_deliveries_completed_total",
+                "Deliveries that reached a final state, by status.",
+            ),
+            &["status"],
+        )?;
+        let delivery_latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "hookrelay_delivery_latency_seconds",
+                "Time from an event's receipt to its delivery's 2xx answer.",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 300.0, 3600.0, 36000.0,
+            ]),
+        )?;
+        let webhooks_disabled = IntCounter::new(
+            "hookrelay_webhooks_disabled_total",
+            "Webhooks disabled automatically because their deliveries kept failing.",
+        )?;
+        let inflight_deliveries = IntGauge::new(
+            "hookrelay_inflight_deliveries",
+            "Delivery attempts under way in this process.",
+        )?;
+
+        registry.register(Box::new(events_received.clone()))?;
+        registry.register(Box::new(events_rejected.clone()))?;
+        registry.register(Box::new(deliveries_enqueued.clone()))?;
+        registry.register(Box::new(delivery_attempts.clone()))?;
+        registry.register(Box::new(delivery_attempt_duration.clone()))?;
+        registry.register(Box::new(deliveries_completed.clone()))?;
+        registry.register(Box::new(delivery_latency.clone()))?;
+        registry.register(Box::new(webhooks_disabled.clone()))?;
+        registry.register(Box::new(inflight_deliveries.clone()))?;
+
+        // Known label values start at zero, so dashboards and `rate()` see every series
+        // from the first scrape instead of only after the first occurrence.
+        for outcome in ATTEMPT_OUTCOMES {
+            delivery_attempts.with_label_values(&[outcome]);
+        }
+        for status in COMPLETED_STATUSES {
+            deliveries_completed.with_label_values(&[status]);
+        }
+
+        Ok(Self {
+            registry,
+            events_received,
+            events_rejected,
+            deliveries_enqueued,
+            delivery_attempts,
+            delivery_attempt_duration,
+            deliveries_completed,
+            delivery_latency,
+            webhooks_disabled,
+            inflight_deliveries,
+        })
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> Result<String, prometheus::Error> {
+        let mut out = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_contract_metric_is_exposed() {
+        let m = Metrics::new().unwrap();
+        m.events_received
+            .with_label_values(&["Contact.created"])
+            .inc();
+        m.events_rejected.with_label_values(&["not_json"]).inc();
+        m.delivery_attempt_duration.observe(0.1);
+        m.delivery_latency.observe(0.1);
+        let text = m.render().unwrap();
+        for name in [
+            "hookrelay_events_received_total",
+            "hookrelay_events_rejected_total",
+            "hookrelay_deliveries_enqueued_total",
+            "hookrelay_delivery_attempts_total{outcome=\"blocked\"} 0",
+            "hookrelay_delivery_attempt_duration_seconds_bucket",
+            "hookrelay_deliveries_completed_total{status=\"failed\"} 0",
+            "hookrelay_delivery_latency_seconds_bucket",
+            "hookrelay_webhooks_disabled_total",
+            "hookrelay_inflight_deliveries",
+        ] {
+            assert!(text.contains(name), "{name} missing from\n{text}");
+        }
+        // Two instances do not share state.
+        assert!(!Metrics::new()
+            .unwrap()
+            .render()
+            .unwrap()
+            .contains("Contact.created"));
+    }
+}

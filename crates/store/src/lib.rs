@@ -1,0 +1,24 @@
+//! PostgreSQL: the connection pool, the migrations of `migrations/`, and every query hookrelay
+//! makes. Other crates never write SQL; they call the functions here with validated values
+//! from `hookrelay-core` and get plain row structs back.
+
+mod api_keys;
+mod cursor;
+mod error;
+mod event_types;
+mod migrate;
+mod pool;
+mod webhooks;
+
+pub use api_keys::ApiKeyRow;
+pub use cursor::{Cursor, Page};
+pub use error::StoreError;
+pub use event_types::EventTypeRow;
+pub use migrate::{ensure_database, migrate};
+pub use pool::{PoolOptions, Store};
+pub use webhooks::{NewWebhook, WebhookFilter, WebhookPatch, WebhookRow};
+
+/// The LISTEN/NOTIFY channel on which every change to `webhooks` is announced (by a trigger,
+/// so that edits made by hand in psql are seen too). The payload is
+/// `{"op": "insert"|"update"|"delete", "id": "<uuid>"}`.
+pub const WEBHOOK_CHANGES_CHANNEL: &str = "hookrelay_webhooks";

@@ -1,0 +1,67 @@
+use tokio_postgres::NoTls;
+use tracing::info;
+
+use crate::pool::parse_config;
+use crate::StoreError;
+
+mod embedded {
+    refinery::embed_migrations!("../../migrations");
+}
+
+/// An arbitrary constant: the advisory lock that keeps two starting services from running
+/// the migrations at the same moment.
+const MIGRATION_LOCK: i64 = 0x686f_6f6b_7265_6c61; // "hookrela"
+
+/// Creates the database named in `database_url` when it does not exist yet, connecting to
+/// the server's `postgres` database to do it.
+pub async fn ensure_database(database_url: &str) -> Result<(), StoreError> {
+    let config = parse_config(database_url)?;
+    let name = config.get_dbname().unwrap_or("hookrelay").to_owned();
+    let mut admin = config.clone();
+    admin.dbname("postgres");
+    let (client, connection) = admin.connect(NoTls).await?;
+    let driver = tokio::spawn(connection);
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+        .await?
+        .is_some();
+    if !exists {
+        let sql = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
+        match client.batch_execute(&sql).await {
+            Ok(()) => info!(database = %name, "created the database"),
+            // Another service starting at the same time created it first.
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    drop(client);
+    let _ = driver.await;
+    Ok(())
+}
+
+/// Applies the migrations not applied yet; a no-op when the schema is current. Runs under an
+/// advisory lock, so several services starting together apply each migration once.
+pub async fn migrate(database_url: &str) -> Result<usize, StoreError> {
+    ensure_database(database_url).await?;
+    let config = parse_config(database_url)?;
+    let (mut client, connection) = config.connect(NoTls).await?;
+    let driver = tokio::spawn(connection);
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    let report = embedded::migrations::runner()
+        .set_abort_divergent(true)
+        .run_async(&mut client)
+        .await;
+    // The lock dies with the session anyway; unlocking is only to be quick about it.
+    let _ = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await;
+    let applied = report?.applied_migrations().len();
+    if applied > 0 {
+        info!(applied, "applied database migrations");
+    }
+    drop(client);
+    let _ = driver.await;
+    Ok(applied)
+}

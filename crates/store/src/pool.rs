@@ -1,0 +1,81 @@
+use std::str::FromStr;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+
+use crate::StoreError;
+
+/// Sizes and deadlines of the pool. A request that cannot get a connection within
+/// `wait_timeout` fails instead of queueing without bound.
+#[derive(Debug, Clone)]
+pub struct PoolOptions {
+    pub max_size: usize,
+    pub wait_timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        Self {
+            max_size: 16,
+            wait_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A handle on the database; cheap to clone (the pool is shared).
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) pool: Pool,
+}
+
+impl Store {
+    /// Builds the pool. No connection is made yet: the first query makes one, so a service
+    /// can start while the database is briefly away and report it through `/readyz`.
+    pub fn connect(database_url: &str, options: &PoolOptions) -> Result<Self, StoreError> {
+        let mut config = parse_config(database_url)?;
+        config.connect_timeout(options.connect_timeout);
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                // A `SELECT 1` per checkout would double the round trips; a broken connection
+                // is noticed by the failing query and dropped by the pool instead.
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(options.max_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(options.wait_timeout))
+            .create_timeout(Some(options.connect_timeout))
+            .recycle_timeout(Some(options.connect_timeout))
+            .build()
+            .map_err(|e| StoreError::Config(e.to_string()))?;
+        Ok(Self { pool })
+    }
+
+    /// One round trip to the database, for readiness checks.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let client = self.pool.get().await?;
+        client.simple_query("SELECT 1").await?;
+        Ok(())
+    }
+
+    pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        Ok(self.pool.get().await?)
+    }
+}
+
+pub(crate) fn parse_config(database_url: &str) -> Result<tokio_postgres::Config, StoreError> {
+    let config = tokio_postgres::Config::from_str(database_url)
+        .map_err(|e| StoreError::Config(e.to_string()))?;
+    if config.get_dbname().is_none() {
+        return Err(StoreError::Config(
+            "it names no database (add /<name> to the URL)".into(),
+        ));
+    }
+    Ok(config)
+}

@@ -1,0 +1,279 @@
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use hookrelay_core::{
+    AccountId, Description, EventList, HeaderSet, Secret, WebhookStatus, WebhookUrl,
+};
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use crate::{Cursor, Page, Store, StoreError};
+
+const COLUMNS: &str = "id, account_id, url, secret, headers, events, status, disabled_reason, \
+                       description, created_at, updated_at";
+
+/// A row of `webhooks` as stored. Values are not re-validated on the way out: a row edited by
+/// hand in psql is still listed and can be fixed through the API.
+#[derive(Clone)]
+pub struct WebhookRow {
+    pub id: Uuid,
+    pub account_id: String,
+    pub url: String,
+    pub secret: Option<String>,
+    pub headers: BTreeMap<String, String>,
+    pub events: Vec<String>,
+    pub status: String,
+    pub disabled_reason: Option<String>,
+    pub description: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+// By hand so that the secret can never reach a log line through `{:?}`.
+impl std::fmt::Debug for WebhookRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookRow")
+            .field("id", &self.id)
+            .field("account_id", &self.account_id)
+            .field("url", &self.url)
+            .field("has_secret", &self.secret.is_some())
+            .field("events", &self.events)
+            .field("status", &self.status)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WebhookRow {
+    fn from_row(row: &Row) -> Self {
+        let headers: serde_json::Value = row.get("headers");
+        let headers = match headers {
+            serde_json::Value::Object(map) => map
+                .into_iter()
+                .map(|(k, v)| match v {
+                    serde_json::Value::String(s) => (k, s),
+                    other => (k, other.to_string()),
+                })
+                .collect(),
+            _ => BTreeMap::new(),
+        };
+        Self {
+            id: row.get("id"),
+            account_id: row.get("account_id"),
+            url: row.get("url"),
+            secret: row.get("secret"),
+            headers,
+            events: row.get("events"),
+            status: row.get("status"),
+            disabled_reason: row.get("disabled_reason"),
+            description: row.get("description"),
+            created_at: row.get("created_at"),
+            updated_at: row.get("updated_at"),
+        }
+    }
+
+    pub fn cursor(&self) -> Cursor {
+        Cursor {
+            created_at: self.created_at,
+            key: self.id.to_string(),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct NewWebhook {
+    pub account_id: AccountId,
+    pub url: WebhookUrl,
+    pub secret: Option<Secret>,
+    pub headers: HeaderSet,
+    pub events: EventList,
+    pub description: Option<Description>,
+}
+
+/// A change to a webhook: `None` leaves a field as it is; for nullable fields `Some(None)`
+/// clears it.
+#[derive(Debug, Default)]
+pub struct WebhookPatch {
+    pub account_id: Option<AccountId>,
+    pub url: Option<WebhookUrl>,
+    pub secret: Option<Option<Secret>>,
+    pub headers: Option<HeaderSet>,
+    pub events: Option<EventList>,
+    pub description: Option<Option<Description>>,
+    pub status: Option<WebhookStatus>,
+    /// Recorded when this patch disables an active webhook.
+    pub disabled_reason: Option<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct WebhookFilter {
+    /// `None` lists every account's webhooks (admin token only).
+    pub account_id: Option<String>,
+    pub status: Option<WebhookStatus>,
+}
+
+fn headers_json(headers: &HeaderSet) -> serde_json::Value {
+    serde_json::Value::Object(
+        headers
+            .iter()
+            .map(|(k, v)| (k.to_owned(), serde_json::Value::String(v.to_owned())))
+            .collect(),
+    )
+}
+
+fn cursor_position(
+    after: Option<&Cursor>,
+) -> Result<(Option<DateTime<Utc>>, Option<Uuid>), StoreError> {
+    match after {
+        None => Ok((None, None)),
+        Some(c) => {
+            let id = Uuid::parse_str(&c.key).map_err(|_| {
+                StoreError::Invalid("the cursor does not belong to this list".into())
+            })?;
+            Ok((Some(c.created_at), Some(id)))
+        }
+    }
+}
+
+impl Store {
+    pub async fn insert_webhook(&self, new: &NewWebhook) -> Result<WebhookRow, StoreError> {
+        let client = self.client().await?;
+        let sql = format!(
+            "INSERT INTO webhooks (id, account_id, url, secret, headers, events, description)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             RETURNING {COLUMNS}"
+        );
+        let row = client
+            .query_one(
+                &sql,
+                &[
+                    &Uuid::now_v7(),
+                    &new.account_id.as_str(),
+                    &new.url.as_str(),
+                    &new.secret.as_ref().map(Secret::expose),
+                    &headers_json(&new.headers),
+                    &new.events.names(),
+                    &new.description.as_ref().map(Description::as_str),
+                ],
+            )
+            .await?;
+        Ok(WebhookRow::from_row(&row))
+    }
+
+    /// One webhook; `account` limits the search to that account's webhooks.
+    pub async fn get_webhook(
+        &self,
+        id: Uuid,
+        account: Option<&str>,
+    ) -> Result<Option<WebhookRow>, StoreError> {
+        let client = self.client().await?;
+        let sql = format!(
+            "SELECT {COLUMNS} FROM webhooks WHERE id = $1 AND ($2::text IS NULL OR account_id = $2)"
+        );
+        let row = client.query_opt(&sql, &[&id, &account]).await?;
+        Ok(row.as_ref().map(WebhookRow::from_row))
+    }
+
+    pub async fn list_webhooks(
+        &self,
+        filter: &WebhookFilter,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<Page<WebhookRow>, StoreError> {
+        let (at, id) = cursor_position(after)?;
+        let client = self.client().await?;
+        let sql = format!(
+            "SELECT {COLUMNS} FROM webhooks
+             WHERE ($1::text IS NULL OR account_id = $1)
+               AND ($2::text IS NULL OR status = $2)
+               AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4::uuid))
+             ORDER BY created_at DESC, id DESC
+             LIMIT $5"
+        );
+        let rows = client
+            .query(
+                &sql,
+                &[
+                    &filter.account_id,
+                    &filter.status.map(WebhookStatus::as_str),
+                    &at,
+                    &id,
+                    &(limit as i64 + 1),
+                ],
+            )
+            .await?;
+        let rows = rows.iter().map(WebhookRow::from_row).collect();
+        Ok(Page::from_rows(rows, limit, WebhookRow::cursor))
+    }
+
+    /// Applies `patch` in one statement, so a failure changes nothing. `None` when no such
+    /// webhook is visible to `account`.
+    pub async fn update_webhook(
+        &self,
+        id: Uuid,
+        account: Option<&str>,
+        patch: &WebhookPatch,
+    ) -> Result<Option<WebhookRow>, StoreError> {
+        let client = self.client().await?;
+        // In SET, a bare column name is the row's value before the update.
+        let sql = format!(
+            "UPDATE webhooks SET
+                account_id = COALESCE($3, account_id),
+                url = COALESCE($4, url),
+                secret = CASE WHEN $5 THEN $6 ELSE secret END,
+                headers = COALESCE($7, headers),
+                events = COALESCE($8, events),
+                description = CASE WHEN $9 THEN $10 ELSE description END,
+                status = COALESCE($11, status),
+                disabled_reason = CASE
+                    WHEN $11::text IS NULL OR $11 = status THEN disabled_reason
+                    WHEN $11 = 'active' THEN NULL
+                    ELSE $12 END,
+                failing_since = CASE WHEN $11 = 'active' THEN NULL ELSE failing_since END,
+                updated_at = now()
+             WHERE id = $1 AND ($2::text IS NULL OR account_id = $2)
+             RETURNING {COLUMNS}"
+        );
+        let row = client
+            .query_opt(
+                &sql,
+                &[
+                    &id,
+                    &account,
+                    &patch.account_id.as_ref().map(AccountId::as_str),
+                    &patch.url.as_ref().map(WebhookUrl::as_str),
+                    &patch.secret.is_some(),
+                    &patch
+                        .secret
+                        .as_ref()
+                        .and_then(|s| s.as_ref().map(Secret::expose)),
+                    &patch.headers.as_ref().map(headers_json),
+                    &patch.events.as_ref().map(EventList::names),
+                    &patch.description.is_some(),
+                    &patch
+                        .description
+                        .as_ref()
+                        .and_then(|d| d.as_ref().map(Description::as_str)),
+                    &patch.status.map(WebhookStatus::as_str),
+                    &patch.disabled_reason,
+                ],
+            )
+            .await?;
+        Ok(row.as_ref().map(WebhookRow::from_row))
+    }
+
+    /// Deletes a webhook; its logs stay. `false` when no such webhook is visible to `account`.
+    pub async fn delete_webhook(
+        &self,
+        id: Uuid,
+        account: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "DELETE FROM webhooks WHERE id = $1 AND ($2::text IS NULL OR account_id = $2)",
+                &[&id, &account],
+            )
+            .await?;
+        Ok(n > 0)
+    }
+}

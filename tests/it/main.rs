@@ -1,0 +1,12 @@
+//! End-to-end tests: the service runs in-process on port 0 against the real PostgreSQL and
+//! RabbitMQ, each test with a database and namespace of its own.
+
+// A test that cannot set up its world should stop there, loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod auth;
+mod event_types;
+mod health;
+mod helpers;
+mod migrations;
+mod webhooks;

@@ -1,0 +1,115 @@
+//! What the end-to-end tests share: a throwaway PostgreSQL database per test, and waiting
+//! for a condition with a deadline instead of sleeping.
+//!
+//! The services are the real ones on this machine. `TEST_POSTGRES_URL` and `TEST_AMQP_URL`
+//! point elsewhere if needed (not `HOOKRELAY_*`: those are the service's own settings).
+
+// A test that cannot set up its world should stop there, loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use tokio_postgres::NoTls;
+
+/// The server the test databases are created on, as a URL without a database name.
+pub fn postgres_server() -> String {
+    std::env::var("TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+pub fn amqp_url() -> String {
+    std::env::var("TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// A uniquely named database, dropped (with any open connections) when this is dropped.
+/// It is not created here: the service under test creates it on start, as in production.
+pub struct TestDb {
+    pub name: String,
+}
+
+impl TestDb {
+    pub fn new() -> Self {
+        Self {
+            name: format!("hookrelay_test_{}", uuid::Uuid::new_v4().simple()),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("{}/{}", postgres_server(), self.name)
+    }
+
+    /// A direct connection to this database, for assertions on the tables themselves.
+    pub async fn connect(&self) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(&self.url(), NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to {}: {e}", self.name));
+        tokio::spawn(connection);
+        client
+    }
+
+    /// Drops the database now, killing its connections (to simulate losing it).
+    pub async fn drop_now(&self) {
+        drop_database(&self.name).await;
+    }
+}
+
+impl Default for TestDb {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+async fn drop_database(name: &str) {
+    let url = format!("{}/postgres", postgres_server());
+    if let Ok((client, connection)) = tokio_postgres::connect(&url, NoTls).await {
+        tokio::spawn(connection);
+        let _ = client
+            .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+            .await;
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        // Drop runs inside the test's runtime, which cannot be blocked on; a thread of its own
+        // with a small runtime does the cleanup and is joined, so nothing is left behind.
+        let name = self.name.clone();
+        let joined = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                rt.block_on(drop_database(&name));
+            }
+        })
+        .join();
+        if joined.is_err() {
+            eprintln!("could not drop test database {}", self.name);
+        }
+    }
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or panics with `what` after `deadline`.
+pub async fn wait_for<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if start.elapsed() > deadline {
+            panic!("timed out after {deadline:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A unique AMQP namespace, so tests sharing the broker never see each other's objects.
+pub fn unique_namespace() -> String {
+    format!("test-{}", uuid::Uuid::new_v4().simple())
+}
