@@ -7,17 +7,26 @@ use tokio_util::sync::CancellationToken;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
-/// A service running in-process, stopped and its database dropped on drop.
+/// A service running in-process on a runtime of its own (as a separate process would), so
+/// that dropping this can stop it, wait for it, and then remove its AMQP objects and its
+/// database: nothing is left behind.
 pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
-    pub db: TestDb,
+    pub namespace: String,
+    pub amqp_url: String,
     shutdown: CancellationToken,
+    thread: Option<std::thread::JoinHandle<()>>,
+    // Declared last: dropped after the service has stopped.
+    pub db: TestDb,
 }
 
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -44,20 +53,63 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     let db = TestDb::new();
     let mut settings = test_settings(&db);
     adjust(&mut settings);
+    let namespace = settings.namespace.clone();
+    let thread_namespace = namespace.clone();
+    let amqp = settings.amqp_url.clone();
+    let database_url = settings.database_url.clone();
     let shutdown = CancellationToken::new();
-    let app = Application::build(settings, shutdown.clone())
-        .await
-        .unwrap_or_else(|e| panic!("the service did not start: {e:#}"));
-    let address = format!("http://127.0.0.1:{}", app.port());
-    tokio::spawn(app.run_until_stopped());
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let stop = shutdown.clone();
+    let thread = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a runtime for the service");
+        runtime.block_on(async move {
+            match Application::build(settings, stop).await {
+                Ok(app) => {
+                    let _ = ready_tx.send(Ok(app.port()));
+                    let _ = app.run_until_stopped().await;
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(format!("{e:#}")));
+                }
+            }
+            let ids = webhook_ids(&database_url).await;
+            hookrelay_tests::delete_namespace(&thread_namespace, &ids).await;
+        });
+    });
+    let port = match ready_rx.await {
+        Ok(Ok(port)) => port,
+        Ok(Err(e)) => panic!("the service did not start: {e}"),
+        Err(_) => panic!("the service thread died while starting"),
+    };
     TestApp {
-        address,
+        address: format!("http://127.0.0.1:{port}"),
         client: reqwest::Client::new(),
-        db,
+        namespace,
+        amqp_url: amqp,
         shutdown,
+        thread: Some(thread),
+        db,
     }
 }
 
+/// The ids of the webhooks in a test database, for removing their queues.
+async fn webhook_ids(database_url: &str) -> Vec<String> {
+    let Ok((client, connection)) =
+        tokio_postgres::connect(database_url, tokio_postgres::NoTls).await
+    else {
+        return Vec::new();
+    };
+    tokio::spawn(connection);
+    client
+        .query("SELECT id::text FROM webhooks", &[])
+        .await
+        .map(|rows| rows.iter().map(|r| r.get(0)).collect())
+        .unwrap_or_default()
+}
 /// An answer: status and JSON body (`Null` when the body is empty), plus the raw text.
 pub struct Answer {
     pub status: u16,
@@ -128,5 +180,65 @@ impl TestApp {
         let answer = self.admin("POST", "/v1/webhooks", Some(body)).await;
         assert_eq!(answer.status, 201, "{}", answer.text);
         answer.body
+    }
+}
+
+impl TestApp {
+    /// Publishes events as an upstream service would, and returns their ids.
+    pub async fn publish(
+        &self,
+        event_type: &str,
+        account: &str,
+        data: Value,
+        count: usize,
+    ) -> Vec<String> {
+        let args = hookrelay::publish::PublishArgs {
+            event_type: event_type.into(),
+            account_id: account.into(),
+            data: data.to_string(),
+            id: None,
+            count,
+        };
+        hookrelay::publish::publish(&self.amqp_url, &self.namespace, &args)
+            .await
+            .expect("events published")
+            .ids
+    }
+
+    /// Publishes one raw message to the events exchange.
+    pub async fn publish_raw(&self, routing_key: &str, body: &[u8]) {
+        use hookrelay_broker::lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+        let connection = hookrelay_broker::connect(&self.amqp_url)
+            .await
+            .expect("a connection");
+        let channel = connection.create_channel().await.expect("a channel");
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .expect("confirms");
+        let topology = hookrelay_broker::Topology::new(&self.namespace);
+        channel
+            .basic_publish(
+                &topology.events_exchange(),
+                routing_key,
+                BasicPublishOptions::default(),
+                body,
+                hookrelay_broker::lapin::BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .expect("published")
+            .await
+            .expect("confirmed");
+        let _ = connection.close(200, "done").await;
+    }
+
+    /// Creates a webhook on `url` for `account`, subscribed to `events`, and returns its id.
+    pub async fn webhook(&self, account: &str, url: &str, events: &[&str], extra: Value) -> String {
+        let mut body = serde_json::json!({"account_id": account, "url": url, "events": events});
+        if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+            body.extend(extra.clone());
+        }
+        let created = self.create_webhook(body).await;
+        created["id"].as_str().expect("an id").to_owned()
     }
 }

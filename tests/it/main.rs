@@ -9,4 +9,5 @@ mod event_types;
 mod health;
 mod helpers;
 mod migrations;
+mod pipeline;
 mod webhooks;

@@ -7,6 +7,8 @@
 // A test that cannot set up its world should stop there, loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod receiver;
+
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -112,4 +114,45 @@ where
 /// A unique AMQP namespace, so tests sharing the broker never see each other's objects.
 pub fn unique_namespace() -> String {
     format!("test-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Removes a test's AMQP objects: its namespace's exchanges and queues, and the queues of
+/// the given webhooks.
+pub async fn delete_namespace(namespace: &str, webhook_ids: &[String]) {
+    let Ok(connection) = hookrelay_broker::connect(&amqp_url()).await else {
+        return;
+    };
+    if let Ok(channel) = connection.create_channel().await {
+        let _ = hookrelay_broker::Topology::new(namespace)
+            .delete_all(&channel, webhook_ids)
+            .await;
+    }
+    let _ = connection.close(200, "test done").await;
+}
+
+/// Verifies a Standard Webhooks signature header the way a receiver would, independently of
+/// hookrelay's own signing code. True when any of its `v1,` signatures matches.
+pub fn verify_signature(
+    secret: &str,
+    msg_id: &str,
+    timestamp: &str,
+    body: &[u8],
+    header: &str,
+) -> bool {
+    use base64::Engine as _;
+    use hmac::Mac as _;
+    let key = match secret.strip_prefix("whsec_") {
+        Some(b64) => base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap_or_default(),
+        None => secret.as_bytes().to_vec(),
+    };
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).expect("any key length");
+    mac.update(format!("{msg_id}.{timestamp}.").as_bytes());
+    mac.update(body);
+    let expected = format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    );
+    header.split(' ').any(|sig| sig == expected)
 }

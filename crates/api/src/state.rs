@@ -1,6 +1,7 @@
 use std::sync::Arc;
 
 use hookrelay_broker::Broker;
+use hookrelay_dispatch::Dispatcher;
 use hookrelay_metrics::Metrics;
 use hookrelay_store::Store;
 use sha2::{Digest, Sha256};
@@ -24,6 +25,7 @@ pub(crate) struct Inner {
     pub store: Store,
     pub metrics: Metrics,
     pub broker: Broker,
+    pub dispatcher: Dispatcher,
     /// Only the digest is kept, and compared digest to digest, so a comparison's timing says
     /// nothing about the token.
     pub admin_token_sha256: Option<[u8; 32]>,
@@ -31,12 +33,19 @@ pub(crate) struct Inner {
 }
 
 impl AppState {
-    pub fn new(store: Store, metrics: Metrics, broker: Broker, config: ApiConfig) -> Self {
+    pub fn new(
+        store: Store,
+        metrics: Metrics,
+        broker: Broker,
+        dispatcher: Dispatcher,
+        config: ApiConfig,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 store,
                 metrics,
                 broker,
+                dispatcher,
                 admin_token_sha256: config.admin_token.as_deref().map(sha256),
                 allow_private_networks: config.allow_private_networks,
             }),

@@ -102,6 +102,7 @@ pub async fn create(
             description,
         })
         .await?;
+    state.inner.dispatcher.webhook_changed(row.id).await;
     tracing::info!(webhook_id = %row.id, account_id = %row.account_id, "webhook created");
     Ok((StatusCode::CREATED, Json(row.into())))
 }
@@ -242,6 +243,7 @@ pub async fn delete(
 ) -> Result<StatusCode, ApiError> {
     let id = parse_id(&id)?;
     if state.store().delete_webhook(id, caller.scope()).await? {
+        state.inner.dispatcher.webhook_changed(id).await;
         tracing::info!(webhook_id = %id, "webhook deleted");
         Ok(StatusCode::NO_CONTENT)
     } else {
@@ -311,6 +313,7 @@ async fn apply(
         .update_webhook(id, caller.scope(), patch)
         .await?
         .ok_or_else(webhook_not_found)?;
+    state.inner.dispatcher.webhook_changed(row.id).await;
     tracing::info!(webhook_id = %row.id, status = %row.status, "webhook updated");
     Ok(Json(row.into()))
 }

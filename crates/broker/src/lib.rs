@@ -1,9 +1,14 @@
-//! RabbitMQ: the connection and, as the pipeline grows, the topology, publishers and
-//! consumers under the deployment's namespace. Knows nothing of webhooks or the database.
+//! RabbitMQ: the supervised connection, the topology under the deployment's namespace, and
+//! publishing with confirms. Knows nothing of webhooks or the database.
 //!
 //! The connection is owned by a supervisor task that reconnects with exponential backoff
 //! (`backon`) whenever the broker goes away; users ask for the current connection and get
 //! `None` while there is none, instead of blocking.
+
+mod topology;
+
+pub use lapin;
+pub use topology::Topology;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -77,7 +82,8 @@ impl Broker {
     }
 }
 
-async fn connect(amqp_url: &str) -> Result<Connection, lapin::Error> {
+/// One unsupervised connection, for short-lived tools such as `hookrelay publish`.
+pub async fn connect(amqp_url: &str) -> Result<Connection, lapin::Error> {
     let properties = ConnectionProperties::default()
         .with_connection_name("hookrelay".into())
         .with_executor(tokio_executor_trait::Tokio::current())

@@ -7,12 +7,17 @@
 //! never re-check afterwards.
 
 mod catalog;
+mod delivery;
+mod event;
 mod invalid;
 pub mod net;
 mod retry;
+pub mod signing;
 mod webhook;
 
 pub use catalog::{EventType, BUILTIN_EVENT_TYPES, OWN_EVENT_TYPES, SEEDED_EVENT_TYPES};
+pub use delivery::{response_excerpt, DeliveryTask, DeliveryV1, Outcome, MAX_RESPONSE_BODY};
+pub use event::{Event, RejectReason, Rejection};
 pub use invalid::Invalid;
 pub use retry::{parse_duration, RetrySchedule};
 pub use webhook::{

@@ -2,6 +2,7 @@
 //! into one running service. `main.rs` only parses the command line, installs logging and
 //! signal handlers, and calls in here, so tests start the very same service in-process.
 
+pub mod publish;
 pub mod settings;
 
 use std::time::Duration;
@@ -10,6 +11,7 @@ use anyhow::Context as _;
 use backon::{ExponentialBuilder, Retryable};
 use hookrelay_api::{ApiConfig, AppState};
 use hookrelay_broker::Broker;
+use hookrelay_dispatch::{DispatchConfig, Dispatcher};
 use hookrelay_metrics::Metrics;
 use hookrelay_store::{PoolOptions, Store};
 use tokio::net::TcpListener;
@@ -66,15 +68,38 @@ impl Application {
             },
         )?;
         let metrics = Metrics::new().context("cannot register the metrics")?;
-        let tracker = TaskTracker::new();
-        let broker = Broker::start(&settings.amqp_url, shutdown.clone(), &tracker)?;
+        // Bind before starting anything that runs in the background, so a taken port fails
+        // start-up without leaving tasks behind.
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
+        let tracker = TaskTracker::new();
+        let broker = Broker::start(&settings.amqp_url, shutdown.clone(), &tracker)?;
+        let dispatcher = Dispatcher::start(
+            DispatchConfig {
+                namespace: settings.namespace.clone(),
+                database_url: settings.database_url.clone(),
+                max_event_bytes: settings.max_event_bytes,
+                max_in_flight_per_webhook: settings.max_in_flight_per_webhook,
+                max_in_flight_total: settings.max_in_flight_total,
+                request_timeout: settings.request_timeout.0,
+                allow_private_networks: settings.allow_private_networks,
+                retry_schedule: settings.retry_schedule.clone(),
+                ingest_workers: settings.ingest_workers,
+            },
+            store.clone(),
+            broker.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+            &tracker,
+        )
+        .await
+        .context("cannot start the pipeline")?;
         let state = AppState::new(
             store,
             metrics,
             broker,
+            dispatcher,
             ApiConfig {
                 admin_token: settings.admin_token.clone(),
                 allow_private_networks: settings.allow_private_networks,

@@ -24,6 +24,24 @@ enum Command {
     Serve,
     /// Create the database if needed and apply pending migrations, then exit.
     Migrate,
+    /// Publish test events to the events exchange, as an upstream service would.
+    Publish {
+        /// The event type, also the routing key, e.g. `Contact.created`.
+        #[arg(long = "type", value_name = "TYPE")]
+        event_type: String,
+        /// The account the events belong to.
+        #[arg(long = "account", value_name = "ACCOUNT_ID")]
+        account_id: String,
+        /// The `data` of each event, as JSON.
+        #[arg(long, default_value = "{}")]
+        data: String,
+        /// The event id (with --count, ids are ID-0, ID-1, ...). A new UUID per event if absent.
+        #[arg(long)]
+        id: Option<String>,
+        /// How many events to publish.
+        #[arg(long, default_value_t = 1)]
+        count: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -49,6 +67,35 @@ fn main() -> ExitCode {
             Command::Migrate => hookrelay::migrate(&settings).await.map(|applied| {
                 tracing::info!(applied, "the database schema is up to date");
             }),
+            Command::Publish {
+                event_type,
+                account_id,
+                data,
+                id,
+                count,
+            } => {
+                let args = hookrelay::publish::PublishArgs {
+                    event_type,
+                    account_id,
+                    data,
+                    id,
+                    count,
+                };
+                hookrelay::publish::publish(&settings.amqp_url, &settings.namespace, &args)
+                    .await
+                    .map(|done| {
+                        let rate = done.ids.len() as f64 / done.seconds.max(1e-9);
+                        if let [only] = done.ids.as_slice() {
+                            println!("published event {only}");
+                        } else {
+                            println!(
+                                "published {} events in {:.2}s ({rate:.0}/s)",
+                                done.ids.len(),
+                                done.seconds
+                            );
+                        }
+                    })
+            }
         }
     });
     match result {

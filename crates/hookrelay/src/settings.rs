@@ -50,7 +50,13 @@ pub struct Settings {
     pub max_event_bytes: usize,
     /// Deliveries to one webhook under way at once in this process.
     #[serde_as(as = "PickFirst<(_, DisplayFromStr)>")]
-    pub max_in_flight_per_webhook: u32,
+    pub max_in_flight_per_webhook: u16,
+    /// Deliveries under way at once in this process, all webhooks together.
+    #[serde_as(as = "PickFirst<(_, DisplayFromStr)>")]
+    pub max_in_flight_total: usize,
+    /// Fan-out consumers of the ingest queue in this process.
+    #[serde_as(as = "PickFirst<(_, DisplayFromStr)>")]
+    pub ingest_workers: usize,
     /// Connections to PostgreSQL.
     #[serde_as(as = "PickFirst<(_, DisplayFromStr)>")]
     pub database_pool_size: usize,
@@ -75,6 +81,8 @@ impl Default for Settings {
             request_timeout: HumanDuration(Duration::from_secs(15)),
             max_event_bytes: 256 * 1024,
             max_in_flight_per_webhook: 16,
+            max_in_flight_total: 1024,
+            ingest_workers: 2,
             database_pool_size: 16,
             shutdown_timeout: HumanDuration(Duration::from_secs(30)),
             log_format: LogFormat::Text,
@@ -100,6 +108,8 @@ impl fmt::Debug for Settings {
             .field("request_timeout", &self.request_timeout)
             .field("max_event_bytes", &self.max_event_bytes)
             .field("max_in_flight_per_webhook", &self.max_in_flight_per_webhook)
+            .field("max_in_flight_total", &self.max_in_flight_total)
+            .field("ingest_workers", &self.ingest_workers)
             .field("database_pool_size", &self.database_pool_size)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("log_format", &self.log_format)
@@ -293,6 +303,15 @@ impl Settings {
                 "it must be between 1 and 1024".into(),
             ));
         }
+        if !(1..=100_000).contains(&self.max_in_flight_total) {
+            return Err((
+                "max_in_flight_total",
+                "it must be between 1 and 100000".into(),
+            ));
+        }
+        if !(1..=64).contains(&self.ingest_workers) {
+            return Err(("ingest_workers", "it must be between 1 and 64".into()));
+        }
         if !(1..=1000).contains(&self.database_pool_size) {
             return Err(("database_pool_size", "it must be between 1 and 1000".into()));
         }
@@ -317,7 +336,7 @@ fn tokio_postgres_config(url: &str) -> Option<(String, u16, String)> {
     ))
 }
 
-const KNOWN: [&str; 13] = [
+const KNOWN: [&str; 15] = [
     "database_url",
     "amqp_url",
     "namespace",
@@ -328,6 +347,8 @@ const KNOWN: [&str; 13] = [
     "request_timeout",
     "max_event_bytes",
     "max_in_flight_per_webhook",
+    "max_in_flight_total",
+    "ingest_workers",
     "database_pool_size",
     "shutdown_timeout",
     "log_format",

@@ -12,6 +12,10 @@ use tokio::process::{Child, Command};
 
 /// The binary with a clean environment: only the settings a test gives, none inherited.
 fn hookrelay(db: &TestDb) -> Command {
+    hookrelay_in(db, &hookrelay_tests::unique_namespace())
+}
+
+fn hookrelay_in(db: &TestDb, namespace: &str) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_hookrelay"));
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -19,7 +23,7 @@ fn hookrelay(db: &TestDb) -> Command {
         .env("HOOKRELAY_DATABASE_URL", db.url())
         .env("HOOKRELAY_AMQP_URL", amqp_url())
         .env("HOOKRELAY_LISTEN", "127.0.0.1:0")
-        .env("HOOKRELAY_NAMESPACE", hookrelay_tests::unique_namespace())
+        .env("HOOKRELAY_NAMESPACE", namespace)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -77,6 +81,7 @@ async fn sigterm_and_sigint_stop_the_service_with_exit_code_0() {
             .unwrap_or_else(|_| panic!("still running 20s after SIG{sig}"))
             .expect("an exit status");
         assert_eq!(status.code(), Some(0), "SIG{sig}");
+        hookrelay_tests::delete_namespace(&namespace, &[]).await;
     }
 }
 

@@ -261,6 +261,22 @@ impl Store {
         Ok(row.as_ref().map(WebhookRow::from_row))
     }
 
+    /// Every webhook, for the dispatcher's in-memory index.
+    pub async fn load_webhooks(&self) -> Result<Vec<WebhookRow>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(&format!("SELECT {COLUMNS} FROM webhooks"), &[])
+            .await?;
+        Ok(rows.iter().map(WebhookRow::from_row).collect())
+    }
+
+    /// The event type names of the catalog.
+    pub async fn event_type_names(&self) -> Result<Vec<String>, StoreError> {
+        let client = self.client().await?;
+        let rows = client.query("SELECT name FROM event_types", &[]).await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
     /// Deletes a webhook; its logs stay. `false` when no such webhook is visible to `account`.
     pub async fn delete_webhook(
         &self,

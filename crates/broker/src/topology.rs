@@ -1,0 +1,168 @@
+//! The AMQP objects of one deployment, all named under its namespace (contract §1, DESIGN).
+//!
+//! ```text
+//! {ns}.events            topic exchange: upstream services publish here
+//! {ns}.ingest            queue bound to {ns}.events with `#`: the fan-out consumes it
+//! {ns}.events.rejected   queue: events that break the contract, with x-hookrelay-error
+//! {ns}.deliveries        direct exchange, routing key = webhook id
+//! {ns}.webhook.<id>      one queue per webhook, single active consumer
+//! ```
+//! Everything is durable and every message persistent: a broker restart loses nothing.
+
+use lapin::options::{
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{Channel, ExchangeKind};
+
+#[derive(Debug, Clone)]
+pub struct Topology {
+    ns: String,
+}
+
+impl Topology {
+    pub fn new(namespace: &str) -> Self {
+        Self {
+            ns: namespace.to_owned(),
+        }
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.ns
+    }
+
+    pub fn events_exchange(&self) -> String {
+        format!("{}.events", self.ns)
+    }
+
+    pub fn ingest_queue(&self) -> String {
+        format!("{}.ingest", self.ns)
+    }
+
+    pub fn rejected_queue(&self) -> String {
+        format!("{}.events.rejected", self.ns)
+    }
+
+    pub fn deliveries_exchange(&self) -> String {
+        format!("{}.deliveries", self.ns)
+    }
+
+    pub fn webhook_queue(&self, webhook_id: &str) -> String {
+        format!("{}.webhook.{webhook_id}", self.ns)
+    }
+
+    /// Declares the objects every process needs; idempotent, so every process does it.
+    pub async fn declare_base(&self, channel: &Channel) -> Result<(), lapin::Error> {
+        let durable = ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        channel
+            .exchange_declare(
+                &self.events_exchange(),
+                ExchangeKind::Topic,
+                durable,
+                FieldTable::default(),
+            )
+            .await?;
+        channel
+            .exchange_declare(
+                &self.deliveries_exchange(),
+                ExchangeKind::Direct,
+                durable,
+                FieldTable::default(),
+            )
+            .await?;
+        let durable_queue = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        channel
+            .queue_declare(&self.ingest_queue(), durable_queue, FieldTable::default())
+            .await?;
+        channel
+            .queue_bind(
+                &self.ingest_queue(),
+                &self.events_exchange(),
+                "#",
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        channel
+            .queue_declare(&self.rejected_queue(), durable_queue, FieldTable::default())
+            .await?;
+        Ok(())
+    }
+
+    /// Declares a webhook's queue and binds it; idempotent.
+    pub async fn declare_webhook(
+        &self,
+        channel: &Channel,
+        webhook_id: &str,
+    ) -> Result<(), lapin::Error> {
+        let queue = self.webhook_queue(webhook_id);
+        let mut args = FieldTable::default();
+        // One consumer at a time across all processes: a webhook's deliveries are never
+        // raced by two services, and a standby takes over when the active one goes away.
+        args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+        channel
+            .queue_declare(
+                &queue,
+                QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                args,
+            )
+            .await?;
+        channel
+            .queue_bind(
+                &queue,
+                &self.deliveries_exchange(),
+                webhook_id,
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes every object of the namespace, messages included: for tests and for removing
+    /// a deployment. Webhook queues are named by id, so the caller lists them.
+    pub async fn delete_all(
+        &self,
+        channel: &Channel,
+        webhook_ids: &[String],
+    ) -> Result<(), lapin::Error> {
+        for id in webhook_ids {
+            self.delete_webhook(channel, id).await?;
+        }
+        for queue in [self.ingest_queue(), self.rejected_queue()] {
+            channel
+                .queue_delete(&queue, QueueDeleteOptions::default())
+                .await?;
+        }
+        for exchange in [self.events_exchange(), self.deliveries_exchange()] {
+            channel
+                .exchange_delete(&exchange, lapin::options::ExchangeDeleteOptions::default())
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes a webhook's queue, and the deliveries still in it.
+    pub async fn delete_webhook(
+        &self,
+        channel: &Channel,
+        webhook_id: &str,
+    ) -> Result<(), lapin::Error> {
+        channel
+            .queue_delete(
+                &self.webhook_queue(webhook_id),
+                QueueDeleteOptions::default(),
+            )
+            .await?;
+        Ok(())
+    }
+}

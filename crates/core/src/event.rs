@@ -1,0 +1,376 @@
+//! The event envelope of contract §1, and the payload hookrelay sends for it (§2).
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::{AccountId, EventType};
+
+const MAX_EVENT_ID_CHARS: usize = 128;
+
+/// Why an event was refused. `reason()` is the label of
+/// `hookrelay_events_rejected_total{reason}`: a small fixed set, never the event's own text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub reason: RejectReason,
+    /// One line, for the `x-hookrelay-error` header.
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectReason {
+    TooLarge,
+    NotUtf8,
+    NotJson,
+    MissingField,
+    InvalidField,
+    TypeMismatch,
+    UnknownEventType,
+}
+
+impl RejectReason {
+    pub const ALL: [RejectReason; 7] = [
+        Self::TooLarge,
+        Self::NotUtf8,
+        Self::NotJson,
+        Self::MissingField,
+        Self::InvalidField,
+        Self::TypeMismatch,
+        Self::UnknownEventType,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TooLarge => "too_large",
+            Self::NotUtf8 => "not_utf8",
+            Self::NotJson => "not_json",
+            Self::MissingField => "missing_field",
+            Self::InvalidField => "invalid_field",
+            Self::TypeMismatch => "type_mismatch",
+            Self::UnknownEventType => "unknown_event_type",
+        }
+    }
+}
+
+impl Rejection {
+    fn new(reason: RejectReason, message: impl Into<String>) -> Self {
+        // A header value is one line; the reason may quote the event, so fold it.
+        let message: String = message
+            .into()
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .take(500)
+            .collect();
+        Self { reason, message }
+    }
+}
+
+/// A valid event, as received.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub id: String,
+    pub event_type: EventType,
+    pub account_id: AccountId,
+    pub occurred_at: DateTime<Utc>,
+    pub data: Box<RawValue>,
+}
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default, rename = "type")]
+    event_type: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    account_id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    occurred_at: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+}
+
+/// A field's value as a string, or why it is not one.
+fn string_field(raw: Option<&RawValue>, name: &str) -> Result<Option<String>, Rejection> {
+    let Some(raw) = raw else { return Ok(None) };
+    match serde_json::from_str::<serde_json::Value>(raw.get()) {
+        Ok(serde_json::Value::String(s)) => Ok(Some(s)),
+        Ok(serde_json::Value::Null) => Ok(None),
+        _ => Err(Rejection::new(
+            RejectReason::InvalidField,
+            format!("`{name}` must be a string"),
+        )),
+    }
+}
+
+impl Event {
+    /// Validates an event body received with `routing_key`. `received_at` stands in for a
+    /// missing `occurred_at`.
+    pub fn parse(
+        body: &[u8],
+        routing_key: &str,
+        max_bytes: usize,
+        received_at: DateTime<Utc>,
+    ) -> Result<Self, Rejection> {
+        if body.len() > max_bytes {
+            return Err(Rejection::new(
+                RejectReason::TooLarge,
+                format!(
+                    "the event is {} bytes, over the limit of {max_bytes}",
+                    body.len()
+                ),
+            ));
+        }
+        let text = std::str::from_utf8(body).map_err(|e| {
+            Rejection::new(
+                RejectReason::NotUtf8,
+                format!("the event is not UTF-8: {e}"),
+            )
+        })?;
+        // serde reads a struct from an array too (positionally): insist on an object.
+        if !text.trim_start().starts_with('{') {
+            return Err(Rejection::new(
+                RejectReason::NotJson,
+                "the event is not a JSON object",
+            ));
+        }
+        let envelope: Envelope<'_> = serde_json::from_str(text).map_err(|e| {
+            let what = if e.is_data() {
+                "the event is not a JSON object"
+            } else {
+                "the event is not JSON"
+            };
+            Rejection::new(RejectReason::NotJson, format!("{what}: {e}"))
+        })?;
+
+        let missing = |name: &str| {
+            Rejection::new(RejectReason::MissingField, format!("`{name}` is required"))
+        };
+        let id = string_field(envelope.id, "id")?.ok_or_else(|| missing("id"))?;
+        let id_chars = id.chars().count();
+        if id_chars == 0 || id_chars > MAX_EVENT_ID_CHARS {
+            return Err(Rejection::new(
+                RejectReason::InvalidField,
+                format!("`id` must be 1 to {MAX_EVENT_ID_CHARS} characters"),
+            ));
+        }
+        let account = string_field(envelope.account_id, "account_id")?
+            .ok_or_else(|| missing("account_id"))?;
+        let account_id = AccountId::parse(&account).map_err(|e| {
+            Rejection::new(RejectReason::InvalidField, format!("`account_id`: {e}"))
+        })?;
+        let declared = string_field(envelope.event_type, "type")?;
+        let name = match (routing_key, declared.as_deref()) {
+            ("", None) => return Err(Rejection::new(
+                RejectReason::MissingField,
+                "the event type is missing: publish with the type as routing key, or set `type`",
+            )),
+            ("", Some(t)) => t.to_owned(),
+            (key, None) => key.to_owned(),
+            (key, Some(t)) if t == key => key.to_owned(),
+            (key, Some(t)) => {
+                return Err(Rejection::new(
+                    RejectReason::TypeMismatch,
+                    format!("`type` is `{t}` but the routing key is `{key}`"),
+                ))
+            }
+        };
+        let event_type = EventType::parse(&name).map_err(|e| {
+            Rejection::new(RejectReason::UnknownEventType, format!("event type: {e}"))
+        })?;
+        let occurred_at = match string_field(envelope.occurred_at, "occurred_at")? {
+            None => received_at,
+            Some(raw) => DateTime::parse_from_rfc3339(&raw)
+                .map_err(|e| {
+                    Rejection::new(
+                        RejectReason::InvalidField,
+                        format!("`occurred_at` is not an RFC 3339 time: {e}"),
+                    )
+                })?
+                .with_timezone(&Utc),
+        };
+        let data = match envelope.data {
+            Some(raw) if raw.get() != "null" => raw.to_owned(),
+            _ => return Err(missing("data")),
+        };
+        Ok(Self {
+            id,
+            event_type,
+            account_id,
+            occurred_at,
+            data,
+        })
+    }
+
+    /// The body every webhook receives for this event (contract §2). Built once per event
+    /// and shared by all its deliveries, so the signed bytes are the same everywhere.
+    pub fn payload(&self) -> String {
+        #[derive(Serialize)]
+        struct Payload<'a> {
+            id: &'a str,
+            #[serde(rename = "type")]
+            event_type: &'a str,
+            account_id: &'a str,
+            timestamp: String,
+            data: &'a RawValue,
+        }
+        let payload = Payload {
+            id: &self.id,
+            event_type: self.event_type.as_str(),
+            account_id: self.account_id.as_str(),
+            timestamp: self
+                .occurred_at
+                .to_rfc3339_opts(SecondsFormat::AutoSi, true),
+            data: &self.data,
+        };
+        // Serializing borrowed strings and a RawValue cannot fail.
+        serde_json::to_string(&payload).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-01-02T03:04:05Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    fn parse(body: &str, key: &str) -> Result<Event, Rejection> {
+        Event::parse(body.as_bytes(), key, 1024, now())
+    }
+
+    #[test]
+    fn a_valid_event_and_its_payload() {
+        let e = parse(
+            r#"{"id":"evt_1","account_id":"acc_1","data":{"b":1,"a":[true]},"extra":"ignored"}"#,
+            "Contact.created",
+        )
+        .unwrap();
+        assert_eq!(e.event_type.as_str(), "Contact.created");
+        assert_eq!(e.occurred_at, now());
+        assert_eq!(
+            e.payload(),
+            r#"{"id":"evt_1","type":"Contact.created","account_id":"acc_1","timestamp":"2026-01-02T03:04:05Z","data":{"b":1,"a":[true]}}"#
+        );
+        let e = parse(
+            r#"{"id":"e","type":"Message.received","account_id":"a","occurred_at":"2025-05-06T07:08:09.5+02:00","data":null2}"#,
+            "",
+        );
+        assert_eq!(e.unwrap_err().reason, RejectReason::NotJson);
+        let e = parse(
+            r#"{"id":"e","type":"Message.received","account_id":"a","occurred_at":"2025-05-06T07:08:09.5+02:00","data":0}"#,
+            "",
+        )
+        .unwrap();
+        assert_eq!(
+            e.event_type.as_str(),
+            "Message.received",
+            "type stands in for an empty key"
+        );
+        assert!(
+            e.payload()
+                .contains(r#""timestamp":"2025-05-06T05:08:09.500Z""#),
+            "{}",
+            e.payload()
+        );
+    }
+
+    #[test]
+    fn every_bad_event_has_a_reason() {
+        let cases = [
+            ("not json", "K.k", RejectReason::NotJson),
+            ("[1]", "K.k", RejectReason::NotJson),
+            (
+                r#"{"account_id":"a","data":1}"#,
+                "K.k",
+                RejectReason::MissingField,
+            ),
+            (r#"{"id":"e","data":1}"#, "K.k", RejectReason::MissingField),
+            (
+                r#"{"id":"e","account_id":"a"}"#,
+                "K.k",
+                RejectReason::MissingField,
+            ),
+            (
+                r#"{"id":"e","account_id":"a","data":null}"#,
+                "K.k",
+                RejectReason::MissingField,
+            ),
+            (
+                r#"{"id":"e","account_id":"a","data":1}"#,
+                "",
+                RejectReason::MissingField,
+            ),
+            (
+                r#"{"id":7,"account_id":"a","data":1}"#,
+                "K.k",
+                RejectReason::InvalidField,
+            ),
+            (
+                r#"{"id":"","account_id":"a","data":1}"#,
+                "K.k",
+                RejectReason::InvalidField,
+            ),
+            (
+                r#"{"id":"e","account_id":["a"],"data":1}"#,
+                "K.k",
+                RejectReason::InvalidField,
+            ),
+            (
+                r#"{"id":"e","account_id":"","data":1}"#,
+                "K.k",
+                RejectReason::InvalidField,
+            ),
+            (
+                r#"{"id":"e","account_id":"a","data":1,"occurred_at":"yesterday"}"#,
+                "K.k",
+                RejectReason::InvalidField,
+            ),
+            (
+                r#"{"id":"e","account_id":"a","data":1,"type":"A.b"}"#,
+                "K.k",
+                RejectReason::TypeMismatch,
+            ),
+            (
+                r#"{"id":"e","account_id":"a","data":1}"#,
+                "bad key",
+                RejectReason::UnknownEventType,
+            ),
+        ];
+        for (body, key, reason) in cases {
+            let err = parse(body, key).unwrap_err();
+            assert_eq!(err.reason, reason, "{body} / {key}: {}", err.message);
+            assert!(!err.message.contains('\n'));
+        }
+        let long_id = format!(
+            r#"{{"id":"{}","account_id":"a","data":1}}"#,
+            "x".repeat(129)
+        );
+        assert_eq!(
+            parse(&long_id, "K.k").unwrap_err().reason,
+            RejectReason::InvalidField
+        );
+        let big = format!(
+            r#"{{"id":"e","account_id":"a","data":"{}"}}"#,
+            "x".repeat(2000)
+        );
+        assert_eq!(
+            parse(&big, "K.k").unwrap_err().reason,
+            RejectReason::TooLarge
+        );
+        let latin1 = b"{\"id\":\"\xe9\",\"account_id\":\"a\",\"data\":1}";
+        assert_eq!(
+            Event::parse(latin1, "K.k", 1024, now()).unwrap_err().reason,
+            RejectReason::NotUtf8
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parse_never_panics(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200), key in "\\PC{0,20}") {
+            let _ = Event::parse(&body, &key, 150, now());
+        }
+    }
+}

@@ -1,0 +1,322 @@
+//! Delivery workers: one consumer per active webhook queue, each with its own channel whose
+//! prefetch is the per-webhook in-flight limit, so a slow or hanging endpoint holds at most
+//! that many deliveries and never the others' (isolation). A global semaphore caps the
+//! attempts under way in the whole process.
+//!
+//! Each attempt is signed and POSTed, its record committed through the batching writer, and
+//! only then is the message acked. A failed write leaves the message to come back.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use futures::StreamExt as _;
+use hookrelay_broker::lapin::message::Delivery;
+use hookrelay_broker::lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+};
+use hookrelay_broker::lapin::types::FieldTable;
+use hookrelay_broker::lapin::Connection;
+use hookrelay_broker::{Broker, Topology};
+use hookrelay_core::{DeliveryTask, Outcome};
+use hookrelay_metrics::Metrics;
+use hookrelay_store::{AttemptRecord, LogStatus, Store};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, error, info, warn};
+use uuid::Uuid;
+
+use crate::http::{AttemptResult, Sender};
+use crate::subscriptions::Subscriptions;
+use crate::writer::AttemptWriter;
+
+/// How often consumers are checked even without a change (to restart one that died).
+const RECONCILE_EVERY: Duration = Duration::from_secs(2);
+
+pub struct Context {
+    pub topology: Topology,
+    pub subscriptions: Arc<Subscriptions>,
+    pub sender: Sender,
+    pub writer: AttemptWriter,
+    pub metrics: Metrics,
+    pub store: Store,
+    pub request_timeout: Duration,
+    pub per_webhook: u16,
+    pub global: Arc<Semaphore>,
+}
+
+/// Keeps one consumer running per active webhook until `shutdown`, across reconnections.
+pub async fn run(ctx: Arc<Context>, broker: Broker, shutdown: CancellationToken) {
+    loop {
+        let connection = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            c = broker.wait_connected(Duration::from_secs(3600)) => match c {
+                Some(c) => c,
+                None => continue,
+            },
+        };
+        if let Err(e) = manage(&ctx, &connection, &shutdown).await {
+            warn!(error = %crate::error_chain(&e), "delivery workers stopped; restarting");
+        }
+        if shutdown.is_cancelled() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+struct Running {
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+async fn manage(
+    ctx: &Arc<Context>,
+    connection: &Arc<Connection>,
+    shutdown: &CancellationToken,
+) -> Result<(), hookrelay_broker::lapin::Error> {
+    let admin = connection.create_channel().await?;
+    ctx.topology.declare_base(&admin).await?;
+    let mut changes = ctx.subscriptions.changes();
+    let mut running: HashMap<Uuid, Running> = HashMap::new();
+    let mut known: HashSet<Uuid> = HashSet::new();
+    let result = loop {
+        changes.borrow_and_update();
+        if !connection.status().connected() {
+            break Ok(());
+        }
+        if let Err(e) = reconcile(ctx, connection, &admin, &mut running, &mut known).await {
+            break Err(e);
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break Ok(()),
+            _ = changes.changed() => {}
+            _ = tokio::time::sleep(RECONCILE_EVERY) => {}
+        }
+    };
+    // Stop every consumer and wait for the attempts under way: they ack on this connection.
+    for r in running.values() {
+        r.stop.cancel();
+    }
+    for (_, r) in running {
+        let _ = r.task.await;
+    }
+    let _ = admin.close(200, "stopping").await;
+    result
+}
+
+async fn reconcile(
+    ctx: &Arc<Context>,
+    connection: &Arc<Connection>,
+    admin: &hookrelay_broker::lapin::Channel,
+    running: &mut HashMap<Uuid, Running>,
+    known: &mut HashSet<Uuid>,
+) -> Result<(), hookrelay_broker::lapin::Error> {
+    let all = ctx.subscriptions.all();
+    let active: HashSet<Uuid> = all.iter().filter(|(_, a)| *a).map(|(id, _)| *id).collect();
+    let now_known: HashSet<Uuid> = all.iter().map(|(id, _)| *id).collect();
+
+    running.retain(|id, r| {
+        let keep = active.contains(id) && !r.task.is_finished();
+        if !keep {
+            r.stop.cancel();
+        }
+        keep
+    });
+    for id in known.difference(&now_known) {
+        // Deleted: its queue and what is still in it go, and its open logs end.
+        info!(webhook_id = %id, "webhook deleted; removing its queue");
+        ctx.topology.delete_webhook(admin, &id.to_string()).await?;
+        if let Err(e) = ctx
+            .store
+            .fail_open_logs(*id, "the webhook was deleted")
+            .await
+        {
+            warn!(webhook_id = %id, error = %e, "cannot close the logs of a deleted webhook");
+        }
+    }
+    *known = now_known;
+    for id in active {
+        if running.contains_key(&id) {
+            continue;
+        }
+        ctx.topology.declare_webhook(admin, &id.to_string()).await?;
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(consume_webhook(
+            ctx.clone(),
+            connection.clone(),
+            id,
+            stop.clone(),
+        ));
+        running.insert(id, Running { stop, task });
+    }
+    Ok(())
+}
+
+/// Consumes one webhook's queue until `stop`, then waits for its attempts under way and
+/// closes its channel, which hands every message not yet acked back to the queue.
+async fn consume_webhook(
+    ctx: Arc<Context>,
+    connection: Arc<Connection>,
+    id: Uuid,
+    stop: CancellationToken,
+) {
+    let result = async {
+        let channel = connection.create_channel().await?;
+        channel
+            .basic_qos(ctx.per_webhook, BasicQosOptions::default())
+            .await?;
+        let consumer = channel
+            .basic_consume(
+                &ctx.topology.webhook_queue(&id.to_string()),
+                &format!("hookrelay-{}", Uuid::new_v4().simple()),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok::<_, hookrelay_broker::lapin::Error>((channel, consumer))
+    }
+    .await;
+    let (channel, mut consumer) = match result {
+        Ok(pair) => pair,
+        Err(e) => {
+            warn!(webhook_id = %id, error = %e, "cannot consume a webhook queue");
+            return;
+        }
+    };
+    debug!(webhook_id = %id, "consuming");
+    let attempts = TaskTracker::new();
+    loop {
+        let delivery = tokio::select! {
+            _ = stop.cancelled() => break,
+            next = consumer.next() => match next {
+                Some(Ok(d)) => d,
+                _ => break,
+            },
+        };
+        let permit = tokio::select! {
+            _ = stop.cancelled() => break,
+            p = ctx.global.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        attempts.spawn(attempt(ctx.clone(), delivery, permit));
+    }
+    attempts.close();
+    attempts.wait().await;
+    let _ = channel.close(200, "consumer stopped").await;
+    debug!(webhook_id = %id, "stopped consuming");
+}
+
+async fn attempt(ctx: Arc<Context>, delivery: Delivery, _permit: OwnedSemaphorePermit) {
+    let task = match DeliveryTask::from_bytes(&delivery.data) {
+        Ok(t) => t,
+        Err(e) => {
+            // Not ours, or from a release that no longer exists: nothing can deliver it, and
+            // returning it would loop forever.
+            error!(error = %e, "unreadable delivery message dropped");
+            let _ = delivery.ack(BasicAckOptions::default()).await;
+            return;
+        }
+    };
+    let task = task.v1();
+    let Some(webhook) = ctx.subscriptions.get(task.webhook_id) else {
+        let _ = ctx
+            .store
+            .fail_open_logs(task.webhook_id, "the webhook was deleted")
+            .await;
+        let _ = delivery.ack(BasicAckOptions::default()).await;
+        return;
+    };
+    if !webhook.active {
+        // Disabled while this was prefetched: back to the queue, to wait for re-enabling.
+        let _ = delivery
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            })
+            .await;
+        return;
+    }
+
+    ctx.metrics.inflight_deliveries.inc();
+    let started_at = Utc::now();
+    let clock = Instant::now();
+    let result = ctx.sender.send(&webhook, task, ctx.request_timeout).await;
+    let elapsed = clock.elapsed();
+    ctx.metrics.inflight_deliveries.dec();
+    ctx.metrics
+        .delivery_attempts
+        .with_label_values(&[result.outcome.as_str()])
+        .inc();
+    ctx.metrics
+        .delivery_attempt_duration
+        .observe(elapsed.as_secs_f64());
+
+    let status = next_status(&result);
+    let AttemptResult {
+        outcome,
+        status: http_status,
+        body,
+        error,
+    } = result;
+    let record = AttemptRecord {
+        log_id: task.log_id,
+        attempt: i32::try_from(task.attempt).unwrap_or(i32::MAX),
+        started_at,
+        duration_ms: i32::try_from(elapsed.as_millis()).unwrap_or(i32::MAX),
+        response_status: http_status.map(i32::from),
+        response_body: body,
+        error,
+        status,
+        next_attempt_at: None,
+    };
+    match ctx.writer.write(record).await {
+        Ok(()) => {
+            let _ = delivery.ack(BasicAckOptions::default()).await;
+            match status {
+                LogStatus::Succeeded => {
+                    ctx.metrics
+                        .deliveries_completed
+                        .with_label_values(&["succeeded"])
+                        .inc();
+                    let latency = (Utc::now() - task.received_at).to_std().unwrap_or_default();
+                    ctx.metrics.delivery_latency.observe(latency.as_secs_f64());
+                }
+                LogStatus::Failed => {
+                    ctx.metrics
+                        .deliveries_completed
+                        .with_label_values(&["failed"])
+                        .inc();
+                }
+                LogStatus::Pending | LogStatus::Retrying => {}
+            }
+            debug!(log_id = %task.log_id, outcome = outcome.as_str(), "attempt recorded");
+        }
+        Err(e) => {
+            warn!(log_id = %task.log_id, error = %e, "cannot record an attempt; the delivery will come back");
+            // Give the database a moment before the same delivery returns.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let _ = delivery
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..Default::default()
+                })
+                .await;
+        }
+    }
+}
+
+/// Where a log goes after an attempt. The retry schedule plugs in here: for now every
+/// failure is final.
+fn next_status(result: &AttemptResult) -> LogStatus {
+    if result.outcome == Outcome::Success {
+        LogStatus::Succeeded
+    } else {
+        LogStatus::Failed
+    }
+}

@@ -1,0 +1,436 @@
+//! The fan-out: consumes `{ns}.ingest` in batches, rejects bad events with a reason, writes
+//! one `pending` log row per matching webhook in one statement, publishes one delivery per
+//! new row with publisher confirms, and only then acks the batch.
+//!
+//! Batches form by themselves: while one batch is written, the next events arrive (up to the
+//! prefetch) and are taken together, so a busy consumer writes big batches and a quiet one
+//! small batches without waiting.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::{FutureExt as _, StreamExt as _};
+use hookrelay_broker::lapin::message::Delivery;
+use hookrelay_broker::lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions,
+};
+use hookrelay_broker::lapin::publisher_confirm::{Confirmation, PublisherConfirm};
+use hookrelay_broker::lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use hookrelay_broker::lapin::{BasicProperties, Channel, Connection};
+use hookrelay_broker::{Broker, Topology};
+use hookrelay_core::{DeliveryTask, DeliveryV1, Event, RejectReason, Rejection};
+use hookrelay_metrics::Metrics;
+use hookrelay_store::{NewLog, Store, StoreError};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+use uuid::Uuid;
+
+use crate::catalog::Catalog;
+use crate::subscriptions::Subscriptions;
+
+/// Events taken per batch at most; the prefetch is twice that, so the next batch is already
+/// on its way while one is written.
+const MAX_BATCH: usize = 256;
+const PREFETCH: u16 = 512;
+
+pub struct Context {
+    pub topology: Topology,
+    pub subscriptions: Arc<Subscriptions>,
+    pub catalog: Catalog,
+    pub store: Store,
+    pub metrics: Metrics,
+    pub max_event_bytes: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum FanoutError {
+    #[error("broker error")]
+    Amqp(#[from] hookrelay_broker::lapin::Error),
+    #[error("database error")]
+    Store(#[from] StoreError),
+    #[error("the broker refused a message (nack)")]
+    Nacked,
+    #[error("the broker could not route a delivery even after declaring its queue")]
+    Unroutable,
+    #[error("the broker ended the consumer")]
+    ConsumerEnded,
+}
+
+/// Runs one fan-out consumer until `shutdown`, reconnecting whenever the broker goes away.
+pub async fn run(ctx: Arc<Context>, broker: Broker, shutdown: CancellationToken, worker: usize) {
+    loop {
+        let connection = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            c = broker.wait_connected(Duration::from_secs(3600)) => match c {
+                Some(c) => c,
+                None => continue,
+            },
+        };
+        match consume(&ctx, &connection, &shutdown, worker).await {
+            Ok(()) => return,
+            Err(e) => {
+                warn!(worker, error = %crate::error_chain(&e), "fan-out consumer stopped; restarting");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+}
+
+async fn consume(
+    ctx: &Context,
+    connection: &Connection,
+    shutdown: &CancellationToken,
+    worker: usize,
+) -> Result<(), FanoutError> {
+    let publisher = connection.create_channel().await?;
+    publisher
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    ctx.topology.declare_base(&publisher).await?;
+    let channel = connection.create_channel().await?;
+    channel
+        .basic_qos(PREFETCH, BasicQosOptions::default())
+        .await?;
+    let mut consumer = channel
+        .basic_consume(
+            &ctx.topology.ingest_queue(),
+            &format!("hookrelay-fanout-{worker}-{}", Uuid::new_v4().simple()),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    info!(worker, queue = %ctx.topology.ingest_queue(), "fan-out consuming");
+    let mut failures = 0u32;
+    loop {
+        let first = tokio::select! {
+            _ = shutdown.cancelled() => {
+                // Unacked events go back to the queue when the channel closes.
+                let _ = channel.close(200, "shutting down").await;
+                return Ok(());
+            }
+            next = consumer.next() => next,
+        };
+        let Some(first) = first else {
+            return Err(FanoutError::ConsumerEnded);
+        };
+        let mut batch = vec![first?];
+        while batch.len() < MAX_BATCH {
+            match consumer.next().now_or_never() {
+                Some(Some(delivery)) => batch.push(delivery?),
+                _ => break,
+            }
+        }
+        let last_tag = batch.last().map_or(0, |d| d.delivery_tag);
+        match process(ctx, &publisher, batch).await {
+            Ok(()) => {
+                failures = 0;
+                // Deliveries of one channel are acked in order, so one ack covers the batch.
+                channel
+                    .basic_ack(last_tag, BasicAckOptions { multiple: true })
+                    .await?;
+            }
+            Err(e @ (FanoutError::Amqp(_) | FanoutError::ConsumerEnded)) => return Err(e),
+            Err(e) => {
+                failures += 1;
+                let pause = Duration::from_millis(200 * 2u64.pow(failures.min(5)));
+                error!(error = %crate::error_chain(&e), retry_in = ?pause, "fan-out batch failed; requeueing its events");
+                // Give the database time to come back before the same events return.
+                tokio::time::sleep(pause).await;
+                channel
+                    .basic_nack(
+                        last_tag,
+                        BasicNackOptions {
+                            multiple: true,
+                            requeue: true,
+                        },
+                    )
+                    .await?;
+            }
+        }
+    }
+}
+
+struct Accepted {
+    event: Event,
+    received_at: DateTime<Utc>,
+    redelivered: bool,
+    payload: String,
+}
+
+/// One planned delivery: a log row and the message that goes with it.
+struct Planned {
+    log: NewLog,
+    received_at: DateTime<Utc>,
+}
+
+async fn process(
+    ctx: &Context,
+    publisher: &Channel,
+    batch: Vec<Delivery>,
+) -> Result<(), FanoutError> {
+    let received_at = Utc::now();
+    let mut accepted = Vec::with_capacity(batch.len());
+    let mut rejections = Vec::new();
+    for delivery in &batch {
+        match validate(ctx, delivery, received_at).await? {
+            Ok(event) => accepted.push(Accepted {
+                payload: event.payload(),
+                event,
+                received_at,
+                redelivered: delivery.redelivered,
+            }),
+            Err(rejection) => rejections.push((delivery, rejection)),
+        }
+    }
+    let mut confirms = Vec::with_capacity(rejections.len());
+    for (delivery, rejection) in &rejections {
+        confirms.push(reject(ctx, publisher, delivery, rejection).await?);
+    }
+    for confirm in confirms {
+        expect_ack(confirm.await?)?;
+    }
+    for (_, rejection) in &rejections {
+        ctx.metrics
+            .events_rejected
+            .with_label_values(&[rejection.reason.as_str()])
+            .inc();
+        warn!(reason = rejection.reason.as_str(), error = %rejection.message, "event rejected");
+    }
+
+    let mut planned = Vec::new();
+    for a in &accepted {
+        ctx.metrics
+            .events_received
+            .with_label_values(&[a.event.event_type.as_str()])
+            .inc();
+        for webhook in ctx
+            .subscriptions
+            .matching(a.event.account_id.as_str(), a.event.event_type.as_str())
+        {
+            planned.push(Planned {
+                log: NewLog {
+                    id: Uuid::now_v7(),
+                    webhook_id: webhook.id,
+                    account_id: a.event.account_id.as_str().to_owned(),
+                    event_id: a.event.id.clone(),
+                    event_type: a.event.event_type.as_str().to_owned(),
+                    payload: a.payload.clone(),
+                    created_at: a.received_at,
+                },
+                received_at: a.received_at,
+            });
+        }
+    }
+    let logs: Vec<NewLog> = planned.iter().map(|p| p.log.clone()).collect();
+    let inserted: HashSet<Uuid> = ctx.store.insert_logs(&logs).await?.into_iter().collect();
+    let mut to_send: Vec<Planned> = Vec::with_capacity(planned.len());
+    let mut conflicts = Vec::new();
+    for p in planned {
+        if inserted.contains(&p.log.id) {
+            to_send.push(p);
+        } else {
+            conflicts.push(p);
+        }
+    }
+    to_send.extend(recover_conflicts(ctx, &accepted, conflicts).await?);
+    publish_deliveries(ctx, publisher, &to_send).await?;
+    ctx.metrics.deliveries_enqueued.inc_by(to_send.len() as u64);
+    Ok(())
+}
+
+/// A log row that existed already means a duplicate event — or this very event, redelivered
+/// after a crash between writing its logs and publishing its deliveries. For a redelivered
+/// event, deliveries never attempted are published again (possibly a second time: receivers
+/// dedupe on `webhook-id`); for a fresh duplicate, nothing is sent.
+async fn recover_conflicts(
+    ctx: &Context,
+    accepted: &[Accepted],
+    conflicts: Vec<Planned>,
+) -> Result<Vec<Planned>, StoreError> {
+    let redelivered: HashSet<&str> = accepted
+        .iter()
+        .filter(|a| a.redelivered)
+        .map(|a| a.event.id.as_str())
+        .collect();
+    let candidates: Vec<Planned> = conflicts
+        .into_iter()
+        .filter(|p| redelivered.contains(p.log.event_id.as_str()))
+        .collect();
+    if candidates.is_empty() {
+        return Ok(Vec::new());
+    }
+    let keys: Vec<(Uuid, String)> = candidates
+        .iter()
+        .map(|p| (p.log.webhook_id, p.log.event_id.clone()))
+        .collect();
+    let existing: HashMap<(Uuid, String), hookrelay_store::ExistingLog> = ctx
+        .store
+        .existing_logs(&keys)
+        .await?
+        .into_iter()
+        .map(|e| ((e.webhook_id, e.event_id.clone()), e))
+        .collect();
+    Ok(candidates
+        .into_iter()
+        .filter_map(|mut p| {
+            let found = existing.get(&(p.log.webhook_id, p.log.event_id.clone()))?;
+            if found.status != "pending" || found.attempts > 0 {
+                return None;
+            }
+            p.log.id = found.id;
+            p.received_at = found.created_at;
+            Some(p)
+        })
+        .collect())
+}
+
+async fn validate(
+    ctx: &Context,
+    delivery: &Delivery,
+    received_at: DateTime<Utc>,
+) -> Result<Result<Event, Rejection>, StoreError> {
+    let event = match Event::parse(
+        &delivery.data,
+        delivery.routing_key.as_str(),
+        ctx.max_event_bytes,
+        received_at,
+    ) {
+        Ok(e) => e,
+        Err(r) => return Ok(Err(r)),
+    };
+    if !ctx.catalog.contains(event.event_type.as_str()).await? {
+        return Ok(Err(Rejection {
+            reason: RejectReason::UnknownEventType,
+            message: format!(
+                "unknown event type `{}`: not in the catalog (GET /v1/event-types)",
+                event.event_type
+            ),
+        }));
+    }
+    Ok(Ok(event))
+}
+
+/// Publishes a bad event, unchanged, to `{ns}.events.rejected` with its reason.
+async fn reject(
+    ctx: &Context,
+    publisher: &Channel,
+    delivery: &Delivery,
+    rejection: &Rejection,
+) -> Result<PublisherConfirm, FanoutError> {
+    let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+    headers.insert(
+        "x-hookrelay-error".into(),
+        AMQPValue::LongString(LongString::from(rejection.message.clone())),
+    );
+    headers.insert(
+        "x-hookrelay-reason".into(),
+        AMQPValue::LongString(LongString::from(rejection.reason.as_str())),
+    );
+    headers.insert(
+        "x-hookrelay-routing-key".into(),
+        AMQPValue::LongString(LongString::from(delivery.routing_key.as_str())),
+    );
+    let mut properties = BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_headers(headers);
+    if let Some(content_type) = delivery.properties.content_type() {
+        properties = properties.with_content_type(content_type.clone());
+    }
+    Ok(publisher
+        .basic_publish(
+            "",
+            &ctx.topology.rejected_queue(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            },
+            &delivery.data,
+            properties,
+        )
+        .await?)
+}
+
+fn expect_ack(confirmation: Confirmation) -> Result<Option<()>, FanoutError> {
+    match confirmation {
+        Confirmation::Ack(None) | Confirmation::NotRequested => Ok(Some(())),
+        // Acked but returned: no queue took it.
+        Confirmation::Ack(Some(_)) => Ok(None),
+        Confirmation::Nack(_) => Err(FanoutError::Nacked),
+    }
+}
+
+fn delivery_message(p: &Planned) -> (String, Vec<u8>) {
+    let task = DeliveryTask::V1(DeliveryV1 {
+        log_id: p.log.id,
+        webhook_id: p.log.webhook_id,
+        event_id: p.log.event_id.clone(),
+        event_type: p.log.event_type.clone(),
+        attempt: 1,
+        received_at: p.received_at,
+        payload: p.log.payload.clone(),
+    });
+    (p.log.webhook_id.to_string(), task.to_bytes())
+}
+
+fn persistent() -> BasicProperties {
+    BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type(ShortString::from("application/json"))
+}
+
+/// Publishes every delivery, then waits for all their confirms at once: one round trip for
+/// the batch, not one per message. A delivery the broker returns (its queue does not exist
+/// yet, e.g. a webhook created a moment ago elsewhere) gets its queue declared and is sent
+/// again; one for a webhook deleted meanwhile ends its log as failed.
+async fn publish_deliveries(
+    ctx: &Context,
+    publisher: &Channel,
+    planned: &[Planned],
+) -> Result<(), FanoutError> {
+    let exchange = ctx.topology.deliveries_exchange();
+    let mandatory = BasicPublishOptions {
+        mandatory: true,
+        ..Default::default()
+    };
+    let mut confirms = Vec::with_capacity(planned.len());
+    for p in planned {
+        let (key, body) = delivery_message(p);
+        confirms.push(
+            publisher
+                .basic_publish(&exchange, &key, mandatory, &body, persistent())
+                .await?,
+        );
+    }
+    let mut returned = Vec::new();
+    for (p, confirm) in planned.iter().zip(confirms) {
+        if expect_ack(confirm.await?)?.is_none() {
+            returned.push(p);
+        }
+    }
+    for p in returned {
+        if ctx.subscriptions.get(p.log.webhook_id).is_none() {
+            ctx.store
+                .fail_open_logs(p.log.webhook_id, "the webhook was deleted")
+                .await?;
+            continue;
+        }
+        ctx.topology
+            .declare_webhook(publisher, &p.log.webhook_id.to_string())
+            .await?;
+        let (key, body) = delivery_message(p);
+        let confirm = publisher
+            .basic_publish(&exchange, &key, mandatory, &body, persistent())
+            .await?
+            .await?;
+        if expect_ack(confirm)?.is_none() {
+            return Err(FanoutError::Unroutable);
+        }
+    }
+    Ok(())
+}

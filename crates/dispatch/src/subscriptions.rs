@@ -1,0 +1,218 @@
+//! The in-memory subscription index: `(account_id, event_type) → webhooks`, and every
+//! webhook's delivery settings by id. Loaded at start, kept current by LISTEN/NOTIFY, and
+//! fully reloaded every minute and after any lost notification as a safety net.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use hookrelay_core::{HeaderSet, Secret};
+use hookrelay_store::{Store, StoreError, WebhookChange, WebhookRow};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+use uuid::Uuid;
+
+const FULL_RELOAD_EVERY: Duration = Duration::from_secs(60);
+
+/// What a delivery needs to know about its webhook, read afresh for every attempt.
+pub struct WebhookConfig {
+    pub id: Uuid,
+    pub account_id: String,
+    pub url: String,
+    /// Signing secrets, newest first.
+    pub secrets: Vec<Secret>,
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    pub events: Vec<String>,
+    pub active: bool,
+}
+
+impl WebhookConfig {
+    fn from_row(row: WebhookRow) -> Self {
+        // Rows were validated when saved; one edited by hand into something invalid loses
+        // the bad part here (and says so) instead of stopping every delivery.
+        let secrets = match row.secret.as_deref().map(Secret::parse) {
+            Some(Ok(s)) => vec![s],
+            Some(Err(e)) => {
+                warn!(webhook_id = %row.id, error = %e, "stored secret is invalid; sending unsigned");
+                Vec::new()
+            }
+            None => Vec::new(),
+        };
+        let headers = match HeaderSet::parse(row.headers) {
+            Ok(set) => set
+                .iter()
+                .filter_map(|(k, v)| {
+                    Some((
+                        http::HeaderName::from_bytes(k.as_bytes()).ok()?,
+                        http::HeaderValue::from_str(v).ok()?,
+                    ))
+                })
+                .collect(),
+            Err(e) => {
+                warn!(webhook_id = %row.id, error = %e, "stored headers are invalid; sending none");
+                Vec::new()
+            }
+        };
+        Self {
+            id: row.id,
+            account_id: row.account_id,
+            url: row.url,
+            secrets,
+            headers,
+            events: row.events,
+            active: row.status == "active",
+        }
+    }
+}
+
+#[derive(Default)]
+struct Index {
+    by_id: HashMap<Uuid, Arc<WebhookConfig>>,
+    by_key: HashMap<(String, String), Vec<Arc<WebhookConfig>>>,
+}
+
+impl Index {
+    fn rebuild_keys(&mut self) {
+        let mut by_key: HashMap<(String, String), Vec<Arc<WebhookConfig>>> = HashMap::new();
+        for webhook in self.by_id.values().filter(|w| w.active) {
+            for event in &webhook.events {
+                by_key
+                    .entry((webhook.account_id.clone(), event.clone()))
+                    .or_default()
+                    .push(webhook.clone());
+            }
+        }
+        self.by_key = by_key;
+    }
+}
+
+pub struct Subscriptions {
+    store: Store,
+    index: RwLock<Index>,
+    /// Bumped on every change, so the delivery manager knows to reconcile its consumers.
+    generation: watch::Sender<u64>,
+}
+
+impl Subscriptions {
+    pub fn new(store: Store) -> Self {
+        Self {
+            store,
+            index: RwLock::new(Index::default()),
+            generation: watch::Sender::new(0),
+        }
+    }
+
+    /// The active webhooks of `account_id` subscribed to `event_type`.
+    pub fn matching(&self, account_id: &str, event_type: &str) -> Vec<Arc<WebhookConfig>> {
+        let Ok(index) = self.index.read() else {
+            return Vec::new();
+        };
+        index
+            .by_key
+            .get(&(account_id.to_owned(), event_type.to_owned()))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub fn get(&self, id: Uuid) -> Option<Arc<WebhookConfig>> {
+        self.index.read().ok()?.by_id.get(&id).cloned()
+    }
+
+    /// Every known webhook id with whether it is active.
+    pub fn all(&self) -> Vec<(Uuid, bool)> {
+        self.index
+            .read()
+            .map(|i| i.by_id.values().map(|w| (w.id, w.active)).collect())
+            .unwrap_or_default()
+    }
+
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    pub async fn reload_all(&self) -> Result<(), StoreError> {
+        let rows = self.store.load_webhooks().await?;
+        let by_id = rows
+            .into_iter()
+            .map(|row| (row.id, Arc::new(WebhookConfig::from_row(row))))
+            .collect();
+        if let Ok(mut index) = self.index.write() {
+            index.by_id = by_id;
+            index.rebuild_keys();
+        }
+        self.generation.send_modify(|g| *g += 1);
+        Ok(())
+    }
+
+    pub async fn reload_one(&self, id: Uuid) -> Result<(), StoreError> {
+        let row = self.store.get_webhook(id, None).await?;
+        if let Ok(mut index) = self.index.write() {
+            match row {
+                Some(row) => index
+                    .by_id
+                    .insert(id, Arc::new(WebhookConfig::from_row(row))),
+                None => index.by_id.remove(&id),
+            };
+            index.rebuild_keys();
+        }
+        self.generation.send_modify(|g| *g += 1);
+        Ok(())
+    }
+}
+
+/// Follows webhook changes until `shutdown`: LISTEN, and on every (re)connection or lost
+/// notification a full reload, since what happened in between is unknown.
+pub async fn listen(
+    subscriptions: Arc<Subscriptions>,
+    database_url: String,
+    shutdown: CancellationToken,
+) {
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(10))
+        .with_jitter()
+        .without_max_times();
+    loop {
+        let connect = (|| hookrelay_store::listen_webhook_changes(&database_url))
+            .retry(backoff)
+            .notify(|e, d| warn!(error = %e, retry_in = ?d, "cannot listen for webhook changes"));
+        let mut listener = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            l = connect => match l { Ok(l) => l, Err(_) => continue },
+        };
+        if let Err(e) = subscriptions.reload_all().await {
+            warn!(error = %e, "cannot reload the webhooks");
+        }
+        let mut tick = tokio::time::interval(FULL_RELOAD_EVERY);
+        tick.reset();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {
+                    if let Err(e) = subscriptions.reload_all().await {
+                        warn!(error = %e, "periodic reload of the webhooks failed");
+                    }
+                }
+                change = listener.changes.recv() => match change {
+                    Some(WebhookChange::One(id)) => {
+                        debug!(webhook_id = %id, "webhook changed");
+                        if let Err(e) = subscriptions.reload_one(id).await {
+                            warn!(error = %e, "cannot reload a changed webhook");
+                        }
+                    }
+                    Some(WebhookChange::All) => {
+                        if let Err(e) = subscriptions.reload_all().await {
+                            warn!(error = %e, "cannot reload the webhooks");
+                        }
+                    }
+                    None => {
+                        warn!("lost the webhook change listener; reconnecting");
+                        break;
+                    }
+                },
+            }
+        }
+    }
+}

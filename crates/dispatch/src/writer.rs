@@ -1,0 +1,50 @@
+//! The batching attempt writer: delivery workers hand it their attempt records and wait; it
+//! writes whatever has gathered in one transaction, then answers them all. Under load the
+//! batches grow by themselves; when quiet, a record is written at once.
+
+use hookrelay_store::{AttemptRecord, Store};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::task::TaskTracker;
+
+const MAX_BATCH: usize = 512;
+/// Bounded: when the database is slow, workers wait here instead of piling up records.
+const QUEUE: usize = 4096;
+
+type Reply = oneshot::Sender<Result<(), String>>;
+
+#[derive(Clone)]
+pub struct AttemptWriter {
+    tx: mpsc::Sender<(AttemptRecord, Reply)>,
+}
+
+impl AttemptWriter {
+    /// The writer stops once every handle is dropped and what was sent is written.
+    pub fn start(store: Store, tracker: &TaskTracker) -> Self {
+        let (tx, mut rx) = mpsc::channel::<(AttemptRecord, Reply)>(QUEUE);
+        tracker.spawn(async move {
+            let mut buffer = Vec::with_capacity(MAX_BATCH);
+            while rx.recv_many(&mut buffer, MAX_BATCH).await > 0 {
+                let (records, replies): (Vec<AttemptRecord>, Vec<Reply>) = buffer.drain(..).unzip();
+                let result = store
+                    .record_attempts(&records)
+                    .await
+                    .map_err(|e| crate::error_chain(&e));
+                for reply in replies {
+                    let _ = reply.send(result.clone());
+                }
+            }
+        });
+        Self { tx }
+    }
+
+    /// Waits until `record` is committed.
+    pub async fn write(&self, record: AttemptRecord) -> Result<(), String> {
+        let (reply, done) = oneshot::channel();
+        self.tx
+            .send((record, reply))
+            .await
+            .map_err(|_| "the attempt writer has stopped".to_owned())?;
+        done.await
+            .map_err(|_| "the attempt writer has stopped".to_owned())?
+    }
+}

@@ -1,0 +1,205 @@
+//! `webhook_logs` and `webhook_attempts`: written in batches, one statement per batch, since
+//! a round trip per row is what would make the pipeline slow.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::{Store, StoreError};
+
+/// A delivery to record at fan-out, `pending`.
+#[derive(Debug, Clone)]
+pub struct NewLog {
+    pub id: Uuid,
+    pub webhook_id: Uuid,
+    pub account_id: String,
+    pub event_id: String,
+    pub event_type: String,
+    /// The JSON body that will be sent.
+    pub payload: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A log row that already existed when a fan-out tried to insert it again.
+#[derive(Debug, Clone)]
+pub struct ExistingLog {
+    pub id: Uuid,
+    pub webhook_id: Uuid,
+    pub event_id: String,
+    pub status: String,
+    pub attempts: i32,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The states of a log row (contract §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogStatus {
+    Pending,
+    Retrying,
+    Succeeded,
+    Failed,
+}
+
+impl LogStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Retrying => "retrying",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// One finished HTTP attempt and the state its log moves to.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    pub log_id: Uuid,
+    pub attempt: i32,
+    pub started_at: DateTime<Utc>,
+    pub duration_ms: i32,
+    pub response_status: Option<i32>,
+    pub response_body: Option<String>,
+    pub error: Option<String>,
+    pub status: LogStatus,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+}
+
+impl Store {
+    /// Inserts the rows that do not exist yet (the unique `(webhook_id, event_id)` dedupes)
+    /// and returns the ids of those inserted.
+    pub async fn insert_logs(&self, logs: &[NewLog]) -> Result<Vec<Uuid>, StoreError> {
+        if logs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let client = self.client().await?;
+        let ids: Vec<Uuid> = logs.iter().map(|l| l.id).collect();
+        let webhooks: Vec<Uuid> = logs.iter().map(|l| l.webhook_id).collect();
+        let accounts: Vec<&str> = logs.iter().map(|l| l.account_id.as_str()).collect();
+        let events: Vec<&str> = logs.iter().map(|l| l.event_id.as_str()).collect();
+        let types: Vec<&str> = logs.iter().map(|l| l.event_type.as_str()).collect();
+        let payloads: Vec<&str> = logs.iter().map(|l| l.payload.as_str()).collect();
+        let created: Vec<DateTime<Utc>> = logs.iter().map(|l| l.created_at).collect();
+        let rows = client
+            .query(
+                "INSERT INTO webhook_logs
+                    (id, webhook_id, account_id, event_id, event_type, payload, created_at, updated_at)
+                 SELECT u.id, u.webhook_id, u.account_id, u.event_id, u.event_type,
+                        u.payload::jsonb, u.created_at, u.created_at
+                 FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[],
+                             $6::text[], $7::timestamptz[])
+                      AS u(id, webhook_id, account_id, event_id, event_type, payload, created_at)
+                 ON CONFLICT (webhook_id, event_id) DO NOTHING
+                 RETURNING id",
+                &[&ids, &webhooks, &accounts, &events, &types, &payloads, &created],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// The rows for these `(webhook_id, event_id)` pairs.
+    pub async fn existing_logs(
+        &self,
+        keys: &[(Uuid, String)],
+    ) -> Result<Vec<ExistingLog>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let client = self.client().await?;
+        let webhooks: Vec<Uuid> = keys.iter().map(|k| k.0).collect();
+        let events: Vec<&str> = keys.iter().map(|k| k.1.as_str()).collect();
+        let rows = client
+            .query(
+                "SELECT l.id, l.webhook_id, l.event_id, l.status, l.attempts, l.created_at
+                 FROM webhook_logs l
+                 JOIN unnest($1::uuid[], $2::text[]) AS k(webhook_id, event_id)
+                   ON l.webhook_id = k.webhook_id AND l.event_id = k.event_id",
+                &[&webhooks, &events],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| ExistingLog {
+                id: r.get(0),
+                webhook_id: r.get(1),
+                event_id: r.get(2),
+                status: r.get(3),
+                attempts: r.get(4),
+                created_at: r.get(5),
+            })
+            .collect())
+    }
+
+    /// Records attempts and moves their logs on, in one transaction of two statements.
+    pub async fn record_attempts(&self, batch: &[AttemptRecord]) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut client = self.client().await?;
+        let logs: Vec<Uuid> = batch.iter().map(|a| a.log_id).collect();
+        let attempts: Vec<i32> = batch.iter().map(|a| a.attempt).collect();
+        let started: Vec<DateTime<Utc>> = batch.iter().map(|a| a.started_at).collect();
+        let durations: Vec<i32> = batch.iter().map(|a| a.duration_ms).collect();
+        let statuses: Vec<Option<i32>> = batch.iter().map(|a| a.response_status).collect();
+        let bodies: Vec<Option<&str>> = batch.iter().map(|a| a.response_body.as_deref()).collect();
+        let errors: Vec<Option<&str>> = batch.iter().map(|a| a.error.as_deref()).collect();
+        let states: Vec<&str> = batch.iter().map(|a| a.status.as_str()).collect();
+        let next: Vec<Option<DateTime<Utc>>> = batch.iter().map(|a| a.next_attempt_at).collect();
+        let tx = client.transaction().await?;
+        tx.execute(
+            "INSERT INTO webhook_attempts
+                (log_id, attempt, started_at, duration_ms, response_status, response_body, error)
+             SELECT * FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::int[],
+                                  $5::int[], $6::text[], $7::text[])",
+            &[
+                &logs, &attempts, &started, &durations, &statuses, &bodies, &errors,
+            ],
+        )
+        .await?;
+        tx.execute(
+            "UPDATE webhook_logs l SET
+                status = u.status,
+                attempts = GREATEST(l.attempts, u.attempt),
+                response_status = u.response_status,
+                response_body = u.response_body,
+                error = u.error,
+                next_attempt_at = u.next_attempt_at,
+                delivered_at = CASE WHEN u.status = 'succeeded'
+                               THEN u.started_at + make_interval(secs => u.duration_ms / 1000.0)
+                               ELSE l.delivered_at END,
+                updated_at = now()
+             FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::int[], $5::int[],
+                         $6::text[], $7::text[], $8::text[], $9::timestamptz[])
+                  AS u(log_id, attempt, started_at, duration_ms, response_status,
+                       response_body, error, status, next_attempt_at)
+             WHERE l.id = u.log_id",
+            &[
+                &logs, &attempts, &started, &durations, &statuses, &bodies, &errors, &states, &next,
+            ],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Ends the open deliveries of a webhook that no longer exists.
+    pub async fn fail_open_logs(&self, webhook_id: Uuid, error: &str) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        Ok(client
+            .execute(
+                "UPDATE webhook_logs SET status = 'failed', error = $2, next_attempt_at = NULL,
+                        updated_at = now()
+                 WHERE webhook_id = $1 AND status IN ('pending', 'retrying')",
+                &[&webhook_id, &error],
+            )
+            .await?)
+    }
+
+    /// A log's status, for tests and the fan-out's crash recovery.
+    pub async fn log_status(&self, log_id: Uuid) -> Result<Option<String>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt("SELECT status FROM webhook_logs WHERE id = $1", &[&log_id])
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+}
