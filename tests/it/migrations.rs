@@ -78,3 +78,47 @@ async fn migrations_create_the_database_and_run_twice_as_a_no_op() {
         assert!(before.iter().any(|c| c == column), "missing {column}");
     }
 }
+
+#[tokio::test]
+async fn services_starting_together_migrate_once() {
+    let db = TestDb::new();
+    let settings = crate::helpers::test_settings(&db);
+    let (a, b, c) = tokio::join!(
+        hookrelay::migrate(&settings),
+        hookrelay::migrate(&settings),
+        hookrelay::migrate(&settings)
+    );
+    let applied = [a.expect("first"), b.expect("second"), c.expect("third")];
+    assert_eq!(applied.iter().sum::<usize>(), 1, "{applied:?}");
+    let client = db.connect().await;
+    let seeded: i64 = client
+        .query_one("SELECT count(*) FROM event_types", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(seeded, 17);
+}
+
+#[tokio::test]
+async fn the_seeded_catalog_matches_the_core_list() {
+    let db = TestDb::new();
+    hookrelay::migrate(&crate::helpers::test_settings(&db))
+        .await
+        .expect("migrated");
+    let client = db.connect().await;
+    let rows = client
+        .query(
+            "SELECT name, description FROM event_types WHERE builtin ORDER BY name",
+            &[],
+        )
+        .await
+        .expect("rows");
+    let mut in_db: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    in_db.sort();
+    let mut in_core: Vec<(String, String)> = hookrelay_core::BUILTIN_EVENT_TYPES
+        .iter()
+        .map(|(n, d)| (n.to_string(), d.to_string()))
+        .collect();
+    in_core.sort();
+    assert_eq!(in_db, in_core);
+}

@@ -328,6 +328,13 @@ async fn validation_failures_name_the_field_and_write_nothing() {
             "description",
         ),
         (
+            "NUL in description",
+            with("description", json!("a\u{0}b")),
+            422,
+            "invalid_text",
+            "description",
+        ),
+        (
             "bad secret",
             with("secret", json!("whsec_!!!")),
             422,
@@ -512,4 +519,87 @@ async fn lists_page_newest_first() {
     }
     let max = app.admin("GET", "/v1/webhooks?limit=500", None).await;
     assert_eq!(max.status, 200);
+}
+
+#[tokio::test]
+async fn odd_bodies_and_reasons_are_refused_in_the_error_shape() {
+    let app = spawn_app().await;
+    let created = app.create_webhook(valid()).await;
+    let id = created["id"].as_str().expect("an id");
+    let too_long = app
+        .admin(
+            "POST",
+            &format!("/v1/webhooks/{id}/disable"),
+            Some(json!({"reason": "r".repeat(501)})),
+        )
+        .await;
+    assert_eq!(too_long.status, 422);
+    assert_eq!(too_long.error(), ("too_long".into(), Some("reason".into())));
+    let nul = app
+        .admin(
+            "POST",
+            &format!("/v1/webhooks/{id}/disable"),
+            Some(json!({"reason": "a\u{0}"})),
+        )
+        .await;
+    assert_eq!(nul.error().1.as_deref(), Some("reason"));
+
+    // A new reason replaces the old one; disabling again without one keeps it.
+    let first = app
+        .admin(
+            "POST",
+            &format!("/v1/webhooks/{id}/disable"),
+            Some(json!({"reason": "one"})),
+        )
+        .await;
+    assert_eq!(first.body["disabled_reason"], "one");
+    let second = app
+        .admin(
+            "POST",
+            &format!("/v1/webhooks/{id}/disable"),
+            Some(json!({"reason": "two"})),
+        )
+        .await;
+    assert_eq!(second.body["disabled_reason"], "two");
+    let kept = app
+        .admin("POST", &format!("/v1/webhooks/{id}/disable"), None)
+        .await;
+    assert_eq!(kept.body["disabled_reason"], "two");
+    let patched = app
+        .admin(
+            "PATCH",
+            &format!("/v1/webhooks/{id}"),
+            Some(json!({"description": "x"})),
+        )
+        .await;
+    assert_eq!(
+        patched.body["disabled_reason"], "two",
+        "a PATCH without status leaves it"
+    );
+
+    let huge = format!(
+        r#"{{"account_id":"a","url":"http://127.0.0.1/","events":["Contact.created"],"description":"{}"}}"#,
+        "d".repeat(3 * 1024 * 1024)
+    );
+    let answer = app
+        .call(
+            "POST",
+            "/v1/webhooks",
+            Some(crate::helpers::ADMIN_TOKEN),
+            Some(&huge),
+        )
+        .await;
+    assert_eq!(
+        answer.status,
+        400,
+        "{}",
+        &answer.text[..answer.text.len().min(200)]
+    );
+    assert_eq!(answer.error().0, "body_too_large");
+
+    let nul_filter = app
+        .admin("GET", "/v1/webhooks?account_id=a%00b", None)
+        .await;
+    assert_eq!(nul_filter.status, 422);
+    assert_eq!(nul_filter.error().1.as_deref(), Some("account_id"));
 }

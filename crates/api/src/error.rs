@@ -1,7 +1,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use hookrelay_core::Invalid;
+use hookrelay_core::{error_chain, Invalid};
 use hookrelay_store::StoreError;
 use serde_json::json;
 
@@ -53,7 +53,16 @@ impl From<StoreError> for ApiError {
         match err {
             StoreError::Conflict(message) => Self::new(StatusCode::CONFLICT, "conflict", message),
             StoreError::Invalid(message) => {
-                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message)
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_cursor", message)
+                    .with_field("cursor")
+            }
+            StoreError::Db(ref e) if e.as_db_error().is_none() => {
+                tracing::warn!(error = %error_chain(&err), "database connection lost");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the database is not reachable; try again shortly",
+                )
             }
             StoreError::Pool(_) => {
                 tracing::warn!(error = %error_chain(&err), "database unavailable");
@@ -73,18 +82,6 @@ impl From<StoreError> for ApiError {
             }
         }
     }
-}
-
-/// `err` and all its causes on one line, for logs.
-pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    out
 }
 
 impl IntoResponse for ApiError {

@@ -44,6 +44,17 @@ pub async fn list(
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<ListBody<EventTypeView>>, ApiError> {
     let (limit, cursor) = page_params(q.limit, q.cursor.as_deref())?;
+    if let Some(c) = &cursor {
+        EventType::parse(&c.key).map_err(|_| {
+            ApiError::invalid(
+                "cursor",
+                hookrelay_core::Invalid::new(
+                    "invalid_cursor",
+                    "the cursor does not belong to this list",
+                ),
+            )
+        })?;
+    }
     let page = state
         .store()
         .list_event_types(cursor.as_ref(), limit)

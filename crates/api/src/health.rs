@@ -6,7 +6,6 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::json;
 
-use crate::error::error_chain;
 use crate::AppState;
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -19,15 +18,22 @@ pub async fn healthz() -> impl IntoResponse {
 /// Ready: 200 only when the database and the broker both answer now; 503 otherwise, with
 /// which of them failed.
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    // The answer is public, so it says only which check failed; the cause goes to the log.
     let database = match tokio::time::timeout(CHECK_TIMEOUT, state.store().ping()).await {
-        Ok(Ok(())) => "ok".to_owned(),
-        Ok(Err(e)) => format!("error: {}", error_chain(&e)),
-        Err(_) => "error: no answer within 2s".to_owned(),
+        Ok(Ok(())) => "ok",
+        Ok(Err(e)) => {
+            tracing::warn!(error = %hookrelay_core::error_chain(&e), "readiness: database check failed");
+            "unavailable"
+        }
+        Err(_) => {
+            tracing::warn!("readiness: the database did not answer within 2s");
+            "unavailable"
+        }
     };
     let broker = if state.inner.broker.is_connected() {
-        "ok".to_owned()
+        "ok"
     } else {
-        "error: not connected".to_owned()
+        "unavailable"
     };
     let ready = database == "ok" && broker == "ok";
     let status = if ready {

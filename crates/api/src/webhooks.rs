@@ -128,7 +128,14 @@ pub async fn list(
         .map(WebhookStatus::parse)
         .transpose()
         .map_err(|e| ApiError::invalid("status", e))?;
-    let account_id = match (caller.scope(), q.account_id) {
+    let asked = q
+        .account_id
+        .as_deref()
+        .map(AccountId::parse)
+        .transpose()
+        .map_err(|e| ApiError::invalid("account_id", e))?
+        .map(|a| a.as_str().to_owned());
+    let account_id = match (caller.scope(), asked) {
         // An account key sees its own account whatever it asks for; asking for another one
         // answers an empty list, as if that account had no webhooks.
         (Some(own), Some(asked)) if asked != own => {
@@ -232,7 +239,6 @@ pub async fn update(
         .map(WebhookStatus::parse)
         .transpose()
         .map_err(|e| ApiError::invalid("status", e))?;
-    patch.disabled_reason = Some(DISABLED_BY_HAND.to_owned());
     apply(&state, &caller, id, &patch).await
 }
 
@@ -264,7 +270,6 @@ pub async fn enable(
     apply(&state, &caller, id, &patch).await
 }
 
-const DISABLED_BY_HAND: &str = "disabled through the API";
 const MAX_REASON_CHARS: usize = 500;
 
 #[derive(Deserialize, Default)]
@@ -291,12 +296,17 @@ pub async fn disable(
                 ),
             ))
         }
-        Some(r) if !r.trim().is_empty() => r,
-        _ => DISABLED_BY_HAND.to_owned(),
+        Some(r) if !r.trim().is_empty() => Some(
+            Description::parse(&r)
+                .map_err(|e| ApiError::invalid("reason", e))?
+                .as_str()
+                .to_owned(),
+        ),
+        _ => None,
     };
     let patch = WebhookPatch {
         status: Some(WebhookStatus::Disabled),
-        disabled_reason: Some(reason),
+        disabled_reason: reason,
         ..Default::default()
     };
     apply(&state, &caller, id, &patch).await

@@ -20,6 +20,18 @@ pub use delivery::{response_excerpt, DeliveryTask, DeliveryV1, Outcome, MAX_RESP
 pub use event::{Event, RejectReason, Rejection};
 pub use invalid::Invalid;
 pub use retry::{parse_duration, RetrySchedule};
+/// `err` and all its causes on one line, for logs and recorded errors.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
+}
+
 pub use webhook::{
     AccountId, Description, EventList, HeaderSet, Secret, WebhookStatus, WebhookUrl,
     MAX_DESCRIPTION_CHARS, MAX_EVENTS_PER_WEBHOOK, MAX_HEADERS, RESERVED_HEADERS,

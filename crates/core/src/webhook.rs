@@ -300,7 +300,8 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// A free-text note about a webhook, at most [`MAX_DESCRIPTION_CHARS`] characters.
+/// A free-text note, at most [`MAX_DESCRIPTION_CHARS`] characters, without control characters
+/// but tab and line breaks (PostgreSQL refuses NUL in text, and the rest only garbles output).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
 pub struct Description(String);
@@ -311,6 +312,15 @@ impl Description {
             return Err(Invalid::new(
                 "too_long",
                 format!("a description is at most {MAX_DESCRIPTION_CHARS} characters"),
+            ));
+        }
+        if raw
+            .chars()
+            .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+        {
+            return Err(Invalid::new(
+                "invalid_text",
+                "a description cannot hold control characters other than tab and line breaks",
             ));
         }
         Ok(Self(raw.to_owned()))
@@ -507,6 +517,11 @@ mod tests {
         assert!(AccountId::parse(&"é".repeat(128)).is_ok());
         assert!(AccountId::parse(&"a".repeat(129)).is_err());
         assert!(Description::parse(&"é".repeat(MAX_DESCRIPTION_CHARS)).is_ok());
+        assert!(Description::parse("two\nlines\tand a tab").is_ok());
+        assert_eq!(
+            Description::parse("nul\0").unwrap_err().code,
+            "invalid_text"
+        );
         assert_eq!(
             Description::parse(&"a".repeat(MAX_DESCRIPTION_CHARS + 1))
                 .unwrap_err()

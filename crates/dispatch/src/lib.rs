@@ -28,6 +28,8 @@ use uuid::Uuid;
 
 pub use subscriptions::Subscriptions;
 
+pub(crate) use hookrelay_core::error_chain;
+
 /// What the pipeline needs to know from the settings.
 #[derive(Debug, Clone)]
 pub struct DispatchConfig {
@@ -120,16 +122,4 @@ impl Dispatcher {
             tracing::warn!(webhook_id = %id, error = %e, "cannot refresh a changed webhook; the listener will");
         }
     }
-}
-
-/// `err` and its causes on one line.
-pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    out
 }

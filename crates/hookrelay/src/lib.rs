@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+pub use hookrelay_core::error_chain;
 pub use settings::Settings;
 
 /// How long start-up keeps retrying an unreachable database before giving up.
@@ -33,7 +34,15 @@ pub async fn migrate(settings: &Settings) -> anyhow::Result<usize> {
         .without_max_times();
     (|| hookrelay_store::migrate(&settings.database_url))
         .retry(backoff)
-        .when(|e| matches!(e, hookrelay_store::StoreError::Db(_)))
+        // Only while the server cannot be reached or is starting: a wrong password or a
+        // missing permission will not fix itself.
+        .when(|e| match e {
+            hookrelay_store::StoreError::Db(db) => {
+                db.as_db_error().is_none()
+                    || db.code() == Some(&tokio_postgres::error::SqlState::CANNOT_CONNECT_NOW)
+            }
+            _ => false,
+        })
         .notify(|e, delay| {
             warn!(error = %error_chain(e), retry_in = ?delay, "cannot migrate the database yet");
         })
@@ -133,36 +142,37 @@ impl Application {
     /// under way get up to `shutdown_timeout` to finish.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         info!(address = %self.listener.local_addr()?, "hookrelay is listening");
-        hookrelay_api::serve(
+        let mut server = tokio::spawn(hookrelay_api::serve(
             self.listener,
             self.router,
             self.shutdown.clone(),
             self.shutdown_timeout,
-        )
-        .await
-        .context("the HTTP listener failed")?;
-        // The listener can also end on its own (an IO error): stop everything else then too.
+        ));
+        let server_result = tokio::select! {
+            // The listener can end on its own (an IO error): stop everything else then too.
+            result = &mut server => Some(result),
+            _ = self.shutdown.cancelled() => None,
+        };
         self.shutdown.cancel();
+        // One deadline for the whole drain, HTTP and pipeline together.
+        let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
+        let server_result = match server_result {
+            Some(result) => Some(result),
+            None => tokio::time::timeout_at(deadline, &mut server).await.ok(),
+        };
         self.tracker.close();
-        if tokio::time::timeout(self.shutdown_timeout, self.tracker.wait())
+        if tokio::time::timeout_at(deadline, self.tracker.wait())
             .await
             .is_err()
         {
-            warn!("background tasks did not finish within the shutdown timeout");
+            warn!("work under way did not finish within the shutdown timeout; the broker will hand it out again");
+        }
+        if let Some(result) = server_result {
+            result
+                .context("the HTTP listener panicked")?
+                .context("the HTTP listener failed")?;
         }
         info!("hookrelay stopped");
         Ok(())
     }
-}
-
-/// `err` and its causes on one line.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    out
 }

@@ -46,14 +46,17 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let settings = match Settings::load(cli.config.as_deref()) {
-        Ok(s) => s,
+    let (settings, warnings) = match Settings::load(cli.config.as_deref()) {
+        Ok(loaded) => loaded,
         Err(e) => {
             eprintln!("hookrelay: {e}");
             return ExitCode::from(2);
         }
     };
     init_logging(settings.log_format);
+    for warning in warnings {
+        tracing::warn!("{warning}");
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -110,29 +113,27 @@ fn main() -> ExitCode {
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
-    let app = Application::build(settings, shutdown.clone()).await?;
-    tokio::spawn(cancel_on_signal(shutdown));
-    app.run_until_stopped().await
-}
-
-/// Cancels `shutdown` on SIGTERM or SIGINT (Ctrl-C).
-async fn cancel_on_signal(shutdown: CancellationToken) {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
+    // Handlers go in before anything else, so a signal during start-up (migrations may wait
+    // for the database) stops the service cleanly instead of killing it.
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let on_signal = shutdown.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM received, shutting down"),
+            _ = interrupt.recv() => tracing::info!("SIGINT received, shutting down"),
+        }
+        on_signal.cancel();
+    });
+    let app = tokio::select! {
+        app = Application::build(settings, shutdown.clone()) => app?,
+        _ = shutdown.cancelled() => {
+            tracing::info!("stopped during start-up");
+            return Ok(());
         }
     };
-    tokio::select! {
-        _ = terminate => tracing::info!("SIGTERM received, shutting down"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received, shutting down"),
-    }
-    shutdown.cancel();
+    app.run_until_stopped().await
 }
 
 fn init_logging(format: LogFormat) {

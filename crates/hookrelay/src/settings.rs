@@ -187,8 +187,11 @@ enum Source {
 }
 
 impl Settings {
-    /// Reads the file (if any) and the process environment.
-    pub fn load(config_file: Option<&Path>) -> Result<Self, SettingsError> {
+    /// Reads the file (if any) and the process environment. Also answers warnings to log
+    /// once logging is set up: `HOOKRELAY_*` variables that are no setting are ignored, since
+    /// platforms add such variables on their own (Kubernetes makes `HOOKRELAY_PORT` for a
+    /// service named hookrelay), while an unknown key in the file is an error.
+    pub fn load(config_file: Option<&Path>) -> Result<(Self, Vec<String>), SettingsError> {
         Self::load_from(config_file, std::env::vars())
     }
 
@@ -197,7 +200,8 @@ impl Settings {
     pub fn load_from(
         config_file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Self, SettingsError> {
+    ) -> Result<(Self, Vec<String>), SettingsError> {
+        let mut warnings = Vec::new();
         let mut table = match config_file {
             None => toml::Table::new(),
             Some(path) => {
@@ -220,6 +224,10 @@ impl Settings {
         for (name, value) in env {
             if let Some(key) = name.strip_prefix(ENV_PREFIX) {
                 let key = key.to_ascii_lowercase();
+                if !KNOWN.contains(&key.as_str()) {
+                    warnings.push(format!("ignoring {name}: it is not a hookrelay setting"));
+                    continue;
+                }
                 table.insert(key.clone(), toml::Value::String(value));
                 sources.insert(key, Source::Env);
             }
@@ -254,12 +262,11 @@ impl Settings {
         settings.validate().map_err(|(key, why)| {
             SettingsError(format!("invalid setting {}: {why}", describe(key)))
         })?;
-        Ok(settings)
+        Ok((settings, warnings))
     }
 
     fn validate(&self) -> Result<(), (&'static str, String)> {
-        hookrelay_store::Store::connect(&self.database_url, &Default::default())
-            .map(drop)
+        hookrelay_store::validate_database_url(&self.database_url)
             .map_err(|e| ("database_url", e.to_string()))?;
         hookrelay_broker::validate_url(&self.amqp_url).map_err(|e| ("amqp_url", e.to_string()))?;
         let namespace_ok = !self.namespace.is_empty()
@@ -320,20 +327,8 @@ impl Settings {
 
     /// Where the database is, without user name or password: safe for logs and messages.
     pub fn database_display(&self) -> String {
-        match tokio_postgres_config(&self.database_url) {
-            Some((host, port, db)) => format!("{host}:{port}/{db}"),
-            None => "the configured database".into(),
-        }
+        hookrelay_store::describe_database_url(&self.database_url)
     }
-}
-
-fn tokio_postgres_config(url: &str) -> Option<(String, u16, String)> {
-    let url = url::Url::parse(url).ok()?;
-    Some((
-        url.host_str()?.to_owned(),
-        url.port().unwrap_or(5432),
-        url.path().trim_start_matches('/').to_owned(),
-    ))
 }
 
 const KNOWN: [&str; 15] = [
@@ -393,7 +388,7 @@ mod tests {
 
     #[test]
     fn defaults_match_the_contract() {
-        let s = Settings::load_from(None, env(&[])).unwrap();
+        let s = Settings::load_from(None, env(&[])).unwrap().0;
         assert_eq!(
             s.database_url,
             "postgres://postgres@127.0.0.1:5432/hookrelay"
@@ -422,7 +417,7 @@ mod tests {
             .filter(|k| KNOWN.contains(k))
             .collect();
         assert_eq!(keys, KNOWN, "every setting, in order");
-        let from_file = Settings::load_from(Some(&path), env(&[])).unwrap();
+        let (from_file, _) = Settings::load_from(Some(&path), env(&[])).unwrap();
         let defaults = Settings::default();
         assert_eq!(format!("{from_file:?}"), format!("{defaults:?}"));
     }
@@ -430,7 +425,7 @@ mod tests {
     #[test]
     fn env_wins_over_the_file() {
         let f = file("namespace = \"from-file\"\nrequest_timeout = \"3s\"\nallow_private_networks = true\nmax_event_bytes = 2048\n");
-        let s = Settings::load_from(
+        let (s, warnings) = Settings::load_from(
             Some(&f.0),
             env(&[
                 ("HOOKRELAY_NAMESPACE", "from-env"),
@@ -438,9 +433,14 @@ mod tests {
                 ("HOOKRELAY_MAX_IN_FLIGHT_PER_WEBHOOK", "4"),
                 ("HOOKRELAY_RETRY_SCHEDULE", "1s,2s"),
                 ("OTHER_VAR", "ignored"),
+                ("HOOKRELAY_PORT", "tcp://10.0.0.1:8080"),
             ]),
         )
         .unwrap();
+        assert_eq!(
+            warnings,
+            vec!["ignoring HOOKRELAY_PORT: it is not a hookrelay setting"]
+        );
         assert_eq!(s.namespace, "from-env");
         assert_eq!(s.request_timeout.0, Duration::from_secs(3));
         assert!(s.allow_private_networks);
@@ -452,14 +452,15 @@ mod tests {
         );
         assert_eq!(s.max_in_flight_per_webhook, 4);
         assert_eq!(s.retry_schedule.max_attempts(), 3);
-        let s = Settings::load_from(None, env(&[("HOOKRELAY_ALLOW_PRIVATE_NETWORKS", "true")]))
-            .unwrap();
+        let (s, _) =
+            Settings::load_from(None, env(&[("HOOKRELAY_ALLOW_PRIVATE_NETWORKS", "true")]))
+                .unwrap();
         assert!(s.allow_private_networks);
     }
 
     #[test]
     fn bad_values_name_the_setting() {
-        let cases: [(&[(&str, &str)], &str); 10] = [
+        let cases: [(&[(&str, &str)], &str); 9] = [
             (
                 &[("HOOKRELAY_REQUEST_TIMEOUT", "soon")],
                 "HOOKRELAY_REQUEST_TIMEOUT",
@@ -481,10 +482,6 @@ mod tests {
             (&[("HOOKRELAY_NAMESPACE", "a b")], "HOOKRELAY_NAMESPACE"),
             (&[("HOOKRELAY_ADMIN_TOKEN", " ")], "HOOKRELAY_ADMIN_TOKEN"),
             (&[("HOOKRELAY_LOG_FORMAT", "xml")], "HOOKRELAY_LOG_FORMAT"),
-            (
-                &[("HOOKRELAY_NO_SUCH_THING", "1")],
-                "unknown setting HOOKRELAY_NO_SUCH_THING",
-            ),
         ];
         for (vars, expected) in cases {
             let err = Settings::load_from(None, env(vars))

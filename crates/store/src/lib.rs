@@ -19,7 +19,7 @@ pub use event_types::EventTypeRow;
 pub use listen::{listen_webhook_changes, WebhookChange, WebhookListener};
 pub use logs::{AttemptRecord, ExistingLog, LogStatus, NewLog};
 pub use migrate::{ensure_database, migrate};
-pub use pool::{PoolOptions, Store};
+pub use pool::{describe_database_url, validate_database_url, PoolOptions, Store};
 pub use webhooks::{NewWebhook, WebhookFilter, WebhookPatch, WebhookRow};
 
 /// The LISTEN/NOTIFY channel on which every change to `webhooks` is announced (by a trigger,

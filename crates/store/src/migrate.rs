@@ -1,3 +1,4 @@
+use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 use tracing::info;
 
@@ -12,27 +13,33 @@ mod embedded {
 /// the migrations at the same moment.
 const MIGRATION_LOCK: i64 = 0x686f_6f6b_7265_6c61; // "hookrela"
 
-/// Creates the database named in `database_url` when it does not exist yet, connecting to
-/// the server's `postgres` database to do it.
+/// Creates the database named in `database_url` when it does not exist yet. The server's
+/// `postgres` database is only visited when the target is missing, so a role that may not
+/// connect there (or create databases) works as long as its database exists.
 pub async fn ensure_database(database_url: &str) -> Result<(), StoreError> {
     let config = parse_config(database_url)?;
-    let name = config.get_dbname().unwrap_or("hookrelay").to_owned();
+    match config.connect(NoTls).await {
+        Ok((client, connection)) => {
+            drop(client);
+            let _ = connection.await;
+            return Ok(());
+        }
+        Err(e) if e.code() == Some(&SqlState::INVALID_CATALOG_NAME) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let name = config.get_dbname().unwrap_or_default().to_owned();
     let mut admin = config.clone();
     admin.dbname("postgres");
     let (client, connection) = admin.connect(NoTls).await?;
     let driver = tokio::spawn(connection);
-    let exists = client
-        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
-        .await?
-        .is_some();
-    if !exists {
-        let sql = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
-        match client.batch_execute(&sql).await {
-            Ok(()) => info!(database = %name, "created the database"),
-            // Another service starting at the same time created it first.
-            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE) => {}
-            Err(e) => return Err(e.into()),
-        }
+    let sql = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
+    match client.batch_execute(&sql).await {
+        Ok(()) => info!(database = %name, "created the database"),
+        // Another service starting at the same moment created it first.
+        Err(e)
+            if e.code() == Some(&SqlState::DUPLICATE_DATABASE)
+                || e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {}
+        Err(e) => return Err(e.into()),
     }
     drop(client);
     let _ = driver.await;

@@ -69,6 +69,25 @@ impl Store {
     }
 }
 
+/// Checks a database URL without connecting.
+pub fn validate_database_url(database_url: &str) -> Result<(), StoreError> {
+    parse_config(database_url).map(drop)
+}
+
+/// Where a database URL points, without user name or password: safe for messages.
+pub fn describe_database_url(database_url: &str) -> String {
+    let Ok(config) = parse_config(database_url) else {
+        return "the configured database".into();
+    };
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".into(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!("{host}:{port}/{}", config.get_dbname().unwrap_or_default())
+}
+
 pub(crate) fn parse_config(database_url: &str) -> Result<tokio_postgres::Config, StoreError> {
     let config = tokio_postgres::Config::from_str(database_url)
         .map_err(|e| StoreError::Config(e.to_string()))?;

@@ -9,6 +9,9 @@ use uuid::Uuid;
 
 use crate::{Cursor, Page, Store, StoreError};
 
+/// The reason recorded when a webhook is disabled through the API without one.
+pub const DISABLED_BY_HAND: &str = "disabled through the API";
+
 const COLUMNS: &str = "id, account_id, url, secret, headers, events, status, disabled_reason, \
                        description, created_at, updated_at";
 
@@ -100,7 +103,8 @@ pub struct WebhookPatch {
     pub events: Option<EventList>,
     pub description: Option<Option<Description>>,
     pub status: Option<WebhookStatus>,
-    /// Recorded when this patch disables an active webhook.
+    /// Why, when this patch disables the webhook. Without one, a webhook already disabled
+    /// keeps its reason and an active one gets [`DISABLED_BY_HAND`].
     pub disabled_reason: Option<String>,
 }
 
@@ -225,9 +229,10 @@ impl Store {
                 description = CASE WHEN $9 THEN $10 ELSE description END,
                 status = COALESCE($11, status),
                 disabled_reason = CASE
-                    WHEN $11::text IS NULL OR $11 = status THEN disabled_reason
+                    WHEN $11::text IS NULL THEN disabled_reason
                     WHEN $11 = 'active' THEN NULL
-                    ELSE $12 END,
+                    ELSE COALESCE($12, CASE WHEN status = 'disabled' THEN disabled_reason END, $13)
+                    END,
                 failing_since = CASE WHEN $11 = 'active' THEN NULL ELSE failing_since END,
                 updated_at = now()
              WHERE id = $1 AND ($2::text IS NULL OR account_id = $2)
@@ -255,6 +260,7 @@ impl Store {
                         .and_then(|d| d.as_ref().map(Description::as_str)),
                     &patch.status.map(WebhookStatus::as_str),
                     &patch.disabled_reason,
+                    &DISABLED_BY_HAND,
                 ],
             )
             .await?;
