@@ -56,6 +56,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     let namespace = settings.namespace.clone();
     let thread_namespace = namespace.clone();
     let amqp = settings.amqp_url.clone();
+    let thread_amqp = amqp.clone();
     let database_url = settings.database_url.clone();
     let shutdown = CancellationToken::new();
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
@@ -77,7 +78,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
                 }
             }
             let ids = webhook_ids(&database_url).await;
-            hookrelay_tests::delete_namespace(&thread_namespace, &ids).await;
+            hookrelay_tests::delete_namespace(&thread_amqp, &thread_namespace, &ids).await;
         });
     });
     let port = match ready_rx.await {
@@ -217,6 +218,7 @@ impl TestApp {
             .await
             .expect("confirms");
         let topology = hookrelay_broker::Topology::new(&self.namespace);
+        topology.declare_base(&channel).await.expect("the topology");
         channel
             .basic_publish(
                 &topology.events_exchange(),

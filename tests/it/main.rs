@@ -10,4 +10,5 @@ mod health;
 mod helpers;
 mod migrations;
 mod pipeline;
+mod resilience;
 mod webhooks;

@@ -118,8 +118,8 @@ pub fn unique_namespace() -> String {
 
 /// Removes a test's AMQP objects: its namespace's exchanges and queues, and the queues of
 /// the given webhooks.
-pub async fn delete_namespace(namespace: &str, webhook_ids: &[String]) {
-    let Ok(connection) = hookrelay_broker::connect(&amqp_url()).await else {
+pub async fn delete_namespace(amqp_url: &str, namespace: &str, webhook_ids: &[String]) {
+    let Ok(connection) = hookrelay_broker::connect(amqp_url).await else {
         return;
     };
     if let Ok(channel) = connection.create_channel().await {
@@ -155,4 +155,90 @@ pub fn verify_signature(
         base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
     );
     header.split(' ').any(|sig| sig == expected)
+}
+
+/// Runs `rabbitmqctl` with `args`, panicking with its output if it fails.
+pub async fn rabbitmqctl(args: &[&str]) -> String {
+    let output = tokio::process::Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .await
+        .expect("rabbitmqctl runs (it comes with RabbitMQ)");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "rabbitmqctl {args:?} failed: {text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    text
+}
+
+/// A RabbitMQ virtual host of its own, for a test that must act on the whole broker (close
+/// every connection) without touching the tests running beside it. Deleted on drop.
+pub struct TestVhost {
+    pub name: String,
+}
+
+impl TestVhost {
+    pub async fn create() -> Self {
+        let name = format!("test-{}", uuid::Uuid::new_v4().simple());
+        rabbitmqctl(&["add_vhost", &name]).await;
+        rabbitmqctl(&["set_permissions", "-p", &name, "guest", ".*", ".*", ".*"]).await;
+        Self { name }
+    }
+
+    /// The AMQP URL of this vhost, on the same server as [`amqp_url`].
+    pub fn url(&self) -> String {
+        let base = amqp_url();
+        let server = base.rsplit_once('/').map_or(base.as_str(), |(s, _)| s);
+        format!("{server}/{}", self.name)
+    }
+
+    /// Closes every client connection to this vhost, as a broker restart would.
+    pub async fn close_connections(&self) {
+        rabbitmqctl(&[
+            "close_all_connections",
+            "--vhost",
+            &self.name,
+            "--limit",
+            "1000",
+            "test: broker connection lost",
+        ])
+        .await;
+    }
+}
+
+impl Drop for TestVhost {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("rabbitmqctl")
+            .args(["delete_vhost", &self.name])
+            .output();
+    }
+}
+
+/// Makes a test database refuse connections and drops the ones it has, as an outage would;
+/// `restore_database` ends it.
+pub async fn cut_database(name: &str) {
+    admin_sql(&format!(
+        "ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS false;
+         SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = '{name}' AND pid <> pg_backend_pid();"
+    ))
+    .await;
+}
+
+pub async fn restore_database(name: &str) {
+    admin_sql(&format!(
+        "ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS true;"
+    ))
+    .await;
+}
+
+async fn admin_sql(sql: &str) {
+    let url = format!("{}/postgres", postgres_server());
+    let (client, connection) = tokio_postgres::connect(&url, NoTls)
+        .await
+        .expect("the postgres database");
+    tokio::spawn(connection);
+    client.batch_execute(sql).await.expect("admin SQL");
 }

@@ -46,14 +46,21 @@ pub struct Broker {
 impl Broker {
     /// Starts the supervisor on `tracker`; it closes the connection and ends when `shutdown`
     /// is cancelled.
+    /// `name` shows in the broker's connection list (`rabbitmqctl list_connections`).
     pub fn start(
         amqp_url: &str,
+        name: &str,
         shutdown: CancellationToken,
         tracker: &TaskTracker,
     ) -> Result<Self, BrokerError> {
         validate_url(amqp_url)?;
         let (tx, rx) = watch::channel(None);
-        tracker.spawn(supervise(amqp_url.to_owned(), tx, shutdown));
+        tracker.spawn(supervise(
+            amqp_url.to_owned(),
+            name.to_owned(),
+            tx,
+            shutdown,
+        ));
         Ok(Self { current: rx })
     }
 
@@ -84,8 +91,12 @@ impl Broker {
 
 /// One unsupervised connection, for short-lived tools such as `hookrelay publish`.
 pub async fn connect(amqp_url: &str) -> Result<Connection, lapin::Error> {
+    connect_named(amqp_url, "hookrelay-client").await
+}
+
+async fn connect_named(amqp_url: &str, name: &str) -> Result<Connection, lapin::Error> {
     let properties = ConnectionProperties::default()
-        .with_connection_name("hookrelay".into())
+        .with_connection_name(name.into())
         .with_executor(tokio_executor_trait::Tokio::current())
         .with_reactor(tokio_reactor_trait::Tokio);
     Connection::connect(amqp_url, properties).await
@@ -93,6 +104,7 @@ pub async fn connect(amqp_url: &str) -> Result<Connection, lapin::Error> {
 
 async fn supervise(
     amqp_url: String,
+    name: String,
     current: watch::Sender<Option<Arc<Connection>>>,
     shutdown: CancellationToken,
 ) {
@@ -102,7 +114,7 @@ async fn supervise(
         .with_jitter()
         .without_max_times();
     loop {
-        let attempt = (|| connect(&amqp_url))
+        let attempt = (|| connect_named(&amqp_url, &name))
             .retry(backoff)
             .notify(|err, delay| warn!(error = %err, retry_in = ?delay, "cannot reach the broker"));
         let conn = tokio::select! {

@@ -153,6 +153,13 @@ impl Event {
                 format!("`id` must be 1 to {MAX_EVENT_ID_CHARS} characters"),
             ));
         }
+        // It becomes the `webhook-id` header and a text column: no control characters.
+        if id.chars().any(char::is_control) {
+            return Err(Rejection::new(
+                RejectReason::InvalidField,
+                "`id` cannot hold control characters",
+            ));
+        }
         let account = string_field(envelope.account_id, "account_id")?
             .ok_or_else(|| missing("account_id"))?;
         let account_id = AccountId::parse(&account).map_err(|e| {
@@ -192,6 +199,12 @@ impl Event {
             Some(raw) if raw.get() != "null" => raw.to_owned(),
             _ => return Err(missing("data")),
         };
+        if has_nul_escape(data.get()) {
+            return Err(Rejection::new(
+                RejectReason::InvalidField,
+                "`data` holds a \\u0000 character, which the log table (PostgreSQL jsonb) cannot store",
+            ));
+        }
         Ok(Self {
             id,
             event_type,
@@ -225,6 +238,25 @@ impl Event {
         // Serializing borrowed strings and a RawValue cannot fail.
         serde_json::to_string(&payload).unwrap_or_default()
     }
+}
+
+/// Whether JSON text holds the escape `\u0000`, which PostgreSQL's jsonb refuses. An escaped
+/// backslash followed by `u0000` (`\\u0000`) is six ordinary characters and does not count.
+fn has_nul_escape(json: &str) -> bool {
+    let bytes = json.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' {
+            if bytes[i + 1..].starts_with(b"u0000") {
+                return true;
+            }
+            // Skip the escaped character, whatever it is.
+            i += 2;
+        } else {
+            i += 1;
+        }
+    }
+    false
 }
 
 #[cfg(test)]
@@ -344,6 +376,21 @@ mod tests {
             assert_eq!(err.reason, reason, "{body} / {key}: {}", err.message);
             assert!(!err.message.contains('\n'));
         }
+        let nul_data = r#"{"id":"e","account_id":"a","data":{"x":"a\u0000b"}}"#;
+        assert_eq!(
+            parse(nul_data, "K.k").unwrap_err().reason,
+            RejectReason::InvalidField
+        );
+        let escaped_backslash = r#"{"id":"e","account_id":"a","data":{"x":"a\\u0000b"}}"#;
+        assert!(
+            parse(escaped_backslash, "K.k").is_ok(),
+            "an escaped backslash is fine"
+        );
+        let nul_id = r#"{"id":"a\u0000","account_id":"a","data":1}"#;
+        assert_eq!(
+            parse(nul_id, "K.k").unwrap_err().reason,
+            RejectReason::InvalidField
+        );
         let long_id = format!(
             r#"{{"id":"{}","account_id":"a","data":1}}"#,
             "x".repeat(129)

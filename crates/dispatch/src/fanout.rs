@@ -156,7 +156,8 @@ async fn consume(
     }
 }
 
-struct Accepted {
+struct Accepted<'a> {
+    delivery: &'a Delivery,
     event: Event,
     received_at: DateTime<Utc>,
     redelivered: bool,
@@ -180,6 +181,7 @@ async fn process(
     for delivery in &batch {
         match validate(ctx, delivery, received_at).await? {
             Ok(event) => accepted.push(Accepted {
+                delivery,
                 payload: event.payload(),
                 event,
                 received_at,
@@ -203,7 +205,7 @@ async fn process(
         warn!(reason = rejection.reason.as_str(), error = %rejection.message, "event rejected");
     }
 
-    let mut planned = Vec::new();
+    let mut planned: Vec<Planned> = Vec::new();
     for a in &accepted {
         ctx.metrics
             .events_received
@@ -228,7 +230,15 @@ async fn process(
         }
     }
     let logs: Vec<NewLog> = planned.iter().map(|p| p.log.clone()).collect();
-    let inserted: HashSet<Uuid> = ctx.store.insert_logs(&logs).await?.into_iter().collect();
+    let inserted: HashSet<Uuid> = match ctx.store.insert_logs(&logs).await {
+        Ok(ids) => ids.into_iter().collect(),
+        Err(e) if is_data_error(&e) => {
+            let (ids, refused) = isolate_refused(ctx, publisher, &accepted, &planned).await?;
+            planned.retain(|p| !refused.contains(&p.log.event_id));
+            ids
+        }
+        Err(e) => return Err(e.into()),
+    };
     let mut to_send: Vec<Planned> = Vec::with_capacity(planned.len());
     let mut conflicts = Vec::new();
     for p in planned {
@@ -244,13 +254,65 @@ async fn process(
     Ok(())
 }
 
+/// Whether the database refused a value (SQLSTATE class 22, data exception) rather than
+/// failed: retrying the same batch would fail the same way forever.
+fn is_data_error(err: &StoreError) -> bool {
+    matches!(err, StoreError::Db(e) if e.code().is_some_and(|c| c.code().starts_with("22")))
+}
+
+/// Validation should keep out everything PostgreSQL refuses; should something slip through,
+/// it must not stop the consumer. The batch is written again one event at a time, and an
+/// event the database refuses is rejected with its reason, like any other bad event.
+async fn isolate_refused(
+    ctx: &Context,
+    publisher: &Channel,
+    accepted: &[Accepted<'_>],
+    planned: &[Planned],
+) -> Result<(HashSet<Uuid>, HashSet<String>), FanoutError> {
+    let mut inserted = HashSet::new();
+    let mut refused = HashSet::new();
+    for a in accepted {
+        let logs: Vec<NewLog> = planned
+            .iter()
+            .filter(|p| p.log.event_id == a.event.id)
+            .map(|p| p.log.clone())
+            .collect();
+        match ctx.store.insert_logs(&logs).await {
+            Ok(ids) => inserted.extend(ids),
+            Err(e) if is_data_error(&e) => {
+                let rejection = Rejection {
+                    reason: RejectReason::InvalidField,
+                    message: format!(
+                        "the log table refused the event: {}",
+                        crate::error_chain(&e)
+                    )
+                    .replace(['\r', '\n'], " "),
+                };
+                expect_ack(
+                    reject(ctx, publisher, a.delivery, &rejection)
+                        .await?
+                        .await?,
+                )?;
+                ctx.metrics
+                    .events_rejected
+                    .with_label_values(&[rejection.reason.as_str()])
+                    .inc();
+                warn!(event_id = %a.event.id, error = %rejection.message, "event rejected by the database");
+                refused.insert(a.event.id.clone());
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok((inserted, refused))
+}
+
 /// A log row that existed already means a duplicate event — or this very event, redelivered
 /// after a crash between writing its logs and publishing its deliveries. For a redelivered
 /// event, deliveries never attempted are published again (possibly a second time: receivers
 /// dedupe on `webhook-id`); for a fresh duplicate, nothing is sent.
 async fn recover_conflicts(
     ctx: &Context,
-    accepted: &[Accepted],
+    accepted: &[Accepted<'_>],
     conflicts: Vec<Planned>,
 ) -> Result<Vec<Planned>, StoreError> {
     let redelivered: HashSet<&str> = accepted

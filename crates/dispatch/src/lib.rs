@@ -30,6 +30,9 @@ pub use subscriptions::Subscriptions;
 
 pub(crate) use hookrelay_core::error_chain;
 
+/// How long start-up waits for the broker before going on without it.
+const STARTUP_BROKER_PATIENCE: Duration = Duration::from_secs(10);
+
 /// What the pipeline needs to know from the settings.
 #[derive(Debug, Clone)]
 pub struct DispatchConfig {
@@ -73,6 +76,22 @@ impl Dispatcher {
         tracker: &TaskTracker,
     ) -> Result<Self, DispatchError> {
         let topology = Topology::new(&config.namespace);
+        // With the broker up, the exchanges and the ingest queue exist before start-up ends,
+        // so an event published right after is routed, not dropped. With it down, the workers
+        // declare them once it is back.
+        match broker.wait_connected(STARTUP_BROKER_PATIENCE).await {
+            Some(connection) => {
+                let declared = async {
+                    let channel = connection.create_channel().await?;
+                    topology.declare_base(&channel).await?;
+                    channel.close(200, "declared").await
+                };
+                if let Err(e) = declared.await {
+                    tracing::warn!(error = %e, "cannot declare the broker topology yet");
+                }
+            }
+            None => tracing::warn!("the broker is not reachable yet; starting without it"),
+        }
         let subscriptions = Arc::new(Subscriptions::new(store.clone()));
         subscriptions.reload_all().await?;
         tracker.spawn(subscriptions::listen(

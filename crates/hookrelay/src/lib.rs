@@ -83,7 +83,12 @@ impl Application {
             .await
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
         let tracker = TaskTracker::new();
-        let broker = Broker::start(&settings.amqp_url, shutdown.clone(), &tracker)?;
+        let broker = Broker::start(
+            &settings.amqp_url,
+            &format!("hookrelay {}", settings.namespace),
+            shutdown.clone(),
+            &tracker,
+        )?;
         let dispatcher = Dispatcher::start(
             DispatchConfig {
                 namespace: settings.namespace.clone(),

@@ -92,7 +92,7 @@ async fn sigterm_and_sigint_stop_the_service_with_exit_code_0() {
             .unwrap_or_else(|_| panic!("still running 20s after SIG{sig}"))
             .expect("an exit status");
         assert_eq!(status.code(), Some(0), "SIG{sig}");
-        hookrelay_tests::delete_namespace(&namespace, &[]).await;
+        hookrelay_tests::delete_namespace(&amqp_url(), &namespace, &[]).await;
     }
 }
 

@@ -1,0 +1,107 @@
+//! Outages: the database or the broker goes away under load; nothing is lost, and the
+//! service recovers by itself.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use hookrelay_tests::receiver::Receiver;
+use hookrelay_tests::{cut_database, restore_database, wait_for, TestVhost};
+use serde_json::json;
+
+use crate::helpers::{spawn_app, spawn_app_with, TestApp};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+async fn distinct_ids(receiver: &Receiver) -> HashSet<String> {
+    receiver
+        .received()
+        .iter()
+        .filter_map(|r| r.json()["id"].as_str().map(str::to_owned))
+        .collect()
+}
+
+async fn wait_all_delivered(app: &TestApp, receiver: &Receiver, ids: &[String]) {
+    let expected: HashSet<String> = ids.iter().cloned().collect();
+    wait_for("every event delivered", DEADLINE, || async {
+        distinct_ids(receiver)
+            .await
+            .is_superset(&expected)
+            .then_some(())
+    })
+    .await;
+    let db = app.db.connect().await;
+    let counts = wait_for("every log succeeded", DEADLINE, || async {
+        let row = db
+            .query_one(
+                "SELECT count(*), count(*) FILTER (WHERE status = 'succeeded') FROM webhook_logs",
+                &[],
+            )
+            .await
+            .ok()?;
+        let (all, ok): (i64, i64) = (row.get(0), row.get(1));
+        (all == ok && all == ids.len() as i64).then_some((all, ok))
+    })
+    .await;
+    assert_eq!(
+        counts.0,
+        ids.len() as i64,
+        "one log per event, no duplicates"
+    );
+}
+
+#[tokio::test]
+async fn a_database_outage_loses_nothing() {
+    let app = spawn_app().await;
+    let receiver = Receiver::start().await;
+    app.webhook("acc", &receiver.url, &["Contact.created"], json!({}))
+        .await;
+    let mut ids = app
+        .publish("Contact.created", "acc", json!({"phase": "before"}), 20)
+        .await;
+    receiver.wait_for(20, DEADLINE).await;
+
+    cut_database(&app.db.name).await;
+    wait_for("readiness to notice", DEADLINE, || async {
+        (app.call("GET", "/readyz", None, None).await.status == 503).then_some(())
+    })
+    .await;
+    ids.extend(
+        app.publish("Contact.created", "acc", json!({"phase": "during"}), 30)
+            .await,
+    );
+    // Events wait in the broker meanwhile: nothing is delivered without its log row.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        distinct_ids(&receiver).await.len(),
+        20,
+        "no delivery without a log"
+    );
+    restore_database(&app.db.name).await;
+
+    wait_all_delivered(&app, &receiver, &ids).await;
+}
+
+#[tokio::test]
+async fn a_lost_broker_connection_is_recovered_without_loss() {
+    let vhost = TestVhost::create().await;
+    let app = spawn_app_with(|s| s.amqp_url = vhost.url()).await;
+    let receiver = Receiver::start().await;
+    app.webhook("acc", &receiver.url, &["Contact.created"], json!({}))
+        .await;
+    let mut ids = app
+        .publish("Contact.created", "acc", json!({"phase": "before"}), 50)
+        .await;
+
+    vhost.close_connections().await;
+    ids.extend(
+        app.publish("Contact.created", "acc", json!({"phase": "after"}), 50)
+            .await,
+    );
+    wait_all_delivered(&app, &receiver, &ids).await;
+    let ready = wait_for("readiness after reconnecting", DEADLINE, || async {
+        let answer = app.call("GET", "/readyz", None, None).await;
+        (answer.status == 200).then_some(answer)
+    })
+    .await;
+    assert_eq!(ready.body["checks"]["broker"], "ok");
+}
