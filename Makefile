@@ -6,12 +6,13 @@ CARGO ?= cargo
 # `make run` uses this admin token if set, else makes one up and prints it.
 HOOKRELAY_ADMIN_TOKEN ?=
 
-.PHONY: help run test lint services fmt
+.PHONY: help run test lint bench services fmt
 
 help:
 	@echo "make run    run hookrelay serve against the local PostgreSQL and RabbitMQ"
 	@echo "make test   the whole test suite (needs PostgreSQL and RabbitMQ)"
 	@echo "make lint   cargo fmt --check and clippy -D warnings"
+	@echo "make bench  throughput, latency and memory figures (release build; takes minutes)"
 
 services:
 	@scripts/check-services.sh
@@ -44,3 +45,8 @@ lint:
 
 fmt:
 	$(CARGO) fmt --all
+
+# Figures, not a test: a release build of the service, measured as a separate process.
+bench: services
+	$(CARGO) build --release -p hookrelay -p hookrelay-bench
+	target/release/hookrelay-bench $(BENCH_ARGS)

@@ -543,3 +543,39 @@ async fn subscription_changes_take_effect_without_a_restart() {
         vec![witness_id.clone()]
     );
 }
+
+#[tokio::test]
+async fn a_webhook_queue_lost_behind_the_services_back_is_recreated_without_loss() {
+    let app = spawn_app().await;
+    let receiver = Receiver::start().await;
+    let id = app
+        .webhook("acc", &receiver.url, &["Contact.created"], json!({}))
+        .await;
+    let first = app.publish("Contact.created", "acc", json!({}), 1).await;
+    receiver.wait_for(1, DEADLINE).await;
+
+    // The fan-out has declared this queue already and will not declare it again: what it
+    // publishes now comes back unroutable and must be sent again, not dropped.
+    let connection = hookrelay_broker::connect(&app.amqp_url)
+        .await
+        .expect("a connection");
+    let channel = connection.create_channel().await.expect("a channel");
+    hookrelay_broker::Topology::new(&app.namespace)
+        .delete_webhook(&channel, &id)
+        .await
+        .expect("queue deleted");
+    let _ = connection.close(200, "done").await;
+
+    let mut ids = first;
+    ids.extend(app.publish("Contact.created", "acc", json!({}), 50).await);
+    let expected: HashSet<String> = ids.into_iter().collect();
+    wait_for("every event after the loss", DEADLINE, || async {
+        let got: HashSet<String> = receiver
+            .received()
+            .iter()
+            .filter_map(|r| r.json()["id"].as_str().map(str::to_owned))
+            .collect();
+        got.is_superset(&expected).then_some(())
+    })
+    .await;
+}

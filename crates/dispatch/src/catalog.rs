@@ -4,16 +4,16 @@ use std::time::{Duration, Instant};
 
 use hookrelay_store::Store;
 
-/// The event type names, cached. A name not found triggers a reload (at most once a
+/// The event type names, cached. A name not found triggers a reload (at most four times a
 /// second), so a type added through the API is accepted from its next event on, while a
-/// flood of unknown types costs one query a second, not one per event.
+/// flood of unknown types costs four queries a second, not one per event.
 pub struct Catalog {
     store: Store,
     state: tokio::sync::Mutex<Option<Instant>>,
     names: RwLock<HashSet<String>>,
 }
 
-const RELOAD_AT_MOST_EVERY: Duration = Duration::from_secs(1);
+const RELOAD_AT_MOST_EVERY: Duration = Duration::from_millis(250);
 
 impl Catalog {
     pub fn new(store: Store) -> Self {

@@ -1,10 +1,13 @@
-//! Delivery workers: one consumer per active webhook queue, each with its own channel whose
-//! prefetch is the per-webhook in-flight limit, so a slow or hanging endpoint holds at most
-//! that many deliveries and never the others' (isolation). A global semaphore caps the
-//! attempts under way in the whole process.
+//! Delivery workers: one consumer per active webhook queue, each on its own channel. At most
+//! `max_in_flight_per_webhook` requests to one webhook are under way at once, so a slow or
+//! hanging endpoint holds that many and never delays another webhook (isolation); a global
+//! semaphore caps the requests of the whole process.
 //!
 //! Each attempt is signed and POSTed, its record committed through the batching writer, and
-//! only then is the message acked. A failed write leaves the message to come back.
+//! only then is the message acked. A failed write leaves the message to come back. The limit
+//! covers the HTTP request only: while one attempt waits for its record to commit, the next
+//! request may start, which is what lets a single webhook go faster than one database commit
+//! per request slot. The prefetch (twice the limit) bounds both together.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -167,7 +170,10 @@ async fn consume_webhook(
     let result = async {
         let channel = connection.create_channel().await?;
         channel
-            .basic_qos(ctx.per_webhook, BasicQosOptions::default())
+            .basic_qos(
+                ctx.per_webhook.saturating_mul(2),
+                BasicQosOptions::default(),
+            )
             .await?;
         let consumer = channel
             .basic_consume(
@@ -189,6 +195,7 @@ async fn consume_webhook(
     };
     debug!(webhook_id = %id, "consuming");
     let attempts = TaskTracker::new();
+    let requests = Arc::new(Semaphore::new(usize::from(ctx.per_webhook)));
     loop {
         let delivery = tokio::select! {
             _ = stop.cancelled() => break,
@@ -197,14 +204,19 @@ async fn consume_webhook(
                 _ => break,
             },
         };
-        let permit = tokio::select! {
+        // Waiting for a slot here stops reading the queue, so the broker holds the rest.
+        let slots = tokio::select! {
             _ = stop.cancelled() => break,
-            p = ctx.global.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
+            s = async {
+                let local = requests.clone().acquire_owned().await.ok()?;
+                let global = ctx.global.clone().acquire_owned().await.ok()?;
+                Some((local, global))
+            } => match s {
+                Some(s) => s,
+                None => break,
             },
         };
-        attempts.spawn(attempt(ctx.clone(), delivery, permit));
+        attempts.spawn(attempt(ctx.clone(), delivery, slots));
     }
     attempts.close();
     attempts.wait().await;
@@ -212,7 +224,11 @@ async fn consume_webhook(
     debug!(webhook_id = %id, "stopped consuming");
 }
 
-async fn attempt(ctx: Arc<Context>, delivery: Delivery, _permit: OwnedSemaphorePermit) {
+/// The per-webhook and global request slots of one attempt, given back once its HTTP
+/// exchange is over.
+type Slots = (OwnedSemaphorePermit, OwnedSemaphorePermit);
+
+async fn attempt(ctx: Arc<Context>, delivery: Delivery, slots: Slots) {
     let task = match DeliveryTask::from_bytes(&delivery.data) {
         Ok(t) => t,
         Err(e) => {
@@ -243,19 +259,15 @@ async fn attempt(ctx: Arc<Context>, delivery: Delivery, _permit: OwnedSemaphoreP
         return;
     }
 
-    ctx.metrics.inflight_deliveries.inc();
+    let in_flight = ctx.metrics.attempt_started();
     let started_at = Utc::now();
     let clock = Instant::now();
     let result = ctx.sender.send(&webhook, task, ctx.request_timeout).await;
     let elapsed = clock.elapsed();
-    ctx.metrics.inflight_deliveries.dec();
+    drop(in_flight);
+    drop(slots);
     ctx.metrics
-        .delivery_attempts
-        .with_label_values(&[result.outcome.as_str()])
-        .inc();
-    ctx.metrics
-        .delivery_attempt_duration
-        .observe(elapsed.as_secs_f64());
+        .attempt_finished(result.outcome.as_str(), elapsed);
 
     let status = next_status(&result);
     let AttemptResult {
@@ -279,20 +291,10 @@ async fn attempt(ctx: Arc<Context>, delivery: Delivery, _permit: OwnedSemaphoreP
         Ok(()) => {
             let _ = delivery.ack(BasicAckOptions::default()).await;
             match status {
-                LogStatus::Succeeded => {
-                    ctx.metrics
-                        .deliveries_completed
-                        .with_label_values(&["succeeded"])
-                        .inc();
-                    let latency = (Utc::now() - task.received_at).to_std().unwrap_or_default();
-                    ctx.metrics.delivery_latency.observe(latency.as_secs_f64());
-                }
-                LogStatus::Failed => {
-                    ctx.metrics
-                        .deliveries_completed
-                        .with_label_values(&["failed"])
-                        .inc();
-                }
+                LogStatus::Succeeded => ctx.metrics.delivery_succeeded(
+                    (Utc::now() - task.received_at).to_std().unwrap_or_default(),
+                ),
+                LogStatus::Failed => ctx.metrics.delivery_failed(),
                 LogStatus::Pending | LogStatus::Retrying => {}
             }
             debug!(log_id = %task.log_id, outcome = outcome.as_str(), "attempt recorded");

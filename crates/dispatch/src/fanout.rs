@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::{FutureExt as _, StreamExt as _};
-use hookrelay_broker::lapin::message::Delivery;
+use hookrelay_broker::lapin::message::{BasicReturnMessage, Delivery};
 use hookrelay_broker::lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions,
@@ -88,11 +88,7 @@ async fn consume(
     shutdown: &CancellationToken,
     worker: usize,
 ) -> Result<(), FanoutError> {
-    let publisher = connection.create_channel().await?;
-    publisher
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
-    ctx.topology.declare_base(&publisher).await?;
+    let mut publisher = Publisher::open(ctx, connection).await?;
     let channel = connection.create_channel().await?;
     channel
         .basic_qos(PREFETCH, BasicQosOptions::default())
@@ -127,7 +123,7 @@ async fn consume(
             }
         }
         let last_tag = batch.last().map_or(0, |d| d.delivery_tag);
-        match process(ctx, &publisher, batch).await {
+        match process(ctx, &mut publisher, batch).await {
             Ok(()) => {
                 failures = 0;
                 // Deliveries of one channel are acked in order, so one ack covers the batch.
@@ -172,7 +168,7 @@ struct Planned {
 
 async fn process(
     ctx: &Context,
-    publisher: &Channel,
+    publisher: &mut Publisher,
     batch: Vec<Delivery>,
 ) -> Result<(), FanoutError> {
     let received_at = Utc::now();
@@ -194,23 +190,15 @@ async fn process(
     for (delivery, rejection) in &rejections {
         confirms.push(reject(ctx, publisher, delivery, rejection).await?);
     }
-    for confirm in confirms {
-        expect_ack(confirm.await?)?;
-    }
+    publisher.settle(ctx, confirms).await?;
     for (_, rejection) in &rejections {
-        ctx.metrics
-            .events_rejected
-            .with_label_values(&[rejection.reason.as_str()])
-            .inc();
+        ctx.metrics.event_rejected(rejection.reason.as_str());
         warn!(reason = rejection.reason.as_str(), error = %rejection.message, "event rejected");
     }
 
     let mut planned: Vec<Planned> = Vec::new();
     for a in &accepted {
-        ctx.metrics
-            .events_received
-            .with_label_values(&[a.event.event_type.as_str()])
-            .inc();
+        ctx.metrics.event_received(a.event.event_type.as_str());
         for webhook in ctx
             .subscriptions
             .matching(a.event.account_id.as_str(), a.event.event_type.as_str())
@@ -249,8 +237,8 @@ async fn process(
         }
     }
     to_send.extend(recover_conflicts(ctx, &accepted, conflicts).await?);
-    publish_deliveries(ctx, publisher, &to_send).await?;
-    ctx.metrics.deliveries_enqueued.inc_by(to_send.len() as u64);
+    publisher.publish_deliveries(ctx, &to_send).await?;
+    ctx.metrics.deliveries_enqueued(to_send.len());
     Ok(())
 }
 
@@ -265,7 +253,7 @@ fn is_data_error(err: &StoreError) -> bool {
 /// event the database refuses is rejected with its reason, like any other bad event.
 async fn isolate_refused(
     ctx: &Context,
-    publisher: &Channel,
+    publisher: &mut Publisher,
     accepted: &[Accepted<'_>],
     planned: &[Planned],
 ) -> Result<(HashSet<Uuid>, HashSet<String>), FanoutError> {
@@ -288,15 +276,9 @@ async fn isolate_refused(
                     )
                     .replace(['\r', '\n'], " "),
                 };
-                expect_ack(
-                    reject(ctx, publisher, a.delivery, &rejection)
-                        .await?
-                        .await?,
-                )?;
-                ctx.metrics
-                    .events_rejected
-                    .with_label_values(&[rejection.reason.as_str()])
-                    .inc();
+                let confirm = reject(ctx, publisher, a.delivery, &rejection).await?;
+                publisher.settle(ctx, vec![confirm]).await?;
+                ctx.metrics.event_rejected(rejection.reason.as_str());
                 warn!(event_id = %a.event.id, error = %rejection.message, "event rejected by the database");
                 refused.insert(a.event.id.clone());
             }
@@ -381,7 +363,7 @@ async fn validate(
 /// Publishes a bad event, unchanged, to `{ns}.events.rejected` with its reason.
 async fn reject(
     ctx: &Context,
-    publisher: &Channel,
+    publisher: &Publisher,
     delivery: &Delivery,
     rejection: &Rejection,
 ) -> Result<PublisherConfirm, FanoutError> {
@@ -405,26 +387,15 @@ async fn reject(
         properties = properties.with_content_type(content_type.clone());
     }
     Ok(publisher
+        .channel
         .basic_publish(
             "",
             &ctx.topology.rejected_queue(),
-            BasicPublishOptions {
-                mandatory: true,
-                ..Default::default()
-            },
+            MANDATORY,
             &delivery.data,
             properties,
         )
         .await?)
-}
-
-fn expect_ack(confirmation: Confirmation) -> Result<Option<()>, FanoutError> {
-    match confirmation {
-        Confirmation::Ack(None) | Confirmation::NotRequested => Ok(Some(())),
-        // Acked but returned: no queue took it.
-        Confirmation::Ack(Some(_)) => Ok(None),
-        Confirmation::Nack(_) => Err(FanoutError::Nacked),
-    }
 }
 
 fn delivery_message(p: &Planned) -> (String, Vec<u8>) {
@@ -446,53 +417,148 @@ fn persistent() -> BasicProperties {
         .with_content_type(ShortString::from("application/json"))
 }
 
-/// Publishes every delivery, then waits for all their confirms at once: one round trip for
-/// the batch, not one per message. A delivery the broker returns (its queue does not exist
-/// yet, e.g. a webhook created a moment ago elsewhere) gets its queue declared and is sent
-/// again; one for a webhook deleted meanwhile ends its log as failed.
-async fn publish_deliveries(
-    ctx: &Context,
-    publisher: &Channel,
-    planned: &[Planned],
-) -> Result<(), FanoutError> {
-    let exchange = ctx.topology.deliveries_exchange();
-    let mandatory = BasicPublishOptions {
-        mandatory: true,
-        ..Default::default()
-    };
-    let mut confirms = Vec::with_capacity(planned.len());
-    for p in planned {
-        let (key, body) = delivery_message(p);
-        confirms.push(
-            publisher
-                .basic_publish(&exchange, &key, mandatory, &body, persistent())
-                .await?,
-        );
-    }
-    let mut returned = Vec::new();
-    for (p, confirm) in planned.iter().zip(confirms) {
-        if expect_ack(confirm.await?)?.is_none() {
-            returned.push(p);
-        }
-    }
-    for p in returned {
-        if ctx.subscriptions.get(p.log.webhook_id).is_none() {
-            ctx.store
-                .fail_open_logs(p.log.webhook_id, "the webhook was deleted")
-                .await?;
-            continue;
-        }
-        ctx.topology
-            .declare_webhook(publisher, &p.log.webhook_id.to_string())
+/// Every publish is mandatory: a message no queue takes comes back instead of vanishing.
+const MANDATORY: BasicPublishOptions = BasicPublishOptions {
+    mandatory: true,
+    immediate: false,
+};
+
+/// How often a returned message is sent again before the batch fails (and is retried whole).
+const MAX_REPUBLISH: usize = 3;
+
+/// The fan-out's confirm-mode channel, and the webhook queues it has made sure exist.
+struct Publisher {
+    channel: Channel,
+    declared: HashSet<Uuid>,
+}
+
+impl Publisher {
+    async fn open(ctx: &Context, connection: &Connection) -> Result<Self, FanoutError> {
+        let channel = connection.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
             .await?;
-        let (key, body) = delivery_message(p);
-        let confirm = publisher
-            .basic_publish(&exchange, &key, mandatory, &body, persistent())
-            .await?
-            .await?;
-        if expect_ack(confirm)?.is_none() {
-            return Err(FanoutError::Unroutable);
+        ctx.topology.declare_base(&channel).await?;
+        Ok(Self {
+            channel,
+            declared: HashSet::new(),
+        })
+    }
+
+    /// Publishes every delivery, then waits for all their confirms at once: one round trip
+    /// for the batch, not one per message. A webhook's queue is declared (idempotently) the
+    /// first time this channel sends to it, so a webhook created a moment ago, whose queue
+    /// the delivery workers have not declared yet, does not lose its first deliveries.
+    async fn publish_deliveries(
+        &mut self,
+        ctx: &Context,
+        planned: &[Planned],
+    ) -> Result<(), FanoutError> {
+        for p in planned {
+            if !self.declared.contains(&p.log.webhook_id) {
+                ctx.topology
+                    .declare_webhook(&self.channel, &p.log.webhook_id.to_string())
+                    .await?;
+                self.declared.insert(p.log.webhook_id);
+            }
+        }
+        let exchange = ctx.topology.deliveries_exchange();
+        let mut confirms = Vec::with_capacity(planned.len());
+        for p in planned {
+            let (key, body) = delivery_message(p);
+            confirms.push(
+                self.channel
+                    .basic_publish(&exchange, &key, MANDATORY, &body, persistent())
+                    .await?,
+            );
+        }
+        self.settle(ctx, confirms).await
+    }
+
+    /// Waits for `confirms`, then deals with whatever the broker returned as unroutable.
+    ///
+    /// A returned message is recognised by its own exchange and routing key, never by the
+    /// confirm it came with: the client may attach a `basic.return` to another publish's
+    /// confirm when many are in flight, and trusting the pairing would resend the wrong
+    /// message and lose the returned one.
+    async fn settle(
+        &mut self,
+        ctx: &Context,
+        confirms: Vec<PublisherConfirm>,
+    ) -> Result<(), FanoutError> {
+        let mut returned = Vec::new();
+        for confirm in confirms {
+            match confirm.await? {
+                Confirmation::Ack(None) | Confirmation::NotRequested => {}
+                Confirmation::Ack(Some(message)) => returned.push(*message),
+                Confirmation::Nack(_) => return Err(FanoutError::Nacked),
+            }
+        }
+        for _ in 0..MAX_REPUBLISH {
+            if returned.is_empty() {
+                return Ok(());
+            }
+            let mut confirms = Vec::with_capacity(returned.len());
+            for message in returned.drain(..) {
+                if let Some(confirm) = self.republish(ctx, message).await? {
+                    confirms.push(confirm);
+                }
+            }
+            for confirm in confirms {
+                match confirm.await? {
+                    Confirmation::Ack(None) | Confirmation::NotRequested => {}
+                    Confirmation::Ack(Some(message)) => returned.push(*message),
+                    Confirmation::Nack(_) => return Err(FanoutError::Nacked),
+                }
+            }
+        }
+        if returned.is_empty() {
+            Ok(())
+        } else {
+            Err(FanoutError::Unroutable)
         }
     }
-    Ok(())
+
+    /// Makes sure the returned message's queue exists and sends it again; for a webhook
+    /// deleted meanwhile, ends its open logs instead.
+    async fn republish(
+        &mut self,
+        ctx: &Context,
+        message: BasicReturnMessage,
+    ) -> Result<Option<PublisherConfirm>, FanoutError> {
+        let delivery = message.delivery;
+        let exchange = delivery.exchange.as_str();
+        let key = delivery.routing_key.as_str();
+        if exchange == ctx.topology.deliveries_exchange() {
+            let Ok(webhook_id) = Uuid::parse_str(key) else {
+                error!(
+                    routing_key = key,
+                    "a returned delivery has no webhook id; dropped"
+                );
+                return Ok(None);
+            };
+            if ctx.subscriptions.get(webhook_id).is_none() {
+                ctx.store
+                    .fail_open_logs(webhook_id, "the webhook was deleted")
+                    .await?;
+                return Ok(None);
+            }
+            ctx.topology.declare_webhook(&self.channel, key).await?;
+            self.declared.insert(webhook_id);
+        } else {
+            // The rejected queue: declared with the rest of the topology.
+            ctx.topology.declare_base(&self.channel).await?;
+        }
+        let confirm = self
+            .channel
+            .basic_publish(
+                exchange,
+                key,
+                MANDATORY,
+                &delivery.data,
+                delivery.properties,
+            )
+            .await?;
+        Ok(Some(confirm))
+    }
 }

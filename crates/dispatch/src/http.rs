@@ -60,14 +60,17 @@ pub struct Sender {
 }
 
 impl Sender {
-    pub fn new(allow_private: bool) -> Result<Self, reqwest::Error> {
+    /// `max_idle_per_host` should match the attempts that may run at once: several webhooks
+    /// often share a host, and a smaller idle pool would close and reopen connections to it
+    /// all the time (and run a busy host out of ports).
+    pub fn new(allow_private: bool, max_idle_per_host: usize) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(USER_AGENT)
             .dns_resolver(Arc::new(GuardedResolver { allow_private }))
             .connect_timeout(Duration::from_secs(10))
             .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(64)
+            .pool_max_idle_per_host(max_idle_per_host)
             .build()?;
         Ok(Self {
             client,

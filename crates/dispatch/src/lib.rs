@@ -100,7 +100,7 @@ impl Dispatcher {
             shutdown.clone(),
         ));
 
-        let sender = http::Sender::new(config.allow_private_networks)?;
+        let sender = http::Sender::new(config.allow_private_networks, config.max_in_flight_total)?;
         let writer = writer::AttemptWriter::start(store.clone(), tracker);
         let deliver = Arc::new(deliver::Context {
             topology: topology.clone(),

@@ -4,6 +4,8 @@
 //! two services in one test process never share counters. No metric carries a per-webhook or
 //! per-account label: their number is unbounded and would blow up the time series count.
 
+use std::time::Duration;
+
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
@@ -21,18 +23,29 @@ pub const ATTEMPT_OUTCOMES: [&str; 5] = [
 /// Final states of a delivery, the values of `status` on `hookrelay_deliveries_completed_total`.
 pub const COMPLETED_STATUSES: [&str; 2] = ["succeeded", "failed"];
 
+/// The service's metrics. Code elsewhere reports what happened through the methods below,
+/// never by touching a metric, so each metric's name and labels are written here only.
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
-    pub events_received: IntCounterVec,
-    pub events_rejected: IntCounterVec,
-    pub deliveries_enqueued: IntCounter,
-    pub delivery_attempts: IntCounterVec,
-    pub delivery_attempt_duration: Histogram,
-    pub deliveries_completed: IntCounterVec,
-    pub delivery_latency: Histogram,
-    pub webhooks_disabled: IntCounter,
-    pub inflight_deliveries: IntGauge,
+    events_received: IntCounterVec,
+    events_rejected: IntCounterVec,
+    deliveries_enqueued: IntCounter,
+    delivery_attempts: IntCounterVec,
+    delivery_attempt_duration: Histogram,
+    deliveries_completed: IntCounterVec,
+    delivery_latency: Histogram,
+    webhooks_disabled: IntCounter,
+    inflight_deliveries: IntGauge,
+}
+
+/// Counts one attempt as in flight until dropped, however the attempt ends.
+pub struct InFlight(IntGauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 impl Metrics {
@@ -128,6 +141,52 @@ impl Metrics {
             webhooks_disabled,
             inflight_deliveries,
         })
+    }
+
+    /// A valid event was consumed. `event_type` is a catalog name: a bounded set.
+    pub fn event_received(&self, event_type: &str) {
+        self.events_received.with_label_values(&[event_type]).inc();
+    }
+
+    /// An event went to the rejected queue. `reason` is one of a fixed set.
+    pub fn event_rejected(&self, reason: &'static str) {
+        self.events_rejected.with_label_values(&[reason]).inc();
+    }
+
+    pub fn deliveries_enqueued(&self, count: usize) {
+        self.deliveries_enqueued.inc_by(count as u64);
+    }
+
+    /// An HTTP attempt begins; it counts as in flight until the guard is dropped.
+    pub fn attempt_started(&self) -> InFlight {
+        self.inflight_deliveries.inc();
+        InFlight(self.inflight_deliveries.clone())
+    }
+
+    /// An HTTP attempt ended with `outcome` (one of [`ATTEMPT_OUTCOMES`]).
+    pub fn attempt_finished(&self, outcome: &'static str, took: Duration) {
+        self.delivery_attempts.with_label_values(&[outcome]).inc();
+        self.delivery_attempt_duration.observe(took.as_secs_f64());
+    }
+
+    /// A delivery got its 2xx, `since_received` after hookrelay received the event.
+    pub fn delivery_succeeded(&self, since_received: Duration) {
+        self.deliveries_completed
+            .with_label_values(&["succeeded"])
+            .inc();
+        self.delivery_latency.observe(since_received.as_secs_f64());
+    }
+
+    /// A delivery ended without success.
+    pub fn delivery_failed(&self) {
+        self.deliveries_completed
+            .with_label_values(&["failed"])
+            .inc();
+    }
+
+    /// A webhook was disabled automatically.
+    pub fn webhook_disabled(&self) {
+        self.webhooks_disabled.inc();
     }
 
     /// The Prometheus text exposition of every metric.

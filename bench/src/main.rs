@@ -1,0 +1,474 @@
+//! `make bench`: starts the release `hookrelay serve` as a child process against the local
+//! RabbitMQ and PostgreSQL, HTTP sinks in this process, creates webhooks through the API,
+//! publishes events through RabbitMQ with confirms, and measures until every delivery has
+//! reached a sink and every log row is `succeeded`: deliveries per second, publish-to-receipt
+//! latency, and the service's peak RSS. Prints a table and writes `target/bench/results.json`.
+//!
+//! Every scenario gets a fresh service, database and namespace, removed afterwards.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context as _};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use clap::Parser;
+use hookrelay_broker::lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use hookrelay_broker::lapin::types::ShortString;
+use hookrelay_broker::lapin::BasicProperties;
+use hookrelay_broker::Topology;
+use hookrelay_tests::{amqp_url, unique_namespace, TestDb};
+use serde::Serialize;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const TOKEN: &str = "bench-admin-token";
+
+#[derive(Parser)]
+#[command(about = "hookrelay's benchmark")]
+struct Args {
+    /// The release binary to measure.
+    #[arg(long, default_value = "target/release/hookrelay")]
+    binary: PathBuf,
+    /// Run only the scenarios whose name contains this.
+    #[arg(long)]
+    only: Option<String>,
+    /// Where to write the figures.
+    #[arg(long, default_value = "target/bench/results.json")]
+    out: PathBuf,
+}
+
+#[derive(Clone, Copy)]
+enum Pace {
+    /// Publish everything at once, as fast as confirms allow.
+    Burst,
+    /// A steady rate of events per second.
+    Steady(u32),
+}
+
+struct Scenario {
+    name: &'static str,
+    webhooks: usize,
+    accounts: usize,
+    events: usize,
+    pace: Pace,
+    /// Webhooks each event matches.
+    fan_out: usize,
+}
+
+const SCENARIOS: [Scenario; 4] = [
+    Scenario {
+        name: "W=1 burst",
+        webhooks: 1,
+        accounts: 1,
+        events: 20_000,
+        pace: Pace::Burst,
+        fan_out: 1,
+    },
+    Scenario {
+        name: "W=10 burst",
+        webhooks: 10,
+        accounts: 1,
+        events: 5_000,
+        pace: Pace::Burst,
+        fan_out: 10,
+    },
+    Scenario {
+        name: "W=1000/100 accounts burst",
+        webhooks: 1_000,
+        accounts: 100,
+        events: 20_000,
+        pace: Pace::Burst,
+        fan_out: 10,
+    },
+    // 10 webhooks, one per account, events spread over the accounts: 1 000 deliveries/s.
+    Scenario {
+        name: "W=10 steady 1000 ev/s",
+        webhooks: 10,
+        accounts: 10,
+        events: 15_000,
+        pace: Pace::Steady(1_000),
+        fan_out: 1,
+    },
+];
+
+#[derive(Serialize)]
+struct Figures {
+    scenario: String,
+    webhooks: usize,
+    events: usize,
+    deliveries: usize,
+    /// Deliveries received by the sinks per second, first publish to last receipt.
+    deliveries_per_sec: f64,
+    /// First publish until every log row is `succeeded`.
+    all_logged_secs: f64,
+    latency_p50_ms: f64,
+    latency_p99_ms: f64,
+    latency_max_ms: f64,
+    peak_rss_mb: f64,
+    duplicates: usize,
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// The sinks: count deliveries and keep each one's publish-to-receipt latency.
+#[derive(Default)]
+struct Sink {
+    received: AtomicU64,
+    latencies_us: Mutex<Vec<u64>>,
+}
+
+async fn sink(State(sink): State<Arc<Sink>>, body: Bytes) -> StatusCode {
+    let now = now_ns();
+    let sent = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["data"]["sent_at_ns"].as_u64());
+    if let Some(sent) = sent {
+        if let Ok(mut l) = sink.latencies_us.lock() {
+            l.push(now.saturating_sub(sent) / 1000);
+        }
+    }
+    sink.received.fetch_add(1, Ordering::Relaxed);
+    StatusCode::OK
+}
+
+async fn start_sink(sink: Arc<Sink>) -> anyhow::Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let app = axum::Router::new().fallback(sink_route).with_state(sink);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(url)
+}
+
+async fn sink_route(state: State<Arc<Sink>>, body: Bytes) -> StatusCode {
+    sink(state, body).await
+}
+
+struct Service {
+    child: Child,
+    port: u16,
+}
+
+async fn start_service(binary: &PathBuf, db: &TestDb, namespace: &str) -> anyhow::Result<Service> {
+    let mut child = Command::new(binary)
+        .env("RUST_LOG", "warn,hookrelay=info")
+        .env("HOOKRELAY_LOG_FORMAT", "json")
+        .env("HOOKRELAY_DATABASE_URL", db.url())
+        .env("HOOKRELAY_AMQP_URL", amqp_url())
+        .env("HOOKRELAY_NAMESPACE", namespace)
+        .env("HOOKRELAY_LISTEN", "127.0.0.1:0")
+        .env("HOOKRELAY_ADMIN_TOKEN", TOKEN)
+        .env("HOOKRELAY_ALLOW_PRIVATE_NETWORKS", "true")
+        .arg("serve")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| {
+            format!(
+                "cannot start {} (run `cargo build --release -p hookrelay`)",
+                binary.display()
+            )
+        })?;
+    let mut lines = BufReader::new(child.stderr.take().context("stderr")?).lines();
+    let port = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            let entry: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            if entry["message"] == "hookrelay is listening" {
+                return entry["address"]
+                    .as_str()
+                    .and_then(|a| a.rsplit_once(':'))
+                    .and_then(|(_, p)| p.parse().ok());
+            }
+            if entry["level"] == "ERROR" {
+                eprintln!("service: {line}");
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten()
+    .context("the service did not start")?;
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.contains("\"ERROR\"") {
+                eprintln!("service: {line}");
+            }
+        }
+    });
+    Ok(Service { child, port })
+}
+
+/// The service's peak resident memory so far (VmHWM), in MiB.
+fn peak_rss_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)] as f64 / 1000.0
+}
+
+async fn run(binary: &PathBuf, scenario: &Scenario) -> anyhow::Result<Figures> {
+    let db = TestDb::new();
+    let namespace = unique_namespace();
+    let service = start_service(binary, &db, &namespace).await?;
+    let pid = service.child.id().unwrap_or(0);
+    let api = format!("http://127.0.0.1:{}", service.port);
+    let client = reqwest::Client::new();
+
+    let setup = Instant::now();
+    let sink = Arc::new(Sink::default());
+    let sink_url = start_sink(sink.clone()).await?;
+    let per_account = scenario.webhooks / scenario.accounts;
+    let mut webhook_ids = Vec::with_capacity(scenario.webhooks);
+    for n in 0..scenario.webhooks {
+        let account = format!("acc_{}", n / per_account);
+        let created: serde_json::Value = client
+            .post(format!("{api}/v1/webhooks"))
+            .bearer_auth(TOKEN)
+            .json(&serde_json::json!({
+                "account_id": account,
+                "url": format!("{sink_url}/w/{n}"),
+                "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+                "events": ["Message.received"],
+            }))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        webhook_ids.push(created["id"].as_str().unwrap_or_default().to_owned());
+    }
+    let expected = scenario.events * scenario.fan_out;
+    eprintln!(
+        "  created {} webhooks in {:.2}s",
+        scenario.webhooks,
+        setup.elapsed().as_secs_f64()
+    );
+
+    let connection = hookrelay_broker::connect(&amqp_url()).await?;
+    let channel = connection.create_channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    let topology = Topology::new(&namespace);
+    topology.declare_base(&channel).await?;
+    let exchange = topology.events_exchange();
+    let properties = BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type(ShortString::from("application/json"));
+
+    let started = Instant::now();
+    let mut pending = Vec::with_capacity(1000);
+    let mut tick = match scenario.pace {
+        Pace::Steady(rate) => Some((
+            tokio::time::interval(Duration::from_millis(10)),
+            (rate / 100) as usize,
+        )),
+        Pace::Burst => None,
+    };
+    let mut sent = 0;
+    while sent < scenario.events {
+        let chunk = match &mut tick {
+            Some((interval, per_tick)) => {
+                interval.tick().await;
+                *per_tick
+            }
+            None => 1000,
+        };
+        for _ in 0..chunk.min(scenario.events - sent) {
+            let account = format!("acc_{}", sent % scenario.accounts);
+            let body = serde_json::json!({
+                "id": format!("evt_{sent}"),
+                "account_id": account,
+                "data": {"sent_at_ns": now_ns(), "text": "hello from the benchmark", "n": sent},
+            });
+            pending.push(
+                channel
+                    .basic_publish(
+                        &exchange,
+                        "Message.received",
+                        BasicPublishOptions::default(),
+                        &serde_json::to_vec(&body)?,
+                        properties.clone(),
+                    )
+                    .await?,
+            );
+            sent += 1;
+        }
+        if pending.len() >= 1000 || tick.is_some() {
+            for confirm in pending.drain(..) {
+                if !confirm.await?.is_ack() {
+                    bail!("the broker refused an event");
+                }
+            }
+        }
+    }
+    for confirm in pending.drain(..) {
+        confirm.await?;
+    }
+    let published_in = started.elapsed();
+
+    let deadline = Duration::from_secs(300);
+    let mut last_report = Instant::now();
+    while (sink.received.load(Ordering::Relaxed) as usize) < expected {
+        if last_report.elapsed() > Duration::from_secs(10) {
+            eprintln!(
+                "  ... {} deliveries after {:.0}s",
+                sink.received.load(Ordering::Relaxed),
+                started.elapsed().as_secs_f64()
+            );
+            last_report = Instant::now();
+        }
+        if started.elapsed() > deadline {
+            bail!(
+                "only {} of {expected} deliveries after {deadline:?}",
+                sink.received.load(Ordering::Relaxed)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let delivered_in = started.elapsed();
+    let (pg, pg_conn) = tokio_postgres::connect(&db.url(), tokio_postgres::NoTls).await?;
+    tokio::spawn(pg_conn);
+    loop {
+        let done: i64 = pg
+            .query_one(
+                "SELECT count(*) FROM webhook_logs WHERE status = 'succeeded'",
+                &[],
+            )
+            .await?
+            .get(0);
+        if done as usize >= expected {
+            break;
+        }
+        if started.elapsed() > deadline {
+            let rows = pg
+                .query(
+                    "SELECT status, count(*), min(error) FROM webhook_logs GROUP BY 1",
+                    &[],
+                )
+                .await?;
+            for r in rows {
+                eprintln!(
+                    "  {}: {} ({:?})",
+                    r.get::<_, String>(0),
+                    r.get::<_, i64>(1),
+                    r.get::<_, Option<String>>(2)
+                );
+            }
+            bail!("only {done} of {expected} logs succeeded after {deadline:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let logged_in = started.elapsed();
+    let rss = peak_rss_mb(pid);
+
+    let mut latencies = sink
+        .latencies_us
+        .lock()
+        .map(|l| l.clone())
+        .unwrap_or_default();
+    latencies.sort_unstable();
+    let received = sink.received.load(Ordering::Relaxed) as usize;
+    eprintln!(
+        "  {}: published in {:.2}s, delivered in {:.2}s, logged in {:.2}s",
+        scenario.name,
+        published_in.as_secs_f64(),
+        delivered_in.as_secs_f64(),
+        logged_in.as_secs_f64()
+    );
+
+    drop(service);
+    let _ = connection.close(200, "bench done").await;
+    hookrelay_tests::delete_namespace(&amqp_url(), &namespace, &webhook_ids).await;
+    Ok(Figures {
+        scenario: scenario.name.to_owned(),
+        webhooks: scenario.webhooks,
+        events: scenario.events,
+        deliveries: expected,
+        deliveries_per_sec: expected as f64 / delivered_in.as_secs_f64(),
+        all_logged_secs: logged_in.as_secs_f64(),
+        latency_p50_ms: percentile(&latencies, 50.0),
+        latency_p99_ms: percentile(&latencies, 99.0),
+        latency_max_ms: percentile(&latencies, 100.0),
+        peak_rss_mb: rss,
+        duplicates: received.saturating_sub(expected),
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let mut results = Vec::new();
+    for scenario in SCENARIOS
+        .iter()
+        .filter(|s| args.only.as_deref().is_none_or(|o| s.name.contains(o)))
+    {
+        eprintln!(
+            "running {} ({} webhooks, {} events)...",
+            scenario.name, scenario.webhooks, scenario.events
+        );
+        results.push(run(&args.binary, scenario).await?);
+    }
+    println!();
+    println!(
+        "| {:<28} | {:>10} | {:>13} | {:>9} | {:>9} | {:>9} | {:>11} | {:>8} |",
+        "scenario",
+        "deliveries",
+        "deliveries/s",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "all logged",
+        "peak RSS"
+    );
+    println!(
+        "|{:-<30}|{:->12}|{:->15}|{:->11}|{:->11}|{:->11}|{:->13}|{:->10}|",
+        "", "", "", "", "", "", "", ""
+    );
+    for r in &results {
+        println!(
+            "| {:<28} | {:>10} | {:>13.0} | {:>9.1} | {:>9.1} | {:>9.1} | {:>10.2}s | {:>5.0} MB |",
+            r.scenario,
+            r.deliveries,
+            r.deliveries_per_sec,
+            r.latency_p50_ms,
+            r.latency_p99_ms,
+            r.latency_max_ms,
+            r.all_logged_secs,
+            r.peak_rss_mb
+        );
+    }
+    if let Some(dir) = args.out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&args.out, serde_json::to_string_pretty(&results)?)?;
+    println!("\nwritten to {}", args.out.display());
+    Ok(())
+}
