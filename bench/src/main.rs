@@ -6,13 +6,12 @@
 //!
 //! Every scenario gets a fresh service, database and namespace, removed afterwards.
 
-use std::path::PathBuf;
-use std::process::Stdio;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{bail, Context as _};
+use anyhow::bail;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -21,10 +20,8 @@ use hookrelay_broker::lapin::options::{BasicPublishOptions, ConfirmSelectOptions
 use hookrelay_broker::lapin::types::ShortString;
 use hookrelay_broker::lapin::BasicProperties;
 use hookrelay_broker::Topology;
-use hookrelay_tests::{amqp_url, unique_namespace, TestDb};
+use hookrelay_tests::{amqp_url, unique_namespace, ServiceProcess, TestDb};
 use serde::Serialize;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 
 const TOKEN: &str = "bench-admin-token";
 
@@ -155,61 +152,24 @@ async fn sink_route(state: State<Arc<Sink>>, body: Bytes) -> StatusCode {
     sink(state, body).await
 }
 
-struct Service {
-    child: Child,
-    port: u16,
-}
-
-async fn start_service(binary: &PathBuf, db: &TestDb, namespace: &str) -> anyhow::Result<Service> {
-    let mut child = Command::new(binary)
-        .env("RUST_LOG", "warn,hookrelay=info")
-        .env("HOOKRELAY_LOG_FORMAT", "json")
-        .env("HOOKRELAY_DATABASE_URL", db.url())
-        .env("HOOKRELAY_AMQP_URL", amqp_url())
-        .env("HOOKRELAY_NAMESPACE", namespace)
-        .env("HOOKRELAY_LISTEN", "127.0.0.1:0")
-        .env("HOOKRELAY_ADMIN_TOKEN", TOKEN)
-        .env("HOOKRELAY_ALLOW_PRIVATE_NETWORKS", "true")
-        .arg("serve")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| {
-            format!(
-                "cannot start {} (run `cargo build --release -p hookrelay`)",
-                binary.display()
-            )
-        })?;
-    let mut lines = BufReader::new(child.stderr.take().context("stderr")?).lines();
-    let port = tokio::time::timeout(Duration::from_secs(60), async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            let entry: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-            if entry["message"] == "hookrelay is listening" {
-                return entry["address"]
-                    .as_str()
-                    .and_then(|a| a.rsplit_once(':'))
-                    .and_then(|(_, p)| p.parse().ok());
-            }
-            if entry["level"] == "ERROR" {
-                eprintln!("service: {line}");
-            }
-        }
-        None
-    })
+async fn start_service(
+    binary: &Path,
+    db: &TestDb,
+    namespace: &str,
+) -> anyhow::Result<ServiceProcess> {
+    hookrelay_tests::spawn_service(
+        binary,
+        &[
+            ("HOOKRELAY_DATABASE_URL", db.url()),
+            ("HOOKRELAY_AMQP_URL", amqp_url()),
+            ("HOOKRELAY_NAMESPACE", namespace.to_owned()),
+            ("HOOKRELAY_LISTEN", "127.0.0.1:0".to_owned()),
+            ("HOOKRELAY_ADMIN_TOKEN", TOKEN.to_owned()),
+            ("HOOKRELAY_ALLOW_PRIVATE_NETWORKS", "true".to_owned()),
+        ],
+    )
     .await
-    .ok()
-    .flatten()
-    .context("the service did not start")?;
-    tokio::spawn(async move {
-        while let Ok(Some(line)) = lines.next_line().await {
-            if line.contains("\"ERROR\"") {
-                eprintln!("service: {line}");
-            }
-        }
-    });
-    Ok(Service { child, port })
+    .map_err(|e| anyhow::anyhow!("{e} (run `cargo build --release -p hookrelay` first)"))
 }
 
 /// The service's peak resident memory so far (VmHWM), in MiB.
@@ -233,7 +193,7 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
     sorted[rank.min(sorted.len() - 1)] as f64 / 1000.0
 }
 
-async fn run(binary: &PathBuf, scenario: &Scenario) -> anyhow::Result<Figures> {
+async fn run(binary: &Path, scenario: &Scenario) -> anyhow::Result<Figures> {
     let db = TestDb::new();
     let namespace = unique_namespace();
     let service = start_service(binary, &db, &namespace).await?;

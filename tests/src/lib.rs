@@ -242,3 +242,70 @@ async fn admin_sql(sql: &str) {
     tokio::spawn(connection);
     client.batch_execute(sql).await.expect("admin SQL");
 }
+
+/// `hookrelay serve` running as a separate process, killed when dropped.
+pub struct ServiceProcess {
+    pub child: tokio::process::Child,
+    /// The HTTP port it listens on.
+    pub port: u16,
+}
+
+/// Starts `binary serve` with a clean environment plus `env` (the `HOOKRELAY_*` settings; the
+/// listener should be on port 0), JSON logs, and waits for it to say where it listens. Its
+/// ERROR lines are passed on to this process's stderr.
+pub async fn spawn_service(
+    binary: &std::path::Path,
+    env: &[(&str, String)],
+) -> Result<ServiceProcess, String> {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut command = tokio::process::Command::new(binary);
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RUST_LOG", "warn,hookrelay=info")
+        .env("HOOKRELAY_LOG_FORMAT", "json");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = command
+        .arg("serve")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+    let stderr = child.stderr.take().ok_or("no stderr")?;
+    let mut lines = BufReader::new(stderr).lines();
+    let mut seen = Vec::new();
+    let port = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            let entry: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            seen.push(line);
+            if entry["message"] == "hookrelay is listening" {
+                return entry["address"]
+                    .as_str()
+                    .and_then(|a| a.rsplit_once(':'))
+                    .and_then(|(_, p)| p.parse::<u16>().ok());
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten()
+    .ok_or_else(|| {
+        format!(
+            "the service did not report its address:\n{}",
+            seen.join("\n")
+        )
+    })?;
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.contains("\"ERROR\"") {
+                eprintln!("service: {line}");
+            }
+        }
+    });
+    Ok(ServiceProcess { child, port })
+}

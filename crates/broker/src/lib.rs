@@ -77,6 +77,18 @@ impl Broker {
         self.connection().is_some()
     }
 
+    /// The next live connection, or `None` once `shutdown` is cancelled.
+    pub async fn next_connection(&self, shutdown: &CancellationToken) -> Option<Arc<Connection>> {
+        let mut rx = self.current.clone();
+        let found = tokio::select! {
+            _ = shutdown.cancelled() => None,
+            c = rx.wait_for(|c| c.as_ref().is_some_and(|c| c.status().connected())) => {
+                c.ok().and_then(|c| c.clone())
+            }
+        };
+        found
+    }
+
     /// Waits until connected, or for at most `deadline`.
     pub async fn wait_connected(&self, deadline: Duration) -> Option<Arc<Connection>> {
         let mut rx = self.current.clone();
@@ -87,6 +99,16 @@ impl Broker {
         };
         found
     }
+}
+
+/// How every reconnect loop waits: from 200 ms, doubling to 10 s at most, jittered so that
+/// many copies of the service do not knock on a returning broker or database together.
+pub fn reconnect_backoff() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(10))
+        .with_jitter()
+        .without_max_times()
 }
 
 /// One unsupervised connection, for short-lived tools such as `hookrelay publish`.
@@ -108,11 +130,7 @@ async fn supervise(
     current: watch::Sender<Option<Arc<Connection>>>,
     shutdown: CancellationToken,
 ) {
-    let backoff = ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(200))
-        .with_max_delay(Duration::from_secs(10))
-        .with_jitter()
-        .without_max_times();
+    let backoff = reconnect_backoff();
     loop {
         let attempt = (|| connect_named(&amqp_url, &name))
             .retry(backoff)

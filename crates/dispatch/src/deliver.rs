@@ -54,12 +54,8 @@ pub struct Context {
 /// Keeps one consumer running per active webhook until `shutdown`, across reconnections.
 pub async fn run(ctx: Arc<Context>, broker: Broker, shutdown: CancellationToken) {
     loop {
-        let connection = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            c = broker.wait_connected(Duration::from_secs(3600)) => match c {
-                Some(c) => c,
-                None => continue,
-            },
+        let Some(connection) = broker.next_connection(&shutdown).await else {
+            return;
         };
         if let Err(e) = manage(&ctx, &connection, &shutdown).await {
             warn!(error = %crate::error_chain(&e), "delivery workers stopped; restarting");

@@ -62,12 +62,8 @@ enum FanoutError {
 /// Runs one fan-out consumer until `shutdown`, reconnecting whenever the broker goes away.
 pub async fn run(ctx: Arc<Context>, broker: Broker, shutdown: CancellationToken, worker: usize) {
     loop {
-        let connection = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            c = broker.wait_connected(Duration::from_secs(3600)) => match c {
-                Some(c) => c,
-                None => continue,
-            },
+        let Some(connection) = broker.next_connection(&shutdown).await else {
+            return;
         };
         match consume(&ctx, &connection, &shutdown, worker).await {
             Ok(()) => return,

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use backon::{ExponentialBuilder, Retryable};
+use backon::Retryable;
 use hookrelay_core::{HeaderSet, Secret};
 use hookrelay_store::{Store, StoreError, WebhookChange, WebhookRow};
 use tokio::sync::watch;
@@ -169,11 +169,7 @@ pub async fn listen(
     database_url: String,
     shutdown: CancellationToken,
 ) {
-    let backoff = ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(200))
-        .with_max_delay(Duration::from_secs(10))
-        .with_jitter()
-        .without_max_times();
+    let backoff = hookrelay_broker::reconnect_backoff();
     loop {
         let connect = (|| hookrelay_store::listen_webhook_changes(&database_url))
             .retry(backoff)

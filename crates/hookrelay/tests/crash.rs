@@ -6,62 +6,30 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashSet;
-use std::process::Stdio;
 use std::time::Duration;
 
 use hookrelay_tests::receiver::{Behaviour, Receiver};
 use hookrelay_tests::{amqp_url, wait_for, TestDb};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 const TOKEN: &str = "crash-test-admin-token";
 
-/// Starts `hookrelay serve` and answers the child and its HTTP port, read from its JSON log.
+/// Starts `hookrelay serve` and answers the child and its HTTP port.
 async fn start(db: &TestDb, namespace: &str) -> (Child, u16) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hookrelay"))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("RUST_LOG", "info")
-        .env("HOOKRELAY_LOG_FORMAT", "json")
-        .env("HOOKRELAY_DATABASE_URL", db.url())
-        .env("HOOKRELAY_AMQP_URL", amqp_url())
-        .env("HOOKRELAY_NAMESPACE", namespace)
-        .env("HOOKRELAY_LISTEN", "127.0.0.1:0")
-        .env("HOOKRELAY_ADMIN_TOKEN", TOKEN)
-        .env("HOOKRELAY_ALLOW_PRIVATE_NETWORKS", "true")
-        .arg("serve")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the binary starts");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let mut seen = Vec::new();
-    let port = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            seen.push(line.clone());
-            let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else {
-                continue;
-            };
-            if entry["message"] == "hookrelay is listening" {
-                let address = entry["address"].as_str().unwrap_or_default().to_owned();
-                return address.rsplit_once(':').and_then(|(_, p)| p.parse().ok());
-            }
-        }
-        None
-    })
+    let service = hookrelay_tests::spawn_service(
+        std::path::Path::new(env!("CARGO_BIN_EXE_hookrelay")),
+        &[
+            ("HOOKRELAY_DATABASE_URL", db.url()),
+            ("HOOKRELAY_AMQP_URL", amqp_url()),
+            ("HOOKRELAY_NAMESPACE", namespace.to_owned()),
+            ("HOOKRELAY_LISTEN", "127.0.0.1:0".to_owned()),
+            ("HOOKRELAY_ADMIN_TOKEN", TOKEN.to_owned()),
+            ("HOOKRELAY_ALLOW_PRIVATE_NETWORKS", "true".to_owned()),
+        ],
+    )
     .await
-    .ok()
-    .flatten()
-    .unwrap_or_else(|| {
-        panic!(
-            "the service did not report its address:\n{}",
-            seen.join("\n")
-        )
-    });
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, port)
+    .unwrap_or_else(|e| panic!("{e}"));
+    (service.child, service.port)
 }
 
 #[tokio::test]
