@@ -546,7 +546,8 @@ async fn subscription_changes_take_effect_without_a_restart() {
 
 #[tokio::test]
 async fn a_webhook_queue_lost_behind_the_services_back_is_recreated_without_loss() {
-    let app = spawn_app().await;
+    // One fan-out consumer: it has declared the queue once and will not again.
+    let app = spawn_app_with(|s| s.ingest_workers = 1).await;
     let receiver = Receiver::start().await;
     let id = app
         .webhook("acc", &receiver.url, &["Contact.created"], json!({}))
@@ -578,4 +579,105 @@ async fn a_webhook_queue_lost_behind_the_services_back_is_recreated_without_loss
         got.is_superset(&expected).then_some(())
     })
     .await;
+}
+
+#[tokio::test]
+async fn deliveries_queued_for_a_disabled_webhook_wait_and_a_deleted_one_ends_them() {
+    let app = spawn_app_with(|s| s.max_in_flight_per_webhook = 1).await;
+    let receiver = Receiver::start().await;
+    // One slow request at a time: most deliveries are still queued when it is disabled.
+    receiver.answer(Behaviour::Delay(Duration::from_millis(200), 200));
+    let id = app
+        .webhook("acc", &receiver.url, &["Contact.created"], json!({}))
+        .await;
+    let ids = app.publish("Contact.created", "acc", json!({}), 20).await;
+    receiver.wait_for(1, DEADLINE).await;
+    app.admin("POST", &format!("/v1/webhooks/{id}/disable"), None)
+        .await;
+    let db = app.db.connect().await;
+    let pending: i64 = db
+        .query_one(
+            "SELECT count(*) FROM webhook_logs WHERE status = 'pending'",
+            &[],
+        )
+        .await
+        .expect("a count")
+        .get(0);
+    assert!(
+        pending > 5,
+        "deliveries were still queued when disabled ({pending})"
+    );
+
+    receiver.answer(Behaviour::Status(200));
+    app.admin("POST", &format!("/v1/webhooks/{id}/enable"), None)
+        .await;
+    let expected: HashSet<String> = ids.iter().cloned().collect();
+    wait_for("the queued deliveries after enabling", DEADLINE, || async {
+        let got: HashSet<String> = receiver
+            .received()
+            .iter()
+            .filter_map(|r| r.json()["id"].as_str().map(str::to_owned))
+            .collect();
+        got.is_superset(&expected).then_some(())
+    })
+    .await;
+
+    // Deleting a webhook with deliveries queued: its queue goes, its open logs end.
+    receiver.answer(Behaviour::Hang);
+    let more = app.publish("Contact.created", "acc", json!({}), 10).await;
+    wait_for("the new logs", DEADLINE, || async {
+        let n: i64 = db
+            .query_one(
+                "SELECT count(*) FROM webhook_logs WHERE event_id = ANY($1)",
+                &[&more],
+            )
+            .await
+            .ok()?
+            .get(0);
+        (n == 10).then_some(())
+    })
+    .await;
+    app.admin("DELETE", &format!("/v1/webhooks/{id}"), None)
+        .await;
+    wait_for("the open logs to end", DEADLINE, || async {
+        let open: i64 = db
+            .query_one(
+                "SELECT count(*) FROM webhook_logs WHERE status IN ('pending', 'retrying')",
+                &[],
+            )
+            .await
+            .ok()?
+            .get(0);
+        (open == 0).then_some(())
+    })
+    .await;
+    let failed = db
+        .query_one(
+            "SELECT count(*), min(error) FROM webhook_logs WHERE event_id = ANY($1) AND status = 'failed'",
+            &[&more],
+        )
+        .await
+        .expect("a count");
+    assert!(failed.get::<_, i64>(0) >= 9, "the queued ones ended failed");
+    assert_eq!(
+        failed.get::<_, Option<String>>(1).as_deref(),
+        Some("the webhook was deleted")
+    );
+    let connection = hookrelay_broker::connect(&app.amqp_url)
+        .await
+        .expect("a connection");
+    let channel = connection.create_channel().await.expect("a channel");
+    let queue = hookrelay_broker::Topology::new(&app.namespace).webhook_queue(&id);
+    let passive = channel
+        .queue_declare(
+            &queue,
+            hookrelay_broker::lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await;
+    assert!(passive.is_err(), "the deleted webhook's queue is gone");
+    let _ = connection.close(200, "done").await;
 }

@@ -53,11 +53,13 @@ pub struct Context {
 
 /// Keeps one consumer running per active webhook until `shutdown`, across reconnections.
 pub async fn run(ctx: Arc<Context>, broker: Broker, shutdown: CancellationToken) {
+    // Every webhook seen, so that one deleted while the broker was away is still cleaned up.
+    let mut known: HashSet<Uuid> = HashSet::new();
     loop {
         let Some(connection) = broker.next_connection(&shutdown).await else {
             return;
         };
-        if let Err(e) = manage(&ctx, &connection, &shutdown).await {
+        if let Err(e) = manage(&ctx, &connection, &shutdown, &mut known).await {
             warn!(error = %crate::error_chain(&e), "delivery workers stopped; restarting");
         }
         if shutdown.is_cancelled() {
@@ -76,18 +78,18 @@ async fn manage(
     ctx: &Arc<Context>,
     connection: &Arc<Connection>,
     shutdown: &CancellationToken,
+    known: &mut HashSet<Uuid>,
 ) -> Result<(), hookrelay_broker::lapin::Error> {
     let admin = connection.create_channel().await?;
     ctx.topology.declare_base(&admin).await?;
     let mut changes = ctx.subscriptions.changes();
     let mut running: HashMap<Uuid, Running> = HashMap::new();
-    let mut known: HashSet<Uuid> = HashSet::new();
     let result = loop {
         changes.borrow_and_update();
         if !connection.status().connected() {
             break Ok(());
         }
-        if let Err(e) = reconcile(ctx, connection, &admin, &mut running, &mut known).await {
+        if let Err(e) = reconcile(ctx, connection, &admin, &mut running, known).await {
             break Err(e);
         }
         tokio::select! {
@@ -142,7 +144,6 @@ async fn reconcile(
         if running.contains_key(&id) {
             continue;
         }
-        ctx.topology.declare_webhook(admin, &id.to_string()).await?;
         let stop = CancellationToken::new();
         let task = tokio::spawn(consume_webhook(
             ctx.clone(),
@@ -212,7 +213,7 @@ async fn consume_webhook(
                 None => break,
             },
         };
-        attempts.spawn(attempt(ctx.clone(), delivery, slots));
+        attempts.spawn(attempt(ctx.clone(), delivery, slots, stop.clone()));
     }
     attempts.close();
     attempts.wait().await;
@@ -224,7 +225,7 @@ async fn consume_webhook(
 /// exchange is over.
 type Slots = (OwnedSemaphorePermit, OwnedSemaphorePermit);
 
-async fn attempt(ctx: Arc<Context>, delivery: Delivery, slots: Slots) {
+async fn attempt(ctx: Arc<Context>, delivery: Delivery, slots: Slots, stop: CancellationToken) {
     let task = match DeliveryTask::from_bytes(&delivery.data) {
         Ok(t) => t,
         Err(e) => {
@@ -237,21 +238,25 @@ async fn attempt(ctx: Arc<Context>, delivery: Delivery, slots: Slots) {
     };
     let task = task.v1();
     let Some(webhook) = ctx.subscriptions.get(task.webhook_id) else {
-        let _ = ctx
+        match ctx
             .store
             .fail_open_logs(task.webhook_id, "the webhook was deleted")
-            .await;
-        let _ = delivery.ack(BasicAckOptions::default()).await;
+            .await
+        {
+            Ok(_) => {
+                let _ = delivery.ack(BasicAckOptions::default()).await;
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot close the logs of a deleted webhook; will try again");
+                tokio::time::sleep(WRITE_RETRY_FIRST).await;
+                let _ = delivery.nack(requeue()).await;
+            }
+        }
         return;
     };
     if !webhook.active {
         // Disabled while this was prefetched: back to the queue, to wait for re-enabling.
-        let _ = delivery
-            .nack(BasicNackOptions {
-                requeue: true,
-                ..Default::default()
-            })
-            .await;
+        let _ = delivery.nack(requeue()).await;
         return;
     }
 
@@ -283,29 +288,46 @@ async fn attempt(ctx: Arc<Context>, delivery: Delivery, slots: Slots) {
         status,
         next_attempt_at: None,
     };
-    match ctx.writer.write(record).await {
-        Ok(()) => {
-            let _ = delivery.ack(BasicAckOptions::default()).await;
-            match status {
-                LogStatus::Succeeded => ctx.metrics.delivery_succeeded(
-                    (Utc::now() - task.received_at).to_std().unwrap_or_default(),
-                ),
-                LogStatus::Failed => ctx.metrics.delivery_failed(),
-                LogStatus::Pending | LogStatus::Retrying => {}
+    // The receiver has its answer; what remains is to record it. A failed write is retried
+    // here, holding the delivery, rather than handing the delivery back: that would POST it
+    // to the receiver again for every failed write while the database is away.
+    let mut wait = WRITE_RETRY_FIRST;
+    loop {
+        match ctx.writer.write(record.clone()).await {
+            Ok(()) => break,
+            Err(e) => {
+                warn!(log_id = %task.log_id, error = %e, retry_in = ?wait, "cannot record an attempt yet");
+                tokio::select! {
+                    _ = stop.cancelled() => {
+                        // Stopping with the database away: the delivery goes back unrecorded
+                        // and will be sent again (same webhook-id) by whoever takes it.
+                        let _ = delivery.nack(requeue()).await;
+                        return;
+                    }
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                wait = (wait * 2).min(WRITE_RETRY_MAX);
             }
-            debug!(log_id = %task.log_id, outcome = outcome.as_str(), "attempt recorded");
         }
-        Err(e) => {
-            warn!(log_id = %task.log_id, error = %e, "cannot record an attempt; the delivery will come back");
-            // Give the database a moment before the same delivery returns.
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            let _ = delivery
-                .nack(BasicNackOptions {
-                    requeue: true,
-                    ..Default::default()
-                })
-                .await;
-        }
+    }
+    let _ = delivery.ack(BasicAckOptions::default()).await;
+    match status {
+        LogStatus::Succeeded => ctx
+            .metrics
+            .delivery_succeeded((Utc::now() - task.received_at).to_std().unwrap_or_default()),
+        LogStatus::Failed => ctx.metrics.delivery_failed(),
+        LogStatus::Pending | LogStatus::Retrying => {}
+    }
+    debug!(log_id = %task.log_id, outcome = outcome.as_str(), "attempt recorded");
+}
+
+const WRITE_RETRY_FIRST: Duration = Duration::from_millis(500);
+const WRITE_RETRY_MAX: Duration = Duration::from_secs(30);
+
+fn requeue() -> BasicNackOptions {
+    BasicNackOptions {
+        requeue: true,
+        ..Default::default()
     }
 }
 

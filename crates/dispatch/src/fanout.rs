@@ -35,6 +35,9 @@ use crate::subscriptions::Subscriptions;
 /// on its way while one is written.
 const MAX_BATCH: usize = 256;
 const PREFETCH: u16 = 512;
+/// Event bytes per batch at most: big events make small batches, bounding the memory a batch
+/// takes once fanned out (its payload is shared by all its deliveries, not copied).
+const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 
 pub struct Context {
     pub topology: Topology,
@@ -111,15 +114,22 @@ async fn consume(
         let Some(first) = first else {
             return Err(FanoutError::ConsumerEnded);
         };
-        let mut batch = vec![first?];
-        while batch.len() < MAX_BATCH {
+        let first = first?;
+        let mut bytes = first.data.len();
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
             match consumer.next().now_or_never() {
-                Some(Some(delivery)) => batch.push(delivery?),
+                Some(Some(delivery)) => {
+                    let delivery = delivery?;
+                    bytes += delivery.data.len();
+                    batch.push(delivery);
+                }
                 _ => break,
             }
         }
         let last_tag = batch.last().map_or(0, |d| d.delivery_tag);
-        match process(ctx, &mut publisher, batch).await {
+        let mut settled = Vec::new();
+        match process(ctx, &mut publisher, &batch, &mut settled).await {
             Ok(()) => {
                 failures = 0;
                 // Deliveries of one channel are acked in order, so one ack covers the batch.
@@ -134,15 +144,25 @@ async fn consume(
                 error!(error = %crate::error_chain(&e), retry_in = ?pause, "fan-out batch failed; requeueing its events");
                 // Give the database time to come back before the same events return.
                 tokio::time::sleep(pause).await;
-                channel
-                    .basic_nack(
-                        last_tag,
-                        BasicNackOptions {
-                            multiple: true,
-                            requeue: true,
-                        },
-                    )
-                    .await?;
+                // Rejected events are already safe in the rejected queue: acked, so that they
+                // are not rejected (and counted) again; the others go back.
+                for delivery in &batch {
+                    if settled.contains(&delivery.delivery_tag) {
+                        channel
+                            .basic_ack(delivery.delivery_tag, BasicAckOptions::default())
+                            .await?;
+                    } else {
+                        channel
+                            .basic_nack(
+                                delivery.delivery_tag,
+                                BasicNackOptions {
+                                    multiple: false,
+                                    requeue: true,
+                                },
+                            )
+                            .await?;
+                    }
+                }
             }
         }
     }
@@ -153,7 +173,7 @@ struct Accepted<'a> {
     event: Event,
     received_at: DateTime<Utc>,
     redelivered: bool,
-    payload: String,
+    payload: Arc<str>,
 }
 
 /// One planned delivery: a log row and the message that goes with it.
@@ -162,19 +182,22 @@ struct Planned {
     received_at: DateTime<Utc>,
 }
 
+/// Handles a batch. `settled` receives the delivery tags of the events already safely
+/// rejected, which must be acked even if the rest of the batch fails.
 async fn process(
     ctx: &Context,
     publisher: &mut Publisher,
-    batch: Vec<Delivery>,
+    batch: &[Delivery],
+    settled: &mut Vec<u64>,
 ) -> Result<(), FanoutError> {
     let received_at = Utc::now();
     let mut accepted = Vec::with_capacity(batch.len());
     let mut rejections = Vec::new();
-    for delivery in &batch {
+    for delivery in batch {
         match validate(ctx, delivery, received_at).await? {
             Ok(event) => accepted.push(Accepted {
                 delivery,
-                payload: event.payload(),
+                payload: event.payload().into(),
                 event,
                 received_at,
                 redelivered: delivery.redelivered,
@@ -187,6 +210,7 @@ async fn process(
         confirms.push(reject(ctx, publisher, delivery, rejection).await?);
     }
     publisher.settle(ctx, confirms).await?;
+    settled.extend(rejections.iter().map(|(d, _)| d.delivery_tag));
     for (_, rejection) in &rejections {
         ctx.metrics.event_rejected(rejection.reason.as_str());
         warn!(reason = rejection.reason.as_str(), error = %rejection.message, "event rejected");
@@ -216,9 +240,15 @@ async fn process(
     let logs: Vec<NewLog> = planned.iter().map(|p| p.log.clone()).collect();
     let inserted: HashSet<Uuid> = match ctx.store.insert_logs(&logs).await {
         Ok(ids) => ids.into_iter().collect(),
-        Err(e) if is_data_error(&e) => {
+        Err(e) if e.is_data_error() => {
             let (ids, refused) = isolate_refused(ctx, publisher, &accepted, &planned).await?;
             planned.retain(|p| !refused.contains(&p.log.event_id));
+            settled.extend(
+                accepted
+                    .iter()
+                    .filter(|a| refused.contains(&a.event.id))
+                    .map(|a| a.delivery.delivery_tag),
+            );
             ids
         }
         Err(e) => return Err(e.into()),
@@ -236,12 +266,6 @@ async fn process(
     publisher.publish_deliveries(ctx, &to_send).await?;
     ctx.metrics.deliveries_enqueued(to_send.len());
     Ok(())
-}
-
-/// Whether the database refused a value (SQLSTATE class 22, data exception) rather than
-/// failed: retrying the same batch would fail the same way forever.
-fn is_data_error(err: &StoreError) -> bool {
-    matches!(err, StoreError::Db(e) if e.code().is_some_and(|c| c.code().starts_with("22")))
 }
 
 /// Validation should keep out everything PostgreSQL refuses; should something slip through,
@@ -263,7 +287,7 @@ async fn isolate_refused(
             .collect();
         match ctx.store.insert_logs(&logs).await {
             Ok(ids) => inserted.extend(ids),
-            Err(e) if is_data_error(&e) => {
+            Err(e) if e.is_data_error() => {
                 let rejection = Rejection {
                     reason: RejectReason::InvalidField,
                     message: format!(
@@ -402,7 +426,7 @@ fn delivery_message(p: &Planned) -> (String, Vec<u8>) {
         event_type: p.log.event_type.clone(),
         attempt: 1,
         received_at: p.received_at,
-        payload: p.log.payload.clone(),
+        payload: p.log.payload.to_string(),
     });
     (p.log.webhook_id.to_string(), task.to_bytes())
 }
@@ -458,9 +482,29 @@ impl Publisher {
                 self.declared.insert(p.log.webhook_id);
             }
         }
+        // A webhook deleted while this batch was planned: declaring its queue above may have
+        // brought the queue back after the delivery workers removed it. Remove it again and
+        // end its logs instead of sending into it.
+        let deleted: HashSet<Uuid> = planned
+            .iter()
+            .map(|p| p.log.webhook_id)
+            .filter(|id| ctx.subscriptions.get(*id).is_none())
+            .collect();
+        for id in &deleted {
+            ctx.topology
+                .delete_webhook(&self.channel, &id.to_string())
+                .await?;
+            ctx.store
+                .fail_open_logs(*id, "the webhook was deleted")
+                .await?;
+            self.declared.remove(id);
+        }
         let exchange = ctx.topology.deliveries_exchange();
         let mut confirms = Vec::with_capacity(planned.len());
-        for p in planned {
+        for p in planned
+            .iter()
+            .filter(|p| !deleted.contains(&p.log.webhook_id))
+        {
             let (key, body) = delivery_message(p);
             confirms.push(
                 self.channel

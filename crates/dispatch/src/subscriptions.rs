@@ -93,6 +93,9 @@ pub struct Subscriptions {
     index: RwLock<Index>,
     /// Bumped on every change, so the delivery manager knows to reconcile its consumers.
     generation: watch::Sender<u64>,
+    /// Reloads run one at a time: a full reload that read the table before a change must not
+    /// finish after the single reload that applied it, bringing back what it removed.
+    reloading: tokio::sync::Mutex<()>,
 }
 
 impl Subscriptions {
@@ -101,6 +104,7 @@ impl Subscriptions {
             store,
             index: RwLock::new(Index::default()),
             generation: watch::Sender::new(0),
+            reloading: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -133,6 +137,7 @@ impl Subscriptions {
     }
 
     pub async fn reload_all(&self) -> Result<(), StoreError> {
+        let _one_at_a_time = self.reloading.lock().await;
         let rows = self.store.load_webhooks().await?;
         let by_id = rows
             .into_iter()
@@ -147,6 +152,7 @@ impl Subscriptions {
     }
 
     pub async fn reload_one(&self, id: Uuid) -> Result<(), StoreError> {
+        let _one_at_a_time = self.reloading.lock().await;
         let row = self.store.get_webhook(id, None).await?;
         if let Ok(mut index) = self.index.write() {
             match row {

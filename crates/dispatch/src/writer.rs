@@ -25,12 +25,24 @@ impl AttemptWriter {
             let mut buffer = Vec::with_capacity(MAX_BATCH);
             while rx.recv_many(&mut buffer, MAX_BATCH).await > 0 {
                 let (records, replies): (Vec<AttemptRecord>, Vec<Reply>) = buffer.drain(..).unzip();
-                let result = store
-                    .record_attempts(&records)
-                    .await
-                    .map_err(|e| crate::error_chain(&e));
-                for reply in replies {
-                    let _ = reply.send(result.clone());
+                match store.record_attempts(&records).await {
+                    Ok(()) => {
+                        for reply in replies {
+                            let _ = reply.send(Ok(()));
+                        }
+                    }
+                    // One record the database refuses must not hold back the others.
+                    Err(e) if e.is_data_error() => {
+                        for (record, reply) in records.into_iter().zip(replies) {
+                            let _ = reply.send(write_alone(&store, record).await);
+                        }
+                    }
+                    Err(e) => {
+                        let e = crate::error_chain(&e);
+                        for reply in replies {
+                            let _ = reply.send(Err(e.clone()));
+                        }
+                    }
                 }
             }
         });
@@ -46,5 +58,27 @@ impl AttemptWriter {
             .map_err(|_| "the attempt writer has stopped".to_owned())?;
         done.await
             .map_err(|_| "the attempt writer has stopped".to_owned())?
+    }
+}
+
+/// Writes one record; if the database refuses its values, writes it again without the
+/// receiver's answer and with the reason instead, so the attempt is still on record.
+async fn write_alone(store: &Store, record: AttemptRecord) -> Result<(), String> {
+    match store.record_attempts(std::slice::from_ref(&record)).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.is_data_error() => {
+            let why = crate::error_chain(&e);
+            tracing::error!(log_id = %record.log_id, error = %why, "attempt refused by the database; recording it without the answer");
+            let plain = AttemptRecord {
+                response_body: None,
+                error: Some(format!("the attempt's details could not be stored: {why}")),
+                ..record
+            };
+            store
+                .record_attempts(std::slice::from_ref(&plain))
+                .await
+                .map_err(|e| crate::error_chain(&e))
+        }
+        Err(e) => Err(crate::error_chain(&e)),
     }
 }

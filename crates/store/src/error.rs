@@ -19,6 +19,12 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether the database refused a value (SQLSTATE class 22, data exception) rather than
+    /// failed: trying the same values again fails the same way.
+    pub fn is_data_error(&self) -> bool {
+        matches!(self, Self::Db(e) if e.code().is_some_and(|c| c.code().starts_with("22")))
+    }
+
     /// Whether a query failed on a unique constraint, i.e. the row already exists.
     pub(crate) fn is_unique_violation(err: &tokio_postgres::Error) -> bool {
         err.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)

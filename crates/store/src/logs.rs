@@ -14,8 +14,8 @@ pub struct NewLog {
     pub account_id: String,
     pub event_id: String,
     pub event_type: String,
-    /// The JSON body that will be sent.
-    pub payload: String,
+    /// The JSON body that will be sent, shared by all the deliveries of one event.
+    pub payload: std::sync::Arc<str>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -64,10 +64,43 @@ pub struct AttemptRecord {
     pub next_attempt_at: Option<DateTime<Utc>>,
 }
 
+/// Rows and payload bytes per INSERT at most: a statement stays far below PostgreSQL's 1 GB
+/// per parameter, and a fan-out of big events to many webhooks does not build one huge query.
+const MAX_ROWS_PER_INSERT: usize = 2000;
+const MAX_BYTES_PER_INSERT: usize = 16 * 1024 * 1024;
+
+fn chunks_by_size(logs: &[NewLog]) -> Vec<&[NewLog]> {
+    let mut chunks = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, log) in logs.iter().enumerate() {
+        if i > start
+            && (i - start >= MAX_ROWS_PER_INSERT
+                || bytes + log.payload.len() > MAX_BYTES_PER_INSERT)
+        {
+            chunks.push(&logs[start..i]);
+            start = i;
+            bytes = 0;
+        }
+        bytes += log.payload.len();
+    }
+    if start < logs.len() {
+        chunks.push(&logs[start..]);
+    }
+    chunks
+}
+
 impl Store {
     /// Inserts the rows that do not exist yet (the unique `(webhook_id, event_id)` dedupes)
     /// and returns the ids of those inserted.
     pub async fn insert_logs(&self, logs: &[NewLog]) -> Result<Vec<Uuid>, StoreError> {
+        let mut inserted = Vec::with_capacity(logs.len());
+        for chunk in chunks_by_size(logs) {
+            inserted.extend(self.insert_log_chunk(chunk).await?);
+        }
+        Ok(inserted)
+    }
+
+    async fn insert_log_chunk(&self, logs: &[NewLog]) -> Result<Vec<Uuid>, StoreError> {
         if logs.is_empty() {
             return Ok(Vec::new());
         }
@@ -77,7 +110,7 @@ impl Store {
         let accounts: Vec<&str> = logs.iter().map(|l| l.account_id.as_str()).collect();
         let events: Vec<&str> = logs.iter().map(|l| l.event_id.as_str()).collect();
         let types: Vec<&str> = logs.iter().map(|l| l.event_type.as_str()).collect();
-        let payloads: Vec<&str> = logs.iter().map(|l| l.payload.as_str()).collect();
+        let payloads: Vec<&str> = logs.iter().map(|l| &*l.payload).collect();
         let created: Vec<DateTime<Utc>> = logs.iter().map(|l| l.created_at).collect();
         let rows = client
             .query(
@@ -146,10 +179,15 @@ impl Store {
         let next: Vec<Option<DateTime<Utc>>> = batch.iter().map(|a| a.next_attempt_at).collect();
         let tx = client.transaction().await?;
         tx.execute(
+            // Only for logs that still exist: one deleted by hand must not fail the batch
+            // (and with it the other webhooks' records) on the foreign key.
             "INSERT INTO webhook_attempts
                 (log_id, attempt, started_at, duration_ms, response_status, response_body, error)
-             SELECT * FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::int[],
-                                  $5::int[], $6::text[], $7::text[])",
+             SELECT u.* FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::int[],
+                                    $5::int[], $6::text[], $7::text[])
+                  AS u(log_id, attempt, started_at, duration_ms, response_status,
+                       response_body, error)
+             JOIN webhook_logs l ON l.id = u.log_id",
             &[
                 &logs, &attempts, &started, &durations, &statuses, &bodies, &errors,
             ],
@@ -201,5 +239,39 @@ impl Store {
             .query_opt("SELECT status FROM webhook_logs WHERE id = $1", &[&log_id])
             .await?;
         Ok(row.map(|r| r.get(0)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log(bytes: usize) -> NewLog {
+        NewLog {
+            id: Uuid::nil(),
+            webhook_id: Uuid::nil(),
+            account_id: String::new(),
+            event_id: String::new(),
+            event_type: String::new(),
+            payload: "x".repeat(bytes).into(),
+            created_at: chrono::DateTime::from_timestamp(0, 0).unwrap(),
+        }
+    }
+
+    #[test]
+    fn inserts_are_chunked_by_rows_and_bytes() {
+        let many: Vec<NewLog> = (0..4500).map(|_| log(10)).collect();
+        let sizes: Vec<usize> = chunks_by_size(&many).iter().map(|c| c.len()).collect();
+        assert_eq!(sizes, vec![2000, 2000, 500]);
+        let big: Vec<NewLog> = (0..5).map(|_| log(6 * 1024 * 1024)).collect();
+        let sizes: Vec<usize> = chunks_by_size(&big).iter().map(|c| c.len()).collect();
+        assert_eq!(sizes, vec![2, 2, 1]);
+        let huge = vec![log(MAX_BYTES_PER_INSERT + 1)];
+        assert_eq!(
+            chunks_by_size(&huge).len(),
+            1,
+            "one oversized row still goes alone"
+        );
+        assert!(chunks_by_size(&[]).is_empty());
     }
 }
