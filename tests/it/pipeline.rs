@@ -681,3 +681,35 @@ async fn deliveries_queued_for_a_disabled_webhook_wait_and_a_deleted_one_ends_th
     assert!(passive.is_err(), "the deleted webhook's queue is gone");
     let _ = connection.close(200, "done").await;
 }
+
+#[tokio::test]
+async fn a_new_webhook_gets_its_queue_and_consumer_before_any_event() {
+    let app = spawn_app().await;
+    let receiver = Receiver::start().await;
+    let id = app
+        .webhook("acc", &receiver.url, &["Contact.created"], json!({}))
+        .await;
+    let connection = hookrelay_broker::connect(&app.amqp_url)
+        .await
+        .expect("a connection");
+    let queue = hookrelay_broker::Topology::new(&app.namespace).webhook_queue(&id);
+    let consumers = wait_for("a consumer on the new queue", DEADLINE, || async {
+        // A passive declare fails on a missing queue and closes its channel: a fresh one each time.
+        let channel = connection.create_channel().await.ok()?;
+        let queue = channel
+            .queue_declare(
+                &queue,
+                hookrelay_broker::lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                Default::default(),
+            )
+            .await
+            .ok()?;
+        (queue.consumer_count() == 1).then_some(queue.consumer_count())
+    })
+    .await;
+    assert_eq!(consumers, 1);
+    let _ = connection.close(200, "done").await;
+}

@@ -127,19 +127,26 @@ async fn reconcile(
         }
         keep
     });
-    for id in known.difference(&now_known) {
-        // Deleted: its queue and what is still in it go, and its open logs end.
+    let gone: Vec<Uuid> = known.difference(&now_known).copied().collect();
+    for id in gone {
+        // Deleted: its queue and what is still in it go, and its open logs end. On failure it
+        // stays known, to be tried again at the next reconcile.
         info!(webhook_id = %id, "webhook deleted; removing its queue");
         ctx.topology.delete_webhook(admin, &id.to_string()).await?;
-        if let Err(e) = ctx
+        match ctx
             .store
-            .fail_open_logs(*id, "the webhook was deleted")
+            .fail_open_logs(id, "the webhook was deleted")
             .await
         {
-            warn!(webhook_id = %id, error = %e, "cannot close the logs of a deleted webhook");
+            Ok(_) => {
+                known.remove(&id);
+            }
+            Err(e) => {
+                warn!(webhook_id = %id, error = %e, "cannot close the logs of a deleted webhook")
+            }
         }
     }
-    *known = now_known;
+    known.extend(now_known);
     for id in active {
         if running.contains_key(&id) {
             continue;
@@ -166,6 +173,11 @@ async fn consume_webhook(
 ) {
     let result = async {
         let channel = connection.create_channel().await?;
+        // Declared on this webhook's own channel: should it fail (a queue made by hand with
+        // other arguments, a broker limit), only this webhook waits, retried by reconcile.
+        ctx.topology
+            .declare_webhook(&channel, &id.to_string())
+            .await?;
         channel
             .basic_qos(
                 ctx.per_webhook.saturating_mul(2),
