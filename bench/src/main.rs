@@ -158,19 +158,9 @@ async fn start_service(
     db: &TestDb,
     namespace: &str,
 ) -> anyhow::Result<ServiceProcess> {
-    hookrelay_tests::spawn_service(
-        binary,
-        &[
-            ("HOOKRELAY_DATABASE_URL", db.url()),
-            ("HOOKRELAY_AMQP_URL", amqp_url()),
-            ("HOOKRELAY_NAMESPACE", namespace.to_owned()),
-            ("HOOKRELAY_LISTEN", "127.0.0.1:0".to_owned()),
-            ("HOOKRELAY_ADMIN_TOKEN", TOKEN.to_owned()),
-            ("HOOKRELAY_ALLOW_PRIVATE_NETWORKS", "true".to_owned()),
-        ],
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("{e} (run `cargo build --release -p hookrelay` first)"))
+    hookrelay_tests::spawn_service(binary, &hookrelay_tests::service_env(db, namespace, TOKEN))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e} (run `cargo build --release -p hookrelay` first)"))
 }
 
 /// The service's peak resident memory so far (VmHWM), in MiB.

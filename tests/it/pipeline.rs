@@ -569,16 +569,7 @@ async fn a_webhook_queue_lost_behind_the_services_back_is_recreated_without_loss
 
     let mut ids = first;
     ids.extend(app.publish("Contact.created", "acc", json!({}), 50).await);
-    let expected: HashSet<String> = ids.into_iter().collect();
-    wait_for("every event after the loss", DEADLINE, || async {
-        let got: HashSet<String> = receiver
-            .received()
-            .iter()
-            .filter_map(|r| r.json()["id"].as_str().map(str::to_owned))
-            .collect();
-        got.is_superset(&expected).then_some(())
-    })
-    .await;
+    receiver.wait_for_events(&ids, DEADLINE).await;
 }
 
 #[tokio::test]
@@ -611,16 +602,7 @@ async fn deliveries_queued_for_a_disabled_webhook_wait_and_a_deleted_one_ends_th
     receiver.answer(Behaviour::Status(200));
     app.admin("POST", &format!("/v1/webhooks/{id}/enable"), None)
         .await;
-    let expected: HashSet<String> = ids.iter().cloned().collect();
-    wait_for("the queued deliveries after enabling", DEADLINE, || async {
-        let got: HashSet<String> = receiver
-            .received()
-            .iter()
-            .filter_map(|r| r.json()["id"].as_str().map(str::to_owned))
-            .collect();
-        got.is_superset(&expected).then_some(())
-    })
-    .await;
+    receiver.wait_for_events(&ids, DEADLINE).await;
 
     // Deleting a webhook with deliveries queued: its queue goes, its open logs end.
     receiver.answer(Behaviour::Hang);

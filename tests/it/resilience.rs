@@ -1,7 +1,6 @@
 //! Outages: the database or the broker goes away under load; nothing is lost, and the
 //! service recovers by itself.
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use hookrelay_tests::receiver::{Behaviour, Receiver};
@@ -12,23 +11,8 @@ use crate::helpers::{spawn_app, spawn_app_with, TestApp};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
-async fn distinct_ids(receiver: &Receiver) -> HashSet<String> {
-    receiver
-        .received()
-        .iter()
-        .filter_map(|r| r.json()["id"].as_str().map(str::to_owned))
-        .collect()
-}
-
 async fn wait_all_delivered(app: &TestApp, receiver: &Receiver, ids: &[String]) {
-    let expected: HashSet<String> = ids.iter().cloned().collect();
-    wait_for("every event delivered", DEADLINE, || async {
-        distinct_ids(receiver)
-            .await
-            .is_superset(&expected)
-            .then_some(())
-    })
-    .await;
+    receiver.wait_for_events(ids, DEADLINE).await;
     let db = app.db.connect().await;
     let counts = wait_for("every log succeeded", DEADLINE, || async {
         let row = db

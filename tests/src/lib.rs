@@ -243,6 +243,19 @@ async fn admin_sql(sql: &str) {
     client.batch_execute(sql).await.expect("admin SQL");
 }
 
+/// The settings of a service under test: its own database and namespace, a listener on
+/// port 0, the given admin token, and receivers on this machine allowed.
+pub fn service_env(db: &TestDb, namespace: &str, admin_token: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("HOOKRELAY_DATABASE_URL", db.url()),
+        ("HOOKRELAY_AMQP_URL", amqp_url()),
+        ("HOOKRELAY_NAMESPACE", namespace.to_owned()),
+        ("HOOKRELAY_LISTEN", "127.0.0.1:0".to_owned()),
+        ("HOOKRELAY_ADMIN_TOKEN", admin_token.to_owned()),
+        ("HOOKRELAY_ALLOW_PRIVATE_NETWORKS", "true".to_owned()),
+    ]
+}
+
 /// `hookrelay serve` running as a separate process, killed when dropped.
 pub struct ServiceProcess {
     pub child: tokio::process::Child,

@@ -99,6 +99,29 @@ impl Receiver {
         self.inner.lock().expect("receiver state").received.len()
     }
 
+    /// The distinct event ids received (the `id` of each JSON body).
+    pub fn event_ids(&self) -> std::collections::HashSet<String> {
+        self.received()
+            .iter()
+            .filter_map(|r| r.json()["id"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// Waits until every one of `ids` has arrived at least once.
+    pub async fn wait_for_events<'a>(
+        &self,
+        ids: impl IntoIterator<Item = &'a String>,
+        deadline: Duration,
+    ) {
+        let expected: std::collections::HashSet<String> = ids.into_iter().cloned().collect();
+        crate::wait_for(
+            &format!("{} events at {}", expected.len(), self.url),
+            deadline,
+            || async { self.event_ids().is_superset(&expected).then_some(()) },
+        )
+        .await;
+    }
+
     /// Waits until at least `n` requests arrived, then returns them all.
     pub async fn wait_for(&self, n: usize, deadline: Duration) -> Vec<Received> {
         crate::wait_for(

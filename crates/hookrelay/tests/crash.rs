@@ -18,14 +18,7 @@ const TOKEN: &str = "crash-test-admin-token";
 async fn start(db: &TestDb, namespace: &str) -> (Child, u16) {
     let service = hookrelay_tests::spawn_service(
         std::path::Path::new(env!("CARGO_BIN_EXE_hookrelay")),
-        &[
-            ("HOOKRELAY_DATABASE_URL", db.url()),
-            ("HOOKRELAY_AMQP_URL", amqp_url()),
-            ("HOOKRELAY_NAMESPACE", namespace.to_owned()),
-            ("HOOKRELAY_LISTEN", "127.0.0.1:0".to_owned()),
-            ("HOOKRELAY_ADMIN_TOKEN", TOKEN.to_owned()),
-            ("HOOKRELAY_ALLOW_PRIVATE_NETWORKS", "true".to_owned()),
-        ],
+        &hookrelay_tests::service_env(db, namespace, TOKEN),
     )
     .await
     .unwrap_or_else(|e| panic!("{e}"));
@@ -83,19 +76,9 @@ async fn sigkill_in_the_middle_loses_no_event() {
     );
 
     let (_second, _) = start(&db, &namespace).await;
-    wait_for(
-        "every event delivered",
-        Duration::from_secs(120),
-        || async {
-            let got: HashSet<String> = receiver
-                .received()
-                .iter()
-                .filter_map(|r| r.json()["id"].as_str().map(str::to_owned))
-                .collect();
-            got.is_superset(&ids).then_some(())
-        },
-    )
-    .await;
+    receiver
+        .wait_for_events(&ids, Duration::from_secs(120))
+        .await;
     let client_db = db.connect().await;
     let (all, succeeded) = wait_for("every log succeeded", Duration::from_secs(60), || async {
         let row = client_db
