@@ -101,14 +101,28 @@ async fn consume(
         )
         .await?;
     info!(worker, queue = %ctx.topology.ingest_queue(), "fan-out consuming");
+    let result = consume_batches(ctx, &channel, &mut consumer, &mut publisher, shutdown).await;
+    // However it ended, closing the channels hands every event not yet acked back to the
+    // queue at once; a channel left open would hold them until the connection closes.
+    let _ = channel.close(200, "fan-out consumer stopping").await;
+    let _ = publisher
+        .channel
+        .close(200, "fan-out consumer stopping")
+        .await;
+    result
+}
+
+async fn consume_batches(
+    ctx: &Context,
+    channel: &Channel,
+    consumer: &mut hookrelay_broker::lapin::Consumer,
+    publisher: &mut Publisher,
+    shutdown: &CancellationToken,
+) -> Result<(), FanoutError> {
     let mut failures = 0u32;
     loop {
         let first = tokio::select! {
-            _ = shutdown.cancelled() => {
-                // Unacked events go back to the queue when the channel closes.
-                let _ = channel.close(200, "shutting down").await;
-                return Ok(());
-            }
+            _ = shutdown.cancelled() => return Ok(()),
             next = consumer.next() => next,
         };
         let Some(first) = first else {
@@ -129,7 +143,7 @@ async fn consume(
         }
         let last_tag = batch.last().map_or(0, |d| d.delivery_tag);
         let mut settled = Vec::new();
-        match process(ctx, &mut publisher, &batch, &mut settled).await {
+        match process(ctx, publisher, &batch, &mut settled).await {
             Ok(()) => {
                 failures = 0;
                 // Deliveries of one channel are acked in order, so one ack covers the batch.
