@@ -184,10 +184,28 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
     sorted[rank.min(sorted.len() - 1)] as f64 / 1000.0
 }
 
+/// Runs one scenario on a fresh service, database and namespace, and removes them all
+/// afterwards, whether the scenario succeeded or not.
 async fn run(binary: &Path, scenario: &Scenario) -> anyhow::Result<Figures> {
     let db = TestDb::new();
     let namespace = unique_namespace();
-    let service = start_service(binary, &db, &namespace).await?;
+    let mut service = start_service(binary, &db, &namespace).await?;
+    let mut webhook_ids = Vec::with_capacity(scenario.webhooks);
+    let result = measure(scenario, &service, &db, &namespace, &mut webhook_ids).await;
+    // The service goes first, so that it cannot declare again what is being removed.
+    let _ = service.child.start_kill();
+    let _ = service.child.wait().await;
+    hookrelay_tests::delete_namespace(&amqp_url(), &namespace, &webhook_ids).await;
+    result
+}
+
+async fn measure(
+    scenario: &Scenario,
+    service: &ServiceProcess,
+    db: &TestDb,
+    namespace: &str,
+    webhook_ids: &mut Vec<String>,
+) -> anyhow::Result<Figures> {
     let pid = service.child.id().unwrap_or(0);
     let api = format!("http://127.0.0.1:{}", service.port);
     let client = reqwest::Client::new();
@@ -196,7 +214,6 @@ async fn run(binary: &Path, scenario: &Scenario) -> anyhow::Result<Figures> {
     let sink = Arc::new(Sink::default());
     let sink_url = start_sink(sink.clone()).await?;
     let per_account = scenario.webhooks / scenario.accounts;
-    let mut webhook_ids = Vec::with_capacity(scenario.webhooks);
     for n in 0..scenario.webhooks {
         let account = format!("acc_{}", n / per_account);
         let created: serde_json::Value = client
@@ -227,7 +244,7 @@ async fn run(binary: &Path, scenario: &Scenario) -> anyhow::Result<Figures> {
     channel
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
-    let topology = Topology::new(&namespace);
+    let topology = Topology::new(namespace);
     topology.declare_base(&channel).await?;
     let exchange = topology.events_exchange();
     let properties = BasicProperties::default()
@@ -355,11 +372,7 @@ async fn run(binary: &Path, scenario: &Scenario) -> anyhow::Result<Figures> {
         logged_in.as_secs_f64()
     );
 
-    let mut service = service;
-    let _ = service.child.start_kill();
-    let _ = service.child.wait().await;
     let _ = connection.close(200, "bench done").await;
-    hookrelay_tests::delete_namespace(&amqp_url(), &namespace, &webhook_ids).await;
     Ok(Figures {
         scenario: scenario.name.to_owned(),
         webhooks: scenario.webhooks,
