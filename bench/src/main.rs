@@ -230,7 +230,10 @@ async fn measure(
             .error_for_status()?
             .json()
             .await?;
-        webhook_ids.push(created["id"].as_str().unwrap_or_default().to_owned());
+        let id = created["id"]
+            .as_str()
+            .ok_or_else(|| anyhow::anyhow!("the API answered no webhook id: {created}"))?;
+        webhook_ids.push(id.to_owned());
     }
     let expected = scenario.events * scenario.fan_out;
     eprintln!(

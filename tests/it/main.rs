@@ -11,4 +11,5 @@ mod helpers;
 mod migrations;
 mod pipeline;
 mod resilience;
+mod store;
 mod webhooks;

@@ -4,7 +4,7 @@
 //! semaphore caps the requests of the whole process.
 //!
 //! Each attempt is signed and POSTed, its record committed through the batching writer, and
-//! only then is the message acked. A failed write leaves the message to come back. The limit
+//! only then is the message acked; a failed write is retried, holding the message. The limit
 //! covers the HTTP request only: while one attempt waits for its record to commit, the next
 //! request may start, which is what lets a single webhook go faster than one database commit
 //! per request slot. The prefetch (twice the limit) bounds both together.

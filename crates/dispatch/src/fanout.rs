@@ -1,5 +1,5 @@
 //! The fan-out: consumes `{ns}.ingest` in batches, rejects bad events with a reason, writes
-//! one `pending` log row per matching webhook in one statement, publishes one delivery per
+//! one `pending` log row per matching webhook in one transaction, publishes one delivery per
 //! new row with publisher confirms, and only then acks the batch.
 //!
 //! Batches form by themselves: while one batch is written, the next events arrive (up to the
@@ -88,20 +88,32 @@ async fn consume(
     worker: usize,
 ) -> Result<(), FanoutError> {
     let mut publisher = Publisher::open(ctx, connection).await?;
-    let channel = connection.create_channel().await?;
-    channel
-        .basic_qos(PREFETCH, BasicQosOptions::default())
-        .await?;
-    let mut consumer = channel
-        .basic_consume(
-            &ctx.topology.ingest_queue(),
-            &format!("hookrelay-fanout-{worker}-{}", Uuid::new_v4().simple()),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    info!(worker, queue = %ctx.topology.ingest_queue(), "fan-out consuming");
-    let result = consume_batches(ctx, &channel, &mut consumer, &mut publisher, shutdown).await;
+    let channel = match connection.create_channel().await {
+        Ok(channel) => channel,
+        Err(e) => {
+            let _ = publisher
+                .channel
+                .close(200, "fan-out consumer stopping")
+                .await;
+            return Err(e.into());
+        }
+    };
+    let result = async {
+        channel
+            .basic_qos(PREFETCH, BasicQosOptions::default())
+            .await?;
+        let mut consumer = channel
+            .basic_consume(
+                &ctx.topology.ingest_queue(),
+                &format!("hookrelay-fanout-{worker}-{}", Uuid::new_v4().simple()),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        info!(worker, queue = %ctx.topology.ingest_queue(), "fan-out consuming");
+        consume_batches(ctx, &channel, &mut consumer, &mut publisher, shutdown).await
+    }
+    .await;
     // However it ended, closing the channels hands every event not yet acked back to the
     // queue at once; a channel left open would hold them until the connection closes.
     let _ = channel.close(200, "fan-out consumer stopping").await;
@@ -255,14 +267,9 @@ async fn process(
     let inserted: HashSet<Uuid> = match ctx.store.insert_logs(&logs).await {
         Ok(ids) => ids.into_iter().collect(),
         Err(e) if e.is_data_error() => {
-            let (ids, refused) = isolate_refused(ctx, publisher, &accepted, &planned).await?;
+            let (ids, refused) =
+                isolate_refused(ctx, publisher, &accepted, &planned, settled).await?;
             planned.retain(|p| !refused.contains(&p.log.event_id));
-            settled.extend(
-                accepted
-                    .iter()
-                    .filter(|a| refused.contains(&a.event.id))
-                    .map(|a| a.delivery.delivery_tag),
-            );
             ids
         }
         Err(e) => return Err(e.into()),
@@ -290,6 +297,7 @@ async fn isolate_refused(
     publisher: &mut Publisher,
     accepted: &[Accepted<'_>],
     planned: &[Planned],
+    settled: &mut Vec<u64>,
 ) -> Result<(HashSet<Uuid>, HashSet<String>), FanoutError> {
     let mut inserted = HashSet::new();
     let mut refused = HashSet::new();
@@ -315,6 +323,8 @@ async fn isolate_refused(
                 ctx.metrics.event_rejected(rejection.reason.as_str());
                 warn!(event_id = %a.event.id, error = %rejection.message, "event rejected by the database");
                 refused.insert(a.event.id.clone());
+                // Safe in the rejected queue now: acked even if the batch fails later.
+                settled.push(a.delivery.delivery_tag);
             }
             Err(e) => return Err(e.into()),
         }

@@ -1,5 +1,5 @@
-//! `webhook_logs` and `webhook_attempts`: written in batches, one statement per batch, since
-//! a round trip per row is what would make the pipeline slow.
+//! `webhook_logs` and `webhook_attempts`: written in batches (a few statements per batch of
+//! hundreds of rows), since a round trip per row is what would make the pipeline slow.
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -89,44 +89,50 @@ fn chunks_by_size(logs: &[NewLog]) -> Vec<&[NewLog]> {
     chunks
 }
 
+/// One INSERT of a chunk of rows, inside the caller's transaction.
+async fn insert_log_chunk(
+    tx: &tokio_postgres::Transaction<'_>,
+    logs: &[NewLog],
+) -> Result<Vec<Uuid>, StoreError> {
+    let ids: Vec<Uuid> = logs.iter().map(|l| l.id).collect();
+    let webhooks: Vec<Uuid> = logs.iter().map(|l| l.webhook_id).collect();
+    let accounts: Vec<&str> = logs.iter().map(|l| l.account_id.as_str()).collect();
+    let events: Vec<&str> = logs.iter().map(|l| l.event_id.as_str()).collect();
+    let types: Vec<&str> = logs.iter().map(|l| l.event_type.as_str()).collect();
+    let payloads: Vec<&str> = logs.iter().map(|l| &*l.payload).collect();
+    let created: Vec<DateTime<Utc>> = logs.iter().map(|l| l.created_at).collect();
+    let rows = tx
+        .query(
+            "INSERT INTO webhook_logs
+                (id, webhook_id, account_id, event_id, event_type, payload, created_at, updated_at)
+             SELECT u.id, u.webhook_id, u.account_id, u.event_id, u.event_type,
+                    u.payload::jsonb, u.created_at, u.created_at
+             FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[],
+                         $6::text[], $7::timestamptz[])
+                  AS u(id, webhook_id, account_id, event_id, event_type, payload, created_at)
+             ON CONFLICT (webhook_id, event_id) DO NOTHING
+             RETURNING id",
+            &[
+                &ids, &webhooks, &accounts, &events, &types, &payloads, &created,
+            ],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
 impl Store {
     /// Inserts the rows that do not exist yet (the unique `(webhook_id, event_id)` dedupes)
-    /// and returns the ids of those inserted.
+    /// and returns the ids of those inserted. All chunks commit together or not at all, so a
+    /// failed call leaves nothing behind that a retry would mistake for a duplicate.
     pub async fn insert_logs(&self, logs: &[NewLog]) -> Result<Vec<Uuid>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
         let mut inserted = Vec::with_capacity(logs.len());
         for chunk in chunks_by_size(logs) {
-            inserted.extend(self.insert_log_chunk(chunk).await?);
+            inserted.extend(insert_log_chunk(&tx, chunk).await?);
         }
+        tx.commit().await?;
         Ok(inserted)
-    }
-
-    async fn insert_log_chunk(&self, logs: &[NewLog]) -> Result<Vec<Uuid>, StoreError> {
-        if logs.is_empty() {
-            return Ok(Vec::new());
-        }
-        let client = self.client().await?;
-        let ids: Vec<Uuid> = logs.iter().map(|l| l.id).collect();
-        let webhooks: Vec<Uuid> = logs.iter().map(|l| l.webhook_id).collect();
-        let accounts: Vec<&str> = logs.iter().map(|l| l.account_id.as_str()).collect();
-        let events: Vec<&str> = logs.iter().map(|l| l.event_id.as_str()).collect();
-        let types: Vec<&str> = logs.iter().map(|l| l.event_type.as_str()).collect();
-        let payloads: Vec<&str> = logs.iter().map(|l| &*l.payload).collect();
-        let created: Vec<DateTime<Utc>> = logs.iter().map(|l| l.created_at).collect();
-        let rows = client
-            .query(
-                "INSERT INTO webhook_logs
-                    (id, webhook_id, account_id, event_id, event_type, payload, created_at, updated_at)
-                 SELECT u.id, u.webhook_id, u.account_id, u.event_id, u.event_type,
-                        u.payload::jsonb, u.created_at, u.created_at
-                 FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[],
-                             $6::text[], $7::timestamptz[])
-                      AS u(id, webhook_id, account_id, event_id, event_type, payload, created_at)
-                 ON CONFLICT (webhook_id, event_id) DO NOTHING
-                 RETURNING id",
-                &[&ids, &webhooks, &accounts, &events, &types, &payloads, &created],
-            )
-            .await?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
     /// The rows for these `(webhook_id, event_id)` pairs.
@@ -230,15 +236,6 @@ impl Store {
                 &[&webhook_id, &error],
             )
             .await?)
-    }
-
-    /// A log's status, for tests and the fan-out's crash recovery.
-    pub async fn log_status(&self, log_id: Uuid) -> Result<Option<String>, StoreError> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt("SELECT status FROM webhook_logs WHERE id = $1", &[&log_id])
-            .await?;
-        Ok(row.map(|r| r.get(0)))
     }
 }
 
