@@ -217,13 +217,35 @@ impl Drop for TestVhost {
 }
 
 /// Makes a test database refuse connections and drops the ones it has, as an outage would;
-/// `restore_database` ends it.
+/// `restore_database` ends it. Connections still being opened when connections were turned
+/// off may slip through the first sweep, so it sweeps until none is left.
 pub async fn cut_database(name: &str) {
     admin_sql(&format!(
-        "ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS false;
-         SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-         WHERE datname = '{name}' AND pid <> pg_backend_pid();"
+        "ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS false;"
     ))
+    .await;
+    let url = format!("{}/postgres", postgres_server());
+    let (client, connection) = tokio_postgres::connect(&url, NoTls)
+        .await
+        .expect("the postgres database");
+    tokio::spawn(connection);
+    wait_for(
+        "the database's connections to end",
+        Duration::from_secs(10),
+        || async {
+            let left: i64 = client
+                .query_one(
+                    "WITH gone AS (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                               WHERE datname = $1 AND pid <> pg_backend_pid())
+                 SELECT count(*) FROM gone",
+                    &[&name],
+                )
+                .await
+                .ok()?
+                .get(0);
+            (left == 0).then_some(())
+        },
+    )
     .await;
 }
 
