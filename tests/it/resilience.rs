@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use hookrelay_tests::receiver::{Behaviour, Receiver};
-use hookrelay_tests::{cut_database, restore_database, wait_for, TestVhost};
+use hookrelay_tests::{wait_for, Outage, TestVhost};
 use serde_json::json;
 
 use crate::helpers::{spawn_app, spawn_app_with, TestApp};
@@ -46,7 +46,7 @@ async fn a_database_outage_loses_nothing_and_sends_nothing_twice() {
         .await;
     receiver.wait_for(1, DEADLINE).await;
 
-    cut_database(&app.db.name).await;
+    let outage = Outage::begin(&app.db.name).await;
     wait_for("readiness to notice", DEADLINE, || async {
         (app.call("GET", "/readyz", None, None).await.status == 503).then_some(())
     })
@@ -67,7 +67,7 @@ async fn a_database_outage_loses_nothing_and_sends_nothing_twice() {
         early.is_empty(),
         "delivered during the outage, without a log: {early:?}"
     );
-    restore_database(&app.db.name).await;
+    outage.end().await;
 
     wait_all_delivered(&app, &receiver, &ids).await;
     // Attempts that ended while their record could not be written were held, not handed

@@ -249,6 +249,42 @@ pub async fn cut_database(name: &str) {
     .await;
 }
 
+/// Restores the database when dropped, so a test that fails during an outage still lets
+/// its service and cleanup reach the database.
+pub struct Outage {
+    name: String,
+}
+
+impl Outage {
+    /// Cuts the database, as [`cut_database`], until [`Outage::end`] or drop.
+    pub async fn begin(name: &str) -> Self {
+        cut_database(name).await;
+        Self {
+            name: name.to_owned(),
+        }
+    }
+
+    pub async fn end(self) {
+        restore_database(&self.name).await;
+    }
+}
+
+impl Drop for Outage {
+    fn drop(&mut self) {
+        // Idempotent: after `end` this only allows connections again.
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                rt.block_on(restore_database(&name));
+            }
+        })
+        .join();
+    }
+}
+
 pub async fn restore_database(name: &str) {
     admin_sql(&format!(
         "ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS true;"
