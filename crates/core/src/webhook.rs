@@ -550,8 +550,10 @@ mod tests {
             prop_assert_eq!(Secret::parse(&raw).unwrap().key(), key);
         }
 
+        /// Host labels never hold `--`: `xn--…` is the punycode prefix, and a label like
+        /// `xn--` is rightly refused by the URL parser (proptest found it).
         #[test]
-        fn http_urls_with_hosts_are_accepted(host in "[a-z][a-z0-9-]{0,20}(\\.[a-z]{2,6}){1,2}", path in "(/[a-zA-Z0-9_-]{0,8}){0,4}") {
+        fn http_urls_with_hosts_are_accepted(host in "[a-z]([a-z0-9]{0,10}-?[a-z0-9]{1,10})?(\\.[a-z]{2,6}){1,2}", path in "(/[a-zA-Z0-9_-]{0,8}){0,4}") {
             let raw = format!("https://{host}{path}");
             prop_assert!(WebhookUrl::parse(&raw).is_ok(), "{}", raw);
         }
