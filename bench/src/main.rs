@@ -17,8 +17,6 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use clap::Parser;
 use hookrelay_broker::lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use hookrelay_broker::lapin::types::ShortString;
-use hookrelay_broker::lapin::BasicProperties;
 use hookrelay_broker::Topology;
 use hookrelay_tests::{amqp_url, unique_namespace, ServiceProcess, TestDb};
 use serde::Serialize;
@@ -250,9 +248,7 @@ async fn measure(
     let topology = Topology::new(namespace);
     topology.declare_base(&channel).await?;
     let exchange = topology.events_exchange();
-    let properties = BasicProperties::default()
-        .with_delivery_mode(2)
-        .with_content_type(ShortString::from("application/json"));
+    let properties = hookrelay_broker::persistent_json();
 
     let started = Instant::now();
     let mut pending = Vec::with_capacity(1000);

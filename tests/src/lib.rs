@@ -75,22 +75,27 @@ async fn drop_database(name: &str) {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        // Drop runs inside the test's runtime, which cannot be blocked on; a thread of its own
-        // with a small runtime does the cleanup and is joined, so nothing is left behind.
         let name = self.name.clone();
-        let joined = std::thread::spawn(move || {
-            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                rt.block_on(drop_database(&name));
-            }
-        })
-        .join();
-        if joined.is_err() {
+        let joined = block_on_in_thread(async move { drop_database(&name).await });
+        if !joined {
             eprintln!("could not drop test database {}", self.name);
         }
     }
+}
+
+/// Runs async cleanup from a `Drop`: drop runs inside the test's runtime, which cannot be
+/// blocked on, so a thread of its own with a small runtime does the work and is joined.
+/// False when the work could not run to its end.
+fn block_on_in_thread(work: impl Future<Output = ()> + Send + 'static) -> bool {
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map(|rt| rt.block_on(work))
+            .is_ok()
+    })
+    .join()
+    .unwrap_or(false)
 }
 
 /// Polls `check` every 50 ms until it returns `Some`, or panics with `what` after `deadline`.
@@ -273,15 +278,7 @@ impl Drop for Outage {
     fn drop(&mut self) {
         // Idempotent: after `end` this only allows connections again.
         let name = self.name.clone();
-        let _ = std::thread::spawn(move || {
-            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                rt.block_on(restore_database(&name));
-            }
-        })
-        .join();
+        block_on_in_thread(async move { restore_database(&name).await });
     }
 }
 

@@ -101,6 +101,14 @@ impl Broker {
     }
 }
 
+/// Properties of every message hookrelay publishes: persistent (survives a broker restart
+/// in a durable queue) and JSON.
+pub fn persistent_json() -> lapin::BasicProperties {
+    lapin::BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type("application/json".into())
+}
+
 /// How every reconnect loop waits: from 200 ms, doubling to 10 s at most, jittered so that
 /// many copies of the service do not knock on a returning broker or database together.
 pub fn reconnect_backoff() -> ExponentialBuilder {

@@ -18,7 +18,7 @@ use hookrelay_broker::lapin::options::{
     ConfirmSelectOptions,
 };
 use hookrelay_broker::lapin::publisher_confirm::{Confirmation, PublisherConfirm};
-use hookrelay_broker::lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use hookrelay_broker::lapin::types::{AMQPValue, FieldTable, LongString};
 use hookrelay_broker::lapin::{BasicProperties, Channel, Connection};
 use hookrelay_broker::{Broker, Topology};
 use hookrelay_core::{DeliveryTask, DeliveryV1, Event, RejectReason, Rejection};
@@ -455,12 +455,6 @@ fn delivery_message(p: &Planned) -> (String, Vec<u8>) {
     (p.log.webhook_id.to_string(), task.to_bytes())
 }
 
-fn persistent() -> BasicProperties {
-    BasicProperties::default()
-        .with_delivery_mode(2)
-        .with_content_type(ShortString::from("application/json"))
-}
-
 /// Every publish is mandatory: a message no queue takes comes back instead of vanishing.
 const MANDATORY: BasicPublishOptions = BasicPublishOptions {
     mandatory: true,
@@ -532,7 +526,13 @@ impl Publisher {
             let (key, body) = delivery_message(p);
             confirms.push(
                 self.channel
-                    .basic_publish(&exchange, &key, MANDATORY, &body, persistent())
+                    .basic_publish(
+                        &exchange,
+                        &key,
+                        MANDATORY,
+                        &body,
+                        hookrelay_broker::persistent_json(),
+                    )
                     .await?,
             );
         }

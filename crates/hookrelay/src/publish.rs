@@ -6,8 +6,6 @@ use std::time::Instant;
 
 use anyhow::{bail, Context as _};
 use hookrelay_broker::lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use hookrelay_broker::lapin::types::ShortString;
-use hookrelay_broker::lapin::BasicProperties;
 use hookrelay_broker::Topology;
 use hookrelay_core::{AccountId, EventType};
 
@@ -54,9 +52,7 @@ pub async fn publish(
     let topology = Topology::new(namespace);
     topology.declare_base(&channel).await?;
     let exchange = topology.events_exchange();
-    let properties = BasicProperties::default()
-        .with_delivery_mode(2)
-        .with_content_type(ShortString::from("application/json"));
+    let properties = hookrelay_broker::persistent_json();
 
     let started = Instant::now();
     let mut ids = Vec::with_capacity(args.count);
