@@ -385,8 +385,10 @@ async fn a_hanging_endpoint_does_not_delay_other_webhooks() {
 
 #[tokio::test]
 async fn failed_attempts_are_recorded_with_their_cause() {
+    // No retries: each delivery's one attempt is final.
     let app = spawn_app_with(|s| {
         s.request_timeout = hookrelay::settings::HumanDuration(Duration::from_secs(1));
+        s.retry_schedule = hookrelay_core::RetrySchedule::none();
     })
     .await;
     let erroring = Receiver::start().await;

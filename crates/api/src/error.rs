@@ -84,6 +84,21 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<crate::PipelineError> for ApiError {
+    fn from(err: crate::PipelineError) -> Self {
+        match err {
+            crate::PipelineError::Unavailable(message) => {
+                tracing::warn!(%message, "the pipeline cannot take the request now");
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+            }
+            crate::PipelineError::Conflict(message) => {
+                Self::new(StatusCode::CONFLICT, "conflict", message)
+            }
+            crate::PipelineError::Store(e) => e.into(),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({

@@ -12,6 +12,7 @@ mod error;
 mod event_types;
 mod extract;
 mod health;
+mod logs;
 mod pagination;
 mod state;
 mod webhooks;
@@ -28,7 +29,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use error::ApiError;
-pub use state::{ApiConfig, AppState};
+pub use state::{ApiConfig, AppState, Pipeline, PipelineError};
 
 /// Every route of the service.
 pub fn router(state: AppState) -> Router {
@@ -46,7 +47,14 @@ pub fn router(state: AppState) -> Router {
                 .delete(webhooks::delete),
         )
         .route("/webhooks/{id}/enable", post(webhooks::enable))
-        .route("/webhooks/{id}/disable", post(webhooks::disable));
+        .route("/webhooks/{id}/disable", post(webhooks::disable))
+        .route(
+            "/webhooks/{id}/rotate-secret",
+            post(webhooks::rotate_secret),
+        )
+        .route("/webhooks/{id}/recover", post(webhooks::recover))
+        .route("/logs/retry", post(logs::retry_bulk))
+        .route("/logs/{id}/retry", post(logs::retry));
     Router::new()
         .nest("/v1", v1)
         .route("/healthz", get(health::healthz))

@@ -1,10 +1,11 @@
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
 use hookrelay_broker::Broker;
-use hookrelay_dispatch::Dispatcher;
 use hookrelay_metrics::Metrics;
-use hookrelay_store::Store;
+use hookrelay_store::{RequeueFilter, Store, StoreError};
 use sha2::{Digest, Sha256};
+use uuid::Uuid;
 
 /// The settings the API reads.
 #[derive(Clone, Default)]
@@ -13,6 +14,38 @@ pub struct ApiConfig {
     pub admin_token: Option<String>,
     /// Accept webhook URLs on loopback and private networks (development and tests).
     pub allow_private_networks: bool,
+}
+
+/// What the API asks of the running pipeline. The binary implements it over
+/// `hookrelay-dispatch`, so that this crate knows nothing of the pipeline's insides.
+pub trait Pipeline: Send + Sync + 'static {
+    /// Webhook `id` was changed through the API: apply it now, not when its notification
+    /// comes back, so that a webhook created a moment ago matches the very next event.
+    fn webhook_changed(&self, id: Uuid) -> BoxFuture<'_, ()>;
+
+    /// Queues one more attempt of log `id`, whatever its status. `Ok(false)` when no such
+    /// log is visible to `account`.
+    fn retry_log(
+        &self,
+        id: Uuid,
+        account: Option<String>,
+    ) -> BoxFuture<'_, Result<bool, PipelineError>>;
+
+    /// Starts queueing again, paced, the `failed` logs `filter` selects; answers how many.
+    fn requeue(&self, filter: RequeueFilter) -> BoxFuture<'_, Result<i64, PipelineError>>;
+}
+
+/// Why the pipeline could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// The broker is away: try again shortly (503).
+    #[error("{0}")]
+    Unavailable(String),
+    /// The request cannot be carried out as things are (409).
+    #[error("{0}")]
+    Conflict(String),
+    #[error("database error")]
+    Store(#[from] StoreError),
 }
 
 /// What every handler shares; cheap to clone.
@@ -25,7 +58,7 @@ pub(crate) struct Inner {
     pub store: Store,
     pub metrics: Metrics,
     pub broker: Broker,
-    pub dispatcher: Dispatcher,
+    pub pipeline: Arc<dyn Pipeline>,
     /// Only the digest is kept, and compared digest to digest, so a comparison's timing says
     /// nothing about the token.
     pub admin_token_sha256: Option<[u8; 32]>,
@@ -37,7 +70,7 @@ impl AppState {
         store: Store,
         metrics: Metrics,
         broker: Broker,
-        dispatcher: Dispatcher,
+        pipeline: Arc<dyn Pipeline>,
         config: ApiConfig,
     ) -> Self {
         Self {
@@ -45,7 +78,7 @@ impl AppState {
                 store,
                 metrics,
                 broker,
-                dispatcher,
+                pipeline,
                 admin_token_sha256: config.admin_token.as_deref().map(sha256),
                 allow_private_networks: config.allow_private_networks,
             }),
@@ -54,6 +87,10 @@ impl AppState {
 
     pub(crate) fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    pub(crate) fn pipeline(&self) -> &dyn Pipeline {
+        self.inner.pipeline.as_ref()
     }
 }
 

@@ -21,6 +21,10 @@ use crate::{ApiError, AppState};
 const DNS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A webhook as the API shows it: never its secret, only whether it has one.
+///
+/// `health` is `healthy`, or `paused` while its circuit breaker holds its deliveries back
+/// until `paused_until` (then one probe goes out). `failing_since` is when its current run of
+/// failed attempts began: `disable_after` later, it is disabled.
 #[derive(Serialize)]
 pub struct WebhookView {
     id: Uuid,
@@ -32,12 +36,16 @@ pub struct WebhookView {
     status: String,
     disabled_reason: Option<String>,
     description: Option<String>,
+    health: &'static str,
+    paused_until: Option<DateTime<Utc>>,
+    failing_since: Option<DateTime<Utc>>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
 
 impl From<WebhookRow> for WebhookView {
     fn from(row: WebhookRow) -> Self {
+        let paused_until = row.health.paused_until.filter(|at| *at > Utc::now());
         Self {
             id: row.id,
             account_id: row.account_id,
@@ -48,6 +56,13 @@ impl From<WebhookRow> for WebhookView {
             status: row.status,
             disabled_reason: row.disabled_reason,
             description: row.description,
+            health: if paused_until.is_some() {
+                "paused"
+            } else {
+                "healthy"
+            },
+            paused_until,
+            failing_since: row.health.failing_since,
             created_at: row.created_at,
             updated_at: row.updated_at,
         }
@@ -102,7 +117,7 @@ pub async fn create(
             description,
         })
         .await?;
-    state.inner.dispatcher.webhook_changed(row.id).await;
+    state.pipeline().webhook_changed(row.id).await;
     tracing::info!(webhook_id = %row.id, account_id = %row.account_id, "webhook created");
     Ok((StatusCode::CREATED, Json(row.into())))
 }
@@ -249,7 +264,7 @@ pub async fn delete(
 ) -> Result<StatusCode, ApiError> {
     let id = parse_id(&id)?;
     if state.store().delete_webhook(id, caller.scope()).await? {
-        state.inner.dispatcher.webhook_changed(id).await;
+        state.pipeline().webhook_changed(id).await;
         tracing::info!(webhook_id = %id, "webhook deleted");
         Ok(StatusCode::NO_CONTENT)
     } else {
@@ -323,9 +338,137 @@ async fn apply(
         .update_webhook(id, caller.scope(), patch)
         .await?
         .ok_or_else(webhook_not_found)?;
-    state.inner.dispatcher.webhook_changed(row.id).await;
+    state.pipeline().webhook_changed(row.id).await;
     tracing::info!(webhook_id = %row.id, status = %row.status, "webhook updated");
     Ok(Json(row.into()))
+}
+
+/// The longest a rotated-out secret may keep signing.
+const MAX_GRACE_SECONDS: u64 = 7 * 24 * 3600;
+const DEFAULT_GRACE_SECONDS: u64 = 24 * 3600;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RotateSecret {
+    secret: Option<String>,
+    grace_seconds: Option<u64>,
+}
+
+/// The new secret, answered this once.
+#[derive(Serialize)]
+pub struct RotatedSecret {
+    id: Uuid,
+    secret: String,
+    /// Until when the previous secret signs beside the new one; `null` when it stopped at
+    /// once (or there was none).
+    previous_secret_expires_at: Option<DateTime<Utc>>,
+}
+
+/// `POST /v1/webhooks/{id}/rotate-secret {secret?, grace_seconds?}`: a new secret, generated
+/// when none is given. During the grace period (default 24 h) deliveries carry a signature
+/// by each secret, so receivers can switch without losing one.
+pub async fn rotate_secret(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<RotateSecret>,
+) -> Result<Json<RotatedSecret>, ApiError> {
+    let id = parse_id(&id)?;
+    let secret = match body.secret.as_deref() {
+        Some(raw) => parse_secret(raw)?,
+        None => Secret::from_random_bytes(rand::random()),
+    };
+    let grace_seconds = body.grace_seconds.unwrap_or(DEFAULT_GRACE_SECONDS);
+    if grace_seconds > MAX_GRACE_SECONDS {
+        return Err(ApiError::invalid(
+            "grace_seconds",
+            Invalid::new(
+                "out_of_range",
+                format!("grace_seconds is at most {MAX_GRACE_SECONDS} (7 days)"),
+            ),
+        ));
+    }
+    let had_secret = state
+        .store()
+        .get_webhook(id, caller.scope())
+        .await?
+        .ok_or_else(webhook_not_found)?
+        .secret
+        .is_some();
+    let grace = Duration::from_secs(grace_seconds);
+    let row = state
+        .store()
+        .rotate_secret(id, caller.scope(), &secret, grace)
+        .await?
+        .ok_or_else(webhook_not_found)?;
+    state.pipeline().webhook_changed(row.id).await;
+    tracing::info!(webhook_id = %row.id, grace_seconds, "webhook secret rotated");
+    let previous_secret_expires_at = (had_secret && grace_seconds > 0)
+        .then(|| row.previous_secrets.iter().map(|p| p.expires_at).max())
+        .flatten();
+    Ok(Json(RotatedSecret {
+        id: row.id,
+        secret: secret.expose().to_owned(),
+        previous_secret_expires_at,
+    }))
+}
+
+/// A window of logs by `created_at`: from `since`, before `until` (now when absent).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recover {
+    since: DateTime<Utc>,
+    until: Option<DateTime<Utc>>,
+}
+
+/// How many failed logs are being queued again.
+#[derive(Serialize)]
+pub struct Requeued {
+    pub count: i64,
+}
+
+/// `POST /v1/webhooks/{id}/recover {since, until?}`: queues again every `failed` log of this
+/// webhook created in the window, paced, and answers how many. Calling it twice sends no log
+/// twice: each is taken once, and one queued again is no longer `failed`.
+pub async fn recover(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<Recover>,
+) -> Result<(StatusCode, Json<Requeued>), ApiError> {
+    let id = parse_id(&id)?;
+    let (since, until) = window(body.since, body.until)?;
+    let webhook = state
+        .store()
+        .get_webhook(id, caller.scope())
+        .await?
+        .ok_or_else(webhook_not_found)?;
+    let count = state
+        .pipeline()
+        .requeue(hookrelay_store::RequeueFilter {
+            webhook_id: Some(webhook.id),
+            account_id: Some(webhook.account_id),
+            since: Some(since),
+            until,
+            ..Default::default()
+        })
+        .await?;
+    tracing::info!(webhook_id = %id, count, "recovering failed deliveries");
+    Ok((StatusCode::ACCEPTED, Json(Requeued { count })))
+}
+
+/// Checks a window: `until`, when given, after `since`.
+pub(crate) fn window(
+    since: DateTime<Utc>,
+    until: Option<DateTime<Utc>>,
+) -> Result<(DateTime<Utc>, Option<DateTime<Utc>>), ApiError> {
+    if until.is_some_and(|until| until <= since) {
+        return Err(ApiError::invalid(
+            "until",
+            Invalid::new("invalid_window", "until must be after since"),
+        ));
+    }
+    Ok((since, until))
 }
 
 fn webhook_not_found() -> ApiError {
@@ -333,11 +476,11 @@ fn webhook_not_found() -> ApiError {
 }
 
 /// A malformed id cannot name a webhook: 404, like any other unknown id.
-fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
+pub(crate) fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| webhook_not_found())
 }
 
-fn parse_account(caller: &Caller, raw: &str) -> Result<AccountId, ApiError> {
+pub(crate) fn parse_account(caller: &Caller, raw: &str) -> Result<AccountId, ApiError> {
     let account = AccountId::parse(raw).map_err(|e| ApiError::invalid("account_id", e))?;
     match caller.scope() {
         Some(own) if own != account.as_str() => Err(ApiError::invalid(

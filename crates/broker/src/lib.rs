@@ -1,14 +1,16 @@
 //! RabbitMQ: the supervised connection, the topology under the deployment's namespace, and
-//! publishing with confirms. Knows nothing of webhooks or the database.
+//! publishing with confirms (`Publisher`). Knows nothing of webhooks or the database.
 //!
 //! The connection is owned by a supervisor task that reconnects with exponential backoff
 //! (`backon`) whenever the broker goes away; users ask for the current connection and get
 //! `None` while there is none, instead of blocking.
 
+mod publisher;
 mod topology;
 
 pub use lapin;
-pub use topology::Topology;
+pub use publisher::{NoReroute, Outgoing, PublishError, Publisher, Reroute, ReturnHandler};
+pub use topology::{Topology, DUE_HEADER, TIER_HEADER};
 
 use std::str::FromStr;
 use std::sync::Arc;

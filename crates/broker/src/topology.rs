@@ -6,14 +6,28 @@
 //! {ns}.events.rejected   queue: events that break the contract, with x-hookrelay-error
 //! {ns}.deliveries        direct exchange, routing key = webhook id
 //! {ns}.webhook.<id>      one queue per webhook, single active consumer
+//! {ns}.retry             headers exchange: a retry goes to the tier its header names
+//! {ns}.retry.<ttl>       delay tiers (250ms … 524288000ms): x-message-ttl, dead-lettered to
+//! {ns}.retry.expired     fanout exchange, into
+//! {ns}.retry.due         queue: the retry router sends each message on to its webhook
+//!                        queue when due, or to the next tier
 //! ```
 //! Everything is durable and every message persistent: a broker restart loses nothing.
+//! Messages keep their routing key (the webhook id) through the tiers: tiers are reached by a
+//! header, not a key, and dead-lettering keeps the key when no other is configured.
 
 use lapin::options::{
     ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, ExchangeKind};
+
+use hookrelay_core::DelayTier;
+
+/// The header that names a retry's delay tier, matched by the tier queues' bindings.
+pub const TIER_HEADER: &str = "x-hookrelay-tier";
+/// The header that holds when a retry is due, in Unix milliseconds.
+pub const DUE_HEADER: &str = "x-hookrelay-due";
 
 #[derive(Debug, Clone)]
 pub struct Topology {
@@ -49,6 +63,22 @@ impl Topology {
 
     pub fn webhook_queue(&self, webhook_id: &str) -> String {
         format!("{}.webhook.{webhook_id}", self.ns)
+    }
+
+    pub fn retry_exchange(&self) -> String {
+        format!("{}.retry", self.ns)
+    }
+
+    pub fn retry_queue(&self, tier: DelayTier) -> String {
+        format!("{}.retry.{}", self.ns, tier.name())
+    }
+
+    pub fn expired_exchange(&self) -> String {
+        format!("{}.retry.expired", self.ns)
+    }
+
+    pub fn due_queue(&self) -> String {
+        format!("{}.retry.due", self.ns)
     }
 
     /// Declares the objects every process needs; idempotent, so every process does it.
@@ -95,6 +125,73 @@ impl Topology {
         Ok(())
     }
 
+    /// Declares the delay tiers and the queue of due retries; idempotent.
+    pub async fn declare_retry(&self, channel: &Channel) -> Result<(), lapin::Error> {
+        let durable = ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        channel
+            .exchange_declare(
+                &self.retry_exchange(),
+                ExchangeKind::Headers,
+                durable,
+                FieldTable::default(),
+            )
+            .await?;
+        channel
+            .exchange_declare(
+                &self.expired_exchange(),
+                ExchangeKind::Fanout,
+                durable,
+                FieldTable::default(),
+            )
+            .await?;
+        let durable_queue = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        channel
+            .queue_declare(&self.due_queue(), durable_queue, FieldTable::default())
+            .await?;
+        channel
+            .queue_bind(
+                &self.due_queue(),
+                &self.expired_exchange(),
+                "",
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        for tier in DelayTier::all() {
+            let queue = self.retry_queue(tier);
+            let mut args = FieldTable::default();
+            let ttl = u32::try_from(tier.ttl().as_millis()).unwrap_or(u32::MAX);
+            args.insert("x-message-ttl".into(), AMQPValue::LongUInt(ttl));
+            args.insert(
+                "x-dead-letter-exchange".into(),
+                AMQPValue::LongString(self.expired_exchange().into()),
+            );
+            channel.queue_declare(&queue, durable_queue, args).await?;
+            let mut binding = FieldTable::default();
+            binding.insert("x-match".into(), AMQPValue::LongString("all".into()));
+            binding.insert(
+                TIER_HEADER.into(),
+                AMQPValue::LongString(tier.name().into()),
+            );
+            channel
+                .queue_bind(
+                    &queue,
+                    &self.retry_exchange(),
+                    "",
+                    QueueBindOptions::default(),
+                    binding,
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Declares a webhook's queue and binds it; idempotent.
     pub async fn declare_webhook(
         &self,
@@ -138,12 +235,21 @@ impl Topology {
         for id in webhook_ids {
             self.delete_webhook(channel, id).await?;
         }
-        for queue in [self.ingest_queue(), self.rejected_queue()] {
+        let tiers = DelayTier::all().map(|t| self.retry_queue(t));
+        for queue in [self.ingest_queue(), self.rejected_queue(), self.due_queue()]
+            .into_iter()
+            .chain(tiers)
+        {
             channel
                 .queue_delete(&queue, QueueDeleteOptions::default())
                 .await?;
         }
-        for exchange in [self.events_exchange(), self.deliveries_exchange()] {
+        for exchange in [
+            self.events_exchange(),
+            self.deliveries_exchange(),
+            self.retry_exchange(),
+            self.expired_exchange(),
+        ] {
             channel
                 .exchange_delete(&exchange, lapin::options::ExchangeDeleteOptions::default())
                 .await?;

@@ -28,6 +28,10 @@ pub struct DeliveryV1 {
     pub received_at: DateTime<Utc>,
     /// The exact body to send (and sign), as built at fan-out.
     pub payload: String,
+    /// Queued again by hand (`POST /v1/logs/{id}/retry`, recover): one attempt, no retry
+    /// schedule. Absent in messages of earlier releases, which read as `false`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub manual: bool,
 }
 
 impl DeliveryTask {
@@ -111,11 +115,20 @@ mod tests {
             attempt: 1,
             received_at: DateTime::from_timestamp(0, 0).unwrap(),
             payload: r#"{"a":"b"}"#.into(),
+            manual: false,
         });
         let bytes = task.to_bytes();
         assert!(String::from_utf8_lossy(&bytes).starts_with(r#"{"version":"1","#));
         assert_eq!(DeliveryTask::from_bytes(&bytes).unwrap(), task);
         assert!(DeliveryTask::from_bytes(br#"{"version":"9"}"#).is_err());
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains("manual"),
+            "an automatic delivery reads as before"
+        );
+        let DeliveryTask::V1(mut manual) = task;
+        manual.manual = true;
+        let bytes = DeliveryTask::V1(manual.clone()).to_bytes();
+        assert_eq!(DeliveryTask::from_bytes(&bytes).unwrap().v1(), &manual);
     }
 
     #[test]

@@ -214,6 +214,22 @@ impl Event {
         })
     }
 
+    /// For hookrelay's own events about a webhook (`Webhook.disabled`,
+    /// `Webhook.delivery.failed`), that webhook: it must not receive news of itself.
+    pub fn about_webhook(&self) -> Option<uuid::Uuid> {
+        #[derive(Deserialize)]
+        struct About {
+            webhook_id: Option<uuid::Uuid>,
+        }
+        let name = self.event_type.as_str();
+        if name != crate::ops::WEBHOOK_DISABLED && name != crate::ops::WEBHOOK_DELIVERY_FAILED {
+            return None;
+        }
+        serde_json::from_str::<About>(self.data.get())
+            .ok()
+            .and_then(|a| a.webhook_id)
+    }
+
     /// The body every webhook receives for this event (contract §2). Built once per event
     /// and shared by all its deliveries, so the signed bytes are the same everywhere.
     pub fn payload(&self) -> String {

@@ -1,5 +1,6 @@
 //! The domain of hookrelay, without IO: what an event type, a webhook URL, a header set or a
-//! secret may be, and the pure decisions made about them (retry schedule, address checks).
+//! secret may be, and the pure decisions made about them (retry decisions, delay tiers,
+//! endpoint health, address checks, signing).
 //!
 //! Everything here is deterministic and synchronous: no sockets, no clock reads, no runtime.
 //! Callers pass `now` and random values in, so every decision is table-testable. The IO crates
@@ -9,17 +10,25 @@
 mod catalog;
 mod delivery;
 mod event;
+mod health;
 mod invalid;
 pub mod net;
+pub mod ops;
 mod retry;
 pub mod signing;
+mod tiers;
 mod webhook;
 
 pub use catalog::{EventType, BUILTIN_EVENT_TYPES, OWN_EVENT_TYPES, SEEDED_EVENT_TYPES};
 pub use delivery::{response_excerpt, DeliveryTask, DeliveryV1, Outcome, MAX_RESPONSE_BODY};
 pub use event::{Event, RejectReason, Rejection};
+pub use health::{pause_after, BreakerState, Effects, EndpointHealth, HealthPolicy};
 pub use invalid::Invalid;
-pub use retry::{parse_duration, RetrySchedule};
+pub use retry::{
+    decide, jitter, parse_duration, parse_retry_after, AttemptFacts, Decision, Next, RetrySchedule,
+    JITTER,
+};
+pub use tiers::{DelayTier, TIER_BASE, TIER_COUNT};
 /// `err` and all its causes on one line, for logs and recorded errors.
 pub fn error_chain(err: &dyn std::error::Error) -> String {
     let mut out = err.to_string();

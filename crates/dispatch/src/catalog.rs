@@ -1,16 +1,19 @@
 use std::collections::HashSet;
-use std::sync::RwLock;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use hookrelay_store::Store;
 
 /// The event type names, cached. A name not found triggers a reload (at most four times a
 /// second), so a type added through the API is accepted from its next event on, while a
-/// flood of unknown types costs four queries a second, not one per event.
+/// flood of unknown types costs four queries a second, not one per event. The set is swapped
+/// whole, so a reader never meets a lock (nor a poisoned one, which would make every type
+/// unknown).
 pub struct Catalog {
     store: Store,
     state: tokio::sync::Mutex<Option<Instant>>,
-    names: RwLock<HashSet<String>>,
+    names: ArcSwap<HashSet<String>>,
 }
 
 const RELOAD_AT_MOST_EVERY: Duration = Duration::from_millis(250);
@@ -20,12 +23,12 @@ impl Catalog {
         Self {
             store,
             state: tokio::sync::Mutex::new(None),
-            names: RwLock::new(HashSet::new()),
+            names: ArcSwap::from_pointee(HashSet::new()),
         }
     }
 
     fn cached(&self, name: &str) -> bool {
-        self.names.read().map(|n| n.contains(name)).unwrap_or(false)
+        self.names.load().contains(name)
     }
 
     pub async fn contains(&self, name: &str) -> Result<bool, hookrelay_store::StoreError> {
@@ -38,9 +41,7 @@ impl Catalog {
         }
         if last.is_none_or(|t| t.elapsed() >= RELOAD_AT_MOST_EVERY) {
             let fresh: HashSet<String> = self.store.event_type_names().await?.into_iter().collect();
-            if let Ok(mut names) = self.names.write() {
-                *names = fresh;
-            }
+            self.names.store(Arc::new(fresh));
             *last = Some(Instant::now());
         }
         Ok(self.cached(name))

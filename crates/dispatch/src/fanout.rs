@@ -12,15 +12,13 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::{FutureExt as _, StreamExt as _};
-use hookrelay_broker::lapin::message::{BasicReturnMessage, Delivery};
+use hookrelay_broker::lapin::message::Delivery;
 use hookrelay_broker::lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
 };
-use hookrelay_broker::lapin::publisher_confirm::{Confirmation, PublisherConfirm};
 use hookrelay_broker::lapin::types::{AMQPValue, FieldTable, LongString};
 use hookrelay_broker::lapin::{BasicProperties, Channel, Connection};
-use hookrelay_broker::{Broker, Topology};
+use hookrelay_broker::{Broker, Outgoing, PublishError, Topology};
 use hookrelay_core::{DeliveryTask, DeliveryV1, Event, RejectReason, Rejection};
 use hookrelay_metrics::Metrics;
 use hookrelay_store::{NewLog, Store, StoreError};
@@ -29,6 +27,7 @@ use tracing::{error, info, warn};
 use uuid::Uuid;
 
 use crate::catalog::Catalog;
+use crate::publish::{self, Routes};
 use crate::subscriptions::Subscriptions;
 
 /// Events taken per batch at most; the prefetch is twice that, so the next batch is already
@@ -54,10 +53,8 @@ enum FanoutError {
     Amqp(#[from] hookrelay_broker::lapin::Error),
     #[error("database error")]
     Store(#[from] StoreError),
-    #[error("the broker refused a message (nack)")]
-    Nacked,
-    #[error("the broker could not route a delivery even after declaring its queue")]
-    Unroutable,
+    #[error("cannot publish")]
+    Publish(#[from] PublishError),
     #[error("the broker ended the consumer")]
     ConsumerEnded,
 }
@@ -91,10 +88,7 @@ async fn consume(
     let channel = match connection.create_channel().await {
         Ok(channel) => channel,
         Err(e) => {
-            let _ = publisher
-                .channel
-                .close(200, "fan-out consumer stopping")
-                .await;
+            publisher.inner.close().await;
             return Err(e.into());
         }
     };
@@ -117,10 +111,7 @@ async fn consume(
     // However it ended, closing the channels hands every event not yet acked back to the
     // queue at once; a channel left open would hold them until the connection closes.
     let _ = channel.close(200, "fan-out consumer stopping").await;
-    let _ = publisher
-        .channel
-        .close(200, "fan-out consumer stopping")
-        .await;
+    publisher.inner.close().await;
     result
 }
 
@@ -163,7 +154,15 @@ async fn consume_batches(
                     .basic_ack(last_tag, BasicAckOptions { multiple: true })
                     .await?;
             }
-            Err(e @ (FanoutError::Amqp(_) | FanoutError::ConsumerEnded)) => return Err(e),
+            // The channels may be broken: start over with new ones (the batch goes back when
+            // the consumer's channel closes).
+            Err(
+                e @ (FanoutError::Amqp(_)
+                | FanoutError::ConsumerEnded
+                | FanoutError::Publish(
+                    PublishError::Amqp(_) | PublishError::Nacked | PublishError::Unroutable { .. },
+                )),
+            ) => return Err(e),
             Err(e) => {
                 failures += 1;
                 let pause = Duration::from_millis(200 * 2u64.pow(failures.min(5)));
@@ -231,11 +230,11 @@ async fn process(
             Err(rejection) => rejections.push((delivery, rejection)),
         }
     }
-    let mut confirms = Vec::with_capacity(rejections.len());
-    for (delivery, rejection) in &rejections {
-        confirms.push(reject(ctx, publisher, delivery, rejection).await?);
-    }
-    publisher.settle(ctx, confirms).await?;
+    let refused: Vec<Outgoing> = rejections
+        .iter()
+        .map(|(delivery, rejection)| rejected(ctx, delivery, rejection))
+        .collect();
+    publisher.send(ctx, &refused).await?;
     settled.extend(rejections.iter().map(|(d, _)| d.delivery_tag));
     for (_, rejection) in &rejections {
         ctx.metrics.event_rejected(rejection.reason.as_str());
@@ -245,9 +244,13 @@ async fn process(
     let mut planned: Vec<Planned> = Vec::new();
     for a in &accepted {
         ctx.metrics.event_received(a.event.event_type.as_str());
+        // hookrelay's news of a webhook goes to the account's other webhooks, never to it.
+        let about = a.event.about_webhook();
         for webhook in ctx
             .subscriptions
             .matching(a.event.account_id.as_str(), a.event.event_type.as_str())
+            .into_iter()
+            .filter(|w| Some(w.id) != about)
         {
             planned.push(Planned {
                 log: NewLog {
@@ -318,8 +321,9 @@ async fn isolate_refused(
                     )
                     .replace(['\r', '\n'], " "),
                 };
-                let confirm = reject(ctx, publisher, a.delivery, &rejection).await?;
-                publisher.settle(ctx, vec![confirm]).await?;
+                publisher
+                    .send(ctx, &[rejected(ctx, a.delivery, &rejection)])
+                    .await?;
                 ctx.metrics.event_rejected(rejection.reason.as_str());
                 warn!(event_id = %a.event.id, error = %rejection.message, "event rejected by the database");
                 refused.insert(a.event.id.clone());
@@ -404,13 +408,8 @@ async fn validate(
     Ok(Ok(event))
 }
 
-/// Publishes a bad event, unchanged, to `{ns}.events.rejected` with its reason.
-async fn reject(
-    ctx: &Context,
-    publisher: &Publisher,
-    delivery: &Delivery,
-    rejection: &Rejection,
-) -> Result<PublisherConfirm, FanoutError> {
+/// A bad event, unchanged, for `{ns}.events.rejected`, with its reason.
+fn rejected(ctx: &Context, delivery: &Delivery, rejection: &Rejection) -> Outgoing {
     let mut headers = delivery.properties.headers().clone().unwrap_or_default();
     headers.insert(
         "x-hookrelay-error".into(),
@@ -430,20 +429,16 @@ async fn reject(
     if let Some(content_type) = delivery.properties.content_type() {
         properties = properties.with_content_type(content_type.clone());
     }
-    Ok(publisher
-        .channel
-        .basic_publish(
-            "",
-            &ctx.topology.rejected_queue(),
-            MANDATORY,
-            &delivery.data,
-            properties,
-        )
-        .await?)
+    Outgoing {
+        exchange: String::new(),
+        routing_key: ctx.topology.rejected_queue(),
+        body: delivery.data.clone(),
+        properties,
+    }
 }
 
-fn delivery_message(p: &Planned) -> (String, Vec<u8>) {
-    let task = DeliveryTask::V1(DeliveryV1 {
+fn delivery_task(p: &Planned) -> DeliveryTask {
+    DeliveryTask::V1(DeliveryV1 {
         log_id: p.log.id,
         webhook_id: p.log.webhook_id,
         event_id: p.log.event_id.clone(),
@@ -451,42 +446,44 @@ fn delivery_message(p: &Planned) -> (String, Vec<u8>) {
         attempt: 1,
         received_at: p.received_at,
         payload: p.log.payload.to_string(),
-    });
-    (p.log.webhook_id.to_string(), task.to_bytes())
+        manual: false,
+    })
 }
 
-/// Every publish is mandatory: a message no queue takes comes back instead of vanishing.
-const MANDATORY: BasicPublishOptions = BasicPublishOptions {
-    mandatory: true,
-    immediate: false,
-};
-
-/// How often a returned message is sent again before the batch fails (and is retried whole).
-const MAX_REPUBLISH: usize = 3;
-
-/// The fan-out's confirm-mode channel, and the webhook queues it has made sure exist.
+/// The fan-out's confirm channel, and the webhook queues it has made sure exist.
 struct Publisher {
-    channel: Channel,
+    inner: hookrelay_broker::Publisher,
     declared: HashSet<Uuid>,
 }
 
 impl Publisher {
     async fn open(ctx: &Context, connection: &Connection) -> Result<Self, FanoutError> {
-        let channel = connection.create_channel().await?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
-        ctx.topology.declare_base(&channel).await?;
+        let inner = hookrelay_broker::Publisher::open(connection).await?;
+        ctx.topology.declare_base(inner.channel()).await?;
         Ok(Self {
-            channel,
+            inner,
             declared: HashSet::new(),
         })
     }
 
-    /// Publishes every delivery, then waits for all their confirms at once: one round trip
-    /// for the batch, not one per message. A webhook's queue is declared (idempotently) the
-    /// first time this channel sends to it, so a webhook created a moment ago, whose queue
-    /// the delivery workers have not declared yet, does not lose its first deliveries.
+    /// Publishes `messages` and waits for their confirms, finding a route for any returned.
+    async fn send(&mut self, ctx: &Context, messages: &[Outgoing]) -> Result<(), FanoutError> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let mut routes = Routes::new(
+            &ctx.topology,
+            &ctx.subscriptions,
+            &ctx.store,
+            &mut self.declared,
+        );
+        Ok(self.inner.publish_all(messages, &mut routes).await?)
+    }
+
+    /// Publishes every delivery, confirmed as a batch. A webhook's queue is declared
+    /// (idempotently) the first time this channel sends to it, so a webhook created a moment
+    /// ago, whose queue the delivery workers have not declared yet, does not lose its first
+    /// deliveries.
     async fn publish_deliveries(
         &mut self,
         ctx: &Context,
@@ -495,7 +492,7 @@ impl Publisher {
         for p in planned {
             if !self.declared.contains(&p.log.webhook_id) {
                 ctx.topology
-                    .declare_webhook(&self.channel, &p.log.webhook_id.to_string())
+                    .declare_webhook(self.inner.channel(), &p.log.webhook_id.to_string())
                     .await?;
                 self.declared.insert(p.log.webhook_id);
             }
@@ -510,119 +507,18 @@ impl Publisher {
             .collect();
         for id in &deleted {
             ctx.topology
-                .delete_webhook(&self.channel, &id.to_string())
+                .delete_webhook(self.inner.channel(), &id.to_string())
                 .await?;
             ctx.store
                 .fail_open_logs(*id, "the webhook was deleted")
                 .await?;
             self.declared.remove(id);
         }
-        let exchange = ctx.topology.deliveries_exchange();
-        let mut confirms = Vec::with_capacity(planned.len());
-        for p in planned
+        let messages: Vec<Outgoing> = planned
             .iter()
             .filter(|p| !deleted.contains(&p.log.webhook_id))
-        {
-            let (key, body) = delivery_message(p);
-            confirms.push(
-                self.channel
-                    .basic_publish(
-                        &exchange,
-                        &key,
-                        MANDATORY,
-                        &body,
-                        hookrelay_broker::persistent_json(),
-                    )
-                    .await?,
-            );
-        }
-        self.settle(ctx, confirms).await
-    }
-
-    /// Waits for `confirms`, then deals with whatever the broker returned as unroutable.
-    ///
-    /// A returned message is recognised by its own exchange and routing key, never by the
-    /// confirm it came with: the client may attach a `basic.return` to another publish's
-    /// confirm when many are in flight, and trusting the pairing would resend the wrong
-    /// message and lose the returned one.
-    async fn settle(
-        &mut self,
-        ctx: &Context,
-        confirms: Vec<PublisherConfirm>,
-    ) -> Result<(), FanoutError> {
-        let mut returned = Vec::new();
-        for confirm in confirms {
-            match confirm.await? {
-                Confirmation::Ack(None) | Confirmation::NotRequested => {}
-                Confirmation::Ack(Some(message)) => returned.push(*message),
-                Confirmation::Nack(_) => return Err(FanoutError::Nacked),
-            }
-        }
-        for _ in 0..MAX_REPUBLISH {
-            if returned.is_empty() {
-                return Ok(());
-            }
-            let mut confirms = Vec::with_capacity(returned.len());
-            for message in returned.drain(..) {
-                if let Some(confirm) = self.republish(ctx, message).await? {
-                    confirms.push(confirm);
-                }
-            }
-            for confirm in confirms {
-                match confirm.await? {
-                    Confirmation::Ack(None) | Confirmation::NotRequested => {}
-                    Confirmation::Ack(Some(message)) => returned.push(*message),
-                    Confirmation::Nack(_) => return Err(FanoutError::Nacked),
-                }
-            }
-        }
-        if returned.is_empty() {
-            Ok(())
-        } else {
-            Err(FanoutError::Unroutable)
-        }
-    }
-
-    /// Makes sure the returned message's queue exists and sends it again; for a webhook
-    /// deleted meanwhile, ends its open logs instead.
-    async fn republish(
-        &mut self,
-        ctx: &Context,
-        message: BasicReturnMessage,
-    ) -> Result<Option<PublisherConfirm>, FanoutError> {
-        let delivery = message.delivery;
-        let exchange = delivery.exchange.as_str();
-        let key = delivery.routing_key.as_str();
-        if exchange == ctx.topology.deliveries_exchange() {
-            let Ok(webhook_id) = Uuid::parse_str(key) else {
-                error!(
-                    routing_key = key,
-                    "a returned delivery has no webhook id; dropped"
-                );
-                return Ok(None);
-            };
-            if ctx.subscriptions.get(webhook_id).is_none() {
-                ctx.store
-                    .fail_open_logs(webhook_id, "the webhook was deleted")
-                    .await?;
-                return Ok(None);
-            }
-            ctx.topology.declare_webhook(&self.channel, key).await?;
-            self.declared.insert(webhook_id);
-        } else {
-            // The rejected queue: declared with the rest of the topology.
-            ctx.topology.declare_base(&self.channel).await?;
-        }
-        let confirm = self
-            .channel
-            .basic_publish(
-                exchange,
-                key,
-                MANDATORY,
-                &delivery.data,
-                delivery.properties,
-            )
-            .await?;
-        Ok(Some(confirm))
+            .map(|p| publish::delivery(&ctx.topology, &delivery_task(p)))
+            .collect();
+        self.send(ctx, &messages).await
     }
 }

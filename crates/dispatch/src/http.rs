@@ -19,6 +19,8 @@ pub struct AttemptResult {
     pub status: Option<u16>,
     pub body: Option<String>,
     pub error: Option<String>,
+    /// What the answer's `Retry-After` asks for, when it has a readable one.
+    pub retry_after: Option<Duration>,
 }
 
 /// Why a delivery was not even sent.
@@ -108,7 +110,8 @@ impl Sender {
                 );
             }
         }
-        let timestamp = chrono::Utc::now().timestamp();
+        let now = chrono::Utc::now();
+        let timestamp = now.timestamp();
         let mut request = self.client.post(url).timeout(timeout);
         for (name, value) in &webhook.headers {
             request = request.header(name, value);
@@ -118,7 +121,7 @@ impl Sender {
             .header("webhook-id", &task.event_id)
             .header("webhook-timestamp", timestamp.to_string());
         if let Some(signature) = signing::signature_header(
-            &webhook.secrets,
+            &webhook.signing_secrets(now),
             &task.event_id,
             timestamp,
             task.payload.as_bytes(),
@@ -130,6 +133,11 @@ impl Sender {
             Err(e) => return from_error(e),
         };
         let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| hookrelay_core::parse_retry_after(v, chrono::Utc::now()));
         let body = match read_excerpt(response).await {
             Ok(body) => body,
             Err(e) => {
@@ -144,6 +152,7 @@ impl Sender {
             status: Some(status),
             body: Some(body),
             error: (outcome != Outcome::Success).then(|| format!("HTTP {status}")),
+            retry_after,
         }
     }
 }
@@ -168,6 +177,7 @@ fn failure(outcome: Outcome, error: String) -> AttemptResult {
         status: None,
         body: None,
         error: Some(error),
+        retry_after: None,
     }
 }
 

@@ -1,17 +1,24 @@
 //! The pipeline: events from `{ns}.ingest` are validated, matched and fanned out into the
 //! per-webhook queues (`fanout`), and delivery workers POST them, signed, recording every
-//! attempt (`deliver`). Subscriptions are matched in memory (`subscriptions`), kept current
-//! through PostgreSQL LISTEN/NOTIFY.
+//! attempt, retrying on the schedule and pausing a failing endpoint (`deliver`). Retries wait
+//! in the broker's delay tiers and come back through the retry router (`router`); deliveries
+//! are queued again by hand through `recover`. Subscriptions are matched in memory
+//! (`subscriptions`), kept current through PostgreSQL LISTEN/NOTIFY. Everything published
+//! goes through `publish` (messages, and routes for returned ones).
 //!
 //! Every message is acked only after what it caused is durable: an event after its log rows
 //! are committed and its delivery messages confirmed by the broker; a delivery after its
 //! attempt is committed. A crash anywhere means redelivery, never a hole. Memory is bounded
 //! by prefetch counts, semaphores and bounded channels; nothing queues without limit.
 
+mod batch;
 mod catalog;
 mod deliver;
 mod fanout;
 mod http;
+mod publish;
+mod recover;
+mod router;
 mod subscriptions;
 mod writer;
 
@@ -19,13 +26,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hookrelay_broker::{Broker, Topology};
-use hookrelay_core::RetrySchedule;
+use hookrelay_core::{HealthPolicy, RetrySchedule};
 use hookrelay_metrics::Metrics;
 use hookrelay_store::Store;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
+pub use recover::{RecoverError, Recovery};
 pub use subscriptions::Subscriptions;
 
 pub(crate) use hookrelay_core::error_chain;
@@ -45,14 +53,22 @@ pub struct DispatchConfig {
     pub request_timeout: Duration,
     pub allow_private_networks: bool,
     pub retry_schedule: RetrySchedule,
+    /// Failed attempts in a row that pause a webhook's queue.
+    pub breaker_threshold: u32,
+    /// How long every attempt may fail before the webhook is disabled.
+    pub disable_after: Duration,
+    /// Logs a second that a bulk retry queues again, at most.
+    pub requeue_rate: u32,
     /// Concurrent fan-out consumers on `{ns}.ingest` in this process.
     pub ingest_workers: usize,
 }
 
-/// A handle on the running pipeline, for the API to announce its own changes.
+/// A handle on the running pipeline: for the API to announce its own changes and to queue
+/// deliveries again.
 #[derive(Clone)]
 pub struct Dispatcher {
     subscriptions: Arc<Subscriptions>,
+    recovery: Recovery,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +100,7 @@ impl Dispatcher {
                 let declared = async {
                     let channel = connection.create_channel().await?;
                     topology.declare_base(&channel).await?;
+                    topology.declare_retry(&channel).await?;
                     channel.close(200, "declared").await
                 };
                 if let Err(e) = declared.await {
@@ -112,8 +129,30 @@ impl Dispatcher {
             request_timeout: config.request_timeout,
             per_webhook: config.max_in_flight_per_webhook,
             global: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight_total)),
+            policy: HealthPolicy {
+                breaker_threshold: config.breaker_threshold,
+                disable_after: config.disable_after,
+                schedule: config.retry_schedule.clone(),
+            },
+            health: deliver::HealthBook::default(),
         });
         tracker.spawn(deliver::run(deliver, broker.clone(), shutdown.clone()));
+        let router = Arc::new(router::Context {
+            topology: topology.clone(),
+            subscriptions: subscriptions.clone(),
+            store: store.clone(),
+        });
+        tracker.spawn(router::run(router, broker.clone(), shutdown.clone()));
+        let recovery = Recovery::new(
+            topology.clone(),
+            subscriptions.clone(),
+            store.clone(),
+            broker.clone(),
+            metrics.clone(),
+            config.requeue_rate,
+            shutdown.clone(),
+            tracker.clone(),
+        );
 
         let fanout = Arc::new(fanout::Context {
             topology,
@@ -131,14 +170,20 @@ impl Dispatcher {
                 worker,
             ));
         }
-        Ok(Self { subscriptions })
+        Ok(Self {
+            subscriptions,
+            recovery,
+        })
     }
 
     /// Applies a change to webhook `id` made by this process at once, rather than when its
     /// notification comes back: a webhook created through the API matches the very next event.
     pub async fn webhook_changed(&self, id: Uuid) {
-        if let Err(e) = self.subscriptions.reload_one(id).await {
-            tracing::warn!(webhook_id = %id, error = %e, "cannot refresh a changed webhook; the listener will");
-        }
+        self.subscriptions.reload_or_warn(id).await;
+    }
+
+    /// Queues deliveries again by hand.
+    pub fn recovery(&self) -> &Recovery {
+        &self.recovery
     }
 }

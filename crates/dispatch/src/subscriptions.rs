@@ -1,12 +1,18 @@
 //! The in-memory subscription index: `(account_id, event_type) → webhooks`, and every
 //! webhook's delivery settings by id. Loaded at start, kept current by LISTEN/NOTIFY, and
 //! fully reloaded every minute and after any lost notification as a safety net.
+//!
+//! Readers never lock: the index is immutable and swapped whole (`arc-swap`) by the one
+//! reload running at a time. There is no lock to poison, so no reader can ever mistake a
+//! failure for "no subscribers" and ack an event with no deliveries.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use backon::Retryable;
+use chrono::{DateTime, Utc};
 use hookrelay_core::{HeaderSet, Secret};
 use hookrelay_store::{Store, StoreError, WebhookChange, WebhookRow};
 use tokio::sync::watch;
@@ -21,25 +27,36 @@ pub struct WebhookConfig {
     pub id: Uuid,
     pub account_id: String,
     pub url: String,
-    /// Signing secrets, newest first.
-    pub secrets: Vec<Secret>,
+    /// Signing secrets, newest first, each with when it stops signing (a rotated-out one).
+    pub secrets: Vec<(Secret, Option<DateTime<Utc>>)>,
     pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
     pub events: Vec<String>,
     pub active: bool,
+    /// Changes whenever the webhook is edited, so a paused delivery worker can tell that
+    /// its endpoint may have been fixed.
+    pub updated_at: DateTime<Utc>,
 }
 
 impl WebhookConfig {
     fn from_row(row: WebhookRow) -> Self {
         // Rows were validated when saved; one edited by hand into something invalid loses
         // the bad part here (and says so) instead of stopping every delivery.
-        let secrets = match row.secret.as_deref().map(Secret::parse) {
-            Some(Ok(s)) => vec![s],
+        let mut secrets = match row.secret.as_deref().map(Secret::parse) {
+            Some(Ok(s)) => vec![(s, None)],
             Some(Err(e)) => {
                 warn!(webhook_id = %row.id, error = %e, "stored secret is invalid; sending unsigned");
                 Vec::new()
             }
             None => Vec::new(),
         };
+        for previous in &row.previous_secrets {
+            match Secret::parse(&previous.secret) {
+                Ok(s) => secrets.push((s, Some(previous.expires_at))),
+                Err(e) => {
+                    warn!(webhook_id = %row.id, error = %e, "a previous secret is invalid; not signing with it")
+                }
+            }
+        }
         let headers = match HeaderSet::parse(row.headers) {
             Ok(set) => set
                 .iter()
@@ -63,7 +80,18 @@ impl WebhookConfig {
             headers,
             events: row.events,
             active: row.status == "active",
+            updated_at: row.updated_at,
         }
+    }
+
+    /// The secrets that sign at `now`: the current one and those rotated out less than
+    /// their grace period ago.
+    pub fn signing_secrets(&self, now: DateTime<Utc>) -> Vec<Secret> {
+        self.secrets
+            .iter()
+            .filter(|(_, expires)| expires.is_none_or(|at| at > now))
+            .map(|(secret, _)| secret.clone())
+            .collect()
     }
 }
 
@@ -74,9 +102,9 @@ struct Index {
 }
 
 impl Index {
-    fn rebuild_keys(&mut self) {
+    fn new(by_id: HashMap<Uuid, Arc<WebhookConfig>>) -> Self {
         let mut by_key: HashMap<(String, String), Vec<Arc<WebhookConfig>>> = HashMap::new();
-        for webhook in self.by_id.values().filter(|w| w.active) {
+        for webhook in by_id.values().filter(|w| w.active) {
             for event in &webhook.events {
                 by_key
                     .entry((webhook.account_id.clone(), event.clone()))
@@ -84,13 +112,13 @@ impl Index {
                     .push(webhook.clone());
             }
         }
-        self.by_key = by_key;
+        Self { by_id, by_key }
     }
 }
 
 pub struct Subscriptions {
     store: Store,
-    index: RwLock<Index>,
+    index: ArcSwap<Index>,
     /// Bumped on every change, so the delivery manager knows to reconcile its consumers.
     generation: watch::Sender<u64>,
     /// Reloads run one at a time: a full reload that read the table before a change must not
@@ -102,7 +130,7 @@ impl Subscriptions {
     pub fn new(store: Store) -> Self {
         Self {
             store,
-            index: RwLock::new(Index::default()),
+            index: ArcSwap::from_pointee(Index::default()),
             generation: watch::Sender::new(0),
             reloading: tokio::sync::Mutex::new(()),
         }
@@ -110,10 +138,8 @@ impl Subscriptions {
 
     /// The active webhooks of `account_id` subscribed to `event_type`.
     pub fn matching(&self, account_id: &str, event_type: &str) -> Vec<Arc<WebhookConfig>> {
-        let Ok(index) = self.index.read() else {
-            return Vec::new();
-        };
-        index
+        self.index
+            .load()
             .by_key
             .get(&(account_id.to_owned(), event_type.to_owned()))
             .cloned()
@@ -121,15 +147,17 @@ impl Subscriptions {
     }
 
     pub fn get(&self, id: Uuid) -> Option<Arc<WebhookConfig>> {
-        self.index.read().ok()?.by_id.get(&id).cloned()
+        self.index.load().by_id.get(&id).cloned()
     }
 
     /// Every known webhook id with whether it is active.
     pub fn all(&self) -> Vec<(Uuid, bool)> {
         self.index
-            .read()
-            .map(|i| i.by_id.values().map(|w| (w.id, w.active)).collect())
-            .unwrap_or_default()
+            .load()
+            .by_id
+            .values()
+            .map(|w| (w.id, w.active))
+            .collect()
     }
 
     pub fn changes(&self) -> watch::Receiver<u64> {
@@ -143,26 +171,29 @@ impl Subscriptions {
             .into_iter()
             .map(|row| (row.id, Arc::new(WebhookConfig::from_row(row))))
             .collect();
-        if let Ok(mut index) = self.index.write() {
-            index.by_id = by_id;
-            index.rebuild_keys();
-        }
+        self.index.store(Arc::new(Index::new(by_id)));
         self.generation.send_modify(|g| *g += 1);
         Ok(())
+    }
+
+    /// Applies a change to webhook `id` now, rather than when its notification comes back;
+    /// should that fail, the notification (or the periodic reload) still will.
+    pub async fn reload_or_warn(&self, id: Uuid) {
+        if let Err(e) = self.reload_one(id).await {
+            warn!(webhook_id = %id, error = %e, "cannot refresh a changed webhook; the listener will");
+        }
     }
 
     pub async fn reload_one(&self, id: Uuid) -> Result<(), StoreError> {
         let _one_at_a_time = self.reloading.lock().await;
         let row = self.store.get_webhook(id, None).await?;
-        if let Ok(mut index) = self.index.write() {
-            match row {
-                Some(row) => index
-                    .by_id
-                    .insert(id, Arc::new(WebhookConfig::from_row(row))),
-                None => index.by_id.remove(&id),
-            };
-            index.rebuild_keys();
-        }
+        // Only reloads change the index, one at a time: this copy is the latest.
+        let mut by_id = self.index.load().by_id.clone();
+        match row {
+            Some(row) => by_id.insert(id, Arc::new(WebhookConfig::from_row(row))),
+            None => by_id.remove(&id),
+        };
+        self.index.store(Arc::new(Index::new(by_id)));
         self.generation.send_modify(|g| *g += 1);
         Ok(())
     }

@@ -2,6 +2,7 @@
 //! into one running service. `main.rs` only parses the command line, installs logging and
 //! signal handlers, and calls in here, so tests start the very same service in-process.
 
+mod pipeline;
 pub mod publish;
 pub mod settings;
 
@@ -99,6 +100,9 @@ impl Application {
                 request_timeout: settings.request_timeout.0,
                 allow_private_networks: settings.allow_private_networks,
                 retry_schedule: settings.retry_schedule.clone(),
+                breaker_threshold: settings.breaker_threshold,
+                disable_after: settings.disable_after.0,
+                requeue_rate: settings.requeue_rate,
                 ingest_workers: settings.ingest_workers,
             },
             store.clone(),
@@ -113,7 +117,7 @@ impl Application {
             store,
             metrics,
             broker,
-            dispatcher,
+            std::sync::Arc::new(pipeline::DispatchPipeline(dispatcher)),
             ApiConfig {
                 admin_token: settings.admin_token.clone(),
                 allow_private_networks: settings.allow_private_networks,

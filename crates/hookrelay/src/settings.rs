@@ -39,12 +39,23 @@ pub struct Settings {
     /// and tests only: on a shared service it lets accounts reach the internal network.
     #[serde_as(as = "PickFirst<(_, DisplayFromStr)>")]
     pub allow_private_networks: bool,
-    /// Delays between delivery attempts: `5s,5m,30m,2h,5h,10h,10h` means 8 attempts.
+    /// Delays between delivery attempts: `5s,5m,30m,2h,5h,10h,10h` means 8 attempts. Each
+    /// is jittered by ±20 %; a `Retry-After` on a 429 or 503 may stretch it to twice.
     #[serde_as(as = "DisplayFromStr")]
     pub retry_schedule: RetrySchedule,
     /// Deadline of one delivery attempt, from connecting to reading the answer.
     #[serde_as(as = "DisplayFromStr")]
     pub request_timeout: HumanDuration,
+    /// A webhook whose every attempt has failed for this long is disabled.
+    #[serde_as(as = "DisplayFromStr")]
+    pub disable_after: HumanDuration,
+    /// Failed attempts in a row (and no success) that pause a webhook's queue; one probe
+    /// goes out after each pause, the pauses growing like the retry schedule.
+    #[serde_as(as = "PickFirst<(_, DisplayFromStr)>")]
+    pub breaker_threshold: u32,
+    /// Failed logs a bulk retry or a recover queues again per second, at most.
+    #[serde_as(as = "PickFirst<(_, DisplayFromStr)>")]
+    pub requeue_rate: u32,
     /// Largest event body accepted, in bytes; larger events are rejected.
     #[serde_as(as = "PickFirst<(_, DisplayFromStr)>")]
     pub max_event_bytes: usize,
@@ -79,6 +90,9 @@ impl Default for Settings {
             allow_private_networks: false,
             retry_schedule: RetrySchedule::default(),
             request_timeout: HumanDuration(Duration::from_secs(15)),
+            disable_after: HumanDuration(Duration::from_secs(5 * 24 * 3600)),
+            breaker_threshold: 10,
+            requeue_rate: 200,
             max_event_bytes: 256 * 1024,
             max_in_flight_per_webhook: 16,
             max_in_flight_total: 1024,
@@ -106,6 +120,9 @@ impl fmt::Debug for Settings {
             .field("allow_private_networks", &self.allow_private_networks)
             .field("retry_schedule", &self.retry_schedule.to_string())
             .field("request_timeout", &self.request_timeout)
+            .field("disable_after", &self.disable_after)
+            .field("breaker_threshold", &self.breaker_threshold)
+            .field("requeue_rate", &self.requeue_rate)
             .field("max_event_bytes", &self.max_event_bytes)
             .field("max_in_flight_per_webhook", &self.max_in_flight_per_webhook)
             .field("max_in_flight_total", &self.max_in_flight_total)
@@ -298,6 +315,20 @@ impl Settings {
         if timeout < Duration::from_millis(100) || timeout > Duration::from_secs(300) {
             return Err(("request_timeout", "it must be between 100ms and 5m".into()));
         }
+        if self.disable_after.0 < Duration::from_secs(1)
+            || self.disable_after.0 > Duration::from_secs(365 * 24 * 3600)
+        {
+            return Err(("disable_after", "it must be between 1s and 365 days".into()));
+        }
+        if !(1..=100_000).contains(&self.breaker_threshold) {
+            return Err((
+                "breaker_threshold",
+                "it must be between 1 and 100000".into(),
+            ));
+        }
+        if !(1..=100_000).contains(&self.requeue_rate) {
+            return Err(("requeue_rate", "it must be between 1 and 100000".into()));
+        }
         if self.max_event_bytes < 1024 || self.max_event_bytes > 64 * 1024 * 1024 {
             return Err((
                 "max_event_bytes",
@@ -331,7 +362,7 @@ impl Settings {
     }
 }
 
-const KNOWN: [&str; 15] = [
+const KNOWN: [&str; 18] = [
     "database_url",
     "amqp_url",
     "namespace",
@@ -340,6 +371,9 @@ const KNOWN: [&str; 15] = [
     "allow_private_networks",
     "retry_schedule",
     "request_timeout",
+    "disable_after",
+    "breaker_threshold",
+    "requeue_rate",
     "max_event_bytes",
     "max_in_flight_per_webhook",
     "max_in_flight_total",
@@ -400,6 +434,8 @@ mod tests {
         assert!(!s.allow_private_networks);
         assert_eq!(s.retry_schedule.max_attempts(), 8);
         assert_eq!(s.request_timeout.0, Duration::from_secs(15));
+        assert_eq!(s.disable_after.0, Duration::from_secs(5 * 24 * 3600));
+        assert_eq!(s.breaker_threshold, 10);
         assert_eq!(s.max_event_bytes, 262_144);
         assert_eq!(s.max_in_flight_per_webhook, 16);
         assert_eq!(s.database_display(), "127.0.0.1:5432/hookrelay");
@@ -460,7 +496,19 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_setting() {
-        let cases: [(&[(&str, &str)], &str); 9] = [
+        let cases: [(&[(&str, &str)], &str); 12] = [
+            (
+                &[("HOOKRELAY_DISABLE_AFTER", "0s")],
+                "HOOKRELAY_DISABLE_AFTER",
+            ),
+            (
+                &[("HOOKRELAY_BREAKER_THRESHOLD", "0")],
+                "HOOKRELAY_BREAKER_THRESHOLD",
+            ),
+            (
+                &[("HOOKRELAY_REQUEUE_RATE", "fast")],
+                "HOOKRELAY_REQUEUE_RATE",
+            ),
             (
                 &[("HOOKRELAY_REQUEST_TIMEOUT", "soon")],
                 "HOOKRELAY_REQUEST_TIMEOUT",

@@ -37,12 +37,24 @@ pub struct Metrics {
     delivery_latency: Histogram,
     webhooks_disabled: IntCounter,
     inflight_deliveries: IntGauge,
+    retries_scheduled: IntCounter,
+    deliveries_requeued: IntCounter,
+    webhooks_paused: IntGauge,
 }
 
 /// Counts one attempt as in flight until dropped, however the attempt ends.
 pub struct InFlight(IntGauge);
 
 impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Counts one webhook as paused by its circuit breaker until dropped.
+pub struct Paused(IntGauge);
+
+impl Drop for Paused {
     fn drop(&mut self) {
         self.0.dec();
     }
@@ -110,6 +122,19 @@ impl Metrics {
             "Delivery attempts under way in this process.",
         )?;
 
+        let retries_scheduled = IntCounter::new(
+            "hookrelay_delivery_retries_total",
+            "Failed attempts whose delivery was scheduled to be tried again.",
+        )?;
+        let deliveries_requeued = IntCounter::new(
+            "hookrelay_deliveries_requeued_total",
+            "Deliveries queued again by hand (log retry, recover, bulk retry).",
+        )?;
+        let webhooks_paused = IntGauge::new(
+            "hookrelay_webhooks_paused",
+            "Webhooks whose queue is paused by the circuit breaker in this process.",
+        )?;
+
         registry.register(Box::new(events_received.clone()))?;
         registry.register(Box::new(events_rejected.clone()))?;
         registry.register(Box::new(deliveries_enqueued.clone()))?;
@@ -119,6 +144,9 @@ impl Metrics {
         registry.register(Box::new(delivery_latency.clone()))?;
         registry.register(Box::new(webhooks_disabled.clone()))?;
         registry.register(Box::new(inflight_deliveries.clone()))?;
+        registry.register(Box::new(retries_scheduled.clone()))?;
+        registry.register(Box::new(deliveries_requeued.clone()))?;
+        registry.register(Box::new(webhooks_paused.clone()))?;
 
         // Known label values start at zero, so dashboards and `rate()` see every series
         // from the first scrape instead of only after the first occurrence.
@@ -140,6 +168,9 @@ impl Metrics {
             delivery_latency,
             webhooks_disabled,
             inflight_deliveries,
+            retries_scheduled,
+            deliveries_requeued,
+            webhooks_paused,
         })
     }
 
@@ -189,6 +220,22 @@ impl Metrics {
         self.webhooks_disabled.inc();
     }
 
+    /// A failed attempt's delivery was scheduled to be tried again.
+    pub fn retry_scheduled(&self) {
+        self.retries_scheduled.inc();
+    }
+
+    /// Deliveries were queued again by hand.
+    pub fn deliveries_requeued(&self, count: usize) {
+        self.deliveries_requeued.inc_by(count as u64);
+    }
+
+    /// A webhook's queue is paused by its circuit breaker until the guard is dropped.
+    pub fn webhook_paused(&self) -> Paused {
+        self.webhooks_paused.inc();
+        Paused(self.webhooks_paused.clone())
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> Result<String, prometheus::Error> {
         let mut out = Vec::new();
@@ -221,6 +268,9 @@ mod tests {
             "hookrelay_delivery_latency_seconds_bucket",
             "hookrelay_webhooks_disabled_total",
             "hookrelay_inflight_deliveries",
+            "hookrelay_delivery_retries_total 0",
+            "hookrelay_deliveries_requeued_total 0",
+            "hookrelay_webhooks_paused 0",
         ] {
             assert!(text.contains(name), "{name} missing from\n{text}");
         }

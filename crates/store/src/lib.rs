@@ -6,6 +6,7 @@ mod api_keys;
 mod cursor;
 mod error;
 mod event_types;
+mod health;
 mod listen;
 mod logs;
 mod migrate;
@@ -17,10 +18,12 @@ pub use cursor::{Cursor, Page};
 pub use error::StoreError;
 pub use event_types::EventTypeRow;
 pub use listen::{listen_webhook_changes, WebhookChange, WebhookListener};
-pub use logs::{AttemptRecord, ExistingLog, LogStatus, NewLog};
+pub use logs::{AttemptRecord, ExistingLog, LogStatus, LogToRequeue, NewLog, RequeueFilter};
 pub use migrate::{ensure_database, migrate};
 pub use pool::{describe_database_url, validate_database_url, PoolOptions, Store};
-pub use webhooks::{NewWebhook, WebhookFilter, WebhookPatch, WebhookRow};
+pub use webhooks::{
+    HealthRow, NewWebhook, PreviousSecret, WebhookFilter, WebhookPatch, WebhookRow,
+};
 
 /// The LISTEN/NOTIFY channel on which every change to `webhooks` is announced (by a trigger,
 /// so that edits made by hand in psql are seen too). The payload is

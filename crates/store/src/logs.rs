@@ -64,6 +64,70 @@ pub struct AttemptRecord {
     pub next_attempt_at: Option<DateTime<Utc>>,
 }
 
+/// Which logs to queue again: one by id whatever its status, or the `failed` ones of a window.
+#[derive(Debug, Clone, Default)]
+pub struct RequeueFilter {
+    pub log_id: Option<Uuid>,
+    /// Only this account's logs (an account key's scope, or an admin's choice).
+    pub account_id: Option<String>,
+    pub webhook_id: Option<Uuid>,
+    pub event_type: Option<String>,
+    /// `created_at` from this time on.
+    pub since: Option<DateTime<Utc>>,
+    /// `created_at` before this time.
+    pub until: Option<DateTime<Utc>>,
+    /// Only `failed` logs.
+    pub only_failed: bool,
+    /// Only logs last changed at or before this time: a job queueing logs again in batches
+    /// sets it to its start, so that a log it queued, which failed again since, is not
+    /// queued a second time by the same job.
+    pub changed_before: Option<DateTime<Utc>>,
+    /// Only logs whose webhook still exists (the others have nowhere to go).
+    pub webhook_exists: bool,
+}
+
+/// Every filter is optional: `$n IS NULL OR …`. The indexes on (webhook_id, created_at),
+/// (account_id, created_at) and (status, created_at) serve the usual combinations.
+const REQUEUE_WHERE: &str = "($1::uuid IS NULL OR id = $1)
+    AND ($2::text IS NULL OR account_id = $2)
+    AND ($3::uuid IS NULL OR webhook_id = $3)
+    AND ($4::text IS NULL OR event_type = $4)
+    AND ($5::timestamptz IS NULL OR created_at >= $5)
+    AND ($6::timestamptz IS NULL OR created_at < $6)
+    AND (NOT $7 OR status = 'failed')
+    AND ($8::timestamptz IS NULL OR updated_at <= $8)
+    AND (NOT $9 OR EXISTS (SELECT 1 FROM webhooks w WHERE w.id = webhook_logs.webhook_id))";
+
+impl RequeueFilter {
+    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 9] {
+        [
+            &self.log_id,
+            &self.account_id,
+            &self.webhook_id,
+            &self.event_type,
+            &self.since,
+            &self.until,
+            &self.only_failed,
+            &self.changed_before,
+            &self.webhook_exists,
+        ]
+    }
+}
+
+/// A log about to be queued again, with what its delivery message needs.
+#[derive(Debug, Clone)]
+pub struct LogToRequeue {
+    pub id: Uuid,
+    pub webhook_id: Uuid,
+    pub account_id: String,
+    pub event_id: String,
+    pub event_type: String,
+    /// The body as stored (PostgreSQL's normal form of the JSON sent before).
+    pub payload: String,
+    pub attempts: i32,
+    pub created_at: DateTime<Utc>,
+}
+
 /// Rows and payload bytes per INSERT at most: a statement stays far below PostgreSQL's 1 GB
 /// per parameter, and a fan-out of big events to many webhooks does not build one huge query.
 const MAX_ROWS_PER_INSERT: usize = 2000;
@@ -220,7 +284,9 @@ impl Store {
                          $6::text[], $7::text[], $8::text[], $9::timestamptz[])
                   AS u(log_id, attempt, started_at, duration_ms, response_status,
                        response_body, error, status, next_attempt_at)
-             WHERE l.id = u.log_id",
+             -- An attempt older than the log's latest (a redelivered one that came back late)
+             -- is on record above, but must not move the log back.
+             WHERE l.id = u.log_id AND u.attempt >= l.attempts",
             &[
                 &logs, &attempts, &started, &durations, &statuses, &bodies, &errors, &states, &next,
             ],
@@ -228,6 +294,79 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// How many logs `filter` selects now.
+    pub async fn count_requeue(&self, filter: &RequeueFilter) -> Result<i64, StoreError> {
+        let client = self.client().await?;
+        let sql = format!("SELECT count(*) FROM webhook_logs WHERE {REQUEUE_WHERE}");
+        let row = client.query_one(&sql, &filter.params()).await?;
+        Ok(row.get(0))
+    }
+
+    /// Takes up to `limit` logs that `filter` selects, oldest first, hands them to `publish`,
+    /// and marks `pending` those it answers (the ones it queued); nothing changes if it
+    /// answers `Err`. Answers how many it took (0: none left).
+    ///
+    /// The rows stay locked while `publish` runs, so that two callers never take the same log
+    /// (the second skips it), and so that an attempt of a log sent by `publish` records after
+    /// the log is `pending`, not before. Publishing before marking means a crash in between
+    /// leaves a log `failed` whose delivery is queued: it may go out twice if queued again by
+    /// hand, but is never marked queued without being so.
+    pub async fn requeue_logs<F, Fut, E>(
+        &self,
+        filter: &RequeueFilter,
+        limit: i64,
+        publish: F,
+    ) -> Result<Result<usize, E>, StoreError>
+    where
+        F: FnOnce(Vec<LogToRequeue>) -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<Uuid>, E>>,
+    {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let sql = format!(
+            "SELECT id, webhook_id, account_id, event_id, event_type, payload::text, attempts,
+                    created_at
+             FROM webhook_logs WHERE {REQUEUE_WHERE}
+             ORDER BY created_at, id
+             LIMIT {limit}
+             FOR UPDATE SKIP LOCKED"
+        );
+        let rows = tx.query(&sql, &filter.params()).await?;
+        let logs: Vec<LogToRequeue> = rows
+            .iter()
+            .map(|r| LogToRequeue {
+                id: r.get(0),
+                webhook_id: r.get(1),
+                account_id: r.get(2),
+                event_id: r.get(3),
+                event_type: r.get(4),
+                payload: r.get(5),
+                attempts: r.get(6),
+                created_at: r.get(7),
+            })
+            .collect();
+        let taken = logs.len();
+        if taken == 0 {
+            tx.commit().await?;
+            return Ok(Ok(0));
+        }
+        let ids = match publish(logs).await {
+            Ok(ids) => ids,
+            Err(e) => {
+                tx.rollback().await?;
+                return Ok(Err(e));
+            }
+        };
+        tx.execute(
+            "UPDATE webhook_logs SET status = 'pending', next_attempt_at = NULL, updated_at = now()
+             WHERE id = ANY($1)",
+            &[&ids],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Ok(taken))
     }
 
     /// Ends the open deliveries of a webhook that no longer exists.

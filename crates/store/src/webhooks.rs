@@ -12,8 +12,28 @@ use crate::{Cursor, Page, Store, StoreError};
 /// The reason recorded when a webhook is disabled through the API without one.
 pub const DISABLED_BY_HAND: &str = "disabled through the API";
 
-const COLUMNS: &str = "id, account_id, url, secret, headers, events, status, disabled_reason, \
-                       description, created_at, updated_at";
+const COLUMNS: &str =
+    "w.id, w.account_id, w.url, w.secret, w.previous_secrets, w.headers, w.events, \
+                       w.status, w.disabled_reason, w.description, w.created_at, w.updated_at, \
+                       h.failing_since, h.consecutive_failures, h.trips, h.paused_until";
+/// Every read of a webhook comes with its health, if it has any.
+const FROM: &str = "webhooks w LEFT JOIN webhook_health h ON h.webhook_id = w.id";
+
+/// A secret replaced by a rotation, still signing beside the new one until it expires.
+#[derive(Clone)]
+pub struct PreviousSecret {
+    pub secret: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// The saved state of a webhook's endpoint health (see `hookrelay_core::EndpointHealth`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HealthRow {
+    pub failing_since: Option<DateTime<Utc>>,
+    pub consecutive_failures: u32,
+    pub trips: u32,
+    pub paused_until: Option<DateTime<Utc>>,
+}
 
 /// A row of `webhooks` as stored. Values are not re-validated on the way out: a row edited by
 /// hand in psql is still listed and can be fixed through the API.
@@ -23,6 +43,8 @@ pub struct WebhookRow {
     pub account_id: String,
     pub url: String,
     pub secret: Option<String>,
+    /// Older secrets of a rotation, newest first, expired ones included.
+    pub previous_secrets: Vec<PreviousSecret>,
     pub headers: BTreeMap<String, String>,
     pub events: Vec<String>,
     pub status: String,
@@ -30,6 +52,7 @@ pub struct WebhookRow {
     pub description: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    pub health: HealthRow,
 }
 
 // By hand so that the secret can never reach a log line through `{:?}`.
@@ -40,8 +63,10 @@ impl std::fmt::Debug for WebhookRow {
             .field("account_id", &self.account_id)
             .field("url", &self.url)
             .field("has_secret", &self.secret.is_some())
+            .field("previous_secrets", &self.previous_secrets.len())
             .field("events", &self.events)
             .field("status", &self.status)
+            .field("health", &self.health)
             .finish_non_exhaustive()
     }
 }
@@ -59,11 +84,34 @@ impl WebhookRow {
                 .collect(),
             _ => BTreeMap::new(),
         };
+        let previous: serde_json::Value = row.get("previous_secrets");
+        // Written only by `rotate_secret`; an entry edited by hand into another shape is left
+        // out rather than stopping every read of the webhook.
+        let previous_secrets = match previous {
+            serde_json::Value::Array(items) => items
+                .iter()
+                .filter_map(|item| {
+                    Some(PreviousSecret {
+                        secret: item.get("secret")?.as_str()?.to_owned(),
+                        expires_at: DateTime::parse_from_rfc3339(item.get("expires_at")?.as_str()?)
+                            .ok()?
+                            .with_timezone(&Utc),
+                    })
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        let count = |name: &str| {
+            row.get::<_, Option<i32>>(name)
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(0)
+        };
         Self {
             id: row.get("id"),
             account_id: row.get("account_id"),
             url: row.get("url"),
             secret: row.get("secret"),
+            previous_secrets,
             headers,
             events: row.get("events"),
             status: row.get("status"),
@@ -71,6 +119,12 @@ impl WebhookRow {
             description: row.get("description"),
             created_at: row.get("created_at"),
             updated_at: row.get("updated_at"),
+            health: HealthRow {
+                failing_since: row.get("failing_since"),
+                consecutive_failures: count("consecutive_failures"),
+                trips: count("trips"),
+                paused_until: row.get("paused_until"),
+            },
         }
     }
 
@@ -142,9 +196,11 @@ impl Store {
     pub async fn insert_webhook(&self, new: &NewWebhook) -> Result<WebhookRow, StoreError> {
         let client = self.client().await?;
         let sql = format!(
-            "INSERT INTO webhooks (id, account_id, url, secret, headers, events, description)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
-             RETURNING {COLUMNS}"
+            "WITH w AS (
+                INSERT INTO webhooks (id, account_id, url, secret, headers, events, description)
+                VALUES ($1, $2, $3, $4, $5, $6, $7)
+                RETURNING *)
+             SELECT {COLUMNS} FROM w LEFT JOIN webhook_health h ON false"
         );
         let row = client
             .query_one(
@@ -171,7 +227,7 @@ impl Store {
     ) -> Result<Option<WebhookRow>, StoreError> {
         let client = self.client().await?;
         let sql = format!(
-            "SELECT {COLUMNS} FROM webhooks WHERE id = $1 AND ($2::text IS NULL OR account_id = $2)"
+            "SELECT {COLUMNS} FROM {FROM} WHERE w.id = $1 AND ($2::text IS NULL OR w.account_id = $2)"
         );
         let row = client.query_opt(&sql, &[&id, &account]).await?;
         Ok(row.as_ref().map(WebhookRow::from_row))
@@ -186,11 +242,11 @@ impl Store {
         let (at, id) = cursor_position(after)?;
         let client = self.client().await?;
         let sql = format!(
-            "SELECT {COLUMNS} FROM webhooks
-             WHERE ($1::text IS NULL OR account_id = $1)
-               AND ($2::text IS NULL OR status = $2)
-               AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4::uuid))
-             ORDER BY created_at DESC, id DESC
+            "SELECT {COLUMNS} FROM {FROM}
+             WHERE ($1::text IS NULL OR w.account_id = $1)
+               AND ($2::text IS NULL OR w.status = $2)
+               AND ($3::timestamptz IS NULL OR (w.created_at, w.id) < ($3, $4::uuid))
+             ORDER BY w.created_at DESC, w.id DESC
              LIMIT $5"
         );
         let rows = client
@@ -210,7 +266,8 @@ impl Store {
     }
 
     /// Applies `patch` in one statement, so a failure changes nothing. `None` when no such
-    /// webhook is visible to `account`.
+    /// webhook is visible to `account`. Enabling a webhook or changing its URL gives it a
+    /// clean bill of health: its pause and its auto-disable clock start over.
     pub async fn update_webhook(
         &self,
         id: Uuid,
@@ -218,9 +275,14 @@ impl Store {
         patch: &WebhookPatch,
     ) -> Result<Option<WebhookRow>, StoreError> {
         let client = self.client().await?;
-        // In SET, a bare column name is the row's value before the update.
-        let sql = format!(
-            "UPDATE webhooks SET
+        // In SET, a bare column name is the row's value before the update. The statement's
+        // parts see one snapshot: the answer is read afterwards, to show the health reset.
+        let sql = "WITH reset AS (
+                DELETE FROM webhook_health
+                WHERE webhook_id = $1 AND ($11 = 'active' OR $4::text IS NOT NULL)
+                  AND EXISTS (SELECT 1 FROM webhooks
+                              WHERE id = $1 AND ($2::text IS NULL OR account_id = $2)))
+            UPDATE webhooks SET
                 account_id = COALESCE($3, account_id),
                 url = COALESCE($4, url),
                 secret = CASE WHEN $5 THEN $6 ELSE secret END,
@@ -233,14 +295,11 @@ impl Store {
                     WHEN $11 = 'active' THEN NULL
                     ELSE COALESCE($12, CASE WHEN status = 'disabled' THEN disabled_reason END, $13)
                     END,
-                failing_since = CASE WHEN $11 = 'active' THEN NULL ELSE failing_since END,
                 updated_at = now()
-             WHERE id = $1 AND ($2::text IS NULL OR account_id = $2)
-             RETURNING {COLUMNS}"
-        );
-        let row = client
-            .query_opt(
-                &sql,
+             WHERE id = $1 AND ($2::text IS NULL OR account_id = $2)";
+        let changed = client
+            .execute(
+                sql,
                 &[
                     &id,
                     &account,
@@ -264,14 +323,18 @@ impl Store {
                 ],
             )
             .await?;
-        Ok(row.as_ref().map(WebhookRow::from_row))
+        drop(client);
+        if changed == 0 {
+            return Ok(None);
+        }
+        self.get_webhook(id, account).await
     }
 
     /// Every webhook, for the dispatcher's in-memory index.
     pub async fn load_webhooks(&self) -> Result<Vec<WebhookRow>, StoreError> {
         let client = self.client().await?;
         let rows = client
-            .query(&format!("SELECT {COLUMNS} FROM webhooks"), &[])
+            .query(&format!("SELECT {COLUMNS} FROM {FROM}"), &[])
             .await?;
         Ok(rows.iter().map(WebhookRow::from_row).collect())
     }
@@ -281,6 +344,59 @@ impl Store {
         let client = self.client().await?;
         let rows = client.query("SELECT name FROM event_types", &[]).await?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Disables an active webhook on hookrelay's own decision (its deliveries kept failing, or
+    /// its endpoint answered 410). `false` when it was not active any more: nothing changed.
+    pub async fn auto_disable_webhook(&self, id: Uuid, reason: &str) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "UPDATE webhooks SET status = 'disabled', disabled_reason = $2, updated_at = now()
+                 WHERE id = $1 AND status = 'active'",
+                &[&id, &reason],
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
+    /// Replaces the secret with `new`. The current one keeps signing beside it until `grace`
+    /// from now (none when `grace` is zero); expired older ones are dropped. `None` when no
+    /// such webhook is visible to `account`.
+    pub async fn rotate_secret(
+        &self,
+        id: Uuid,
+        account: Option<&str>,
+        new: &Secret,
+        grace: std::time::Duration,
+    ) -> Result<Option<WebhookRow>, StoreError> {
+        let client = self.client().await?;
+        let grace_secs = i64::try_from(grace.as_secs()).unwrap_or(i64::MAX);
+        let changed = client
+            .execute(
+                "UPDATE webhooks SET
+                    previous_secrets = (
+                        SELECT COALESCE(jsonb_agg(p ORDER BY p->>'expires_at' DESC), '[]')
+                        FROM (
+                            SELECT jsonb_build_object(
+                                       'secret', secret,
+                                       'expires_at', to_jsonb(now() + make_interval(secs => $4))) AS p
+                            WHERE secret IS NOT NULL AND $4 > 0
+                            UNION ALL
+                            SELECT p FROM jsonb_array_elements(previous_secrets) AS p
+                            WHERE (p->>'expires_at')::timestamptz > now()
+                        ) kept),
+                    secret = $3,
+                    updated_at = now()
+                 WHERE id = $1 AND ($2::text IS NULL OR account_id = $2)",
+                &[&id, &account, &new.expose(), &(grace_secs as f64)],
+            )
+            .await?;
+        drop(client);
+        if changed == 0 {
+            return Ok(None);
+        }
+        self.get_webhook(id, account).await
     }
 
     /// Deletes a webhook; its logs stay. `false` when no such webhook is visible to `account`.

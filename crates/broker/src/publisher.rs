@@ -1,0 +1,175 @@
+//! Publishing that loses nothing: a confirm-mode channel on which every publish is mandatory,
+//! so a message is either confirmed by the broker as routed to a queue, or comes back.
+//!
+//! A returned message is recognised by its own exchange and routing key, never by the confirm
+//! it arrives with: the client may attach a `basic.return` to another publish's confirm when
+//! many are in flight, and trusting the pairing would resend the wrong message and lose the
+//! returned one. So one owner publishes a whole batch, settles it, and deals with whatever came
+//! back, before the next batch; nobody else publishes on the channel meanwhile.
+
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::publisher_confirm::{Confirmation, PublisherConfirm};
+use lapin::{BasicProperties, Channel, Connection};
+
+/// Every publish is mandatory: a message no queue takes comes back instead of vanishing.
+const MANDATORY: BasicPublishOptions = BasicPublishOptions {
+    mandatory: true,
+    immediate: false,
+};
+
+/// How often a returned message is sent again (after the handler has made a route for it)
+/// before the batch fails.
+const MAX_RESEND: usize = 3;
+
+/// One message to publish.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub exchange: String,
+    pub routing_key: String,
+    pub body: Vec<u8>,
+    pub properties: BasicProperties,
+}
+
+/// What the handler of a returned message decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reroute {
+    /// A route exists now (a queue was declared): send it again.
+    Resend,
+    /// It has nowhere to go and the handler has dealt with that (for a deleted webhook,
+    /// ended its logs): drop it.
+    Drop,
+}
+
+/// Makes a route for a message the broker returned as unroutable, or decides to drop it.
+pub trait ReturnHandler {
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    fn reroute(
+        &mut self,
+        channel: &Channel,
+        returned: &Outgoing,
+    ) -> impl std::future::Future<Output = Result<Reroute, Self::Error>> + Send;
+}
+
+/// For publishers whose routes are declared up front: a returned message is sent again as it
+/// is (a route may have appeared meanwhile), and fails the batch if it keeps coming back.
+pub struct NoReroute;
+
+impl ReturnHandler for NoReroute {
+    type Error = std::convert::Infallible;
+
+    async fn reroute(&mut self, _: &Channel, _: &Outgoing) -> Result<Reroute, Self::Error> {
+        Ok(Reroute::Resend)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("broker error")]
+    Amqp(#[from] lapin::Error),
+    #[error("the broker refused a message (nack)")]
+    Nacked,
+    #[error("the broker could not route a message to `{exchange}` with key `{routing_key}`")]
+    Unroutable {
+        exchange: String,
+        routing_key: String,
+    },
+    #[error("cannot make a route for a returned message")]
+    Handler(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// A confirm-mode channel with one owner.
+pub struct Publisher {
+    channel: Channel,
+}
+
+impl Publisher {
+    pub async fn open(connection: &Connection) -> Result<Self, lapin::Error> {
+        let channel = connection.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        Ok(Self { channel })
+    }
+
+    /// The channel, for declaring what the messages need.
+    pub fn channel(&self) -> &Channel {
+        &self.channel
+    }
+
+    /// Publishes `messages`, then waits for all their confirms at once (one round trip for
+    /// the batch). Returned messages go to `handler`, and are sent again if it made a route.
+    /// `Ok` means every message not dropped by the handler is confirmed routed.
+    pub async fn publish_all<H: ReturnHandler>(
+        &mut self,
+        messages: &[Outgoing],
+        handler: &mut H,
+    ) -> Result<(), PublishError> {
+        let mut confirms = Vec::with_capacity(messages.len());
+        for m in messages {
+            confirms.push(self.send(m).await?);
+        }
+        let mut returned = settle(confirms).await?;
+        for _ in 0..MAX_RESEND {
+            if returned.is_empty() {
+                return Ok(());
+            }
+            let mut confirms = Vec::with_capacity(returned.len());
+            for message in returned.drain(..) {
+                match handler
+                    .reroute(&self.channel, &message)
+                    .await
+                    .map_err(|e| PublishError::Handler(Box::new(e)))?
+                {
+                    Reroute::Resend => confirms.push(self.send(&message).await?),
+                    Reroute::Drop => {}
+                }
+            }
+            returned = settle(confirms).await?;
+        }
+        match returned.into_iter().next() {
+            None => Ok(()),
+            Some(m) => Err(PublishError::Unroutable {
+                exchange: m.exchange,
+                routing_key: m.routing_key,
+            }),
+        }
+    }
+
+    async fn send(&self, m: &Outgoing) -> Result<PublisherConfirm, lapin::Error> {
+        self.channel
+            .basic_publish(
+                &m.exchange,
+                &m.routing_key,
+                MANDATORY,
+                &m.body,
+                m.properties.clone(),
+            )
+            .await
+    }
+
+    pub async fn close(&self) {
+        let _ = self.channel.close(200, "publisher closed").await;
+    }
+}
+
+/// Waits for `confirms` and answers the messages that came back.
+async fn settle(confirms: Vec<PublisherConfirm>) -> Result<Vec<Outgoing>, PublishError> {
+    let mut returned = Vec::new();
+    for confirm in confirms {
+        match confirm.await? {
+            Confirmation::Ack(None) | Confirmation::NotRequested => {}
+            Confirmation::Ack(Some(message)) => {
+                let delivery = message.delivery;
+                returned.push(Outgoing {
+                    exchange: delivery.exchange.to_string(),
+                    routing_key: delivery.routing_key.to_string(),
+                    body: delivery.data,
+                    properties: delivery.properties,
+                });
+            }
+            Confirmation::Nack(_) => return Err(PublishError::Nacked),
+        }
+    }
+    Ok(returned)
+}

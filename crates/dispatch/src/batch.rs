@@ -1,0 +1,92 @@
+//! The delivery workers' publisher: retries into the delay tiers and hookrelay's own events.
+//! Workers hand it a message and wait; it publishes whatever has gathered on one confirm
+//! channel, waits for the confirms together, then answers them all. Batches grow by
+//! themselves under load, like the attempt writer's.
+//!
+//! One owner per channel is what makes returned messages safe to handle (see
+//! `hookrelay_broker::Publisher`); thousands of webhook consumers share this one.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use hookrelay_broker::lapin::Connection;
+use hookrelay_broker::{Outgoing, Publisher, Topology};
+use hookrelay_store::Store;
+use tokio::sync::{mpsc, oneshot};
+use tracing::warn;
+
+use crate::publish::Routes;
+use crate::subscriptions::Subscriptions;
+
+const MAX_BATCH: usize = 256;
+/// Bounded: when the broker is slow, workers wait here.
+const QUEUE: usize = 1024;
+
+type Reply = oneshot::Sender<Result<(), String>>;
+
+#[derive(Clone)]
+pub struct BatchPublisher {
+    tx: mpsc::Sender<(Outgoing, Reply)>,
+}
+
+impl BatchPublisher {
+    /// Publishes on `connection` until every handle is dropped. A failed batch closes its
+    /// channel; the next batch opens a new one (and declares the topology again), so a channel
+    /// closed by the broker (an exchange deleted by hand, say) heals by itself.
+    pub fn start(
+        connection: Arc<Connection>,
+        topology: Topology,
+        subscriptions: Arc<Subscriptions>,
+        store: Store,
+    ) -> Self {
+        let (tx, mut rx) = mpsc::channel::<(Outgoing, Reply)>(QUEUE);
+        tokio::spawn(async move {
+            let mut publisher: Option<Publisher> = None;
+            let mut declared = HashSet::new();
+            let mut buffer = Vec::with_capacity(MAX_BATCH);
+            while rx.recv_many(&mut buffer, MAX_BATCH).await > 0 {
+                let (messages, replies): (Vec<Outgoing>, Vec<Reply>) = buffer.drain(..).unzip();
+                let result = async {
+                    if publisher.is_none() {
+                        let fresh = Publisher::open(&connection).await?;
+                        topology.declare_base(fresh.channel()).await?;
+                        topology.declare_retry(fresh.channel()).await?;
+                        declared.clear();
+                        publisher = Some(fresh);
+                    }
+                    let Some(open) = publisher.as_mut() else {
+                        return Ok(());
+                    };
+                    let mut routes = Routes::new(&topology, &subscriptions, &store, &mut declared);
+                    open.publish_all(&messages, &mut routes).await
+                }
+                .await
+                .map_err(|e: hookrelay_broker::PublishError| crate::error_chain(&e));
+                if let Err(e) = &result {
+                    warn!(error = %e, messages = messages.len(), "cannot publish retries or events");
+                    if let Some(broken) = publisher.take() {
+                        broken.close().await;
+                    }
+                }
+                for reply in replies {
+                    let _ = reply.send(result.clone());
+                }
+            }
+            if let Some(open) = publisher {
+                open.close().await;
+            }
+        });
+        Self { tx }
+    }
+
+    /// Waits until `message` is confirmed by the broker.
+    pub async fn publish(&self, message: Outgoing) -> Result<(), String> {
+        let (reply, done) = oneshot::channel();
+        self.tx
+            .send((message, reply))
+            .await
+            .map_err(|_| "the publisher has stopped".to_owned())?;
+        done.await
+            .map_err(|_| "the publisher has stopped".to_owned())?
+    }
+}

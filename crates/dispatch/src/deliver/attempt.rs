@@ -1,0 +1,215 @@
+//! One delivery attempt: POST it, let `hookrelay_core::decide` say what follows, record the
+//! attempt, carry the decision out (a retry into the delay tiers, or the
+//! `Webhook.delivery.failed` event when the retries are used up), and only then ack.
+
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use hookrelay_broker::lapin::message::Delivery;
+use hookrelay_broker::lapin::options::{BasicAckOptions, BasicNackOptions};
+use hookrelay_core::ops::{self, FailedDelivery};
+use hookrelay_core::{
+    decide, AttemptFacts, DeliveryTask, DeliveryV1, Next, Outcome, RetrySchedule,
+};
+use hookrelay_store::{AttemptRecord, LogStatus};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, warn};
+
+use super::Context;
+use crate::batch::BatchPublisher;
+use crate::http::AttemptResult;
+use crate::publish;
+
+/// The per-webhook and global request slots of one attempt, given back once its HTTP
+/// exchange is over.
+pub type Slots = (OwnedSemaphorePermit, OwnedSemaphorePermit);
+
+/// What an attempt tells the webhook's endpoint health.
+#[derive(Debug, Clone, Copy)]
+pub struct Report {
+    pub success: bool,
+    /// The endpoint answered 410 Gone: the webhook must be disabled.
+    pub gone: bool,
+}
+
+const WRITE_RETRY_FIRST: Duration = Duration::from_millis(500);
+const WRITE_RETRY_MAX: Duration = Duration::from_secs(30);
+
+fn requeue() -> BasicNackOptions {
+    BasicNackOptions {
+        requeue: true,
+        ..Default::default()
+    }
+}
+
+/// Delivers one message. `None` when no HTTP attempt was made (an unreadable message, a
+/// deleted or disabled webhook), so nothing is to be learnt about the endpoint.
+pub async fn run(
+    ctx: &Context,
+    publisher: &BatchPublisher,
+    delivery: Delivery,
+    slots: Slots,
+    stop: &CancellationToken,
+) -> Option<Report> {
+    let task = match DeliveryTask::from_bytes(&delivery.data) {
+        Ok(DeliveryTask::V1(task)) => task,
+        Err(e) => {
+            // Not ours, or from a release that no longer exists: nothing can deliver it, and
+            // returning it would loop forever.
+            error!(error = %e, "unreadable delivery message dropped");
+            let _ = delivery.ack(BasicAckOptions::default()).await;
+            return None;
+        }
+    };
+    let Some(webhook) = ctx.subscriptions.get(task.webhook_id) else {
+        match ctx
+            .store
+            .fail_open_logs(task.webhook_id, "the webhook was deleted")
+            .await
+        {
+            Ok(_) => {
+                let _ = delivery.ack(BasicAckOptions::default()).await;
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot close the logs of a deleted webhook; will try again");
+                tokio::time::sleep(WRITE_RETRY_FIRST).await;
+                let _ = delivery.nack(requeue()).await;
+            }
+        }
+        return None;
+    };
+    if !webhook.active {
+        // Disabled while this was prefetched: back to the queue, to wait for re-enabling.
+        let _ = delivery.nack(requeue()).await;
+        return None;
+    }
+
+    let in_flight = ctx.metrics.attempt_started();
+    let started_at = Utc::now();
+    let clock = Instant::now();
+    let result = ctx.sender.send(&webhook, &task, ctx.request_timeout).await;
+    let elapsed = clock.elapsed();
+    drop(in_flight);
+    drop(slots);
+    ctx.metrics
+        .attempt_finished(result.outcome.as_str(), elapsed);
+
+    let now = Utc::now();
+    // A delivery queued again by hand gets one attempt, not a new schedule.
+    let no_retries = RetrySchedule::none();
+    let (schedule, step) = if task.manual {
+        (&no_retries, 1)
+    } else {
+        (&ctx.policy.schedule, task.attempt)
+    };
+    let facts = AttemptFacts {
+        outcome: result.outcome,
+        status: result.status,
+        retry_after: result.retry_after,
+    };
+    let decision = decide(&facts, step, schedule, rand::random::<f64>());
+    let report = Report {
+        success: result.outcome == Outcome::Success,
+        gone: decision.disable,
+    };
+    let due = match decision.next {
+        Next::RetryIn(wait) => Some(now + chrono::Duration::from_std(wait).unwrap_or_default()),
+        Next::Done | Next::GiveUp => None,
+    };
+    let status = match decision.next {
+        Next::Done => LogStatus::Succeeded,
+        Next::RetryIn(_) => LogStatus::Retrying,
+        Next::GiveUp => LogStatus::Failed,
+    };
+    let AttemptResult {
+        outcome,
+        status: http_status,
+        body,
+        error,
+        retry_after: _,
+    } = result;
+    let record = AttemptRecord {
+        log_id: task.log_id,
+        attempt: i32::try_from(task.attempt).unwrap_or(i32::MAX),
+        started_at,
+        duration_ms: i32::try_from(elapsed.as_millis()).unwrap_or(i32::MAX),
+        response_status: http_status.map(i32::from),
+        response_body: body,
+        error: error.clone(),
+        status,
+        next_attempt_at: due,
+    };
+    if !record_attempt(ctx, record, stop).await {
+        // Stopping with the database away: the delivery goes back unrecorded and will be
+        // sent again (same webhook-id) by whoever takes it.
+        let _ = delivery.nack(requeue()).await;
+        return Some(report);
+    }
+
+    // The record says what happens next; make it so before the ack. Should it fail, the
+    // delivery goes back to its queue and is attempted again.
+    let follow_up = match (decision.next, due) {
+        (Next::RetryIn(_), Some(due)) => {
+            let next = DeliveryTask::V1(DeliveryV1 {
+                attempt: task.attempt.saturating_add(1),
+                ..task.clone()
+            });
+            Some(publish::delayed(&ctx.topology, &next, due, now))
+        }
+        (Next::GiveUp, _) if !ops::is_operational(&task.event_type) => {
+            let event = ops::delivery_failed(
+                &FailedDelivery {
+                    log_id: task.log_id,
+                    webhook_id: task.webhook_id,
+                    account_id: &webhook.account_id,
+                    event_id: &task.event_id,
+                    event_type: &task.event_type,
+                    attempts: task.attempt,
+                    response_status: http_status,
+                    error: error.as_deref(),
+                },
+                now,
+            );
+            Some(publish::operational(&ctx.topology, &event))
+        }
+        _ => None,
+    };
+    if let Some(message) = follow_up {
+        if let Err(e) = publisher.publish(message).await {
+            warn!(log_id = %task.log_id, error = %e, "cannot queue what follows an attempt; the delivery goes back to its queue");
+            let _ = delivery.nack(requeue()).await;
+            return Some(report);
+        }
+    }
+    let _ = delivery.ack(BasicAckOptions::default()).await;
+    match decision.next {
+        Next::Done => ctx
+            .metrics
+            .delivery_succeeded((now - task.received_at).to_std().unwrap_or_default()),
+        Next::GiveUp => ctx.metrics.delivery_failed(),
+        Next::RetryIn(_) => ctx.metrics.retry_scheduled(),
+    }
+    debug!(log_id = %task.log_id, outcome = outcome.as_str(), attempt = task.attempt, "attempt recorded");
+    Some(report)
+}
+
+/// Commits `record`, retrying while the database is away. The receiver has its answer; what
+/// remains is to record it, so the delivery is held rather than handed back: that would POST
+/// it to the receiver again for every failed write. `false` when stopped before it could.
+async fn record_attempt(ctx: &Context, record: AttemptRecord, stop: &CancellationToken) -> bool {
+    let mut wait = WRITE_RETRY_FIRST;
+    loop {
+        match ctx.writer.write(record.clone()).await {
+            Ok(()) => return true,
+            Err(e) => {
+                warn!(log_id = %record.log_id, error = %e, retry_in = ?wait, "cannot record an attempt yet");
+                tokio::select! {
+                    _ = stop.cancelled() => return false,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                wait = (wait * 2).min(WRITE_RETRY_MAX);
+            }
+        }
+    }
+}

@@ -1,0 +1,356 @@
+//! One webhook's consumer, and its circuit breaker (`hookrelay_core::EndpointHealth`).
+//!
+//! - **Full**: the queue is consumed with a prefetch of twice `max_in_flight_per_webhook`.
+//! - **Paused**: no consumer at all. The deliveries wait in RabbitMQ, durable and unacked by
+//!   nobody, and the webhook holds no request slot, so any number of dead endpoints cannot
+//!   starve the healthy ones. Editing the webhook (a fixed URL, say) ends the pause early.
+//! - **Probe**: the queue is consumed with a prefetch of one; the first delivery is the probe.
+//!   Its success resumes full speed, its failure pauses again, for longer.
+//!
+//! Attempts report their outcome to this loop, which alone owns the health, saves it when it
+//! changes state, and disables the webhook when its deliveries have failed for too long or
+//! its endpoint answered 410.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt as _;
+use hookrelay_broker::lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
+use hookrelay_broker::lapin::types::FieldTable;
+use hookrelay_broker::lapin::{Channel, Connection, Consumer};
+use hookrelay_core::{ops, EndpointHealth};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+use uuid::Uuid;
+
+use super::attempt::{self, Report, Slots};
+use super::health::to_row;
+use super::Context;
+use crate::batch::BatchPublisher;
+use crate::publish;
+
+enum Mode {
+    Full,
+    Paused(DateTime<Utc>),
+    Probe,
+    Stop,
+}
+
+struct Worker {
+    ctx: Arc<Context>,
+    connection: Arc<Connection>,
+    publisher: BatchPublisher,
+    id: Uuid,
+    stop: CancellationToken,
+    health: EndpointHealth,
+    /// Set once this consumer has disabled its webhook, so that the attempts still under way
+    /// do not disable it (and announce it) again.
+    disabled: bool,
+}
+
+/// Consumes webhook `id`'s queue until `stop`; then waits for its attempts under way and
+/// closes its channel, which hands every message not yet acked back to the queue.
+pub async fn consume_webhook(
+    ctx: Arc<Context>,
+    connection: Arc<Connection>,
+    publisher: BatchPublisher,
+    id: Uuid,
+    stop: CancellationToken,
+) {
+    let health = ctx.health.take(id).await;
+    let mut mode = match (health.state, health.paused_until) {
+        (hookrelay_core::BreakerState::Open, Some(until)) => Mode::Paused(until),
+        (hookrelay_core::BreakerState::Closed, _) => Mode::Full,
+        _ => Mode::Probe,
+    };
+    let mut worker = Worker {
+        ctx,
+        connection,
+        publisher,
+        id,
+        stop,
+        health,
+        disabled: false,
+    };
+    debug!(webhook_id = %id, "consuming");
+    loop {
+        mode = match mode {
+            Mode::Full => worker.full().await,
+            Mode::Paused(until) => worker.paused(until).await,
+            Mode::Probe => worker.probe().await,
+            Mode::Stop => break,
+        };
+    }
+    let Worker { ctx, health, .. } = worker;
+    ctx.health.put(id, health).await;
+    debug!(webhook_id = %id, "stopped consuming");
+}
+
+impl Worker {
+    /// Opens this webhook's channel and starts consuming its queue with `prefetch`.
+    async fn open(
+        &self,
+        prefetch: u16,
+    ) -> Result<(Channel, Consumer), hookrelay_broker::lapin::Error> {
+        let channel = self.connection.create_channel().await?;
+        let consumer = async {
+            // Declared on this webhook's own channel: should it fail (a queue made by hand
+            // with other arguments, a broker limit), only this webhook waits, retried by
+            // the manager's next reconcile.
+            self.ctx
+                .topology
+                .declare_webhook(&channel, &self.id.to_string())
+                .await?;
+            channel
+                .basic_qos(prefetch, BasicQosOptions::default())
+                .await?;
+            channel
+                .basic_consume(
+                    &self.ctx.topology.webhook_queue(&self.id.to_string()),
+                    &format!("hookrelay-{}", Uuid::new_v4().simple()),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+        }
+        .await;
+        match consumer {
+            Ok(consumer) => Ok((channel, consumer)),
+            Err(e) => {
+                let _ = channel.close(200, "cannot consume").await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn full(&mut self) -> Mode {
+        let prefetch = self.ctx.per_webhook.saturating_mul(2);
+        let (channel, mut consumer) = match self.open(prefetch).await {
+            Ok(pair) => pair,
+            Err(e) => {
+                warn!(webhook_id = %self.id, error = %e, "cannot consume a webhook queue");
+                return Mode::Stop;
+            }
+        };
+        let attempts = TaskTracker::new();
+        let requests = Arc::new(Semaphore::new(usize::from(self.ctx.per_webhook)));
+        // Each attempt under way reports once; there are never more than the prefetch.
+        let (reports_tx, mut reports) = mpsc::channel::<Report>(usize::from(prefetch.max(1)));
+        let next = 'consume: loop {
+            let delivery = tokio::select! {
+                biased;
+                _ = self.stop.cancelled() => break 'consume Mode::Stop,
+                Some(report) = reports.recv() => {
+                    if let Some(mode) = self.on_report(report).await {
+                        break 'consume mode;
+                    }
+                    continue 'consume;
+                }
+                next = consumer.next() => match next {
+                    Some(Ok(delivery)) => delivery,
+                    // The broker ended the consumer (its queue deleted, the channel closed):
+                    // the manager starts a new one.
+                    _ => break 'consume Mode::Stop,
+                },
+            };
+            // Waiting for a slot stops reading the queue, so the broker holds the rest. The
+            // reports keep coming meanwhile: the breaker may open while this one waits.
+            let slots: Slots = loop {
+                tokio::select! {
+                    biased;
+                    _ = self.stop.cancelled() => break 'consume Mode::Stop,
+                    Some(report) = reports.recv() => {
+                        if let Some(mode) = self.on_report(report).await {
+                            break 'consume mode;
+                        }
+                    }
+                    slots = acquire(&requests, &self.ctx.global) => match slots {
+                        Some(slots) => break slots,
+                        None => break 'consume Mode::Stop,
+                    },
+                }
+            };
+            let ctx = self.ctx.clone();
+            let publisher = self.publisher.clone();
+            let stop = self.stop.clone();
+            let reports_tx = reports_tx.clone();
+            attempts.spawn(async move {
+                if let Some(report) = attempt::run(&ctx, &publisher, delivery, slots, &stop).await {
+                    let _ = reports_tx.send(report).await;
+                }
+            });
+        };
+        // No new deliveries; those prefetched but not started go back when the channel closes.
+        let _ = channel
+            .basic_cancel(consumer.tag().as_str(), BasicCancelOptions::default())
+            .await;
+        drop(reports_tx);
+        attempts.close();
+        // The attempts under way end on this channel (they ack on it) and report until the
+        // last one is done: a late success means the endpoint is back, and no pause after all.
+        let mut next = next;
+        while let Some(report) = reports.recv().await {
+            if let Some(mode) = self.on_report(report).await {
+                if !matches!(next, Mode::Stop) {
+                    next = mode;
+                }
+            }
+        }
+        attempts.wait().await;
+        let _ = channel.close(200, "consumer stopped").await;
+        next
+    }
+
+    async fn paused(&mut self, until: DateTime<Utc>) -> Mode {
+        let _gauge = self.ctx.metrics.webhook_paused();
+        info!(webhook_id = %self.id, %until, "endpoint failing: deliveries paused until a probe");
+        let edited = self.ctx.subscriptions.get(self.id).map(|w| w.updated_at);
+        let mut changes = self.ctx.subscriptions.changes();
+        let wait = (until - Utc::now()).to_std().unwrap_or_default();
+        let sleep = tokio::time::sleep(wait);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                _ = self.stop.cancelled() => return Mode::Stop,
+                _ = &mut sleep => break,
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        return Mode::Stop;
+                    }
+                    let now = self.ctx.subscriptions.get(self.id).map(|w| w.updated_at);
+                    if now != edited {
+                        info!(webhook_id = %self.id, "webhook edited while paused: probing now");
+                        break;
+                    }
+                }
+            }
+        }
+        self.health.on_pause_over();
+        Mode::Probe
+    }
+
+    async fn probe(&mut self) -> Mode {
+        let (channel, mut consumer) = match self.open(1).await {
+            Ok(pair) => pair,
+            Err(e) => {
+                warn!(webhook_id = %self.id, error = %e, "cannot consume a webhook queue");
+                return Mode::Stop;
+            }
+        };
+        let one = Arc::new(Semaphore::new(1));
+        let next = loop {
+            let delivery = tokio::select! {
+                _ = self.stop.cancelled() => break Mode::Stop,
+                next = consumer.next() => match next {
+                    Some(Ok(delivery)) => delivery,
+                    _ => break Mode::Stop,
+                },
+            };
+            let slots = tokio::select! {
+                _ = self.stop.cancelled() => break Mode::Stop,
+                slots = acquire(&one, &self.ctx.global) => match slots {
+                    Some(slots) => slots,
+                    None => break Mode::Stop,
+                },
+            };
+            debug!(webhook_id = %self.id, "probing the endpoint");
+            match attempt::run(&self.ctx, &self.publisher, delivery, slots, &self.stop).await {
+                // Nothing was sent (an unreadable message): the next delivery is the probe.
+                None => continue,
+                Some(report) => break self.on_report(report).await.unwrap_or(Mode::Full),
+            }
+        };
+        // The one delivery prefetched after the probe goes back to the queue, in its place.
+        let _ = channel.close(200, "probe done").await;
+        if matches!(next, Mode::Full) {
+            info!(webhook_id = %self.id, "endpoint answered: deliveries resume");
+        }
+        next
+    }
+
+    /// Tells the health what an attempt gave and carries out what follows; `Some` when the
+    /// consumer must change mode.
+    async fn on_report(&mut self, report: Report) -> Option<Mode> {
+        let now = Utc::now();
+        let effects = if report.success {
+            self.health.on_success()
+        } else {
+            self.health
+                .on_failure(&self.ctx.policy, now, rand::random::<f64>())
+        };
+        if report.gone {
+            self.disable("the endpoint answered 410 Gone".to_owned())
+                .await;
+        } else if effects.disable {
+            let after = humantime::format_duration(self.ctx.policy.disable_after);
+            self.disable(format!("every delivery attempt failed for {after}"))
+                .await;
+        }
+        if effects.save {
+            if let Err(e) = self
+                .ctx
+                .store
+                .save_health(self.id, &to_row(&self.health))
+                .await
+            {
+                warn!(webhook_id = %self.id, error = %crate::error_chain(&e), "cannot save the endpoint health");
+            }
+        }
+        if let Some(pause) = effects.pause {
+            return Some(Mode::Paused(
+                now + chrono::Duration::from_std(pause).unwrap_or_default(),
+            ));
+        }
+        effects.resume.then_some(Mode::Full)
+    }
+
+    /// Disables the webhook and announces it with `Webhook.disabled`. The event goes first: a
+    /// crash in between leaves the webhook active, and the next failure does both again,
+    /// rather than a disabled webhook that nobody was told about.
+    async fn disable(&mut self, reason: String) {
+        if self.disabled {
+            return;
+        }
+        let Some(webhook) = self.ctx.subscriptions.get(self.id).filter(|w| w.active) else {
+            return;
+        };
+        let event = ops::webhook_disabled(
+            self.id,
+            &webhook.account_id,
+            &webhook.url,
+            &reason,
+            Utc::now(),
+        );
+        if let Err(e) = self
+            .publisher
+            .publish(publish::operational(&self.ctx.topology, &event))
+            .await
+        {
+            warn!(webhook_id = %self.id, error = %e, "cannot announce that a webhook is disabled; will try at its next failure");
+            return;
+        }
+        match self.ctx.store.auto_disable_webhook(self.id, &reason).await {
+            Ok(changed) => {
+                self.disabled = true;
+                if changed {
+                    self.ctx.metrics.webhook_disabled();
+                    warn!(webhook_id = %self.id, %reason, "webhook disabled");
+                    // The manager stops this consumer as soon as the index knows.
+                    self.ctx.subscriptions.reload_or_warn(self.id).await;
+                }
+            }
+            Err(e) => {
+                warn!(webhook_id = %self.id, error = %crate::error_chain(&e), "cannot disable a webhook; will try at its next failure")
+            }
+        }
+    }
+}
+
+/// A request slot of this webhook and one of the process; `None` if a semaphore closed.
+async fn acquire(local: &Arc<Semaphore>, global: &Arc<Semaphore>) -> Option<Slots> {
+    let local = local.clone().acquire_owned().await.ok()?;
+    let global = global.clone().acquire_owned().await.ok()?;
+    Some((local, global))
+}

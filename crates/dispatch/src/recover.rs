@@ -1,0 +1,275 @@
+//! Queueing deliveries again by hand: one log (`POST /v1/logs/{id}/retry`), or every failed
+//! log of a window (`…/recover`, `POST /v1/logs/retry`).
+//!
+//! A queued-again delivery carries `manual`: it gets one attempt, keeps its `webhook-id`, and
+//! its log goes `pending` → `succeeded` | `failed`. The bulk form runs as a background job
+//! that takes the logs in batches of at most [`BATCH`], at most `requeue_rate` logs a second,
+//! so that ten thousand of them reach the broker as a trickle and each webhook's queue, whose
+//! consumer already caps the requests to its endpoint, never sees a flood. A log is taken in a
+//! locked batch and marked `pending` only once its delivery is confirmed by the broker: two
+//! jobs over the same window never send a log twice, and a job stopped half-way (shutdown,
+//! crash) leaves the rest `failed`, ready for the next call.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use hookrelay_broker::{Broker, PublishError, Publisher, Topology};
+use hookrelay_core::{DeliveryTask, DeliveryV1};
+use hookrelay_metrics::Metrics;
+use hookrelay_store::{LogToRequeue, RequeueFilter, Store, StoreError};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use crate::publish::{self, Routes};
+use crate::subscriptions::Subscriptions;
+
+/// Logs taken per batch at most.
+pub const BATCH: i64 = 100;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecoverError {
+    #[error("the broker is not reachable; try again shortly")]
+    BrokerDown,
+    #[error("the log's webhook was deleted; its deliveries have nowhere to go")]
+    WebhookGone,
+    #[error("cannot queue the delivery")]
+    Publish(#[from] PublishError),
+    #[error("database error")]
+    Store(#[from] StoreError),
+}
+
+#[derive(Clone)]
+pub struct Recovery {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    topology: Topology,
+    subscriptions: Arc<Subscriptions>,
+    store: Store,
+    broker: Broker,
+    metrics: Metrics,
+    /// Logs a second, per job.
+    rate: u32,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Recovery {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        topology: Topology,
+        subscriptions: Arc<Subscriptions>,
+        store: Store,
+        broker: Broker,
+        metrics: Metrics,
+        rate: u32,
+        shutdown: CancellationToken,
+        tracker: TaskTracker,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                topology,
+                subscriptions,
+                store,
+                broker,
+                metrics,
+                rate: rate.max(1),
+                shutdown,
+                tracker,
+            }),
+        }
+    }
+
+    /// Queues one more attempt of log `id`, whatever its status, at once. `Ok(false)` when no
+    /// such log is visible to `account`.
+    pub async fn retry_log(&self, id: Uuid, account: Option<String>) -> Result<bool, RecoverError> {
+        let filter = RequeueFilter {
+            log_id: Some(id),
+            account_id: account,
+            ..RequeueFilter::default()
+        };
+        let mut publisher = self.open_publisher().await?;
+        let inner = &self.inner;
+        let open = &mut publisher;
+        let taken = inner
+            .store
+            .requeue_logs(&filter, 1, |logs| async move {
+                if logs
+                    .iter()
+                    .any(|log| inner.subscriptions.get(log.webhook_id).is_none())
+                {
+                    return Err(RecoverError::WebhookGone);
+                }
+                Ok(inner.publish(open, &logs).await?)
+            })
+            .await;
+        publisher.close().await;
+        let taken = taken??;
+        if taken > 0 {
+            inner.metrics.deliveries_requeued(taken);
+            info!(log_id = %id, "delivery queued again by hand");
+        }
+        Ok(taken > 0)
+    }
+
+    /// Starts queueing again the `failed` logs that `filter` selects, paced, in the
+    /// background; answers how many there are now.
+    pub async fn requeue(&self, filter: RequeueFilter) -> Result<i64, RecoverError> {
+        let filter = RequeueFilter {
+            only_failed: true,
+            webhook_exists: true,
+            changed_before: Some(Utc::now()),
+            ..filter
+        };
+        if !self.inner.broker.is_connected() {
+            return Err(RecoverError::BrokerDown);
+        }
+        let count = self.inner.store.count_requeue(&filter).await?;
+        if count > 0 {
+            let inner = self.inner.clone();
+            self.inner
+                .tracker
+                .spawn(async move { inner.run_job(filter, count).await });
+        }
+        Ok(count)
+    }
+
+    async fn open_publisher(&self) -> Result<Publisher, RecoverError> {
+        let connection = self
+            .inner
+            .broker
+            .connection()
+            .ok_or(RecoverError::BrokerDown)?;
+        Ok(Publisher::open(&connection)
+            .await
+            .map_err(PublishError::from)?)
+    }
+}
+
+impl Inner {
+    /// Publishes a delivery for each log and answers the ids of those queued (not those of a
+    /// webhook deleted meanwhile).
+    async fn publish(
+        &self,
+        publisher: &mut Publisher,
+        logs: &[LogToRequeue],
+    ) -> Result<Vec<Uuid>, PublishError> {
+        let messages: Vec<_> = logs
+            .iter()
+            .map(|log| publish::delivery(&self.topology, &task_of(log)))
+            .collect();
+        let mut declared = HashSet::new();
+        let mut routes = Routes::new(
+            &self.topology,
+            &self.subscriptions,
+            &self.store,
+            &mut declared,
+        );
+        publisher.publish_all(&messages, &mut routes).await?;
+        let dropped = routes.dropped;
+        Ok(logs
+            .iter()
+            .filter(|log| !dropped.contains(&log.webhook_id))
+            .map(|log| log.id)
+            .collect())
+    }
+
+    async fn run_job(&self, filter: RequeueFilter, expected: i64) {
+        info!(
+            logs = expected,
+            rate = self.rate,
+            ?filter,
+            "queueing failed deliveries again"
+        );
+        let started = Instant::now();
+        let batch = BATCH.min(i64::from(self.rate));
+        let mut done = 0usize;
+        let mut publisher: Option<Publisher> = None;
+        let mut failures = 0u32;
+        loop {
+            if self.shutdown.is_cancelled() {
+                warn!(
+                    done,
+                    "stopping with deliveries left to queue again; call again to finish"
+                );
+                break;
+            }
+            let batch_started = Instant::now();
+            let result = async {
+                if publisher.is_none() {
+                    let connection = self.broker.connection().ok_or(RecoverError::BrokerDown)?;
+                    publisher = Some(
+                        Publisher::open(&connection)
+                            .await
+                            .map_err(PublishError::from)?,
+                    );
+                }
+                let Some(open) = publisher.as_mut() else {
+                    return Err(RecoverError::BrokerDown);
+                };
+                Ok(self
+                    .store
+                    .requeue_logs(&filter, batch, |logs| async move {
+                        self.publish(open, &logs).await
+                    })
+                    .await??)
+            }
+            .await;
+            match result {
+                Ok(0) => break,
+                Ok(taken) => {
+                    failures = 0;
+                    done += taken;
+                    self.metrics.deliveries_requeued(taken);
+                    // At most `rate` a second: each batch takes at least its share of one.
+                    let share = Duration::from_secs_f64(taken as f64 / f64::from(self.rate));
+                    self.pause(share.saturating_sub(batch_started.elapsed()))
+                        .await;
+                }
+                Err(e) => {
+                    failures += 1;
+                    if let Some(broken) = publisher.take() {
+                        broken.close().await;
+                    }
+                    let wait = Duration::from_millis(500 * 2u64.pow(failures.min(6)));
+                    warn!(error = %crate::error_chain(&e), retry_in = ?wait, "cannot queue deliveries again yet");
+                    self.pause(wait).await;
+                }
+            }
+        }
+        if let Some(open) = publisher {
+            open.close().await;
+        }
+        info!(
+            done,
+            seconds = started.elapsed().as_secs_f64(),
+            "failed deliveries queued again"
+        );
+    }
+
+    async fn pause(&self, wait: Duration) {
+        tokio::select! {
+            _ = self.shutdown.cancelled() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// The delivery of a log queued again: the same body and `webhook-id`, one attempt more.
+fn task_of(log: &LogToRequeue) -> DeliveryTask {
+    DeliveryTask::V1(DeliveryV1 {
+        log_id: log.id,
+        webhook_id: log.webhook_id,
+        event_id: log.event_id.clone(),
+        event_type: log.event_type.clone(),
+        attempt: u32::try_from(log.attempts).unwrap_or(0).saturating_add(1),
+        received_at: log.created_at,
+        payload: log.payload.clone(),
+        manual: true,
+    })
+}

@@ -1,0 +1,44 @@
+//! The API's view of the pipeline (`hookrelay_api::Pipeline`), implemented over the
+//! dispatcher: the one place where the two meet, so neither crate depends on the other.
+
+use futures::future::BoxFuture;
+use hookrelay_api::{Pipeline, PipelineError};
+use hookrelay_dispatch::{Dispatcher, RecoverError};
+use hookrelay_store::RequeueFilter;
+use uuid::Uuid;
+
+pub struct DispatchPipeline(pub Dispatcher);
+
+fn api_error(err: RecoverError) -> PipelineError {
+    match err {
+        RecoverError::Store(e) => PipelineError::Store(e),
+        RecoverError::WebhookGone => PipelineError::Conflict(err.to_string()),
+        RecoverError::BrokerDown | RecoverError::Publish(_) => {
+            PipelineError::Unavailable(format!("{}: {}", err, hookrelay_core::error_chain(&err)))
+        }
+    }
+}
+
+impl Pipeline for DispatchPipeline {
+    fn webhook_changed(&self, id: Uuid) -> BoxFuture<'_, ()> {
+        Box::pin(self.0.webhook_changed(id))
+    }
+
+    fn retry_log(
+        &self,
+        id: Uuid,
+        account: Option<String>,
+    ) -> BoxFuture<'_, Result<bool, PipelineError>> {
+        Box::pin(async move {
+            self.0
+                .recovery()
+                .retry_log(id, account)
+                .await
+                .map_err(api_error)
+        })
+    }
+
+    fn requeue(&self, filter: RequeueFilter) -> BoxFuture<'_, Result<i64, PipelineError>> {
+        Box::pin(async move { self.0.recovery().requeue(filter).await.map_err(api_error) })
+    }
+}
