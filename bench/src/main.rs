@@ -53,9 +53,12 @@ struct Scenario {
     pace: Pace,
     /// Webhooks each event matches.
     fan_out: usize,
+    /// Accounts whose first webhook fails: the first half of them answer 503, the others
+    /// hang until the request timeout.
+    failing: usize,
 }
 
-const SCENARIOS: [Scenario; 4] = [
+const SCENARIOS: [Scenario; 8] = [
     Scenario {
         name: "W=1 burst",
         webhooks: 1,
@@ -63,6 +66,7 @@ const SCENARIOS: [Scenario; 4] = [
         events: 20_000,
         pace: Pace::Burst,
         fan_out: 1,
+        failing: 0,
     },
     Scenario {
         name: "W=10 burst",
@@ -71,6 +75,7 @@ const SCENARIOS: [Scenario; 4] = [
         events: 5_000,
         pace: Pace::Burst,
         fan_out: 10,
+        failing: 0,
     },
     // 10 webhooks, one per account, events spread over the accounts: 1 000 deliveries/s.
     Scenario {
@@ -80,6 +85,46 @@ const SCENARIOS: [Scenario; 4] = [
         events: 15_000,
         pace: Pace::Steady(1_000),
         fan_out: 1,
+        failing: 0,
+    },
+    // 100 webhooks in 10 accounts, every event to the 10 of one account; then the same with
+    // one webhook of each account failing (5 answering 503, 5 hanging until the timeout):
+    // what the failing ones cost the healthy ones, in a burst and at a steady rate.
+    Scenario {
+        name: "W=100 healthy burst",
+        webhooks: 100,
+        accounts: 10,
+        events: 10_000,
+        pace: Pace::Burst,
+        fan_out: 10,
+        failing: 0,
+    },
+    Scenario {
+        name: "W=100 10 failing burst",
+        webhooks: 100,
+        accounts: 10,
+        events: 10_000,
+        pace: Pace::Burst,
+        fan_out: 10,
+        failing: 10,
+    },
+    Scenario {
+        name: "W=100 healthy steady",
+        webhooks: 100,
+        accounts: 10,
+        events: 3_000,
+        pace: Pace::Steady(100),
+        fan_out: 10,
+        failing: 0,
+    },
+    Scenario {
+        name: "W=100 10 failing steady",
+        webhooks: 100,
+        accounts: 10,
+        events: 3_000,
+        pace: Pace::Steady(100),
+        fan_out: 10,
+        failing: 10,
     },
     // Last: tearing down 1 000 queues keeps RabbitMQ busy for a while after.
     Scenario {
@@ -89,6 +134,7 @@ const SCENARIOS: [Scenario; 4] = [
         events: 20_000,
         pace: Pace::Burst,
         fan_out: 10,
+        failing: 0,
     },
 ];
 
@@ -107,6 +153,10 @@ struct Figures {
     latency_max_ms: f64,
     peak_rss_mb: f64,
     duplicates: usize,
+    /// Webhooks failing on purpose, and the requests they got in all.
+    failing_webhooks: usize,
+    requests_to_503: u64,
+    requests_to_hanging: u64,
 }
 
 fn now_ns() -> u64 {
@@ -116,11 +166,14 @@ fn now_ns() -> u64 {
         .unwrap_or(0)
 }
 
-/// The sinks: count deliveries and keep each one's publish-to-receipt latency.
+/// The sinks: count deliveries and keep each one's publish-to-receipt latency. Paths under
+/// `/fail/` answer 503 and those under `/hang/` never answer; they are only counted.
 #[derive(Default)]
 struct Sink {
     received: AtomicU64,
     latencies_us: Mutex<Vec<u64>>,
+    failed_503: AtomicU64,
+    hung: AtomicU64,
 }
 
 async fn sink(State(sink): State<Arc<Sink>>, body: Bytes) -> StatusCode {
@@ -147,7 +200,15 @@ async fn start_sink(sink: Arc<Sink>) -> anyhow::Result<String> {
     Ok(url)
 }
 
-async fn sink_route(state: State<Arc<Sink>>, body: Bytes) -> StatusCode {
+async fn sink_route(state: State<Arc<Sink>>, uri: axum::http::Uri, body: Bytes) -> StatusCode {
+    if uri.path().starts_with("/fail/") {
+        state.failed_503.fetch_add(1, Ordering::Relaxed);
+        return StatusCode::SERVICE_UNAVAILABLE;
+    }
+    if uri.path().starts_with("/hang/") {
+        state.hung.fetch_add(1, Ordering::Relaxed);
+        std::future::pending::<()>().await;
+    }
     sink(state, body).await
 }
 
@@ -213,13 +274,19 @@ async fn measure(
     let sink_url = start_sink(sink.clone()).await?;
     let per_account = scenario.webhooks / scenario.accounts;
     for n in 0..scenario.webhooks {
-        let account = format!("acc_{}", n / per_account);
+        let account = n / per_account;
+        // The first webhook of each of the first `failing` accounts fails.
+        let path = match (n % per_account, account) {
+            (0, a) if a < scenario.failing / 2 => "fail",
+            (0, a) if a < scenario.failing => "hang",
+            _ => "w",
+        };
         let created: serde_json::Value = client
             .post(format!("{api}/v1/webhooks"))
             .bearer_auth(TOKEN)
             .json(&serde_json::json!({
-                "account_id": account,
-                "url": format!("{sink_url}/w/{n}"),
+                "account_id": format!("acc_{account}"),
+                "url": format!("{sink_url}/{path}/{n}"),
                 "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
                 "events": ["Message.received"],
             }))
@@ -233,7 +300,14 @@ async fn measure(
             .ok_or_else(|| anyhow::anyhow!("the API answered no webhook id: {created}"))?;
         webhook_ids.push(id.to_owned());
     }
-    let expected = scenario.events * scenario.fan_out;
+    // Healthy deliveries: each event reaches the webhooks of one account, less the failing one
+    // of that account if it has one.
+    let expected: usize = (0..scenario.events)
+        .map(|n| {
+            let failing = usize::from(n % scenario.accounts < scenario.failing);
+            scenario.fan_out - failing
+        })
+        .sum();
     eprintln!(
         "  created {} webhooks in {:.2}s",
         scenario.webhooks,
@@ -384,6 +458,9 @@ async fn measure(
         latency_max_ms: percentile(&latencies, 100.0),
         peak_rss_mb: rss,
         duplicates: received.saturating_sub(expected),
+        failing_webhooks: scenario.failing,
+        requests_to_503: sink.failed_503.load(Ordering::Relaxed),
+        requests_to_hanging: sink.hung.load(Ordering::Relaxed),
     })
 }
 
@@ -428,6 +505,12 @@ async fn main() -> anyhow::Result<()> {
             r.latency_max_ms,
             r.all_logged_secs,
             r.peak_rss_mb
+        );
+    }
+    for r in results.iter().filter(|r| r.failing_webhooks > 0) {
+        println!(
+            "{}: {} failing webhooks got {} requests answered 503 and {} left hanging",
+            r.scenario, r.failing_webhooks, r.requests_to_503, r.requests_to_hanging
         );
     }
     if let Some(dir) = args.out.parent() {

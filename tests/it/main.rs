@@ -5,11 +5,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod auth;
+mod breaker;
 mod event_types;
 mod health;
 mod helpers;
 mod migrations;
 mod pipeline;
+mod recovery;
 mod resilience;
+mod retries;
 mod store;
 mod webhooks;

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use hookrelay_tests::broker::TestBroker;
 use hookrelay_tests::receiver::{Behaviour, Receiver};
 use hookrelay_tests::{wait_for, Outage, TestVhost};
 use serde_json::json;
@@ -98,4 +99,56 @@ async fn a_lost_broker_connection_is_recovered_without_loss() {
     })
     .await;
     assert_eq!(ready.body["checks"]["broker"], "ok");
+}
+
+/// Waits until `n` logs have `status`.
+async fn wait_for_logs(app: &TestApp, status: &str, n: i64, deadline: Duration) {
+    let db = app.db.connect().await;
+    wait_for(&format!("{n} logs {status}"), deadline, || async {
+        let count: i64 = db
+            .query_one(
+                "SELECT count(*) FROM webhook_logs WHERE status = $1",
+                &[&status],
+            )
+            .await
+            .ok()?
+            .get(0);
+        (count == n).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn retries_waiting_in_the_broker_survive_its_restart() {
+    const EVENTS: usize = 200;
+    let broker = TestBroker::start().await;
+    let app = spawn_app_with(|s| {
+        s.amqp_url = broker.url();
+        s.retry_schedule = hookrelay_core::RetrySchedule::parse("4s").expect("a schedule");
+        s.breaker_threshold = 10_000;
+    })
+    .await;
+    let receiver = Receiver::start().await;
+    receiver.script(std::iter::repeat_n(Behaviour::Status(503), EVENTS));
+    app.webhook("acc", &receiver.url, &["Contact.created"], json!({}))
+        .await;
+    let ids = app
+        .publish("Contact.created", "acc", json!({}), EVENTS)
+        .await;
+    // Every first attempt failed: the retries wait in the delay tiers.
+    wait_for_logs(&app, "retrying", EVENTS as i64, DEADLINE).await;
+    assert_eq!(receiver.count(), EVENTS);
+
+    broker.restart().await;
+
+    wait_for_logs(&app, "succeeded", EVENTS as i64, Duration::from_secs(120)).await;
+    let delivered: std::collections::HashSet<String> = receiver.received()[EVENTS..]
+        .iter()
+        .filter_map(|r| r.json()["id"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(
+        delivered,
+        ids.into_iter().collect(),
+        "every retry went out after the restart"
+    );
 }

@@ -7,6 +7,7 @@
 // A test that cannot set up its world should stop there, loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod broker;
 pub mod receiver;
 
 use std::future::Future;

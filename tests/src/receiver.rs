@@ -17,8 +17,12 @@ pub enum Behaviour {
     Status(u16),
     /// Answer with this status and body.
     Body(u16, String),
+    /// Answer with this status and these headers.
+    Headers(u16, Vec<(&'static str, String)>),
     /// Wait, then answer with the status.
     Delay(Duration, u16),
+    /// Wait until [`Receiver::release`], then answer with the status.
+    Held(u16),
     /// Never answer.
     Hang,
 }
@@ -54,6 +58,7 @@ pub struct Receiver {
     pub url: String,
     inner: Arc<Mutex<Inner>>,
     stop: CancellationToken,
+    released: CancellationToken,
 }
 
 impl Receiver {
@@ -65,16 +70,27 @@ impl Receiver {
         let url = format!("http://{}", listener.local_addr().expect("an address"));
         let inner = Arc::new(Mutex::new(Inner::default()));
         let stop = CancellationToken::new();
+        let released = CancellationToken::new();
         let app = axum::Router::new()
             .fallback(record)
-            .with_state(inner.clone());
+            .with_state((inner.clone(), released.clone()));
         let until = stop.clone();
         tokio::spawn(async move {
             let _ = axum::serve(listener, app)
                 .with_graceful_shutdown(async move { until.cancelled().await })
                 .await;
         });
-        Self { url, inner, stop }
+        Self {
+            url,
+            inner,
+            stop,
+            released,
+        }
+    }
+
+    /// Lets every request [`Behaviour::Held`] answer, now and from now on.
+    pub fn release(&self) {
+        self.released.cancel();
     }
 
     /// The answer to every request not scripted.
@@ -146,7 +162,7 @@ impl Drop for Receiver {
 }
 
 async fn record(
-    State(inner): State<Arc<Mutex<Inner>>>,
+    State((inner, released)): State<(Arc<Mutex<Inner>>, CancellationToken)>,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
@@ -170,8 +186,21 @@ async fn record(
     match behaviour {
         Behaviour::Status(code) => status(code).into_response(),
         Behaviour::Body(code, body) => (status(code), body).into_response(),
+        Behaviour::Headers(code, headers) => {
+            let mut response = status(code).into_response();
+            for (name, value) in headers {
+                if let Ok(value) = axum::http::HeaderValue::from_str(&value) {
+                    response.headers_mut().insert(name, value);
+                }
+            }
+            response
+        }
         Behaviour::Delay(wait, code) => {
             tokio::time::sleep(wait).await;
+            status(code).into_response()
+        }
+        Behaviour::Held(code) => {
+            released.cancelled().await;
             status(code).into_response()
         }
         Behaviour::Hang => std::future::pending().await,

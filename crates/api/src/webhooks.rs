@@ -22,9 +22,10 @@ const DNS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A webhook as the API shows it: never its secret, only whether it has one.
 ///
-/// `health` is `healthy`, or `paused` while its circuit breaker holds its deliveries back
-/// until `paused_until` (then one probe goes out). `failing_since` is when its current run of
-/// failed attempts began: `disable_after` later, it is disabled.
+/// `health` is `healthy`; `paused` while its circuit breaker holds its deliveries back until
+/// `paused_until`; then `probing` until one delivery (the probe) has gone out: its success
+/// resumes the queue, its failure pauses it again, for longer. `failing_since` is when its
+/// current run of failed attempts began: `disable_after` later, it is disabled.
 #[derive(Serialize)]
 pub struct WebhookView {
     id: Uuid,
@@ -46,6 +47,11 @@ pub struct WebhookView {
 impl From<WebhookRow> for WebhookView {
     fn from(row: WebhookRow) -> Self {
         let paused_until = row.health.paused_until.filter(|at| *at > Utc::now());
+        let health = match (paused_until, row.health.trips) {
+            (Some(_), _) => "paused",
+            (None, 0) => "healthy",
+            (None, _) => "probing",
+        };
         Self {
             id: row.id,
             account_id: row.account_id,
@@ -56,11 +62,7 @@ impl From<WebhookRow> for WebhookView {
             status: row.status,
             disabled_reason: row.disabled_reason,
             description: row.description,
-            health: if paused_until.is_some() {
-                "paused"
-            } else {
-                "healthy"
-            },
+            health,
             paused_until,
             failing_since: row.health.failing_since,
             created_at: row.created_at,

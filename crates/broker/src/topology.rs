@@ -24,8 +24,10 @@ use lapin::{Channel, ExchangeKind};
 
 use hookrelay_core::DelayTier;
 
-/// The header that names a retry's delay tier, matched by the tier queues' bindings.
-pub const TIER_HEADER: &str = "x-hookrelay-tier";
+/// The header that names a retry's delay tier, matched by the tier queues' bindings. Not
+/// `x-…`: a headers exchange ignores binding arguments that start with `x-`, and every tier
+/// would match every message.
+pub const TIER_HEADER: &str = "hookrelay-delay-tier";
 /// The header that holds when a retry is due, in Unix milliseconds.
 pub const DUE_HEADER: &str = "x-hookrelay-due";
 

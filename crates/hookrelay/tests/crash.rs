@@ -16,13 +16,44 @@ const TOKEN: &str = "crash-test-admin-token";
 
 /// Starts `hookrelay serve` and answers the child and its HTTP port.
 async fn start(db: &TestDb, namespace: &str) -> (Child, u16) {
-    let service = hookrelay_tests::spawn_service(
-        std::path::Path::new(env!("CARGO_BIN_EXE_hookrelay")),
-        &hookrelay_tests::service_env(db, namespace, TOKEN),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    start_with(db, namespace, &[]).await
+}
+
+/// As [`start`], with more settings.
+async fn start_with(db: &TestDb, namespace: &str, extra: &[(&'static str, &str)]) -> (Child, u16) {
+    let mut env = hookrelay_tests::service_env(db, namespace, TOKEN);
+    env.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
+    let service =
+        hookrelay_tests::spawn_service(std::path::Path::new(env!("CARGO_BIN_EXE_hookrelay")), &env)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
     (service.child, service.port)
+}
+
+async fn create_webhook(port: u16, url: &str, event: &str) -> String {
+    let created: serde_json::Value = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/v1/webhooks"))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({"account_id": "acc", "url": url, "events": [event]}))
+        .send()
+        .await
+        .expect("the API answers")
+        .json()
+        .await
+        .expect("JSON");
+    created["id"].as_str().expect("a webhook id").to_owned()
+}
+
+/// Counts the logs by status: (all, with `status`).
+async fn count_logs(client: &tokio_postgres::Client, status: &str) -> Option<(i64, i64)> {
+    let row = client
+        .query_one(
+            "SELECT count(*), count(*) FILTER (WHERE status = $1) FROM webhook_logs",
+            &[&status],
+        )
+        .await
+        .ok()?;
+    Some((row.get(0), row.get(1)))
 }
 
 #[tokio::test]
@@ -98,5 +129,74 @@ async fn sigkill_in_the_middle_loses_no_event() {
         "killed after {at_kill} deliveries; {} requests in all for {EVENTS} events",
         receiver.count()
     );
+    hookrelay_tests::delete_namespace(&amqp_url(), &namespace, &[webhook_id]).await;
+}
+
+#[tokio::test]
+async fn sigkill_while_retries_wait_loses_none_of_them() {
+    const EVENTS: usize = 200;
+    let db = TestDb::new();
+    let namespace = hookrelay_tests::unique_namespace();
+    let receiver = Receiver::start().await;
+    receiver.script(std::iter::repeat_n(Behaviour::Status(503), EVENTS));
+    let settings = [
+        ("HOOKRELAY_RETRY_SCHEDULE", "5s"),
+        ("HOOKRELAY_BREAKER_THRESHOLD", "10000"),
+    ];
+    let (mut first, port) = start_with(&db, &namespace, &settings).await;
+    let webhook_id = create_webhook(port, &receiver.url, "Message.received").await;
+    let args = hookrelay::publish::PublishArgs {
+        event_type: "Message.received".into(),
+        account_id: "acc".into(),
+        data: "{}".into(),
+        id: None,
+        count: EVENTS,
+    };
+    let ids: HashSet<String> = hookrelay::publish::publish(&amqp_url(), &namespace, &args)
+        .await
+        .expect("published")
+        .ids
+        .into_iter()
+        .collect();
+    let client_db = db.connect().await;
+    wait_for(
+        "every first attempt failed",
+        Duration::from_secs(60),
+        || async {
+            let (all, retrying) = count_logs(&client_db, "retrying").await?;
+            (all == EVENTS as i64 && retrying == all).then_some(())
+        },
+    )
+    .await;
+    first.start_kill().expect("SIGKILL");
+    first.wait().await.expect("killed");
+    assert_eq!(receiver.count(), EVENTS, "killed before any retry was due");
+
+    let (mut second, _) = start_with(&db, &namespace, &settings).await;
+    wait_for(
+        "every retry succeeded",
+        Duration::from_secs(120),
+        || async {
+            let (all, succeeded) = count_logs(&client_db, "succeeded").await?;
+            (succeeded == all).then_some(())
+        },
+    )
+    .await;
+    let retried: HashSet<String> = receiver.received()[EVENTS..]
+        .iter()
+        .filter_map(|r| r.json()["id"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(
+        retried, ids,
+        "every delivery waiting for its retry went out"
+    );
+    let attempts = client_db
+        .query_one("SELECT min(attempts), max(attempts) FROM webhook_logs", &[])
+        .await
+        .expect("attempts");
+    assert_eq!(attempts.get::<_, i32>(0), 2);
+    // Stopped before its objects are removed, so that it does not declare them again.
+    let _ = second.start_kill();
+    let _ = second.wait().await;
     hookrelay_tests::delete_namespace(&amqp_url(), &namespace, &[webhook_id]).await;
 }

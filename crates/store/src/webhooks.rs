@@ -266,8 +266,8 @@ impl Store {
     }
 
     /// Applies `patch` in one statement, so a failure changes nothing. `None` when no such
-    /// webhook is visible to `account`. Enabling a webhook or changing its URL gives it a
-    /// clean bill of health: its pause and its auto-disable clock start over.
+    /// webhook is visible to `account`. A change gives the webhook a clean bill of health (its
+    /// pause and its auto-disable clock start over), as the delivery worker does in memory.
     pub async fn update_webhook(
         &self,
         id: Uuid,
@@ -279,7 +279,7 @@ impl Store {
         // parts see one snapshot: the answer is read afterwards, to show the health reset.
         let sql = "WITH reset AS (
                 DELETE FROM webhook_health
-                WHERE webhook_id = $1 AND ($11 = 'active' OR $4::text IS NOT NULL)
+                WHERE webhook_id = $1
                   AND EXISTS (SELECT 1 FROM webhooks
                               WHERE id = $1 AND ($2::text IS NULL OR account_id = $2)))
             UPDATE webhooks SET
@@ -374,7 +374,12 @@ impl Store {
         let grace_secs = i64::try_from(grace.as_secs()).unwrap_or(i64::MAX);
         let changed = client
             .execute(
-                "UPDATE webhooks SET
+                "WITH reset AS (
+                    DELETE FROM webhook_health
+                    WHERE webhook_id = $1
+                      AND EXISTS (SELECT 1 FROM webhooks
+                                  WHERE id = $1 AND ($2::text IS NULL OR account_id = $2)))
+                 UPDATE webhooks SET
                     previous_secrets = (
                         SELECT COALESCE(jsonb_agg(p ORDER BY p->>'expires_at' DESC), '[]')
                         FROM (

@@ -12,7 +12,7 @@ use hookrelay_core::{
     decide, AttemptFacts, DeliveryTask, DeliveryV1, Next, Outcome, RetrySchedule,
 };
 use hookrelay_store::{AttemptRecord, LogStatus};
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
 
@@ -45,12 +45,17 @@ fn requeue() -> BasicNackOptions {
 
 /// Delivers one message. `None` when no HTTP attempt was made (an unreadable message, a
 /// deleted or disabled webhook), so nothing is to be learnt about the endpoint.
+///
+/// The report also goes to `early` as soon as the answer is in, before the request slot is
+/// given back: the consumer learns of a failure before it can start another request, so the
+/// breaker opens after at most the requests already under way, not after a prefetch more.
 pub async fn run(
     ctx: &Context,
     publisher: &BatchPublisher,
     delivery: Delivery,
     slots: Slots,
     stop: &CancellationToken,
+    early: Option<&mpsc::Sender<Report>>,
 ) -> Option<Report> {
     let task = match DeliveryTask::from_bytes(&delivery.data) {
         Ok(DeliveryTask::V1(task)) => task,
@@ -91,7 +96,6 @@ pub async fn run(
     let result = ctx.sender.send(&webhook, &task, ctx.request_timeout).await;
     let elapsed = clock.elapsed();
     drop(in_flight);
-    drop(slots);
     ctx.metrics
         .attempt_finished(result.outcome.as_str(), elapsed);
 
@@ -113,6 +117,10 @@ pub async fn run(
         success: result.outcome == Outcome::Success,
         gone: decision.disable,
     };
+    if let Some(early) = early {
+        let _ = early.send(report).await;
+    }
+    drop(slots);
     let due = match decision.next {
         Next::RetryIn(wait) => Some(now + chrono::Duration::from_std(wait).unwrap_or_default()),
         Next::Done | Next::GiveUp => None,

@@ -9,7 +9,8 @@
 //!
 //! Attempts report their outcome to this loop, which alone owns the health, saves it when it
 //! changes state, and disables the webhook when its deliveries have failed for too long or
-//! its endpoint answered 410.
+//! its endpoint answered 410. A change to the webhook (enabled again, a new URL) starts its
+//! health afresh, as the store does with the saved one.
 
 use std::sync::Arc;
 
@@ -26,7 +27,7 @@ use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 use super::attempt::{self, Report, Slots};
-use super::health::to_row;
+use super::health::{to_row, Version};
 use super::Context;
 use crate::batch::BatchPublisher;
 use crate::publish;
@@ -45,6 +46,8 @@ struct Worker {
     id: Uuid,
     stop: CancellationToken,
     health: EndpointHealth,
+    /// The webhook's version (`updated_at`) the health belongs to.
+    version: Version,
     /// Set once this consumer has disabled its webhook, so that the attempts still under way
     /// do not disable it (and announce it) again.
     disabled: bool,
@@ -59,7 +62,8 @@ pub async fn consume_webhook(
     id: Uuid,
     stop: CancellationToken,
 ) {
-    let health = ctx.health.take(id).await;
+    let version = ctx.subscriptions.get(id).map(|w| w.updated_at);
+    let health = ctx.health.take(id, version).await;
     let mut mode = match (health.state, health.paused_until) {
         (hookrelay_core::BreakerState::Open, Some(until)) => Mode::Paused(until),
         (hookrelay_core::BreakerState::Closed, _) => Mode::Full,
@@ -72,6 +76,7 @@ pub async fn consume_webhook(
         id,
         stop,
         health,
+        version,
         disabled: false,
     };
     debug!(webhook_id = %id, "consuming");
@@ -83,8 +88,13 @@ pub async fn consume_webhook(
             Mode::Stop => break,
         };
     }
-    let Worker { ctx, health, .. } = worker;
-    ctx.health.put(id, health).await;
+    let Worker {
+        ctx,
+        health,
+        version,
+        ..
+    } = worker;
+    ctx.health.put(id, version, health).await;
     debug!(webhook_id = %id, "stopped consuming");
 }
 
@@ -177,9 +187,7 @@ impl Worker {
             let stop = self.stop.clone();
             let reports_tx = reports_tx.clone();
             attempts.spawn(async move {
-                if let Some(report) = attempt::run(&ctx, &publisher, delivery, slots, &stop).await {
-                    let _ = reports_tx.send(report).await;
-                }
+                attempt::run(&ctx, &publisher, delivery, slots, &stop, Some(&reports_tx)).await;
             });
         };
         // No new deliveries; those prefetched but not started go back when the channel closes.
@@ -206,7 +214,6 @@ impl Worker {
     async fn paused(&mut self, until: DateTime<Utc>) -> Mode {
         let _gauge = self.ctx.metrics.webhook_paused();
         info!(webhook_id = %self.id, %until, "endpoint failing: deliveries paused until a probe");
-        let edited = self.ctx.subscriptions.get(self.id).map(|w| w.updated_at);
         let mut changes = self.ctx.subscriptions.changes();
         let wait = (until - Utc::now()).to_std().unwrap_or_default();
         let sleep = tokio::time::sleep(wait);
@@ -219,10 +226,9 @@ impl Worker {
                     if changed.is_err() {
                         return Mode::Stop;
                     }
-                    let now = self.ctx.subscriptions.get(self.id).map(|w| w.updated_at);
-                    if now != edited {
-                        info!(webhook_id = %self.id, "webhook edited while paused: probing now");
-                        break;
+                    if self.edited() {
+                        info!(webhook_id = %self.id, "webhook changed while paused: deliveries resume");
+                        return Mode::Full;
                     }
                 }
             }
@@ -256,7 +262,16 @@ impl Worker {
                 },
             };
             debug!(webhook_id = %self.id, "probing the endpoint");
-            match attempt::run(&self.ctx, &self.publisher, delivery, slots, &self.stop).await {
+            match attempt::run(
+                &self.ctx,
+                &self.publisher,
+                delivery,
+                slots,
+                &self.stop,
+                None,
+            )
+            .await
+            {
                 // Nothing was sent (an unreadable message): the next delivery is the probe.
                 None => continue,
                 Some(report) => break self.on_report(report).await.unwrap_or(Mode::Full),
@@ -273,6 +288,7 @@ impl Worker {
     /// Tells the health what an attempt gave and carries out what follows; `Some` when the
     /// consumer must change mode.
     async fn on_report(&mut self, report: Report) -> Option<Mode> {
+        self.edited();
         let now = Utc::now();
         let effects = if report.success {
             self.health.on_success()
@@ -304,6 +320,18 @@ impl Worker {
             ));
         }
         effects.resume.then_some(Mode::Full)
+    }
+
+    /// Whether the webhook changed since its health began; if so, the health starts afresh.
+    fn edited(&mut self) -> bool {
+        let current = self.ctx.subscriptions.get(self.id).map(|w| w.updated_at);
+        if current == self.version {
+            return false;
+        }
+        self.version = current;
+        self.health = EndpointHealth::default();
+        self.disabled = false;
+        true
     }
 
     /// Disables the webhook and announces it with `Webhook.disabled`. The event goes first: a

@@ -2,6 +2,10 @@
 //! `webhook_health` when the workers first start (so a restart neither forgets a pause nor
 //! hammers an endpoint that was paused), handed to a consumer when it starts, and given back
 //! when it stops (on a reconnection, say).
+//!
+//! Health belongs to one version of a webhook, told by its `updated_at`: any change made to
+//! it (enabled again, a new URL) starts it healthy, in memory as in the table, whose row the
+//! store deletes with every change.
 
 use std::collections::HashMap;
 
@@ -11,10 +15,15 @@ use hookrelay_store::{HealthRow, Store};
 use tracing::warn;
 use uuid::Uuid;
 
+use crate::subscriptions::Subscriptions;
+
+/// The webhook's `updated_at` that a health belongs to.
+pub type Version = Option<DateTime<Utc>>;
+
 #[derive(Default)]
 struct Book {
     loaded: bool,
-    by_id: HashMap<Uuid, EndpointHealth>,
+    by_id: HashMap<Uuid, (Version, EndpointHealth)>,
 }
 
 /// Endpoint health of the webhooks whose consumer is not running, by webhook id.
@@ -28,7 +37,7 @@ pub struct HealthBook {
 impl HealthBook {
     /// Reads the saved health once. On failure the workers start as if every endpoint were
     /// healthy (a paused one gets its probe early) and the next reconnection tries again.
-    pub async fn load(&self, store: &Store) {
+    pub async fn load(&self, store: &Store, subscriptions: &Subscriptions) {
         let mut book = self.book.lock().await;
         if book.loaded {
             return;
@@ -37,7 +46,10 @@ impl HealthBook {
             Ok(rows) => {
                 let now = Utc::now();
                 for (id, row) in rows {
-                    book.by_id.entry(id).or_insert_with(|| from_row(&row, now));
+                    let version = subscriptions.get(id).map(|w| w.updated_at);
+                    book.by_id
+                        .entry(id)
+                        .or_insert_with(|| (version, from_row(&row, now)));
                 }
                 book.loaded = true;
             }
@@ -47,14 +59,18 @@ impl HealthBook {
         }
     }
 
-    /// The health of a webhook whose consumer starts; healthy when nothing is known.
-    pub async fn take(&self, id: Uuid) -> EndpointHealth {
-        self.book.lock().await.by_id.remove(&id).unwrap_or_default()
+    /// The health of version `version` of a webhook whose consumer starts; healthy when
+    /// nothing is known of that version.
+    pub async fn take(&self, id: Uuid, version: Version) -> EndpointHealth {
+        match self.book.lock().await.by_id.remove(&id) {
+            Some((kept, health)) if kept == version => health,
+            _ => EndpointHealth::default(),
+        }
     }
 
     /// Keeps the health of a consumer that stops, for its next start.
-    pub async fn put(&self, id: Uuid, health: EndpointHealth) {
-        self.book.lock().await.by_id.insert(id, health);
+    pub async fn put(&self, id: Uuid, version: Version, health: EndpointHealth) {
+        self.book.lock().await.by_id.insert(id, (version, health));
     }
 }
 

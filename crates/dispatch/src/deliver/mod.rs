@@ -72,7 +72,7 @@ pub async fn run(ctx: Arc<Context>, broker: Broker, shutdown: CancellationToken)
         let Some(connection) = broker.next_connection(&shutdown).await else {
             return;
         };
-        ctx.health.load(&ctx.store).await;
+        ctx.health.load(&ctx.store, &ctx.subscriptions).await;
         if let Err(e) = manage(&ctx, &connection, &shutdown, &mut known).await {
             warn!(error = %crate::error_chain(&e), "delivery workers stopped; restarting");
         }
