@@ -173,7 +173,7 @@ async fn publish_steadily(app: &TestApp, during: Duration) -> HashMap<String, In
 }
 
 #[tokio::test]
-async fn the_pause_is_saved_for_the_api_and_for_a_restart() {
+async fn a_pause_outlives_a_restart() {
     let app = spawn_app_with(|s| {
         s.retry_schedule = schedule("1h");
         s.breaker_threshold = 2;
@@ -185,9 +185,8 @@ async fn the_pause_is_saved_for_the_api_and_for_a_restart() {
         .webhook("acc", &dead.url, &["Contact.created"], json!({}))
         .await;
     app.publish("Contact.created", "acc", json!({}), 3).await;
-    let paused = wait_for("the breaker to open", DEADLINE, || async {
-        let webhook = health(&app, &id).await;
-        (webhook["health"] == "paused").then_some(webhook)
+    wait_for("the breaker to open", DEADLINE, || async {
+        (health(&app, &id).await["health"] == "paused").then_some(())
     })
     .await;
     let db = app.db.connect().await;
@@ -203,6 +202,86 @@ async fn the_pause_is_saved_for_the_api_and_for_a_restart() {
     assert_eq!(saved.get::<_, i32>(1), 1);
     assert!(
         saved.get::<_, bool>(2),
-        "paused for the first delay, 1 h ± 20 %: {paused}"
+        "paused for the first delay, 1 h ± 20 %"
+    );
+
+    // A new instance carries on with the pause instead of trying the endpoint again.
+    let app = app.restart().await;
+    let before = dead.count();
+    wait_for("the paused gauge of the new instance", DEADLINE, || async {
+        metrics(&app)
+            .await
+            .contains("hookrelay_webhooks_paused 1")
+            .then_some(())
+    })
+    .await;
+    let events = app.publish("Contact.created", "acc", json!({}), 5).await;
+    let db = app.db.connect().await;
+    wait_for("the new deliveries queued", DEADLINE, || async {
+        let n: i64 = db
+            .query_one(
+                "SELECT count(*) FROM webhook_logs WHERE event_id = ANY($1) AND status = 'pending'",
+                &[&events],
+            )
+            .await
+            .ok()?
+            .get(0);
+        (n == 5).then_some(())
+    })
+    .await;
+    let settled = Instant::now() + Duration::from_secs(1);
+    wait_for("a moment for a delivery to go out", DEADLINE, || async {
+        (Instant::now() >= settled).then_some(())
+    })
+    .await;
+    assert_eq!(dead.count(), before, "the paused endpoint gets nothing");
+    assert_eq!(health(&app, &id).await["health"], "paused");
+
+    // Editing the webhook (its endpoint fixed, say) starts its health afresh.
+    let fixed = Receiver::start().await;
+    let answer = app
+        .admin(
+            "PATCH",
+            &format!("/v1/webhooks/{id}"),
+            Some(json!({"url": fixed.url})),
+        )
+        .await;
+    assert_eq!(answer.body["health"], "healthy", "{}", answer.text);
+    fixed.wait_for_events(&events, DEADLINE).await;
+}
+
+#[tokio::test]
+async fn failing_endpoints_share_a_quarter_of_the_request_slots() {
+    // 8 request slots in all: endpoints that fail may hold 2 of them.
+    let app = spawn_app_with(|s| {
+        s.max_in_flight_total = 8;
+        s.retry_schedule = schedule("1h");
+        s.breaker_threshold = 1000;
+    })
+    .await;
+    let slow = Receiver::start().await;
+    slow.answer(Behaviour::Delay(Duration::from_millis(400), 500));
+    app.webhook("acc", &slow.url, &["Contact.created"], json!({}))
+        .await;
+    app.publish("Contact.created", "acc", json!({}), 30).await;
+    let got = slow.wait_for(30, DEADLINE).await;
+    let answered = slow.answered();
+    // Before its first failure the endpoint is healthy, and takes what the process has.
+    let first_wave = got.iter().filter(|r| r.at < answered[0]).count();
+    assert!(
+        (1..=8).contains(&first_wave),
+        "{first_wave} requests at first"
+    );
+    // Once it has failed, it shares the failing endpoints' quarter.
+    let wave_over = answered[first_wave - 1];
+    let later: Vec<usize> = got
+        .iter()
+        .filter(|r| r.at > wave_over)
+        .map(|r| r.in_flight)
+        .collect();
+    assert!(later.len() >= 20, "{later:?}");
+    assert!(
+        later.iter().all(|n| *n <= 2),
+        "requests under way at once: {later:?}"
     );
 }

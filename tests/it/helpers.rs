@@ -1,3 +1,5 @@
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hookrelay::{Application, Settings};
@@ -15,7 +17,10 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub namespace: String,
     pub amqp_url: String,
+    settings: Settings,
     shutdown: CancellationToken,
+    /// Set when the service stops only to start again: its AMQP objects must stay.
+    keep: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
     // Declared last: dropped after the service has stopped.
     pub db: TestDb,
@@ -27,6 +32,20 @@ impl Drop for TestApp {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+impl TestApp {
+    /// Stops the service (gracefully) and starts it again on the same database and
+    /// namespace, as a restart or a new release would; what it left in RabbitMQ stays.
+    pub async fn restart(mut self) -> TestApp {
+        self.keep.store(true, Ordering::SeqCst);
+        self.shutdown.cancel();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        let db = std::mem::replace(&mut self.db, TestDb::unowned());
+        start(db, self.settings.clone()).await
     }
 }
 
@@ -53,6 +72,13 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     let db = TestDb::new();
     let mut settings = test_settings(&db);
     adjust(&mut settings);
+    start(db, settings).await
+}
+
+async fn start(db: TestDb, settings: Settings) -> TestApp {
+    let kept_settings = settings.clone();
+    let keep = Arc::new(AtomicBool::new(false));
+    let keep_objects = keep.clone();
     let namespace = settings.namespace.clone();
     let thread_namespace = namespace.clone();
     let amqp = settings.amqp_url.clone();
@@ -77,8 +103,10 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
                     let _ = ready_tx.send(Err(format!("{e:#}")));
                 }
             }
-            let ids = webhook_ids(&database_url).await;
-            hookrelay_tests::delete_namespace(&thread_amqp, &thread_namespace, &ids).await;
+            if !keep_objects.load(Ordering::SeqCst) {
+                let ids = webhook_ids(&database_url).await;
+                hookrelay_tests::delete_namespace(&thread_amqp, &thread_namespace, &ids).await;
+            }
         });
     });
     let port = match ready_rx.await {
@@ -91,7 +119,9 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
         client: reqwest::Client::new(),
         namespace,
         amqp_url: amqp,
+        settings: kept_settings,
         shutdown,
+        keep,
         thread: Some(thread),
         db,
     }

@@ -132,6 +132,46 @@ async fn a_log_can_be_tried_once_more_whatever_its_status() {
 }
 
 #[tokio::test]
+async fn retrying_a_retrying_log_sends_it_now_instead_of_later() {
+    let app = spawn_app_with(|s| s.retry_schedule = schedule("3s,3s")).await;
+    let receiver = Receiver::start().await;
+    receiver.script([Behaviour::Status(500)]);
+    let webhook = app
+        .webhook("acc", &receiver.url, &["Contact.created"], json!({}))
+        .await;
+    let event = app
+        .publish("Contact.created", "acc", json!({}), 1)
+        .await
+        .remove(0);
+    let (log_id, _) = wait_for_status(&app, &webhook, &event, "retrying").await;
+    let answer = app
+        .admin("POST", &format!("/v1/logs/{log_id}/retry"), None)
+        .await;
+    assert_eq!(answer.status, 202, "{}", answer.text);
+    let (_, attempts) = wait_for_status(&app, &webhook, &event, "succeeded").await;
+    assert_eq!(attempts, 2);
+    assert_eq!(receiver.count(), 2);
+    // The retry that was scheduled comes due, finds itself overtaken, and is not sent.
+    let db = app.db.connect().await;
+    let due = Instant::now() + Duration::from_secs(5);
+    wait_for("the scheduled retry to come due", DEADLINE, || async {
+        (Instant::now() >= due).then_some(())
+    })
+    .await;
+    assert_eq!(receiver.count(), 2, "sent now instead of later, not twice");
+    let row = db
+        .query_one(
+            "SELECT status, attempts, requeues FROM webhook_logs WHERE id = $1::text::uuid",
+            &[&log_id],
+        )
+        .await
+        .expect("the log");
+    assert_eq!(row.get::<_, String>(0), "succeeded");
+    assert_eq!(row.get::<_, i32>(1), 2);
+    assert_eq!(row.get::<_, i32>(2), 1);
+}
+
+#[tokio::test]
 async fn recovering_twice_sends_each_failed_log_once() {
     let app = spawn_app_with(|s| s.retry_schedule = RetrySchedule::none()).await;
     let receiver = Receiver::start().await;
@@ -318,7 +358,7 @@ async fn a_rotated_secret_signs_beside_the_new_one_for_its_grace_period() {
         .admin(
             "POST",
             &format!("/v1/webhooks/{id}/rotate-secret"),
-            Some(json!({"grace_seconds": 2})),
+            Some(json!({"grace_seconds": 5})),
         )
         .await;
     assert_eq!(rotated.status, 200, "{}", rotated.text);

@@ -124,7 +124,8 @@ async fn retries_waiting_in_the_broker_survive_its_restart() {
     let broker = TestBroker::start().await;
     let app = spawn_app_with(|s| {
         s.amqp_url = broker.url();
-        s.retry_schedule = hookrelay_core::RetrySchedule::parse("4s").expect("a schedule");
+        // Long enough that every first attempt fails before the first retry is due.
+        s.retry_schedule = hookrelay_core::RetrySchedule::parse("10s").expect("a schedule");
         s.breaker_threshold = 10_000;
     })
     .await;

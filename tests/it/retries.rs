@@ -353,7 +353,6 @@ async fn a_webhook_failing_for_disable_after_is_disabled() {
         webhook["disabled_reason"],
         "every delivery attempt failed for 2s"
     );
-    assert!(webhook["failing_since"].is_string(), "{webhook}");
     // Enabling starts the clock again.
     let enabled = app
         .admin("POST", &format!("/v1/webhooks/{id}/enable"), None)

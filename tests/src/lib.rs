@@ -30,12 +30,23 @@ pub fn amqp_url() -> String {
 /// It is not created here: the service under test creates it on start, as in production.
 pub struct TestDb {
     pub name: String,
+    /// Whether dropping this drops the database.
+    owned: bool,
 }
 
 impl TestDb {
     pub fn new() -> Self {
         Self {
             name: format!("hookrelay_test_{}", uuid::Uuid::new_v4().simple()),
+            owned: true,
+        }
+    }
+
+    /// A stand-in whose drop does nothing, for when the real one moves elsewhere.
+    pub fn unowned() -> Self {
+        Self {
+            name: String::new(),
+            owned: false,
         }
     }
 
@@ -76,6 +87,9 @@ async fn drop_database(name: &str) {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
         let name = self.name.clone();
         let joined = block_on_in_thread(async move { drop_database(&name).await });
         if !joined {

@@ -33,6 +33,8 @@ pub struct Received {
     pub headers: HeaderMap,
     pub body: Bytes,
     pub at: Instant,
+    /// Requests under way at this one's arrival, itself included.
+    pub in_flight: usize,
 }
 
 impl Received {
@@ -48,6 +50,9 @@ impl Received {
 #[derive(Default)]
 struct Inner {
     received: Vec<Received>,
+    in_flight: usize,
+    /// When each answer was sent, in order.
+    answered: Vec<Instant>,
     script: VecDeque<Behaviour>,
     default: Option<Behaviour>,
 }
@@ -111,6 +116,11 @@ impl Receiver {
         self.inner.lock().expect("receiver state").received.clone()
     }
 
+    /// When each answer was sent, in order (a request whose client gave up counts too).
+    pub fn answered(&self) -> Vec<Instant> {
+        self.inner.lock().expect("receiver state").answered.clone()
+    }
+
     pub fn count(&self) -> usize {
         self.inner.lock().expect("receiver state").received.len()
     }
@@ -169,11 +179,14 @@ async fn record(
 ) -> Response {
     let behaviour = {
         let mut state = inner.lock().expect("receiver state");
+        state.in_flight += 1;
+        let in_flight = state.in_flight;
         state.received.push(Received {
             path: uri.path().to_owned(),
             headers,
             body,
             at: Instant::now(),
+            in_flight,
         });
         state
             .script
@@ -181,6 +194,17 @@ async fn record(
             .or_else(|| state.default.clone())
             .unwrap_or(Behaviour::Status(200))
     };
+    // Counts the request as answered however it ends, the client hanging up included.
+    struct Answering(Arc<Mutex<Inner>>);
+    impl Drop for Answering {
+        fn drop(&mut self) {
+            if let Ok(mut state) = self.0.lock() {
+                state.in_flight -= 1;
+                state.answered.push(Instant::now());
+            }
+        }
+    }
+    let _answering = Answering(inner.clone());
     let status =
         |code: u16| StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     match behaviour {

@@ -105,14 +105,42 @@ impl Publisher {
         messages: &[Outgoing],
         handler: &mut H,
     ) -> Result<(), PublishError> {
+        match self
+            .publish_each(messages, handler)
+            .await?
+            .into_iter()
+            .find_map(Result::err)
+        {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// As [`Publisher::publish_all`], with a result per message, so that one refused message
+    /// fails only its own sender. The outer error (the channel or the handler failed) leaves
+    /// every message's fate unknown.
+    pub async fn publish_each<H: ReturnHandler>(
+        &mut self,
+        messages: &[Outgoing],
+        handler: &mut H,
+    ) -> Result<Vec<Result<(), PublishError>>, PublishError> {
+        let mut results: Vec<Result<(), PublishError>> = messages.iter().map(|_| Ok(())).collect();
         let mut confirms = Vec::with_capacity(messages.len());
         for m in messages {
             confirms.push(self.send(m).await?);
         }
-        let mut returned = settle(confirms).await?;
+        // A confirm belongs to its own publish (only a return may travel with another's).
+        let mut returned = Vec::new();
+        for (i, confirm) in confirms.into_iter().enumerate() {
+            match confirm.await? {
+                Confirmation::Ack(None) | Confirmation::NotRequested => {}
+                Confirmation::Ack(Some(message)) => returned.push(outgoing(*message)),
+                Confirmation::Nack(_) => results[i] = Err(PublishError::Nacked),
+            }
+        }
         for _ in 0..MAX_RESEND {
             if returned.is_empty() {
-                return Ok(());
+                break;
             }
             let mut confirms = Vec::with_capacity(returned.len());
             for message in returned.drain(..) {
@@ -121,19 +149,28 @@ impl Publisher {
                     .await
                     .map_err(|e| PublishError::Handler(Box::new(e)))?
                 {
-                    Reroute::Resend => confirms.push(self.send(&message).await?),
+                    Reroute::Resend => confirms.push((self.send(&message).await?, message)),
                     Reroute::Drop => {}
                 }
             }
-            returned = settle(confirms).await?;
+            for (confirm, message) in confirms {
+                match confirm.await? {
+                    Confirmation::Ack(None) | Confirmation::NotRequested => {}
+                    Confirmation::Ack(Some(again)) => returned.push(outgoing(*again)),
+                    Confirmation::Nack(_) => {
+                        mark(&mut results, messages, &message, || PublishError::Nacked)
+                    }
+                }
+            }
         }
-        match returned.into_iter().next() {
-            None => Ok(()),
-            Some(m) => Err(PublishError::Unroutable {
-                exchange: m.exchange,
-                routing_key: m.routing_key,
-            }),
+        for message in returned {
+            let unroutable = || PublishError::Unroutable {
+                exchange: message.exchange.clone(),
+                routing_key: message.routing_key.clone(),
+            };
+            mark(&mut results, messages, &message, unroutable);
         }
+        Ok(results)
     }
 
     async fn send(&self, m: &Outgoing) -> Result<PublisherConfirm, lapin::Error> {
@@ -153,23 +190,30 @@ impl Publisher {
     }
 }
 
-/// Waits for `confirms` and answers the messages that came back.
-async fn settle(confirms: Vec<PublisherConfirm>) -> Result<Vec<Outgoing>, PublishError> {
-    let mut returned = Vec::new();
-    for confirm in confirms {
-        match confirm.await? {
-            Confirmation::Ack(None) | Confirmation::NotRequested => {}
-            Confirmation::Ack(Some(message)) => {
-                let delivery = message.delivery;
-                returned.push(Outgoing {
-                    exchange: delivery.exchange.to_string(),
-                    routing_key: delivery.routing_key.to_string(),
-                    body: delivery.data,
-                    properties: delivery.properties,
-                });
-            }
-            Confirmation::Nack(_) => return Err(PublishError::Nacked),
-        }
+fn outgoing(message: lapin::message::BasicReturnMessage) -> Outgoing {
+    let delivery = message.delivery;
+    Outgoing {
+        exchange: delivery.exchange.to_string(),
+        routing_key: delivery.routing_key.to_string(),
+        body: delivery.data,
+        properties: delivery.properties,
     }
-    Ok(returned)
+}
+
+/// Fails the first message still counted as sent that is `returned` (messages alike are
+/// interchangeable: which one failed does not matter, only how many).
+fn mark(
+    results: &mut [Result<(), PublishError>],
+    messages: &[Outgoing],
+    returned: &Outgoing,
+    error: impl FnOnce() -> PublishError,
+) {
+    let same = |m: &Outgoing| {
+        m.exchange == returned.exchange
+            && m.routing_key == returned.routing_key
+            && m.body == returned.body
+    };
+    if let Some(i) = (0..messages.len()).find(|i| results[*i].is_ok() && same(&messages[*i])) {
+        results[i] = Err(error());
+    }
 }

@@ -28,10 +28,58 @@ pub struct DeliveryV1 {
     pub received_at: DateTime<Utc>,
     /// The exact body to send (and sign), as built at fan-out.
     pub payload: String,
-    /// Queued again by hand (`POST /v1/logs/{id}/retry`, recover): one attempt, no retry
-    /// schedule. Absent in messages of earlier releases, which read as `false`.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub manual: bool,
+    /// How many times the log had been queued again by hand when this delivery was made:
+    /// 0 from the fan-out and its retries; `n` for the `n`-th retry by hand (log retry,
+    /// recover), which gets one attempt and no schedule. Absent in messages of earlier
+    /// releases, which read as 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub requeue: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl DeliveryV1 {
+    /// Queued again by hand: one attempt, no retry schedule.
+    pub fn is_manual(&self) -> bool {
+        self.requeue > 0
+    }
+}
+
+/// Whether a delivery is still the log's current one when its attempt is made or recorded,
+/// given the log's `attempts` and `requeues` at that moment.
+///
+/// It is not when the log was queued again by hand since (a newer `requeues`: the older
+/// chain of retries gives way), nor when its attempt, or a later one, is on record already
+/// (a second chain born of a retry published twice) — unless the broker redelivered it: then
+/// it may be this very delivery, recorded just before a crash, whose follow-up (its retry)
+/// must still be published. Stale deliveries are acked without an attempt, so duplicate
+/// chains die at their next step instead of sending every retry twice.
+pub fn is_current(
+    task: &DeliveryV1,
+    redelivered: bool,
+    log_attempts: u32,
+    log_requeues: u32,
+) -> bool {
+    is_current_attempt(
+        task.attempt,
+        task.requeue,
+        redelivered,
+        log_attempts,
+        log_requeues,
+    )
+}
+
+/// [`is_current`], from the numbers alone (the store checks records with it).
+pub fn is_current_attempt(
+    attempt: u32,
+    requeue: u32,
+    redelivered: bool,
+    log_attempts: u32,
+    log_requeues: u32,
+) -> bool {
+    requeue >= log_requeues && (attempt > log_attempts || (attempt == log_attempts && redelivered))
 }
 
 impl DeliveryTask {
@@ -115,20 +163,53 @@ mod tests {
             attempt: 1,
             received_at: DateTime::from_timestamp(0, 0).unwrap(),
             payload: r#"{"a":"b"}"#.into(),
-            manual: false,
+            requeue: 0,
         });
         let bytes = task.to_bytes();
         assert!(String::from_utf8_lossy(&bytes).starts_with(r#"{"version":"1","#));
         assert_eq!(DeliveryTask::from_bytes(&bytes).unwrap(), task);
         assert!(DeliveryTask::from_bytes(br#"{"version":"9"}"#).is_err());
         assert!(
-            !String::from_utf8_lossy(&bytes).contains("manual"),
+            !String::from_utf8_lossy(&bytes).contains("requeue"),
             "an automatic delivery reads as before"
         );
         let DeliveryTask::V1(mut manual) = task;
-        manual.manual = true;
+        manual.requeue = 2;
         let bytes = DeliveryTask::V1(manual.clone()).to_bytes();
         assert_eq!(DeliveryTask::from_bytes(&bytes).unwrap().v1(), &manual);
+        assert!(manual.is_manual());
+    }
+
+    #[test]
+    fn stale_deliveries() {
+        let task = |attempt, requeue| DeliveryV1 {
+            log_id: Uuid::nil(),
+            webhook_id: Uuid::nil(),
+            event_id: "evt".into(),
+            event_type: "Contact.created".into(),
+            attempt,
+            received_at: DateTime::from_timestamp(0, 0).unwrap(),
+            payload: "{}".into(),
+            requeue,
+        };
+        // (attempt, requeue, redelivered, log attempts, log requeues, current)
+        let cases = [
+            (1, 0, false, 0, 0, true),  // the first attempt
+            (3, 0, false, 2, 0, true),  // the next retry
+            (2, 0, false, 2, 0, false), // a second chain: its twin is on record
+            (2, 0, true, 2, 0, true),   // redelivered after a crash: its retry is still due
+            (1, 0, true, 2, 0, false),  // older than what is on record
+            (3, 0, false, 2, 1, false), // the log was queued again by hand since
+            (3, 1, false, 2, 1, true),  // the delivery queued by hand
+            (3, 1, false, 3, 2, false), // queued by hand twice: the first one gives way
+        ];
+        for (attempt, requeue, redelivered, attempts, requeues, current) in cases {
+            assert_eq!(
+                is_current(&task(attempt, requeue), redelivered, attempts, requeues),
+                current,
+                "{attempt} {requeue} {redelivered} {attempts} {requeues}"
+            );
+        }
     }
 
     #[test]

@@ -20,7 +20,10 @@ mod tiers;
 mod webhook;
 
 pub use catalog::{EventType, BUILTIN_EVENT_TYPES, OWN_EVENT_TYPES, SEEDED_EVENT_TYPES};
-pub use delivery::{response_excerpt, DeliveryTask, DeliveryV1, Outcome, MAX_RESPONSE_BODY};
+pub use delivery::{
+    is_current, is_current_attempt, response_excerpt, DeliveryTask, DeliveryV1, Outcome,
+    MAX_RESPONSE_BODY,
+};
 pub use event::{Event, RejectReason, Rejection};
 pub use health::{pause_after, BreakerState, Effects, EndpointHealth, HealthPolicy};
 pub use invalid::Invalid;

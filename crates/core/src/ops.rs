@@ -47,17 +47,19 @@ fn envelope(
     }
 }
 
-/// `Webhook.disabled`: hookrelay disabled a webhook at `at`. The id is derived from the
-/// webhook and the moment, so one decision published twice is delivered once.
+/// `Webhook.disabled`: hookrelay disabled a webhook at `at`, its failures having begun
+/// `since`. The id is derived from the webhook and `since`, so one decision announced twice
+/// (the update failed after the announcement, and is made again) is delivered once.
 pub fn webhook_disabled(
     webhook_id: Uuid,
     account_id: &str,
     url: &str,
     reason: &str,
+    since: DateTime<Utc>,
     at: DateTime<Utc>,
 ) -> OperationalEvent {
     envelope(
-        format!("whd_{}_{}", webhook_id.simple(), at.timestamp_millis()),
+        format!("whd_{}_{}", webhook_id.simple(), since.timestamp_millis()),
         WEBHOOK_DISABLED,
         account_id,
         at,
@@ -108,7 +110,7 @@ mod tests {
     fn operational_events_parse_as_events_about_their_webhook() {
         let at = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
         let webhook = Uuid::from_u128(7);
-        let disabled = webhook_disabled(webhook, "acc_1", "https://x.test/h", "gone", at);
+        let disabled = webhook_disabled(webhook, "acc_1", "https://x.test/h", "gone", at, at);
         let failed = delivery_failed(
             &FailedDelivery {
                 log_id: Uuid::from_u128(9),

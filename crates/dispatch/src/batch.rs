@@ -1,7 +1,7 @@
 //! The delivery workers' publisher: retries into the delay tiers and hookrelay's own events.
 //! Workers hand it a message and wait; it publishes whatever has gathered on one confirm
-//! channel, waits for the confirms together, then answers them all. Batches grow by
-//! themselves under load, like the attempt writer's.
+//! channel, waits for the confirms together, then answers each worker for its own message.
+//! Batches grow by themselves under load, like the attempt writer's.
 //!
 //! One owner per channel is what makes returned messages safe to handle (see
 //! `hookrelay_broker::Publisher`); thousands of webhook consumers share this one.
@@ -10,12 +10,12 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use hookrelay_broker::lapin::Connection;
-use hookrelay_broker::{Outgoing, Publisher, Topology};
+use hookrelay_broker::{Outgoing, PublishError, Publisher, Topology};
 use hookrelay_store::Store;
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
-use crate::publish::Routes;
+use crate::publish::{self, Routes};
 use crate::subscriptions::Subscriptions;
 
 const MAX_BATCH: usize = 256;
@@ -30,9 +30,9 @@ pub struct BatchPublisher {
 }
 
 impl BatchPublisher {
-    /// Publishes on `connection` until every handle is dropped. A failed batch closes its
-    /// channel; the next batch opens a new one (and declares the topology again), so a channel
-    /// closed by the broker (an exchange deleted by hand, say) heals by itself.
+    /// Publishes on `connection` until every handle is dropped. A batch whose channel failed
+    /// closes it; the next batch opens a new one (and declares the topology again), so a
+    /// channel closed by the broker (an exchange deleted by hand, say) heals by itself.
     pub fn start(
         connection: Arc<Connection>,
         topology: Topology,
@@ -46,6 +46,7 @@ impl BatchPublisher {
             let mut buffer = Vec::with_capacity(MAX_BATCH);
             while rx.recv_many(&mut buffer, MAX_BATCH).await > 0 {
                 let (messages, replies): (Vec<Outgoing>, Vec<Reply>) = buffer.drain(..).unzip();
+                let mut dropped = HashSet::new();
                 let result = async {
                     if publisher.is_none() {
                         let fresh = Publisher::open(&connection).await?;
@@ -55,21 +56,33 @@ impl BatchPublisher {
                         publisher = Some(fresh);
                     }
                     let Some(open) = publisher.as_mut() else {
-                        return Ok(());
+                        return Err(PublishError::Nacked);
                     };
-                    let mut routes = Routes::new(&topology, &subscriptions, &store, &mut declared);
-                    open.publish_all(&messages, &mut routes).await
+                    let mut routes = Routes::new(&topology, &subscriptions, &mut declared);
+                    let results = open.publish_each(&messages, &mut routes).await;
+                    dropped = routes.dropped;
+                    results
                 }
-                .await
-                .map_err(|e: hookrelay_broker::PublishError| crate::error_chain(&e));
-                if let Err(e) = &result {
-                    warn!(error = %e, messages = messages.len(), "cannot publish retries or events");
-                    if let Some(broken) = publisher.take() {
-                        broken.close().await;
+                .await;
+                if let Err(e) = publish::end_dropped(&store, &dropped).await {
+                    warn!(error = %crate::error_chain(&e), "cannot end the logs of a deleted webhook");
+                }
+                let results: Vec<Result<(), String>> = match result {
+                    Ok(each) => each
+                        .into_iter()
+                        .map(|r| r.map_err(|e| crate::error_chain(&e)))
+                        .collect(),
+                    Err(e) => {
+                        let e = crate::error_chain(&e);
+                        warn!(error = %e, messages = messages.len(), "cannot publish retries or events");
+                        if let Some(broken) = publisher.take() {
+                            broken.close().await;
+                        }
+                        messages.iter().map(|_| Err(e.clone())).collect()
                     }
-                }
-                for reply in replies {
-                    let _ = reply.send(result.clone());
+                };
+                for (reply, result) in replies.into_iter().zip(results) {
+                    let _ = reply.send(result);
                 }
             }
             if let Some(open) = publisher {

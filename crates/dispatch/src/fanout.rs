@@ -446,7 +446,7 @@ fn delivery_task(p: &Planned) -> DeliveryTask {
         attempt: 1,
         received_at: p.received_at,
         payload: p.log.payload.to_string(),
-        manual: false,
+        requeue: 0,
     })
 }
 
@@ -471,13 +471,11 @@ impl Publisher {
         if messages.is_empty() {
             return Ok(());
         }
-        let mut routes = Routes::new(
-            &ctx.topology,
-            &ctx.subscriptions,
-            &ctx.store,
-            &mut self.declared,
-        );
-        Ok(self.inner.publish_all(messages, &mut routes).await?)
+        let mut routes = Routes::new(&ctx.topology, &ctx.subscriptions, &mut self.declared);
+        self.inner.publish_all(messages, &mut routes).await?;
+        let dropped = routes.dropped;
+        publish::end_dropped(&ctx.store, &dropped).await?;
+        Ok(())
     }
 
     /// Publishes every delivery, confirmed as a batch. A webhook's queue is declared

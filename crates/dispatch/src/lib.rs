@@ -129,6 +129,9 @@ impl Dispatcher {
             request_timeout: config.request_timeout,
             per_webhook: config.max_in_flight_per_webhook,
             global: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight_total)),
+            failing: Arc::new(tokio::sync::Semaphore::new(
+                (config.max_in_flight_total / 4).max(1),
+            )),
             policy: HealthPolicy {
                 breaker_threshold: config.breaker_threshold,
                 disable_after: config.disable_after,

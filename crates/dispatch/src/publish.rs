@@ -3,8 +3,9 @@
 //! Every publisher of the pipeline (fan-out, retry router, delivery workers, recovery) sends
 //! through a `hookrelay_broker::Publisher` with [`Routes`] as its return handler: a delivery
 //! whose webhook queue is missing gets the queue declared and is sent again, unless its webhook
-//! was deleted (then its open logs end and the message is dropped); anything else whose queue
-//! is missing gets the namespace's topology declared again.
+//! was deleted (then the message is dropped, and the caller ends the webhook's open logs once
+//! it holds no lock on them: [`end_dropped`]); anything else whose queue is missing gets the
+//! namespace's topology declared again.
 
 use std::collections::HashSet;
 
@@ -20,20 +21,11 @@ use uuid::Uuid;
 
 use crate::subscriptions::Subscriptions;
 
-#[derive(Debug, thiserror::Error)]
-pub enum RouteError {
-    #[error("broker error")]
-    Amqp(#[from] hookrelay_broker::lapin::Error),
-    #[error("database error")]
-    Store(#[from] StoreError),
-}
-
 /// The return handler of every pipeline publisher. `declared` remembers the webhook queues
 /// declared on this publisher's channel, for the caller to skip declaring them again.
 pub struct Routes<'a> {
     pub topology: &'a Topology,
     pub subscriptions: &'a Subscriptions,
-    pub store: &'a Store,
     pub declared: &'a mut HashSet<Uuid>,
     /// Webhooks whose deliveries were dropped because the webhook is gone.
     pub dropped: HashSet<Uuid>,
@@ -43,27 +35,33 @@ impl<'a> Routes<'a> {
     pub fn new(
         topology: &'a Topology,
         subscriptions: &'a Subscriptions,
-        store: &'a Store,
         declared: &'a mut HashSet<Uuid>,
     ) -> Self {
         Self {
             topology,
             subscriptions,
-            store,
             declared,
             dropped: HashSet::new(),
         }
     }
 }
 
+/// Ends the open logs of webhooks whose deliveries were dropped because they are gone.
+pub async fn end_dropped(store: &Store, dropped: &HashSet<Uuid>) -> Result<(), StoreError> {
+    for id in dropped {
+        store.fail_open_logs(*id, "the webhook was deleted").await?;
+    }
+    Ok(())
+}
+
 impl ReturnHandler for Routes<'_> {
-    type Error = RouteError;
+    type Error = hookrelay_broker::lapin::Error;
 
     async fn reroute(
         &mut self,
         channel: &Channel,
         returned: &Outgoing,
-    ) -> Result<Reroute, RouteError> {
+    ) -> Result<Reroute, Self::Error> {
         let exchange = returned.exchange.as_str();
         if exchange == self.topology.deliveries_exchange() {
             let key = returned.routing_key.as_str();
@@ -75,9 +73,6 @@ impl ReturnHandler for Routes<'_> {
                 return Ok(Reroute::Drop);
             };
             if self.subscriptions.get(webhook_id).is_none() {
-                self.store
-                    .fail_open_logs(webhook_id, "the webhook was deleted")
-                    .await?;
                 self.dropped.insert(webhook_id);
                 return Ok(Reroute::Drop);
             }

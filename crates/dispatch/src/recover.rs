@@ -1,8 +1,11 @@
 //! Queueing deliveries again by hand: one log (`POST /v1/logs/{id}/retry`), or every failed
 //! log of a window (`…/recover`, `POST /v1/logs/retry`).
 //!
-//! A queued-again delivery carries `manual`: it gets one attempt, keeps its `webhook-id`, and
-//! its log goes `pending` → `succeeded` | `failed`. The bulk form runs as a background job
+//! A queued-again delivery carries the log's new `requeues` count: it gets one attempt, keeps
+//! its `webhook-id`, and its log goes `pending` → `succeeded` | `failed`. A delivery of the
+//! log still on its way from before (a retry waiting in the broker) is now stale, and is acked
+//! without being sent when it comes (`hookrelay_core::is_current`): retrying a `retrying` log
+//! by hand sends it now instead of later, not twice. The bulk form runs as a background job
 //! that takes the logs in batches of at most [`BATCH`], at most `requeue_rate` logs a second,
 //! so that ten thousand of them reach the broker as a trickle and each webhook's queue, whose
 //! consumer already caps the requests to its endpoint, never sees a flood. A log is taken in a
@@ -14,7 +17,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use hookrelay_broker::{Broker, PublishError, Publisher, Topology};
 use hookrelay_core::{DeliveryTask, DeliveryV1};
 use hookrelay_metrics::Metrics;
@@ -96,6 +98,8 @@ impl Recovery {
         let mut publisher = self.open_publisher().await?;
         let inner = &self.inner;
         let open = &mut publisher;
+        let mut dropped = HashSet::new();
+        let gone = &mut dropped;
         let taken = inner
             .store
             .requeue_logs(&filter, 1, |logs| async move {
@@ -105,10 +109,11 @@ impl Recovery {
                 {
                     return Err(RecoverError::WebhookGone);
                 }
-                Ok(inner.publish(open, &logs).await?)
+                Ok(inner.publish(open, &logs, gone).await?)
             })
             .await;
         publisher.close().await;
+        inner.end_dropped(&dropped).await;
         let taken = taken??;
         if taken > 0 {
             inner.metrics.deliveries_requeued(taken);
@@ -120,15 +125,16 @@ impl Recovery {
     /// Starts queueing again the `failed` logs that `filter` selects, paced, in the
     /// background; answers how many there are now.
     pub async fn requeue(&self, filter: RequeueFilter) -> Result<i64, RecoverError> {
-        let filter = RequeueFilter {
-            only_failed: true,
-            webhook_exists: true,
-            changed_before: Some(Utc::now()),
-            ..filter
-        };
         if !self.inner.broker.is_connected() {
             return Err(RecoverError::BrokerDown);
         }
+        let filter = RequeueFilter {
+            only_failed: true,
+            webhook_exists: true,
+            // The database's clock, as the rows' `updated_at` is.
+            changed_before: Some(self.inner.store.now().await?),
+            ..filter
+        };
         let count = self.inner.store.count_requeue(&filter).await?;
         if count > 0 {
             let inner = self.inner.clone();
@@ -152,31 +158,34 @@ impl Recovery {
 }
 
 impl Inner {
-    /// Publishes a delivery for each log and answers the ids of those queued (not those of a
-    /// webhook deleted meanwhile).
+    /// Publishes a delivery for each log and answers the ids of those queued; the webhooks
+    /// found deleted meanwhile go to `dropped`, whose logs the caller ends once it holds no
+    /// lock on them.
     async fn publish(
         &self,
         publisher: &mut Publisher,
         logs: &[LogToRequeue],
+        dropped: &mut HashSet<Uuid>,
     ) -> Result<Vec<Uuid>, PublishError> {
         let messages: Vec<_> = logs
             .iter()
             .map(|log| publish::delivery(&self.topology, &task_of(log)))
             .collect();
         let mut declared = HashSet::new();
-        let mut routes = Routes::new(
-            &self.topology,
-            &self.subscriptions,
-            &self.store,
-            &mut declared,
-        );
+        let mut routes = Routes::new(&self.topology, &self.subscriptions, &mut declared);
         publisher.publish_all(&messages, &mut routes).await?;
-        let dropped = routes.dropped;
+        dropped.extend(routes.dropped.iter().copied());
         Ok(logs
             .iter()
-            .filter(|log| !dropped.contains(&log.webhook_id))
+            .filter(|log| !routes.dropped.contains(&log.webhook_id))
             .map(|log| log.id)
             .collect())
+    }
+
+    async fn end_dropped(&self, dropped: &HashSet<Uuid>) {
+        if let Err(e) = publish::end_dropped(&self.store, dropped).await {
+            warn!(error = %crate::error_chain(&e), "cannot end the logs of a deleted webhook");
+        }
     }
 
     async fn run_job(&self, filter: RequeueFilter, expected: i64) {
@@ -200,6 +209,7 @@ impl Inner {
                 break;
             }
             let batch_started = Instant::now();
+            let mut dropped = HashSet::new();
             let result = async {
                 if publisher.is_none() {
                     let connection = self.broker.connection().ok_or(RecoverError::BrokerDown)?;
@@ -212,14 +222,16 @@ impl Inner {
                 let Some(open) = publisher.as_mut() else {
                     return Err(RecoverError::BrokerDown);
                 };
+                let gone = &mut dropped;
                 Ok(self
                     .store
                     .requeue_logs(&filter, batch, |logs| async move {
-                        self.publish(open, &logs).await
+                        self.publish(open, &logs, gone).await
                     })
                     .await??)
             }
             .await;
+            self.end_dropped(&dropped).await;
             match result {
                 Ok(0) => break,
                 Ok(taken) => {
@@ -270,6 +282,6 @@ fn task_of(log: &LogToRequeue) -> DeliveryTask {
         attempt: u32::try_from(log.attempts).unwrap_or(0).saturating_add(1),
         received_at: log.created_at,
         payload: log.payload.clone(),
-        manual: true,
+        requeue: u32::try_from(log.requeues).unwrap_or(0).saturating_add(1),
     })
 }

@@ -14,6 +14,12 @@
 //! a paused webhook's probe is a real delivery and a retry never waits behind a backlog it
 //! is not yet part of. The price is a hop through this queue per tier used: about one per
 //! doubling of the wait, on retries only.
+//!
+//! What this does not cover yet: RabbitMQ dead-letters from classic queues at most once, so a
+//! broker that crashes (not one that stops) in the very moment a retry expires may drop it,
+//! and its log stays `retrying`. Quorum queues dead-letter at least once
+//! (`x-dead-letter-strategy`); they come with the `queue_type` setting, with the cluster
+//! support (the tiers are 23 queues per deployment, not one per webhook).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -120,10 +126,14 @@ async fn route(
             }
             let onward: Vec<Outgoing> = batch.iter().map(|d| onward(&ctx.topology, d)).collect();
             let last = batch.last().map_or(0, |d| d.delivery_tag);
-            let mut routes =
-                Routes::new(&ctx.topology, &ctx.subscriptions, &ctx.store, &mut declared);
-            match publisher.publish_all(&onward, &mut routes).await {
+            let mut routes = Routes::new(&ctx.topology, &ctx.subscriptions, &mut declared);
+            let published = publisher.publish_all(&onward, &mut routes).await;
+            let dropped = routes.dropped;
+            match published {
                 Ok(()) => {
+                    if let Err(e) = publish::end_dropped(&ctx.store, &dropped).await {
+                        warn!(error = %crate::error_chain(&e), "cannot end the logs of a deleted webhook");
+                    }
                     channel
                         .basic_ack(last, BasicAckOptions { multiple: true })
                         .await?;

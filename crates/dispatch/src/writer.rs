@@ -10,7 +10,8 @@ const MAX_BATCH: usize = 512;
 /// Bounded: when the database is slow, workers wait here instead of piling up records.
 const QUEUE: usize = 4096;
 
-type Reply = oneshot::Sender<Result<(), String>>;
+/// `Ok(true)` when the record's delivery was still its log's current one (and moved it).
+type Reply = oneshot::Sender<Result<bool, String>>;
 
 #[derive(Clone)]
 pub struct AttemptWriter {
@@ -26,9 +27,9 @@ impl AttemptWriter {
             while rx.recv_many(&mut buffer, MAX_BATCH).await > 0 {
                 let (records, replies): (Vec<AttemptRecord>, Vec<Reply>) = buffer.drain(..).unzip();
                 match store.record_attempts(&records).await {
-                    Ok(()) => {
-                        for reply in replies {
-                            let _ = reply.send(Ok(()));
+                    Ok(current) => {
+                        for (reply, current) in replies.into_iter().zip(current) {
+                            let _ = reply.send(Ok(current));
                         }
                     }
                     // One record the database refuses must not hold back the others.
@@ -49,8 +50,9 @@ impl AttemptWriter {
         Self { tx }
     }
 
-    /// Waits until `record` is committed.
-    pub async fn write(&self, record: AttemptRecord) -> Result<(), String> {
+    /// Waits until `record` is committed; answers whether its delivery was still its log's
+    /// current one (see `hookrelay_core::is_current`).
+    pub async fn write(&self, record: AttemptRecord) -> Result<bool, String> {
         let (reply, done) = oneshot::channel();
         self.tx
             .send((record, reply))
@@ -63,9 +65,10 @@ impl AttemptWriter {
 
 /// Writes one record; if the database refuses its values, writes it again without the
 /// receiver's answer and with the reason instead, so the attempt is still on record.
-async fn write_alone(store: &Store, record: AttemptRecord) -> Result<(), String> {
+async fn write_alone(store: &Store, record: AttemptRecord) -> Result<bool, String> {
+    let first = |current: Vec<bool>| current.first().copied().unwrap_or(false);
     match store.record_attempts(std::slice::from_ref(&record)).await {
-        Ok(()) => Ok(()),
+        Ok(current) => Ok(first(current)),
         Err(e) if e.is_data_error() => {
             let why = crate::error_chain(&e);
             tracing::error!(log_id = %record.log_id, error = %why, "attempt refused by the database; recording it without the answer");
@@ -77,6 +80,7 @@ async fn write_alone(store: &Store, record: AttemptRecord) -> Result<(), String>
             store
                 .record_attempts(std::slice::from_ref(&plain))
                 .await
+                .map(first)
                 .map_err(|e| crate::error_chain(&e))
         }
         Err(e) => Err(crate::error_chain(&e)),

@@ -140,7 +140,8 @@ async fn sigkill_while_retries_wait_loses_none_of_them() {
     let receiver = Receiver::start().await;
     receiver.script(std::iter::repeat_n(Behaviour::Status(503), EVENTS));
     let settings = [
-        ("HOOKRELAY_RETRY_SCHEDULE", "5s"),
+        // Long enough that every first attempt fails before the first retry is due.
+        ("HOOKRELAY_RETRY_SCHEDULE", "10s"),
         ("HOOKRELAY_BREAKER_THRESHOLD", "10000"),
     ];
     let (mut first, port) = start_with(&db, &namespace, &settings).await;

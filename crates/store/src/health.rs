@@ -2,9 +2,13 @@
 //! delivery worker of a webhook owns its health in memory and saves it here when it changes
 //! state (a run of failures begins, the breaker opens, it recovers), so that the API can show
 //! it and a restarted service carries on where the last one stopped.
+//!
+//! A health belongs to one version of its webhook (its `updated_at`): a row saved for an older
+//! version, by a worker that had not yet seen a change, is never read back.
 
 use std::collections::HashMap;
 
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::{HealthRow, Store, StoreError};
@@ -14,19 +18,20 @@ fn to_i32(n: u32) -> i32 {
 }
 
 impl Store {
-    /// Saves a webhook's health; a healthy one has no row. A webhook deleted meanwhile is
-    /// skipped (the foreign key would refuse it).
+    /// Saves the health of version `version` of a webhook; a healthy one has no row. Nothing
+    /// is saved for a webhook changed or deleted meanwhile.
     pub async fn save_health(
         &self,
         webhook_id: Uuid,
+        version: DateTime<Utc>,
         health: &HealthRow,
     ) -> Result<(), StoreError> {
         let client = self.client().await?;
         if *health == HealthRow::default() {
             client
                 .execute(
-                    "DELETE FROM webhook_health WHERE webhook_id = $1",
-                    &[&webhook_id],
+                    "DELETE FROM webhook_health WHERE webhook_id = $1 AND webhook_version <= $2",
+                    &[&webhook_id, &version],
                 )
                 .await?;
             return Ok(());
@@ -34,9 +39,12 @@ impl Store {
         client
             .execute(
                 "INSERT INTO webhook_health
-                    (webhook_id, failing_since, consecutive_failures, trips, paused_until)
-                 SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM webhooks WHERE id = $1)
+                    (webhook_id, failing_since, consecutive_failures, trips, paused_until,
+                     webhook_version)
+                 SELECT $1, $2, $3, $4, $5, $6
+                 WHERE EXISTS (SELECT 1 FROM webhooks WHERE id = $1 AND updated_at = $6)
                  ON CONFLICT (webhook_id) DO UPDATE SET
+                    webhook_version = EXCLUDED.webhook_version,
                     failing_since = EXCLUDED.failing_since,
                     consecutive_failures = EXCLUDED.consecutive_failures,
                     trips = EXCLUDED.trips,
@@ -48,19 +56,25 @@ impl Store {
                     &to_i32(health.consecutive_failures),
                     &to_i32(health.trips),
                     &health.paused_until,
+                    &version,
                 ],
             )
             .await?;
         Ok(())
     }
 
-    /// Every saved health, for the delivery workers starting up.
-    pub async fn load_health(&self) -> Result<HashMap<Uuid, HealthRow>, StoreError> {
+    /// Every saved health of a webhook's current version, with that version, for the
+    /// delivery workers starting up.
+    pub async fn load_health(
+        &self,
+    ) -> Result<HashMap<Uuid, (DateTime<Utc>, HealthRow)>, StoreError> {
         let client = self.client().await?;
         let rows = client
             .query(
-                "SELECT webhook_id, failing_since, consecutive_failures, trips, paused_until
-                 FROM webhook_health",
+                "SELECT h.webhook_id, h.failing_since, h.consecutive_failures, h.trips,
+                        h.paused_until, h.webhook_version
+                 FROM webhook_health h
+                 JOIN webhooks w ON w.id = h.webhook_id AND w.updated_at = h.webhook_version",
                 &[],
             )
             .await?;
@@ -70,12 +84,15 @@ impl Store {
                 let count = |i: usize| u32::try_from(r.get::<_, i32>(i)).unwrap_or(0);
                 (
                     r.get(0),
-                    HealthRow {
-                        failing_since: r.get(1),
-                        consecutive_failures: count(2),
-                        trips: count(3),
-                        paused_until: r.get(4),
-                    },
+                    (
+                        r.get(5),
+                        HealthRow {
+                            failing_since: r.get(1),
+                            consecutive_failures: count(2),
+                            trips: count(3),
+                            paused_until: r.get(4),
+                        },
+                    ),
                 )
             })
             .collect())

@@ -1,6 +1,8 @@
 //! `webhook_logs` and `webhook_attempts`: written in batches (a few statements per batch of
 //! hundreds of rows), since a round trip per row is what would make the pipeline slow.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -55,6 +57,10 @@ impl LogStatus {
 pub struct AttemptRecord {
     pub log_id: Uuid,
     pub attempt: i32,
+    /// The delivery's `requeue` and whether the broker redelivered it: whether it is still
+    /// the log's current delivery is decided with them (`hookrelay_core::is_current`).
+    pub requeue: i32,
+    pub redelivered: bool,
     pub started_at: DateTime<Utc>,
     pub duration_ms: i32,
     pub response_status: Option<i32>,
@@ -126,6 +132,8 @@ pub struct LogToRequeue {
     pub payload: String,
     pub attempts: i32,
     pub created_at: DateTime<Utc>,
+    /// Times it was queued again by hand so far; its new delivery carries one more.
+    pub requeues: i32,
 }
 
 /// Rows and payload bytes per INSERT at most: a statement stays far below PostgreSQL's 1 GB
@@ -237,41 +245,94 @@ impl Store {
             .collect())
     }
 
-    /// Records attempts and moves their logs on, in one transaction of two statements.
-    pub async fn record_attempts(&self, batch: &[AttemptRecord]) -> Result<(), StoreError> {
+    /// Records attempts and moves their logs on, in one transaction, and answers for each
+    /// record whether its delivery was still the log's current one. Every attempt goes on
+    /// record; only a current one moves its log (the latest of them, should a batch hold two
+    /// for one log). The logs are locked first, so that the answer holds until the commit.
+    pub async fn record_attempts(&self, batch: &[AttemptRecord]) -> Result<Vec<bool>, StoreError> {
         if batch.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let mut client = self.client().await?;
-        let logs: Vec<Uuid> = batch.iter().map(|a| a.log_id).collect();
-        let attempts: Vec<i32> = batch.iter().map(|a| a.attempt).collect();
-        let started: Vec<DateTime<Utc>> = batch.iter().map(|a| a.started_at).collect();
-        let durations: Vec<i32> = batch.iter().map(|a| a.duration_ms).collect();
-        let statuses: Vec<Option<i32>> = batch.iter().map(|a| a.response_status).collect();
-        let bodies: Vec<Option<&str>> = batch.iter().map(|a| a.response_body.as_deref()).collect();
-        let errors: Vec<Option<&str>> = batch.iter().map(|a| a.error.as_deref()).collect();
-        let states: Vec<&str> = batch.iter().map(|a| a.status.as_str()).collect();
-        let next: Vec<Option<DateTime<Utc>>> = batch.iter().map(|a| a.next_attempt_at).collect();
         let tx = client.transaction().await?;
+        let mut ids: Vec<Uuid> = batch.iter().map(|a| a.log_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        // In id order, so that two writers locking overlapping batches cannot deadlock.
+        let rows = tx
+            .query(
+                "SELECT id, attempts, requeues FROM webhook_logs WHERE id = ANY($1)
+                 ORDER BY id FOR UPDATE",
+                &[&ids],
+            )
+            .await?;
+        let count = |n: i32| u32::try_from(n).unwrap_or(0);
+        let mut logs: HashMap<Uuid, (u32, u32)> = rows
+            .iter()
+            .map(|r| (r.get(0), (count(r.get(1)), count(r.get(2)))))
+            .collect();
+        let mut current = Vec::with_capacity(batch.len());
+        let mut moves: HashMap<Uuid, &AttemptRecord> = HashMap::new();
+        for record in batch {
+            // A log deleted by hand: nothing to record against, nothing to move.
+            let is_current = logs
+                .get_mut(&record.log_id)
+                .is_some_and(|(attempts, requeues)| {
+                    let ok = hookrelay_core::is_current_attempt(
+                        count(record.attempt),
+                        count(record.requeue),
+                        record.redelivered,
+                        *attempts,
+                        *requeues,
+                    );
+                    if ok {
+                        *attempts = count(record.attempt);
+                        *requeues = count(record.requeue);
+                    }
+                    ok
+                });
+            if is_current {
+                moves.insert(record.log_id, record);
+            }
+            current.push(is_current);
+        }
+        let kept: Vec<&AttemptRecord> = batch
+            .iter()
+            .filter(|a| logs.contains_key(&a.log_id))
+            .collect();
+        let logs_col: Vec<Uuid> = kept.iter().map(|a| a.log_id).collect();
+        let attempts: Vec<i32> = kept.iter().map(|a| a.attempt).collect();
+        let started: Vec<DateTime<Utc>> = kept.iter().map(|a| a.started_at).collect();
+        let durations: Vec<i32> = kept.iter().map(|a| a.duration_ms).collect();
+        let statuses: Vec<Option<i32>> = kept.iter().map(|a| a.response_status).collect();
+        let bodies: Vec<Option<&str>> = kept.iter().map(|a| a.response_body.as_deref()).collect();
+        let errors: Vec<Option<&str>> = kept.iter().map(|a| a.error.as_deref()).collect();
         tx.execute(
-            // Only for logs that still exist: one deleted by hand must not fail the batch
-            // (and with it the other webhooks' records) on the foreign key.
             "INSERT INTO webhook_attempts
                 (log_id, attempt, started_at, duration_ms, response_status, response_body, error)
-             SELECT u.* FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::int[],
-                                    $5::int[], $6::text[], $7::text[])
-                  AS u(log_id, attempt, started_at, duration_ms, response_status,
-                       response_body, error)
-             JOIN webhook_logs l ON l.id = u.log_id",
+             SELECT * FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::int[],
+                                  $5::int[], $6::text[], $7::text[])",
             &[
-                &logs, &attempts, &started, &durations, &statuses, &bodies, &errors,
+                &logs_col, &attempts, &started, &durations, &statuses, &bodies, &errors,
             ],
         )
         .await?;
+        let moves: Vec<&AttemptRecord> = moves.into_values().collect();
+        let logs_col: Vec<Uuid> = moves.iter().map(|a| a.log_id).collect();
+        let attempts: Vec<i32> = moves.iter().map(|a| a.attempt).collect();
+        let requeues: Vec<i32> = moves.iter().map(|a| a.requeue).collect();
+        let started: Vec<DateTime<Utc>> = moves.iter().map(|a| a.started_at).collect();
+        let durations: Vec<i32> = moves.iter().map(|a| a.duration_ms).collect();
+        let statuses: Vec<Option<i32>> = moves.iter().map(|a| a.response_status).collect();
+        let bodies: Vec<Option<&str>> = moves.iter().map(|a| a.response_body.as_deref()).collect();
+        let errors: Vec<Option<&str>> = moves.iter().map(|a| a.error.as_deref()).collect();
+        let states: Vec<&str> = moves.iter().map(|a| a.status.as_str()).collect();
+        let next: Vec<Option<DateTime<Utc>>> = moves.iter().map(|a| a.next_attempt_at).collect();
         tx.execute(
             "UPDATE webhook_logs l SET
                 status = u.status,
-                attempts = GREATEST(l.attempts, u.attempt),
+                attempts = u.attempt,
+                requeues = u.requeue,
                 response_status = u.response_status,
                 response_body = u.response_body,
                 error = u.error,
@@ -280,20 +341,38 @@ impl Store {
                                THEN u.started_at + make_interval(secs => u.duration_ms / 1000.0)
                                ELSE l.delivered_at END,
                 updated_at = now()
-             FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::int[], $5::int[],
-                         $6::text[], $7::text[], $8::text[], $9::timestamptz[])
-                  AS u(log_id, attempt, started_at, duration_ms, response_status,
+             FROM unnest($1::uuid[], $2::int[], $3::int[], $4::timestamptz[], $5::int[],
+                         $6::int[], $7::text[], $8::text[], $9::text[], $10::timestamptz[])
+                  AS u(log_id, attempt, requeue, started_at, duration_ms, response_status,
                        response_body, error, status, next_attempt_at)
-             -- An attempt older than the log's latest (a redelivered one that came back late)
-             -- is on record above, but must not move the log back.
-             WHERE l.id = u.log_id AND u.attempt >= l.attempts",
+             WHERE l.id = u.log_id",
             &[
-                &logs, &attempts, &started, &durations, &statuses, &bodies, &errors, &states, &next,
+                &logs_col, &attempts, &requeues, &started, &durations, &statuses, &bodies, &errors,
+                &states, &next,
             ],
         )
         .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(current)
+    }
+
+    /// Where a log stands: `(attempts, requeues)`, or `None` when it is gone.
+    pub async fn log_position(&self, log_id: Uuid) -> Result<Option<(u32, u32)>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT attempts, requeues FROM webhook_logs WHERE id = $1",
+                &[&log_id],
+            )
+            .await?;
+        let count = |n: i32| u32::try_from(n).unwrap_or(0);
+        Ok(row.map(|r| (count(r.get(0)), count(r.get(1)))))
+    }
+
+    /// The database's clock, for comparisons with times it wrote.
+    pub async fn now(&self) -> Result<DateTime<Utc>, StoreError> {
+        let client = self.client().await?;
+        Ok(client.query_one("SELECT now()", &[]).await?.get(0))
     }
 
     /// How many logs `filter` selects now.
@@ -327,7 +406,7 @@ impl Store {
         let tx = client.transaction().await?;
         let sql = format!(
             "SELECT id, webhook_id, account_id, event_id, event_type, payload::text, attempts,
-                    created_at
+                    created_at, requeues
              FROM webhook_logs WHERE {REQUEUE_WHERE}
              ORDER BY created_at, id
              LIMIT {limit}
@@ -345,6 +424,7 @@ impl Store {
                 payload: r.get(5),
                 attempts: r.get(6),
                 created_at: r.get(7),
+                requeues: r.get(8),
             })
             .collect();
         let taken = logs.len();
@@ -360,7 +440,8 @@ impl Store {
             }
         };
         tx.execute(
-            "UPDATE webhook_logs SET status = 'pending', next_attempt_at = NULL, updated_at = now()
+            "UPDATE webhook_logs SET status = 'pending', requeues = requeues + 1,
+                    next_attempt_at = NULL, updated_at = now()
              WHERE id = ANY($1)",
             &[&ids],
         )

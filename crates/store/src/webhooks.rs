@@ -16,8 +16,9 @@ const COLUMNS: &str =
     "w.id, w.account_id, w.url, w.secret, w.previous_secrets, w.headers, w.events, \
                        w.status, w.disabled_reason, w.description, w.created_at, w.updated_at, \
                        h.failing_since, h.consecutive_failures, h.trips, h.paused_until";
-/// Every read of a webhook comes with its health, if it has any.
-const FROM: &str = "webhooks w LEFT JOIN webhook_health h ON h.webhook_id = w.id";
+/// Every read of a webhook comes with its health, if it has any for its current version.
+const FROM: &str = "webhooks w LEFT JOIN webhook_health h
+                    ON h.webhook_id = w.id AND h.webhook_version = w.updated_at";
 
 /// A secret replaced by a rotation, still signing beside the new one until it expires.
 #[derive(Clone)]

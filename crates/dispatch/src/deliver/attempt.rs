@@ -9,7 +9,7 @@ use hookrelay_broker::lapin::message::Delivery;
 use hookrelay_broker::lapin::options::{BasicAckOptions, BasicNackOptions};
 use hookrelay_core::ops::{self, FailedDelivery};
 use hookrelay_core::{
-    decide, AttemptFacts, DeliveryTask, DeliveryV1, Next, Outcome, RetrySchedule,
+    decide, is_current, AttemptFacts, DeliveryTask, DeliveryV1, Next, Outcome, RetrySchedule,
 };
 use hookrelay_store::{AttemptRecord, LogStatus};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
@@ -21,9 +21,13 @@ use crate::batch::BatchPublisher;
 use crate::http::AttemptResult;
 use crate::publish;
 
-/// The per-webhook and global request slots of one attempt, given back once its HTTP
-/// exchange is over.
-pub type Slots = (OwnedSemaphorePermit, OwnedSemaphorePermit);
+/// The request slots of one attempt, given back once its HTTP exchange is over: the
+/// webhook's, the process's, and for a failing endpoint one of the few it may share.
+pub type Slots = (
+    OwnedSemaphorePermit,
+    Option<OwnedSemaphorePermit>,
+    OwnedSemaphorePermit,
+);
 
 /// What an attempt tells the webhook's endpoint health.
 #[derive(Debug, Clone, Copy)]
@@ -89,6 +93,27 @@ pub async fn run(
         let _ = delivery.nack(requeue()).await;
         return None;
     }
+    // A retry, a delivery queued by hand or one redelivered may have been overtaken (queued
+    // again by hand since, or a twin already on record): one look at its log before sending,
+    // the hot path of first attempts costing nothing. Should the database be away, the
+    // record (which checks again) decides.
+    if task.attempt > 1 || task.is_manual() || delivery.redelivered {
+        match ctx.store.log_position(task.log_id).await {
+            Ok(Some((attempts, requeues)))
+                if !is_current(&task, delivery.redelivered, attempts, requeues) =>
+            {
+                debug!(log_id = %task.log_id, attempt = task.attempt, "stale delivery dropped unsent");
+                let _ = delivery.ack(BasicAckOptions::default()).await;
+                return None;
+            }
+            Ok(None) => {
+                warn!(log_id = %task.log_id, "the delivery's log is gone; dropped unsent");
+                let _ = delivery.ack(BasicAckOptions::default()).await;
+                return None;
+            }
+            Ok(Some(_)) | Err(_) => {}
+        }
+    }
 
     let in_flight = ctx.metrics.attempt_started();
     let started_at = Utc::now();
@@ -102,7 +127,7 @@ pub async fn run(
     let now = Utc::now();
     // A delivery queued again by hand gets one attempt, not a new schedule.
     let no_retries = RetrySchedule::none();
-    let (schedule, step) = if task.manual {
+    let (schedule, step) = if task.is_manual() {
         (&no_retries, 1)
     } else {
         (&ctx.policy.schedule, task.attempt)
@@ -140,6 +165,8 @@ pub async fn run(
     let record = AttemptRecord {
         log_id: task.log_id,
         attempt: i32::try_from(task.attempt).unwrap_or(i32::MAX),
+        requeue: i32::try_from(task.requeue).unwrap_or(i32::MAX),
+        redelivered: delivery.redelivered,
         started_at,
         duration_ms: i32::try_from(elapsed.as_millis()).unwrap_or(i32::MAX),
         response_status: http_status.map(i32::from),
@@ -148,11 +175,21 @@ pub async fn run(
         status,
         next_attempt_at: due,
     };
-    if !record_attempt(ctx, record, stop).await {
-        // Stopping with the database away: the delivery goes back unrecorded and will be
-        // sent again (same webhook-id) by whoever takes it.
-        let _ = delivery.nack(requeue()).await;
-        return Some(report);
+    match record_attempt(ctx, record, stop).await {
+        Some(true) => {}
+        Some(false) => {
+            // Overtaken while it was sent: the attempt is on record, but what follows is the
+            // current delivery's to decide. This chain ends here.
+            debug!(log_id = %task.log_id, attempt = task.attempt, "stale delivery recorded; no follow-up");
+            let _ = delivery.ack(BasicAckOptions::default()).await;
+            return Some(report);
+        }
+        None => {
+            // Stopping with the database away: the delivery goes back unrecorded and will be
+            // sent again (same webhook-id) by whoever takes it.
+            let _ = delivery.nack(requeue()).await;
+            return Some(report);
+        }
     }
 
     // The record says what happens next; make it so before the ack. Should it fail, the
@@ -204,16 +241,21 @@ pub async fn run(
 
 /// Commits `record`, retrying while the database is away. The receiver has its answer; what
 /// remains is to record it, so the delivery is held rather than handed back: that would POST
-/// it to the receiver again for every failed write. `false` when stopped before it could.
-async fn record_attempt(ctx: &Context, record: AttemptRecord, stop: &CancellationToken) -> bool {
+/// it to the receiver again for every failed write. Answers whether the delivery was still
+/// its log's current one; `None` when stopped before it could record.
+async fn record_attempt(
+    ctx: &Context,
+    record: AttemptRecord,
+    stop: &CancellationToken,
+) -> Option<bool> {
     let mut wait = WRITE_RETRY_FIRST;
     loop {
         match ctx.writer.write(record.clone()).await {
-            Ok(()) => return true,
+            Ok(current) => return Some(current),
             Err(e) => {
                 warn!(log_id = %record.log_id, error = %e, retry_in = ?wait, "cannot record an attempt yet");
                 tokio::select! {
-                    _ = stop.cancelled() => return false,
+                    _ = stop.cancelled() => return None,
                     _ = tokio::time::sleep(wait) => {}
                 }
                 wait = (wait * 2).min(WRITE_RETRY_MAX);

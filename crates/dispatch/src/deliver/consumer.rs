@@ -16,7 +16,9 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt as _;
-use hookrelay_broker::lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
+use hookrelay_broker::lapin::options::{
+    BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+};
 use hookrelay_broker::lapin::types::FieldTable;
 use hookrelay_broker::lapin::{Channel, Connection, Consumer};
 use hookrelay_core::{ops, EndpointHealth};
@@ -165,6 +167,22 @@ impl Worker {
                     _ => break 'consume Mode::Stop,
                 },
             };
+            // Disabled, and the manager has not stopped this consumer yet: stop now rather
+            // than take every queued delivery only to hand it back.
+            if self
+                .ctx
+                .subscriptions
+                .get(self.id)
+                .is_some_and(|w| !w.active)
+            {
+                let _ = delivery
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..Default::default()
+                    })
+                    .await;
+                break 'consume Mode::Stop;
+            }
             // Waiting for a slot stops reading the queue, so the broker holds the rest. The
             // reports keep coming meanwhile: the breaker may open while this one waits.
             let slots: Slots = loop {
@@ -176,7 +194,7 @@ impl Worker {
                             break 'consume mode;
                         }
                     }
-                    slots = acquire(&requests, &self.ctx.global) => match slots {
+                    slots = self.acquire(&requests) => match slots {
                         Some(slots) => break slots,
                         None => break 'consume Mode::Stop,
                     },
@@ -256,7 +274,7 @@ impl Worker {
             };
             let slots = tokio::select! {
                 _ = self.stop.cancelled() => break Mode::Stop,
-                slots = acquire(&one, &self.ctx.global) => match slots {
+                slots = self.acquire(&one) => match slots {
                     Some(slots) => slots,
                     None => break Mode::Stop,
                 },
@@ -304,11 +322,11 @@ impl Worker {
             self.disable(format!("every delivery attempt failed for {after}"))
                 .await;
         }
-        if effects.save {
+        if let (true, Some(version)) = (effects.save, self.version) {
             if let Err(e) = self
                 .ctx
                 .store
-                .save_health(self.id, &to_row(&self.health))
+                .save_health(self.id, version, &to_row(&self.health))
                 .await
             {
                 warn!(webhook_id = %self.id, error = %crate::error_chain(&e), "cannot save the endpoint health");
@@ -320,6 +338,21 @@ impl Worker {
             ));
         }
         effects.resume.then_some(Mode::Full)
+    }
+
+    /// A request slot of this webhook, one of the failing endpoints' share while its endpoint
+    /// is failing, and one of the process; `None` if a semaphore closed. Always taken in this
+    /// order, so two consumers never wait on each other.
+    async fn acquire(&self, local: &Arc<Semaphore>) -> Option<Slots> {
+        let local = local.clone().acquire_owned().await.ok()?;
+        let failing = self.health.consecutive_failures > 0
+            || self.health.state != hookrelay_core::BreakerState::Closed;
+        let failing = match failing {
+            true => Some(self.ctx.failing.clone().acquire_owned().await.ok()?),
+            false => None,
+        };
+        let global = self.ctx.global.clone().acquire_owned().await.ok()?;
+        Some((local, failing, global))
     }
 
     /// Whether the webhook changed since its health began; if so, the health starts afresh.
@@ -344,12 +377,14 @@ impl Worker {
         let Some(webhook) = self.ctx.subscriptions.get(self.id).filter(|w| w.active) else {
             return;
         };
+        let now = Utc::now();
         let event = ops::webhook_disabled(
             self.id,
             &webhook.account_id,
             &webhook.url,
             &reason,
-            Utc::now(),
+            self.health.failing_since.unwrap_or(now),
+            now,
         );
         if let Err(e) = self
             .publisher
@@ -374,11 +409,4 @@ impl Worker {
             }
         }
     }
-}
-
-/// A request slot of this webhook and one of the process; `None` if a semaphore closed.
-async fn acquire(local: &Arc<Semaphore>, global: &Arc<Semaphore>) -> Option<Slots> {
-    let local = local.clone().acquire_owned().await.ok()?;
-    let global = global.clone().acquire_owned().await.ok()?;
-    Some((local, global))
 }

@@ -15,8 +15,6 @@ use hookrelay_store::{HealthRow, Store};
 use tracing::warn;
 use uuid::Uuid;
 
-use crate::subscriptions::Subscriptions;
-
 /// The webhook's `updated_at` that a health belongs to.
 pub type Version = Option<DateTime<Utc>>;
 
@@ -37,7 +35,7 @@ pub struct HealthBook {
 impl HealthBook {
     /// Reads the saved health once. On failure the workers start as if every endpoint were
     /// healthy (a paused one gets its probe early) and the next reconnection tries again.
-    pub async fn load(&self, store: &Store, subscriptions: &Subscriptions) {
+    pub async fn load(&self, store: &Store) {
         let mut book = self.book.lock().await;
         if book.loaded {
             return;
@@ -45,11 +43,10 @@ impl HealthBook {
         match store.load_health().await {
             Ok(rows) => {
                 let now = Utc::now();
-                for (id, row) in rows {
-                    let version = subscriptions.get(id).map(|w| w.updated_at);
+                for (id, (version, row)) in rows {
                     book.by_id
                         .entry(id)
-                        .or_insert_with(|| (version, from_row(&row, now)));
+                        .or_insert_with(|| (Some(version), from_row(&row, now)));
                 }
                 book.loaded = true;
             }

@@ -12,6 +12,10 @@
 //! At most `max_in_flight_per_webhook` requests to one webhook are under way at once, so a
 //! slow or hanging endpoint holds that many and never delays another webhook (isolation); a
 //! global semaphore caps the requests of the whole process, and a paused webhook holds none.
+//! Requests to endpoints that are failing (a failure since their last success, or a probe)
+//! also take one of a quarter of the global slots: a thousand endpoints dying at once, which
+//! hang until the timeout before their breakers open, and then on every probe, can never
+//! hold more than that quarter; the healthy ones keep the rest.
 //!
 //! Each attempt's record is committed through the batching writer, its retry (or its
 //! `Webhook.delivery.failed` event) confirmed by the broker, and only then is the message
@@ -59,6 +63,8 @@ pub struct Context {
     pub request_timeout: Duration,
     pub per_webhook: u16,
     pub global: Arc<Semaphore>,
+    /// The share of `global` that failing endpoints may hold.
+    pub failing: Arc<Semaphore>,
     /// The retry schedule, the breaker threshold and the auto-disable delay.
     pub policy: HealthPolicy,
     pub health: HealthBook,
@@ -72,7 +78,7 @@ pub async fn run(ctx: Arc<Context>, broker: Broker, shutdown: CancellationToken)
         let Some(connection) = broker.next_connection(&shutdown).await else {
             return;
         };
-        ctx.health.load(&ctx.store, &ctx.subscriptions).await;
+        ctx.health.load(&ctx.store).await;
         if let Err(e) = manage(&ctx, &connection, &shutdown, &mut known).await {
             warn!(error = %crate::error_chain(&e), "delivery workers stopped; restarting");
         }
