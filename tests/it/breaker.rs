@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use hookrelay_broker::lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use hookrelay_broker::lapin::options::BasicPublishOptions;
 use hookrelay_tests::receiver::{Behaviour, Receiver};
 use hookrelay_tests::wait_for;
 use serde_json::json;
@@ -132,14 +132,7 @@ async fn a_dead_endpoint_is_paused_and_probed_while_the_others_flow() {
 /// second: a load a debug build shares two cores with the rest of the suite under), for
 /// `during`; answers when each was published (confirmed), by event id.
 async fn publish_steadily(app: &TestApp, during: Duration) -> HashMap<String, Instant> {
-    let connection = hookrelay_broker::connect(&app.amqp_url)
-        .await
-        .expect("a connection");
-    let channel = connection.create_channel().await.expect("a channel");
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .expect("confirms");
+    let (connection, channel) = app.confirm_channel().await;
     let exchange = hookrelay_broker::Topology::new(&app.namespace).events_exchange();
     let mut sent = HashMap::new();
     let started = Instant::now();

@@ -236,9 +236,15 @@ impl TestApp {
             .ids
     }
 
-    /// Publishes one raw message to the events exchange.
-    pub async fn publish_raw(&self, routing_key: &str, body: &[u8]) {
-        use hookrelay_broker::lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+    /// A connection and a confirm channel to this service's broker, its topology declared,
+    /// for publishing as an upstream service does.
+    pub async fn confirm_channel(
+        &self,
+    ) -> (
+        hookrelay_broker::lapin::Connection,
+        hookrelay_broker::lapin::Channel,
+    ) {
+        use hookrelay_broker::lapin::options::ConfirmSelectOptions;
         let connection = hookrelay_broker::connect(&self.amqp_url)
             .await
             .expect("a connection");
@@ -247,8 +253,18 @@ impl TestApp {
             .confirm_select(ConfirmSelectOptions::default())
             .await
             .expect("confirms");
+        hookrelay_broker::Topology::new(&self.namespace)
+            .declare_base(&channel)
+            .await
+            .expect("the topology");
+        (connection, channel)
+    }
+
+    /// Publishes one raw message to the events exchange.
+    pub async fn publish_raw(&self, routing_key: &str, body: &[u8]) {
+        use hookrelay_broker::lapin::options::BasicPublishOptions;
+        let (connection, channel) = self.confirm_channel().await;
         let topology = hookrelay_broker::Topology::new(&self.namespace);
-        topology.declare_base(&channel).await.expect("the topology");
         channel
             .basic_publish(
                 &topology.events_exchange(),

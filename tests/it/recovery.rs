@@ -9,7 +9,7 @@ use hookrelay_tests::{verify_signature, wait_for};
 use serde_json::json;
 
 use crate::helpers::{spawn_app_with, TestApp};
-use crate::retries::{log_state, metrics, schedule, wait_for_status};
+use crate::retries::{attempt_rows, log_state, metrics, schedule, wait_for_status};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -77,18 +77,8 @@ async fn a_log_can_be_tried_once_more_whatever_its_status() {
         assert_eq!(request.header("webhook-id"), Some(event.as_str()));
         assert_eq!(request.json(), got[0].json(), "the same body");
     }
-    let db = app.db.connect().await;
-    let rows = db
-        .query(
-            "SELECT attempt, response_status FROM webhook_attempts
-             WHERE log_id = $1::text::uuid ORDER BY attempt",
-            &[&log_id],
-        )
-        .await
-        .expect("attempts");
-    let attempts: Vec<(i32, Option<i32>)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
     assert_eq!(
-        attempts,
+        attempt_rows(&app, &log_id).await,
         vec![
             (1, Some(500)),
             (2, Some(500)),

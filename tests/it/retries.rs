@@ -54,6 +54,21 @@ pub async fn wait_for_status(
     .await
 }
 
+/// The attempts on record for a log: (attempt, response status), in order.
+pub async fn attempt_rows(app: &TestApp, log_id: &str) -> Vec<(i32, Option<i32>)> {
+    let db = app.db.connect().await;
+    db.query(
+        "SELECT attempt, response_status FROM webhook_attempts
+         WHERE log_id = $1::text::uuid ORDER BY attempt",
+        &[&log_id],
+    )
+    .await
+    .expect("attempts")
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect()
+}
+
 pub async fn metrics(app: &TestApp) -> String {
     app.call("GET", "/metrics", None, None).await.text
 }
@@ -92,20 +107,11 @@ async fn a_delivery_is_retried_until_it_succeeds_with_the_same_webhook_id() {
         // 1 s jittered by ±20 %, never early.
         assert!(gap >= Duration::from_millis(780), "retried after {gap:?}");
     }
-    let db = app.db.connect().await;
-    let rows = db
-        .query(
-            "SELECT attempt, response_status FROM webhook_attempts
-             WHERE log_id = $1::text::uuid ORDER BY attempt",
-            &[&log_id],
-        )
-        .await
-        .expect("attempts");
-    let attempts: Vec<(i32, Option<i32>)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
     assert_eq!(
-        attempts,
+        attempt_rows(&app, &log_id).await,
         vec![(1, Some(500)), (2, Some(500)), (3, Some(200))]
     );
+    let db = app.db.connect().await;
     let row = db
         .query_one(
             "SELECT next_attempt_at IS NULL, delivered_at IS NOT NULL, response_status

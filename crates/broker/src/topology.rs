@@ -85,86 +85,20 @@ impl Topology {
 
     /// Declares the objects every process needs; idempotent, so every process does it.
     pub async fn declare_base(&self, channel: &Channel) -> Result<(), lapin::Error> {
-        let durable = ExchangeDeclareOptions {
-            durable: true,
-            ..Default::default()
-        };
-        channel
-            .exchange_declare(
-                &self.events_exchange(),
-                ExchangeKind::Topic,
-                durable,
-                FieldTable::default(),
-            )
-            .await?;
-        channel
-            .exchange_declare(
-                &self.deliveries_exchange(),
-                ExchangeKind::Direct,
-                durable,
-                FieldTable::default(),
-            )
-            .await?;
-        let durable_queue = QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        };
-        channel
-            .queue_declare(&self.ingest_queue(), durable_queue, FieldTable::default())
-            .await?;
-        channel
-            .queue_bind(
-                &self.ingest_queue(),
-                &self.events_exchange(),
-                "#",
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-        channel
-            .queue_declare(&self.rejected_queue(), durable_queue, FieldTable::default())
-            .await?;
+        exchange(channel, &self.events_exchange(), ExchangeKind::Topic).await?;
+        exchange(channel, &self.deliveries_exchange(), ExchangeKind::Direct).await?;
+        queue(channel, &self.ingest_queue(), FieldTable::default()).await?;
+        bind(channel, &self.ingest_queue(), &self.events_exchange(), "#").await?;
+        queue(channel, &self.rejected_queue(), FieldTable::default()).await?;
         Ok(())
     }
 
     /// Declares the delay tiers and the queue of due retries; idempotent.
     pub async fn declare_retry(&self, channel: &Channel) -> Result<(), lapin::Error> {
-        let durable = ExchangeDeclareOptions {
-            durable: true,
-            ..Default::default()
-        };
-        channel
-            .exchange_declare(
-                &self.retry_exchange(),
-                ExchangeKind::Headers,
-                durable,
-                FieldTable::default(),
-            )
-            .await?;
-        channel
-            .exchange_declare(
-                &self.expired_exchange(),
-                ExchangeKind::Fanout,
-                durable,
-                FieldTable::default(),
-            )
-            .await?;
-        let durable_queue = QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        };
-        channel
-            .queue_declare(&self.due_queue(), durable_queue, FieldTable::default())
-            .await?;
-        channel
-            .queue_bind(
-                &self.due_queue(),
-                &self.expired_exchange(),
-                "",
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        exchange(channel, &self.retry_exchange(), ExchangeKind::Headers).await?;
+        exchange(channel, &self.expired_exchange(), ExchangeKind::Fanout).await?;
+        queue(channel, &self.due_queue(), FieldTable::default()).await?;
+        bind(channel, &self.due_queue(), &self.expired_exchange(), "").await?;
         for tier in DelayTier::all() {
             let queue = self.retry_queue(tier);
             let mut args = FieldTable::default();
@@ -174,7 +108,7 @@ impl Topology {
                 "x-dead-letter-exchange".into(),
                 AMQPValue::LongString(self.expired_exchange().into()),
             );
-            channel.queue_declare(&queue, durable_queue, args).await?;
+            self::queue(channel, &queue, args).await?;
             let mut binding = FieldTable::default();
             binding.insert("x-match".into(), AMQPValue::LongString("all".into()));
             binding.insert(
@@ -205,26 +139,8 @@ impl Topology {
         // One consumer at a time across all processes: a webhook's deliveries are never
         // raced by two services, and a standby takes over when the active one goes away.
         args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
-        channel
-            .queue_declare(
-                &queue,
-                QueueDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                args,
-            )
-            .await?;
-        channel
-            .queue_bind(
-                &queue,
-                &self.deliveries_exchange(),
-                webhook_id,
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-        Ok(())
+        self::queue(channel, &queue, args).await?;
+        bind(channel, &queue, &self.deliveries_exchange(), webhook_id).await
     }
 
     /// Deletes every object of the namespace, messages included: for tests and for removing
@@ -273,4 +189,39 @@ impl Topology {
             .await?;
         Ok(())
     }
+}
+
+async fn exchange(channel: &Channel, name: &str, kind: ExchangeKind) -> Result<(), lapin::Error> {
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    channel
+        .exchange_declare(name, kind, durable, FieldTable::default())
+        .await
+}
+
+async fn queue(channel: &Channel, name: &str, args: FieldTable) -> Result<(), lapin::Error> {
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    channel.queue_declare(name, durable, args).await.map(|_| ())
+}
+
+async fn bind(
+    channel: &Channel,
+    queue: &str,
+    exchange: &str,
+    key: &str,
+) -> Result<(), lapin::Error> {
+    channel
+        .queue_bind(
+            queue,
+            exchange,
+            key,
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
 }

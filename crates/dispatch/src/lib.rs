@@ -146,16 +146,16 @@ impl Dispatcher {
             store: store.clone(),
         });
         tracker.spawn(router::run(router, broker.clone(), shutdown.clone()));
-        let recovery = Recovery::new(
-            topology.clone(),
-            subscriptions.clone(),
-            store.clone(),
-            broker.clone(),
-            metrics.clone(),
-            config.requeue_rate,
-            shutdown.clone(),
-            tracker.clone(),
-        );
+        let recovery = Recovery::new(recover::Parts {
+            topology: topology.clone(),
+            subscriptions: subscriptions.clone(),
+            store: store.clone(),
+            broker: broker.clone(),
+            metrics: metrics.clone(),
+            rate: config.requeue_rate,
+            shutdown: shutdown.clone(),
+            tracker: tracker.clone(),
+        });
 
         let fanout = Arc::new(fanout::Context {
             topology,

@@ -46,43 +46,29 @@ pub enum RecoverError {
 
 #[derive(Clone)]
 pub struct Recovery {
-    inner: Arc<Inner>,
+    inner: Arc<Parts>,
 }
 
-struct Inner {
-    topology: Topology,
-    subscriptions: Arc<Subscriptions>,
-    store: Store,
-    broker: Broker,
-    metrics: Metrics,
+/// What recovery works with.
+pub struct Parts {
+    pub topology: Topology,
+    pub subscriptions: Arc<Subscriptions>,
+    pub store: Store,
+    pub broker: Broker,
+    pub metrics: Metrics,
     /// Logs a second, per job.
-    rate: u32,
-    shutdown: CancellationToken,
-    tracker: TaskTracker,
+    pub rate: u32,
+    /// Jobs stop between two batches when it is cancelled, and the tracker waits for them.
+    pub shutdown: CancellationToken,
+    pub tracker: TaskTracker,
 }
 
 impl Recovery {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        topology: Topology,
-        subscriptions: Arc<Subscriptions>,
-        store: Store,
-        broker: Broker,
-        metrics: Metrics,
-        rate: u32,
-        shutdown: CancellationToken,
-        tracker: TaskTracker,
-    ) -> Self {
+    pub fn new(parts: Parts) -> Self {
         Self {
-            inner: Arc::new(Inner {
-                topology,
-                subscriptions,
-                store,
-                broker,
-                metrics,
-                rate: rate.max(1),
-                shutdown,
-                tracker,
+            inner: Arc::new(Parts {
+                rate: parts.rate.max(1),
+                ..parts
             }),
         }
     }
@@ -157,7 +143,7 @@ impl Recovery {
     }
 }
 
-impl Inner {
+impl Parts {
     /// Publishes a delivery for each log and answers the ids of those queued; the webhooks
     /// found deleted meanwhile go to `dropped`, whose logs the caller ends once it holds no
     /// lock on them.

@@ -44,6 +44,23 @@ async fn create_webhook(port: u16, url: &str, event: &str) -> String {
     created["id"].as_str().expect("a webhook id").to_owned()
 }
 
+/// Publishes `count` `Message.received` events for account `acc`; answers their ids.
+async fn publish_events(namespace: &str, data: &str, count: usize) -> HashSet<String> {
+    let args = hookrelay::publish::PublishArgs {
+        event_type: "Message.received".into(),
+        account_id: "acc".into(),
+        data: data.into(),
+        id: None,
+        count,
+    };
+    hookrelay::publish::publish(&amqp_url(), namespace, &args)
+        .await
+        .expect("published")
+        .ids
+        .into_iter()
+        .collect()
+}
+
 /// Counts the logs by status: (all, with `status`).
 async fn count_logs(client: &tokio_postgres::Client, status: &str) -> Option<(i64, i64)> {
     let row = client
@@ -66,34 +83,8 @@ async fn sigkill_in_the_middle_loses_no_event() {
     receiver.answer(Behaviour::Delay(Duration::from_millis(5), 200));
 
     let (mut first, port) = start(&db, &namespace).await;
-    let client = reqwest::Client::new();
-    let created: serde_json::Value = client
-        .post(format!("http://127.0.0.1:{port}/v1/webhooks"))
-        .bearer_auth(TOKEN)
-        .json(&serde_json::json!({
-            "account_id": "acc", "url": receiver.url, "events": ["Message.received"]
-        }))
-        .send()
-        .await
-        .expect("the API answers")
-        .json()
-        .await
-        .expect("JSON");
-    let webhook_id = created["id"].as_str().expect("a webhook id").to_owned();
-
-    let args = hookrelay::publish::PublishArgs {
-        event_type: "Message.received".into(),
-        account_id: "acc".into(),
-        data: r#"{"text":"hello"}"#.into(),
-        id: None,
-        count: EVENTS,
-    };
-    let ids: HashSet<String> = hookrelay::publish::publish(&amqp_url(), &namespace, &args)
-        .await
-        .expect("published")
-        .ids
-        .into_iter()
-        .collect();
+    let webhook_id = create_webhook(port, &receiver.url, "Message.received").await;
+    let ids = publish_events(&namespace, r#"{"text":"hello"}"#, EVENTS).await;
 
     receiver
         .wait_for(EVENTS / 10, Duration::from_secs(60))
@@ -112,14 +103,7 @@ async fn sigkill_in_the_middle_loses_no_event() {
         .await;
     let client_db = db.connect().await;
     let (all, succeeded) = wait_for("every log succeeded", Duration::from_secs(60), || async {
-        let row = client_db
-            .query_one(
-                "SELECT count(*), count(*) FILTER (WHERE status = 'succeeded') FROM webhook_logs",
-                &[],
-            )
-            .await
-            .ok()?;
-        let counts: (i64, i64) = (row.get(0), row.get(1));
+        let counts = count_logs(&client_db, "succeeded").await?;
         (counts.0 == counts.1).then_some(counts)
     })
     .await;
@@ -146,19 +130,7 @@ async fn sigkill_while_retries_wait_loses_none_of_them() {
     ];
     let (mut first, port) = start_with(&db, &namespace, &settings).await;
     let webhook_id = create_webhook(port, &receiver.url, "Message.received").await;
-    let args = hookrelay::publish::PublishArgs {
-        event_type: "Message.received".into(),
-        account_id: "acc".into(),
-        data: "{}".into(),
-        id: None,
-        count: EVENTS,
-    };
-    let ids: HashSet<String> = hookrelay::publish::publish(&amqp_url(), &namespace, &args)
-        .await
-        .expect("published")
-        .ids
-        .into_iter()
-        .collect();
+    let ids = publish_events(&namespace, "{}", EVENTS).await;
     let client_db = db.connect().await;
     wait_for(
         "every first attempt failed",
