@@ -131,6 +131,13 @@ where
     }
 }
 
+/// Lets `span` pass, for a test that checks that something does *not* happen: there is no
+/// condition to wait for then, only a window in which it would have happened. Never to wait
+/// for something that does happen: [`wait_for`] does that.
+pub async fn let_pass(span: Duration) {
+    tokio::time::sleep(span).await;
+}
+
 /// A unique AMQP namespace, so tests sharing the broker never see each other's objects.
 pub fn unique_namespace() -> String {
     format!("test-{}", uuid::Uuid::new_v4().simple())

@@ -390,24 +390,14 @@ pub async fn rotate_secret(
             ),
         ));
     }
-    let had_secret = state
-        .store()
-        .get_webhook(id, caller.scope())
-        .await?
-        .ok_or_else(webhook_not_found)?
-        .secret
-        .is_some();
     let grace = Duration::from_secs(grace_seconds);
-    let row = state
+    let (row, previous_secret_expires_at) = state
         .store()
         .rotate_secret(id, caller.scope(), &secret, grace)
         .await?
         .ok_or_else(webhook_not_found)?;
     state.pipeline().webhook_changed(row.id).await;
     tracing::info!(webhook_id = %row.id, grace_seconds, "webhook secret rotated");
-    let previous_secret_expires_at = (had_secret && grace_seconds > 0)
-        .then(|| row.previous_secrets.iter().map(|p| p.expires_at).max())
-        .flatten();
     Ok(Json(RotatedSecret {
         id: row.id,
         secret: secret.expose().to_owned(),

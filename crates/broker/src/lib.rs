@@ -9,7 +9,7 @@ mod publisher;
 mod topology;
 
 pub use lapin;
-pub use publisher::{NoReroute, Outgoing, PublishError, Publisher, Reroute, ReturnHandler};
+pub use publisher::{Outgoing, PublishError, Publisher, Reroute, ReturnHandler};
 pub use topology::{Topology, DUE_HEADER, TIER_HEADER};
 
 use std::str::FromStr;
@@ -101,6 +101,59 @@ impl Broker {
         };
         found
     }
+}
+
+impl Broker {
+    /// Runs `work` on each live connection until it ends well or `shutdown` is cancelled.
+    /// A failure (the broker went away, a channel broke) is logged as `what` stopping, and
+    /// `work` starts over on the next connection a second later.
+    pub async fn keep_running<F, Fut, E>(
+        &self,
+        shutdown: &CancellationToken,
+        what: &str,
+        mut work: F,
+    ) where
+        F: FnMut(Arc<Connection>) -> Fut,
+        Fut: std::future::Future<Output = Result<(), E>>,
+        E: std::error::Error,
+    {
+        loop {
+            let Some(connection) = self.next_connection(shutdown).await else {
+                return;
+            };
+            match work(connection).await {
+                Ok(()) => return,
+                Err(e) => {
+                    warn!(error = %hookrelay_core::error_chain(&e), "{what} stopped; restarting");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Consumes `queue` on `channel` with a prefetch of `prefetch`, under a consumer tag that
+/// starts with `name` (shown by `rabbitmqctl list_consumers`) and is unique.
+pub async fn consume(
+    channel: &lapin::Channel,
+    queue: &str,
+    prefetch: u16,
+    name: &str,
+) -> Result<lapin::Consumer, lapin::Error> {
+    channel
+        .basic_qos(prefetch, lapin::options::BasicQosOptions::default())
+        .await?;
+    channel
+        .basic_consume(
+            queue,
+            &format!("{name}-{}", uuid::Uuid::new_v4().simple()),
+            lapin::options::BasicConsumeOptions::default(),
+            lapin::types::FieldTable::default(),
+        )
+        .await
 }
 
 /// Properties of every message hookrelay publishes: persistent (survives a broker restart

@@ -51,18 +51,6 @@ pub trait ReturnHandler {
     ) -> impl std::future::Future<Output = Result<Reroute, Self::Error>> + Send;
 }
 
-/// For publishers whose routes are declared up front: a returned message is sent again as it
-/// is (a route may have appeared meanwhile), and fails the batch if it keeps coming back.
-pub struct NoReroute;
-
-impl ReturnHandler for NoReroute {
-    type Error = std::convert::Infallible;
-
-    async fn reroute(&mut self, _: &Channel, _: &Outgoing) -> Result<Reroute, Self::Error> {
-        Ok(Reroute::Resend)
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
     #[error("broker error")]

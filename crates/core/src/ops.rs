@@ -6,7 +6,6 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::json;
 use uuid::Uuid;
 
-pub const WEBHOOK_TEST: &str = "Webhook.test";
 pub const WEBHOOK_DISABLED: &str = "Webhook.disabled";
 pub const WEBHOOK_DELIVERY_FAILED: &str = "Webhook.delivery.failed";
 

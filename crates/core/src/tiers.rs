@@ -50,10 +50,6 @@ impl DelayTier {
     pub fn name(self) -> String {
         format!("{}ms", self.ttl().as_millis())
     }
-
-    pub fn index(self) -> u32 {
-        self.0
-    }
 }
 
 #[cfg(test)]

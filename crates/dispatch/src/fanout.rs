@@ -13,10 +13,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::{FutureExt as _, StreamExt as _};
 use hookrelay_broker::lapin::message::Delivery;
-use hookrelay_broker::lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
-};
-use hookrelay_broker::lapin::types::{AMQPValue, FieldTable, LongString};
+use hookrelay_broker::lapin::options::{BasicAckOptions, BasicNackOptions};
+use hookrelay_broker::lapin::types::{AMQPValue, LongString};
 use hookrelay_broker::lapin::{BasicProperties, Channel, Connection};
 use hookrelay_broker::{Broker, Outgoing, PublishError, Topology};
 use hookrelay_core::{DeliveryTask, DeliveryV1, Event, RejectReason, Rejection};
@@ -61,21 +59,13 @@ enum FanoutError {
 
 /// Runs one fan-out consumer until `shutdown`, reconnecting whenever the broker goes away.
 pub async fn run(ctx: Arc<Context>, broker: Broker, shutdown: CancellationToken, worker: usize) {
-    loop {
-        let Some(connection) = broker.next_connection(&shutdown).await else {
-            return;
-        };
-        match consume(&ctx, &connection, &shutdown, worker).await {
-            Ok(()) => return,
-            Err(e) => {
-                warn!(worker, error = %crate::error_chain(&e), "fan-out consumer stopped; restarting");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-            }
-        }
-    }
+    let what = format!("fan-out consumer {worker}");
+    broker
+        .keep_running(&shutdown, &what, |connection| {
+            let (ctx, shutdown) = (ctx.clone(), shutdown.clone());
+            async move { consume(&ctx, &connection, &shutdown, worker).await }
+        })
+        .await;
 }
 
 async fn consume(
@@ -93,17 +83,13 @@ async fn consume(
         }
     };
     let result = async {
-        channel
-            .basic_qos(PREFETCH, BasicQosOptions::default())
-            .await?;
-        let mut consumer = channel
-            .basic_consume(
-                &ctx.topology.ingest_queue(),
-                &format!("hookrelay-fanout-{worker}-{}", Uuid::new_v4().simple()),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        let mut consumer = hookrelay_broker::consume(
+            &channel,
+            &ctx.topology.ingest_queue(),
+            PREFETCH,
+            &format!("hookrelay-fanout-{worker}"),
+        )
+        .await?;
         info!(worker, queue = %ctx.topology.ingest_queue(), "fan-out consuming");
         consume_batches(ctx, &channel, &mut consumer, &mut publisher, shutdown).await
     }

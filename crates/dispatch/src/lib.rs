@@ -100,7 +100,6 @@ impl Dispatcher {
                 let declared = async {
                     let channel = connection.create_channel().await?;
                     topology.declare_base(&channel).await?;
-                    topology.declare_retry(&channel).await?;
                     channel.close(200, "declared").await
                 };
                 if let Err(e) = declared.await {

@@ -23,14 +23,11 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::Utc;
 use futures::{FutureExt as _, StreamExt as _};
 use hookrelay_broker::lapin::message::Delivery;
-use hookrelay_broker::lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
-};
+use hookrelay_broker::lapin::options::{BasicAckOptions, BasicNackOptions};
 use hookrelay_broker::lapin::types::FieldTable;
 use hookrelay_broker::lapin::Connection;
 use hookrelay_broker::{
@@ -39,7 +36,6 @@ use hookrelay_broker::{
 use hookrelay_store::Store;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
-use uuid::Uuid;
 
 use crate::publish::{self, Routes};
 use crate::subscriptions::Subscriptions;
@@ -65,21 +61,12 @@ enum RouterError {
 
 /// Routes due retries until `shutdown`, reconnecting whenever the broker goes away.
 pub async fn run(ctx: Arc<Context>, broker: Broker, shutdown: CancellationToken) {
-    loop {
-        let Some(connection) = broker.next_connection(&shutdown).await else {
-            return;
-        };
-        match route(&ctx, &connection, &shutdown).await {
-            Ok(()) => return,
-            Err(e) => {
-                warn!(error = %crate::error_chain(&e), "retry router stopped; restarting");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-            }
-        }
-    }
+    broker
+        .keep_running(&shutdown, "retry router", |connection| {
+            let (ctx, shutdown) = (ctx.clone(), shutdown.clone());
+            async move { route(&ctx, &connection, &shutdown).await }
+        })
+        .await;
 }
 
 async fn route(
@@ -98,17 +85,13 @@ async fn route(
     let result = async {
         ctx.topology.declare_base(&channel).await?;
         ctx.topology.declare_retry(&channel).await?;
-        channel
-            .basic_qos(PREFETCH, BasicQosOptions::default())
-            .await?;
-        let mut consumer = channel
-            .basic_consume(
-                &ctx.topology.due_queue(),
-                &format!("hookrelay-router-{}", Uuid::new_v4().simple()),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        let mut consumer = hookrelay_broker::consume(
+            &channel,
+            &ctx.topology.due_queue(),
+            PREFETCH,
+            "hookrelay-router",
+        )
+        .await?;
         info!(queue = %ctx.topology.due_queue(), "retry router consuming");
         let mut declared = HashSet::new();
         loop {

@@ -11,11 +11,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::{HealthRow, Store, StoreError};
-
-fn to_i32(n: u32) -> i32 {
-    i32::try_from(n).unwrap_or(i32::MAX)
-}
+use crate::{count, to_int, HealthRow, Store, StoreError};
 
 impl Store {
     /// Saves the health of version `version` of a webhook; a healthy one has no row. Nothing
@@ -53,8 +49,8 @@ impl Store {
                 &[
                     &webhook_id,
                     &health.failing_since,
-                    &to_i32(health.consecutive_failures),
-                    &to_i32(health.trips),
+                    &to_int(health.consecutive_failures),
+                    &to_int(health.trips),
                     &health.paused_until,
                     &version,
                 ],
@@ -81,15 +77,14 @@ impl Store {
         Ok(rows
             .iter()
             .map(|r| {
-                let count = |i: usize| u32::try_from(r.get::<_, i32>(i)).unwrap_or(0);
                 (
                     r.get(0),
                     (
                         r.get(5),
                         HealthRow {
                             failing_since: r.get(1),
-                            consecutive_failures: count(2),
-                            trips: count(3),
+                            consecutive_failures: count(r.get(2)),
+                            trips: count(r.get(3)),
                             paused_until: r.get(4),
                         },
                     ),

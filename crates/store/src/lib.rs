@@ -25,6 +25,16 @@ pub use webhooks::{
     HealthRow, NewWebhook, PreviousSecret, WebhookFilter, WebhookPatch, WebhookRow,
 };
 
+/// A count read from an `int` column; a negative one (edited by hand) reads as 0.
+pub(crate) fn count(n: i32) -> u32 {
+    u32::try_from(n).unwrap_or(0)
+}
+
+/// A count written to an `int` column, saturating.
+pub(crate) fn to_int(n: u32) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
 /// The LISTEN/NOTIFY channel on which every change to `webhooks` is announced (by a trigger,
 /// so that edits made by hand in psql are seen too). The payload is
 /// `{"op": "insert"|"update"|"delete", "id": "<uuid>"}`.

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::{Store, StoreError};
+use crate::{count, Store, StoreError};
 
 /// A delivery to record at fan-out, `pending`.
 #[derive(Debug, Clone)]
@@ -266,7 +266,6 @@ impl Store {
                 &[&ids],
             )
             .await?;
-        let count = |n: i32| u32::try_from(n).unwrap_or(0);
         let mut logs: HashMap<Uuid, (u32, u32)> = rows
             .iter()
             .map(|r| (r.get(0), (count(r.get(1)), count(r.get(2)))))
@@ -365,7 +364,6 @@ impl Store {
                 &[&log_id],
             )
             .await?;
-        let count = |n: i32| u32::try_from(n).unwrap_or(0);
         Ok(row.map(|r| (count(r.get(0)), count(r.get(1)))))
     }
 

@@ -102,11 +102,7 @@ impl WebhookRow {
                 .collect(),
             _ => Vec::new(),
         };
-        let count = |name: &str| {
-            row.get::<_, Option<i32>>(name)
-                .and_then(|n| u32::try_from(n).ok())
-                .unwrap_or(0)
-        };
+        let count = |name: &str| row.get::<_, Option<i32>>(name).map_or(0, crate::count);
         Self {
             id: row.get("id"),
             account_id: row.get("account_id"),
@@ -362,47 +358,56 @@ impl Store {
     }
 
     /// Replaces the secret with `new`. The current one keeps signing beside it until `grace`
-    /// from now (none when `grace` is zero); expired older ones are dropped. `None` when no
-    /// such webhook is visible to `account`.
+    /// from now (none when `grace` is zero); expired older ones are dropped. Answers the
+    /// webhook and until when its previous secret signs (`None` when there was none, or no
+    /// grace); `None` when no such webhook is visible to `account`.
     pub async fn rotate_secret(
         &self,
         id: Uuid,
         account: Option<&str>,
         new: &Secret,
         grace: std::time::Duration,
-    ) -> Result<Option<WebhookRow>, StoreError> {
+    ) -> Result<Option<(WebhookRow, Option<DateTime<Utc>>)>, StoreError> {
         let client = self.client().await?;
         let grace_secs = i64::try_from(grace.as_secs()).unwrap_or(i64::MAX);
-        let changed = client
-            .execute(
+        let rotated = client
+            .query_opt(
                 "WITH reset AS (
                     DELETE FROM webhook_health
                     WHERE webhook_id = $1
                       AND EXISTS (SELECT 1 FROM webhooks
                                   WHERE id = $1 AND ($2::text IS NULL OR account_id = $2)))
-                 UPDATE webhooks SET
+                 UPDATE webhooks w SET
                     previous_secrets = (
                         SELECT COALESCE(jsonb_agg(p ORDER BY p->>'expires_at' DESC), '[]')
                         FROM (
                             SELECT jsonb_build_object(
-                                       'secret', secret,
-                                       'expires_at', to_jsonb(now() + make_interval(secs => $4))) AS p
-                            WHERE secret IS NOT NULL AND $4 > 0
+                                       'secret', w.secret,
+                                       'expires_at', to_jsonb(now() + make_interval(secs => $4::float8))) AS p
+                            WHERE w.secret IS NOT NULL AND $4::float8 > 0
                             UNION ALL
-                            SELECT p FROM jsonb_array_elements(previous_secrets) AS p
+                            SELECT p FROM jsonb_array_elements(w.previous_secrets) AS p
                             WHERE (p->>'expires_at')::timestamptz > now()
                         ) kept),
                     secret = $3,
                     updated_at = now()
-                 WHERE id = $1 AND ($2::text IS NULL OR account_id = $2)",
+                 -- `old` is the row as it was: whether a secret is being rotated out.
+                 FROM webhooks old
+                 WHERE w.id = $1 AND ($2::text IS NULL OR w.account_id = $2) AND old.id = w.id
+                 RETURNING CASE WHEN old.secret IS NOT NULL AND $4::float8 > 0
+                                THEN now() + make_interval(secs => $4::float8) END",
                 &[&id, &account, &new.expose(), &(grace_secs as f64)],
             )
             .await?;
         drop(client);
-        if changed == 0 {
+        let Some(rotated) = rotated else {
             return Ok(None);
-        }
-        self.get_webhook(id, account).await
+        };
+        let previous_expires_at: Option<DateTime<Utc>> = rotated.get(0);
+        Ok(self
+            .get_webhook(id, account)
+            .await?
+            .map(|row| (row, previous_expires_at)))
     }
 
     /// Deletes a webhook; its logs stay. `false` when no such webhook is visible to `account`.

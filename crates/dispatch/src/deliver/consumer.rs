@@ -16,10 +16,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt as _;
-use hookrelay_broker::lapin::options::{
-    BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
-};
-use hookrelay_broker::lapin::types::FieldTable;
+use hookrelay_broker::lapin::options::{BasicCancelOptions, BasicNackOptions};
 use hookrelay_broker::lapin::{Channel, Connection, Consumer};
 use hookrelay_core::{ops, EndpointHealth};
 use tokio::sync::{mpsc, Semaphore};
@@ -115,17 +112,13 @@ impl Worker {
                 .topology
                 .declare_webhook(&channel, &self.id.to_string())
                 .await?;
-            channel
-                .basic_qos(prefetch, BasicQosOptions::default())
-                .await?;
-            channel
-                .basic_consume(
-                    &self.ctx.topology.webhook_queue(&self.id.to_string()),
-                    &format!("hookrelay-{}", Uuid::new_v4().simple()),
-                    BasicConsumeOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
+            hookrelay_broker::consume(
+                &channel,
+                &self.ctx.topology.webhook_queue(&self.id.to_string()),
+                prefetch,
+                "hookrelay-webhook",
+            )
+            .await
         }
         .await;
         match consumer {

@@ -102,7 +102,8 @@ async fn manage(
 ) -> Result<(), hookrelay_broker::lapin::Error> {
     let admin = connection.create_channel().await?;
     ctx.topology.declare_base(&admin).await?;
-    ctx.topology.declare_retry(&admin).await?;
+    // The delay tiers are declared by the two that use them: the retry router, and the
+    // batch publisher when it opens its channel.
     let publisher = BatchPublisher::start(
         connection.clone(),
         ctx.topology.clone(),
