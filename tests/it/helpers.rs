@@ -262,6 +262,21 @@ impl TestApp {
 
     /// Publishes one raw message to the events exchange.
     pub async fn publish_raw(&self, routing_key: &str, body: &[u8]) {
+        self.publish_raw_with(
+            routing_key,
+            body,
+            hookrelay_broker::lapin::BasicProperties::default().with_delivery_mode(2),
+        )
+        .await;
+    }
+
+    /// Publishes one raw message with the given properties (headers) to the events exchange.
+    pub async fn publish_raw_with(
+        &self,
+        routing_key: &str,
+        body: &[u8],
+        properties: hookrelay_broker::lapin::BasicProperties,
+    ) {
         use hookrelay_broker::lapin::options::BasicPublishOptions;
         let (connection, channel) = self.confirm_channel().await;
         let topology = hookrelay_broker::Topology::new(&self.namespace);
@@ -271,13 +286,48 @@ impl TestApp {
                 routing_key,
                 BasicPublishOptions::default(),
                 body,
-                hookrelay_broker::lapin::BasicProperties::default().with_delivery_mode(2),
+                properties,
             )
             .await
             .expect("published")
             .await
             .expect("confirmed");
         let _ = connection.close(200, "done").await;
+    }
+
+    /// Reads every message of the rejected queue: (x-hookrelay-reason, x-hookrelay-error, body).
+    pub async fn rejected_messages(&self) -> Vec<(String, String, Vec<u8>)> {
+        use hookrelay_broker::lapin::options::BasicGetOptions;
+        use hookrelay_broker::lapin::types::AMQPValue;
+        let connection = hookrelay_broker::connect(&self.amqp_url)
+            .await
+            .expect("a connection");
+        let channel = connection.create_channel().await.expect("a channel");
+        let queue = hookrelay_broker::Topology::new(&self.namespace).rejected_queue();
+        let mut out = Vec::new();
+        while let Some(message) = channel
+            .basic_get(&queue, BasicGetOptions { no_ack: true })
+            .await
+            .expect("basic.get")
+        {
+            let headers = message
+                .delivery
+                .properties
+                .headers()
+                .clone()
+                .unwrap_or_default();
+            let text = |name: &str| match headers.inner().get(name) {
+                Some(AMQPValue::LongString(s)) => s.to_string(),
+                other => format!("{other:?}"),
+            };
+            out.push((
+                text("x-hookrelay-reason"),
+                text("x-hookrelay-error"),
+                message.delivery.data.clone(),
+            ));
+        }
+        let _ = connection.close(200, "done").await;
+        out
     }
 
     /// Creates a webhook on `url` for `account`, subscribed to `events`, and returns its id.

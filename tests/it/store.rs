@@ -25,7 +25,8 @@ async fn a_log_batch_is_written_whole_or_not_at_all() {
     let mut batch: Vec<NewLog> = (0..2500).map(|n| log(n, r#"{"ok":true}"#)).collect();
     batch[2400] = log(2400, r#"{"x":"\ud800"}"#);
     let err = store.insert_logs(&batch).await.expect_err("refused");
-    assert!(err.is_data_error(), "{err}");
+    assert!(err.is_refusal(), "{err}");
+    assert!(err.sqlstate().is_some_and(|c| c.starts_with("22")), "{err}");
     let client = db.connect().await;
     let written: i64 = client
         .query_one("SELECT count(*) FROM webhook_logs", &[])
@@ -41,5 +42,18 @@ async fn a_log_batch_is_written_whole_or_not_at_all() {
     assert!(
         again.is_empty(),
         "the same (webhook, event) twice inserts nothing"
+    );
+
+    // jsonb's parser recurses: a document nested deep enough is refused with a class-54
+    // error (stack depth limit exceeded), which is the event's fault, not the database's.
+    let deep = format!("{}1{}", "[".repeat(20_000), "]".repeat(20_000));
+    let err = store
+        .insert_logs(&[log(9999, &deep)])
+        .await
+        .expect_err("refused");
+    assert_eq!(err.sqlstate(), Some("54001"), "{err}");
+    assert!(
+        err.is_refusal(),
+        "a refusal of this event, not a database fault"
     );
 }

@@ -342,6 +342,34 @@ async fn validation_failures_name_the_field_and_write_nothing() {
             "secret",
         ),
         (
+            "one-byte secret",
+            with("secret", json!("x")),
+            422,
+            "secret_too_short",
+            "secret",
+        ),
+        (
+            "23-byte secret",
+            with("secret", json!("a-secret-of-23-bytes-ok")),
+            422,
+            "secret_too_short",
+            "secret",
+        ),
+        (
+            "hop-by-hop header",
+            with("headers", json!({"Upgrade": "websocket"})),
+            422,
+            "reserved_header",
+            "headers",
+        ),
+        (
+            "proxy credentials header",
+            with("headers", json!({"Proxy-Authorization": "Basic eA=="})),
+            422,
+            "reserved_header",
+            "headers",
+        ),
+        (
             "unknown field",
             with("colour", json!("blue")),
             422,
@@ -450,6 +478,15 @@ async fn private_addresses_are_refused_unless_allowed() {
         "http://[::1]/x",
         "http://169.254.169.254/latest/meta-data",
         "http://localhost:9000/x",
+        // Names that mean this machine whatever DNS says, and IPv6 forms that tunnel to IPv4.
+        "http://localhost./x",
+        "http://api.localhost/x",
+        "http://Deep.Name.LOCALHOST./x",
+        "http://[2002:7f00:1::1]/x",
+        "http://[2002:a00:1::]/x",
+        "http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/x",
+        "http://[64:ff9b::a00:1]/x",
+        "http://[64:ff9b:1::808:808]/x",
     ] {
         let answer = app
             .admin("POST", "/v1/webhooks", Some(with("url", json!(url))))

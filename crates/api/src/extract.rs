@@ -18,12 +18,21 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            let code = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                "body_too_large"
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "body_too_large",
+                    "the body is larger than this server accepts (setting max_request_bytes)",
+                )
             } else {
-                "invalid_body"
-            };
-            ApiError::new(StatusCode::BAD_REQUEST, code, rejection.body_text())
+                // axum's text names its own internals; the cause goes to the log.
+                tracing::debug!(error = %rejection.body_text(), "cannot read a request body");
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_body",
+                    "the request body could not be read",
+                )
+            }
         })?;
         let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
             b"{}"
@@ -71,8 +80,24 @@ fn form_urlencoded(query: &str) -> url::form_urlencoded::Parse<'_> {
     url::form_urlencoded::parse(query.as_bytes())
 }
 
+/// serde names the Rust type it expected ("expected struct CreateWebhook"): an internal
+/// detail that tells a client nothing. Such an ending becomes "expected a JSON object".
+fn public_message(message: &str) -> String {
+    match message.split_once(", expected ") {
+        Some((head, expected))
+            if ["struct ", "tuple struct ", "enum ", "unit struct "]
+                .iter()
+                .any(|p| expected.starts_with(p)) =>
+        {
+            format!("{head}, expected a JSON object")
+        }
+        _ => message.to_owned(),
+    }
+}
+
 /// Turns serde's message into a field name and an error code people can act on.
 fn data_error(path: &str, message: &str) -> ApiError {
+    let message = &public_message(message);
     let quoted = |prefix: &str| {
         message
             .split_once(prefix)

@@ -12,24 +12,33 @@ mod error;
 mod event_types;
 mod extract;
 mod health;
+mod listener;
 mod logs;
 mod pagination;
 mod state;
 mod webhooks;
 
-use std::future::IntoFuture;
 use std::time::Duration;
 
-use axum::extract::Request;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::StatusCode;
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse as _, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 pub use error::ApiError;
+pub use listener::{serve, ListenerLimits, MAX_HEAD_BYTES};
 pub use state::{ApiConfig, AppState, Pipeline, PipelineError};
+
+/// The longest URL (path and query) a request may have; no route needs more than a cursor
+/// and a few filters.
+pub const MAX_URL_BYTES: usize = 8 * 1024;
+/// The most header bytes (names and values) a request may bring.
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+/// How long a request may take from its head to its answer, body included: a client that
+/// trickles its body holds a connection slot no longer than this.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(30);
 
 /// Every route of the service.
 pub fn router(state: AppState) -> Router {
@@ -68,8 +77,56 @@ pub fn router(state: AppState) -> Router {
                 "this route does not take that method",
             )
         })
+        .layer(DefaultBodyLimit::max(state.inner.max_request_bytes))
+        .layer(middleware::from_fn(limit_request))
         .layer(middleware::from_fn(log_request))
         .with_state(state)
+}
+
+/// Oversized URLs and headers answer in the contract's error shape, with 400 like every
+/// other malformed request (hyper refuses heads beyond [`MAX_HEAD_BYTES`] on its own, with a
+/// bare 431), and no request runs longer than [`REQUEST_DEADLINE`].
+async fn limit_request(request: Request, next: Next) -> Response {
+    let url_bytes = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |pq| pq.as_str().len());
+    if url_bytes > MAX_URL_BYTES {
+        return ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "url_too_long",
+            format!("the request URL is {url_bytes} bytes, over the limit of {MAX_URL_BYTES}"),
+        )
+        .into_response();
+    }
+    let header_bytes: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if header_bytes > MAX_HEADER_BYTES {
+        return ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "headers_too_large",
+            format!(
+                "the request headers are {header_bytes} bytes, over the limit of \
+                 {MAX_HEADER_BYTES}"
+            ),
+        )
+        .into_response();
+    }
+    match tokio::time::timeout(REQUEST_DEADLINE, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "request_timeout",
+            format!(
+                "the request took longer than {}s; send the body at once",
+                REQUEST_DEADLINE.as_secs()
+            ),
+        )
+        .into_response(),
+    }
 }
 
 /// One line per request, without headers or bodies (they may hold tokens and secrets).
@@ -86,25 +143,4 @@ async fn log_request(request: Request, next: Next) -> Response {
         tracing::debug!(%method, %path, status, elapsed_ms, "request");
     }
     response
-}
-
-/// Serves `router` on `listener` until `shutdown` is cancelled, then lets requests under way
-/// finish for at most `drain`.
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    shutdown: CancellationToken,
-    drain: Duration,
-) -> std::io::Result<()> {
-    let stop = shutdown.clone();
-    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
-        stop.cancelled().await;
-    });
-    let server = std::pin::pin!(server.into_future());
-    tokio::select! {
-        result = server => result,
-        // Graceful shutdown waits for every open connection, keep-alive ones included; a
-        // client that never hangs up must not hold the process past the drain deadline.
-        _ = async { shutdown.cancelled().await; tokio::time::sleep(drain).await } => Ok(()),
-    }
 }

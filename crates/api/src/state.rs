@@ -14,6 +14,8 @@ pub struct ApiConfig {
     pub admin_token: Option<String>,
     /// Accept webhook URLs on loopback and private networks (development and tests).
     pub allow_private_networks: bool,
+    /// The largest request body read; a larger one answers 413 `body_too_large`.
+    pub max_request_bytes: usize,
 }
 
 /// What the API asks of the running pipeline. The binary implements it over
@@ -63,6 +65,7 @@ pub(crate) struct Inner {
     /// nothing about the token.
     pub admin_token_sha256: Option<[u8; 32]>,
     pub allow_private_networks: bool,
+    pub max_request_bytes: usize,
 }
 
 impl AppState {
@@ -81,6 +84,7 @@ impl AppState {
                 pipeline,
                 admin_token_sha256: config.admin_token.as_deref().map(sha256),
                 allow_private_networks: config.allow_private_networks,
+                max_request_bytes: config.max_request_bytes,
             }),
         }
     }

@@ -524,6 +524,18 @@ async fn parse_url(state: &AppState, raw: &str) -> Result<WebhookUrl, ApiError> 
     if state.inner.allow_private_networks {
         return Ok(url);
     }
+    if let Some(host) = url.domain().filter(|h| net::is_local_name(h)) {
+        return Err(ApiError::invalid(
+            "url",
+            Invalid::new(
+                "private_address",
+                format!(
+                    "`{host}` names this machine (RFC 6761), not a public address; set \
+                     allow_private_networks to deliver inside your own network"
+                ),
+            ),
+        ));
+    }
     let addresses: Vec<IpAddr> = match (url.ip_literal(), url.domain()) {
         (Some(ip), _) => vec![ip],
         (None, Some(host)) => {

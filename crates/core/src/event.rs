@@ -26,10 +26,13 @@ pub enum RejectReason {
     InvalidField,
     TypeMismatch,
     UnknownEventType,
+    TooDeep,
+    ReservedEventType,
+    RefusedByDatabase,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 7] = [
+    pub const ALL: [RejectReason; 10] = [
         Self::TooLarge,
         Self::NotUtf8,
         Self::NotJson,
@@ -37,6 +40,9 @@ impl RejectReason {
         Self::InvalidField,
         Self::TypeMismatch,
         Self::UnknownEventType,
+        Self::TooDeep,
+        Self::ReservedEventType,
+        Self::RefusedByDatabase,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -48,12 +54,15 @@ impl RejectReason {
             Self::InvalidField => "invalid_field",
             Self::TypeMismatch => "type_mismatch",
             Self::UnknownEventType => "unknown_event_type",
+            Self::TooDeep => "too_deep",
+            Self::ReservedEventType => "reserved_event_type",
+            Self::RefusedByDatabase => "refused_by_database",
         }
     }
 }
 
 impl Rejection {
-    fn new(reason: RejectReason, message: impl Into<String>) -> Self {
+    pub fn new(reason: RejectReason, message: impl Into<String>) -> Self {
         // A header value is one line; the reason may quote the event, so fold it.
         let message: String = message
             .into()
@@ -63,6 +72,19 @@ impl Rejection {
             .collect();
         Self { reason, message }
     }
+}
+
+/// What an event may be, and who sent it: the limits of the settings, and whether the message
+/// carried hookrelay's own origin tag (checked by the caller, who holds the key).
+#[derive(Debug, Clone, Copy)]
+pub struct Intake {
+    pub max_bytes: usize,
+    /// Nesting of arrays and objects in `data`, at most. PostgreSQL's jsonb parser recurses
+    /// and refuses deep documents with an error of its own; this keeps them out before.
+    pub max_depth: usize,
+    /// The message is hookrelay's own (a valid `x-hookrelay-origin`): only then may its type
+    /// be of the reserved `Webhook.` family.
+    pub from_hookrelay: bool,
 }
 
 /// A valid event, as received.
@@ -108,9 +130,10 @@ impl Event {
     pub fn parse(
         body: &[u8],
         routing_key: &str,
-        max_bytes: usize,
+        intake: &Intake,
         received_at: DateTime<Utc>,
     ) -> Result<Self, Rejection> {
+        let max_bytes = intake.max_bytes;
         if body.len() > max_bytes {
             return Err(Rejection::new(
                 RejectReason::TooLarge,
@@ -134,12 +157,13 @@ impl Event {
             ));
         }
         let envelope: Envelope<'_> = serde_json::from_str(text).map_err(|e| {
-            let what = if e.is_data() {
-                "the event is not a JSON object"
+            // A data error names serde's own types ("expected struct Envelope"): say what is
+            // wrong in the sender's terms instead. Syntax errors only give a position.
+            if e.is_data() {
+                Rejection::new(RejectReason::NotJson, "the event is not a JSON object")
             } else {
-                "the event is not JSON"
-            };
-            Rejection::new(RejectReason::NotJson, format!("{what}: {e}"))
+                Rejection::new(RejectReason::NotJson, format!("the event is not JSON: {e}"))
+            }
         })?;
 
         let missing = |name: &str| {
@@ -184,6 +208,15 @@ impl Event {
         let event_type = EventType::parse(&name).map_err(|e| {
             Rejection::new(RejectReason::UnknownEventType, format!("event type: {e}"))
         })?;
+        if crate::ops::is_operational(event_type.as_str()) && !intake.from_hookrelay {
+            return Err(Rejection::new(
+                RejectReason::ReservedEventType,
+                format!(
+                    "`{event_type}`: event types of the `Webhook.` family are hookrelay's own \
+                     and cannot be published"
+                ),
+            ));
+        }
         let occurred_at = match string_field(envelope.occurred_at, "occurred_at")? {
             None => received_at,
             Some(raw) => DateTime::parse_from_rfc3339(&raw)
@@ -199,6 +232,15 @@ impl Event {
             Some(raw) if raw.get() != "null" => raw.to_owned(),
             _ => return Err(missing("data")),
         };
+        if exceeds_depth(data.get(), intake.max_depth) {
+            return Err(Rejection::new(
+                RejectReason::TooDeep,
+                format!(
+                    "`data` nests arrays and objects more than {} levels deep",
+                    intake.max_depth
+                ),
+            ));
+        }
         if has_nul_escape(data.get()) {
             return Err(Rejection::new(
                 RejectReason::InvalidField,
@@ -256,6 +298,37 @@ impl Event {
     }
 }
 
+/// Whether valid JSON text nests arrays and objects deeper than `max`. One pass, no
+/// recursion and no allocation, so a hostile document costs no more than its length.
+fn exceeds_depth(json: &str, max: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for b in json.bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
 /// Whether JSON text holds the escape `\u0000`, which PostgreSQL's jsonb refuses. An escaped
 /// backslash followed by `u0000` (`\\u0000`) is six ordinary characters and does not count.
 fn has_nul_escape(json: &str) -> bool {
@@ -285,8 +358,14 @@ mod tests {
             .with_timezone(&Utc)
     }
 
+    const INTAKE: Intake = Intake {
+        max_bytes: 1024,
+        max_depth: 8,
+        from_hookrelay: false,
+    };
+
     fn parse(body: &str, key: &str) -> Result<Event, Rejection> {
-        Event::parse(body.as_bytes(), key, 1024, now())
+        Event::parse(body.as_bytes(), key, &INTAKE, now())
     }
 
     #[test]
@@ -425,15 +504,85 @@ mod tests {
         );
         let latin1 = b"{\"id\":\"\xe9\",\"account_id\":\"a\",\"data\":1}";
         assert_eq!(
-            Event::parse(latin1, "K.k", 1024, now()).unwrap_err().reason,
+            Event::parse(latin1, "K.k", &INTAKE, now())
+                .unwrap_err()
+                .reason,
             RejectReason::NotUtf8
         );
+    }
+
+    #[test]
+    fn deep_data_is_refused_before_anything_else_sees_it() {
+        let nested = |depth: usize| {
+            format!(
+                r#"{{"id":"e","account_id":"a","data":{}1{}}}"#,
+                "[".repeat(depth),
+                "]".repeat(depth)
+            )
+        };
+        assert!(parse(&nested(8), "K.k").is_ok());
+        let err = parse(&nested(9), "K.k").unwrap_err();
+        assert_eq!(err.reason, RejectReason::TooDeep, "{}", err.message);
+        // serde_json skips over `data` without its recursion limit: the depth check is what
+        // stops 20 000 levels, which PostgreSQL would refuse.
+        let intake = Intake {
+            max_bytes: 1 << 20,
+            ..INTAKE
+        };
+        let deep = nested(20_000);
+        let err = Event::parse(deep.as_bytes(), "K.k", &intake, now()).unwrap_err();
+        assert_eq!(err.reason, RejectReason::TooDeep);
+        // Brackets inside strings, escaped quotes included, are text.
+        let text = r#"{"id":"e","account_id":"a","data":{"s":"[[[[[[[[[[\"[[[[[[[[[[{{{{"}}"#;
+        assert!(parse(text, "K.k").is_ok());
+    }
+
+    #[test]
+    fn the_webhook_family_is_reserved_to_hookrelay() {
+        let body = r#"{"id":"e","account_id":"a","data":{"webhook_id":"x"}}"#;
+        for key in [
+            "Webhook.disabled",
+            "Webhook.delivery.failed",
+            "Webhook.test",
+            "Webhook.x",
+        ] {
+            let err = parse(body, key).unwrap_err();
+            assert_eq!(err.reason, RejectReason::ReservedEventType, "{key}");
+            let own = Intake {
+                from_hookrelay: true,
+                ..INTAKE
+            };
+            assert!(
+                Event::parse(body.as_bytes(), key, &own, now()).is_ok(),
+                "{key}"
+            );
+        }
+        // By `type` with an empty routing key, too.
+        let typed = r#"{"id":"e","type":"Webhook.disabled","account_id":"a","data":1}"#;
+        assert_eq!(
+            parse(typed, "").unwrap_err().reason,
+            RejectReason::ReservedEventType
+        );
+    }
+
+    #[test]
+    fn messages_never_name_internal_types() {
+        for body in ["null", "[]", "1", "\"s\"", r#"{"id":{"x":1}}"#] {
+            if let Err(err) = parse(body, "K.k") {
+                assert!(
+                    !err.message.contains("struct") && !err.message.contains("Envelope"),
+                    "{body}: {}",
+                    err.message
+                );
+            }
+        }
     }
 
     proptest::proptest! {
         #[test]
         fn parse_never_panics(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200), key in "\\PC{0,20}") {
-            let _ = Event::parse(&body, &key, 150, now());
+            let intake = Intake { max_bytes: 150, ..INTAKE };
+            let _ = Event::parse(&body, &key, &intake, now());
         }
     }
 }

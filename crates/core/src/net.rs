@@ -3,9 +3,18 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+/// Whether a host name means this machine whatever DNS says: `localhost`, `localhost.` and
+/// every `*.localhost` (RFC 6761 §6.3; resolvers answer them locally, if at all).
+pub fn is_local_name(host: &str) -> bool {
+    let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+    host == "localhost" || host.ends_with(".localhost")
+}
+
 /// True when `ip` is a globally routable unicast address, i.e. not loopback, private,
 /// link-local, shared (CGNAT), multicast, broadcast, documentation, benchmarking, reserved or
 /// unspecified. IPv4-mapped and NAT64 IPv6 addresses are judged by the IPv4 address inside.
+/// Tunnelled transition forms (6to4, Teredo, local-use NAT64) are never public: they lead to
+/// an IPv4 address through a relay that may sit in the operator's own network.
 pub fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => is_public_v4(v4),
@@ -43,6 +52,9 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
     !(ip.is_unspecified()
         || ip.is_loopback()
         || ip.is_multicast()
+        || seg[0] == 0x2002 // 6to4, RFC 3056: 2002:V4ADDR::/48
+        || (seg[0] == 0x2001 && seg[1] == 0) // Teredo, RFC 4380: 2001:0::/32
+        || (seg[0] == 0x64 && seg[1] == 0xff9b && seg[2] == 1) // local-use NAT64 64:ff9b:1::/48
         || (seg[0] & 0xfe00) == 0xfc00 // unique local fc00::/7
         || (seg[0] & 0xffc0) == 0xfe80 // link-local fe80::/10
         || (seg[0] & 0xffc0) == 0xfec0 // deprecated site-local fec0::/10
@@ -90,8 +102,34 @@ mod tests {
             "64:ff9b::a00:1",
             "2001:db8::1",
             "::127.0.0.1",
+            "2002:7f00:1::1",                       // 6to4 of 127.0.0.1
+            "2002:a00:1::",                         // 6to4 of 10.0.0.1
+            "2002:808:808::1", // 6to4 of a public address: a relay still decides
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2", // Teredo
+            "64:ff9b:1::a00:1", // local-use NAT64
         ] {
             assert!(!is_public(private.parse().unwrap()), "{private}");
+        }
+    }
+
+    #[test]
+    fn local_names() {
+        for local in [
+            "localhost",
+            "LOCALHOST",
+            "localhost.",
+            "a.localhost",
+            "x.y.localhost.",
+        ] {
+            assert!(is_local_name(local), "{local}");
+        }
+        for other in [
+            "localhost.example.com",
+            "notlocalhost",
+            "example.com",
+            "mylocalhost",
+        ] {
+            assert!(!is_local_name(other), "{other}");
         }
     }
 }

@@ -2,8 +2,11 @@
 //! into the events exchange like any other event, so a webhook subscribes to them like any
 //! other type; one about webhook W is never delivered to W itself.
 
+use base64::Engine as _;
 use chrono::{DateTime, SecondsFormat, Utc};
+use hmac::{Hmac, Mac};
 use serde_json::json;
+use sha2::Sha256;
 use uuid::Uuid;
 
 pub const WEBHOOK_DISABLED: &str = "Webhook.disabled";
@@ -14,6 +17,58 @@ pub const WEBHOOK_DELIVERY_FAILED: &str = "Webhook.delivery.failed";
 /// notify each other forever.
 pub fn is_operational(event_type: &str) -> bool {
     event_type.starts_with("Webhook.")
+}
+
+/// The AMQP header that proves an event of the `Webhook.` family was published by hookrelay.
+/// Upstream publishers share the events exchange, so the type alone proves nothing: without a
+/// valid tag, such an event is rejected like any other forged input.
+pub const ORIGIN_HEADER: &str = "x-hookrelay-origin";
+
+/// The key that tags hookrelay's own events. It is shared by every process of a deployment
+/// (kept in the database) and by nobody else; its `Debug` never shows it.
+#[derive(Clone)]
+pub struct OriginKey([u8; ORIGIN_KEY_BYTES]);
+
+/// One SHA-256 block: the longest HMAC key that is used as it is.
+pub const ORIGIN_KEY_BYTES: usize = 64;
+
+impl OriginKey {
+    pub fn new(key: [u8; ORIGIN_KEY_BYTES]) -> Self {
+        Self(key)
+    }
+
+    fn mac(&self, body: &[u8]) -> Hmac<Sha256> {
+        let mut mac = <Hmac<Sha256> as hmac::digest::KeyInit>::new(&self.0.into());
+        mac.update(b"hookrelay-origin.v1.");
+        mac.update(body);
+        mac
+    }
+
+    /// The value of [`ORIGIN_HEADER`] for an event body.
+    pub fn tag(&self, body: &[u8]) -> String {
+        let digest = self.mac(body).finalize().into_bytes();
+        format!(
+            "v1,{}",
+            base64::engine::general_purpose::STANDARD.encode(digest)
+        )
+    }
+
+    /// Whether `tag` was made by [`OriginKey::tag`] for exactly this body (in constant time).
+    pub fn verify(&self, body: &[u8], tag: &str) -> bool {
+        let Some(encoded) = tag.strip_prefix("v1,") else {
+            return false;
+        };
+        let Ok(digest) = base64::engine::general_purpose::STANDARD.decode(encoded) else {
+            return false;
+        };
+        self.mac(body).verify_slice(&digest).is_ok()
+    }
+}
+
+impl std::fmt::Debug for OriginKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OriginKey(<redacted>)")
+    }
 }
 
 /// An event ready to publish: its id, type (the routing key) and body (contract §1).
@@ -128,12 +183,30 @@ mod tests {
             (disabled, WEBHOOK_DISABLED),
             (failed, WEBHOOK_DELIVERY_FAILED),
         ] {
-            let event = Event::parse(&op.body, key, 1 << 20, at).unwrap();
+            let intake = crate::Intake {
+                max_bytes: 1 << 20,
+                max_depth: 64,
+                from_hookrelay: true,
+            };
+            let event = Event::parse(&op.body, key, &intake, at).unwrap();
             assert_eq!(event.id, op.id);
             assert_eq!(event.account_id.as_str(), "acc_1");
             assert_eq!(event.about_webhook(), Some(webhook));
             assert!(is_operational(event.event_type.as_str()));
         }
         assert!(!is_operational("Contact.created"));
+    }
+
+    #[test]
+    fn origin_tags_hold_only_for_the_same_key_and_body() {
+        let key = OriginKey::new([7; 64]);
+        let tag = key.tag(b"{\"a\":1}");
+        assert!(key.verify(b"{\"a\":1}", &tag));
+        assert!(!key.verify(b"{\"a\":2}", &tag), "another body");
+        assert!(!OriginKey::new([8; 64]).verify(b"{\"a\":1}", &tag));
+        for forged in ["", "v1,", "v1,!!!", &tag[3..], "v2,AAAA"] {
+            assert!(!key.verify(b"{\"a\":1}", forged), "{forged}");
+        }
+        assert_eq!(format!("{key:?}"), "OriginKey(<redacted>)");
     }
 }

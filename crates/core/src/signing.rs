@@ -65,10 +65,13 @@ mod tests {
 
     #[test]
     fn plain_secrets_use_their_bytes_and_rotation_signs_twice() {
-        let plain = Secret::parse("my-plain-secret").unwrap();
+        let plain = Secret::parse("my-plain-secret-of-24-bytes").unwrap();
         let a = sign(&plain, "evt_1", 1, b"{}");
-        assert_eq!(a, sign_with_key(b"my-plain-secret", "evt_1", 1, b"{}"));
-        let new = Secret::parse("another").unwrap();
+        assert_eq!(
+            a,
+            sign_with_key(b"my-plain-secret-of-24-bytes", "evt_1", 1, b"{}")
+        );
+        let new = Secret::parse("another-plain-secret-24-by").unwrap();
         let header = signature_header(&[new.clone(), plain], "evt_1", 1, b"{}").unwrap();
         let parts: Vec<&str> = header.split(' ').collect();
         assert_eq!(

@@ -14,19 +14,31 @@ const MAX_ACCOUNT_ID_CHARS: usize = 128;
 const MAX_HEADER_NAME_LEN: usize = 128;
 const MAX_HEADER_VALUE_LEN: usize = 4096;
 const MAX_PLAIN_SECRET_LEN: usize = 512;
-/// Standard Webhooks keys are 24 to 64 random bytes once decoded.
+/// Standard Webhooks keys are 24 to 64 random bytes once decoded. A plain secret must give at
+/// least as many key bytes: a short one could be guessed from a single signed delivery.
 const WHSEC_KEY_BYTES: std::ops::RangeInclusive<usize> = 24..=64;
+pub const MIN_SECRET_KEY_BYTES: usize = 24;
 
 /// Header names a webhook may not set (contract §2): they belong to the HTTP framing or to
-/// the signature, and a custom value would break one or the other. `webhook-*` is refused too.
-pub const RESERVED_HEADERS: [&str; 6] = [
+/// the signature, and a custom value would break one or the other. Hop-by-hop headers
+/// (RFC 9110 §7.6.1) speak to the next hop, not to the receiver: `upgrade` or `expect` could
+/// change what the connection does, `te` and `trailer` how the body is framed, and
+/// `proxy-*` would hand credentials to whatever proxy sits in between. `webhook-*` and
+/// `proxy-*` are refused too.
+pub const RESERVED_HEADERS: [&str; 11] = [
     "content-type",
     "content-length",
     "host",
     "user-agent",
     "transfer-encoding",
     "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "upgrade",
+    "expect",
 ];
+const RESERVED_HEADER_PREFIXES: [&str; 2] = ["webhook-", "proxy-"];
 
 /// The tenant a webhook, key or event belongs to: 1 to 128 characters, no control characters
 /// and no surrounding white space (which would make two accounts look alike).
@@ -170,12 +182,16 @@ impl HeaderSet {
                 ));
             }
             let lower = name.to_ascii_lowercase();
-            if RESERVED_HEADERS.contains(&lower.as_str()) || lower.starts_with("webhook-") {
+            if RESERVED_HEADERS.contains(&lower.as_str())
+                || RESERVED_HEADER_PREFIXES
+                    .iter()
+                    .any(|prefix| lower.starts_with(prefix))
+            {
                 return Err(Invalid::new(
                     "reserved_header",
                     format!(
-                        "header `{shown}` is set by hookrelay itself and cannot be customised \
-                         (reserved: {}, webhook-*)",
+                        "header `{shown}` belongs to hookrelay or to the connection and cannot \
+                         be customised (reserved: {}, webhook-*, proxy-*)",
                         RESERVED_HEADERS.join(", ")
                     ),
                 ));
@@ -229,7 +245,7 @@ pub struct Secret(String);
 
 impl Secret {
     /// `whsec_<base64>` (Standard Webhooks) must decode to 24–64 bytes; any other secret is
-    /// used as its UTF-8 bytes and must be 1 to 512 bytes without control characters.
+    /// used as its UTF-8 bytes and must be 24 to 512 bytes without control characters.
     pub fn parse(raw: &str) -> Result<Self, Invalid> {
         if let Some(encoded) = raw.strip_prefix("whsec_") {
             let key = base64::engine::general_purpose::STANDARD
@@ -252,10 +268,21 @@ impl Secret {
                 ));
             }
         } else {
-            if raw.is_empty() || raw.len() > MAX_PLAIN_SECRET_LEN {
+            if raw.len() < MIN_SECRET_KEY_BYTES {
+                return Err(Invalid::new(
+                    "secret_too_short",
+                    format!(
+                        "a secret must give at least {MIN_SECRET_KEY_BYTES} bytes of key, this \
+                         one gives {}: a short key can be guessed from one signed delivery \
+                         (Standard Webhooks); omit the secret to have one generated",
+                        raw.len()
+                    ),
+                ));
+            }
+            if raw.len() > MAX_PLAIN_SECRET_LEN {
                 return Err(Invalid::new(
                     "invalid_secret",
-                    format!("a secret must be 1 to {MAX_PLAIN_SECRET_LEN} bytes"),
+                    format!("a secret is at most {MAX_PLAIN_SECRET_LEN} bytes"),
                 ));
             }
             if raw.chars().any(char::is_control) {
@@ -469,6 +496,13 @@ mod tests {
             (("Connection", "close"), "reserved_header"),
             (("Webhook-Signature", "v1,x"), "reserved_header"),
             (("webhook-anything", "x"), "reserved_header"),
+            (("Upgrade", "websocket"), "reserved_header"),
+            (("TE", "trailers"), "reserved_header"),
+            (("Keep-Alive", "timeout=5"), "reserved_header"),
+            (("Expect", "100-continue"), "reserved_header"),
+            (("Proxy-Authorization", "Basic eA=="), "reserved_header"),
+            (("proxy-anything", "x"), "reserved_header"),
+            (("Trailer", "X-A"), "reserved_header"),
         ];
         for ((name, value), code) in cases {
             let err = HeaderSet::parse(headers(&[(name, value)])).unwrap_err();
@@ -488,14 +522,20 @@ mod tests {
         let s = Secret::from_random_bytes(key);
         assert!(s.expose().starts_with("whsec_"));
         assert_eq!(Secret::parse(s.expose()).unwrap().key(), key.to_vec());
-        assert_eq!(Secret::parse("plain").unwrap().key(), b"plain".to_vec());
-        assert!(Secret::parse("").is_err());
+        let plain = "a-plain-secret-of-24-byte";
+        assert_eq!(
+            Secret::parse(plain).unwrap().key(),
+            plain.as_bytes().to_vec()
+        );
+        for short in ["", "x", "plain", &plain[..23]] {
+            assert_eq!(Secret::parse(short).unwrap_err().code, "secret_too_short");
+        }
         assert!(Secret::parse("whsec_%%%").is_err());
         assert!(
             Secret::parse("whsec_AAAA").is_err(),
             "3 bytes is too short a key"
         );
-        assert!(Secret::parse("a\nb").is_err());
+        assert!(Secret::parse("a-plain-secret-of-24-by\nb").is_err());
         assert_eq!(format!("{s:?}"), "Secret(<redacted>)");
     }
 

@@ -14,10 +14,11 @@ use chrono::{DateTime, Utc};
 use futures::{FutureExt as _, StreamExt as _};
 use hookrelay_broker::lapin::message::Delivery;
 use hookrelay_broker::lapin::options::{BasicAckOptions, BasicNackOptions};
-use hookrelay_broker::lapin::types::{AMQPValue, LongString};
+use hookrelay_broker::lapin::types::{AMQPValue, FieldTable, LongString};
 use hookrelay_broker::lapin::{BasicProperties, Channel, Connection};
 use hookrelay_broker::{Broker, Outgoing, PublishError, Topology};
-use hookrelay_core::{DeliveryTask, DeliveryV1, Event, RejectReason, Rejection};
+use hookrelay_core::ops::{OriginKey, ORIGIN_HEADER};
+use hookrelay_core::{DeliveryTask, DeliveryV1, Event, Intake, RejectReason, Rejection};
 use hookrelay_metrics::Metrics;
 use hookrelay_store::{NewLog, Store, StoreError};
 use tokio_util::sync::CancellationToken;
@@ -42,7 +43,10 @@ pub struct Context {
     pub catalog: Catalog,
     pub store: Store,
     pub metrics: Metrics,
-    pub max_event_bytes: usize,
+    /// The limits events are held to; `from_hookrelay` is decided per message.
+    pub intake: Intake,
+    /// Verifies the origin tag of hookrelay's own events.
+    pub origin: OriginKey,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -255,7 +259,7 @@ async fn process(
     let logs: Vec<NewLog> = planned.iter().map(|p| p.log.clone()).collect();
     let inserted: HashSet<Uuid> = match ctx.store.insert_logs(&logs).await {
         Ok(ids) => ids.into_iter().collect(),
-        Err(e) if e.is_data_error() => {
+        Err(e) if e.is_refusal() => {
             let (ids, refused) =
                 isolate_refused(ctx, publisher, &accepted, &planned, settled).await?;
             planned.retain(|p| !refused.contains(&p.log.event_id));
@@ -280,7 +284,9 @@ async fn process(
 
 /// Validation should keep out everything PostgreSQL refuses; should something slip through,
 /// it must not stop the consumer. The batch is written again one event at a time, and an
-/// event the database refuses is rejected with its reason, like any other bad event.
+/// event the database refuses is rejected with its reason, like any other bad event. A fault
+/// of the database itself (connection, resources, shutdown) fails the batch instead, which
+/// goes back to the queue whole.
 async fn isolate_refused(
     ctx: &Context,
     publisher: &mut Publisher,
@@ -298,20 +304,22 @@ async fn isolate_refused(
             .collect();
         match ctx.store.insert_logs(&logs).await {
             Ok(ids) => inserted.extend(ids),
-            Err(e) if e.is_data_error() => {
-                let rejection = Rejection {
-                    reason: RejectReason::InvalidField,
-                    message: format!(
-                        "the log table refused the event: {}",
-                        crate::error_chain(&e)
-                    )
-                    .replace(['\r', '\n'], " "),
-                };
+            Err(e) if e.is_refusal() => {
+                // The database's own text stays in the service log: it may quote the event
+                // or name tables, and the rejected queue is read by publishers.
+                let rejection = Rejection::new(
+                    RejectReason::RefusedByDatabase,
+                    format!(
+                        "the log table refused the event (SQLSTATE {}); see the hookrelay log \
+                         for details",
+                        e.sqlstate().unwrap_or("unknown")
+                    ),
+                );
                 publisher
                     .send(ctx, &[rejected(ctx, a.delivery, &rejection)])
                     .await?;
                 ctx.metrics.event_rejected(rejection.reason.as_str());
-                warn!(event_id = %a.event.id, error = %rejection.message, "event rejected by the database");
+                warn!(event_id = %a.event.id, error = %crate::error_chain(&e), "event rejected by the database");
                 refused.insert(a.event.id.clone());
                 // Safe in the rejected queue now: acked even if the batch fails later.
                 settled.push(a.delivery.delivery_tag);
@@ -373,10 +381,14 @@ async fn validate(
     delivery: &Delivery,
     received_at: DateTime<Utc>,
 ) -> Result<Result<Event, Rejection>, StoreError> {
+    let intake = Intake {
+        from_hookrelay: has_origin_tag(ctx, delivery),
+        ..ctx.intake
+    };
     let event = match Event::parse(
         &delivery.data,
         delivery.routing_key.as_str(),
-        ctx.max_event_bytes,
+        &intake,
         received_at,
     ) {
         Ok(e) => e,
@@ -394,9 +406,36 @@ async fn validate(
     Ok(Ok(event))
 }
 
+/// Whether the message carries a valid tag of hookrelay's own, made for exactly this body.
+fn has_origin_tag(ctx: &Context, delivery: &Delivery) -> bool {
+    let tag = delivery
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get(ORIGIN_HEADER).cloned());
+    match tag {
+        Some(AMQPValue::LongString(tag)) => ctx
+            .origin
+            .verify(&delivery.data, &String::from_utf8_lossy(tag.as_bytes())),
+        _ => false,
+    }
+}
+
 /// A bad event, unchanged, for `{ns}.events.rejected`, with its reason.
 fn rejected(ctx: &Context, delivery: &Delivery, rejection: &Rejection) -> Outgoing {
-    let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+    // An origin tag is only good for its body; it has no business in a queue publishers read.
+    let mut headers = FieldTable::default();
+    for (name, value) in delivery
+        .properties
+        .headers()
+        .as_ref()
+        .map(|h| h.inner().iter())
+        .into_iter()
+        .flatten()
+        .filter(|(name, _)| name.as_str() != ORIGIN_HEADER)
+    {
+        headers.insert(name.clone(), value.clone());
+    }
     headers.insert(
         "x-hookrelay-error".into(),
         AMQPValue::LongString(LongString::from(rejection.message.clone())),

@@ -40,6 +40,9 @@ impl Resolve for GuardedResolver {
         let allow_private = self.allow_private;
         Box::pin(async move {
             let host = name.as_str().to_owned();
+            if !allow_private && net::is_local_name(&host) {
+                return Err(Box::new(Blocked(host)) as Box<dyn std::error::Error + Send + Sync>);
+            }
             let found: Vec<SocketAddr> =
                 tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             let allowed: Vec<SocketAddr> = found

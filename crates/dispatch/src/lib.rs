@@ -26,7 +26,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hookrelay_broker::{Broker, Topology};
-use hookrelay_core::{HealthPolicy, RetrySchedule};
+use hookrelay_core::ops::{OriginKey, ORIGIN_KEY_BYTES};
+use hookrelay_core::{HealthPolicy, Intake, RetrySchedule};
 use hookrelay_metrics::Metrics;
 use hookrelay_store::Store;
 use tokio_util::sync::CancellationToken;
@@ -48,6 +49,8 @@ pub struct DispatchConfig {
     /// For the LISTEN connection, which is not pooled.
     pub database_url: String,
     pub max_event_bytes: usize,
+    /// Nesting of `data` at most, in arrays and objects.
+    pub max_event_depth: usize,
     pub max_in_flight_per_webhook: u16,
     pub max_in_flight_total: usize,
     pub request_timeout: Duration,
@@ -61,6 +64,16 @@ pub struct DispatchConfig {
     pub requeue_rate: u32,
     /// Concurrent fan-out consumers on `{ns}.ingest` in this process.
     pub ingest_workers: usize,
+}
+
+/// The deployment's key for tagging hookrelay's own events, made on first use.
+async fn origin_key(store: &Store) -> Result<[u8; ORIGIN_KEY_BYTES], DispatchError> {
+    let mut fresh = [0u8; ORIGIN_KEY_BYTES];
+    rand::Rng::fill(&mut rand::rng(), &mut fresh[..]);
+    let stored = store.service_key("event_origin", &fresh).await?;
+    stored
+        .try_into()
+        .map_err(|_| DispatchError::BadServiceKey("event_origin"))
 }
 
 /// A handle on the running pipeline: for the API to announce its own changes and to queue
@@ -77,6 +90,8 @@ pub enum DispatchError {
     Http(#[from] reqwest::Error),
     #[error("cannot load the webhooks")]
     Store(#[from] hookrelay_store::StoreError),
+    #[error("the service key `{0}` in the database is not {ORIGIN_KEY_BYTES} bytes; delete its row in service_keys to have a new one made")]
+    BadServiceKey(&'static str),
 }
 
 impl Dispatcher {
@@ -108,6 +123,7 @@ impl Dispatcher {
             }
             None => tracing::warn!("the broker is not reachable yet; starting without it"),
         }
+        let origin = OriginKey::new(origin_key(&store).await?);
         let subscriptions = Arc::new(Subscriptions::new(store.clone()));
         subscriptions.reload_all().await?;
         tracker.spawn(subscriptions::listen(
@@ -137,6 +153,7 @@ impl Dispatcher {
                 schedule: config.retry_schedule.clone(),
             },
             health: deliver::HealthBook::default(),
+            origin: origin.clone(),
         });
         tracker.spawn(deliver::run(deliver, broker.clone(), shutdown.clone()));
         let router = Arc::new(router::Context {
@@ -162,7 +179,12 @@ impl Dispatcher {
             catalog: catalog::Catalog::new(store.clone()),
             store,
             metrics,
-            max_event_bytes: config.max_event_bytes,
+            intake: Intake {
+                max_bytes: config.max_event_bytes,
+                max_depth: config.max_event_depth,
+                from_hookrelay: false,
+            },
+            origin,
         });
         for worker in 0..config.ingest_workers.max(1) {
             tracker.spawn(fanout::run(

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use hookrelay_broker::lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use hookrelay_broker::lapin::{BasicProperties, Channel};
 use hookrelay_broker::{Outgoing, Reroute, ReturnHandler, Topology, DUE_HEADER, TIER_HEADER};
-use hookrelay_core::ops::OperationalEvent;
+use hookrelay_core::ops::{OperationalEvent, OriginKey, ORIGIN_HEADER};
 use hookrelay_core::{DelayTier, DeliveryTask};
 use hookrelay_store::{Store, StoreError};
 use tracing::error;
@@ -147,12 +147,19 @@ pub fn due_at(headers: Option<&FieldTable>) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp_millis(millis)
 }
 
-/// One of hookrelay's own events, into the events exchange like any other event.
-pub fn operational(topology: &Topology, event: &OperationalEvent) -> Outgoing {
+/// One of hookrelay's own events, into the events exchange like any other event, tagged so
+/// that the fan-out knows it from one an upstream publisher forged.
+pub fn operational(topology: &Topology, origin: &OriginKey, event: &OperationalEvent) -> Outgoing {
+    let properties = hookrelay_broker::persistent_json();
+    let mut headers = properties.headers().clone().unwrap_or_default();
+    headers.insert(
+        ShortString::from(ORIGIN_HEADER),
+        AMQPValue::LongString(LongString::from(origin.tag(&event.body))),
+    );
     Outgoing {
         exchange: topology.events_exchange(),
         routing_key: event.event_type.to_owned(),
         body: event.body.clone(),
-        properties: hookrelay_broker::persistent_json(),
+        properties: properties.with_headers(headers),
     }
 }

@@ -33,7 +33,7 @@ impl AttemptWriter {
                         }
                     }
                     // One record the database refuses must not hold back the others.
-                    Err(e) if e.is_data_error() => {
+                    Err(e) if e.is_refusal() => {
                         for (record, reply) in records.into_iter().zip(replies) {
                             let _ = reply.send(write_alone(&store, record).await);
                         }
@@ -69,12 +69,15 @@ async fn write_alone(store: &Store, record: AttemptRecord) -> Result<bool, Strin
     let first = |current: Vec<bool>| current.first().copied().unwrap_or(false);
     match store.record_attempts(std::slice::from_ref(&record)).await {
         Ok(current) => Ok(first(current)),
-        Err(e) if e.is_data_error() => {
-            let why = crate::error_chain(&e);
-            tracing::error!(log_id = %record.log_id, error = %why, "attempt refused by the database; recording it without the answer");
+        Err(e) if e.is_refusal() => {
+            tracing::error!(log_id = %record.log_id, error = %crate::error_chain(&e), "attempt refused by the database; recording it without the answer");
+            // The code only: the database's text goes to the service log, not to admins.
             let plain = AttemptRecord {
                 response_body: None,
-                error: Some(format!("the attempt's details could not be stored: {why}")),
+                error: Some(format!(
+                    "the attempt's details could not be stored (SQLSTATE {})",
+                    e.sqlstate().unwrap_or("unknown")
+                )),
                 ..record
             };
             store

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use backon::{ExponentialBuilder, Retryable};
-use hookrelay_api::{ApiConfig, AppState};
+use hookrelay_api::{ApiConfig, AppState, ListenerLimits};
 use hookrelay_broker::Broker;
 use hookrelay_dispatch::{DispatchConfig, Dispatcher};
 use hookrelay_metrics::Metrics;
@@ -57,10 +57,35 @@ pub async fn migrate(settings: &Settings) -> anyhow::Result<usize> {
         })
 }
 
+/// Raises the soft limit on open files to the hard one, and refuses to start when even that
+/// cannot hold what the settings allow at once: with too few descriptors, a burst of inbound
+/// connections would leave deliveries failing with "Too many open files". The listener's
+/// `max_connections` keeps inbound sockets inside their share.
+fn ensure_descriptors(settings: &Settings) -> anyhow::Result<()> {
+    let needed = settings.descriptors_needed();
+    let limit = rlimit::increase_nofile_limit(u64::MAX)
+        .context("cannot read or raise the open file limit (RLIMIT_NOFILE)")?;
+    if limit < needed {
+        anyhow::bail!(
+            "the process may open {limit} files (RLIMIT_NOFILE), but max_connections ({}), \
+             max_in_flight_total ({}, twice: under way and pooled) and database_pool_size ({}) \
+             with a reserve of 128 need {needed}: lower those settings or raise the limit \
+             (`ulimit -n`, LimitNOFILE= in a systemd unit)",
+            settings.max_connections,
+            settings.max_in_flight_total,
+            settings.database_pool_size,
+        );
+    }
+    info!(limit, needed, "open file limit");
+    Ok(())
+}
+
 /// A service ready to run: migrated, listening, connected (or connecting) to the broker.
 pub struct Application {
     listener: TcpListener,
     router: axum::Router,
+    limits: ListenerLimits,
+    metrics: Metrics,
     tracker: TaskTracker,
     shutdown: CancellationToken,
     shutdown_timeout: Duration,
@@ -69,6 +94,7 @@ pub struct Application {
 impl Application {
     /// Builds the service. It stops when `shutdown` is cancelled.
     pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<Self> {
+        ensure_descriptors(&settings)?;
         migrate(&settings).await?;
         let store = Store::connect(
             &settings.database_url,
@@ -78,6 +104,14 @@ impl Application {
             },
         )?;
         let metrics = Metrics::new().context("cannot register the metrics")?;
+        // Types admins added to the catalog get their zero series too (the built-in ones
+        // have them already); the catalog holds a few hundred at most.
+        match store.list_event_types(None, 1000).await {
+            Ok(page) => metrics.known_event_types(page.items.iter().map(|t| t.name.as_str())),
+            Err(e) => {
+                warn!(error = %error_chain(&e), "cannot read the event type catalog for the metrics")
+            }
+        }
         // Bind before starting anything that runs in the background, so a taken port fails
         // start-up without leaving tasks behind.
         let listener = TcpListener::bind(settings.listen)
@@ -95,6 +129,7 @@ impl Application {
                 namespace: settings.namespace.clone(),
                 database_url: settings.database_url.clone(),
                 max_event_bytes: settings.max_event_bytes,
+                max_event_depth: settings.max_event_depth,
                 max_in_flight_per_webhook: settings.max_in_flight_per_webhook,
                 max_in_flight_total: settings.max_in_flight_total,
                 request_timeout: settings.request_timeout.0,
@@ -115,12 +150,13 @@ impl Application {
         .context("cannot start the pipeline")?;
         let state = AppState::new(
             store,
-            metrics,
+            metrics.clone(),
             broker,
             std::sync::Arc::new(pipeline::DispatchPipeline(dispatcher)),
             ApiConfig {
                 admin_token: settings.admin_token.clone(),
                 allow_private_networks: settings.allow_private_networks,
+                max_request_bytes: settings.max_request_bytes,
             },
         );
         if settings.admin_token.is_none() {
@@ -136,6 +172,12 @@ impl Application {
         Ok(Self {
             listener,
             router: hookrelay_api::router(state),
+            limits: ListenerLimits {
+                max_connections: settings.max_connections,
+                header_read_timeout: settings.header_read_timeout.0,
+                idle_timeout: settings.idle_timeout.0,
+            },
+            metrics,
             tracker,
             shutdown,
             shutdown_timeout: settings.shutdown_timeout.0,
@@ -154,6 +196,8 @@ impl Application {
         let mut server = tokio::spawn(hookrelay_api::serve(
             self.listener,
             self.router,
+            self.limits,
+            self.metrics,
             self.shutdown.clone(),
             self.shutdown_timeout,
         ));

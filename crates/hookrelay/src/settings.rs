@@ -59,6 +59,10 @@ pub struct Settings {
     /// Largest event body accepted, in bytes; larger events are rejected.
     #[serde_as(as = "PickFirst<(_, DisplayFromStr)>")]
     pub max_event_bytes: usize,
+    /// Deepest nesting of arrays and objects in an event's `data`; deeper events are
+    /// rejected before they reach the database (whose JSON parser recurses).
+    #[serde_as(as = "PickFirst<(_, DisplayFromStr)>")]
+    pub max_event_depth: usize,
     /// Deliveries to one webhook under way at once in this process.
     #[serde_as(as = "PickFirst<(_, DisplayFromStr)>")]
     pub max_in_flight_per_webhook: u16,
@@ -71,6 +75,19 @@ pub struct Settings {
     /// Connections to PostgreSQL.
     #[serde_as(as = "PickFirst<(_, DisplayFromStr)>")]
     pub database_pool_size: usize,
+    /// Connections the HTTP listener keeps open at once. At the cap, the connection idle the
+    /// longest is closed to make room for a new one.
+    #[serde_as(as = "PickFirst<(_, DisplayFromStr)>")]
+    pub max_connections: usize,
+    /// How long a client may take to send a request's headers.
+    #[serde_as(as = "DisplayFromStr")]
+    pub header_read_timeout: HumanDuration,
+    /// How long an HTTP connection may stay open with no request under way.
+    #[serde_as(as = "DisplayFromStr")]
+    pub idle_timeout: HumanDuration,
+    /// The largest request body the API reads.
+    #[serde_as(as = "PickFirst<(_, DisplayFromStr)>")]
+    pub max_request_bytes: usize,
     /// How long a stopping service waits for work under way before it exits anyway.
     #[serde_as(as = "DisplayFromStr")]
     pub shutdown_timeout: HumanDuration,
@@ -94,10 +111,15 @@ impl Default for Settings {
             breaker_threshold: 10,
             requeue_rate: 200,
             max_event_bytes: 256 * 1024,
+            max_event_depth: 64,
             max_in_flight_per_webhook: 16,
             max_in_flight_total: 1024,
             ingest_workers: 2,
             database_pool_size: 16,
+            max_connections: 1024,
+            header_read_timeout: HumanDuration(Duration::from_secs(10)),
+            idle_timeout: HumanDuration(Duration::from_secs(60)),
+            max_request_bytes: 1024 * 1024,
             shutdown_timeout: HumanDuration(Duration::from_secs(30)),
             log_format: LogFormat::Text,
         }
@@ -124,10 +146,15 @@ impl fmt::Debug for Settings {
             .field("breaker_threshold", &self.breaker_threshold)
             .field("requeue_rate", &self.requeue_rate)
             .field("max_event_bytes", &self.max_event_bytes)
+            .field("max_event_depth", &self.max_event_depth)
             .field("max_in_flight_per_webhook", &self.max_in_flight_per_webhook)
             .field("max_in_flight_total", &self.max_in_flight_total)
             .field("ingest_workers", &self.ingest_workers)
             .field("database_pool_size", &self.database_pool_size)
+            .field("max_connections", &self.max_connections)
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("max_request_bytes", &self.max_request_bytes)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("log_format", &self.log_format)
             .finish()
@@ -335,6 +362,10 @@ impl Settings {
                 "it must be between 1024 and 67108864".into(),
             ));
         }
+        // PostgreSQL's default stack takes about 1 000 levels of jsonb; stay well below.
+        if !(1..=512).contains(&self.max_event_depth) {
+            return Err(("max_event_depth", "it must be between 1 and 512".into()));
+        }
         if !(1..=1024).contains(&self.max_in_flight_per_webhook) {
             return Err((
                 "max_in_flight_per_webhook",
@@ -353,7 +384,31 @@ impl Settings {
         if !(1..=1000).contains(&self.database_pool_size) {
             return Err(("database_pool_size", "it must be between 1 and 1000".into()));
         }
+        if !(1..=1_000_000).contains(&self.max_connections) {
+            return Err(("max_connections", "it must be between 1 and 1000000".into()));
+        }
+        let second = Duration::from_secs(1);
+        let hour = Duration::from_secs(3600);
+        if self.header_read_timeout.0 < second || self.header_read_timeout.0 > hour {
+            return Err(("header_read_timeout", "it must be between 1s and 1h".into()));
+        }
+        if self.idle_timeout.0 < second || self.idle_timeout.0 > hour {
+            return Err(("idle_timeout", "it must be between 1s and 1h".into()));
+        }
+        if !(1024..=64 * 1024 * 1024).contains(&self.max_request_bytes) {
+            return Err((
+                "max_request_bytes",
+                "it must be between 1024 and 67108864".into(),
+            ));
+        }
         Ok(())
+    }
+
+    /// File descriptors the service may need at once: the listener's connections, a socket
+    /// per delivery under way and about as many idle in the client's pool, the database
+    /// pool, and a reserve for the broker, the listener and files.
+    pub fn descriptors_needed(&self) -> u64 {
+        (self.max_connections + 2 * self.max_in_flight_total + self.database_pool_size + 128) as u64
     }
 
     /// Where the database is, without user name or password: safe for logs and messages.
@@ -362,7 +417,7 @@ impl Settings {
     }
 }
 
-const KNOWN: [&str; 18] = [
+const KNOWN: [&str; 23] = [
     "database_url",
     "amqp_url",
     "namespace",
@@ -375,10 +430,15 @@ const KNOWN: [&str; 18] = [
     "breaker_threshold",
     "requeue_rate",
     "max_event_bytes",
+    "max_event_depth",
     "max_in_flight_per_webhook",
     "max_in_flight_total",
     "ingest_workers",
     "database_pool_size",
+    "max_connections",
+    "header_read_timeout",
+    "idle_timeout",
+    "max_request_bytes",
     "shutdown_timeout",
     "log_format",
 ];

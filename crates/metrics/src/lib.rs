@@ -20,6 +20,9 @@ pub const ATTEMPT_OUTCOMES: [&str; 5] = [
     "network_error",
     "blocked",
 ];
+/// Why the HTTP listener closed a connection itself, the values of `reason` on
+/// `hookrelay_http_connections_shed_total`.
+pub const HTTP_SHED_REASONS: [&str; 3] = ["idle", "evicted", "refused"];
 /// Final states of a delivery, the values of `status` on `hookrelay_deliveries_completed_total`.
 pub const COMPLETED_STATUSES: [&str; 2] = ["succeeded", "failed"];
 
@@ -40,6 +43,8 @@ pub struct Metrics {
     retries_scheduled: IntCounter,
     deliveries_requeued: IntCounter,
     webhooks_paused: IntGauge,
+    http_connections: IntGauge,
+    http_connections_shed: IntCounterVec,
 }
 
 /// Counts one attempt as in flight until dropped, however the attempt ends.
@@ -135,6 +140,21 @@ impl Metrics {
             "Webhooks whose queue is paused by the circuit breaker in this process.",
         )?;
 
+        let http_connections = IntGauge::new(
+            "hookrelay_http_connections",
+            "Connections open to the HTTP listener.",
+        )?;
+        let http_connections_shed = IntCounterVec::new(
+            Opts::new(
+                "hookrelay_http_connections_shed_total",
+                "Connections the HTTP listener closed or turned away to protect itself, by \
+                 reason: idle (no request for idle_timeout), evicted (the oldest idle one, to \
+                 make room at max_connections), refused (at max_connections, none idle).",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(http_connections.clone()))?;
+        registry.register(Box::new(http_connections_shed.clone()))?;
         registry.register(Box::new(events_received.clone()))?;
         registry.register(Box::new(events_rejected.clone()))?;
         registry.register(Box::new(deliveries_enqueued.clone()))?;
@@ -156,6 +176,15 @@ impl Metrics {
         for status in COMPLETED_STATUSES {
             deliveries_completed.with_label_values(&[status]);
         }
+        for reason in HTTP_SHED_REASONS {
+            http_connections_shed.with_label_values(&[reason]);
+        }
+        for reason in hookrelay_core::RejectReason::ALL {
+            events_rejected.with_label_values(&[reason.as_str()]);
+        }
+        for (name, _) in hookrelay_core::BUILTIN_EVENT_TYPES {
+            events_received.with_label_values(&[name]);
+        }
 
         Ok(Self {
             registry,
@@ -171,7 +200,17 @@ impl Metrics {
             retries_scheduled,
             deliveries_requeued,
             webhooks_paused,
+            http_connections,
+            http_connections_shed,
         })
+    }
+
+    /// Makes the series of event types added to the catalog since (admins may add some)
+    /// exist at zero too.
+    pub fn known_event_types<'a>(&self, names: impl IntoIterator<Item = &'a str>) {
+        for name in names {
+            self.events_received.with_label_values(&[name]);
+        }
     }
 
     /// A valid event was consumed. `event_type` is a catalog name: a bounded set.
@@ -236,6 +275,21 @@ impl Metrics {
         Paused(self.webhooks_paused.clone())
     }
 
+    pub fn http_connection_opened(&self) {
+        self.http_connections.inc();
+    }
+
+    pub fn http_connection_closed(&self) {
+        self.http_connections.dec();
+    }
+
+    /// The listener closed or refused a connection (`reason` in [`HTTP_SHED_REASONS`]).
+    pub fn http_connection_shed(&self, reason: &'static str) {
+        self.http_connections_shed
+            .with_label_values(&[reason])
+            .inc();
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> Result<String, prometheus::Error> {
         let mut out = Vec::new();
@@ -275,10 +329,37 @@ mod tests {
             assert!(text.contains(name), "{name} missing from\n{text}");
         }
         // Two instances do not share state.
-        assert!(!Metrics::new()
+        assert!(Metrics::new()
             .unwrap()
             .render()
             .unwrap()
-            .contains("Contact.created"));
+            .contains("hookrelay_events_received_total{event_type=\"Contact.created\"} 0"));
+    }
+
+    #[test]
+    fn every_family_and_known_label_is_there_from_the_start() {
+        let m = Metrics::new().unwrap();
+        m.known_event_types(["Invoice.paid"]);
+        let text = m.render().unwrap();
+        for reason in hookrelay_core::RejectReason::ALL {
+            let line = format!(
+                "hookrelay_events_rejected_total{{reason=\"{}\"}} 0",
+                reason.as_str()
+            );
+            assert!(text.contains(&line), "{line} missing");
+        }
+        for (name, _) in hookrelay_core::BUILTIN_EVENT_TYPES {
+            let line = format!("hookrelay_events_received_total{{event_type=\"{name}\"}} 0");
+            assert!(text.contains(&line), "{line} missing");
+        }
+        assert!(text.contains("hookrelay_events_received_total{event_type=\"Invoice.paid\"} 0"));
+        for outcome in ATTEMPT_OUTCOMES {
+            let line = format!("hookrelay_delivery_attempts_total{{outcome=\"{outcome}\"}} 0");
+            assert!(text.contains(&line), "{line} missing");
+        }
+        for reason in HTTP_SHED_REASONS {
+            let line = format!("hookrelay_http_connections_shed_total{{reason=\"{reason}\"}} 0");
+            assert!(text.contains(&line), "{line} missing");
+        }
     }
 }

@@ -22,6 +22,17 @@ impl Cursor {
         let text = String::from_utf8(bytes).ok()?;
         let (micros, key) = text.split_once('|')?;
         let created_at = DateTime::from_timestamp_micros(micros.parse().ok()?)?;
+        // Rows are stamped by the database's clock: a time outside these years was never
+        // answered, and PostgreSQL refuses some of them outright (a tampered cursor).
+        let years = 1970..=9999;
+        if !years.contains(&chrono::Datelike::year(&created_at)) {
+            return None;
+        }
+        // Keys are ids and event type names: short, printable, never NUL (which PostgreSQL
+        // refuses in text).
+        if key.is_empty() || key.len() > 256 || key.chars().any(char::is_control) {
+            return None;
+        }
         Some(Self {
             created_at,
             key: key.to_owned(),
@@ -68,6 +79,17 @@ mod tests {
         // empty, not base64, no separator ("nopipe"), not a number ("x|k")
         for bad in ["", "!!!", "bm9waXBl", "eHxr"] {
             assert!(Cursor::decode(bad).is_none(), "{bad}");
+        }
+        let forged = |raw: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
+        for bad in [
+            "9223372036854775807|k",    // beyond chrono
+            "-9000000000000000000|k",   // far before PostgreSQL's range
+            "253402300800000000|k",     // year 10000
+            "-1000000|k",               // before 1970
+            "1700000000000000|",        // no key
+            "1700000000000000|a\u{0}b", // NUL, which text columns refuse
+        ] {
+            assert!(Cursor::decode(&forged(bad)).is_none(), "{bad}");
         }
     }
 }

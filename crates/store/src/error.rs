@@ -19,10 +19,30 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// Whether the database refused a value (SQLSTATE class 22, data exception) rather than
-    /// failed: trying the same values again fails the same way.
-    pub fn is_data_error(&self) -> bool {
-        matches!(self, Self::Db(e) if e.code().is_some_and(|c| c.code().starts_with("22")))
+    /// Whether the database refused the values it was given, rather than failed: trying the
+    /// same values again fails the same way, while other values may pass. That is any SQLSTATE
+    /// outside the classes of a database fault or of hookrelay's own mistakes, such as
+    /// `22` (data exception) or `54` (program limit exceeded: `stack depth limit exceeded`
+    /// for a document nested too deep).
+    pub fn is_refusal(&self) -> bool {
+        /// Connection (08), transaction state (25), authorization (28), missing database or
+        /// schema (3D, 3F), rollback (40: serialization, deadlock), syntax or access (42),
+        /// resources (53), object state (55: locks), operator intervention (57), system
+        /// (58), configuration (F0), foreign data (HV), PL/pgSQL (P0), internal (XX).
+        const FAULTS: [&str; 15] = [
+            "08", "25", "28", "3D", "3F", "40", "42", "53", "55", "57", "58", "F0", "HV", "P0",
+            "XX",
+        ];
+        self.sqlstate()
+            .is_some_and(|code| !FAULTS.iter().any(|class| code.starts_with(class)))
+    }
+
+    /// The SQLSTATE of a database error: a fixed code, safe to show where its message is not.
+    pub fn sqlstate(&self) -> Option<&str> {
+        match self {
+            Self::Db(e) => e.code().map(|c| c.code()),
+            _ => None,
+        }
     }
 
     /// Whether a query failed on a unique constraint, i.e. the row already exists.

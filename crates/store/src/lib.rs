@@ -11,6 +11,7 @@ mod listen;
 mod logs;
 mod migrate;
 mod pool;
+mod service_keys;
 mod webhooks;
 
 pub use api_keys::ApiKeyRow;

@@ -216,7 +216,7 @@ pub async fn run(
                 },
                 now,
             );
-            Some(publish::operational(&ctx.topology, &event))
+            Some(publish::operational(&ctx.topology, &ctx.origin, &event))
         }
         _ => None,
     };

@@ -381,7 +381,11 @@ impl Worker {
         );
         if let Err(e) = self
             .publisher
-            .publish(publish::operational(&self.ctx.topology, &event))
+            .publish(publish::operational(
+                &self.ctx.topology,
+                &self.ctx.origin,
+                &event,
+            ))
             .await
         {
             warn!(webhook_id = %self.id, error = %e, "cannot announce that a webhook is disabled; will try at its next failure");

@@ -68,6 +68,8 @@ pub struct Context {
     /// The retry schedule, the breaker threshold and the auto-disable delay.
     pub policy: HealthPolicy,
     pub health: HealthBook,
+    /// Tags the events hookrelay publishes about webhooks as its own.
+    pub origin: hookrelay_core::ops::OriginKey,
 }
 
 /// Keeps one consumer running per active webhook until `shutdown`, across reconnections.

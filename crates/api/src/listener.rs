@@ -1,0 +1,293 @@
+//! The HTTP listener, built to outlast hostile clients.
+//!
+//! `axum::serve` accepts every connection and keeps it as long as the client likes: twenty
+//! thousand idle half-sent requests exhausted the process's file descriptors, starving the
+//! delivery side of sockets. Here:
+//!
+//! - at most `max_connections` are open at once. When a new one arrives at the cap, the one
+//!   idle the longest (no request under way: half-sent headers, or a keep-alive connection
+//!   between requests) is closed to make room; only when every connection is serving a
+//!   request is the new one turned away. So a storm of idle sockets cannot lock out a health
+//!   probe or an admin, and never holds more descriptors than the cap;
+//! - a request's headers must arrive within `header_read_timeout`, and a connection with no
+//!   request under way is closed after `idle_timeout`;
+//! - request heads are held to [`MAX_HEAD_BYTES`] by hyper; the router answers oversized URLs
+//!   and headers below that in the contract's error shape (see `lib.rs`).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use axum::Router;
+use hookrelay_metrics::Metrics;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt as _;
+
+/// The largest request head (request line and headers) hyper reads; beyond it, it answers
+/// 431 on its own. The router's own, smaller limits answer in the error shape first.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// How the listener treats its clients.
+#[derive(Debug, Clone)]
+pub struct ListenerLimits {
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+}
+
+/// Serves `router` on `listener` until `shutdown` is cancelled, then lets requests under way
+/// finish for at most `drain`.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: ListenerLimits,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+    drain: Duration,
+) -> std::io::Result<()> {
+    let table = Arc::new(Table::default());
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .keep_alive(true);
+    let mut connections = JoinSet::new();
+    loop {
+        // Reap finished connection tasks, so the set does not grow with history.
+        while connections.try_join_next().is_some() {}
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of descriptors, most likely (EMFILE, ENFILE): the connections already
+                // open will free some. Never spin, never stop listening.
+                tracing::warn!(error = %e, "cannot accept a connection");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if table.open() >= limits.max_connections && !table.evict_oldest_idle() {
+            // Every connection is serving a request: this one waits its turn elsewhere.
+            metrics.http_connection_shed("refused");
+            drop(stream);
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        let conn = table.register();
+        metrics.http_connection_opened();
+        let service = hyper::service::service_fn({
+            let (router, conn) = (router.clone(), conn.clone());
+            move |request: hyper::Request<Incoming>| {
+                let busy = conn.busy();
+                let router = router.clone();
+                async move {
+                    let response = router.oneshot(request).await;
+                    drop(busy);
+                    response
+                }
+            }
+        });
+        let serving = http.serve_connection(TokioIo::new(stream), service);
+        let (shutdown, metrics, idle_timeout) =
+            (shutdown.clone(), metrics.clone(), limits.idle_timeout);
+        connections.spawn(async move {
+            let ended = drive(serving, &conn, idle_timeout, &shutdown).await;
+            if let Some(reason) = ended {
+                metrics.http_connection_shed(reason);
+            }
+            conn.close();
+            metrics.http_connection_closed();
+        });
+    }
+    // Graceful shutdown: every connection finishes its request under way and closes; those
+    // still open at the deadline are dropped with the set.
+    let _ = tokio::time::timeout(drain, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    Ok(())
+}
+
+/// Runs one connection until the client or the server ends it. Answers why the server cut it
+/// short, for the metric, or `None` when it ended normally.
+async fn drive<S>(
+    serving: hyper::server::conn::http1::Connection<TokioIo<tokio::net::TcpStream>, S>,
+    conn: &Conn,
+    idle_timeout: Duration,
+    shutdown: &CancellationToken,
+) -> Option<&'static str>
+where
+    S: hyper::service::HttpService<Incoming>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::ResBody: 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut serving = std::pin::pin!(serving);
+    let mut closing = false;
+    loop {
+        let idle_until = conn.idle_since().map(|since| since + idle_timeout);
+        tokio::select! {
+            _ = serving.as_mut() => return None,
+            _ = conn.changed.notified() => {}
+            _ = tokio::time::sleep_until(idle_until.unwrap_or_else(Instant::now)), if idle_until.is_some() => {
+                // Idle: no request under way, so dropping the connection loses nothing.
+                return Some("idle");
+            }
+            _ = conn.evict.cancelled(), if !closing => {
+                if conn.idle_since().is_some() {
+                    return Some("evicted");
+                }
+                // A request arrived since it was picked: let it finish, then close.
+                serving.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            _ = shutdown.cancelled(), if !closing => {
+                serving.as_mut().graceful_shutdown();
+                closing = true;
+            }
+        }
+    }
+}
+
+/// The open connections, and those of them idle, oldest idle first.
+#[derive(Default)]
+struct Table {
+    open: AtomicUsize,
+    next: AtomicU64,
+    idle: Mutex<BTreeMap<u64, Arc<Conn>>>,
+}
+
+impl Table {
+    fn open(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
+    }
+
+    fn register(self: &Arc<Self>) -> Arc<Conn> {
+        self.open.fetch_add(1, Ordering::SeqCst);
+        let conn = Arc::new(Conn {
+            table: self.clone(),
+            state: Mutex::new(ConnState {
+                busy: 0,
+                idle_key: None,
+                idle_since: Instant::now(),
+            }),
+            changed: Notify::new(),
+            evict: CancellationToken::new(),
+        });
+        // Idle from the start: a client that connects and sends nothing is the first to go.
+        conn.set_idle();
+        conn
+    }
+
+    /// Closes the connection idle the longest; `false` when none is idle.
+    fn evict_oldest_idle(&self) -> bool {
+        // A poisoned lock only means a panic elsewhere while it was held; the map itself is
+        // always consistent (each operation is one insert or remove).
+        let oldest = self
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop_first();
+        match oldest {
+            Some((_, conn)) => {
+                conn.evict.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn idle_map(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Arc<Conn>>> {
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+struct Conn {
+    table: Arc<Table>,
+    state: Mutex<ConnState>,
+    /// Wakes the connection's task when it turns busy or idle.
+    changed: Notify,
+    /// Cancelled when a new connection needs this one's place.
+    evict: CancellationToken,
+}
+
+struct ConnState {
+    /// Requests under way (one at a time on HTTP/1.1, but counted to be safe).
+    busy: usize,
+    /// Its key in the table's idle map while idle.
+    idle_key: Option<u64>,
+    idle_since: Instant,
+}
+
+impl Conn {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ConnState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// When it became idle, or `None` while a request is under way.
+    fn idle_since(&self) -> Option<Instant> {
+        let state = self.lock();
+        (state.busy == 0).then_some(state.idle_since)
+    }
+
+    fn set_idle(self: &Arc<Self>) {
+        let mut state = self.lock();
+        self.enter_idle(&mut state);
+        drop(state);
+        self.changed.notify_one();
+    }
+
+    /// Under the state's lock, so that a request starting at the same moment cannot leave a
+    /// busy connection in the idle map.
+    fn enter_idle(self: &Arc<Self>, state: &mut ConnState) {
+        let key = self.table.next.fetch_add(1, Ordering::SeqCst);
+        state.idle_since = Instant::now();
+        state.idle_key = Some(key);
+        self.table.idle_map().insert(key, self.clone());
+    }
+
+    /// Marks a request under way until the guard is dropped.
+    fn busy(self: &Arc<Self>) -> Busy {
+        let mut state = self.lock();
+        state.busy += 1;
+        if let Some(key) = state.idle_key.take() {
+            self.table.idle_map().remove(&key);
+        }
+        drop(state);
+        self.changed.notify_one();
+        Busy(self.clone())
+    }
+
+    /// The connection has ended: out of the table.
+    fn close(&self) {
+        let mut state = self.lock();
+        if let Some(key) = state.idle_key.take() {
+            self.table.idle_map().remove(&key);
+        }
+        self.table.open.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+struct Busy(Arc<Conn>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let mut state = self.0.lock();
+        state.busy = state.busy.saturating_sub(1);
+        if state.busy == 0 {
+            self.0.enter_idle(&mut state);
+        }
+        drop(state);
+        self.0.changed.notify_one();
+    }
+}
