@@ -38,14 +38,31 @@ impl Drop for TestApp {
 impl TestApp {
     /// Stops the service (gracefully) and starts it again on the same database and
     /// namespace, as a restart or a new release would; what it left in RabbitMQ stays.
-    pub async fn restart(mut self) -> TestApp {
+    pub async fn restart(self) -> TestApp {
+        self.restart_with(|_| {}).await
+    }
+
+    /// As [`TestApp::restart`], with settings changed by `adjust`.
+    pub async fn restart_with(mut self, adjust: impl FnOnce(&mut Settings)) -> TestApp {
+        self.stop();
+        let db = std::mem::replace(&mut self.db, TestDb::unowned());
+        let mut settings = self.settings.clone();
+        adjust(&mut settings);
+        start(db, settings).await
+    }
+
+    /// Stops the service gracefully, leaving its AMQP objects and database in place.
+    fn stop(&mut self) {
         self.keep.store(true, Ordering::SeqCst);
         self.shutdown.cancel();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
-        let db = std::mem::replace(&mut self.db, TestDb::unowned());
-        start(db, self.settings.clone()).await
+    }
+
+    /// The settings it runs with.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
     }
 }
 

@@ -7,6 +7,7 @@
 mod auth;
 mod breaker;
 mod event_types;
+mod hardening;
 mod health;
 mod helpers;
 mod migrations;
@@ -14,5 +15,6 @@ mod pipeline;
 mod recovery;
 mod resilience;
 mod retries;
+mod secrets;
 mod store;
 mod webhooks;

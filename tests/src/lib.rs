@@ -338,6 +338,8 @@ pub struct ServiceProcess {
     pub child: tokio::process::Child,
     /// The HTTP port it listens on.
     pub port: u16,
+    /// Every line it has logged so far.
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 /// Starts `binary serve` with a clean environment plus `env` (the `HOOKRELAY_*` settings; the
@@ -390,12 +392,17 @@ pub async fn spawn_service(
             seen.join("\n")
         )
     })?;
+    let log = std::sync::Arc::new(std::sync::Mutex::new(seen));
+    let kept = log.clone();
     tokio::spawn(async move {
         while let Ok(Some(line)) = lines.next_line().await {
             if line.contains("\"ERROR\"") {
                 eprintln!("service: {line}");
             }
+            kept.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(line);
         }
     });
-    Ok(ServiceProcess { child, port })
+    Ok(ServiceProcess { child, port, log })
 }

@@ -9,8 +9,9 @@
 //!   between requests) is closed to make room; only when every connection is serving a
 //!   request is the new one turned away. So a storm of idle sockets cannot lock out a health
 //!   probe or an admin, and never holds more descriptors than the cap;
-//! - a request's headers must arrive within `header_read_timeout`, and a connection with no
-//!   request under way is closed after `idle_timeout`;
+//! - a request's headers must arrive within `header_read_timeout`, counted from the
+//!   connection or from the previous answer (hyper's timer), so a kept-alive connection left
+//!   idle is closed after it too;
 //! - request heads are held to [`MAX_HEAD_BYTES`] by hyper; the router answers oversized URLs
 //!   and headers below that in the contract's error shape (see `lib.rs`).
 
@@ -24,9 +25,7 @@ use hookrelay_metrics::Metrics;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
 use tokio::task::JoinSet;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
@@ -39,7 +38,6 @@ pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 pub struct ListenerLimits {
     pub max_connections: usize,
     pub header_read_timeout: Duration,
-    pub idle_timeout: Duration,
 }
 
 /// Serves `router` on `listener` until `shutdown` is cancelled, then lets requests under way
@@ -98,10 +96,9 @@ pub async fn serve(
             }
         });
         let serving = http.serve_connection(TokioIo::new(stream), service);
-        let (shutdown, metrics, idle_timeout) =
-            (shutdown.clone(), metrics.clone(), limits.idle_timeout);
+        let (shutdown, metrics) = (shutdown.clone(), metrics.clone());
         connections.spawn(async move {
-            let ended = drive(serving, &conn, idle_timeout, &shutdown).await;
+            let ended = drive(serving, &conn, &shutdown).await;
             if let Some(reason) = ended {
                 metrics.http_connection_shed(reason);
             }
@@ -123,7 +120,6 @@ pub async fn serve(
 async fn drive<S>(
     serving: hyper::server::conn::http1::Connection<TokioIo<tokio::net::TcpStream>, S>,
     conn: &Conn,
-    idle_timeout: Duration,
     shutdown: &CancellationToken,
 ) -> Option<&'static str>
 where
@@ -135,16 +131,11 @@ where
     let mut serving = std::pin::pin!(serving);
     let mut closing = false;
     loop {
-        let idle_until = conn.idle_since().map(|since| since + idle_timeout);
         tokio::select! {
             _ = serving.as_mut() => return None,
-            _ = conn.changed.notified() => {}
-            _ = tokio::time::sleep_until(idle_until.unwrap_or_else(Instant::now)), if idle_until.is_some() => {
-                // Idle: no request under way, so dropping the connection loses nothing.
-                return Some("idle");
-            }
             _ = conn.evict.cancelled(), if !closing => {
-                if conn.idle_since().is_some() {
+                // Idle: no request under way, so dropping the connection loses nothing.
+                if conn.is_idle() {
                     return Some("evicted");
                 }
                 // A request arrived since it was picked: let it finish, then close.
@@ -179,9 +170,7 @@ impl Table {
             state: Mutex::new(ConnState {
                 busy: 0,
                 idle_key: None,
-                idle_since: Instant::now(),
             }),
-            changed: Notify::new(),
             evict: CancellationToken::new(),
         });
         // Idle from the start: a client that connects and sends nothing is the first to go.
@@ -215,8 +204,6 @@ impl Table {
 struct Conn {
     table: Arc<Table>,
     state: Mutex<ConnState>,
-    /// Wakes the connection's task when it turns busy or idle.
-    changed: Notify,
     /// Cancelled when a new connection needs this one's place.
     evict: CancellationToken,
 }
@@ -224,9 +211,9 @@ struct Conn {
 struct ConnState {
     /// Requests under way (one at a time on HTTP/1.1, but counted to be safe).
     busy: usize,
-    /// Its key in the table's idle map while idle.
+    /// Its key in the table's idle map while idle: keys grow, so the smallest is the
+    /// connection idle the longest.
     idle_key: Option<u64>,
-    idle_since: Instant,
 }
 
 impl Conn {
@@ -234,24 +221,20 @@ impl Conn {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// When it became idle, or `None` while a request is under way.
-    fn idle_since(&self) -> Option<Instant> {
-        let state = self.lock();
-        (state.busy == 0).then_some(state.idle_since)
+    /// Whether no request is under way.
+    fn is_idle(&self) -> bool {
+        self.lock().busy == 0
     }
 
     fn set_idle(self: &Arc<Self>) {
         let mut state = self.lock();
         self.enter_idle(&mut state);
-        drop(state);
-        self.changed.notify_one();
     }
 
     /// Under the state's lock, so that a request starting at the same moment cannot leave a
     /// busy connection in the idle map.
     fn enter_idle(self: &Arc<Self>, state: &mut ConnState) {
         let key = self.table.next.fetch_add(1, Ordering::SeqCst);
-        state.idle_since = Instant::now();
         state.idle_key = Some(key);
         self.table.idle_map().insert(key, self.clone());
     }
@@ -264,7 +247,6 @@ impl Conn {
             self.table.idle_map().remove(&key);
         }
         drop(state);
-        self.changed.notify_one();
         Busy(self.clone())
     }
 
@@ -287,7 +269,5 @@ impl Drop for Busy {
         if state.busy == 0 {
             self.0.enter_idle(&mut state);
         }
-        drop(state);
-        self.0.changed.notify_one();
     }
 }

@@ -15,6 +15,7 @@ mod invalid;
 pub mod net;
 pub mod ops;
 mod retry;
+pub mod sealing;
 pub mod signing;
 mod tiers;
 mod webhook;

@@ -247,6 +247,15 @@ impl Secret {
     /// `whsec_<base64>` (Standard Webhooks) must decode to 24–64 bytes; any other secret is
     /// used as its UTF-8 bytes and must be 24 to 512 bytes without control characters.
     pub fn parse(raw: &str) -> Result<Self, Invalid> {
+        if raw.starts_with(crate::sealing::SEALED_PREFIX) {
+            return Err(Invalid::new(
+                "invalid_secret",
+                format!(
+                    "a secret cannot start with `{}`, which marks secrets encrypted at rest",
+                    crate::sealing::SEALED_PREFIX
+                ),
+            ));
+        }
         if let Some(encoded) = raw.strip_prefix("whsec_") {
             let key = base64::engine::general_purpose::STANDARD
                 .decode(encoded)

@@ -57,6 +57,26 @@ pub async fn migrate(settings: &Settings) -> anyhow::Result<usize> {
         })
 }
 
+fn sealer(settings: &Settings) -> anyhow::Result<hookrelay_core::sealing::Sealer> {
+    // `Settings::load` checked the keys already; this only fails for settings built in code.
+    settings
+        .sealer()
+        .map_err(|(key, invalid)| anyhow::anyhow!("invalid setting {key}: {}", invalid.message))
+}
+
+/// `hookrelay reencrypt`: every webhook secret stored as the current keys would store it,
+/// sealed under `secret_key` (or plain when it is unset), so that an old key can go. Answers
+/// (rows rewritten, rows seen).
+pub async fn reencrypt(settings: &Settings) -> anyhow::Result<(u64, u64)> {
+    migrate(settings).await?;
+    let store = Store::connect(&settings.database_url, &PoolOptions::default())?
+        .with_sealer(sealer(settings)?);
+    store
+        .reencrypt_secrets()
+        .await
+        .context("cannot re-encrypt the webhook secrets")
+}
+
 /// Raises the soft limit on open files to the hard one, and refuses to start when even that
 /// cannot hold what the settings allow at once: with too few descriptors, a burst of inbound
 /// connections would leave deliveries failing with "Too many open files". The listener's
@@ -102,7 +122,8 @@ impl Application {
                 max_size: settings.database_pool_size,
                 ..PoolOptions::default()
             },
-        )?;
+        )?
+        .with_sealer(sealer(&settings)?);
         let metrics = Metrics::new().context("cannot register the metrics")?;
         // Types admins added to the catalog get their zero series too (the built-in ones
         // have them already); the catalog holds a few hundred at most.
@@ -175,7 +196,6 @@ impl Application {
             limits: ListenerLimits {
                 max_connections: settings.max_connections,
                 header_read_timeout: settings.header_read_timeout.0,
-                idle_timeout: settings.idle_timeout.0,
             },
             metrics,
             tracker,

@@ -24,6 +24,10 @@ enum Command {
     Serve,
     /// Create the database if needed and apply pending migrations, then exit.
     Migrate,
+    /// Store every webhook secret sealed under `secret_key` (or plain, when it is unset),
+    /// opening old ones with `secret_key` or `old_secret_keys`; then an old key can be
+    /// dropped. Safe to run while services run, and to run again.
+    Reencrypt,
     /// Publish test events to the events exchange, as an upstream service would.
     Publish {
         /// The event type, also the routing key, e.g. `Contact.created`.
@@ -70,6 +74,21 @@ fn main() -> ExitCode {
             Command::Migrate => hookrelay::migrate(&settings).await.map(|applied| {
                 tracing::info!(applied, "the database schema is up to date");
             }),
+            Command::Reencrypt => {
+                let sealed = settings.secret_key.is_some();
+                hookrelay::reencrypt(&settings)
+                    .await
+                    .map(|(rewritten, seen)| {
+                        let how = if sealed {
+                            "sealed under secret_key"
+                        } else {
+                            "stored plain (no secret_key)"
+                        };
+                        println!(
+                            "{rewritten} of {seen} webhooks rewritten; every secret is now {how}"
+                        );
+                    })
+            }
             Command::Publish {
                 event_type,
                 account_id,
@@ -137,8 +156,16 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env()
+    let mut filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,lapin=warn,amq_protocol=warn"));
+    // tokio-postgres logs every statement's parameters at debug level, and those include
+    // webhook secrets and custom header values: it never logs below info, whatever RUST_LOG
+    // asks (a directive for the same target replaces the user's).
+    for quiet in ["tokio_postgres=info", "tokio_postgres::query=info"] {
+        if let Ok(directive) = quiet.parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
     use std::io::IsTerminal as _;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

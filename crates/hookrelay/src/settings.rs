@@ -10,6 +10,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
+use hookrelay_core::sealing::{Sealer, SealingKey};
 use hookrelay_core::RetrySchedule;
 use serde::Deserialize;
 use serde_with::{serde_as, DisplayFromStr, PickFirst};
@@ -17,7 +18,13 @@ use serde_with::{serde_as, DisplayFromStr, PickFirst};
 const ENV_PREFIX: &str = "HOOKRELAY_";
 
 /// Settings whose values must never be printed, not even in an error message.
-const SECRET_SETTINGS: [&str; 3] = ["admin_token", "database_url", "amqp_url"];
+const SECRET_SETTINGS: [&str; 5] = [
+    "admin_token",
+    "database_url",
+    "amqp_url",
+    "secret_key",
+    "old_secret_keys",
+];
 
 #[serde_as]
 #[derive(Clone, Deserialize)]
@@ -35,6 +42,12 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// Bearer token of the admin API. Unset, every `/v1` call answers 401.
     pub admin_token: Option<String>,
+    /// Encrypts webhook secrets at rest: standard base64 of 32 random bytes
+    /// (`openssl rand -base64 32`). Unset, secrets are stored as given.
+    pub secret_key: Option<String>,
+    /// Keys that sealed secrets before `secret_key` was rotated, comma-separated: they still
+    /// open, until `hookrelay reencrypt` has moved every secret to `secret_key`.
+    pub old_secret_keys: Option<String>,
     /// Allow webhook URLs on loopback, private and link-local addresses. For development
     /// and tests only: on a shared service it lets accounts reach the internal network.
     #[serde_as(as = "PickFirst<(_, DisplayFromStr)>")]
@@ -79,12 +92,10 @@ pub struct Settings {
     /// longest is closed to make room for a new one.
     #[serde_as(as = "PickFirst<(_, DisplayFromStr)>")]
     pub max_connections: usize,
-    /// How long a client may take to send a request's headers.
+    /// How long a client may take to send a request's headers, counted from the connection
+    /// or from the previous answer: it also closes kept-alive connections left idle.
     #[serde_as(as = "DisplayFromStr")]
     pub header_read_timeout: HumanDuration,
-    /// How long an HTTP connection may stay open with no request under way.
-    #[serde_as(as = "DisplayFromStr")]
-    pub idle_timeout: HumanDuration,
     /// The largest request body the API reads.
     #[serde_as(as = "PickFirst<(_, DisplayFromStr)>")]
     pub max_request_bytes: usize,
@@ -104,6 +115,8 @@ impl Default for Settings {
             namespace: "hookrelay".into(),
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             admin_token: None,
+            secret_key: None,
+            old_secret_keys: None,
             allow_private_networks: false,
             retry_schedule: RetrySchedule::default(),
             request_timeout: HumanDuration(Duration::from_secs(15)),
@@ -118,7 +131,6 @@ impl Default for Settings {
             database_pool_size: 16,
             max_connections: 1024,
             header_read_timeout: HumanDuration(Duration::from_secs(10)),
-            idle_timeout: HumanDuration(Duration::from_secs(60)),
             max_request_bytes: 1024 * 1024,
             shutdown_timeout: HumanDuration(Duration::from_secs(30)),
             log_format: LogFormat::Text,
@@ -139,6 +151,14 @@ impl fmt::Debug for Settings {
                 "admin_token",
                 &self.admin_token.as_ref().map(|_| "<redacted>"),
             )
+            .field(
+                "secret_key",
+                &self.secret_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field(
+                "old_secret_keys",
+                &self.old_secret_keys.as_ref().map(|_| "<redacted>"),
+            )
             .field("allow_private_networks", &self.allow_private_networks)
             .field("retry_schedule", &self.retry_schedule.to_string())
             .field("request_timeout", &self.request_timeout)
@@ -153,7 +173,6 @@ impl fmt::Debug for Settings {
             .field("database_pool_size", &self.database_pool_size)
             .field("max_connections", &self.max_connections)
             .field("header_read_timeout", &self.header_read_timeout)
-            .field("idle_timeout", &self.idle_timeout)
             .field("max_request_bytes", &self.max_request_bytes)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("log_format", &self.log_format)
@@ -338,6 +357,9 @@ impl Settings {
                 "it is empty; leave it unset to turn the admin API off".into(),
             ));
         }
+        // The messages name the setting, never the value: these are keys.
+        self.sealer()
+            .map_err(|(key, invalid)| (key, invalid.message))?;
         let timeout = self.request_timeout.0;
         if timeout < Duration::from_millis(100) || timeout > Duration::from_secs(300) {
             return Err(("request_timeout", "it must be between 100ms and 5m".into()));
@@ -392,9 +414,6 @@ impl Settings {
         if self.header_read_timeout.0 < second || self.header_read_timeout.0 > hour {
             return Err(("header_read_timeout", "it must be between 1s and 1h".into()));
         }
-        if self.idle_timeout.0 < second || self.idle_timeout.0 > hour {
-            return Err(("idle_timeout", "it must be between 1s and 1h".into()));
-        }
         if !(1024..=64 * 1024 * 1024).contains(&self.max_request_bytes) {
             return Err((
                 "max_request_bytes",
@@ -402,6 +421,26 @@ impl Settings {
             ));
         }
         Ok(())
+    }
+
+    /// The keys that seal and open webhook secrets (`secret_key`, `old_secret_keys`).
+    pub fn sealer(&self) -> Result<Sealer, (&'static str, hookrelay_core::Invalid)> {
+        let current = self
+            .secret_key
+            .as_deref()
+            .map(SealingKey::parse)
+            .transpose()
+            .map_err(|e| ("secret_key", e))?;
+        let old = self
+            .old_secret_keys
+            .as_deref()
+            .unwrap_or_default()
+            .split(',')
+            .filter(|k| !k.trim().is_empty())
+            .map(SealingKey::parse)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ("old_secret_keys", e))?;
+        Ok(Sealer::new(current, old))
     }
 
     /// File descriptors the service may need at once: the listener's connections, a socket
@@ -417,12 +456,14 @@ impl Settings {
     }
 }
 
-const KNOWN: [&str; 23] = [
+const KNOWN: [&str; 24] = [
     "database_url",
     "amqp_url",
     "namespace",
     "listen",
     "admin_token",
+    "secret_key",
+    "old_secret_keys",
     "allow_private_networks",
     "retry_schedule",
     "request_timeout",
@@ -437,7 +478,6 @@ const KNOWN: [&str; 23] = [
     "database_pool_size",
     "max_connections",
     "header_read_timeout",
-    "idle_timeout",
     "max_request_bytes",
     "shutdown_timeout",
     "log_format",

@@ -22,7 +22,7 @@ pub const ATTEMPT_OUTCOMES: [&str; 5] = [
 ];
 /// Why the HTTP listener closed a connection itself, the values of `reason` on
 /// `hookrelay_http_connections_shed_total`.
-pub const HTTP_SHED_REASONS: [&str; 3] = ["idle", "evicted", "refused"];
+pub const HTTP_SHED_REASONS: [&str; 2] = ["evicted", "refused"];
 /// Final states of a delivery, the values of `status` on `hookrelay_deliveries_completed_total`.
 pub const COMPLETED_STATUSES: [&str; 2] = ["succeeded", "failed"];
 
@@ -148,8 +148,8 @@ impl Metrics {
             Opts::new(
                 "hookrelay_http_connections_shed_total",
                 "Connections the HTTP listener closed or turned away to protect itself, by \
-                 reason: idle (no request for idle_timeout), evicted (the oldest idle one, to \
-                 make room at max_connections), refused (at max_connections, none idle).",
+                 reason: evicted (the connection idle the longest, to make room at \
+                 max_connections), refused (at max_connections, none idle).",
             ),
             &["reason"],
         )?;

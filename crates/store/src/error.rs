@@ -16,6 +16,12 @@ pub enum StoreError {
     /// The caller passed something the query cannot use, such as a cursor of another list.
     #[error("{0}")]
     Invalid(String),
+    /// A webhook's stored secret cannot be opened with the configured keys.
+    #[error("webhook {webhook_id}: {error}")]
+    Sealed {
+        webhook_id: uuid::Uuid,
+        error: hookrelay_core::sealing::SealError,
+    },
 }
 
 impl StoreError {

@@ -29,6 +29,8 @@ impl Default for PoolOptions {
 #[derive(Clone)]
 pub struct Store {
     pub(crate) pool: Pool,
+    /// Seals webhook secrets on the way in and opens them on the way out.
+    pub(crate) sealer: std::sync::Arc<hookrelay_core::sealing::Sealer>,
 }
 
 impl Store {
@@ -54,7 +56,17 @@ impl Store {
             .recycle_timeout(Some(options.connect_timeout))
             .build()
             .map_err(|e| StoreError::Config(e.to_string()))?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            sealer: Default::default(),
+        })
+    }
+
+    /// Stores webhook secrets sealed under `sealer`'s current key (contract §2), and opens
+    /// those sealed under any of its keys.
+    pub fn with_sealer(mut self, sealer: hookrelay_core::sealing::Sealer) -> Self {
+        self.sealer = std::sync::Arc::new(sealer);
+        self
     }
 
     /// One round trip to the database, for readiness checks.

@@ -1,6 +1,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use hookrelay_core::sealing::Sealer;
 use hookrelay_core::{
     AccountId, Description, EventList, HeaderSet, Secret, WebhookStatus, WebhookUrl,
 };
@@ -73,7 +74,17 @@ impl std::fmt::Debug for WebhookRow {
 }
 
 impl WebhookRow {
-    fn from_row(row: &Row) -> Self {
+    /// A row, its secrets opened with `sealer`'s keys.
+    fn from_row(row: &Row, sealer: &Sealer) -> Result<Self, StoreError> {
+        let id: Uuid = row.get("id");
+        let open = |stored: &str| {
+            sealer
+                .open(stored, id.as_bytes())
+                .map_err(|error| StoreError::Sealed {
+                    webhook_id: id,
+                    error,
+                })
+        };
         let headers: serde_json::Value = row.get("headers");
         let headers = match headers {
             serde_json::Value::Object(map) => map
@@ -92,22 +103,29 @@ impl WebhookRow {
             serde_json::Value::Array(items) => items
                 .iter()
                 .filter_map(|item| {
-                    Some(PreviousSecret {
-                        secret: item.get("secret")?.as_str()?.to_owned(),
-                        expires_at: DateTime::parse_from_rfc3339(item.get("expires_at")?.as_str()?)
+                    Some((
+                        item.get("secret")?.as_str()?,
+                        DateTime::parse_from_rfc3339(item.get("expires_at")?.as_str()?)
                             .ok()?
                             .with_timezone(&Utc),
+                    ))
+                })
+                .map(|(stored, expires_at)| {
+                    Ok(PreviousSecret {
+                        secret: open(stored)?,
+                        expires_at,
                     })
                 })
-                .collect(),
+                .collect::<Result<_, StoreError>>()?,
             _ => Vec::new(),
         };
         let count = |name: &str| row.get::<_, Option<i32>>(name).map_or(0, crate::count);
-        Self {
-            id: row.get("id"),
+        let secret: Option<String> = row.get("secret");
+        Ok(Self {
+            id,
             account_id: row.get("account_id"),
             url: row.get("url"),
-            secret: row.get("secret"),
+            secret: secret.as_deref().map(open).transpose()?,
             previous_secrets,
             headers,
             events: row.get("events"),
@@ -122,7 +140,7 @@ impl WebhookRow {
                 trips: count("trips"),
                 paused_until: row.get("paused_until"),
             },
-        }
+        })
     }
 
     pub fn cursor(&self) -> Cursor {
@@ -199,21 +217,22 @@ impl Store {
                 RETURNING *)
              SELECT {COLUMNS} FROM w LEFT JOIN webhook_health h ON false"
         );
+        let id = Uuid::now_v7();
         let row = client
             .query_one(
                 &sql,
                 &[
-                    &Uuid::now_v7(),
+                    &id,
                     &new.account_id.as_str(),
                     &new.url.as_str(),
-                    &new.secret.as_ref().map(Secret::expose),
+                    &new.secret.as_ref().map(|s| self.seal(s, id)),
                     &headers_json(&new.headers),
                     &new.events.names(),
                     &new.description.as_ref().map(Description::as_str),
                 ],
             )
             .await?;
-        Ok(WebhookRow::from_row(&row))
+        WebhookRow::from_row(&row, &self.sealer)
     }
 
     /// One webhook; `account` limits the search to that account's webhooks.
@@ -227,7 +246,9 @@ impl Store {
             "SELECT {COLUMNS} FROM {FROM} WHERE w.id = $1 AND ($2::text IS NULL OR w.account_id = $2)"
         );
         let row = client.query_opt(&sql, &[&id, &account]).await?;
-        Ok(row.as_ref().map(WebhookRow::from_row))
+        row.as_ref()
+            .map(|r| WebhookRow::from_row(r, &self.sealer))
+            .transpose()
     }
 
     pub async fn list_webhooks(
@@ -258,7 +279,10 @@ impl Store {
                 ],
             )
             .await?;
-        let rows = rows.iter().map(WebhookRow::from_row).collect();
+        let rows = rows
+            .iter()
+            .map(|r| WebhookRow::from_row(r, &self.sealer))
+            .collect::<Result<_, _>>()?;
         Ok(Page::from_rows(rows, limit, WebhookRow::cursor))
     }
 
@@ -306,7 +330,7 @@ impl Store {
                     &patch
                         .secret
                         .as_ref()
-                        .and_then(|s| s.as_ref().map(Secret::expose)),
+                        .and_then(|s| s.as_ref().map(|s| self.seal(s, id))),
                     &patch.headers.as_ref().map(headers_json),
                     &patch.events.as_ref().map(EventList::names),
                     &patch.description.is_some(),
@@ -333,7 +357,9 @@ impl Store {
         let rows = client
             .query(&format!("SELECT {COLUMNS} FROM {FROM}"), &[])
             .await?;
-        Ok(rows.iter().map(WebhookRow::from_row).collect())
+        rows.iter()
+            .map(|r| WebhookRow::from_row(r, &self.sealer))
+            .collect()
     }
 
     /// The event type names of the catalog.
@@ -396,7 +422,7 @@ impl Store {
                  WHERE w.id = $1 AND ($2::text IS NULL OR w.account_id = $2) AND old.id = w.id
                  RETURNING CASE WHEN old.secret IS NOT NULL AND $4::float8 > 0
                                 THEN now() + make_interval(secs => $4::float8) END",
-                &[&id, &account, &new.expose(), &(grace_secs as f64)],
+                &[&id, &account, &self.seal(new, id), &(grace_secs as f64)],
             )
             .await?;
         drop(client);
@@ -424,5 +450,77 @@ impl Store {
             )
             .await?;
         Ok(n > 0)
+    }
+
+    /// The value to store for `secret` of webhook `id`: sealed when a key is set.
+    fn seal(&self, secret: &Secret, id: Uuid) -> String {
+        let mut nonce = [0u8; hookrelay_core::sealing::NONCE_BYTES];
+        rand::Rng::fill(&mut rand::rng(), &mut nonce[..]);
+        self.sealer.seal(secret.expose(), id.as_bytes(), nonce)
+    }
+
+    /// Stores every webhook secret as the current keys would (sealed under `secret_key`, or
+    /// plain without one), a batch of rows locked at a time, so that an old key can then be
+    /// dropped. Neither `updated_at` nor the endpoint health changes. Answers how many rows
+    /// were rewritten, and how many were looked at.
+    pub async fn reencrypt_secrets(&self) -> Result<(u64, u64), StoreError> {
+        const BATCH: i64 = 500;
+        let mut after = Uuid::nil();
+        let (mut rewritten, mut seen) = (0u64, 0u64);
+        loop {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            let rows = tx
+                .query(
+                    "SELECT id, secret, previous_secrets FROM webhooks
+                     WHERE id > $1 ORDER BY id LIMIT $2 FOR UPDATE",
+                    &[&after, &BATCH],
+                )
+                .await?;
+            let Some(last) = rows.last() else {
+                return Ok((rewritten, seen));
+            };
+            after = last.get("id");
+            for row in &rows {
+                seen += 1;
+                let id: Uuid = row.get("id");
+                let secret: Option<String> = row.get("secret");
+                let mut previous: serde_json::Value = row.get("previous_secrets");
+                let mut stale = secret
+                    .as_deref()
+                    .is_some_and(|s| !self.sealer.is_current(s));
+                let mut reseal = |stored: &str| -> Result<String, StoreError> {
+                    let plain = self.sealer.open(stored, id.as_bytes()).map_err(|error| {
+                        StoreError::Sealed {
+                            webhook_id: id,
+                            error,
+                        }
+                    })?;
+                    let mut nonce = [0u8; hookrelay_core::sealing::NONCE_BYTES];
+                    rand::Rng::fill(&mut rand::rng(), &mut nonce[..]);
+                    Ok(self.sealer.seal(&plain, id.as_bytes(), nonce))
+                };
+                let secret = secret.as_deref().map(&mut reseal).transpose()?;
+                if let serde_json::Value::Array(items) = &mut previous {
+                    for item in items {
+                        if let Some(serde_json::Value::String(stored)) = item.get_mut("secret") {
+                            if !self.sealer.is_current(stored) {
+                                stale = true;
+                                *stored = reseal(stored)?;
+                            }
+                        }
+                    }
+                }
+                if stale {
+                    tx.execute(
+                        "UPDATE webhooks SET secret = $2, previous_secrets = $3 WHERE id = $1",
+                        &[&id, &secret, &previous],
+                    )
+                    .await?;
+                    rewritten += 1;
+                }
+            }
+            tx.commit().await?;
+        }
     }
 }

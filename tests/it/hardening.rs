@@ -1,0 +1,592 @@
+//! Hostile input and hostile clients: each case here broke the service once (issue 7).
+
+use std::time::Duration;
+
+use hookrelay_broker::lapin::types::{AMQPValue, FieldTable, LongString};
+use hookrelay_broker::lapin::BasicProperties;
+use hookrelay_tests::receiver::Receiver;
+use hookrelay_tests::{let_pass, wait_for};
+use serde_json::json;
+use tokio::io::AsyncWriteExt as _;
+
+use crate::helpers::{spawn_app, spawn_app_with, TestApp};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Waits until the rejected queue has held `n` messages, and answers them.
+async fn rejected(app: &TestApp, n: usize) -> Vec<(String, String, Vec<u8>)> {
+    let mut seen = Vec::new();
+    wait_for(
+        &format!("{n} events in the rejected queue"),
+        DEADLINE,
+        || {
+            let fut = app.rejected_messages();
+            let mut taken = std::mem::take(&mut seen);
+            async move {
+                taken.extend(fut.await);
+                (taken.len() >= n).then_some(taken)
+            }
+        },
+    )
+    .await
+}
+
+fn nested(depth: usize) -> String {
+    format!("{}1{}", "[".repeat(depth), "]".repeat(depth))
+}
+
+#[tokio::test]
+async fn deep_events_are_rejected_and_never_hold_back_good_ones() {
+    let app = spawn_app().await;
+    let receiver = Receiver::start().await;
+    app.webhook("acc", &receiver.url, &["Contact.created"], json!({}))
+        .await;
+    // About 40 KB each: small, but PostgreSQL's jsonb parser would run out of stack on them.
+    let deep: Vec<Vec<u8>> = (0..4)
+        .map(|i| {
+            format!(
+                r#"{{"id":"deep_{i}","account_id":"acc","data":{}}}"#,
+                nested(20_000)
+            )
+            .into_bytes()
+        })
+        .collect();
+    let mut good = Vec::new();
+    for (round, deep) in deep.iter().enumerate() {
+        app.publish_raw("Contact.created", deep).await;
+        good.extend(
+            app.publish("Contact.created", "acc", json!({"round": round}), 25)
+                .await,
+        );
+    }
+    let started = std::time::Instant::now();
+    receiver.wait_for(good.len(), DEADLINE).await;
+    let took = started.elapsed();
+    let refused = rejected(&app, 4).await;
+    assert_eq!(refused.len(), 4);
+    for (reason, error, _) in &refused {
+        assert_eq!(reason, "too_deep", "{error}");
+        assert!(error.contains("64 levels"), "{error}");
+    }
+    assert_eq!(receiver.event_ids().len(), good.len());
+    assert!(
+        !receiver
+            .event_ids()
+            .iter()
+            .any(|id| id.starts_with("deep_")),
+        "nothing deep was delivered"
+    );
+    // The good events waited for no retry of a batch: the deep ones never reached the
+    // database. (A figure for the record, not a timing assertion.)
+    eprintln!("100 good events beside 4 deep ones delivered in {took:?}");
+}
+
+#[tokio::test]
+async fn operational_events_cannot_be_forged() {
+    let app = spawn_app().await;
+    let receiver = Receiver::start().await;
+    app.webhook(
+        "acc",
+        &receiver.url,
+        &[
+            "Webhook.disabled",
+            "Webhook.delivery.failed",
+            "Contact.created",
+        ],
+        json!({}),
+    )
+    .await;
+    let forged = br#"{"id":"forged_1","account_id":"acc","data":{"webhook_id":"00000000-0000-0000-0000-000000000001","url":"https://x.test","reason":"forged"}}"#;
+    app.publish_raw("Webhook.disabled", forged).await;
+    // A tag that is not hookrelay's: made up, or copied from another body.
+    let mut headers = FieldTable::default();
+    headers.insert(
+        "x-hookrelay-origin".into(),
+        AMQPValue::LongString(LongString::from(
+            "v1,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        )),
+    );
+    let tagged = br#"{"id":"forged_2","account_id":"acc","data":{"log_id":"x"}}"#;
+    app.publish_raw_with(
+        "Webhook.delivery.failed",
+        tagged,
+        BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_headers(headers),
+    )
+    .await;
+    // And by `type`, with no routing key.
+    let typed = br#"{"id":"forged_3","type":"Webhook.test","account_id":"acc","data":{}}"#;
+    app.publish_raw("", typed).await;
+    let good = app
+        .publish("Contact.created", "acc", json!({"ok": true}), 1)
+        .await;
+
+    let refused = rejected(&app, 3).await;
+    assert_eq!(refused.len(), 3);
+    for (reason, error, body) in &refused {
+        assert_eq!(reason, "reserved_event_type", "{error}");
+        assert!(error.contains("hookrelay's own"), "{error}");
+        assert!(body.starts_with(b"{\"id\":\"forged_"));
+    }
+    receiver.wait_for(1, DEADLINE).await;
+    let_pass(Duration::from_millis(300)).await;
+    assert_eq!(
+        receiver.event_ids(),
+        [good[0].clone()].into_iter().collect()
+    );
+    let metrics = app.call("GET", "/metrics", None, None).await.text;
+    assert!(
+        metrics.contains("hookrelay_events_rejected_total{reason=\"reserved_event_type\"} 3"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn answers_never_show_internals_and_tampered_cursors_are_refused() {
+    use base64::Engine as _;
+    let app = spawn_app().await;
+    let forge = |raw: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
+    for cursor in [
+        forge("9223372036854775807|00000000-0000-0000-0000-000000000000"),
+        forge("-9000000000000000000|00000000-0000-0000-0000-000000000000"),
+        forge("253402300800000000|00000000-0000-0000-0000-000000000000"),
+        forge("1700000000000000|a\u{0}b"),
+        "%%%".to_owned(),
+    ] {
+        for list in ["/v1/webhooks", "/v1/event-types"] {
+            let answer = app
+                .admin("GET", &format!("{list}?cursor={cursor}"), None)
+                .await;
+            assert_eq!(answer.status, 422, "{list} {cursor}: {}", answer.text);
+            assert_eq!(
+                answer.error(),
+                ("invalid_cursor".into(), Some("cursor".into())),
+                "{list} {cursor}"
+            );
+        }
+    }
+    // A key of another list's kind: event type names are keys there, not here.
+    let other = app
+        .admin(
+            "GET",
+            &format!(
+                "/v1/webhooks?cursor={}",
+                forge("1700000000000000|Contact.created")
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(other.error().0, "invalid_cursor");
+    for body in ["null", "[]", "1", "\"x\"", "true"] {
+        let answer = app
+            .call(
+                "POST",
+                "/v1/webhooks",
+                Some(crate::helpers::ADMIN_TOKEN),
+                Some(body),
+            )
+            .await;
+        assert!(
+            matches!(answer.status, 400 | 422),
+            "{body}: {}",
+            answer.text
+        );
+        answer.error();
+        for internal in ["struct", "Create", "Body", "hookrelay_", "::"] {
+            assert!(!answer.text.contains(internal), "{body}: {}", answer.text);
+        }
+    }
+    // Oversized URLs and headers answer in the error shape.
+    let long = format!("/v1/webhooks?account_id={}", "a".repeat(9000));
+    let answer = app.admin("GET", &long, None).await;
+    assert_eq!(answer.status, 400, "{}", answer.text);
+    assert_eq!(answer.error().0, "url_too_long");
+    let response = app
+        .client
+        .get(format!("{}/v1/webhooks", app.address))
+        .bearer_auth(crate::helpers::ADMIN_TOKEN)
+        .header("x-padding", "p".repeat(40 * 1024))
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(response.status().as_u16(), 400);
+    let body: serde_json::Value = response.json().await.expect("the error shape");
+    assert_eq!(body["error"]["code"], "headers_too_large");
+}
+
+#[tokio::test]
+async fn every_metric_family_is_there_from_the_start() {
+    let app = spawn_app().await;
+    let text = app.call("GET", "/metrics", None, None).await.text;
+    for line in [
+        "hookrelay_events_received_total{event_type=\"Contact.created\"} 0",
+        "hookrelay_events_received_total{event_type=\"Webhook.disabled\"} 0",
+        "hookrelay_events_rejected_total{reason=\"not_json\"} 0",
+        "hookrelay_events_rejected_total{reason=\"too_deep\"} 0",
+        "hookrelay_events_rejected_total{reason=\"reserved_event_type\"} 0",
+        "hookrelay_events_rejected_total{reason=\"refused_by_database\"} 0",
+        "hookrelay_deliveries_enqueued_total 0",
+        "hookrelay_delivery_attempts_total{outcome=\"success\"} 0",
+        "hookrelay_delivery_attempts_total{outcome=\"blocked\"} 0",
+        "hookrelay_delivery_attempt_duration_seconds_count 0",
+        "hookrelay_deliveries_completed_total{status=\"failed\"} 0",
+        "hookrelay_delivery_latency_seconds_count 0",
+        "hookrelay_webhooks_disabled_total 0",
+        "hookrelay_inflight_deliveries 0",
+        "hookrelay_delivery_retries_total 0",
+        "hookrelay_deliveries_requeued_total 0",
+        "hookrelay_webhooks_paused 0",
+        "hookrelay_http_connections_shed_total{reason=\"evicted\"} 0",
+    ] {
+        assert!(text.contains(line), "{line} missing from\n{text}");
+    }
+}
+
+/// A metric's value from the exposition text.
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+#[tokio::test]
+async fn an_idle_connection_storm_leaves_deliveries_and_readiness_alone() {
+    const CAP: usize = 64;
+    // More idle sockets than the process could hold twice (client and server side) within
+    // its open file limit, as far as the limit allows: without the cap, the listener would
+    // run the process out of descriptors and deliveries would fail with EMFILE.
+    let (limit, _) = rlimit::getrlimit(rlimit::Resource::NOFILE).expect("the file limit");
+    let storm_size = usize::try_from(limit.saturating_sub(3_000))
+        .unwrap_or(12_000)
+        .clamp(1_000, 12_000);
+    let app = spawn_app_with(|s| {
+        s.max_connections = CAP;
+        // Long enough that the storm's sockets stay for the whole test: only the cap and
+        // eviction protect the service here, not the timeouts.
+        s.header_read_timeout = hookrelay::settings::HumanDuration(Duration::from_secs(120));
+    })
+    .await;
+    let receiver = Receiver::start().await;
+    app.webhook("acc", &receiver.url, &["Contact.created"], json!({}))
+        .await;
+    let address = app.address.trim_start_matches("http://").to_owned();
+    // Half-sent requests, as a slowloris client leaves them.
+    let mut storm = Vec::with_capacity(storm_size);
+    for _ in 0..storm_size {
+        let mut socket = tokio::net::TcpStream::connect(&address)
+            .await
+            .expect("the listener accepts");
+        let _ = socket
+            .write_all(b"POST /v1/webhooks HTTP/1.1\r\nHost: x\r\nContent-")
+            .await;
+        storm.push(socket);
+    }
+    // Readiness answers at once, on a fresh connection each time, throughout.
+    for _ in 0..5 {
+        let answer = tokio::time::timeout(
+            Duration::from_secs(5),
+            reqwest::Client::new()
+                .get(format!("{}/readyz", app.address))
+                .send(),
+        )
+        .await
+        .expect("/readyz answers within 5 s")
+        .expect("/readyz answers");
+        assert_eq!(answer.status().as_u16(), 200);
+    }
+    let ids = app
+        .publish("Contact.created", "acc", json!({"n": 1}), 200)
+        .await;
+    receiver.wait_for(ids.len(), DEADLINE).await;
+    assert_eq!(receiver.event_ids().len(), ids.len());
+    let text = app.call("GET", "/metrics", None, None).await.text;
+    let open = metric(&text, "hookrelay_http_connections");
+    assert!(
+        open <= (CAP + 2) as f64,
+        "{open} connections open, cap {CAP}"
+    );
+    let evicted = metric(
+        &text,
+        "hookrelay_http_connections_shed_total{reason=\"evicted\"}",
+    );
+    assert!(
+        evicted >= (storm_size - CAP) as f64,
+        "{evicted} idle connections evicted"
+    );
+    drop(storm);
+}
+
+#[tokio::test]
+async fn slow_and_idle_clients_are_cut_off() {
+    use tokio::io::AsyncReadExt as _;
+    let app = spawn_app_with(|s| {
+        s.header_read_timeout = hookrelay::settings::HumanDuration(Duration::from_secs(1));
+    })
+    .await;
+    let address = app.address.trim_start_matches("http://").to_owned();
+    // Headers never finished: closed after the header timeout.
+    let mut slow = tokio::net::TcpStream::connect(&address).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut buffer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut buffer))
+        .await
+        .expect("the server closes a connection whose headers never end")
+        .ok();
+    eprintln!("half-sent headers closed after {:?}", started.elapsed());
+    // A kept-alive connection with nothing more to ask: closed after the same timeout.
+    let mut idle = tokio::net::TcpStream::connect(&address).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), idle.read_to_end(&mut answer))
+        .await
+        .expect("the server closes an idle kept-alive connection")
+        .ok();
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    // Both are gone from the listener's count (the metrics call is the one left open).
+    wait_for("the cut-off connections to be closed", DEADLINE, || async {
+        let text = app.call("GET", "/metrics", None, None).await.text;
+        (metric(&text, "hookrelay_http_connections") <= 1.0).then_some(())
+    })
+    .await;
+}
+
+/// One generated message for the ingest exchange: its routing key and body.
+#[derive(Debug, Clone)]
+struct Generated {
+    routing_key: String,
+    body: Vec<u8>,
+}
+
+/// Envelopes as upstream services get them wrong (and right): every field valid, missing, of
+/// the wrong type or out of bounds; `data` any JSON, nested up to 100 deep, with the strings
+/// PostgreSQL refuses; then, sometimes, the bytes cut or garbled. `i` makes valid ids unique.
+fn envelope_strategy() -> impl proptest::strategy::Strategy<Value = (Generated, bool)> {
+    use proptest::prelude::*;
+    let leaf = prop_oneof![
+        Just("null".to_owned()),
+        any::<bool>().prop_map(|b| b.to_string()),
+        any::<i64>().prop_map(|n| n.to_string()),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(|f| f.to_string()),
+        "\\PC{0,12}".prop_map(|s| serde_json::to_string(&s).unwrap()),
+        Just(r#""\u0000""#.to_owned()),
+        Just(r#""\ud800""#.to_owned()),
+        Just(r#""\\u0000""#.to_owned()),
+    ];
+    let value = leaf.prop_recursive(6, 48, 6, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..4)
+                .prop_map(|v| format!("[{}]", v.join(","))),
+            proptest::collection::vec(("[a-z]{1,5}", inner), 0..4).prop_map(|v| {
+                let fields: Vec<String> =
+                    v.into_iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+                format!("{{{}}}", fields.join(","))
+            }),
+        ]
+    });
+    let data = prop_oneof![
+        4 => value.prop_map(Some),
+        1 => (1usize..100).prop_map(|d| Some(nested(d))),
+        1 => Just(None),
+    ];
+    let id = prop_oneof![
+        20 => Just(Some("VALID".to_owned())),
+        1 => Just(Some("\"\"".to_owned())),
+        1 => Just(Some("7".to_owned())),
+        1 => Just(Some(format!("\"{}\"", "x".repeat(200)))),
+        1 => Just(Some("\"a\\u0001b\"".to_owned())),
+        1 => Just(None),
+    ];
+    let account = prop_oneof![
+        20 => Just(Some("\"acc\"".to_owned())),
+        1 => Just(Some("\"\"".to_owned())),
+        1 => Just(Some("[\"acc\"]".to_owned())),
+        1 => Just(Some("\" acc\"".to_owned())),
+        1 => Just(None),
+    ];
+    let key = prop_oneof![
+        10 => Just("Contact.created"),
+        5 => Just("Message.received"),
+        1 => Just(""),
+        1 => Just("Unknown.type"),
+        1 => Just("Webhook.disabled"),
+    ];
+    let declared = prop_oneof![
+        10 => Just(None),
+        1 => Just(Some("\"Contact.created\"")),
+        1 => Just(Some("\"Message.received\"")),
+        1 => Just(Some("\"Webhook.test\"")),
+        1 => Just(Some("42")),
+    ];
+    let occurred = prop_oneof![
+        10 => Just(None),
+        1 => Just(Some("\"2026-01-02T03:04:05Z\"")),
+        1 => Just(Some("\"yesterday\"")),
+        1 => Just(Some("5")),
+    ];
+    let garble = prop_oneof![
+        20 => Just(None),
+        1 => (0usize..64).prop_map(|n| Some((true, n))),
+        1 => (0usize..64).prop_map(|n| Some((false, n))),
+    ];
+    (id, account, key, declared, occurred, data, garble).prop_map(
+        |(id, account, key, declared, occurred, data, garble)| {
+            let mut fields = Vec::new();
+            let valid_id = id.as_deref() == Some("VALID");
+            if let Some(id) = id {
+                fields.push(format!("\"id\":{id}"));
+            }
+            if let Some(account) = account {
+                fields.push(format!("\"account_id\":{account}"));
+            }
+            if let Some(declared) = declared {
+                fields.push(format!("\"type\":{declared}"));
+            }
+            if let Some(occurred) = occurred {
+                fields.push(format!("\"occurred_at\":{occurred}"));
+            }
+            if let Some(data) = data {
+                fields.push(format!("\"data\":{data}"));
+            }
+            let mut body = format!("{{{}}}", fields.join(",")).into_bytes();
+            match garble {
+                Some((true, n)) => body.truncate(body.len().saturating_sub(n + 1)),
+                Some((false, n)) => body.extend(std::iter::repeat_n(b'\xff', n + 1)),
+                None => {}
+            }
+            (
+                Generated {
+                    routing_key: key.to_owned(),
+                    body,
+                },
+                valid_id,
+            )
+        },
+    )
+}
+
+#[tokio::test]
+async fn generated_envelopes_are_each_accepted_or_rejected_with_a_reason() {
+    use proptest::strategy::{Strategy as _, ValueTree as _};
+    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+    const CASES: usize = 500;
+    let app = spawn_app().await;
+    let receiver = Receiver::start().await;
+    app.webhook(
+        "acc",
+        &receiver.url,
+        &["Contact.created", "Message.received"],
+        json!({}),
+    )
+    .await;
+    // Deterministic: a failure is the same failure when run again.
+    let mut runner = TestRunner::new_with_rng(
+        Config::default(),
+        TestRng::deterministic_rng(RngAlgorithm::ChaCha),
+    );
+    let strategy = envelope_strategy();
+    let mut published = Vec::with_capacity(CASES);
+    for i in 0..CASES {
+        let (mut message, valid_id) = strategy.new_tree(&mut runner).unwrap().current();
+        if valid_id {
+            let text = String::from_utf8_lossy(&message.body).replacen(
+                "VALID",
+                &format!("\"gen_{i}\""),
+                1,
+            );
+            // Only where the body was UTF-8 to begin with; garbled ones stay garbled.
+            if std::str::from_utf8(&message.body).is_ok() {
+                message.body = text.into_bytes();
+            }
+        }
+        published.push(message);
+    }
+    {
+        use hookrelay_broker::lapin::options::BasicPublishOptions;
+        let (connection, channel) = app.confirm_channel().await;
+        let exchange = hookrelay_broker::Topology::new(&app.namespace).events_exchange();
+        let mut confirms = Vec::new();
+        for message in &published {
+            confirms.push(
+                channel
+                    .basic_publish(
+                        &exchange,
+                        &message.routing_key,
+                        BasicPublishOptions::default(),
+                        &message.body,
+                        BasicProperties::default().with_delivery_mode(2),
+                    )
+                    .await
+                    .unwrap(),
+            );
+        }
+        for confirm in confirms {
+            confirm.await.unwrap();
+        }
+        let _ = connection.close(200, "published").await;
+    }
+    // Then one plain good event: the consumer is still moving after all of them.
+    let last = app
+        .publish("Contact.created", "acc", json!({"last": true}), 1)
+        .await;
+
+    let client = app.db.connect().await;
+    let mut refused: Vec<(String, String, Vec<u8>)> = Vec::new();
+    let started = std::time::Instant::now();
+    let logged = loop {
+        refused.extend(app.rejected_messages().await);
+        let logged: std::collections::HashSet<String> = client
+            .query("SELECT event_id FROM webhook_logs", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let missing: Vec<usize> = (0..CASES)
+            .filter(|i| {
+                !logged.contains(&format!("gen_{i}"))
+                    && !refused.iter().any(|(_, _, b)| *b == published[*i].body)
+            })
+            .collect();
+        if missing.is_empty() && logged.contains(&last[0]) {
+            break logged;
+        }
+        assert!(
+            started.elapsed() < DEADLINE * 2,
+            "neither accepted nor rejected: {:?}",
+            missing.iter().map(|i| &published[*i]).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let reasons: Vec<&str> = hookrelay_core::RejectReason::ALL
+        .iter()
+        .map(|r| r.as_str())
+        .collect();
+    for (reason, error, _) in &refused {
+        assert!(
+            reasons.contains(&reason.as_str()),
+            "unknown reason {reason}"
+        );
+        assert!(!error.is_empty() && !error.contains('\n'), "{error}");
+    }
+    let accepted = (0..CASES)
+        .filter(|i| logged.contains(&format!("gen_{i}")))
+        .count();
+    assert_eq!(accepted + refused.len(), CASES, "each one exactly once");
+    assert!(
+        accepted > 0 && !refused.is_empty(),
+        "both kinds were generated"
+    );
+    eprintln!("{accepted} accepted, {} rejected", refused.len());
+}

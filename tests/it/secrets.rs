@@ -1,0 +1,130 @@
+//! Secrets at rest: sealed under `secret_key`, rows from before still working, keys rotated
+//! with `old_secret_keys` and `hookrelay reencrypt`, and a missing key refused loudly.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use hookrelay_tests::receiver::Receiver;
+use hookrelay_tests::verify_signature;
+use serde_json::json;
+
+use crate::helpers::{spawn_app, TestApp};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+const PLAIN_ROW_SECRET: &str = "stored-before-encryption-0001";
+const SEALED_ROW_SECRET: &str = "stored-after-encryption-00002";
+
+fn key(n: u8) -> String {
+    base64::engine::general_purpose::STANDARD.encode([n; 32])
+}
+
+/// The key id a sealed value names (`hookrelay-sealed:v1:<id>:...`) of every stored secret.
+async fn stored_key_ids(app: &TestApp) -> Vec<Option<String>> {
+    let client = app.db.connect().await;
+    client
+        .query("SELECT secret FROM webhooks ORDER BY created_at", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| {
+            let secret: String = row.get(0);
+            secret
+                .strip_prefix("hookrelay-sealed:v1:")
+                .and_then(|rest| rest.split_once(':'))
+                .map(|(id, _)| id.to_owned())
+        })
+        .collect()
+}
+
+/// Publishes one event and checks that each receiver gets it signed with its secret.
+async fn delivered_signed(app: &TestApp, receivers: &[(&Receiver, &str)], round: usize) {
+    let ids = app
+        .publish("Contact.created", "acc", json!({"round": round}), 1)
+        .await;
+    for (receiver, secret) in receivers {
+        let got = receiver.wait_for(round, DEADLINE).await;
+        let last = got
+            .iter()
+            .find(|r| r.header("webhook-id") == Some(ids[0].as_str()))
+            .expect("this round's event");
+        assert!(
+            verify_signature(
+                secret,
+                last.header("webhook-id").unwrap(),
+                last.header("webhook-timestamp").unwrap(),
+                &last.body,
+                last.header("webhook-signature").unwrap(),
+            ),
+            "round {round}: signed with the webhook's secret"
+        );
+    }
+}
+
+#[tokio::test]
+async fn secrets_are_sealed_rotated_and_reencrypted() {
+    let first = Receiver::start().await;
+    let second = Receiver::start().await;
+    // Before encryption: stored as given.
+    let app = spawn_app().await;
+    app.webhook(
+        "acc",
+        &first.url,
+        &["Contact.created"],
+        json!({"secret": PLAIN_ROW_SECRET}),
+    )
+    .await;
+    assert_eq!(stored_key_ids(&app).await, vec![None]);
+
+    // secret_key set: new secrets are sealed, the plain row keeps working.
+    let app = app.restart_with(|s| s.secret_key = Some(key(1))).await;
+    app.webhook(
+        "acc",
+        &second.url,
+        &["Contact.created"],
+        json!({"secret": SEALED_ROW_SECRET}),
+    )
+    .await;
+    let ids = stored_key_ids(&app).await;
+    assert_eq!(ids[0], None);
+    let first_key = ids[1].clone().expect("sealed");
+    let pairs = [(&first, PLAIN_ROW_SECRET), (&second, SEALED_ROW_SECRET)];
+    delivered_signed(&app, &pairs, 1).await;
+
+    // A new key, the old one kept for opening: everything still signs.
+    let app = app
+        .restart_with(|s| {
+            s.secret_key = Some(key(2));
+            s.old_secret_keys = Some(key(1));
+        })
+        .await;
+    delivered_signed(&app, &pairs, 2).await;
+
+    // `hookrelay reencrypt` moves every secret to the new key; twice is harmless.
+    let settings = app.settings().clone();
+    let (rewritten, seen) = hookrelay::reencrypt(&settings).await.expect("re-encrypted");
+    assert_eq!((rewritten, seen), (2, 2));
+    assert_eq!(hookrelay::reencrypt(&settings).await.unwrap(), (0, 2));
+    let ids = stored_key_ids(&app).await;
+    assert!(
+        ids.iter()
+            .all(|id| id.is_some() && *id != Some(first_key.clone())),
+        "{ids:?}"
+    );
+
+    // So the old key can go.
+    let app = app.restart_with(|s| s.old_secret_keys = None).await;
+    delivered_signed(&app, &pairs, 3).await;
+
+    // Without the key that sealed them, the service refuses to start, and says why.
+    let mut wrong = app.settings().clone();
+    wrong.secret_key = Some(key(3));
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let failed = hookrelay::Application::build(wrong, shutdown.clone()).await;
+    shutdown.cancel();
+    let message = format!("{:#}", failed.err().expect("start-up fails"));
+    assert!(
+        message.contains("neither secret_key nor one of old_secret_keys"),
+        "{message}"
+    );
+    assert!(!message.contains(&key(3)) && !message.contains(SEALED_ROW_SECRET));
+}
