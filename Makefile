@@ -6,12 +6,13 @@ CARGO ?= cargo
 # `make run` uses this admin token if set, else makes one up and prints it.
 HOOKRELAY_ADMIN_TOKEN ?=
 
-.PHONY: help run test lint bench services fmt
+.PHONY: help run test lint audit bench services fmt
 
 help:
 	@echo "make run    run hookrelay serve against the local PostgreSQL and RabbitMQ"
 	@echo "make test   the whole test suite (needs PostgreSQL and RabbitMQ)"
 	@echo "make lint   cargo fmt --check and clippy -D warnings"
+	@echo "make audit  cargo deny: advisories, licenses, banned crates, sources"
 	@echo "make bench  throughput, latency and memory figures (release build; takes minutes)"
 
 services:
@@ -42,6 +43,9 @@ test: services
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+audit:
+	@scripts/audit.sh
 
 fmt:
 	$(CARGO) fmt --all

@@ -4,7 +4,10 @@
 //! reached a sink and every log row is `succeeded`: deliveries per second, publish-to-receipt
 //! latency, and the service's peak RSS. Prints a table and writes `target/bench/results.json`.
 //!
-//! Every scenario gets a fresh service, database and namespace, removed afterwards.
+//! Every scenario gets a fresh service, database and namespace, removed afterwards. Then the
+//! connection storm (`storm.rs`): idle half-sent requests against the listener.
+
+mod storm;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,7 +24,10 @@ use hookrelay_broker::Topology;
 use hookrelay_tests::{amqp_url, unique_namespace, ServiceProcess, TestDb};
 use serde::Serialize;
 
-const TOKEN: &str = "bench-admin-token";
+pub(crate) const TOKEN: &str = "bench-admin-token";
+
+/// Storms of idle connections: (max_connections, idle connections held).
+const STORMS: [(usize, usize); 2] = [(1_024, 12_000), (15_000, 12_000)];
 
 #[derive(Parser)]
 #[command(about = "hookrelay's benchmark")]
@@ -513,10 +519,30 @@ async fn main() -> anyhow::Result<()> {
             r.scenario, r.failing_webhooks, r.requests_to_503, r.requests_to_hanging
         );
     }
+    let mut storms = Vec::new();
+    if args.only.as_deref().is_none_or(|o| "storm".contains(o)) {
+        for (cap, idle) in STORMS {
+            eprintln!("running the connection storm ({idle} idle connections, cap {cap})...");
+            storms.push(storm::run(&args.binary, cap, idle).await?);
+        }
+    }
+    for s in &storms {
+        println!(
+            "storm: {} idle connections, max_connections {}: /readyz within {:.1} ms; RSS {:.0} MB \
+             before, {:.0} MB during, {:.0} MB 10 s after",
+            s.idle_connections,
+            s.max_connections,
+            s.readyz_max_ms,
+            s.rss_before_mb,
+            s.rss_during_mb,
+            s.rss_after_mb
+        );
+    }
     if let Some(dir) = args.out.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    std::fs::write(&args.out, serde_json::to_string_pretty(&results)?)?;
+    let all = serde_json::json!({"scenarios": results, "storms": storms});
+    std::fs::write(&args.out, serde_json::to_string_pretty(&all)?)?;
     println!("\nwritten to {}", args.out.display());
     Ok(())
 }

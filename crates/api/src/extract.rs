@@ -17,7 +17,18 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+        let read = tokio::time::timeout(crate::BODY_DEADLINE, Bytes::from_request(req, state));
+        let bytes = read.await.map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "body_timeout",
+                format!(
+                    "the body did not arrive within {}s",
+                    crate::BODY_DEADLINE.as_secs()
+                ),
+            )
+        })?;
+        let bytes = bytes.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::new(
                     StatusCode::BAD_REQUEST,
@@ -80,19 +91,22 @@ fn form_urlencoded(query: &str) -> url::form_urlencoded::Parse<'_> {
     url::form_urlencoded::parse(query.as_bytes())
 }
 
-/// serde names the Rust type it expected ("expected struct CreateWebhook"): an internal
-/// detail that tells a client nothing. Such an ending becomes "expected a JSON object".
+/// serde names the Rust type it expected ("expected struct CreateWebhook", "expected u64"):
+/// an internal detail that tells a client nothing. Such an ending is said in JSON's terms.
 fn public_message(message: &str) -> String {
-    match message.split_once(", expected ") {
-        Some((head, expected))
-            if ["struct ", "tuple struct ", "enum ", "unit struct "]
-                .iter()
-                .any(|p| expected.starts_with(p)) =>
-        {
-            format!("{head}, expected a JSON object")
-        }
-        _ => message.to_owned(),
-    }
+    let Some((head, expected)) = message.split_once(", expected ") else {
+        return message.to_owned();
+    };
+    let first = expected.split_whitespace().next().unwrap_or_default();
+    let plain = match first {
+        "struct" | "tuple" | "unit" | "map" => "a JSON object",
+        "enum" => "one of the documented values",
+        "u8" | "u16" | "u32" | "u64" | "u128" | "usize" => "a non-negative whole number",
+        "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => "a whole number",
+        "f32" | "f64" => "a number",
+        _ => return message.to_owned(),
+    };
+    format!("{head}, expected {plain}")
 }
 
 /// Turns serde's message into a field name and an error code people can act on.

@@ -58,10 +58,11 @@ pub async fn serve(
         .keep_alive(true);
     let mut connections = JoinSet::new();
     loop {
-        // Reap finished connection tasks, so the set does not grow with history.
-        while connections.try_join_next().is_some() {}
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
+            // Finished connections are reaped as they end, not at the next accept: a task's
+            // memory stays allocated until it is joined.
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
             accepted = listener.accept() => accepted,
         };
         let stream = match accepted {
@@ -89,23 +90,31 @@ pub async fn serve(
                 let busy = conn.busy();
                 let router = router.clone();
                 async move {
-                    let response = router.oneshot(request).await;
-                    drop(busy);
-                    response
+                    let response = router.oneshot(request).await?;
+                    // Busy until the body is written (or dropped): a slow reader of a long
+                    // answer is not idle, and must not be evicted mid-answer.
+                    Ok::<_, std::convert::Infallible>(
+                        response.map(|inner| GuardedBody { inner, _busy: busy }),
+                    )
                 }
             }
         });
         let serving = http.serve_connection(TokioIo::new(stream), service);
         let (shutdown, metrics) = (shutdown.clone(), metrics.clone());
         connections.spawn(async move {
-            let ended = drive(serving, &conn, &shutdown).await;
-            if let Some(reason) = ended {
+            // Closed however the task ends, a panicking handler included: the slot and the
+            // gauge must come back.
+            let _open = Open {
+                conn: conn.clone(),
+                metrics: metrics.clone(),
+            };
+            if let Some(reason) = drive(serving, &conn, &shutdown).await {
                 metrics.http_connection_shed(reason);
             }
-            conn.close();
-            metrics.http_connection_closed();
         });
     }
+    // No new connections while the others drain: they would only wait in the backlog.
+    drop(listener);
     // Graceful shutdown: every connection finishes its request under way and closes; those
     // still open at the deadline are dropped with the set.
     let _ = tokio::time::timeout(drain, async {
@@ -234,6 +243,11 @@ impl Conn {
     /// Under the state's lock, so that a request starting at the same moment cannot leave a
     /// busy connection in the idle map.
     fn enter_idle(self: &Arc<Self>, state: &mut ConnState) {
+        // Picked for eviction while busy: it closes after this answer, and must not be
+        // picked again in place of another connection.
+        if self.evict.is_cancelled() {
+            return;
+        }
         let key = self.table.next.fetch_add(1, Ordering::SeqCst);
         state.idle_key = Some(key);
         self.table.idle_map().insert(key, self.clone());
@@ -257,6 +271,45 @@ impl Conn {
             self.table.idle_map().remove(&key);
         }
         self.table.open.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Counts a connection as open until dropped.
+struct Open {
+    conn: Arc<Conn>,
+    metrics: Metrics,
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.conn.close();
+        self.metrics.http_connection_closed();
+    }
+}
+
+/// A response body that keeps its connection busy until it is written or dropped.
+struct GuardedBody {
+    inner: axum::body::Body,
+    _busy: Busy,
+}
+
+impl hyper::body::Body for GuardedBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -14,7 +14,7 @@ pub struct ApiConfig {
     pub admin_token: Option<String>,
     /// Accept webhook URLs on loopback and private networks (development and tests).
     pub allow_private_networks: bool,
-    /// The largest request body read; a larger one answers 413 `body_too_large`.
+    /// The largest request body read; a larger one answers 400 `body_too_large`.
     pub max_request_bytes: usize,
 }
 

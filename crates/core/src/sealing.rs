@@ -84,6 +84,8 @@ pub enum SealError {
     UnknownKey(String),
     #[error("the sealed secret is damaged, or belongs to another webhook")]
     Damaged,
+    #[error("the secret cannot be encrypted")]
+    Encrypt,
 }
 
 /// The keys of a deployment: the one that seals, and older ones that still open.
@@ -106,25 +108,31 @@ impl Sealer {
 
     /// The value to store for `plain`, the secret of the webhook `owner`: sealed under the
     /// current key with `nonce`, or `plain` itself without one.
-    pub fn seal(&self, plain: &str, owner: &[u8], nonce: [u8; NONCE_BYTES]) -> String {
+    pub fn seal(
+        &self,
+        plain: &str,
+        owner: &[u8],
+        nonce: [u8; NONCE_BYTES],
+    ) -> Result<String, SealError> {
         let Some(key) = &self.current else {
-            return plain.to_owned();
+            return Ok(plain.to_owned());
         };
         let payload = Payload {
             msg: plain.as_bytes(),
             aad: owner,
         };
-        // Encryption fails only for messages beyond 256 GiB; a secret is 512 bytes at most.
-        let Ok(sealed) = key.cipher.encrypt(XNonce::from_slice(&nonce), payload) else {
-            return plain.to_owned();
-        };
+        // Fails only for messages beyond 256 GiB; never stores the plain text instead.
+        let sealed = key
+            .cipher
+            .encrypt(XNonce::from_slice(&nonce), payload)
+            .map_err(|_| SealError::Encrypt)?;
         let mut bytes = nonce.to_vec();
         bytes.extend_from_slice(&sealed);
-        format!(
+        Ok(format!(
             "{SEALED_PREFIX}{}:{}",
             key.id,
             base64::engine::general_purpose::STANDARD.encode(bytes)
-        )
+        ))
     }
 
     /// The secret in a stored value of the webhook `owner`: opened with whichever key sealed
@@ -180,7 +188,9 @@ mod tests {
     #[test]
     fn sealed_values_open_only_with_their_key_and_owner() {
         let sealer = Sealer::new(Some(key(1)), vec![]);
-        let stored = sealer.seal("whsec_abc", b"webhook-1", [9; NONCE_BYTES]);
+        let stored = sealer
+            .seal("whsec_abc", b"webhook-1", [9; NONCE_BYTES])
+            .unwrap();
         assert!(stored.starts_with(SEALED_PREFIX), "{stored}");
         assert!(!stored.contains("whsec_abc"));
         assert_eq!(sealer.open(&stored, b"webhook-1").unwrap(), "whsec_abc");
@@ -207,11 +217,11 @@ mod tests {
     #[test]
     fn rotation_opens_with_old_keys_and_plain_values_pass() {
         let before = Sealer::new(Some(key(1)), vec![]);
-        let stored = before.seal("s3cret", b"w", [1; NONCE_BYTES]);
+        let stored = before.seal("s3cret", b"w", [1; NONCE_BYTES]).unwrap();
         let after = Sealer::new(Some(key(2)), vec![key(1)]);
         assert_eq!(after.open(&stored, b"w").unwrap(), "s3cret");
         assert!(!after.is_current(&stored));
-        let resealed = after.seal("s3cret", b"w", [2; NONCE_BYTES]);
+        let resealed = after.seal("s3cret", b"w", [2; NONCE_BYTES]).unwrap();
         assert!(after.is_current(&resealed));
         assert_eq!(
             after.open("plain-from-before", b"w").unwrap(),
@@ -220,7 +230,10 @@ mod tests {
         assert!(!after.is_current("plain-from-before"));
         // Without a current key, values are stored plain, and old keys still open.
         let off = Sealer::new(None, vec![key(1)]);
-        assert_eq!(off.seal("s3cret", b"w", [3; NONCE_BYTES]), "s3cret");
+        assert_eq!(
+            off.seal("s3cret", b"w", [3; NONCE_BYTES]).unwrap(),
+            "s3cret"
+        );
         assert_eq!(off.open(&stored, b"w").unwrap(), "s3cret");
         assert!(off.is_current("s3cret") && !off.is_current(&stored));
     }

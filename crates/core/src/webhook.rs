@@ -168,61 +168,28 @@ impl HeaderSet {
         }
         let mut seen = std::collections::HashSet::new();
         for (name, value) in &raw {
-            let shown = name.escape_debug();
-            if name.is_empty() || name.len() > MAX_HEADER_NAME_LEN {
-                return Err(Invalid::new(
-                    "invalid_header",
-                    format!("header name `{shown}` must be 1 to {MAX_HEADER_NAME_LEN} bytes"),
-                ));
-            }
-            if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                return Err(Invalid::new(
-                    "invalid_header",
-                    format!("`{shown}` is not a valid HTTP header name"),
-                ));
-            }
-            let lower = name.to_ascii_lowercase();
-            if RESERVED_HEADERS.contains(&lower.as_str())
-                || RESERVED_HEADER_PREFIXES
-                    .iter()
-                    .any(|prefix| lower.starts_with(prefix))
-            {
-                return Err(Invalid::new(
-                    "reserved_header",
-                    format!(
-                        "header `{shown}` belongs to hookrelay or to the connection and cannot \
-                         be customised (reserved: {}, webhook-*, proxy-*)",
-                        RESERVED_HEADERS.join(", ")
-                    ),
-                ));
-            }
-            if !seen.insert(lower) {
-                return Err(Invalid::new(
-                    "invalid_header",
-                    format!("header `{shown}` is given twice (names are case-insensitive)"),
-                ));
-            }
-            if value.len() > MAX_HEADER_VALUE_LEN {
-                return Err(Invalid::new(
-                    "invalid_header",
-                    format!("the value of header `{shown}` is over {MAX_HEADER_VALUE_LEN} bytes"),
-                ));
-            }
-            // Visible ASCII, space and tab only: no CR, LF, NUL or other control bytes that
-            // could split or smuggle a header, and no bytes above 0x7f, which HTTP calls
-            // obsolete and receivers decode differently.
-            let visible = |b: u8| b == b'\t' || (0x20..0x7f).contains(&b);
-            if !value.bytes().all(visible) {
+            check_header(name, value)?;
+            if !seen.insert(name.to_ascii_lowercase()) {
                 return Err(Invalid::new(
                     "invalid_header",
                     format!(
-                        "the value of header `{shown}` may hold only visible ASCII characters, \
-                         spaces and tabs (no CR, LF or other control bytes)"
+                        "header `{}` is given twice (names are case-insensitive)",
+                        name.escape_debug()
                     ),
                 ));
             }
         }
         Ok(Self(raw))
+    }
+
+    /// Headers as stored, for sending: each one that `parse` would refuse now (a rule added
+    /// since it was saved, or an edit by hand) is left out and named in the answer, and the
+    /// others still go out.
+    pub fn from_stored(raw: BTreeMap<String, String>) -> (Self, Vec<String>) {
+        let (kept, dropped): (BTreeMap<_, _>, BTreeMap<_, _>) = raw
+            .into_iter()
+            .partition(|(name, value)| check_header(name, value).is_ok());
+        (Self(kept), dropped.into_keys().collect())
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
@@ -236,6 +203,59 @@ impl HeaderSet {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+}
+
+/// One custom header, on its own: a valid name that is not reserved, and a value of visible
+/// ASCII, space and tab.
+fn check_header(name: &str, value: &str) -> Result<(), Invalid> {
+    let shown = name.escape_debug();
+    if name.is_empty() || name.len() > MAX_HEADER_NAME_LEN {
+        return Err(Invalid::new(
+            "invalid_header",
+            format!("header name `{shown}` must be 1 to {MAX_HEADER_NAME_LEN} bytes"),
+        ));
+    }
+    if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+        return Err(Invalid::new(
+            "invalid_header",
+            format!("`{shown}` is not a valid HTTP header name"),
+        ));
+    }
+    let lower = name.to_ascii_lowercase();
+    if RESERVED_HEADERS.contains(&lower.as_str())
+        || RESERVED_HEADER_PREFIXES
+            .iter()
+            .any(|prefix| lower.starts_with(prefix))
+    {
+        return Err(Invalid::new(
+            "reserved_header",
+            format!(
+                "header `{shown}` belongs to hookrelay or to the connection and cannot \
+                     be customised (reserved: {}, webhook-*, proxy-*)",
+                RESERVED_HEADERS.join(", ")
+            ),
+        ));
+    }
+    if value.len() > MAX_HEADER_VALUE_LEN {
+        return Err(Invalid::new(
+            "invalid_header",
+            format!("the value of header `{shown}` is over {MAX_HEADER_VALUE_LEN} bytes"),
+        ));
+    }
+    // Visible ASCII, space and tab only: no CR, LF, NUL or other control bytes that
+    // could split or smuggle a header, and no bytes above 0x7f, which HTTP calls
+    // obsolete and receivers decode differently.
+    let visible = |b: u8| b == b'\t' || (0x20..0x7f).contains(&b);
+    if !value.bytes().all(visible) {
+        return Err(Invalid::new(
+            "invalid_header",
+            format!(
+                "the value of header `{shown}` may hold only visible ASCII characters, \
+                     spaces and tabs (no CR, LF or other control bytes)"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// A signing secret. Its `Debug` never shows the value, so it cannot leak into logs by
@@ -302,6 +322,13 @@ impl Secret {
             }
         }
         Ok(Self(raw.to_owned()))
+    }
+
+    /// A secret as stored, for signing: any non-empty value. One saved before a rule was
+    /// added (a plain secret shorter than 24 bytes) keeps signing; `parse` holds new ones to
+    /// the rules.
+    pub fn from_stored(raw: &str) -> Option<Self> {
+        (!raw.is_empty()).then(|| Self(raw.to_owned()))
     }
 
     /// A new Standard Webhooks secret from 32 random bytes the caller drew.

@@ -93,6 +93,9 @@ impl Sender {
         task: &DeliveryV1,
         timeout: Duration,
     ) -> AttemptResult {
+        if let Some(why) = &webhook.unsealable {
+            return failure(Outcome::Blocked, format!("not sent unsigned: {why}"));
+        }
         let url = match reqwest::Url::parse(&webhook.url) {
             Ok(url) => url,
             Err(e) => return failure(Outcome::NetworkError, format!("invalid URL: {e}")),

@@ -90,6 +90,8 @@ pub enum DispatchError {
     Http(#[from] reqwest::Error),
     #[error("cannot load the webhooks")]
     Store(#[from] hookrelay_store::StoreError),
+    #[error("{0}; add the key that sealed it to old_secret_keys")]
+    Unsealable(String),
     #[error("the service key `{0}` in the database is not {ORIGIN_KEY_BYTES} bytes; delete its row in service_keys to have a new one made")]
     BadServiceKey(&'static str),
 }
@@ -126,6 +128,11 @@ impl Dispatcher {
         let origin = OriginKey::new(origin_key(&store).await?);
         let subscriptions = Arc::new(Subscriptions::new(store.clone()));
         subscriptions.reload_all().await?;
+        // A key left out of the settings is a deployment mistake: refuse to start rather than
+        // fail every delivery of the webhooks it sealed.
+        if let Some(first) = subscriptions.unsealable().first() {
+            return Err(DispatchError::Unsealable(first.clone()));
+        }
         tracker.spawn(subscriptions::listen(
             subscriptions.clone(),
             config.database_url.clone(),

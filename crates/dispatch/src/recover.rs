@@ -38,7 +38,7 @@ pub enum RecoverError {
     BrokerDown,
     #[error("the log's webhook was deleted; its deliveries have nowhere to go")]
     WebhookGone,
-    #[error("cannot queue the delivery")]
+    #[error("cannot queue the delivery now; try again shortly")]
     Publish(#[from] PublishError),
     #[error("database error")]
     Store(#[from] StoreError),

