@@ -228,17 +228,22 @@ async fn start_service(
         .map_err(|e| anyhow::anyhow!("{e} (run `cargo build --release -p hookrelay` first)"))
 }
 
-/// The service's peak resident memory so far (VmHWM), in MiB.
-fn peak_rss_mb(pid: u32) -> f64 {
+/// A memory figure of the service from `/proc/<pid>/status` (`VmHWM`, `VmRSS`), in MiB.
+pub(crate) fn memory_mb(pid: u32, field: &str) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|kb| kb.parse::<f64>().ok())
         })
         .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// The service's peak resident memory so far, in MiB.
+fn peak_rss_mb(pid: u32) -> f64 {
+    memory_mb(pid, "VmHWM:")
 }
 
 fn percentile(sorted: &[u64], p: f64) -> f64 {

@@ -21,17 +21,9 @@ pub struct StormFigures {
     pub rss_after_mb: f64,
 }
 
-/// The service's resident memory now (VmRSS), in MiB.
+/// The service's resident memory now, in MiB.
 fn rss_mb(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
+    crate::memory_mb(pid, "VmRSS:")
 }
 
 pub async fn run(
