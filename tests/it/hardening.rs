@@ -217,6 +217,17 @@ async fn answers_never_show_internals_and_tampered_cursors_are_refused() {
             assert!(!answer.text.contains(internal), "{body}: {}", answer.text);
         }
     }
+    // A path that is no UTF-8 is no resource, said in the error shape.
+    for path in ["/v1/webhooks/%FF", "/v1/webhooks/%C3%28/enable"] {
+        let method = if path.ends_with("enable") {
+            "POST"
+        } else {
+            "GET"
+        };
+        let answer = app.admin(method, path, None).await;
+        assert_eq!(answer.status, 404, "{path}: {}", answer.text);
+        assert_eq!(answer.error().0, "not_found", "{path}");
+    }
     // Oversized URLs and headers answer in the error shape.
     let long = format!("/v1/webhooks?account_id={}", "a".repeat(9000));
     let answer = app.admin("GET", &long, None).await;

@@ -72,6 +72,26 @@ fn json_error(path: &str, inner: serde_json::Error) -> ApiError {
     data_error(path, &inner.to_string())
 }
 
+/// A path parameter, with the error shape: axum's own rejection (for `%FF`, which is no
+/// UTF-8) is plain text naming Rust types.
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Self(value)),
+            Err(rejection) => {
+                tracing::debug!(error = %rejection.body_text(), "unusable path parameter");
+                Err(ApiError::not_found(
+                    "no such resource: the path is not valid UTF-8",
+                ))
+            }
+        }
+    }
+}
+
 /// Query parameters, with the same error shape as bodies.
 pub struct ApiQuery<T>(pub T);
 

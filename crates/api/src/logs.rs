@@ -1,7 +1,7 @@
 //! The Webhook Logs routes. For now, queueing deliveries again: one log, or the failed logs
 //! of a window. (Reading the logs comes with the logs API.)
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::auth::Caller;
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, ApiPath};
 use crate::webhooks::{parse_account, window, Requeued};
 use crate::{ApiError, AppState};
 
@@ -32,7 +32,7 @@ pub struct Retried {
 pub async fn retry(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<(StatusCode, Json<Retried>), ApiError> {
     let id = Uuid::parse_str(&id).map_err(|_| log_not_found())?;
     let queued = state

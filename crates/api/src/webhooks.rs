@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::auth::Caller;
-use crate::extract::{double_option, ApiJson, ApiQuery};
+use crate::extract::{double_option, ApiJson, ApiPath, ApiQuery};
 use crate::pagination::{page_params, ListBody};
 use crate::{ApiError, AppState};
 
@@ -175,7 +175,7 @@ pub async fn list(
 pub async fn read(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<WebhookView>, ApiError> {
     let id = parse_id(&id)?;
     let row = state
@@ -223,7 +223,7 @@ fn not_null<T>(field: &str, value: Option<Option<T>>) -> Result<Option<T>, ApiEr
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<UpdateWebhook>,
 ) -> Result<Json<WebhookView>, ApiError> {
     let id = parse_id(&id)?;
@@ -262,7 +262,7 @@ pub async fn update(
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = parse_id(&id)?;
     if state.store().delete_webhook(id, caller.scope()).await? {
@@ -277,7 +277,7 @@ pub async fn delete(
 pub async fn enable(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<WebhookView>, ApiError> {
     let id = parse_id(&id)?;
     let patch = WebhookPatch {
@@ -299,7 +299,7 @@ pub struct DisableWebhook {
 pub async fn disable(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<DisableWebhook>,
 ) -> Result<Json<WebhookView>, ApiError> {
     let id = parse_id(&id)?;
@@ -372,7 +372,7 @@ pub struct RotatedSecret {
 pub async fn rotate_secret(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<RotateSecret>,
 ) -> Result<Json<RotatedSecret>, ApiError> {
     let id = parse_id(&id)?;
@@ -425,7 +425,7 @@ pub struct Requeued {
 pub async fn recover(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<Recover>,
 ) -> Result<(StatusCode, Json<Requeued>), ApiError> {
     let id = parse_id(&id)?;
