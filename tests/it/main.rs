@@ -10,6 +10,7 @@ mod event_types;
 mod hardening;
 mod health;
 mod helpers;
+mod logs;
 mod migrations;
 mod pipeline;
 mod recovery;

@@ -63,7 +63,9 @@ pub fn router(state: AppState) -> Router {
             post(webhooks::rotate_secret),
         )
         .route("/webhooks/{id}/recover", post(webhooks::recover))
+        .route("/logs", get(logs::list))
         .route("/logs/retry", post(logs::retry_bulk))
+        .route("/logs/{id}", get(logs::read))
         .route("/logs/{id}/retry", post(logs::retry));
     Router::new()
         .nest("/v1", v1)

@@ -42,6 +42,12 @@ pub enum LogStatus {
 }
 
 impl LogStatus {
+    pub const ALL: [LogStatus; 4] = [Self::Pending, Self::Retrying, Self::Succeeded, Self::Failed];
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == raw)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Pending => "pending",

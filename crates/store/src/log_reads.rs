@@ -1,0 +1,258 @@
+//! Reading the Webhook Logs: the filtered, newest-first list and one log with its attempts.
+//!
+//! The list's SQL holds a condition only for each filter given, so that PostgreSQL plans
+//! each combination on its own, on the index that serves it (one `$n IS NULL OR …` query
+//! for all of them would be planned once, generically, and scan). Every filter has an index
+//! whose leading column it fixes, followed by `(created_at DESC, id DESC)`, the list's order
+//! and keyset: a page is an index range, however deep it is.
+
+use chrono::{DateTime, Utc};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use crate::{count, Cursor, LogStatus, Page, Store, StoreError};
+
+/// Which logs to list; every field is optional.
+#[derive(Debug, Clone, Default)]
+pub struct LogFilter {
+    pub account_id: Option<String>,
+    pub webhook_id: Option<Uuid>,
+    pub status: Option<LogStatus>,
+    pub event_type: Option<String>,
+    pub event_id: Option<String>,
+    /// `created_at` from this time on.
+    pub since: Option<DateTime<Utc>>,
+    /// `created_at` before this time.
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// A row of `webhook_logs` without its payload and response body (the list's columns).
+#[derive(Debug, Clone)]
+pub struct LogRow {
+    pub id: Uuid,
+    pub webhook_id: Uuid,
+    pub account_id: String,
+    pub event_id: String,
+    pub event_type: String,
+    pub status: String,
+    pub attempts: u32,
+    pub response_status: Option<i32>,
+    pub error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub delivered_at: Option<DateTime<Utc>>,
+}
+
+/// One HTTP attempt of a log.
+#[derive(Debug, Clone)]
+pub struct AttemptRow {
+    pub attempt: u32,
+    pub started_at: DateTime<Utc>,
+    pub duration_ms: u32,
+    pub response_status: Option<i32>,
+    pub response_body: Option<String>,
+    pub error: Option<String>,
+}
+
+/// One log whole: its row, the body sent, the last answer, and every attempt in order.
+#[derive(Debug, Clone)]
+pub struct LogDetail {
+    pub log: LogRow,
+    /// The JSON sent, as PostgreSQL stores it (jsonb's normal form).
+    pub payload: String,
+    pub response_body: Option<String>,
+    pub attempts: Vec<AttemptRow>,
+}
+
+const LIST_COLUMNS: &str = "id, webhook_id, account_id, event_id, event_type, status, attempts, \
+                            response_status, error, created_at, updated_at, next_attempt_at, \
+                            delivered_at";
+
+impl LogRow {
+    fn from_row(row: &Row) -> Self {
+        Self {
+            id: row.get("id"),
+            webhook_id: row.get("webhook_id"),
+            account_id: row.get("account_id"),
+            event_id: row.get("event_id"),
+            event_type: row.get("event_type"),
+            status: row.get("status"),
+            attempts: count(row.get("attempts")),
+            response_status: row.get("response_status"),
+            error: row.get("error"),
+            created_at: row.get("created_at"),
+            updated_at: row.get("updated_at"),
+            next_attempt_at: row.get("next_attempt_at"),
+            delivered_at: row.get("delivered_at"),
+        }
+    }
+
+    pub fn cursor(&self) -> Cursor {
+        Cursor {
+            created_at: self.created_at,
+            key: self.id.to_string(),
+        }
+    }
+}
+
+/// The WHERE clause and parameters for a filter and a keyset position.
+struct Conditions {
+    clauses: Vec<String>,
+    params: Vec<Box<dyn ToSql + Sync + Send>>,
+}
+
+impl Conditions {
+    fn new() -> Self {
+        Self {
+            clauses: Vec::new(),
+            params: Vec::new(),
+        }
+    }
+
+    /// Binds `value` and answers its placeholder (`$n`).
+    fn param(&mut self, value: impl ToSql + Sync + Send + 'static) -> String {
+        self.params.push(Box::new(value));
+        format!("${}", self.params.len())
+    }
+
+    /// Adds `clause`, in which `$?` stands for `value`.
+    fn push(&mut self, clause: &str, value: impl ToSql + Sync + Send + 'static) {
+        let placeholder = self.param(value);
+        self.clauses.push(clause.replace("$?", &placeholder));
+    }
+
+    fn sql(&self) -> String {
+        if self.clauses.is_empty() {
+            "TRUE".into()
+        } else {
+            self.clauses.join(" AND ")
+        }
+    }
+
+    fn refs(&self) -> Vec<&(dyn ToSql + Sync)> {
+        self.params
+            .iter()
+            .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+            .collect()
+    }
+}
+
+impl LogFilter {
+    fn conditions(&self) -> Conditions {
+        let mut c = Conditions::new();
+        if let Some(account) = &self.account_id {
+            c.push("account_id = $?", account.clone());
+        }
+        if let Some(webhook) = self.webhook_id {
+            c.push("webhook_id = $?", webhook);
+        }
+        if let Some(status) = self.status {
+            c.push("status = $?", status.as_str());
+        }
+        if let Some(event_type) = &self.event_type {
+            c.push("event_type = $?", event_type.clone());
+        }
+        if let Some(event_id) = &self.event_id {
+            c.push("event_id = $?", event_id.clone());
+        }
+        if let Some(since) = self.since {
+            c.push("created_at >= $?", since);
+        }
+        if let Some(until) = self.until {
+            c.push("created_at < $?", until);
+        }
+        c
+    }
+}
+
+impl Store {
+    /// Logs matching `filter`, newest first, `limit` at most, after `after` (a cursor of
+    /// this list). New logs arriving meanwhile sort before the cursor, so a reader paging
+    /// on sees neither a duplicate nor a gap among the logs that were there.
+    pub async fn list_logs(
+        &self,
+        filter: &LogFilter,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<Page<LogRow>, StoreError> {
+        let mut conditions = filter.conditions();
+        if let Some(cursor) = after {
+            let id = Uuid::parse_str(&cursor.key).map_err(|_| {
+                StoreError::Invalid("the cursor does not belong to this list".into())
+            })?;
+            let (at, id) = (conditions.param(cursor.created_at), conditions.param(id));
+            conditions
+                .clauses
+                .push(format!("(created_at, id) < ({at}, {id})"));
+        }
+        let limit_param = conditions.param(limit as i64 + 1);
+        let sql = format!(
+            "SELECT {LIST_COLUMNS} FROM webhook_logs WHERE {} \
+             ORDER BY created_at DESC, id DESC LIMIT {limit_param}",
+            conditions.sql()
+        );
+        let client = self.client().await?;
+        let rows = client.query(&sql, &conditions.refs()).await?;
+        let rows = rows.iter().map(LogRow::from_row).collect();
+        Ok(Page::from_rows(rows, limit, LogRow::cursor))
+    }
+
+    /// One log with its attempts; `account` limits the search to that account's logs.
+    pub async fn get_log(
+        &self,
+        id: Uuid,
+        account: Option<&str>,
+    ) -> Result<Option<LogDetail>, StoreError> {
+        let client = self.client().await?;
+        let sql = format!(
+            "SELECT {LIST_COLUMNS}, payload::text AS payload, response_body FROM webhook_logs
+             WHERE id = $1 AND ($2::text IS NULL OR account_id = $2)"
+        );
+        let Some(row) = client.query_opt(&sql, &[&id, &account]).await? else {
+            return Ok(None);
+        };
+        let attempts = client
+            .query(
+                "SELECT attempt, started_at, duration_ms, response_status, response_body, error
+                 FROM webhook_attempts WHERE log_id = $1 ORDER BY attempt, id",
+                &[&id],
+            )
+            .await?
+            .iter()
+            .map(|a| AttemptRow {
+                attempt: count(a.get("attempt")),
+                started_at: a.get("started_at"),
+                duration_ms: count(a.get("duration_ms")),
+                response_status: a.get("response_status"),
+                response_body: a.get("response_body"),
+                error: a.get("error"),
+            })
+            .collect();
+        Ok(Some(LogDetail {
+            log: LogRow::from_row(&row),
+            payload: row.get("payload"),
+            response_body: row.get("response_body"),
+            attempts,
+        }))
+    }
+
+    /// The plan PostgreSQL chooses for listing with `filter` (first page): for proving that
+    /// every filter is served by an index.
+    pub async fn explain_list_logs(&self, filter: &LogFilter) -> Result<String, StoreError> {
+        let conditions = filter.conditions();
+        let sql = format!(
+            "EXPLAIN SELECT {LIST_COLUMNS} FROM webhook_logs WHERE {} \
+             ORDER BY created_at DESC, id DESC LIMIT 51",
+            conditions.sql()
+        );
+        let client = self.client().await?;
+        let rows = client.query(&sql, &conditions.refs()).await?;
+        Ok(rows
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect::<Vec<_>>()
+            .join("\n"))
+    }
+}
