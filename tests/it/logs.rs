@@ -363,3 +363,140 @@ async fn every_filter_is_served_by_an_index_on_a_million_logs() {
         );
     }
 }
+
+/// `percentile_cont`: linear interpolation between the closest ranks.
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let rank = p * (sorted.len() - 1) as f64;
+    let (low, high) = (rank.floor() as usize, rank.ceil() as usize);
+    sorted[low] + (sorted[high] - sorted[low]) * (rank - low as f64)
+}
+
+#[tokio::test]
+async fn stats_match_a_hand_count_of_the_window() {
+    let app = spawn_app().await;
+    let receiver = Receiver::start().await;
+    let id = app
+        .webhook("acc", &receiver.url, &["Contact.created"], json!({}))
+        .await;
+    let other = app
+        .webhook("acc", &receiver.url, &["Contact.updated"], json!({}))
+        .await;
+    let client = app.db.connect().await;
+    let log = insert_log(
+        &client,
+        id.parse().unwrap(),
+        "acc",
+        ("e", "Contact.created"),
+        "succeeded",
+        0.0,
+    )
+    .await;
+    // (webhook, minutes ago, duration ms, status): in the last hour for the webhook, older
+    // ones, and another webhook's, which must not count.
+    let attempts = [
+        (&id, 5, 120, Some(200)),
+        (&id, 10, 80, Some(500)),
+        (&id, 20, 300, None),
+        (&id, 30, 40, Some(204)),
+        (&id, 50, 1000, Some(503)),
+        (&id, 90, 7, Some(200)),
+        (&other, 5, 9999, Some(500)),
+    ];
+    for (n, (webhook, minutes, duration, status)) in attempts.iter().enumerate() {
+        client
+            .execute(
+                "INSERT INTO webhook_attempts
+                    (log_id, attempt, started_at, duration_ms, response_status, error, webhook_id)
+                 VALUES ($1::text::uuid, $2, now() - make_interval(mins => $3), $4, $5,
+                         CASE WHEN $5::int IS NULL THEN 'timeout' END, $6::text::uuid)",
+                &[&log, &(n as i32 + 1), &minutes, duration, status, webhook],
+            )
+            .await
+            .unwrap();
+    }
+    let in_window: Vec<_> = attempts
+        .iter()
+        .filter(|(w, minutes, _, _)| **w == id && *minutes < 60)
+        .collect();
+    let successes = in_window
+        .iter()
+        .filter(|a| a.3.is_some_and(|s| (200..300).contains(&s)))
+        .count();
+    let mut durations: Vec<f64> = in_window.iter().map(|a| f64::from(a.2)).collect();
+    durations.sort_by(f64::total_cmp);
+
+    let stats = app
+        .admin("GET", &format!("/v1/webhooks/{id}/stats?window=1h"), None)
+        .await;
+    assert_eq!(stats.status, 200, "{}", stats.text);
+    let s = &stats.body;
+    assert_eq!(s["window"], "1h");
+    assert_eq!(s["attempts"], json!(in_window.len()));
+    assert_eq!(s["successes"], json!(successes));
+    assert_eq!(s["failures"], json!(in_window.len() - successes));
+    let rate = successes as f64 / in_window.len() as f64;
+    assert!((s["success_rate"].as_f64().unwrap() - rate).abs() < 1e-9);
+    for (field, p) in [("p50_duration_ms", 0.5), ("p95_duration_ms", 0.95)] {
+        let expected = percentile(&durations, p);
+        assert!(
+            (s[field].as_f64().unwrap() - expected).abs() < 1e-6,
+            "{field}: {} vs {expected}",
+            s[field]
+        );
+    }
+    let at = |field: &str| {
+        chrono::DateTime::parse_from_rfc3339(s[field].as_str().unwrap())
+            .unwrap()
+            .with_timezone(&chrono::Utc)
+    };
+    // The last success was 5 minutes ago, the last failure 10.
+    let ago = |field: &str| (chrono::Utc::now() - at(field)).num_minutes();
+    assert_eq!(ago("last_success_at"), 5);
+    assert_eq!(ago("last_failure_at"), 10);
+
+    // The default window is a day: the 90-minute-old attempt counts too.
+    let day = app
+        .admin("GET", &format!("/v1/webhooks/{id}/stats"), None)
+        .await;
+    assert_eq!(day.body["attempts"], json!(in_window.len() + 1));
+    for (query, code) in [
+        ("window=1s", "out_of_range"),
+        ("window=soon", "invalid_duration"),
+    ] {
+        let answer = app
+            .admin("GET", &format!("/v1/webhooks/{id}/stats?{query}"), None)
+            .await;
+        assert_eq!(
+            answer.error(),
+            (code.into(), Some("window".into())),
+            "{query}"
+        );
+    }
+    let missing = app
+        .admin(
+            "GET",
+            &format!("/v1/webhooks/{}/stats", uuid::Uuid::now_v7()),
+            None,
+        )
+        .await;
+    assert_eq!(missing.status, 404);
+
+    // Attempts the pipeline records carry their webhook, so they count too.
+    app.publish("Contact.updated", "acc", json!({}), 1).await;
+    receiver.wait_for(1, DEADLINE).await;
+    wait_for(
+        "the delivered attempt in the other webhook's stats",
+        DEADLINE,
+        || async {
+            let s = app
+                .admin(
+                    "GET",
+                    &format!("/v1/webhooks/{other}/stats?window=1h"),
+                    None,
+                )
+                .await;
+            (s.body["attempts"] == json!(2) && s.body["successes"] == json!(1)).then_some(())
+        },
+    )
+    .await;
+}

@@ -16,6 +16,7 @@ mod listener;
 mod logs;
 mod pagination;
 mod state;
+mod stats;
 mod webhooks;
 
 use std::time::Duration;
@@ -63,6 +64,7 @@ pub fn router(state: AppState) -> Router {
             post(webhooks::rotate_secret),
         )
         .route("/webhooks/{id}/recover", post(webhooks::recover))
+        .route("/webhooks/{id}/stats", get(stats::stats))
         .route("/logs", get(logs::list))
         .route("/logs/retry", post(logs::retry_bulk))
         .route("/logs/{id}", get(logs::read))

@@ -463,7 +463,7 @@ pub(crate) fn window(
     Ok((since, until))
 }
 
-fn webhook_not_found() -> ApiError {
+pub(crate) fn webhook_not_found() -> ApiError {
     ApiError::not_found("no such webhook")
 }
 

@@ -20,7 +20,7 @@ pub use cursor::{Cursor, Page};
 pub use error::StoreError;
 pub use event_types::EventTypeRow;
 pub use listen::{listen_webhook_changes, WebhookChange, WebhookListener};
-pub use log_reads::{AttemptRow, LogDetail, LogFilter, LogRow};
+pub use log_reads::{AttemptRow, AttemptStats, LogDetail, LogFilter, LogRow};
 pub use logs::{AttemptRecord, ExistingLog, LogStatus, LogToRequeue, NewLog, RequeueFilter};
 pub use migrate::{ensure_database, migrate};
 pub use pool::{describe_database_url, validate_database_url, PoolOptions, Store};

@@ -256,3 +256,51 @@ impl Store {
             .join("\n"))
     }
 }
+
+/// What one webhook's attempts in a window add up to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptStats {
+    pub attempts: u64,
+    /// Attempts answered 2xx.
+    pub successes: u64,
+    pub p50_duration_ms: Option<f64>,
+    pub p95_duration_ms: Option<f64>,
+    pub last_success_at: Option<DateTime<Utc>>,
+    pub last_failure_at: Option<DateTime<Utc>>,
+}
+
+impl Store {
+    /// Webhook `id`'s attempts started at or after `since`: one range of the attempts'
+    /// (webhook_id, started_at) index, never the webhook's whole history.
+    pub async fn attempt_stats(
+        &self,
+        id: Uuid,
+        since: DateTime<Utc>,
+    ) -> Result<AttemptStats, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT count(*) AS attempts,
+                        count(*) FILTER (WHERE ok) AS successes,
+                        percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_ms) AS p50,
+                        percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ms) AS p95,
+                        max(started_at) FILTER (WHERE ok) AS last_success,
+                        max(started_at) FILTER (WHERE NOT ok) AS last_failure
+                 FROM (SELECT duration_ms, started_at,
+                              COALESCE(response_status BETWEEN 200 AND 299, false) AS ok
+                       FROM webhook_attempts
+                       WHERE webhook_id = $1 AND started_at >= $2) a",
+                &[&id, &since],
+            )
+            .await?;
+        let count = |name: &str| u64::try_from(row.get::<_, i64>(name)).unwrap_or(0);
+        Ok(AttemptStats {
+            attempts: count("attempts"),
+            successes: count("successes"),
+            p50_duration_ms: row.get("p50"),
+            p95_duration_ms: row.get("p95"),
+            last_success_at: row.get("last_success"),
+            last_failure_at: row.get("last_failure"),
+        })
+    }
+}

@@ -267,7 +267,7 @@ impl Store {
         // In id order, so that two writers locking overlapping batches cannot deadlock.
         let rows = tx
             .query(
-                "SELECT id, attempts, requeues FROM webhook_logs WHERE id = ANY($1)
+                "SELECT id, attempts, requeues, webhook_id FROM webhook_logs WHERE id = ANY($1)
                  ORDER BY id FOR UPDATE",
                 &[&ids],
             )
@@ -276,6 +276,7 @@ impl Store {
             .iter()
             .map(|r| (r.get(0), (count(r.get(1)), count(r.get(2)))))
             .collect();
+        let webhooks: HashMap<Uuid, Uuid> = rows.iter().map(|r| (r.get(0), r.get(3))).collect();
         let mut current = Vec::with_capacity(batch.len());
         let mut moves: HashMap<Uuid, &AttemptRecord> = HashMap::new();
         for record in batch {
@@ -312,13 +313,25 @@ impl Store {
         let statuses: Vec<Option<i32>> = kept.iter().map(|a| a.response_status).collect();
         let bodies: Vec<Option<&str>> = kept.iter().map(|a| a.response_body.as_deref()).collect();
         let errors: Vec<Option<&str>> = kept.iter().map(|a| a.error.as_deref()).collect();
+        let webhook_col: Vec<Option<Uuid>> = kept
+            .iter()
+            .map(|a| webhooks.get(&a.log_id).copied())
+            .collect();
         tx.execute(
             "INSERT INTO webhook_attempts
-                (log_id, attempt, started_at, duration_ms, response_status, response_body, error)
+                (log_id, attempt, started_at, duration_ms, response_status, response_body, error,
+                 webhook_id)
              SELECT * FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::int[],
-                                  $5::int[], $6::text[], $7::text[])",
+                                  $5::int[], $6::text[], $7::text[], $8::uuid[])",
             &[
-                &logs_col, &attempts, &started, &durations, &statuses, &bodies, &errors,
+                &logs_col,
+                &attempts,
+                &started,
+                &durations,
+                &statuses,
+                &bodies,
+                &errors,
+                &webhook_col,
             ],
         )
         .await?;
