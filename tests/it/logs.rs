@@ -500,3 +500,57 @@ async fn stats_match_a_hand_count_of_the_window() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_test_event_reaches_its_webhook_alone_under_the_log_id_answered() {
+    let app = spawn_app().await;
+    let target = Receiver::start().await;
+    let bystander = Receiver::start().await;
+    // Subscribed to other types only: a test goes to it all the same.
+    let id = app
+        .webhook("acc", &target.url, &["Contact.created"], json!({}))
+        .await;
+    // Subscribed to Webhook.test itself: a test of another webhook is not for it.
+    app.webhook("acc", &bystander.url, &["Webhook.test"], json!({}))
+        .await;
+    let sent = app
+        .admin("POST", &format!("/v1/webhooks/{id}/test"), None)
+        .await;
+    assert_eq!(sent.status, 202, "{}", sent.text);
+    let log_id = sent.body["log_id"].as_str().unwrap().to_owned();
+    let got = target.wait_for(1, DEADLINE).await;
+    let body = got[0].json();
+    assert_eq!(body["type"], "Webhook.test");
+    assert_eq!(body["data"]["webhook_id"], json!(id));
+    assert_eq!(body["account_id"], "acc");
+    wait_for("the test's log to succeed", DEADLINE, || async {
+        let log = app.admin("GET", &format!("/v1/logs/{log_id}"), None).await;
+        (log.body["status"] == "succeeded").then_some(())
+    })
+    .await;
+    let logs = app
+        .admin("GET", "/v1/logs?event_type=Webhook.test", None)
+        .await;
+    assert_eq!(logs.body["items"].as_array().unwrap().len(), 1);
+    assert_eq!(bystander.count(), 0);
+
+    // Another account's key cannot test it; a disabled webhook says why it will not.
+    let key = app
+        .admin("POST", "/v1/api-keys", Some(json!({"account_id": "other"})))
+        .await
+        .body["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let theirs = app
+        .call("POST", &format!("/v1/webhooks/{id}/test"), Some(&key), None)
+        .await;
+    assert_eq!(theirs.status, 404);
+    app.admin("POST", &format!("/v1/webhooks/{id}/disable"), None)
+        .await;
+    let disabled = app
+        .admin("POST", &format!("/v1/webhooks/{id}/test"), None)
+        .await;
+    assert_eq!(disabled.status, 409);
+    assert_eq!(disabled.error().0, "webhook_disabled");
+}

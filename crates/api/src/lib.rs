@@ -17,6 +17,7 @@ mod logs;
 mod pagination;
 mod state;
 mod stats;
+mod test_event;
 mod webhooks;
 
 use std::time::Duration;
@@ -65,6 +66,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/webhooks/{id}/recover", post(webhooks::recover))
         .route("/webhooks/{id}/stats", get(stats::stats))
+        .route("/webhooks/{id}/test", post(test_event::send))
         .route("/logs", get(logs::list))
         .route("/logs/retry", post(logs::retry_bulk))
         .route("/logs/{id}", get(logs::read))

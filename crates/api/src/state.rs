@@ -35,6 +35,10 @@ pub trait Pipeline: Send + Sync + 'static {
 
     /// Starts queueing again, paced, the `failed` logs `filter` selects; answers how many.
     fn requeue(&self, filter: RequeueFilter) -> BoxFuture<'_, Result<i64, PipelineError>>;
+
+    /// Sends `Webhook.test` to webhook `id` alone through the pipeline; answers the id its
+    /// log will have.
+    fn send_test(&self, id: Uuid) -> BoxFuture<'_, Result<Uuid, PipelineError>>;
 }
 
 /// Why the pipeline could not do what was asked.

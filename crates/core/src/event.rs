@@ -272,6 +272,20 @@ impl Event {
             .and_then(|a| a.webhook_id)
     }
 
+    /// For a `Webhook.test` (hookrelay's own: the type is reserved), the one webhook it goes
+    /// to and the id of its log.
+    pub fn test_target(&self) -> Option<(uuid::Uuid, uuid::Uuid)> {
+        #[derive(Deserialize)]
+        struct Target {
+            webhook_id: uuid::Uuid,
+        }
+        if self.event_type.as_str() != crate::ops::WEBHOOK_TEST {
+            return None;
+        }
+        let target: Target = serde_json::from_str(self.data.get()).ok()?;
+        Some((target.webhook_id, crate::ops::test_log_id(&self.id)?))
+    }
+
     /// The body every webhook receives for this event (contract §2). Built once per event
     /// and shared by all its deliveries, so the signed bytes are the same everywhere.
     pub fn payload(&self) -> String {

@@ -11,6 +11,10 @@ use uuid::Uuid;
 
 pub const WEBHOOK_DISABLED: &str = "Webhook.disabled";
 pub const WEBHOOK_DELIVERY_FAILED: &str = "Webhook.delivery.failed";
+pub const WEBHOOK_TEST: &str = "Webhook.test";
+/// The id prefix of a test event: the rest is the id its log is to have, so the API can
+/// answer the log id before the fan-out has written it.
+const TEST_ID_PREFIX: &str = "wht_";
 
 /// Whether `event_type` is one of hookrelay's own. A delivery of one that fails for good
 /// announces nothing: two dead webhooks subscribed to each other's failures would otherwise
@@ -121,6 +125,33 @@ pub fn webhook_disabled(
     )
 }
 
+/// `Webhook.test`, sent by hand to webhook `webhook_id` alone (whatever it subscribes to),
+/// its delivery logged as `log_id`.
+pub fn webhook_test(
+    log_id: Uuid,
+    webhook_id: Uuid,
+    account_id: &str,
+    url: &str,
+    at: DateTime<Utc>,
+) -> OperationalEvent {
+    envelope(
+        format!("{TEST_ID_PREFIX}{}", log_id.simple()),
+        WEBHOOK_TEST,
+        account_id,
+        at,
+        json!({
+            "webhook_id": webhook_id,
+            "url": url,
+            "message": "A test event sent from hookrelay.",
+        }),
+    )
+}
+
+/// The log id a test event's id carries.
+pub fn test_log_id(event_id: &str) -> Option<Uuid> {
+    Uuid::parse_str(event_id.strip_prefix(TEST_ID_PREFIX)?).ok()
+}
+
 /// What `Webhook.delivery.failed` tells about the delivery that exhausted its retries.
 #[derive(Debug, Clone)]
 pub struct FailedDelivery<'a> {
@@ -195,6 +226,26 @@ mod tests {
             assert!(is_operational(event.event_type.as_str()));
         }
         assert!(!is_operational("Contact.created"));
+    }
+
+    #[test]
+    fn a_test_event_names_its_webhook_and_log() {
+        let at = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let (log, webhook) = (Uuid::from_u128(3), Uuid::from_u128(4));
+        let op = webhook_test(log, webhook, "acc_1", "https://x.test/h", at);
+        let intake = crate::Intake {
+            max_bytes: 1 << 20,
+            max_depth: 64,
+            from_hookrelay: true,
+        };
+        let event = Event::parse(&op.body, WEBHOOK_TEST, &intake, at).unwrap();
+        assert_eq!(event.test_target(), Some((webhook, log)));
+        assert_eq!(
+            event.about_webhook(),
+            None,
+            "a test goes to its webhook, not around it"
+        );
+        assert_eq!(test_log_id("whd_x"), None);
     }
 
     #[test]

@@ -234,6 +234,30 @@ async fn process(
     let mut planned: Vec<Planned> = Vec::new();
     for a in &accepted {
         ctx.metrics.event_received(a.event.event_type.as_str());
+        let plan = |log_id: Uuid, webhook_id: Uuid| Planned {
+            log: NewLog {
+                id: log_id,
+                webhook_id,
+                account_id: a.event.account_id.as_str().to_owned(),
+                event_id: a.event.id.clone(),
+                event_type: a.event.event_type.as_str().to_owned(),
+                payload: a.payload.clone(),
+                created_at: a.received_at,
+            },
+            received_at: a.received_at,
+        };
+        // A test goes to its one webhook, subscribed or not, under the log id the API has
+        // answered already; to nobody if the webhook is gone or of another account.
+        if let Some((webhook, log_id)) = a.event.test_target() {
+            if ctx
+                .subscriptions
+                .get(webhook)
+                .is_some_and(|w| w.account_id == a.event.account_id.as_str())
+            {
+                planned.push(plan(log_id, webhook));
+            }
+            continue;
+        }
         // hookrelay's news of a webhook goes to the account's other webhooks, never to it.
         let about = a.event.about_webhook();
         for webhook in ctx
@@ -242,18 +266,7 @@ async fn process(
             .into_iter()
             .filter(|w| Some(w.id) != about)
         {
-            planned.push(Planned {
-                log: NewLog {
-                    id: Uuid::now_v7(),
-                    webhook_id: webhook.id,
-                    account_id: a.event.account_id.as_str().to_owned(),
-                    event_id: a.event.id.clone(),
-                    event_type: a.event.event_type.as_str().to_owned(),
-                    payload: a.payload.clone(),
-                    created_at: a.received_at,
-                },
-                received_at: a.received_at,
-            });
+            planned.push(plan(Uuid::now_v7(), webhook.id));
         }
     }
     let logs: Vec<NewLog> = planned.iter().map(|p| p.log.clone()).collect();

@@ -175,6 +175,7 @@ impl Dispatcher {
             store: store.clone(),
             broker: broker.clone(),
             metrics: metrics.clone(),
+            origin: origin.clone(),
             rate: config.requeue_rate,
             shutdown: shutdown.clone(),
             tracker: tracker.clone(),

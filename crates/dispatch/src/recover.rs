@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hookrelay_broker::{Broker, PublishError, Publisher, Topology};
-use hookrelay_core::{DeliveryTask, DeliveryV1};
+use hookrelay_core::{ops, DeliveryTask, DeliveryV1};
 use hookrelay_metrics::Metrics;
 use hookrelay_store::{LogToRequeue, RequeueFilter, Store, StoreError};
 use tokio_util::sync::CancellationToken;
@@ -56,6 +56,8 @@ pub struct Parts {
     pub store: Store,
     pub broker: Broker,
     pub metrics: Metrics,
+    /// Tags the test events it sends as hookrelay's own.
+    pub origin: hookrelay_core::ops::OriginKey,
     /// Logs a second, per job.
     pub rate: u32,
     /// Jobs stop between two batches when it is cancelled, and the tracker waits for them.
@@ -106,6 +108,37 @@ impl Recovery {
             info!(log_id = %id, "delivery queued again by hand");
         }
         Ok(taken > 0)
+    }
+
+    /// Sends `Webhook.test` to webhook `id` alone, through the events exchange and the
+    /// fan-out like any event; answers the id its log will have.
+    pub async fn send_test(&self, id: Uuid) -> Result<Uuid, RecoverError> {
+        let webhook = self
+            .inner
+            .subscriptions
+            .get(id)
+            .ok_or(RecoverError::WebhookGone)?;
+        let log_id = Uuid::now_v7();
+        let event = ops::webhook_test(
+            log_id,
+            id,
+            &webhook.account_id,
+            &webhook.url,
+            chrono::Utc::now(),
+        );
+        let message = publish::operational(&self.inner.topology, &self.inner.origin, &event);
+        let mut publisher = self.open_publisher().await?;
+        let mut declared = HashSet::new();
+        let mut routes = Routes::new(
+            &self.inner.topology,
+            &self.inner.subscriptions,
+            &mut declared,
+        );
+        let sent = publisher.publish_all(&[message], &mut routes).await;
+        publisher.close().await;
+        sent?;
+        info!(webhook_id = %id, %log_id, "test event sent");
+        Ok(log_id)
     }
 
     /// Starts queueing again the `failed` logs that `filter` selects, paced, in the

@@ -43,4 +43,8 @@ impl Pipeline for DispatchPipeline {
     fn requeue(&self, filter: RequeueFilter) -> BoxFuture<'_, Result<i64, PipelineError>> {
         Box::pin(async move { self.0.recovery().requeue(filter).await.map_err(api_error) })
     }
+
+    fn send_test(&self, id: Uuid) -> BoxFuture<'_, Result<Uuid, PipelineError>> {
+        Box::pin(async move { self.0.recovery().send_test(id).await.map_err(api_error) })
+    }
 }

@@ -1,0 +1,50 @@
+//! `POST /v1/webhooks/{id}/test`: a `Webhook.test` event to one webhook, through the
+//! pipeline like any other event, so that it proves the whole path to the endpoint.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::auth::Caller;
+use crate::extract::ApiPath;
+use crate::webhooks::{parse_id, webhook_not_found};
+use crate::{ApiError, AppState};
+
+#[derive(Serialize)]
+pub struct TestSent {
+    /// The log its delivery is written to (`GET /v1/logs/{log_id}`), a moment after this
+    /// answer.
+    log_id: Uuid,
+    status: &'static str,
+}
+
+pub async fn send(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> Result<(StatusCode, Json<TestSent>), ApiError> {
+    let id = parse_id(&id)?;
+    let webhook = state
+        .store()
+        .get_webhook(id, caller.scope())
+        .await?
+        .ok_or_else(webhook_not_found)?;
+    if webhook.status != "active" {
+        // Its queue is not consumed while disabled: the test would only wait there.
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "webhook_disabled",
+            "the webhook is disabled; enable it to send a test event",
+        ));
+    }
+    let log_id = state.pipeline().send_test(id).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(TestSent {
+            log_id,
+            status: "pending",
+        }),
+    ))
+}
