@@ -554,3 +554,80 @@ async fn a_test_event_reaches_its_webhook_alone_under_the_log_id_answered() {
     assert_eq!(disabled.status, 409);
     assert_eq!(disabled.error().0, "webhook_disabled");
 }
+
+#[tokio::test]
+async fn retention_deletes_only_old_finished_logs_and_their_attempts() {
+    let app = spawn_app_with(|s| {
+        s.log_retention = hookrelay::settings::HumanDuration(Duration::from_secs(30 * 24 * 3600));
+    })
+    .await;
+    let client = app.db.connect().await;
+    let webhook = uuid::Uuid::now_v7();
+    let day = 24.0 * 3600.0;
+    let mut kept = Vec::new();
+    let mut gone = Vec::new();
+    for (event, status, age, goes) in [
+        ("old_ok", "succeeded", 40.0 * day, true),
+        ("old_failed", "failed", 31.0 * day, true),
+        // Still under way, however old: its delivery still needs it.
+        ("old_pending", "pending", 40.0 * day, false),
+        ("old_retrying", "retrying", 40.0 * day, false),
+        ("young_ok", "succeeded", 29.0 * day, false),
+    ] {
+        let id = insert_log(
+            &client,
+            webhook,
+            "acc",
+            (event, "Contact.created"),
+            status,
+            age,
+        )
+        .await;
+        client
+            .execute(
+                "INSERT INTO webhook_attempts (log_id, attempt, started_at, duration_ms, webhook_id)
+                 VALUES ($1::text::uuid, 1, now(), 5, $2)",
+                &[&id, &webhook],
+            )
+            .await
+            .unwrap();
+        if goes {
+            gone.push(id)
+        } else {
+            kept.push(id)
+        }
+    }
+    // A pass runs at start.
+    let app = app.restart().await;
+    let client = app.db.connect().await;
+    let remaining: Vec<String> = wait_for("old finished logs to go", DEADLINE, || async {
+        let rows = client
+            .query("SELECT id::text FROM webhook_logs ORDER BY created_at", &[])
+            .await
+            .ok()?;
+        let ids: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        (ids.len() == kept.len()).then_some(ids)
+    })
+    .await;
+    let mut expected = kept.clone();
+    expected.sort();
+    let mut remaining_sorted = remaining.clone();
+    remaining_sorted.sort();
+    assert_eq!(remaining_sorted, expected);
+    let attempts: i64 = client
+        .query_one(
+            "SELECT count(*) FROM webhook_attempts WHERE log_id::text = ANY($1)",
+            &[&gone],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(attempts, 0, "their attempts went with them");
+    wait_for("the deletions counted", DEADLINE, || async {
+        let metrics = app.call("GET", "/metrics", None, None).await.text;
+        metrics
+            .contains("hookrelay_logs_deleted_total 2")
+            .then_some(())
+    })
+    .await;
+}

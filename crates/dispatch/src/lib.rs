@@ -18,6 +18,7 @@ mod fanout;
 mod http;
 mod publish;
 mod recover;
+mod retention;
 mod router;
 mod subscriptions;
 mod writer;
@@ -64,6 +65,8 @@ pub struct DispatchConfig {
     pub requeue_rate: u32,
     /// Concurrent fan-out consumers on `{ns}.ingest` in this process.
     pub ingest_workers: usize,
+    /// Finished logs older than this are deleted.
+    pub log_retention: Duration,
 }
 
 /// The deployment's key for tagging hookrelay's own events, made on first use.
@@ -181,6 +184,12 @@ impl Dispatcher {
             tracker: tracker.clone(),
         });
 
+        tracker.spawn(retention::run(
+            store.clone(),
+            metrics.clone(),
+            config.log_retention,
+            shutdown.clone(),
+        ));
         let fanout = Arc::new(fanout::Context {
             topology,
             subscriptions: subscriptions.clone(),

@@ -160,6 +160,7 @@ impl Application {
                 disable_after: settings.disable_after.0,
                 requeue_rate: settings.requeue_rate,
                 ingest_workers: settings.ingest_workers,
+                log_retention: settings.log_retention.0,
             },
             store.clone(),
             broker.clone(),

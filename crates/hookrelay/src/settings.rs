@@ -69,6 +69,10 @@ pub struct Settings {
     /// Failed logs a bulk retry or a recover queues again per second, at most.
     #[serde_as(as = "PickFirst<(_, DisplayFromStr)>")]
     pub requeue_rate: u32,
+    /// Finished logs (and their attempts) older than this are deleted, a small batch at a
+    /// time; logs still under way are kept whatever their age.
+    #[serde_as(as = "DisplayFromStr")]
+    pub log_retention: HumanDuration,
     /// Largest event body accepted, in bytes; larger events are rejected.
     #[serde_as(as = "PickFirst<(_, DisplayFromStr)>")]
     pub max_event_bytes: usize,
@@ -123,6 +127,7 @@ impl Default for Settings {
             disable_after: HumanDuration(Duration::from_secs(5 * 24 * 3600)),
             breaker_threshold: 10,
             requeue_rate: 200,
+            log_retention: HumanDuration(Duration::from_secs(30 * 24 * 3600)),
             max_event_bytes: 256 * 1024,
             max_event_depth: 64,
             max_in_flight_per_webhook: 16,
@@ -165,6 +170,7 @@ impl fmt::Debug for Settings {
             .field("disable_after", &self.disable_after)
             .field("breaker_threshold", &self.breaker_threshold)
             .field("requeue_rate", &self.requeue_rate)
+            .field("log_retention", &self.log_retention)
             .field("max_event_bytes", &self.max_event_bytes)
             .field("max_event_depth", &self.max_event_depth)
             .field("max_in_flight_per_webhook", &self.max_in_flight_per_webhook)
@@ -378,6 +384,14 @@ impl Settings {
         if !(1..=100_000).contains(&self.requeue_rate) {
             return Err(("requeue_rate", "it must be between 1 and 100000".into()));
         }
+        if self.log_retention.0 < Duration::from_secs(3600)
+            || self.log_retention.0 > Duration::from_secs(3650 * 24 * 3600)
+        {
+            return Err((
+                "log_retention",
+                "it must be between 1h and 3650 days".into(),
+            ));
+        }
         if self.max_event_bytes < 1024 || self.max_event_bytes > 64 * 1024 * 1024 {
             return Err((
                 "max_event_bytes",
@@ -456,7 +470,7 @@ impl Settings {
     }
 }
 
-const KNOWN: [&str; 24] = [
+const KNOWN: [&str; 25] = [
     "database_url",
     "amqp_url",
     "namespace",
@@ -470,6 +484,7 @@ const KNOWN: [&str; 24] = [
     "disable_after",
     "breaker_threshold",
     "requeue_rate",
+    "log_retention",
     "max_event_bytes",
     "max_event_depth",
     "max_in_flight_per_webhook",

@@ -45,6 +45,7 @@ pub struct Metrics {
     webhooks_paused: IntGauge,
     http_connections: IntGauge,
     http_connections_shed: IntCounterVec,
+    logs_deleted: IntCounter,
 }
 
 /// Counts one attempt as in flight until dropped, however the attempt ends.
@@ -153,6 +154,11 @@ impl Metrics {
             ),
             &["reason"],
         )?;
+        let logs_deleted = IntCounter::new(
+            "hookrelay_logs_deleted_total",
+            "Finished logs deleted (with their attempts) because they were older than log_retention.",
+        )?;
+        registry.register(Box::new(logs_deleted.clone()))?;
         registry.register(Box::new(http_connections.clone()))?;
         registry.register(Box::new(http_connections_shed.clone()))?;
         registry.register(Box::new(events_received.clone()))?;
@@ -202,6 +208,7 @@ impl Metrics {
             webhooks_paused,
             http_connections,
             http_connections_shed,
+            logs_deleted,
         })
     }
 
@@ -273,6 +280,11 @@ impl Metrics {
     pub fn webhook_paused(&self) -> Paused {
         self.webhooks_paused.inc();
         Paused(self.webhooks_paused.clone())
+    }
+
+    /// Old logs were deleted by the retention job.
+    pub fn logs_deleted(&self, count: u64) {
+        self.logs_deleted.inc_by(count);
     }
 
     pub fn http_connection_opened(&self) {

@@ -304,3 +304,28 @@ impl Store {
         })
     }
 }
+
+impl Store {
+    /// Deletes up to `batch` finished logs (`succeeded` or `failed`) created before
+    /// `cutoff`, oldest first, with their attempts (the foreign key cascades); answers how
+    /// many. Logs still under way stay whatever their age: their deliveries still need them.
+    /// Rows another process is deleting are skipped, not waited for.
+    pub async fn delete_old_logs(
+        &self,
+        cutoff: DateTime<Utc>,
+        batch: i64,
+    ) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        Ok(client
+            .execute(
+                "DELETE FROM webhook_logs WHERE id IN (
+                    SELECT id FROM webhook_logs
+                    WHERE status IN ('succeeded', 'failed') AND created_at < $1
+                    ORDER BY created_at
+                    LIMIT $2
+                    FOR UPDATE SKIP LOCKED)",
+                &[&cutoff, &batch],
+            )
+            .await?)
+    }
+}
