@@ -62,9 +62,12 @@ struct Scenario {
     /// Accounts whose first webhook fails: the first half of them answer 503, the others
     /// hang until the request timeout.
     failing: usize,
+    /// Finished logs older than `log_retention` (1 h here) in the database before the
+    /// service starts: its retention job deletes them while the scenario runs.
+    old_logs: usize,
 }
 
-const SCENARIOS: [Scenario; 8] = [
+const SCENARIOS: [Scenario; 9] = [
     Scenario {
         name: "W=1 burst",
         webhooks: 1,
@@ -73,6 +76,7 @@ const SCENARIOS: [Scenario; 8] = [
         pace: Pace::Burst,
         fan_out: 1,
         failing: 0,
+        old_logs: 0,
     },
     Scenario {
         name: "W=10 burst",
@@ -82,6 +86,7 @@ const SCENARIOS: [Scenario; 8] = [
         pace: Pace::Burst,
         fan_out: 10,
         failing: 0,
+        old_logs: 0,
     },
     // 10 webhooks, one per account, events spread over the accounts: 1 000 deliveries/s.
     Scenario {
@@ -92,6 +97,7 @@ const SCENARIOS: [Scenario; 8] = [
         pace: Pace::Steady(1_000),
         fan_out: 1,
         failing: 0,
+        old_logs: 0,
     },
     // 100 webhooks in 10 accounts, every event to the 10 of one account; then the same with
     // one webhook of each account failing (5 answering 503, 5 hanging until the timeout):
@@ -104,6 +110,7 @@ const SCENARIOS: [Scenario; 8] = [
         pace: Pace::Burst,
         fan_out: 10,
         failing: 0,
+        old_logs: 0,
     },
     Scenario {
         name: "W=100 10 failing burst",
@@ -113,6 +120,7 @@ const SCENARIOS: [Scenario; 8] = [
         pace: Pace::Burst,
         fan_out: 10,
         failing: 10,
+        old_logs: 0,
     },
     Scenario {
         name: "W=100 healthy steady",
@@ -122,6 +130,7 @@ const SCENARIOS: [Scenario; 8] = [
         pace: Pace::Steady(100),
         fan_out: 10,
         failing: 0,
+        old_logs: 0,
     },
     Scenario {
         name: "W=100 10 failing steady",
@@ -131,6 +140,19 @@ const SCENARIOS: [Scenario; 8] = [
         pace: Pace::Steady(100),
         fan_out: 10,
         failing: 10,
+        old_logs: 0,
+    },
+    // The steady scenario again, while the retention job deletes 300 000 old logs (and as
+    // many attempts) beside it: what retention costs the pipeline.
+    Scenario {
+        name: "W=10 steady + retention",
+        webhooks: 10,
+        accounts: 10,
+        events: 15_000,
+        pace: Pace::Steady(1_000),
+        fan_out: 1,
+        failing: 0,
+        old_logs: 300_000,
     },
     // Last: tearing down 1 000 queues keeps RabbitMQ busy for a while after.
     Scenario {
@@ -141,6 +163,7 @@ const SCENARIOS: [Scenario; 8] = [
         pace: Pace::Burst,
         fan_out: 10,
         failing: 0,
+        old_logs: 0,
     },
 ];
 
@@ -163,6 +186,8 @@ struct Figures {
     failing_webhooks: usize,
     requests_to_503: u64,
     requests_to_hanging: u64,
+    /// Old logs the retention job deleted while the scenario ran.
+    old_logs_deleted: usize,
 }
 
 fn now_ns() -> u64 {
@@ -223,7 +248,10 @@ async fn start_service(
     db: &TestDb,
     namespace: &str,
 ) -> anyhow::Result<ServiceProcess> {
-    hookrelay_tests::spawn_service(binary, &hookrelay_tests::service_env(db, namespace, TOKEN))
+    let mut env = hookrelay_tests::service_env(db, namespace, TOKEN);
+    // Short, so that the logs seeded two days old are the retention job's to delete.
+    env.push(("HOOKRELAY_LOG_RETENTION", "1h".to_owned()));
+    hookrelay_tests::spawn_service(binary, &env)
         .await
         .map_err(|e| anyhow::anyhow!("{e} (run `cargo build --release -p hookrelay` first)"))
 }
@@ -259,6 +287,9 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 async fn run(binary: &Path, scenario: &Scenario) -> anyhow::Result<Figures> {
     let db = TestDb::new();
     let namespace = unique_namespace();
+    if scenario.old_logs > 0 {
+        seed_old_logs(binary, &db, scenario.old_logs).await?;
+    }
     let mut service = start_service(binary, &db, &namespace).await?;
     let mut webhook_ids = Vec::with_capacity(scenario.webhooks);
     let result = measure(scenario, &service, &db, &namespace, &mut webhook_ids).await;
@@ -267,6 +298,43 @@ async fn run(binary: &Path, scenario: &Scenario) -> anyhow::Result<Figures> {
     let _ = service.child.wait().await;
     hookrelay_tests::delete_namespace(&amqp_url(), &namespace, &webhook_ids).await;
     result
+}
+
+/// Migrates the database and fills it with `count` finished logs, two days old, each with
+/// an attempt: work for the retention job (`log_retention` is 1 h in the bench).
+async fn seed_old_logs(binary: &Path, db: &TestDb, count: usize) -> anyhow::Result<()> {
+    let migrated = tokio::process::Command::new(binary)
+        .arg("migrate")
+        .env("HOOKRELAY_DATABASE_URL", db.url())
+        .output()
+        .await?;
+    if !migrated.status.success() {
+        bail!(
+            "cannot migrate: {}",
+            String::from_utf8_lossy(&migrated.stderr)
+        );
+    }
+    let client = db.connect().await;
+    client
+        .execute(
+            "INSERT INTO webhook_logs
+                (id, webhook_id, account_id, event_id, event_type, payload, status, attempts,
+                 created_at, updated_at)
+             SELECT gen_random_uuid(), gen_random_uuid(), 'old', 'old_' || n, 'Contact.created',
+                    '{\"n\":1}', 'succeeded', 1,
+                    now() - interval '2 days', now() - interval '2 days'
+             FROM generate_series(1, $1::int) n",
+            &[&(count as i32)],
+        )
+        .await?;
+    client
+        .batch_execute(
+            "INSERT INTO webhook_attempts (log_id, attempt, started_at, duration_ms, webhook_id)
+             SELECT id, 1, created_at, 5, webhook_id FROM webhook_logs;
+             ANALYZE webhook_logs; ANALYZE webhook_attempts;",
+        )
+        .await?;
+    Ok(())
 }
 
 async fn measure(
@@ -411,7 +479,7 @@ async fn measure(
     loop {
         let done: i64 = pg
             .query_one(
-                "SELECT count(*) FROM webhook_logs WHERE status = 'succeeded'",
+                "SELECT count(*) FROM webhook_logs WHERE status = 'succeeded' AND account_id <> 'old'",
                 &[],
             )
             .await?
@@ -456,8 +524,23 @@ async fn measure(
         logged_in.as_secs_f64()
     );
 
+    let old_logs_left: i64 = pg
+        .query_one(
+            "SELECT count(*) FROM webhook_logs WHERE account_id = 'old'",
+            &[],
+        )
+        .await?
+        .get(0);
+    if scenario.old_logs > 0 {
+        eprintln!(
+            "  retention deleted {} of {} old logs meanwhile",
+            scenario.old_logs as i64 - old_logs_left,
+            scenario.old_logs
+        );
+    }
     let _ = connection.close(200, "bench done").await;
     Ok(Figures {
+        old_logs_deleted: (scenario.old_logs as i64 - old_logs_left).max(0) as usize,
         scenario: scenario.name.to_owned(),
         webhooks: scenario.webhooks,
         events: scenario.events,
@@ -516,6 +599,12 @@ async fn main() -> anyhow::Result<()> {
             r.latency_max_ms,
             r.all_logged_secs,
             r.peak_rss_mb
+        );
+    }
+    for r in results.iter().filter(|r| r.old_logs_deleted > 0) {
+        println!(
+            "{}: the retention job deleted {} old logs (and their attempts) during the run",
+            r.scenario, r.old_logs_deleted
         );
     }
     for r in results.iter().filter(|r| r.failing_webhooks > 0) {
