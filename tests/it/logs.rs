@@ -557,8 +557,9 @@ async fn a_test_event_reaches_its_webhook_alone_under_the_log_id_answered() {
 
 #[tokio::test]
 async fn retention_deletes_only_old_finished_logs_and_their_attempts() {
+    // Ten years first, so that nothing is deleted while the logs are being seeded.
     let app = spawn_app_with(|s| {
-        s.log_retention = hookrelay::settings::HumanDuration(Duration::from_secs(30 * 24 * 3600));
+        s.log_retention = hookrelay::settings::HumanDuration(Duration::from_secs(3650 * 24 * 3600));
     })
     .await;
     let client = app.db.connect().await;
@@ -598,7 +599,12 @@ async fn retention_deletes_only_old_finished_logs_and_their_attempts() {
         }
     }
     // A pass runs at start.
-    let app = app.restart().await;
+    let app = app
+        .restart_with(|s| {
+            s.log_retention =
+                hookrelay::settings::HumanDuration(Duration::from_secs(30 * 24 * 3600));
+        })
+        .await;
     let client = app.db.connect().await;
     let remaining: Vec<String> = wait_for("old finished logs to go", DEADLINE, || async {
         let rows = client

@@ -6,6 +6,7 @@
 
 mod auth;
 mod breaker;
+mod console;
 mod event_types;
 mod hardening;
 mod health;

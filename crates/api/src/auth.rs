@@ -80,3 +80,12 @@ impl FromRequestParts<AppState> for Caller {
         ))
     }
 }
+
+/// `GET /v1/whoami`: who the token is, for the console to show the admin's account field or
+/// an account's own portal.
+pub async fn whoami(caller: Caller) -> axum::Json<serde_json::Value> {
+    axum::Json(match caller {
+        Caller::Admin => serde_json::json!({"role": "admin", "account_id": null}),
+        Caller::Account(id) => serde_json::json!({"role": "account", "account_id": id}),
+    })
+}

@@ -30,7 +30,7 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
             "unavailable"
         }
     };
-    let broker = if state.inner.broker.is_connected() {
+    let broker = if state.pipeline().broker_ready() {
         "ok"
     } else {
         "unavailable"

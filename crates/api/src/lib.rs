@@ -8,6 +8,7 @@
 
 mod api_keys;
 mod auth;
+mod console;
 mod error;
 mod event_types;
 mod extract;
@@ -51,6 +52,7 @@ pub fn router(state: AppState) -> Router {
             get(event_types::list).post(event_types::create),
         )
         .route("/api-keys", post(api_keys::create))
+        .route("/whoami", get(auth::whoami))
         .route("/webhooks", get(webhooks::list).post(webhooks::create))
         .route(
             "/webhooks/{id}",
@@ -73,6 +75,7 @@ pub fn router(state: AppState) -> Router {
         .route("/logs/{id}/retry", post(logs::retry));
     Router::new()
         .nest("/v1", v1)
+        .merge(console::routes())
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

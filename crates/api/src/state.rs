@@ -1,7 +1,6 @@
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use hookrelay_broker::Broker;
 use hookrelay_metrics::Metrics;
 use hookrelay_store::{RequeueFilter, Store, StoreError};
 use sha2::{Digest, Sha256};
@@ -21,6 +20,9 @@ pub struct ApiConfig {
 /// What the API asks of the running pipeline. The binary implements it over
 /// `hookrelay-dispatch`, so that this crate knows nothing of the pipeline's insides.
 pub trait Pipeline: Send + Sync + 'static {
+    /// Whether the broker is connected now, for `/readyz`.
+    fn broker_ready(&self) -> bool;
+
     /// Webhook `id` was changed through the API: apply it now, not when its notification
     /// comes back, so that a webhook created a moment ago matches the very next event.
     fn webhook_changed(&self, id: Uuid) -> BoxFuture<'_, ()>;
@@ -63,7 +65,6 @@ pub struct AppState {
 pub(crate) struct Inner {
     pub store: Store,
     pub metrics: Metrics,
-    pub broker: Broker,
     pub pipeline: Arc<dyn Pipeline>,
     /// Only the digest is kept, and compared digest to digest, so a comparison's timing says
     /// nothing about the token.
@@ -76,7 +77,6 @@ impl AppState {
     pub fn new(
         store: Store,
         metrics: Metrics,
-        broker: Broker,
         pipeline: Arc<dyn Pipeline>,
         config: ApiConfig,
     ) -> Self {
@@ -84,7 +84,6 @@ impl AppState {
             inner: Arc::new(Inner {
                 store,
                 metrics,
-                broker,
                 pipeline,
                 admin_token_sha256: config.admin_token.as_deref().map(sha256),
                 allow_private_networks: config.allow_private_networks,

@@ -173,8 +173,7 @@ impl Application {
         let state = AppState::new(
             store,
             metrics.clone(),
-            broker,
-            std::sync::Arc::new(pipeline::DispatchPipeline(dispatcher)),
+            std::sync::Arc::new(pipeline::DispatchPipeline { dispatcher, broker }),
             ApiConfig {
                 admin_token: settings.admin_token.clone(),
                 allow_private_networks: settings.allow_private_networks,

@@ -3,11 +3,15 @@
 
 use futures::future::BoxFuture;
 use hookrelay_api::{Pipeline, PipelineError};
+use hookrelay_broker::Broker;
 use hookrelay_dispatch::{Dispatcher, RecoverError};
 use hookrelay_store::RequeueFilter;
 use uuid::Uuid;
 
-pub struct DispatchPipeline(pub Dispatcher);
+pub struct DispatchPipeline {
+    pub dispatcher: Dispatcher,
+    pub broker: Broker,
+}
 
 fn api_error(err: RecoverError) -> PipelineError {
     match err {
@@ -22,8 +26,12 @@ fn api_error(err: RecoverError) -> PipelineError {
 }
 
 impl Pipeline for DispatchPipeline {
+    fn broker_ready(&self) -> bool {
+        self.broker.is_connected()
+    }
+
     fn webhook_changed(&self, id: Uuid) -> BoxFuture<'_, ()> {
-        Box::pin(self.0.webhook_changed(id))
+        Box::pin(self.dispatcher.webhook_changed(id))
     }
 
     fn retry_log(
@@ -32,7 +40,7 @@ impl Pipeline for DispatchPipeline {
         account: Option<String>,
     ) -> BoxFuture<'_, Result<bool, PipelineError>> {
         Box::pin(async move {
-            self.0
+            self.dispatcher
                 .recovery()
                 .retry_log(id, account)
                 .await
@@ -41,10 +49,22 @@ impl Pipeline for DispatchPipeline {
     }
 
     fn requeue(&self, filter: RequeueFilter) -> BoxFuture<'_, Result<i64, PipelineError>> {
-        Box::pin(async move { self.0.recovery().requeue(filter).await.map_err(api_error) })
+        Box::pin(async move {
+            self.dispatcher
+                .recovery()
+                .requeue(filter)
+                .await
+                .map_err(api_error)
+        })
     }
 
     fn send_test(&self, id: Uuid) -> BoxFuture<'_, Result<Uuid, PipelineError>> {
-        Box::pin(async move { self.0.recovery().send_test(id).await.map_err(api_error) })
+        Box::pin(async move {
+            self.dispatcher
+                .recovery()
+                .send_test(id)
+                .await
+                .map_err(api_error)
+        })
     }
 }

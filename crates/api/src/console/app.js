@@ -1,0 +1,419 @@
+// hookrelay's console: the Webhooks and Webhook Logs pages over the /v1 API.
+//
+// Rules kept throughout: the token lives in sessionStorage only and goes out as a bearer
+// header (no cookie, so nothing for another site to ride on); every value reaches the page
+// through textContent or a form field's value, never as HTML.
+"use strict";
+
+const TOKEN_KEY = "hookrelay.token";
+const state = { me: null, eventTypes: [], webhooks: new Map(), logCursors: [], editing: null };
+
+const $ = (id) => document.getElementById(id);
+
+function el(tag, text, className) {
+  const node = document.createElement(tag);
+  if (text !== undefined && text !== null) node.textContent = String(text);
+  if (className) node.className = className;
+  return node;
+}
+
+function statusBadge(value) {
+  return el("span", value, "status status-" + String(value).replace(/[^a-z]/g, ""));
+}
+
+/// Calls the API; answers {status, body}. A 401 signs out.
+async function api(method, path, body) {
+  const headers = { Authorization: "Bearer " + sessionStorage.getItem(TOKEN_KEY) };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const response = await fetch(path, {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+    credentials: "omit",
+  });
+  const text = await response.text();
+  let json = null;
+  try { json = text ? JSON.parse(text) : null; } catch (_) { json = null; }
+  if (response.status === 401 && path !== "/v1/whoami") signOut();
+  return { status: response.status, body: json };
+}
+
+function errorText(answer) {
+  const e = answer.body && answer.body.error;
+  return e ? e.message : "the server answered " + answer.status;
+}
+
+function show(section) {
+  for (const id of ["sign-in", "webhooks", "webhook-form-page", "logs", "log-detail"]) {
+    $(id).hidden = id !== section;
+  }
+}
+
+// ---- signing in ----
+
+async function signIn(token) {
+  sessionStorage.setItem(TOKEN_KEY, token);
+  const answer = await api("GET", "/v1/whoami");
+  if (answer.status !== 200) {
+    sessionStorage.removeItem(TOKEN_KEY);
+    return errorText(answer);
+  }
+  state.me = answer.body;
+  $("who").textContent = state.me.role === "admin" ? "admin" : "account " + state.me.account_id;
+  $("nav").hidden = false;
+  const types = await api("GET", "/v1/event-types?limit=500");
+  state.eventTypes = types.status === 200 ? types.body.items.map((t) => t.name).sort() : [];
+  return null;
+}
+
+function signOut() {
+  sessionStorage.removeItem(TOKEN_KEY);
+  state.me = null;
+  $("nav").hidden = true;
+  location.hash = "";
+  show("sign-in");
+}
+
+// ---- webhooks ----
+
+async function loadWebhooks() {
+  show("webhooks");
+  const rows = $("webhook-rows");
+  rows.replaceChildren();
+  state.webhooks.clear();
+  let cursor = null;
+  do {
+    const answer = await api("GET", "/v1/webhooks?limit=500" + (cursor ? "&cursor=" + encodeURIComponent(cursor) : ""));
+    if (answer.status !== 200) { $("webhooks-notice").textContent = errorText(answer); return; }
+    for (const w of answer.body.items) {
+      state.webhooks.set(w.id, w);
+      rows.appendChild(webhookRow(w));
+    }
+    cursor = answer.body.next_cursor;
+  } while (cursor);
+}
+
+function webhookRow(w) {
+  const tr = el("tr");
+  tr.dataset.id = w.id;
+  const url = el("td");
+  url.appendChild(el("div", w.url));
+  if (w.description) url.appendChild(el("div", w.description, "hint"));
+  tr.appendChild(url);
+  tr.appendChild(el("td", w.account_id));
+  tr.appendChild(el("td", w.events.join(", ")));
+  const status = el("td");
+  status.appendChild(statusBadge(w.status));
+  if (w.disabled_reason) status.appendChild(el("div", w.disabled_reason, "hint"));
+  tr.appendChild(status);
+  const health = el("td");
+  health.appendChild(statusBadge(w.health));
+  tr.appendChild(health);
+  const actions = el("td");
+  const button = (label, action) => {
+    const b = el("button", label);
+    b.type = "button";
+    b.dataset.action = action;
+    b.addEventListener("click", () => webhookAction(action, w));
+    actions.appendChild(b);
+  };
+  button("Edit", "edit");
+  button("Send test", "test");
+  button(w.status === "active" ? "Disable" : "Enable", w.status === "active" ? "disable" : "enable");
+  button("Rotate secret", "rotate");
+  button("Logs", "logs");
+  button("Delete", "delete");
+  tr.appendChild(actions);
+  return tr;
+}
+
+async function webhookAction(action, w) {
+  const notice = $("webhooks-notice");
+  notice.textContent = "";
+  const base = "/v1/webhooks/" + encodeURIComponent(w.id);
+  if (action === "edit") { openForm(w); return; }
+  if (action === "logs") { location.hash = "#/logs?webhook_id=" + encodeURIComponent(w.id); return; }
+  if (action === "delete") {
+    if (!confirm("Delete the webhook to " + w.url + "? Its logs stay.")) return;
+    const answer = await api("DELETE", base);
+    notice.textContent = answer.status === 204 || answer.status === 200 ? "Deleted." : errorText(answer);
+  } else if (action === "enable" || action === "disable") {
+    const answer = await api("POST", base + "/" + action);
+    notice.textContent = answer.status === 200 ? (action === "enable" ? "Enabled." : "Disabled.") : errorText(answer);
+  } else if (action === "test") {
+    const answer = await api("POST", base + "/test");
+    notice.textContent = answer.status === 202
+      ? "Test event sent: Webhook Log " + answer.body.log_id
+      : errorText(answer);
+  } else if (action === "rotate") {
+    if (!confirm("Rotate the secret of " + w.url + "? The old one keeps signing for 24 hours.")) return;
+    const answer = await api("POST", base + "/rotate-secret", {});
+    if (answer.status === 200) {
+      $("secret-value").textContent = answer.body.secret;
+      $("secret-box").hidden = false;
+    } else {
+      notice.textContent = errorText(answer);
+    }
+  }
+  const keep = notice.textContent;
+  await loadWebhooks();
+  notice.textContent = keep;
+}
+
+function headerRow(name, value) {
+  const row = el("div", null, "header-row");
+  const n = el("input");
+  n.placeholder = "Name";
+  n.value = name || "";
+  n.className = "h-name";
+  const v = el("input");
+  v.placeholder = "Value";
+  v.value = value || "";
+  v.className = "h-value";
+  const remove = el("button", "Remove");
+  remove.type = "button";
+  remove.addEventListener("click", () => row.remove());
+  row.append(n, v, remove);
+  return row;
+}
+
+function openForm(w) {
+  state.editing = w || null;
+  show("webhook-form-page");
+  $("form-title").textContent = w ? "Edit webhook" : "New webhook";
+  for (const node of document.querySelectorAll("#webhook-form .error")) node.textContent = "";
+  $("account-label").hidden = state.me.role !== "admin" || !!w;
+  $("f-account_id").value = w ? w.account_id : "";
+  $("f-url").value = w ? w.url : "";
+  $("f-secret").value = "";
+  $("f-description").value = w && w.description ? w.description : "";
+  const headers = $("header-rows");
+  headers.replaceChildren();
+  for (const [name, value] of Object.entries(w ? w.headers : {})) headers.appendChild(headerRow(name, value));
+  const boxes = $("event-boxes");
+  boxes.replaceChildren();
+  for (const name of state.eventTypes) {
+    const label = el("label", null, "event-box");
+    const box = el("input");
+    box.type = "checkbox";
+    box.value = name;
+    box.checked = !!w && w.events.includes(name);
+    label.append(box, document.createTextNode(" " + name));
+    boxes.appendChild(label);
+  }
+}
+
+async function saveWebhook(event) {
+  event.preventDefault();
+  for (const node of document.querySelectorAll("#webhook-form .error")) node.textContent = "";
+  const headers = {};
+  for (const row of document.querySelectorAll("#header-rows .header-row")) {
+    const name = row.querySelector(".h-name").value.trim();
+    if (name) headers[name] = row.querySelector(".h-value").value;
+  }
+  const body = {
+    url: $("f-url").value.trim(),
+    events: [...document.querySelectorAll("#event-boxes input:checked")].map((b) => b.value),
+    headers,
+    description: $("f-description").value || null,
+  };
+  const secret = $("f-secret").value;
+  if (secret) body.secret = secret;
+  let answer;
+  if (state.editing) {
+    answer = await api("PATCH", "/v1/webhooks/" + encodeURIComponent(state.editing.id), body);
+  } else {
+    if (state.me.role === "admin") body.account_id = $("f-account_id").value.trim();
+    answer = await api("POST", "/v1/webhooks", body);
+  }
+  if (answer.status === 200 || answer.status === 201) {
+    location.hash = "#/webhooks";
+    await route();
+    $("webhooks-notice").textContent = state.editing ? "Saved." : "Created.";
+    return;
+  }
+  // The API names the field it refuses: its message goes beside that field.
+  const e = answer.body && answer.body.error;
+  const field = e && e.field ? e.field.split(".")[0] : "form";
+  const target = $("err-" + field) || $("err-form");
+  target.textContent = errorText(answer);
+}
+
+// ---- logs ----
+
+function localToIso(value) {
+  return value ? new Date(value).toISOString() : "";
+}
+
+function logQuery() {
+  const params = new URLSearchParams();
+  for (const name of ["status", "event_type", "webhook_id"]) {
+    const value = $("q-" + name).value;
+    if (value) params.set(name, value);
+  }
+  for (const name of ["since", "until"]) {
+    const value = localToIso($("q-" + name).value);
+    if (value) params.set(name, value);
+  }
+  return params;
+}
+
+async function fillLogFilters() {
+  const types = $("q-event_type");
+  if (types.options.length === 1) {
+    for (const name of state.eventTypes) types.appendChild(new Option(name, name));
+  }
+  if (state.webhooks.size === 0) {
+    const answer = await api("GET", "/v1/webhooks?limit=500");
+    if (answer.status === 200) for (const w of answer.body.items) state.webhooks.set(w.id, w);
+  }
+  const hooks = $("q-webhook_id");
+  const chosen = hooks.value;
+  hooks.replaceChildren(new Option("any", ""));
+  for (const w of state.webhooks.values()) hooks.appendChild(new Option(w.url, w.id));
+  hooks.value = chosen;
+}
+
+async function loadLogs(cursor) {
+  show("logs");
+  await fillLogFilters();
+  const params = logQuery();
+  params.set("limit", "50");
+  if (cursor) params.set("cursor", cursor);
+  const answer = await api("GET", "/v1/logs?" + params.toString());
+  const rows = $("log-rows");
+  rows.replaceChildren();
+  if (answer.status !== 200) { $("logs-notice").textContent = errorText(answer); return; }
+  $("logs-notice").textContent = answer.body.items.length ? "" : "No logs match.";
+  for (const log of answer.body.items) {
+    const tr = el("tr", null, "clickable");
+    tr.dataset.id = log.id;
+    tr.appendChild(el("td", log.id));
+    tr.appendChild(el("td", log.event_type));
+    tr.appendChild(el("td", new Date(log.created_at).toLocaleString()));
+    const status = el("td");
+    status.appendChild(statusBadge(log.status));
+    tr.appendChild(status);
+    const hook = state.webhooks.get(log.webhook_id);
+    tr.appendChild(el("td", hook ? hook.url : log.webhook_id));
+    tr.addEventListener("click", () => { location.hash = "#/logs/" + encodeURIComponent(log.id); });
+    rows.appendChild(tr);
+  }
+  $("logs-next").hidden = !answer.body.next_cursor;
+  $("logs-next").onclick = () => { state.logCursors.push(cursor); loadLogs(answer.body.next_cursor); };
+  $("logs-first").hidden = !cursor;
+  $("logs-first").onclick = () => { state.logCursors = []; loadLogs(null); };
+  $("recover").hidden = !($("q-webhook_id").value && $("q-since").value);
+}
+
+async function recover() {
+  const id = $("q-webhook_id").value;
+  const body = { since: localToIso($("q-since").value) };
+  const until = localToIso($("q-until").value);
+  if (until) body.until = until;
+  const answer = await api("POST", "/v1/webhooks/" + encodeURIComponent(id) + "/recover", body);
+  $("logs-notice").textContent = answer.status === 202
+    ? answer.body.count + " failed deliveries queued again."
+    : errorText(answer);
+}
+
+async function loadLog(id) {
+  show("log-detail");
+  $("detail-notice").textContent = "";
+  const answer = await api("GET", "/v1/logs/" + encodeURIComponent(id));
+  if (answer.status !== 200) { $("detail-notice").textContent = errorText(answer); return; }
+  const log = answer.body;
+  $("d-id").textContent = log.id;
+  const fields = $("d-fields");
+  fields.replaceChildren();
+  const field = (name, value) => {
+    fields.appendChild(el("dt", name));
+    const dd = el("dd");
+    if (name === "Status") dd.appendChild(statusBadge(value)); else dd.textContent = value === null || value === undefined ? "—" : String(value);
+    fields.appendChild(dd);
+  };
+  field("Event", log.event_type + " (" + log.event_id + ")");
+  field("Created at", new Date(log.created_at).toLocaleString());
+  field("Status", log.status);
+  field("Attempts", log.attempts);
+  field("Webhook", log.webhook_id);
+  field("Last answer", log.response_status);
+  field("Error", log.error);
+  if (log.response_body) field("Answer body", log.response_body);
+  $("d-payload").textContent = JSON.stringify(log.payload, null, 2);
+  let hook = state.webhooks.get(log.webhook_id);
+  if (!hook) {
+    const w = await api("GET", "/v1/webhooks/" + encodeURIComponent(log.webhook_id));
+    if (w.status === 200) { hook = w.body; state.webhooks.set(hook.id, hook); }
+  }
+  const lines = [
+    "content-type: application/json",
+    "user-agent: hookrelay",
+    "webhook-id: " + log.event_id,
+    "webhook-timestamp: <the attempt's Unix time>",
+  ];
+  if (hook && hook.has_secret) lines.push("webhook-signature: v1,<redacted>");
+  if (hook) for (const [name, value] of Object.entries(hook.headers)) lines.push(name + ": " + value);
+  $("d-headers").textContent = lines.join("\n");
+  const rows = $("d-attempts");
+  rows.replaceChildren();
+  for (const a of log.attempts) {
+    const tr = el("tr");
+    tr.append(
+      el("td", a.attempt),
+      el("td", new Date(a.started_at).toLocaleString()),
+      el("td", a.duration_ms + " ms"),
+      el("td", a.response_status === null ? "—" : a.response_status),
+      el("td", a.error || ""),
+      el("td", a.response_body || ""),
+    );
+    rows.appendChild(tr);
+  }
+  $("retry-log").onclick = async () => {
+    const retried = await api("POST", "/v1/logs/" + encodeURIComponent(log.id) + "/retry");
+    $("detail-notice").textContent = retried.status === 202 ? "Queued again." : errorText(retried);
+  };
+}
+
+// ---- routing ----
+
+async function route() {
+  if (!sessionStorage.getItem(TOKEN_KEY)) { show("sign-in"); return; }
+  if (!state.me) {
+    const failed = await signIn(sessionStorage.getItem(TOKEN_KEY));
+    if (failed) { show("sign-in"); return; }
+  }
+  const hash = location.hash || "#/webhooks";
+  if (hash.startsWith("#/logs/")) {
+    await loadLog(decodeURIComponent(hash.slice("#/logs/".length)));
+  } else if (hash.startsWith("#/logs")) {
+    const query = new URLSearchParams(hash.split("?")[1] || "");
+    if (query.get("webhook_id")) { await fillLogFilters(); $("q-webhook_id").value = query.get("webhook_id"); }
+    state.logCursors = [];
+    await loadLogs(null);
+  } else {
+    await loadWebhooks();
+  }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("sign-in-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const failed = await signIn($("token").value.trim());
+    $("token").value = "";
+    if (failed) { $("sign-in-error").textContent = failed; return; }
+    $("sign-in-error").textContent = "";
+    location.hash = "#/webhooks";
+    await route();
+  });
+  $("sign-out").addEventListener("click", signOut);
+  $("new-webhook").addEventListener("click", () => openForm(null));
+  $("add-header").addEventListener("click", () => $("header-rows").appendChild(headerRow()));
+  $("webhook-form").addEventListener("submit", saveWebhook);
+  $("cancel-webhook").addEventListener("click", () => { location.hash = "#/webhooks"; route(); });
+  $("secret-done").addEventListener("click", () => { $("secret-box").hidden = true; $("secret-value").textContent = ""; });
+  $("log-filters").addEventListener("submit", (event) => { event.preventDefault(); state.logCursors = []; loadLogs(null); });
+  $("recover").addEventListener("click", recover);
+  window.addEventListener("hashchange", route);
+  route();
+});
