@@ -598,6 +598,15 @@ async fn retention_deletes_only_old_finished_logs_and_their_attempts() {
             kept.push(id)
         }
     }
+    // An attempt written without its webhook, as before migration V4: filled in by the job.
+    client
+        .execute(
+            "INSERT INTO webhook_attempts (log_id, attempt, started_at, duration_ms)
+             VALUES ($1::text::uuid, 2, now(), 5)",
+            &[&kept[0]],
+        )
+        .await
+        .unwrap();
     // A pass runs at start.
     let app = app
         .restart_with(|s| {
@@ -629,6 +638,18 @@ async fn retention_deletes_only_old_finished_logs_and_their_attempts() {
         .unwrap()
         .get(0);
     assert_eq!(attempts, 0, "their attempts went with them");
+    wait_for("the attempt's webhook filled in", DEADLINE, || async {
+        let unfilled: i64 = client
+            .query_one(
+                "SELECT count(*) FROM webhook_attempts WHERE webhook_id IS NULL",
+                &[],
+            )
+            .await
+            .ok()?
+            .get(0);
+        (unfilled == 0).then_some(())
+    })
+    .await;
     wait_for("the deletions counted", DEADLINE, || async {
         let metrics = app.call("GET", "/metrics", None, None).await.text;
         metrics

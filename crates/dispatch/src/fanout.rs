@@ -247,14 +247,12 @@ async fn process(
             received_at: a.received_at,
         };
         // A test goes to its one webhook, subscribed or not, under the log id the API has
-        // answered already; to nobody if the webhook is gone or of another account.
+        // answered already; to nobody if the webhook is gone, disabled or of another account.
         if let Some((webhook, log_id)) = a.event.test_target() {
-            if ctx
-                .subscriptions
-                .get(webhook)
-                .is_some_and(|w| w.account_id == a.event.account_id.as_str())
-            {
+            if test_goes_to(ctx, webhook, a.event.account_id.as_str()).await? {
                 planned.push(plan(log_id, webhook));
+            } else {
+                warn!(webhook_id = %webhook, %log_id, "test event dropped: the webhook is gone, disabled or of another account");
             }
             continue;
         }
@@ -293,6 +291,19 @@ async fn process(
     publisher.publish_deliveries(ctx, &to_send).await?;
     ctx.metrics.deliveries_enqueued(to_send.len());
     Ok(())
+}
+
+/// Whether a test event for `webhook` of `account` is to be delivered. The index of this
+/// process may not know yet a webhook created a moment ago through another process: it is
+/// read from the database then (the rest of the fan-out relies on the index knowing it).
+async fn test_goes_to(ctx: &Context, webhook: Uuid, account: &str) -> Result<bool, StoreError> {
+    if ctx.subscriptions.get(webhook).is_none() {
+        ctx.subscriptions.reload_one(webhook).await?;
+    }
+    Ok(ctx
+        .subscriptions
+        .get(webhook)
+        .is_some_and(|w| w.active && w.account_id == account))
 }
 
 /// Validation should keep out everything PostgreSQL refuses; should something slip through,

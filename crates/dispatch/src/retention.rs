@@ -1,6 +1,7 @@
 //! Log retention: finished logs older than `log_retention` are deleted with their attempts,
 //! a small batch at a time, so that no statement holds many row locks or runs long beside
-//! the pipeline's own writes.
+//! the pipeline's own writes. The same job fills in, as small, the webhook of attempts
+//! written without one.
 
 use std::time::Duration;
 
@@ -48,6 +49,15 @@ async fn pass(
         metrics.logs_deleted(deleted);
         total += deleted;
         if deleted < BATCH as u64 || shutdown.is_cancelled() {
+            break;
+        }
+        tokio::time::sleep(PAUSE).await;
+    }
+    // The same small steps fill in the webhook of attempts written before migration V4 (or
+    // by an older release during a rollout), which the statistics read by webhook.
+    loop {
+        let filled = store.fill_attempt_webhooks(BATCH).await?;
+        if filled < BATCH as u64 || shutdown.is_cancelled() {
             return Ok(total);
         }
         tokio::time::sleep(PAUSE).await;

@@ -6,7 +6,9 @@
 "use strict";
 
 const TOKEN_KEY = "hookrelay.token";
-const state = { me: null, eventTypes: [], webhooks: new Map(), logCursors: [], editing: null };
+// `logParams`: the filters last applied (paging and Recover use these, not fields edited
+// since); `cursor`: the page shown.
+const state = { me: null, eventTypes: [], webhooks: new Map(), logParams: new URLSearchParams(), cursor: null, editing: null, loads: 0 };
 
 const $ = (id) => document.getElementById(id);
 
@@ -47,6 +49,14 @@ function show(section) {
   for (const id of ["sign-in", "webhooks", "webhook-form-page", "logs", "log-detail"]) {
     $(id).hidden = id !== section;
   }
+  // A secret shown once is gone as soon as the page changes.
+  $("secret-box").hidden = true;
+  $("secret-value").textContent = "";
+}
+
+/// Goes to `hash`: the hashchange listener routes, or, when the hash is already there, this.
+function go(hash) {
+  if (location.hash === hash) route(); else location.hash = hash;
 }
 
 // ---- signing in ----
@@ -78,19 +88,20 @@ function signOut() {
 
 async function loadWebhooks() {
   show("webhooks");
-  const rows = $("webhook-rows");
-  rows.replaceChildren();
-  state.webhooks.clear();
+  // Only the latest load fills the table: an older one still under way drops its rows.
+  const load = ++state.loads;
+  const found = [];
   let cursor = null;
   do {
     const answer = await api("GET", "/v1/webhooks?limit=500" + (cursor ? "&cursor=" + encodeURIComponent(cursor) : ""));
     if (answer.status !== 200) { $("webhooks-notice").textContent = errorText(answer); return; }
-    for (const w of answer.body.items) {
-      state.webhooks.set(w.id, w);
-      rows.appendChild(webhookRow(w));
-    }
+    found.push(...answer.body.items);
     cursor = answer.body.next_cursor;
   } while (cursor);
+  if (load !== state.loads) return;
+  state.webhooks.clear();
+  for (const w of found) state.webhooks.set(w.id, w);
+  $("webhook-rows").replaceChildren(...found.map(webhookRow));
 }
 
 function webhookRow(w) {
@@ -132,7 +143,7 @@ async function webhookAction(action, w) {
   notice.textContent = "";
   const base = "/v1/webhooks/" + encodeURIComponent(w.id);
   if (action === "edit") { openForm(w); return; }
-  if (action === "logs") { location.hash = "#/logs?webhook_id=" + encodeURIComponent(w.id); return; }
+  if (action === "logs") { go("#/logs?webhook_id=" + encodeURIComponent(w.id)); return; }
   if (action === "delete") {
     if (!confirm("Delete the webhook to " + w.url + "? Its logs stay.")) return;
     const answer = await api("DELETE", base);
@@ -192,7 +203,11 @@ function openForm(w) {
   for (const [name, value] of Object.entries(w ? w.headers : {})) headers.appendChild(headerRow(name, value));
   const boxes = $("event-boxes");
   boxes.replaceChildren();
-  for (const name of state.eventTypes) {
+  // The catalog, and whatever the webhook has that it does not list: an edit never drops a
+  // subscription it did not show.
+  const names = new Set(state.eventTypes);
+  if (w) for (const name of w.events) names.add(name);
+  for (const name of [...names].sort()) {
     const label = el("label", null, "event-box");
     const box = el("input");
     box.type = "checkbox";
@@ -227,9 +242,9 @@ async function saveWebhook(event) {
     answer = await api("POST", "/v1/webhooks", body);
   }
   if (answer.status === 200 || answer.status === 201) {
-    location.hash = "#/webhooks";
-    await route();
-    $("webhooks-notice").textContent = state.editing ? "Saved." : "Created.";
+    const done = state.editing ? "Saved." : "Created.";
+    if (location.hash === "#/webhooks") await loadWebhooks(); else { location.hash = "#/webhooks"; await loadWebhooks(); }
+    $("webhooks-notice").textContent = done;
     return;
   }
   // The API names the field it refuses: its message goes beside that field.
@@ -277,7 +292,8 @@ async function fillLogFilters() {
 async function loadLogs(cursor) {
   show("logs");
   await fillLogFilters();
-  const params = logQuery();
+  state.cursor = cursor;
+  const params = new URLSearchParams(state.logParams);
   params.set("limit", "50");
   if (cursor) params.set("cursor", cursor);
   const answer = await api("GET", "/v1/logs?" + params.toString());
@@ -300,17 +316,30 @@ async function loadLogs(cursor) {
     rows.appendChild(tr);
   }
   $("logs-next").hidden = !answer.body.next_cursor;
-  $("logs-next").onclick = () => { state.logCursors.push(cursor); loadLogs(answer.body.next_cursor); };
+  $("logs-next").onclick = () => loadLogs(answer.body.next_cursor);
   $("logs-first").hidden = !cursor;
-  $("logs-first").onclick = () => { state.logCursors = []; loadLogs(null); };
-  $("recover").hidden = !($("q-webhook_id").value && $("q-since").value);
+  $("logs-first").onclick = () => loadLogs(null);
+  $("recover").hidden = !(state.logParams.get("webhook_id") && state.logParams.get("since"));
+}
+
+/// Takes the filter fields as the applied filters; false (and says why) for a bad time.
+function applyFilters() {
+  try {
+    state.logParams = logQuery();
+    return true;
+  } catch (_) {
+    $("logs-notice").textContent = "That time cannot be read.";
+    return false;
+  }
 }
 
 async function recover() {
-  const id = $("q-webhook_id").value;
-  const body = { since: localToIso($("q-since").value) };
-  const until = localToIso($("q-until").value);
-  if (until) body.until = until;
+  const p = state.logParams;
+  const id = p.get("webhook_id");
+  const hook = state.webhooks.get(id);
+  const body = { since: p.get("since") };
+  if (p.get("until")) body.until = p.get("until");
+  if (!confirm("Queue again every failed delivery of " + (hook ? hook.url : id) + " since " + body.since + "?")) return;
   const answer = await api("POST", "/v1/webhooks/" + encodeURIComponent(id) + "/recover", body);
   $("logs-notice").textContent = answer.status === 202
     ? answer.body.count + " failed deliveries queued again."
@@ -388,8 +417,16 @@ async function route() {
     await loadLog(decodeURIComponent(hash.slice("#/logs/".length)));
   } else if (hash.startsWith("#/logs")) {
     const query = new URLSearchParams(hash.split("?")[1] || "");
-    if (query.get("webhook_id")) { await fillLogFilters(); $("q-webhook_id").value = query.get("webhook_id"); }
-    state.logCursors = [];
+    if (query.get("webhook_id")) {
+      await fillLogFilters();
+      const hooks = $("q-webhook_id");
+      // A webhook the list does not hold (beyond its first 500) is still the filter.
+      if (![...hooks.options].some((o) => o.value === query.get("webhook_id"))) {
+        hooks.appendChild(new Option(query.get("webhook_id"), query.get("webhook_id")));
+      }
+      hooks.value = query.get("webhook_id");
+    }
+    applyFilters();
     await loadLogs(null);
   } else {
     await loadWebhooks();
@@ -403,16 +440,18 @@ document.addEventListener("DOMContentLoaded", () => {
     $("token").value = "";
     if (failed) { $("sign-in-error").textContent = failed; return; }
     $("sign-in-error").textContent = "";
-    location.hash = "#/webhooks";
-    await route();
+    go("#/webhooks");
   });
   $("sign-out").addEventListener("click", signOut);
   $("new-webhook").addEventListener("click", () => openForm(null));
   $("add-header").addEventListener("click", () => $("header-rows").appendChild(headerRow()));
   $("webhook-form").addEventListener("submit", saveWebhook);
-  $("cancel-webhook").addEventListener("click", () => { location.hash = "#/webhooks"; route(); });
+  $("cancel-webhook").addEventListener("click", () => go("#/webhooks"));
   $("secret-done").addEventListener("click", () => { $("secret-box").hidden = true; $("secret-value").textContent = ""; });
-  $("log-filters").addEventListener("submit", (event) => { event.preventDefault(); state.logCursors = []; loadLogs(null); });
+  $("log-filters").addEventListener("submit", (event) => {
+    event.preventDefault();
+    if (applyFilters()) loadLogs(null);
+  });
   $("recover").addEventListener("click", recover);
   window.addEventListener("hashchange", route);
   route();
