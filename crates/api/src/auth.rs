@@ -16,7 +16,26 @@ pub enum Caller {
     Account(String),
 }
 
+/// Which accounts a list shows.
+pub enum ListScope {
+    /// An account key asked for another account: an empty list, as if that account had
+    /// nothing (never an error that would tell it exists).
+    Nothing,
+    /// Only this account, or every account (`None`, the admin's without a filter).
+    Account(Option<String>),
+}
+
 impl Caller {
+    /// The scope of a list for which `account_id` was asked (already checked): an account
+    /// key sees its own account whatever it asks for.
+    pub fn list_scope(&self, asked: Option<String>) -> ListScope {
+        match (self.scope(), asked) {
+            (Some(own), Some(asked)) if asked != own => ListScope::Nothing,
+            (Some(own), _) => ListScope::Account(Some(own.to_owned())),
+            (None, asked) => ListScope::Account(asked),
+        }
+    }
+
     /// The account a query must be limited to, `None` for the admin.
     pub fn scope(&self) -> Option<&str> {
         match self {

@@ -13,7 +13,7 @@ use hookrelay_store::{NewWebhook, WebhookFilter, WebhookPatch, WebhookRow};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::auth::Caller;
+use crate::auth::{Caller, ListScope};
 use crate::extract::{double_option, ApiJson, ApiPath, ApiQuery};
 use crate::pagination::{page_params, ListBody};
 use crate::{ApiError, AppState};
@@ -152,17 +152,14 @@ pub async fn list(
         .transpose()
         .map_err(|e| ApiError::invalid("account_id", e))?
         .map(|a| a.as_str().to_owned());
-    let account_id = match (caller.scope(), asked) {
-        // An account key sees its own account whatever it asks for; asking for another one
-        // answers an empty list, as if that account had no webhooks.
-        (Some(own), Some(asked)) if asked != own => {
+    let account_id = match caller.list_scope(asked) {
+        ListScope::Account(account) => account,
+        ListScope::Nothing => {
             return Ok(Json(ListBody {
                 items: Vec::new(),
                 next_cursor: None,
             }))
         }
-        (Some(own), _) => Some(own.to_owned()),
-        (None, asked) => asked,
     };
     let filter = WebhookFilter { account_id, status };
     let page = state

@@ -1,0 +1,87 @@
+//! The fan-out's deciding step: which deliveries a batch of valid events makes, given the
+//! subscription index. It reads and writes nothing: what needs the database (whether a test
+//! event's webhook may receive it) is found out before.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use hookrelay_broker::lapin::message::Delivery;
+use hookrelay_core::{DeliveryTask, DeliveryV1, Event};
+use hookrelay_store::NewLog;
+use tracing::warn;
+use uuid::Uuid;
+
+use crate::subscriptions::Subscriptions;
+
+/// A valid event of the batch, with the body every webhook receives for it.
+pub(super) struct Accepted<'a> {
+    pub delivery: &'a Delivery,
+    pub event: Event,
+    pub received_at: DateTime<Utc>,
+    pub redelivered: bool,
+    pub payload: Arc<str>,
+}
+
+/// One planned delivery: a log row and the message that goes with it.
+pub(super) struct Planned {
+    pub log: NewLog,
+    pub received_at: DateTime<Utc>,
+}
+
+/// One delivery per webhook of the event's account subscribed to its type, but for
+/// hookrelay's news of a webhook, which goes to the account's other webhooks, never to it;
+/// and a test event to its one webhook (subscribed or not) when `tests` holds it, under the
+/// log id the API has answered already.
+pub(super) fn plan(
+    accepted: &[Accepted<'_>],
+    subscriptions: &Subscriptions,
+    tests: &HashSet<Uuid>,
+) -> Vec<Planned> {
+    let mut planned = Vec::new();
+    for a in accepted {
+        let plan = |log_id: Uuid, webhook_id: Uuid| Planned {
+            log: NewLog {
+                id: log_id,
+                webhook_id,
+                account_id: a.event.account_id.as_str().to_owned(),
+                event_id: a.event.id.clone(),
+                event_type: a.event.event_type.as_str().to_owned(),
+                payload: a.payload.clone(),
+                created_at: a.received_at,
+            },
+            received_at: a.received_at,
+        };
+        if let Some((webhook, log_id)) = a.event.test_target() {
+            if tests.contains(&webhook) {
+                planned.push(plan(log_id, webhook));
+            } else {
+                warn!(webhook_id = %webhook, %log_id, "test event dropped: the webhook is gone, disabled or of another account");
+            }
+            continue;
+        }
+        let about = a.event.about_webhook();
+        for webhook in subscriptions
+            .matching(a.event.account_id.as_str(), a.event.event_type.as_str())
+            .into_iter()
+            .filter(|w| Some(w.id) != about)
+        {
+            planned.push(plan(Uuid::now_v7(), webhook.id));
+        }
+    }
+    planned
+}
+
+/// The message of a planned delivery, its first attempt.
+pub(super) fn delivery_task(p: &Planned) -> DeliveryTask {
+    DeliveryTask::V1(DeliveryV1 {
+        log_id: p.log.id,
+        webhook_id: p.log.webhook_id,
+        event_id: p.log.event_id.clone(),
+        event_type: p.log.event_type.clone(),
+        attempt: 1,
+        received_at: p.received_at,
+        payload: p.log.payload.to_string(),
+        requeue: 0,
+    })
+}

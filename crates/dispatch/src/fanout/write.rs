@@ -1,0 +1,109 @@
+//! The fan-out's writing step, where it meets what the database says: an event the log
+//! table refuses is set apart and rejected, and rows that existed already (a duplicate, or
+//! this very event redelivered after a crash) are sorted out.
+
+use std::collections::{HashMap, HashSet};
+
+use hookrelay_core::{RejectReason, Rejection};
+use hookrelay_store::{NewLog, StoreError};
+use tracing::warn;
+use uuid::Uuid;
+
+use super::intake::rejected;
+use super::plan::{Accepted, Planned};
+use super::publisher::Publisher;
+use super::{Context, FanoutError};
+
+/// Validation should keep out everything PostgreSQL refuses; should something slip through,
+/// it must not stop the consumer. The batch is written again one event at a time, and an
+/// event the database refuses is rejected with its reason, like any other bad event. A fault
+/// of the database itself (connection, resources, shutdown) fails the batch instead, which
+/// goes back to the queue whole.
+pub(super) async fn isolate_refused(
+    ctx: &Context,
+    publisher: &mut Publisher,
+    accepted: &[Accepted<'_>],
+    planned: &[Planned],
+    settled: &mut Vec<u64>,
+) -> Result<(HashSet<Uuid>, HashSet<String>), FanoutError> {
+    let mut inserted = HashSet::new();
+    let mut refused = HashSet::new();
+    for a in accepted {
+        let logs: Vec<NewLog> = planned
+            .iter()
+            .filter(|p| p.log.event_id == a.event.id)
+            .map(|p| p.log.clone())
+            .collect();
+        match ctx.store.insert_logs(&logs).await {
+            Ok(ids) => inserted.extend(ids),
+            Err(e) if e.is_refusal() => {
+                // The database's own text stays in the service log: it may quote the event
+                // or name tables, and the rejected queue is read by publishers.
+                let rejection = Rejection::new(
+                    RejectReason::RefusedByDatabase,
+                    format!(
+                        "the log table refused the event (SQLSTATE {}); see the hookrelay log \
+                         for details",
+                        e.sqlstate().unwrap_or("unknown")
+                    ),
+                );
+                publisher
+                    .send(ctx, &[rejected(ctx, a.delivery, &rejection)])
+                    .await?;
+                ctx.metrics.event_rejected(rejection.reason.as_str());
+                warn!(event_id = %a.event.id, error = %crate::error_chain(&e), "event rejected by the database");
+                refused.insert(a.event.id.clone());
+                // Safe in the rejected queue now: acked even if the batch fails later.
+                settled.push(a.delivery.delivery_tag);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok((inserted, refused))
+}
+
+/// A log row that existed already means a duplicate event — or this very event, redelivered
+/// after a crash between writing its logs and publishing its deliveries. For a redelivered
+/// event, deliveries never attempted are published again (possibly a second time: receivers
+/// dedupe on `webhook-id`); for a fresh duplicate, nothing is sent.
+pub(super) async fn recover_conflicts(
+    ctx: &Context,
+    accepted: &[Accepted<'_>],
+    conflicts: Vec<Planned>,
+) -> Result<Vec<Planned>, StoreError> {
+    let redelivered: HashSet<&str> = accepted
+        .iter()
+        .filter(|a| a.redelivered)
+        .map(|a| a.event.id.as_str())
+        .collect();
+    let candidates: Vec<Planned> = conflicts
+        .into_iter()
+        .filter(|p| redelivered.contains(p.log.event_id.as_str()))
+        .collect();
+    if candidates.is_empty() {
+        return Ok(Vec::new());
+    }
+    let keys: Vec<(Uuid, String)> = candidates
+        .iter()
+        .map(|p| (p.log.webhook_id, p.log.event_id.clone()))
+        .collect();
+    let existing: HashMap<(Uuid, String), hookrelay_store::ExistingLog> = ctx
+        .store
+        .existing_logs(&keys)
+        .await?
+        .into_iter()
+        .map(|e| ((e.webhook_id, e.event_id.clone()), e))
+        .collect();
+    Ok(candidates
+        .into_iter()
+        .filter_map(|mut p| {
+            let found = existing.get(&(p.log.webhook_id, p.log.event_id.clone()))?;
+            if found.status != "pending" || found.attempts > 0 {
+                return None;
+            }
+            p.log.id = found.id;
+            p.received_at = found.created_at;
+            Some(p)
+        })
+        .collect())
+}
