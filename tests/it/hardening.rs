@@ -690,3 +690,49 @@ async fn rows_saved_before_the_rules_keep_working() {
         .await;
     assert_eq!(answer.error().0, "secret_too_short");
 }
+
+#[tokio::test]
+async fn at_the_cap_with_every_connection_busy_a_new_one_is_told_so() {
+    use tokio::io::AsyncReadExt as _;
+    let app = spawn_app_with(|s| s.max_connections = 1).await;
+    let address = app.address.trim_start_matches("http://").to_owned();
+    let busy_request = format!(
+        "POST /v1/webhooks HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         Content-Length: 100\r\n\r\n{{",
+        crate::helpers::ADMIN_TOKEN
+    );
+    let started = std::time::Instant::now();
+    let mut busy: Option<tokio::net::TcpStream> = None;
+    let answer = loop {
+        assert!(
+            started.elapsed() < DEADLINE,
+            "no connection was turned away with 503"
+        );
+        let Some(_) = &busy else {
+            // Busy once its head is read: the handler waits for the rest of its body.
+            let mut socket = tokio::net::TcpStream::connect(&address).await.unwrap();
+            socket.write_all(busy_request.as_bytes()).await.unwrap();
+            busy = Some(socket);
+            // Nothing outside the server tells when a head has been read: a short pause, and
+            // a new try below should it not have been enough.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let mut other = tokio::net::TcpStream::connect(&address).await.unwrap();
+        let _ = other
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await;
+        let mut text = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), other.read_to_end(&mut text)).await;
+        let text = String::from_utf8_lossy(&text).into_owned();
+        if text.starts_with("HTTP/1.1 503") {
+            break text;
+        }
+        // The first one was still idle (its head not read yet) and made room: again.
+        busy = None;
+    };
+    let body = answer.split("\r\n\r\n").nth(1).unwrap();
+    let body: serde_json::Value = serde_json::from_str(body).expect("the error shape");
+    assert_eq!(body["error"]["code"], "unavailable");
+    drop(busy);
+}

@@ -33,6 +33,17 @@ use tower::ServiceExt as _;
 /// 431 on its own. The router's own, smaller limits answer in the error shape first.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 
+/// The whole answer to a connection turned away at the cap.
+static AT_CAPACITY: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
+    let body = r#"{"error":{"code":"unavailable","message":"every connection is serving a request; try again shortly","field":null}}"#;
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+         retry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+});
+
 /// How the listener treats its clients.
 #[derive(Debug, Clone)]
 pub struct ListenerLimits {
@@ -76,8 +87,11 @@ pub async fn serve(
             }
         };
         if table.open() >= limits.max_connections && !table.evict_oldest_idle() {
-            // Every connection is serving a request: this one waits its turn elsewhere.
+            // Every connection is serving a request: this one is told so, in the error shape,
+            // without reading its request (a fresh socket's send buffer takes these bytes at
+            // once, so the write never waits), and closed.
             metrics.http_connection_shed("refused");
+            let _ = stream.try_write(&AT_CAPACITY);
             drop(stream);
             continue;
         }
