@@ -108,6 +108,34 @@ async fn the_console_manages_webhooks_and_shows_their_logs() {
         .await;
     let got = receiver.wait_for(2, Duration::from_secs(30)).await;
     assert!(got.iter().any(|r| r.json()["type"] == "Webhook.test"));
+
+    // With an account key, the console is that account's own portal.
+    app.create_webhook(
+        json!({"account_id": "someone_else", "url": "http://127.0.0.1:9/x",
+                               "events": ["Contact.created"]}),
+    )
+    .await;
+    let key = app
+        .admin("POST", "/v1/api-keys", Some(json!({"account_id": "acc"})))
+        .await
+        .body["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    browser.click("#sign-out").await;
+    browser.fill("#token", &key).await;
+    browser.click("#sign-in-button").await;
+    browser.wait_for_text("#who", "account acc").await;
+    let rows = browser.wait_for_text("#webhook-rows", &receiver.url).await;
+    assert!(!rows.contains("someone_else"), "{rows}");
+    browser.click("#new-webhook").await;
+    assert_eq!(
+        browser
+            .execute("return getComputedStyle(document.getElementById('account-label')).display")
+            .await,
+        json!("none"),
+        "an account key does not choose the account"
+    );
     browser.quit().await;
 }
 
