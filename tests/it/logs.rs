@@ -355,12 +355,19 @@ async fn every_filter_is_served_by_an_index_on_a_million_logs() {
             ..Default::default()
         },
     ];
+    // The first page, and a page deep in the list (a cursor 20 days back).
+    let deep = hookrelay_store::Cursor {
+        created_at: chrono::Utc::now() - chrono::Duration::days(20),
+        key: uuid::Uuid::nil().to_string(),
+    };
     for filter in &filters {
-        let plan = store.explain_list_logs(filter).await.unwrap();
-        assert!(
-            plan.contains("Index") && !plan.contains("Seq Scan"),
-            "{filter:?}:\n{plan}"
-        );
+        for after in [None, Some(&deep)] {
+            let plan = store.explain_list_logs(filter, after).await.unwrap();
+            assert!(
+                plan.contains("Index") && !plan.contains("Seq Scan"),
+                "{filter:?} after {after:?}:\n{plan}"
+            );
+        }
     }
 }
 

@@ -177,22 +177,7 @@ impl Store {
         after: Option<&Cursor>,
         limit: usize,
     ) -> Result<Page<LogRow>, StoreError> {
-        let mut conditions = filter.conditions();
-        if let Some(cursor) = after {
-            let id = Uuid::parse_str(&cursor.key).map_err(|_| {
-                StoreError::Invalid("the cursor does not belong to this list".into())
-            })?;
-            let (at, id) = (conditions.param(cursor.created_at), conditions.param(id));
-            conditions
-                .clauses
-                .push(format!("(created_at, id) < ({at}, {id})"));
-        }
-        let limit_param = conditions.param(limit as i64 + 1);
-        let sql = format!(
-            "SELECT {LIST_COLUMNS} FROM webhook_logs WHERE {} \
-             ORDER BY created_at DESC, id DESC LIMIT {limit_param}",
-            conditions.sql()
-        );
+        let (sql, conditions) = list_query(filter, after, limit)?;
         let client = self.client().await?;
         let rows = client.query(&sql, &conditions.refs()).await?;
         let rows = rows.iter().map(LogRow::from_row).collect();
@@ -238,23 +223,49 @@ impl Store {
         }))
     }
 
-    /// The plan PostgreSQL chooses for listing with `filter` (first page): for proving that
-    /// every filter is served by an index.
-    pub async fn explain_list_logs(&self, filter: &LogFilter) -> Result<String, StoreError> {
-        let conditions = filter.conditions();
-        let sql = format!(
-            "EXPLAIN SELECT {LIST_COLUMNS} FROM webhook_logs WHERE {} \
-             ORDER BY created_at DESC, id DESC LIMIT 51",
-            conditions.sql()
-        );
+    /// The plan PostgreSQL chooses for the very query `list_logs` makes with `filter` and
+    /// `after`: for proving that every filter, on any page, is served by an index.
+    pub async fn explain_list_logs(
+        &self,
+        filter: &LogFilter,
+        after: Option<&Cursor>,
+    ) -> Result<String, StoreError> {
+        let (sql, conditions) = list_query(filter, after, 50)?;
         let client = self.client().await?;
-        let rows = client.query(&sql, &conditions.refs()).await?;
+        let rows = client
+            .query(&format!("EXPLAIN {sql}"), &conditions.refs())
+            .await?;
         Ok(rows
             .iter()
             .map(|r| r.get::<_, String>(0))
             .collect::<Vec<_>>()
             .join("\n"))
     }
+}
+
+/// The list's SQL and its parameters: the filter's conditions, the keyset position after
+/// `after`, newest first, one row more than `limit` (to tell whether more follow).
+fn list_query(
+    filter: &LogFilter,
+    after: Option<&Cursor>,
+    limit: usize,
+) -> Result<(String, Conditions), StoreError> {
+    let mut conditions = filter.conditions();
+    if let Some(cursor) = after {
+        let id = Uuid::parse_str(&cursor.key)
+            .map_err(|_| StoreError::Invalid("the cursor does not belong to this list".into()))?;
+        let (at, id) = (conditions.param(cursor.created_at), conditions.param(id));
+        conditions
+            .clauses
+            .push(format!("(created_at, id) < ({at}, {id})"));
+    }
+    let limit_param = conditions.param(limit as i64 + 1);
+    let sql = format!(
+        "SELECT {LIST_COLUMNS} FROM webhook_logs WHERE {} \
+         ORDER BY created_at DESC, id DESC LIMIT {limit_param}",
+        conditions.sql()
+    );
+    Ok((sql, conditions))
 }
 
 /// What one webhook's attempts in a window add up to.
