@@ -524,14 +524,15 @@ async fn measure(
         logged_in.as_secs_f64()
     );
 
-    let old_logs_left: i64 = pg
-        .query_one(
-            "SELECT count(*) FROM webhook_logs WHERE account_id = 'old'",
-            &[],
-        )
-        .await?
-        .get(0);
+    let mut old_logs_left = 0i64;
     if scenario.old_logs > 0 {
+        old_logs_left = pg
+            .query_one(
+                "SELECT count(*) FROM webhook_logs WHERE account_id = 'old'",
+                &[],
+            )
+            .await?
+            .get(0);
         eprintln!(
             "  retention deleted {} of {} old logs meanwhile",
             scenario.old_logs as i64 - old_logs_left,

@@ -166,16 +166,9 @@ pub async fn list(
     let event_id = q
         .event_id
         .map(|id| {
-            let chars = id.chars().count();
-            if chars == 0 || chars > 128 || id.chars().any(char::is_control) {
-                Err(invalid(
-                    "event_id",
-                    "invalid_event_id",
-                    "an event id is 1 to 128 characters without control characters".into(),
-                ))
-            } else {
-                Ok(id)
-            }
+            hookrelay_core::check_event_id(&id)
+                .map(|()| id)
+                .map_err(|e| ApiError::invalid("event_id", e))
         })
         .transpose()?;
     let (since, until) = match (q.since, q.until) {

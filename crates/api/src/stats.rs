@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::extract::{ApiPath, ApiQuery};
-use crate::webhooks::{parse_id, webhook_not_found};
+use crate::webhooks::{find_webhook, parse_id};
 use crate::{ApiError, AppState};
 
 /// Logs (and their attempts) are kept 30 days by default: a longer window would only read
@@ -61,19 +61,12 @@ pub async fn stats(
             Invalid::new("out_of_range", "window must be between 1m and 90d"),
         ));
     }
-    state
-        .store()
-        .get_webhook(id, caller.scope())
-        .await?
-        .ok_or_else(webhook_not_found)?;
-    // The database's clock, which stamped the attempts.
-    let now = state.store().now().await?;
-    let since = now - chrono::Duration::from_std(window).unwrap_or(chrono::Duration::zero());
-    let s = state.store().attempt_stats(id, since).await?;
+    find_webhook(&state, &caller, id).await?;
+    let s = state.store().attempt_stats(id, window).await?;
     Ok(Json(Stats {
         webhook_id: id,
         window: raw,
-        since,
+        since: s.since,
         attempts: s.attempts,
         successes: s.successes,
         failures: s.attempts - s.successes,

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::extract::ApiPath;
-use crate::webhooks::{parse_id, webhook_not_found};
+use crate::webhooks::{find_webhook, parse_id};
 use crate::{ApiError, AppState};
 
 #[derive(Serialize)]
@@ -26,11 +26,7 @@ pub async fn send(
     ApiPath(id): ApiPath<String>,
 ) -> Result<(StatusCode, Json<TestSent>), ApiError> {
     let id = parse_id(&id)?;
-    let webhook = state
-        .store()
-        .get_webhook(id, caller.scope())
-        .await?
-        .ok_or_else(webhook_not_found)?;
+    let webhook = find_webhook(&state, &caller, id).await?;
     if webhook.status != "active" {
         // Its queue is not consumed while disabled: the test would only wait there.
         return Err(ApiError::new(

@@ -175,11 +175,7 @@ pub async fn read(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<WebhookView>, ApiError> {
     let id = parse_id(&id)?;
-    let row = state
-        .store()
-        .get_webhook(id, caller.scope())
-        .await?
-        .ok_or_else(webhook_not_found)?;
+    let row = find_webhook(&state, &caller, id).await?;
     Ok(Json(row.into()))
 }
 
@@ -427,11 +423,7 @@ pub async fn recover(
 ) -> Result<(StatusCode, Json<Requeued>), ApiError> {
     let id = parse_id(&id)?;
     let (since, until) = window(body.since, body.until)?;
-    let webhook = state
-        .store()
-        .get_webhook(id, caller.scope())
-        .await?
-        .ok_or_else(webhook_not_found)?;
+    let webhook = find_webhook(&state, &caller, id).await?;
     let count = state
         .pipeline()
         .requeue(hookrelay_store::RequeueFilter {
@@ -458,6 +450,20 @@ pub(crate) fn window(
         ));
     }
     Ok((since, until))
+}
+
+/// The webhook `id` visible to `caller`: another account's answers 404, as one that does
+/// not exist.
+pub(crate) async fn find_webhook(
+    state: &AppState,
+    caller: &Caller,
+    id: Uuid,
+) -> Result<WebhookRow, ApiError> {
+    state
+        .store()
+        .get_webhook(id, caller.scope())
+        .await?
+        .ok_or_else(webhook_not_found)
 }
 
 pub(crate) fn webhook_not_found() -> ApiError {

@@ -8,6 +8,25 @@ use crate::{AccountId, EventType};
 
 const MAX_EVENT_ID_CHARS: usize = 128;
 
+/// What an event id may be: 1 to 128 characters and no control characters, since it becomes
+/// the `webhook-id` header and a text column. The API's `event_id` filter holds to it too.
+pub fn check_event_id(id: &str) -> Result<(), crate::Invalid> {
+    let chars = id.chars().count();
+    if chars == 0 || chars > MAX_EVENT_ID_CHARS {
+        return Err(crate::Invalid::new(
+            "invalid_event_id",
+            format!("an event id is 1 to {MAX_EVENT_ID_CHARS} characters"),
+        ));
+    }
+    if id.chars().any(char::is_control) {
+        return Err(crate::Invalid::new(
+            "invalid_event_id",
+            "an event id cannot hold control characters",
+        ));
+    }
+    Ok(())
+}
+
 /// Why an event was refused. `reason()` is the label of
 /// `hookrelay_events_rejected_total{reason}`: a small fixed set, never the event's own text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,20 +189,9 @@ impl Event {
             Rejection::new(RejectReason::MissingField, format!("`{name}` is required"))
         };
         let id = string_field(envelope.id, "id")?.ok_or_else(|| missing("id"))?;
-        let id_chars = id.chars().count();
-        if id_chars == 0 || id_chars > MAX_EVENT_ID_CHARS {
-            return Err(Rejection::new(
-                RejectReason::InvalidField,
-                format!("`id` must be 1 to {MAX_EVENT_ID_CHARS} characters"),
-            ));
-        }
-        // It becomes the `webhook-id` header and a text column: no control characters.
-        if id.chars().any(char::is_control) {
-            return Err(Rejection::new(
-                RejectReason::InvalidField,
-                "`id` cannot hold control characters",
-            ));
-        }
+        check_event_id(&id).map_err(|e| {
+            Rejection::new(RejectReason::InvalidField, format!("`id`: {}", e.message))
+        })?;
         let account = string_field(envelope.account_id, "account_id")?
             .ok_or_else(|| missing("account_id"))?;
         let account_id = AccountId::parse(&account).map_err(|e| {

@@ -25,7 +25,7 @@ pub use delivery::{
     is_current, is_current_attempt, response_excerpt, DeliveryTask, DeliveryV1, Outcome,
     MAX_RESPONSE_BODY,
 };
-pub use event::{Event, Intake, RejectReason, Rejection};
+pub use event::{check_event_id, Event, Intake, RejectReason, Rejection};
 pub use health::{pause_after, BreakerState, Effects, EndpointHealth, HealthPolicy};
 pub use invalid::Invalid;
 pub use retry::{

@@ -101,11 +101,6 @@ impl Sealer {
         Self { current, old }
     }
 
-    /// Whether new secrets are stored sealed.
-    pub fn seals(&self) -> bool {
-        self.current.is_some()
-    }
-
     /// The value to store for `plain`, the secret of the webhook `owner`: sealed under the
     /// current key with `nonce`, or `plain` itself without one.
     pub fn seal(

@@ -271,6 +271,8 @@ fn list_query(
 /// What one webhook's attempts in a window add up to.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AttemptStats {
+    /// The window's start, by the database's clock (which stamped the attempts).
+    pub since: DateTime<Utc>,
     pub attempts: u64,
     /// Attempts answered 2xx.
     pub successes: u64,
@@ -281,17 +283,19 @@ pub struct AttemptStats {
 }
 
 impl Store {
-    /// Webhook `id`'s attempts started at or after `since`: one range of the attempts'
+    /// Webhook `id`'s attempts of the last `window`: one range of the attempts'
     /// (webhook_id, started_at) index, never the webhook's whole history.
     pub async fn attempt_stats(
         &self,
         id: Uuid,
-        since: DateTime<Utc>,
+        window: std::time::Duration,
     ) -> Result<AttemptStats, StoreError> {
         let client = self.client().await?;
         let row = client
             .query_one(
-                "SELECT count(*) AS attempts,
+                "WITH w AS (SELECT now() - make_interval(secs => $2::float8) AS since)
+                 SELECT (SELECT since FROM w) AS since,
+                        count(*) AS attempts,
                         count(*) FILTER (WHERE ok) AS successes,
                         percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_ms) AS p50,
                         percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ms) AS p95,
@@ -300,12 +304,13 @@ impl Store {
                  FROM (SELECT duration_ms, started_at,
                               COALESCE(response_status BETWEEN 200 AND 299, false) AS ok
                        FROM webhook_attempts
-                       WHERE webhook_id = $1 AND started_at >= $2) a",
-                &[&id, &since],
+                       WHERE webhook_id = $1 AND started_at >= (SELECT since FROM w)) a",
+                &[&id, &window.as_secs_f64()],
             )
             .await?;
         let count = |name: &str| u64::try_from(row.get::<_, i64>(name)).unwrap_or(0);
         Ok(AttemptStats {
+            since: row.get("since"),
             attempts: count("attempts"),
             successes: count("successes"),
             p50_duration_ms: row.get("p50"),

@@ -7,8 +7,8 @@
 
 const TOKEN_KEY = "hookrelay.token";
 // `logParams`: the filters last applied (paging and Recover use these, not fields edited
-// since); `cursor`: the page shown.
-const state = { me: null, eventTypes: [], webhooks: new Map(), logParams: new URLSearchParams(), cursor: null, editing: null, loads: 0 };
+// since); `loads`: which webhook list load is the latest.
+const state = { me: null, eventTypes: [], webhooks: new Map(), logParams: new URLSearchParams(), editing: null, loads: 0 };
 
 const $ = (id) => document.getElementById(id);
 
@@ -292,7 +292,6 @@ async function fillLogFilters() {
 async function loadLogs(cursor) {
   show("logs");
   await fillLogFilters();
-  state.cursor = cursor;
   const params = new URLSearchParams(state.logParams);
   params.set("limit", "50");
   if (cursor) params.set("cursor", cursor);
