@@ -19,8 +19,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use clap::Parser;
-use hookrelay_broker::lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use hookrelay_broker::Topology;
+use hookrelay_broker::{NoRoutes, Outgoing, Publisher, Topology};
 use hookrelay_tests::{amqp_url, unique_namespace, ServiceProcess, TestDb};
 use serde::Serialize;
 
@@ -393,13 +392,10 @@ async fn measure(
         setup.elapsed().as_secs_f64()
     );
 
-    let connection = hookrelay_broker::connect(&amqp_url()).await?;
-    let channel = connection.create_channel().await?;
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
+    let connection = Arc::new(hookrelay_broker::connect(&amqp_url()).await?);
+    let mut publisher = Publisher::open(&connection).await?;
     let topology = Topology::new(namespace);
-    topology.declare_base(&channel).await?;
+    topology.declare_base(publisher.declarer()).await?;
     let exchange = topology.events_exchange();
     let properties = hookrelay_broker::persistent_json();
 
@@ -428,30 +424,20 @@ async fn measure(
                 "account_id": account,
                 "data": {"sent_at_ns": now_ns(), "text": "hello from the benchmark", "n": sent},
             });
-            pending.push(
-                channel
-                    .basic_publish(
-                        &exchange,
-                        "Message.received",
-                        BasicPublishOptions::default(),
-                        &serde_json::to_vec(&body)?,
-                        properties.clone(),
-                    )
-                    .await?,
-            );
+            pending.push(Outgoing {
+                exchange: exchange.clone(),
+                routing_key: "Message.received".into(),
+                body: serde_json::to_vec(&body)?,
+                properties: properties.clone(),
+            });
             sent += 1;
         }
-        if pending.len() >= 1000 || tick.is_some() {
-            for confirm in pending.drain(..) {
-                if !confirm.await?.is_ack() {
-                    bail!("the broker refused an event");
-                }
-            }
+        if pending.len() >= 1000 || tick.is_some() || sent == scenario.events {
+            publisher.publish_all(&pending, &mut NoRoutes).await?;
+            pending.clear();
         }
     }
-    for confirm in pending.drain(..) {
-        confirm.await?;
-    }
+    publisher.close().await;
     let published_in = started.elapsed();
 
     let deadline = Duration::from_secs(300);

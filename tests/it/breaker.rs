@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use hookrelay_broker::lapin::options::BasicPublishOptions;
 use hookrelay_tests::receiver::{Behaviour, Receiver};
 use hookrelay_tests::{let_pass, wait_for};
 use serde_json::json;
@@ -132,7 +131,7 @@ async fn a_dead_endpoint_is_paused_and_probed_while_the_others_flow() {
 /// second: a load a debug build shares two cores with the rest of the suite under), for
 /// `during`; answers when each was published (confirmed), by event id.
 async fn publish_steadily(app: &TestApp, during: Duration) -> HashMap<String, Instant> {
-    let (connection, channel) = app.confirm_channel().await;
+    let (connection, mut publisher) = app.publisher().await;
     let exchange = hookrelay_broker::Topology::new(&app.namespace).events_exchange();
     let mut sent = HashMap::new();
     let started = Instant::now();
@@ -146,21 +145,20 @@ async fn publish_steadily(app: &TestApp, during: Duration) -> HashMap<String, In
             let id = uuid::Uuid::new_v4().to_string();
             let body = json!({"id": id, "account_id": format!("acc_{account}"), "data": {}});
             let at = Instant::now();
-            channel
-                .basic_publish(
-                    &exchange,
-                    "Message.received",
-                    BasicPublishOptions::default(),
-                    &serde_json::to_vec(&body).expect("JSON"),
-                    hookrelay_broker::persistent_json(),
-                )
+            let message = hookrelay_broker::Outgoing {
+                exchange: exchange.clone(),
+                routing_key: "Message.received".into(),
+                body: serde_json::to_vec(&body).expect("JSON"),
+                properties: hookrelay_broker::persistent_json(),
+            };
+            publisher
+                .publish(&message, &mut hookrelay_broker::NoRoutes)
                 .await
-                .expect("published")
-                .await
-                .expect("confirmed");
+                .expect("published and confirmed");
             sent.insert(id, at);
         }
     }
+    publisher.close().await;
     let _ = connection.close(200, "done").await;
     sent
 }

@@ -551,27 +551,22 @@ async fn generated_envelopes_are_each_accepted_or_rejected_with_a_reason() {
         published.push(message);
     }
     {
-        use hookrelay_broker::lapin::options::BasicPublishOptions;
-        let (connection, channel) = app.confirm_channel().await;
+        let (connection, mut publisher) = app.publisher().await;
         let exchange = hookrelay_broker::Topology::new(&app.namespace).events_exchange();
-        let mut confirms = Vec::new();
-        for message in &published {
-            confirms.push(
-                channel
-                    .basic_publish(
-                        &exchange,
-                        &message.routing_key,
-                        BasicPublishOptions::default(),
-                        &message.body,
-                        BasicProperties::default().with_delivery_mode(2),
-                    )
-                    .await
-                    .unwrap(),
-            );
-        }
-        for confirm in confirms {
-            confirm.await.unwrap();
-        }
+        let outgoing: Vec<hookrelay_broker::Outgoing> = published
+            .iter()
+            .map(|message| hookrelay_broker::Outgoing {
+                exchange: exchange.clone(),
+                routing_key: message.routing_key.clone(),
+                body: message.body.clone(),
+                properties: BasicProperties::default().with_delivery_mode(2),
+            })
+            .collect();
+        publisher
+            .publish_all(&outgoing, &mut hookrelay_broker::NoRoutes)
+            .await
+            .unwrap();
+        publisher.close().await;
         let _ = connection.close(200, "published").await;
     }
     // Then one plain good event: the consumer is still moving after all of them.

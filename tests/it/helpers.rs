@@ -247,34 +247,38 @@ impl TestApp {
             id: None,
             count,
         };
-        hookrelay::publish::publish(&self.amqp_url, &self.namespace, &args)
-            .await
-            .expect("events published")
-            .ids
+        hookrelay::publish::publish(
+            &self.amqp_url,
+            &self.namespace,
+            self.settings().queue_type,
+            &args,
+        )
+        .await
+        .expect("events published")
+        .ids
     }
 
-    /// A connection and a confirm channel to this service's broker, its topology declared,
-    /// for publishing as an upstream service does.
-    pub async fn confirm_channel(
+    /// A connection and a publisher to this service's broker, its topology declared, for
+    /// publishing as an upstream service does.
+    pub async fn publisher(
         &self,
     ) -> (
-        hookrelay_broker::lapin::Connection,
-        hookrelay_broker::lapin::Channel,
+        std::sync::Arc<hookrelay_broker::lapin::Connection>,
+        hookrelay_broker::Publisher,
     ) {
-        use hookrelay_broker::lapin::options::ConfirmSelectOptions;
-        let connection = hookrelay_broker::connect(&self.amqp_url)
+        let connection = std::sync::Arc::new(
+            hookrelay_broker::connect(&self.amqp_url)
+                .await
+                .expect("a connection"),
+        );
+        let publisher = hookrelay_broker::Publisher::open(&connection)
             .await
-            .expect("a connection");
-        let channel = connection.create_channel().await.expect("a channel");
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .expect("confirms");
+            .expect("a publisher");
         hookrelay_broker::Topology::new(&self.namespace)
-            .declare_base(&channel)
+            .declare_base(publisher.declarer())
             .await
             .expect("the topology");
-        (connection, channel)
+        (connection, publisher)
     }
 
     /// Publishes one raw message to the events exchange.
@@ -294,21 +298,18 @@ impl TestApp {
         body: &[u8],
         properties: hookrelay_broker::lapin::BasicProperties,
     ) {
-        use hookrelay_broker::lapin::options::BasicPublishOptions;
-        let (connection, channel) = self.confirm_channel().await;
-        let topology = hookrelay_broker::Topology::new(&self.namespace);
-        channel
-            .basic_publish(
-                &topology.events_exchange(),
-                routing_key,
-                BasicPublishOptions::default(),
-                body,
-                properties,
-            )
+        let (connection, mut publisher) = self.publisher().await;
+        let message = hookrelay_broker::Outgoing {
+            exchange: hookrelay_broker::Topology::new(&self.namespace).events_exchange(),
+            routing_key: routing_key.to_owned(),
+            body: body.to_vec(),
+            properties,
+        };
+        publisher
+            .publish(&message, &mut hookrelay_broker::NoRoutes)
             .await
-            .expect("published")
-            .await
-            .expect("confirmed");
+            .expect("published and confirmed");
+        publisher.close().await;
         let _ = connection.close(200, "done").await;
     }
 

@@ -534,14 +534,17 @@ async fn a_webhook_queue_lost_behind_the_services_back_is_recreated_without_loss
 
     // The fan-out has declared this queue already and will not declare it again: what it
     // publishes now comes back unroutable and must be sent again, not dropped.
-    let connection = hookrelay_broker::connect(&app.amqp_url)
-        .await
-        .expect("a connection");
-    let channel = connection.create_channel().await.expect("a channel");
+    let connection = std::sync::Arc::new(
+        hookrelay_broker::connect(&app.amqp_url)
+            .await
+            .expect("a connection"),
+    );
+    let declarer = hookrelay_broker::Declarer::new(connection.clone());
     hookrelay_broker::Topology::new(&app.namespace)
-        .delete_webhook(&channel, &id)
+        .delete_webhook(&declarer, &id)
         .await
         .expect("queue deleted");
+    declarer.close().await;
     let _ = connection.close(200, "done").await;
 
     let mut ids = first;

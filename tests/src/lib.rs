@@ -150,11 +150,12 @@ pub async fn delete_namespace(amqp_url: &str, namespace: &str, webhook_ids: &[St
     let Ok(connection) = hookrelay_broker::connect(amqp_url).await else {
         return;
     };
-    if let Ok(channel) = connection.create_channel().await {
-        let _ = hookrelay_broker::Topology::new(namespace)
-            .delete_all(&channel, webhook_ids)
-            .await;
-    }
+    let connection = std::sync::Arc::new(connection);
+    let declarer = hookrelay_broker::Declarer::new(connection.clone());
+    let _ = hookrelay_broker::Topology::new(namespace)
+        .delete_all(&declarer, webhook_ids)
+        .await;
+    declarer.close().await;
     let _ = connection.close(200, "test done").await;
 }
 

@@ -5,12 +5,16 @@
 //! (`backon`) whenever the broker goes away; users ask for the current connection and get
 //! `None` while there is none, instead of blocking.
 
+mod channels;
+mod declarer;
 mod publisher;
 mod topology;
 
+pub use channels::{ConsumerChannels, Consuming};
+pub use declarer::Declarer;
 pub use lapin;
-pub use publisher::{Outgoing, PublishError, Publisher, Reroute, ReturnHandler};
-pub use topology::{Topology, DUE_HEADER, TIER_HEADER};
+pub use publisher::{NoRoutes, Outgoing, PublishError, Publisher, Reroute, ReturnHandler};
+pub use topology::{QueueType, Topology, DUE_HEADER, TIER_HEADER};
 
 use std::str::FromStr;
 use std::sync::Arc;

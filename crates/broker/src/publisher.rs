@@ -7,9 +7,13 @@
 //! returned one. So one owner publishes a whole batch, settles it, and deals with whatever came
 //! back, before the next batch; nobody else publishes on the channel meanwhile.
 
+use std::sync::Arc;
+
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::publisher_confirm::{Confirmation, PublisherConfirm};
 use lapin::{BasicProperties, Channel, Connection};
+
+use crate::Declarer;
 
 /// Every publish is mandatory: a message no queue takes comes back instead of vanishing.
 const MANDATORY: BasicPublishOptions = BasicPublishOptions {
@@ -38,6 +42,8 @@ pub enum Reroute {
     /// It has nowhere to go and the handler has dealt with that (for a deleted webhook,
     /// ended its logs): drop it.
     Drop,
+    /// It has nowhere to go: its publish fails as unroutable.
+    Fail,
 }
 
 /// Makes a route for a message the broker returned as unroutable, or decides to drop it.
@@ -46,9 +52,20 @@ pub trait ReturnHandler {
 
     fn reroute(
         &mut self,
-        channel: &Channel,
+        declarer: &Declarer,
         returned: &Outgoing,
     ) -> impl std::future::Future<Output = Result<Reroute, Self::Error>> + Send;
+}
+
+/// For a publisher that makes no routes: a message that comes back fails as unroutable.
+pub struct NoRoutes;
+
+impl ReturnHandler for NoRoutes {
+    type Error = std::convert::Infallible;
+
+    async fn reroute(&mut self, _: &Declarer, _: &Outgoing) -> Result<Reroute, Self::Error> {
+        Ok(Reroute::Fail)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,23 +83,38 @@ pub enum PublishError {
     Handler(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
-/// A confirm-mode channel with one owner.
+/// A confirm-mode channel with one owner, and a channel of its own for declaring what its
+/// messages need (a refused declaration must not close the channel that waits for confirms).
 pub struct Publisher {
     channel: Channel,
+    declarer: Declarer,
 }
 
 impl Publisher {
-    pub async fn open(connection: &Connection) -> Result<Self, lapin::Error> {
+    pub async fn open(connection: &Arc<Connection>) -> Result<Self, lapin::Error> {
         let channel = connection.create_channel().await?;
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
-        Ok(Self { channel })
+        Ok(Self {
+            channel,
+            declarer: Declarer::new(connection.clone()),
+        })
     }
 
-    /// The channel, for declaring what the messages need.
-    pub fn channel(&self) -> &Channel {
-        &self.channel
+    /// For declaring what the messages need.
+    pub fn declarer(&self) -> &Declarer {
+        &self.declarer
+    }
+
+    /// A message that matches none of `handler`'s routes comes back to it.
+    pub async fn publish<H: ReturnHandler>(
+        &mut self,
+        message: &Outgoing,
+        handler: &mut H,
+    ) -> Result<(), PublishError> {
+        self.publish_all(std::slice::from_ref(message), handler)
+            .await
     }
 
     /// Publishes `messages`, then waits for all their confirms at once (one round trip for
@@ -126,6 +158,7 @@ impl Publisher {
                 Confirmation::Nack(_) => results[i] = Err(PublishError::Nacked),
             }
         }
+        let mut unroutable = Vec::new();
         for _ in 0..MAX_RESEND {
             if returned.is_empty() {
                 break;
@@ -133,12 +166,13 @@ impl Publisher {
             let mut confirms = Vec::with_capacity(returned.len());
             for message in returned.drain(..) {
                 match handler
-                    .reroute(&self.channel, &message)
+                    .reroute(&self.declarer, &message)
                     .await
                     .map_err(|e| PublishError::Handler(Box::new(e)))?
                 {
                     Reroute::Resend => confirms.push((self.send(&message).await?, message)),
                     Reroute::Drop => {}
+                    Reroute::Fail => unroutable.push(message),
                 }
             }
             for (confirm, message) in confirms {
@@ -151,7 +185,7 @@ impl Publisher {
                 }
             }
         }
-        for message in returned {
+        for message in returned.into_iter().chain(unroutable) {
             let unroutable = || PublishError::Unroutable {
                 exchange: message.exchange.clone(),
                 routing_key: message.routing_key.clone(),
@@ -175,6 +209,7 @@ impl Publisher {
 
     pub async fn close(&self) {
         let _ = self.channel.close(200, "publisher closed").await;
+        self.declarer.close().await;
     }
 }
 

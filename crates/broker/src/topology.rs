@@ -15,14 +15,24 @@
 //! Everything is durable and every message persistent: a broker restart loses nothing.
 //! Messages keep their routing key (the webhook id) through the tiers: tiers are reached by a
 //! header, not a key, and dead-lettering keeps the key when no other is configured.
+//!
+//! Queue types ([`QueueType`]): every queue is a classic queue of version 2 (RabbitMQ ≥ 3.10),
+//! whose per-queue memory and index writes are a fraction of version 1's, which is what a
+//! deployment with ten thousand webhook queues pays for. With `quorum`, the queues every
+//! event passes through (ingest, rejected, the delay tiers and the due queue: 26 per
+//! deployment) are quorum queues, replicated on a RabbitMQ cluster, and the tiers dead-letter
+//! at least once; the webhook queues stay classic, since a quorum queue per webhook costs the
+//! cluster minutes and gigabytes at ten thousand webhooks (README, "Running more than one").
 
-use lapin::options::{
-    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
-};
+use std::fmt;
+use std::str::FromStr;
+
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{Channel, ExchangeKind};
+use lapin::ExchangeKind;
 
 use hookrelay_core::DelayTier;
+
+use crate::Declarer;
 
 /// The header that names a retry's delay tier, matched by the tier queues' bindings. Not
 /// `x-…`: a headers exchange ignores binding arguments that start with `x-`, and every tier
@@ -31,20 +41,66 @@ pub const TIER_HEADER: &str = "hookrelay-delay-tier";
 /// The header that holds when a retry is due, in Unix milliseconds.
 pub const DUE_HEADER: &str = "x-hookrelay-due";
 
+/// The kind of the shared queues (setting `queue_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QueueType {
+    #[default]
+    Classic,
+    Quorum,
+}
+
+impl QueueType {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Classic => "classic",
+            Self::Quorum => "quorum",
+        }
+    }
+}
+
+impl fmt::Display for QueueType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for QueueType {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "classic" => Ok(Self::Classic),
+            "quorum" => Ok(Self::Quorum),
+            other => Err(format!("`{other}` is not a queue type: classic or quorum")),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Topology {
     ns: String,
+    shared: QueueType,
 }
 
 impl Topology {
+    /// The topology of namespace `namespace` with classic queues.
     pub fn new(namespace: &str) -> Self {
+        Self::with_queue_type(namespace, QueueType::Classic)
+    }
+
+    pub fn with_queue_type(namespace: &str, shared: QueueType) -> Self {
         Self {
             ns: namespace.to_owned(),
+            shared,
         }
     }
 
     pub fn namespace(&self) -> &str {
         &self.ns
+    }
+
+    pub fn queue_type(&self) -> QueueType {
+        self.shared
     }
 
     pub fn events_exchange(&self) -> String {
@@ -83,47 +139,85 @@ impl Topology {
         format!("{}.retry.due", self.ns)
     }
 
+    /// The arguments of a queue every event passes through.
+    fn shared_args(&self) -> FieldTable {
+        let mut args = FieldTable::default();
+        match self.shared {
+            QueueType::Classic => {
+                args.insert("x-queue-version".into(), AMQPValue::LongInt(2));
+            }
+            QueueType::Quorum => {
+                args.insert(
+                    "x-queue-type".into(),
+                    AMQPValue::LongString("quorum".into()),
+                );
+            }
+        }
+        args
+    }
+
     /// Declares the objects every process needs; idempotent, so every process does it.
-    pub async fn declare_base(&self, channel: &Channel) -> Result<(), lapin::Error> {
-        exchange(channel, &self.events_exchange(), ExchangeKind::Topic).await?;
-        exchange(channel, &self.deliveries_exchange(), ExchangeKind::Direct).await?;
-        queue(channel, &self.ingest_queue(), FieldTable::default()).await?;
-        bind(channel, &self.ingest_queue(), &self.events_exchange(), "#").await?;
-        queue(channel, &self.rejected_queue(), FieldTable::default()).await?;
+    pub async fn declare_base(&self, d: &Declarer) -> Result<(), lapin::Error> {
+        d.exchange(&self.events_exchange(), ExchangeKind::Topic)
+            .await?;
+        d.exchange(&self.deliveries_exchange(), ExchangeKind::Direct)
+            .await?;
+        d.queue(&self.ingest_queue(), self.shared_args()).await?;
+        d.bind(
+            &self.ingest_queue(),
+            &self.events_exchange(),
+            "#",
+            FieldTable::default(),
+        )
+        .await?;
+        d.queue(&self.rejected_queue(), self.shared_args()).await?;
         Ok(())
     }
 
     /// Declares the delay tiers and the queue of due retries; idempotent.
-    pub async fn declare_retry(&self, channel: &Channel) -> Result<(), lapin::Error> {
-        exchange(channel, &self.retry_exchange(), ExchangeKind::Headers).await?;
-        exchange(channel, &self.expired_exchange(), ExchangeKind::Fanout).await?;
-        queue(channel, &self.due_queue(), FieldTable::default()).await?;
-        bind(channel, &self.due_queue(), &self.expired_exchange(), "").await?;
+    pub async fn declare_retry(&self, d: &Declarer) -> Result<(), lapin::Error> {
+        d.exchange(&self.retry_exchange(), ExchangeKind::Headers)
+            .await?;
+        d.exchange(&self.expired_exchange(), ExchangeKind::Fanout)
+            .await?;
+        d.queue(&self.due_queue(), self.shared_args()).await?;
+        d.bind(
+            &self.due_queue(),
+            &self.expired_exchange(),
+            "",
+            FieldTable::default(),
+        )
+        .await?;
         for tier in DelayTier::all() {
             let queue = self.retry_queue(tier);
-            let mut args = FieldTable::default();
+            let mut args = self.shared_args();
             let ttl = u32::try_from(tier.ttl().as_millis()).unwrap_or(u32::MAX);
             args.insert("x-message-ttl".into(), AMQPValue::LongUInt(ttl));
             args.insert(
                 "x-dead-letter-exchange".into(),
                 AMQPValue::LongString(self.expired_exchange().into()),
             );
-            self::queue(channel, &queue, args).await?;
+            if self.shared == QueueType::Quorum {
+                // Classic queues dead-letter at most once: a node that crashes as a retry
+                // expires may drop it. Quorum queues can keep it until the due queue has it,
+                // which needs publishes refused (not old messages dropped) when full.
+                args.insert(
+                    "x-dead-letter-strategy".into(),
+                    AMQPValue::LongString("at-least-once".into()),
+                );
+                args.insert(
+                    "x-overflow".into(),
+                    AMQPValue::LongString("reject-publish".into()),
+                );
+            }
+            d.queue(&queue, args).await?;
             let mut binding = FieldTable::default();
             binding.insert("x-match".into(), AMQPValue::LongString("all".into()));
             binding.insert(
                 TIER_HEADER.into(),
                 AMQPValue::LongString(tier.name().into()),
             );
-            channel
-                .queue_bind(
-                    &queue,
-                    &self.retry_exchange(),
-                    "",
-                    QueueBindOptions::default(),
-                    binding,
-                )
-                .await?;
+            d.bind(&queue, &self.retry_exchange(), "", binding).await?;
         }
         Ok(())
     }
@@ -131,7 +225,7 @@ impl Topology {
     /// Declares a webhook's queue and binds it; idempotent.
     pub async fn declare_webhook(
         &self,
-        channel: &Channel,
+        d: &Declarer,
         webhook_id: &str,
     ) -> Result<(), lapin::Error> {
         let queue = self.webhook_queue(webhook_id);
@@ -139,28 +233,33 @@ impl Topology {
         // One consumer at a time across all processes: a webhook's deliveries are never
         // raced by two services, and a standby takes over when the active one goes away.
         args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
-        self::queue(channel, &queue, args).await?;
-        bind(channel, &queue, &self.deliveries_exchange(), webhook_id).await
+        args.insert("x-queue-version".into(), AMQPValue::LongInt(2));
+        d.queue(&queue, args).await?;
+        d.bind(
+            &queue,
+            &self.deliveries_exchange(),
+            webhook_id,
+            FieldTable::default(),
+        )
+        .await
     }
 
     /// Deletes every object of the namespace, messages included: for tests and for removing
     /// a deployment. Webhook queues are named by id, so the caller lists them.
     pub async fn delete_all(
         &self,
-        channel: &Channel,
+        d: &Declarer,
         webhook_ids: &[String],
     ) -> Result<(), lapin::Error> {
         for id in webhook_ids {
-            self.delete_webhook(channel, id).await?;
+            self.delete_webhook(d, id).await?;
         }
         let tiers = DelayTier::all().map(|t| self.retry_queue(t));
         for queue in [self.ingest_queue(), self.rejected_queue(), self.due_queue()]
             .into_iter()
             .chain(tiers)
         {
-            channel
-                .queue_delete(&queue, QueueDeleteOptions::default())
-                .await?;
+            d.delete_queue(&queue).await?;
         }
         for exchange in [
             self.events_exchange(),
@@ -168,60 +267,13 @@ impl Topology {
             self.retry_exchange(),
             self.expired_exchange(),
         ] {
-            channel
-                .exchange_delete(&exchange, lapin::options::ExchangeDeleteOptions::default())
-                .await?;
+            d.delete_exchange(&exchange).await?;
         }
         Ok(())
     }
 
     /// Deletes a webhook's queue, and the deliveries still in it.
-    pub async fn delete_webhook(
-        &self,
-        channel: &Channel,
-        webhook_id: &str,
-    ) -> Result<(), lapin::Error> {
-        channel
-            .queue_delete(
-                &self.webhook_queue(webhook_id),
-                QueueDeleteOptions::default(),
-            )
-            .await?;
-        Ok(())
+    pub async fn delete_webhook(&self, d: &Declarer, webhook_id: &str) -> Result<(), lapin::Error> {
+        d.delete_queue(&self.webhook_queue(webhook_id)).await
     }
-}
-
-async fn exchange(channel: &Channel, name: &str, kind: ExchangeKind) -> Result<(), lapin::Error> {
-    let durable = ExchangeDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
-    channel
-        .exchange_declare(name, kind, durable, FieldTable::default())
-        .await
-}
-
-async fn queue(channel: &Channel, name: &str, args: FieldTable) -> Result<(), lapin::Error> {
-    let durable = QueueDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
-    channel.queue_declare(name, durable, args).await.map(|_| ())
-}
-
-async fn bind(
-    channel: &Channel,
-    queue: &str,
-    exchange: &str,
-    key: &str,
-) -> Result<(), lapin::Error> {
-    channel
-        .queue_bind(
-            queue,
-            exchange,
-            key,
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
 }

@@ -50,8 +50,8 @@ impl BatchPublisher {
                 let result = async {
                     if publisher.is_none() {
                         let fresh = Publisher::open(&connection).await?;
-                        topology.declare_base(fresh.channel()).await?;
-                        topology.declare_retry(fresh.channel()).await?;
+                        topology.declare_base(fresh.declarer()).await?;
+                        topology.declare_retry(fresh.declarer()).await?;
                         declared.clear();
                         publisher = Some(fresh);
                     }

@@ -26,7 +26,7 @@ mod writer;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hookrelay_broker::{Broker, Topology};
+use hookrelay_broker::{Broker, Declarer, QueueType, Topology};
 use hookrelay_core::ops::{OriginKey, ORIGIN_KEY_BYTES};
 use hookrelay_core::{HealthPolicy, Intake, RetrySchedule};
 use hookrelay_metrics::Metrics;
@@ -47,6 +47,8 @@ const STARTUP_BROKER_PATIENCE: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone)]
 pub struct DispatchConfig {
     pub namespace: String,
+    /// The kind of the queues every event passes through.
+    pub queue_type: QueueType,
     /// For the LISTEN connection, which is not pooled.
     pub database_url: String,
     pub max_event_bytes: usize,
@@ -111,18 +113,16 @@ impl Dispatcher {
         shutdown: CancellationToken,
         tracker: &TaskTracker,
     ) -> Result<Self, DispatchError> {
-        let topology = Topology::new(&config.namespace);
+        let topology = Topology::with_queue_type(&config.namespace, config.queue_type);
         // With the broker up, the exchanges and the ingest queue exist before start-up ends,
         // so an event published right after is routed, not dropped. With it down, the workers
         // declare them once it is back.
         match broker.wait_connected(STARTUP_BROKER_PATIENCE).await {
             Some(connection) => {
-                let declared = async {
-                    let channel = connection.create_channel().await?;
-                    topology.declare_base(&channel).await?;
-                    channel.close(200, "declared").await
-                };
-                if let Err(e) = declared.await {
+                let declarer = Declarer::new(connection);
+                let declared = topology.declare_base(&declarer).await;
+                declarer.close().await;
+                if let Err(e) = declared {
                     tracing::warn!(error = %e, "cannot declare the broker topology yet");
                 }
             }

@@ -11,8 +11,10 @@ use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use hookrelay_broker::lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use hookrelay_broker::lapin::{BasicProperties, Channel};
-use hookrelay_broker::{Outgoing, Reroute, ReturnHandler, Topology, DUE_HEADER, TIER_HEADER};
+use hookrelay_broker::lapin::BasicProperties;
+use hookrelay_broker::{
+    Declarer, Outgoing, Reroute, ReturnHandler, Topology, DUE_HEADER, TIER_HEADER,
+};
 use hookrelay_core::ops::{OperationalEvent, OriginKey, ORIGIN_HEADER};
 use hookrelay_core::{DelayTier, DeliveryTask};
 use hookrelay_store::{Store, StoreError};
@@ -59,7 +61,7 @@ impl ReturnHandler for Routes<'_> {
 
     async fn reroute(
         &mut self,
-        channel: &Channel,
+        declarer: &Declarer,
         returned: &Outgoing,
     ) -> Result<Reroute, Self::Error> {
         let exchange = returned.exchange.as_str();
@@ -76,13 +78,13 @@ impl ReturnHandler for Routes<'_> {
                 self.dropped.insert(webhook_id);
                 return Ok(Reroute::Drop);
             }
-            self.topology.declare_webhook(channel, key).await?;
+            self.topology.declare_webhook(declarer, key).await?;
             self.declared.insert(webhook_id);
         } else if exchange == self.topology.retry_exchange() {
-            self.topology.declare_retry(channel).await?;
+            self.topology.declare_retry(declarer).await?;
         } else {
             // The events exchange's ingest queue, or the rejected queue.
-            self.topology.declare_base(channel).await?;
+            self.topology.declare_base(declarer).await?;
         }
         Ok(Reroute::Resend)
     }

@@ -71,7 +71,7 @@ pub async fn run(ctx: Arc<Context>, broker: Broker, shutdown: CancellationToken)
 
 async fn route(
     ctx: &Context,
-    connection: &Connection,
+    connection: &Arc<Connection>,
     shutdown: &CancellationToken,
 ) -> Result<(), RouterError> {
     let mut publisher = Publisher::open(connection).await?;
@@ -83,8 +83,8 @@ async fn route(
         }
     };
     let result = async {
-        ctx.topology.declare_base(&channel).await?;
-        ctx.topology.declare_retry(&channel).await?;
+        ctx.topology.declare_base(publisher.declarer()).await?;
+        ctx.topology.declare_retry(publisher.declarer()).await?;
         let mut consumer = hookrelay_broker::consume(
             &channel,
             &ctx.topology.due_queue(),

@@ -161,6 +161,7 @@ impl Application {
                 requeue_rate: settings.requeue_rate,
                 ingest_workers: settings.ingest_workers,
                 log_retention: settings.log_retention.0,
+                queue_type: settings.queue_type,
             },
             store.clone(),
             broker.clone(),

@@ -131,20 +131,25 @@ fn main() -> ExitCode {
                     id,
                     count,
                 };
-                hookrelay::publish::publish(&settings.amqp_url, &settings.namespace, &args)
-                    .await
-                    .map(|done| {
-                        let rate = done.ids.len() as f64 / done.seconds.max(1e-9);
-                        if let [only] = done.ids.as_slice() {
-                            println!("published event {only}");
-                        } else {
-                            println!(
-                                "published {} events in {:.2}s ({rate:.0}/s)",
-                                done.ids.len(),
-                                done.seconds
-                            );
-                        }
-                    })
+                hookrelay::publish::publish(
+                    &settings.amqp_url,
+                    &settings.namespace,
+                    settings.queue_type,
+                    &args,
+                )
+                .await
+                .map(|done| {
+                    let rate = done.ids.len() as f64 / done.seconds.max(1e-9);
+                    if let [only] = done.ids.as_slice() {
+                        println!("published event {only}");
+                    } else {
+                        println!(
+                            "published {} events in {:.2}s ({rate:.0}/s)",
+                            done.ids.len(),
+                            done.seconds
+                        );
+                    }
+                })
             }
         }
     });

@@ -5,8 +5,7 @@
 use std::time::Instant;
 
 use anyhow::{bail, Context as _};
-use hookrelay_broker::lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use hookrelay_broker::Topology;
+use hookrelay_broker::{NoRoutes, Outgoing, Publisher, QueueType, Topology};
 use hookrelay_core::{AccountId, EventType};
 
 /// Confirms awaited together; bounds the messages in flight.
@@ -32,6 +31,7 @@ pub struct Published {
 pub async fn publish(
     amqp_url: &str,
     namespace: &str,
+    queue_type: QueueType,
     args: &PublishArgs,
 ) -> anyhow::Result<Published> {
     let event_type =
@@ -45,18 +45,16 @@ pub async fn publish(
     let connection = hookrelay_broker::connect(amqp_url).await.context(
         "cannot connect to the broker (is RabbitMQ running? `rabbitmq-server -detached`)",
     )?;
-    let channel = connection.create_channel().await?;
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
-    let topology = Topology::new(namespace);
-    topology.declare_base(&channel).await?;
+    let connection = std::sync::Arc::new(connection);
+    let mut publisher = Publisher::open(&connection).await?;
+    let topology = Topology::with_queue_type(namespace, queue_type);
+    topology.declare_base(publisher.declarer()).await?;
     let exchange = topology.events_exchange();
     let properties = hookrelay_broker::persistent_json();
 
     let started = Instant::now();
     let mut ids = Vec::with_capacity(args.count);
-    let mut pending = Vec::with_capacity(WINDOW);
+    let mut window = Vec::with_capacity(WINDOW);
     for n in 0..args.count {
         let id = match (&args.id, args.count) {
             (Some(id), 1) => id.clone(),
@@ -70,34 +68,23 @@ pub async fn publish(
             "occurred_at": chrono::Utc::now().to_rfc3339(),
             "data": data,
         });
-        let bytes = serde_json::to_vec(&body)?;
-        pending.push(
-            channel
-                .basic_publish(
-                    &exchange,
-                    event_type.as_str(),
-                    BasicPublishOptions::default(),
-                    &bytes,
-                    properties.clone(),
-                )
-                .await?,
-        );
+        window.push(Outgoing {
+            exchange: exchange.clone(),
+            routing_key: event_type.as_str().to_owned(),
+            body: serde_json::to_vec(&body)?,
+            properties: properties.clone(),
+        });
         ids.push(id);
-        if pending.len() >= WINDOW {
-            for confirm in pending.drain(..) {
-                if !confirm.await?.is_ack() {
-                    bail!("the broker refused an event");
-                }
-            }
-        }
-    }
-    for confirm in pending {
-        if !confirm.await?.is_ack() {
-            bail!("the broker refused an event");
+        if window.len() >= WINDOW || n + 1 == args.count {
+            publisher
+                .publish_all(&window, &mut NoRoutes)
+                .await
+                .context("the broker did not take an event")?;
+            window.clear();
         }
     }
     let seconds = started.elapsed().as_secs_f64();
-    let _ = channel.close(200, "done").await;
+    publisher.close().await;
     let _ = connection.close(200, "done").await;
     Ok(Published { ids, seconds })
 }

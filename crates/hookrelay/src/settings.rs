@@ -10,6 +10,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
+use hookrelay_broker::QueueType;
 use hookrelay_core::sealing::{Sealer, SealingKey};
 use hookrelay_core::RetrySchedule;
 use serde::Deserialize;
@@ -37,6 +38,10 @@ pub struct Settings {
     /// Prefix of every AMQP object hookrelay declares (`{ns}.events`, ...), so deployments
     /// and tests can share a broker.
     pub namespace: String,
+    /// `classic`, or `quorum` on a RabbitMQ cluster: the queues every event passes through
+    /// (ingest, rejected, the retry tiers) are then replicated. Webhook queues stay classic.
+    #[serde_as(as = "DisplayFromStr")]
+    pub queue_type: QueueType,
     /// Address of the HTTP listener: admin API, `/healthz`, `/readyz`, `/metrics`.
     #[serde_as(as = "DisplayFromStr")]
     pub listen: SocketAddr,
@@ -117,6 +122,7 @@ impl Default for Settings {
             database_url: "postgres://postgres@127.0.0.1:5432/hookrelay".into(),
             amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
             namespace: "hookrelay".into(),
+            queue_type: QueueType::Classic,
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             admin_token: None,
             secret_key: None,
@@ -151,6 +157,7 @@ impl fmt::Debug for Settings {
             .field("database_url", &redact_password(&self.database_url))
             .field("amqp_url", &redact_password(&self.amqp_url))
             .field("namespace", &self.namespace)
+            .field("queue_type", &self.queue_type)
             .field("listen", &self.listen)
             .field(
                 "admin_token",
@@ -470,10 +477,11 @@ impl Settings {
     }
 }
 
-const KNOWN: [&str; 25] = [
+const KNOWN: [&str; 26] = [
     "database_url",
     "amqp_url",
     "namespace",
+    "queue_type",
     "listen",
     "admin_token",
     "secret_key",

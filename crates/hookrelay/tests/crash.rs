@@ -53,7 +53,7 @@ async fn publish_events(namespace: &str, data: &str, count: usize) -> HashSet<St
         id: None,
         count,
     };
-    hookrelay::publish::publish(&amqp_url(), namespace, &args)
+    hookrelay::publish::publish(&amqp_url(), namespace, Default::default(), &args)
         .await
         .expect("published")
         .ids

@@ -119,7 +119,7 @@ async fn no_secret_reaches_a_log_line_an_answer_a_metric_or_a_table() {
         id: None,
         count: 20,
     };
-    let ids = hookrelay::publish::publish(&amqp_url(), &namespace, &args)
+    let ids = hookrelay::publish::publish(&amqp_url(), &namespace, Default::default(), &args)
         .await
         .expect("published")
         .ids;

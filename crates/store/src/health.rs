@@ -93,3 +93,69 @@ impl Store {
             .collect())
     }
 }
+
+impl Store {
+    /// The saved health of webhook `webhook_id`'s current version, if any: read by a worker
+    /// that becomes the queue's active consumer, since another process may have been running
+    /// the endpoint's breaker until now.
+    pub async fn load_health_of(
+        &self,
+        webhook_id: Uuid,
+    ) -> Result<Option<(DateTime<Utc>, HealthRow)>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT h.failing_since, h.consecutive_failures, h.trips, h.paused_until,
+                        h.webhook_version
+                 FROM webhook_health h
+                 JOIN webhooks w ON w.id = h.webhook_id AND w.updated_at = h.webhook_version
+                 WHERE h.webhook_id = $1",
+                &[&webhook_id],
+            )
+            .await?;
+        Ok(row.map(|r| {
+            (
+                r.get(4),
+                HealthRow {
+                    failing_since: r.get(0),
+                    consecutive_failures: count(r.get(1)),
+                    trips: count(r.get(2)),
+                    paused_until: r.get(3),
+                },
+            )
+        }))
+    }
+
+    /// Webhooks deleted whose queue and open logs may still need cleaning up, oldest first.
+    pub async fn tombstones(&self, limit: i64) -> Result<Vec<Uuid>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT webhook_id FROM webhook_tombstones ORDER BY deleted_at LIMIT $1",
+                &[&limit],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Ends the open logs of deleted webhook `webhook_id` and removes its tombstone, in one
+    /// transaction: called once its queue is gone.
+    pub async fn bury(&self, webhook_id: Uuid) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        tx.execute(
+            "UPDATE webhook_logs SET status = 'failed', error = 'the webhook was deleted',
+                    next_attempt_at = NULL, updated_at = now()
+             WHERE webhook_id = $1 AND status IN ('pending', 'retrying')",
+            &[&webhook_id],
+        )
+        .await?;
+        tx.execute(
+            "DELETE FROM webhook_tombstones WHERE webhook_id = $1",
+            &[&webhook_id],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}

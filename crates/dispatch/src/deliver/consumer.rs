@@ -16,9 +16,10 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt as _;
-use hookrelay_broker::lapin::options::{BasicCancelOptions, BasicNackOptions};
-use hookrelay_broker::lapin::{Channel, Connection, Consumer};
-use hookrelay_core::{ops, EndpointHealth};
+use hookrelay_broker::lapin::message::Delivery;
+use hookrelay_broker::lapin::options::BasicNackOptions;
+use hookrelay_broker::Consuming;
+use hookrelay_core::{ops, BreakerState, EndpointHealth};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -26,8 +27,8 @@ use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 use super::attempt::{self, Report, Slots};
-use super::health::{to_row, Version};
-use super::Context;
+use super::health::{from_row, to_row, Version};
+use super::{Context, Lines};
 use crate::batch::BatchPublisher;
 use crate::publish;
 
@@ -40,7 +41,7 @@ enum Mode {
 
 struct Worker {
     ctx: Arc<Context>,
-    connection: Arc<Connection>,
+    lines: Arc<Lines>,
     publisher: BatchPublisher,
     id: Uuid,
     stop: CancellationToken,
@@ -56,7 +57,7 @@ struct Worker {
 /// closes its channel, which hands every message not yet acked back to the queue.
 pub async fn consume_webhook(
     ctx: Arc<Context>,
-    connection: Arc<Connection>,
+    lines: Arc<Lines>,
     publisher: BatchPublisher,
     id: Uuid,
     stop: CancellationToken,
@@ -64,13 +65,13 @@ pub async fn consume_webhook(
     let version = ctx.subscriptions.get(id).map(|w| w.updated_at);
     let health = ctx.health.take(id, version).await;
     let mut mode = match (health.state, health.paused_until) {
-        (hookrelay_core::BreakerState::Open, Some(until)) => Mode::Paused(until),
-        (hookrelay_core::BreakerState::Closed, _) => Mode::Full,
+        (BreakerState::Open, Some(until)) => Mode::Paused(until),
+        (BreakerState::Closed, _) => Mode::Full,
         _ => Mode::Probe,
     };
     let mut worker = Worker {
         ctx,
-        connection,
+        lines,
         publisher,
         id,
         stop,
@@ -98,47 +99,58 @@ pub async fn consume_webhook(
 }
 
 impl Worker {
-    /// Opens this webhook's channel and starts consuming its queue with `prefetch`.
-    async fn open(
-        &self,
-        prefetch: u16,
-    ) -> Result<(Channel, Consumer), hookrelay_broker::lapin::Error> {
-        let channel = self.connection.create_channel().await?;
-        let consumer = async {
-            // Declared on this webhook's own channel: should it fail (a queue made by hand
-            // with other arguments, a broker limit), only this webhook waits, retried by
-            // the manager's next reconcile.
-            self.ctx
-                .topology
-                .declare_webhook(&channel, &self.id.to_string())
-                .await?;
-            hookrelay_broker::consume(
-                &channel,
-                &self.ctx.topology.webhook_queue(&self.id.to_string()),
-                prefetch,
-                "hookrelay-webhook",
-            )
-            .await
-        }
-        .await;
-        match consumer {
-            Ok(consumer) => Ok((channel, consumer)),
+    /// Starts consuming this webhook's queue, on a channel shared with other webhooks: at full
+    /// speed, or for a probe (a prefetch of one).
+    async fn open(&self, probe: bool) -> Result<Consuming, hookrelay_broker::lapin::Error> {
+        // Should the declaration fail (a broker limit, say), only this webhook waits, retried
+        // by the manager's next reconcile.
+        self.lines.declare(&self.ctx.topology, self.id).await?;
+        let queue = self.ctx.topology.webhook_queue(&self.id.to_string());
+        let channels = match probe {
+            true => &self.lines.probes,
+            false => &self.lines.full,
+        };
+        channels.consume(&queue, "hookrelay-webhook").await
+    }
+
+    /// Called with the first delivery a new consumer gets. With several processes, each
+    /// consumes every webhook queue and the broker makes one consumer per queue the active one
+    /// (single active consumer); the others get nothing until it goes away. So a first
+    /// delivery may mean that this process has just taken the queue over from another, which
+    /// ran the endpoint's breaker until now and saved it when it tripped: a pause or a trip
+    /// newer than this process knows of is adopted, and the breaker holds across processes.
+    /// `Some(mode)` when the delivery must go back and the consumer change mode.
+    async fn take_over(&mut self) -> Option<Mode> {
+        let (version, row) = match self.ctx.store.load_health_of(self.id).await {
+            Ok(saved) => saved?,
             Err(e) => {
-                let _ = channel.close(200, "cannot consume").await;
-                Err(e)
+                warn!(webhook_id = %self.id, error = %crate::error_chain(&e), "cannot read the saved endpoint health; going on with this process's");
+                return None;
             }
+        };
+        let newer = row.trips > self.health.trips || row.paused_until > self.health.paused_until;
+        if Some(version) != self.version || !newer {
+            return None;
+        }
+        self.health = from_row(&row, Utc::now());
+        debug!(webhook_id = %self.id, "adopted the endpoint health another process saved");
+        match (self.health.state, self.health.paused_until) {
+            (BreakerState::Closed, _) => None,
+            (BreakerState::Open, Some(until)) => Some(Mode::Paused(until)),
+            _ => Some(Mode::Probe),
         }
     }
 
     async fn full(&mut self) -> Mode {
         let prefetch = self.ctx.per_webhook.saturating_mul(2);
-        let (channel, mut consumer) = match self.open(prefetch).await {
-            Ok(pair) => pair,
+        let mut consuming = match self.open(false).await {
+            Ok(consuming) => consuming,
             Err(e) => {
                 warn!(webhook_id = %self.id, error = %e, "cannot consume a webhook queue");
                 return Mode::Stop;
             }
         };
+        let mut first = true;
         let attempts = TaskTracker::new();
         let requests = Arc::new(Semaphore::new(usize::from(self.ctx.per_webhook)));
         // Each attempt under way reports once; there are never more than the prefetch.
@@ -153,13 +165,19 @@ impl Worker {
                     }
                     continue 'consume;
                 }
-                next = consumer.next() => match next {
+                next = consuming.consumer.next() => match next {
                     Some(Ok(delivery)) => delivery,
                     // The broker ended the consumer (its queue deleted, the channel closed):
                     // the manager starts a new one.
                     _ => break 'consume Mode::Stop,
                 },
             };
+            if std::mem::take(&mut first) {
+                if let Some(mode) = self.take_over().await {
+                    hand_back(delivery).await;
+                    break 'consume mode;
+                }
+            }
             // Disabled, and the manager has not stopped this consumer yet: stop now rather
             // than take every queued delivery only to hand it back.
             if self
@@ -168,29 +186,31 @@ impl Worker {
                 .get(self.id)
                 .is_some_and(|w| !w.active)
             {
-                let _ = delivery
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        ..Default::default()
-                    })
-                    .await;
+                hand_back(delivery).await;
                 break 'consume Mode::Stop;
             }
             // Waiting for a slot stops reading the queue, so the broker holds the rest. The
             // reports keep coming meanwhile: the breaker may open while this one waits.
-            let slots: Slots = loop {
+            let slots: Result<Slots, Mode> = loop {
                 tokio::select! {
                     biased;
-                    _ = self.stop.cancelled() => break 'consume Mode::Stop,
+                    _ = self.stop.cancelled() => break Err(Mode::Stop),
                     Some(report) = reports.recv() => {
                         if let Some(mode) = self.on_report(report).await {
-                            break 'consume mode;
+                            break Err(mode);
                         }
                     }
                     slots = self.acquire(&requests) => match slots {
-                        Some(slots) => break slots,
-                        None => break 'consume Mode::Stop,
+                        Some(slots) => break Ok(slots),
+                        None => break Err(Mode::Stop),
                     },
+                }
+            };
+            let slots = match slots {
+                Ok(slots) => slots,
+                Err(mode) => {
+                    hand_back(delivery).await;
+                    break 'consume mode;
                 }
             };
             let ctx = self.ctx.clone();
@@ -201,14 +221,13 @@ impl Worker {
                 attempt::run(&ctx, &publisher, delivery, slots, &stop, Some(&reports_tx)).await;
             });
         };
-        // No new deliveries; those prefetched but not started go back when the channel closes.
-        let _ = channel
-            .basic_cancel(consumer.tag().as_str(), BasicCancelOptions::default())
-            .await;
+        // No new deliveries; those received but not started go back to the queue.
+        consuming.stop().await;
         drop(reports_tx);
         attempts.close();
-        // The attempts under way end on this channel (they ack on it) and report until the
-        // last one is done: a late success means the endpoint is back, and no pause after all.
+        // The attempts under way end on the shared channel (they ack on it) and report until
+        // the last one is done: a late success means the endpoint is back, and no pause
+        // after all.
         let mut next = next;
         while let Some(report) = reports.recv().await {
             if let Some(mode) = self.on_report(report).await {
@@ -218,7 +237,6 @@ impl Worker {
             }
         }
         attempts.wait().await;
-        let _ = channel.close(200, "consumer stopped").await;
         next
     }
 
@@ -249,27 +267,40 @@ impl Worker {
     }
 
     async fn probe(&mut self) -> Mode {
-        let (channel, mut consumer) = match self.open(1).await {
-            Ok(pair) => pair,
+        let mut consuming = match self.open(true).await {
+            Ok(consuming) => consuming,
             Err(e) => {
                 warn!(webhook_id = %self.id, error = %e, "cannot consume a webhook queue");
                 return Mode::Stop;
             }
         };
+        let mut first = true;
         let one = Arc::new(Semaphore::new(1));
         let next = loop {
             let delivery = tokio::select! {
                 _ = self.stop.cancelled() => break Mode::Stop,
-                next = consumer.next() => match next {
+                next = consuming.consumer.next() => match next {
                     Some(Ok(delivery)) => delivery,
                     _ => break Mode::Stop,
                 },
             };
+            if std::mem::take(&mut first) {
+                if let Some(mode @ Mode::Paused(_)) = self.take_over().await {
+                    hand_back(delivery).await;
+                    break mode;
+                }
+            }
             let slots = tokio::select! {
-                _ = self.stop.cancelled() => break Mode::Stop,
+                _ = self.stop.cancelled() => {
+                    hand_back(delivery).await;
+                    break Mode::Stop;
+                }
                 slots = self.acquire(&one) => match slots {
                     Some(slots) => slots,
-                    None => break Mode::Stop,
+                    None => {
+                        hand_back(delivery).await;
+                        break Mode::Stop;
+                    }
                 },
             };
             debug!(webhook_id = %self.id, "probing the endpoint");
@@ -288,8 +319,8 @@ impl Worker {
                 Some(report) => break self.on_report(report).await.unwrap_or(Mode::Full),
             }
         };
-        // The one delivery prefetched after the probe goes back to the queue, in its place.
-        let _ = channel.close(200, "probe done").await;
+        // The one delivery received after the probe goes back to the queue, in its place.
+        consuming.stop().await;
         if matches!(next, Mode::Full) {
             info!(webhook_id = %self.id, "endpoint answered: deliveries resume");
         }
@@ -338,8 +369,8 @@ impl Worker {
     /// order, so two consumers never wait on each other.
     async fn acquire(&self, local: &Arc<Semaphore>) -> Option<Slots> {
         let local = local.clone().acquire_owned().await.ok()?;
-        let failing = self.health.consecutive_failures > 0
-            || self.health.state != hookrelay_core::BreakerState::Closed;
+        let failing =
+            self.health.consecutive_failures > 0 || self.health.state != BreakerState::Closed;
         let failing = match failing {
             true => Some(self.ctx.failing.clone().acquire_owned().await.ok()?),
             false => None,
@@ -406,4 +437,14 @@ impl Worker {
             }
         }
     }
+}
+
+/// Gives a delivery back to its queue, at its place.
+async fn hand_back(delivery: Delivery) {
+    let _ = delivery
+        .nack(BasicNackOptions {
+            requeue: true,
+            ..Default::default()
+        })
+        .await;
 }

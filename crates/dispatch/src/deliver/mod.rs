@@ -1,7 +1,7 @@
-//! Delivery workers: one consumer per active webhook queue, each on its own channel.
+//! Delivery workers: one consumer per active webhook queue, many consumers to a channel.
 //!
 //! - `mod.rs` (here) keeps one consumer running per active webhook, across reconnections,
-//!   and removes the queues of deleted webhooks.
+//!   and removes the queues of deleted webhooks (also those deleted while no process ran).
 //! - `consumer` consumes one webhook's queue, at full speed or, while the endpoint is failing,
 //!   not at all (the circuit breaker): the deliveries wait in RabbitMQ and one probe goes out
 //!   after each pause.
@@ -30,10 +30,10 @@ mod health;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use hookrelay_broker::lapin::{Channel, Connection};
-use hookrelay_broker::{Broker, Topology};
+use hookrelay_broker::lapin::Connection;
+use hookrelay_broker::{Broker, ConsumerChannels, Declarer, Topology};
 use hookrelay_core::HealthPolicy;
 use hookrelay_metrics::Metrics;
 use hookrelay_store::Store;
@@ -52,6 +52,13 @@ pub use health::HealthBook;
 
 /// How often consumers are checked even without a change (to restart one that died).
 const RECONCILE_EVERY: Duration = Duration::from_secs(2);
+/// How often deleted webhooks are looked for even without a change.
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
+/// Deleted webhooks cleaned up per sweep at most.
+const SWEEP_BATCH: i64 = 500;
+/// Consumers sharing one channel: 10 000 webhooks take 40 channels of each kind. The
+/// broker runs a channel as one process, which this keeps busy but not swamped.
+const CONSUMERS_PER_CHANNEL: usize = 250;
 
 pub struct Context {
     pub topology: Topology,
@@ -74,20 +81,82 @@ pub struct Context {
 
 /// Keeps one consumer running per active webhook until `shutdown`, across reconnections.
 pub async fn run(ctx: Arc<Context>, broker: Broker, shutdown: CancellationToken) {
-    // Every webhook seen, so that one deleted while the broker was away is still cleaned up.
-    let mut known: HashSet<Uuid> = HashSet::new();
     loop {
         let Some(connection) = broker.next_connection(&shutdown).await else {
             return;
         };
         ctx.health.load(&ctx.store).await;
-        if let Err(e) = manage(&ctx, &connection, &shutdown, &mut known).await {
+        if let Err(e) = manage(&ctx, &connection, &shutdown).await {
             warn!(error = %crate::error_chain(&e), "delivery workers stopped; restarting");
         }
         if shutdown.is_cancelled() {
             return;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// What the consumers of one connection share: the channels they consume on, and the
+/// channel that declares their queues.
+pub struct Lines {
+    pub declarer: Declarer,
+    /// Consumers at full speed: a prefetch of twice `max_in_flight_per_webhook`.
+    pub full: ConsumerChannels,
+    /// Probes of paused endpoints: a prefetch of one.
+    pub probes: ConsumerChannels,
+    /// Webhook queues declared on this connection, so that a consumer that changes mode
+    /// does not declare its queue again.
+    declared: std::sync::Mutex<HashSet<Uuid>>,
+}
+
+impl Lines {
+    fn new(connection: &Arc<Connection>, per_webhook: u16) -> Self {
+        Self {
+            declarer: Declarer::new(connection.clone()),
+            full: ConsumerChannels::new(
+                connection.clone(),
+                per_webhook.saturating_mul(2),
+                CONSUMERS_PER_CHANNEL,
+            ),
+            probes: ConsumerChannels::new(connection.clone(), 1, CONSUMERS_PER_CHANNEL),
+            declared: std::sync::Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Declares webhook `id`'s queue unless this connection already has.
+    pub async fn declare(
+        &self,
+        topology: &Topology,
+        id: Uuid,
+    ) -> Result<(), hookrelay_broker::lapin::Error> {
+        // A poisoned set only means declaring again, which is harmless.
+        let known = self
+            .declared
+            .lock()
+            .map(|d| d.contains(&id))
+            .unwrap_or(false);
+        if known {
+            return Ok(());
+        }
+        topology
+            .declare_webhook(&self.declarer, &id.to_string())
+            .await?;
+        if let Ok(mut declared) = self.declared.lock() {
+            declared.insert(id);
+        }
+        Ok(())
+    }
+
+    fn forget(&self, id: Uuid) {
+        if let Ok(mut declared) = self.declared.lock() {
+            declared.remove(&id);
+        }
+    }
+
+    async fn close(&self) {
+        self.full.close().await;
+        self.probes.close().await;
+        self.declarer.close().await;
     }
 }
 
@@ -100,10 +169,9 @@ async fn manage(
     ctx: &Arc<Context>,
     connection: &Arc<Connection>,
     shutdown: &CancellationToken,
-    known: &mut HashSet<Uuid>,
 ) -> Result<(), hookrelay_broker::lapin::Error> {
-    let admin = connection.create_channel().await?;
-    ctx.topology.declare_base(&admin).await?;
+    let lines = Arc::new(Lines::new(connection, ctx.per_webhook));
+    ctx.topology.declare_base(&lines.declarer).await?;
     // The delay tiers are declared by the two that use them: the retry router, and the
     // batch publisher when it opens its channel.
     let publisher = BatchPublisher::start(
@@ -114,18 +182,25 @@ async fn manage(
     );
     let mut changes = ctx.subscriptions.changes();
     let mut running: HashMap<Uuid, Running> = HashMap::new();
+    // Swept at once, then on every change and every `SWEEP_EVERY`.
+    let mut swept: Option<Instant> = None;
+    let mut changed = true;
     let result = loop {
         changes.borrow_and_update();
         if !connection.status().connected() {
             break Ok(());
         }
-        if let Err(e) = reconcile(ctx, connection, &publisher, &admin, &mut running, known).await {
-            break Err(e);
+        reconcile(ctx, &lines, &publisher, &mut running);
+        if changed || swept.is_none_or(|t| t.elapsed() >= SWEEP_EVERY) {
+            if let Err(e) = sweep(ctx, &lines).await {
+                break Err(e);
+            }
+            swept = Some(Instant::now());
         }
         tokio::select! {
             _ = shutdown.cancelled() => break Ok(()),
-            _ = changes.changed() => {}
-            _ = tokio::time::sleep(RECONCILE_EVERY) => {}
+            _ = changes.changed() => changed = true,
+            _ = tokio::time::sleep(RECONCILE_EVERY) => changed = false,
         }
     };
     // Stop every consumer and wait for the attempts under way: they ack on this connection.
@@ -135,22 +210,25 @@ async fn manage(
     for (_, r) in running {
         let _ = r.task.await;
     }
-    let _ = admin.close(200, "stopping").await;
+    lines.close().await;
     result
 }
 
-async fn reconcile(
+/// Starts a consumer for each active webhook without one, and stops those of webhooks no
+/// longer active.
+fn reconcile(
     ctx: &Arc<Context>,
-    connection: &Arc<Connection>,
+    lines: &Arc<Lines>,
     publisher: &BatchPublisher,
-    admin: &Channel,
     running: &mut HashMap<Uuid, Running>,
-    known: &mut HashSet<Uuid>,
-) -> Result<(), hookrelay_broker::lapin::Error> {
-    let all = ctx.subscriptions.all();
-    let active: HashSet<Uuid> = all.iter().filter(|(_, a)| *a).map(|(id, _)| *id).collect();
-    let now_known: HashSet<Uuid> = all.iter().map(|(id, _)| *id).collect();
-
+) {
+    let active: HashSet<Uuid> = ctx
+        .subscriptions
+        .all()
+        .into_iter()
+        .filter(|(_, a)| *a)
+        .map(|(id, _)| id)
+        .collect();
     running.retain(|id, r| {
         let keep = active.contains(id) && !r.task.is_finished();
         if !keep {
@@ -158,26 +236,6 @@ async fn reconcile(
         }
         keep
     });
-    let gone: Vec<Uuid> = known.difference(&now_known).copied().collect();
-    for id in gone {
-        // Deleted: its queue and what is still in it go, and its open logs end. On failure it
-        // stays known, to be tried again at the next reconcile.
-        info!(webhook_id = %id, "webhook deleted; removing its queue");
-        ctx.topology.delete_webhook(admin, &id.to_string()).await?;
-        match ctx
-            .store
-            .fail_open_logs(id, "the webhook was deleted")
-            .await
-        {
-            Ok(_) => {
-                known.remove(&id);
-            }
-            Err(e) => {
-                warn!(webhook_id = %id, error = %e, "cannot close the logs of a deleted webhook")
-            }
-        }
-    }
-    known.extend(now_known);
     for id in active {
         if running.contains_key(&id) {
             continue;
@@ -185,12 +243,39 @@ async fn reconcile(
         let stop = CancellationToken::new();
         let task = tokio::spawn(consumer::consume_webhook(
             ctx.clone(),
-            connection.clone(),
+            lines.clone(),
             publisher.clone(),
             id,
             stop.clone(),
         ));
         running.insert(id, Running { stop, task });
+    }
+}
+
+/// Removes the queues of deleted webhooks, with the deliveries still in them, and ends their
+/// open logs. Their tombstones (migration V5) make this work for webhooks deleted while no
+/// process ran, and let any process of a deployment do it; removing a queue twice is harmless.
+async fn sweep(ctx: &Context, lines: &Lines) -> Result<(), hookrelay_broker::lapin::Error> {
+    let gone = match ctx.store.tombstones(SWEEP_BATCH).await {
+        Ok(gone) => gone,
+        Err(e) => {
+            warn!(error = %crate::error_chain(&e), "cannot read the deleted webhooks; will try again");
+            return Ok(());
+        }
+    };
+    for id in gone {
+        if ctx.subscriptions.get(id).is_some() {
+            // Not deleted in this process's view yet: its consumer may still be running.
+            continue;
+        }
+        info!(webhook_id = %id, "webhook deleted; removing its queue");
+        ctx.topology
+            .delete_webhook(&lines.declarer, &id.to_string())
+            .await?;
+        lines.forget(id);
+        if let Err(e) = ctx.store.bury(id).await {
+            warn!(webhook_id = %id, error = %crate::error_chain(&e), "cannot close the logs of a deleted webhook; will try again");
+        }
     }
     Ok(())
 }

@@ -86,7 +86,7 @@ pub async fn run(ctx: Arc<Context>, broker: Broker, shutdown: CancellationToken,
 
 async fn consume(
     ctx: &Context,
-    connection: &Connection,
+    connection: &Arc<Connection>,
     shutdown: &CancellationToken,
     worker: usize,
 ) -> Result<(), FanoutError> {

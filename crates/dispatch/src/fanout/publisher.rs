@@ -3,6 +3,8 @@
 
 use std::collections::HashSet;
 
+use std::sync::Arc;
+
 use hookrelay_broker::lapin::Connection;
 use hookrelay_broker::Outgoing;
 use uuid::Uuid;
@@ -18,9 +20,9 @@ pub(super) struct Publisher {
 }
 
 impl Publisher {
-    pub async fn open(ctx: &Context, connection: &Connection) -> Result<Self, FanoutError> {
+    pub async fn open(ctx: &Context, connection: &Arc<Connection>) -> Result<Self, FanoutError> {
         let inner = hookrelay_broker::Publisher::open(connection).await?;
-        ctx.topology.declare_base(inner.channel()).await?;
+        ctx.topology.declare_base(inner.declarer()).await?;
         Ok(Self {
             inner,
             declared: HashSet::new(),
@@ -51,7 +53,7 @@ impl Publisher {
         for p in planned {
             if !self.declared.contains(&p.log.webhook_id) {
                 ctx.topology
-                    .declare_webhook(self.inner.channel(), &p.log.webhook_id.to_string())
+                    .declare_webhook(self.inner.declarer(), &p.log.webhook_id.to_string())
                     .await?;
                 self.declared.insert(p.log.webhook_id);
             }
@@ -66,7 +68,7 @@ impl Publisher {
             .collect();
         for id in &deleted {
             ctx.topology
-                .delete_webhook(self.inner.channel(), &id.to_string())
+                .delete_webhook(self.inner.declarer(), &id.to_string())
                 .await?;
             ctx.store
                 .fail_open_logs(*id, "the webhook was deleted")

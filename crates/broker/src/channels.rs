@@ -1,0 +1,155 @@
+//! Channels shared by many consumers: AMQP lets a channel carry any number of consumers,
+//! each with its own prefetch (`basic.qos` without `global` applies to every consumer made
+//! on the channel afterwards), so ten thousand webhook queues need a few dozen channels, not
+//! ten thousand (the broker's `channel_max` is 2 047 per connection, and every channel is a
+//! process on the broker and a task in the client).
+//!
+//! Sharing has one rule that a channel per consumer did not: a consumer that stops must give
+//! back, one by one, the deliveries it received and did not start, since closing the channel
+//! would take its neighbours' too. [`Consuming::stop`] does it, and the deliveries it hands
+//! back keep their place at the head of the queue. Acks and nacks are always for one delivery
+//! tag, never `multiple`, which on a shared channel would settle other consumers' deliveries.
+//!
+//! A channel that fails (the broker closed it) ends every consumer on it; their owners start
+//! them again, on a channel that works.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection, Consumer};
+
+/// How long a stopping consumer waits for the broker to confirm the cancel and for the
+/// deliveries sent before it.
+const CANCEL_PATIENCE: Duration = Duration::from_secs(10);
+
+struct Shared {
+    channel: Channel,
+    /// One count per consumer on the channel.
+    users: Arc<()>,
+}
+
+/// The channels of one connection that consumers of one prefetch share.
+pub struct ConsumerChannels {
+    connection: Arc<Connection>,
+    prefetch: u16,
+    per_channel: usize,
+    open: tokio::sync::Mutex<Vec<Shared>>,
+}
+
+impl ConsumerChannels {
+    /// Channels for consumers with a prefetch of `prefetch`, at most `per_channel` on each.
+    pub fn new(connection: Arc<Connection>, prefetch: u16, per_channel: usize) -> Self {
+        Self {
+            connection,
+            prefetch,
+            per_channel: per_channel.max(1),
+            open: tokio::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Starts consuming `queue` under a unique consumer tag that starts with `name` (shown by
+    /// `rabbitmqctl list_consumers`).
+    pub async fn consume(&self, queue: &str, name: &str) -> Result<Consuming, lapin::Error> {
+        let (channel, user) = self.lease().await?;
+        let tag = format!("{name}-{}", uuid::Uuid::new_v4().simple());
+        let consumer = channel
+            .basic_consume(
+                queue,
+                &tag,
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok(Consuming {
+            consumer,
+            channel,
+            _user: user,
+        })
+    }
+
+    /// A channel with room for one more consumer, opened if none has.
+    async fn lease(&self) -> Result<(Channel, Arc<()>), lapin::Error> {
+        let mut open = self.open.lock().await;
+        open.retain(|s| s.channel.status().connected());
+        // Counted while the lock is held, so two leases never both take the last place.
+        if let Some(shared) = open
+            .iter()
+            .find(|s| Arc::strong_count(&s.users) <= self.per_channel)
+        {
+            return Ok((shared.channel.clone(), shared.users.clone()));
+        }
+        let channel = self.connection.create_channel().await?;
+        channel
+            .basic_qos(self.prefetch, BasicQosOptions::default())
+            .await?;
+        let users = Arc::new(());
+        open.push(Shared {
+            channel: channel.clone(),
+            users: users.clone(),
+        });
+        Ok((channel, users))
+    }
+
+    /// How many channels are open now.
+    pub async fn channels(&self) -> usize {
+        let open = self.open.lock().await;
+        open.iter()
+            .filter(|s| s.channel.status().connected())
+            .count()
+    }
+
+    /// Closes every channel: whatever their consumers had not acked goes back to its queue.
+    pub async fn close(&self) {
+        let open = std::mem::take(&mut *self.open.lock().await);
+        for shared in open {
+            let _ = shared.channel.close(200, "consumers stopped").await;
+        }
+    }
+}
+
+/// One consumer on a shared channel.
+pub struct Consuming {
+    pub consumer: Consumer,
+    channel: Channel,
+    _user: Arc<()>,
+}
+
+impl Consuming {
+    /// Cancels the consumer and hands back to the queue each delivery it had received and not
+    /// taken from the stream. Deliveries already taken are their holders' to settle.
+    pub async fn stop(mut self) {
+        let tag = self.consumer.tag().to_string();
+        let drained = async {
+            if self
+                .channel
+                .basic_cancel(&tag, BasicCancelOptions::default())
+                .await
+                .is_err()
+            {
+                // The channel is gone, and the broker has put back all it had sent.
+                return;
+            }
+            // After the cancel's confirmation the stream holds what came before it, then ends.
+            while let Some(Ok(delivery)) = self.consumer.next().await {
+                let _ = delivery
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..Default::default()
+                    })
+                    .await;
+            }
+        };
+        if tokio::time::timeout(CANCEL_PATIENCE, drained)
+            .await
+            .is_err()
+        {
+            // A broker that does not answer within this long is in trouble; closing the
+            // channel hands everything back, the neighbours' deliveries too, and they
+            // start again.
+            let _ = self.channel.close(200, "cancel not confirmed").await;
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! Declaring queues and exchanges on a channel kept for it, so that a refused declaration
+//! closes that channel only, never one that consumers or a publisher share.
+//!
+//! A queue that already exists with other arguments (made by an earlier release, before
+//! classic queues version 2, or under the other `queue_type`) is kept as it is: the broker
+//! refuses the declaration (406 PRECONDITION_FAILED, which closes the channel), the declarer
+//! opens a new channel, checks that the queue exists (a passive declaration) and says once, in
+//! the log, that it is used as found. Converting it is an operator's choice (a policy, or
+//! draining and deleting it), not something a starting process should do on its own.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use lapin::options::{
+    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection, ExchangeKind};
+use tracing::warn;
+
+/// The AMQP reply code of a declaration that does not match what exists.
+const PRECONDITION_FAILED: u16 = 406;
+
+pub struct Declarer {
+    connection: Arc<Connection>,
+    channel: tokio::sync::Mutex<Option<Channel>>,
+    /// Queues already found with other arguments, so that the warning is said once.
+    kept: Mutex<HashSet<String>>,
+}
+
+impl Declarer {
+    pub fn new(connection: Arc<Connection>) -> Self {
+        Self {
+            connection,
+            channel: tokio::sync::Mutex::new(None),
+            kept: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// The open channel, or a new one if the last failed.
+    async fn channel(&self) -> Result<Channel, lapin::Error> {
+        let mut current = self.channel.lock().await;
+        if let Some(channel) = current.as_ref().filter(|c| c.status().connected()) {
+            return Ok(channel.clone());
+        }
+        let channel = self.connection.create_channel().await?;
+        *current = Some(channel.clone());
+        Ok(channel)
+    }
+
+    pub async fn exchange(&self, name: &str, kind: ExchangeKind) -> Result<(), lapin::Error> {
+        let durable = ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        self.channel()
+            .await?
+            .exchange_declare(name, kind, durable, FieldTable::default())
+            .await
+    }
+
+    /// Declares a durable queue with `args`; one that exists with other arguments is used as
+    /// it is.
+    pub async fn queue(&self, name: &str, args: FieldTable) -> Result<(), lapin::Error> {
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        match self
+            .channel()
+            .await?
+            .queue_declare(name, durable, args)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(lapin::Error::ProtocolError(e)) if e.get_id() == PRECONDITION_FAILED => {
+                let passive = QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                };
+                self.channel()
+                    .await?
+                    .queue_declare(name, passive, FieldTable::default())
+                    .await?;
+                let first = self
+                    .kept
+                    .lock()
+                    .map(|mut kept| kept.insert(name.to_owned()))
+                    .unwrap_or(true);
+                if first {
+                    warn!(queue = name, reason = %e.get_message(), "queue exists with other arguments; using it as it is");
+                }
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn bind(
+        &self,
+        queue: &str,
+        exchange: &str,
+        key: &str,
+        args: FieldTable,
+    ) -> Result<(), lapin::Error> {
+        self.channel()
+            .await?
+            .queue_bind(queue, exchange, key, QueueBindOptions::default(), args)
+            .await
+    }
+
+    /// Deletes a queue and the messages in it; deleting one that does not exist succeeds.
+    pub async fn delete_queue(&self, name: &str) -> Result<(), lapin::Error> {
+        self.channel()
+            .await?
+            .queue_delete(name, QueueDeleteOptions::default())
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn delete_exchange(&self, name: &str) -> Result<(), lapin::Error> {
+        self.channel()
+            .await?
+            .exchange_delete(name, ExchangeDeleteOptions::default())
+            .await
+    }
+
+    pub async fn close(&self) {
+        if let Some(channel) = self.channel.lock().await.take() {
+            let _ = channel.close(200, "declarations done").await;
+        }
+    }
+}
