@@ -6,11 +6,12 @@ CARGO ?= cargo
 # `make run` uses this admin token if set, else makes one up and prints it.
 HOOKRELAY_ADMIN_TOKEN ?=
 
-.PHONY: help run test lint audit bench services fmt
+.PHONY: help run test test-fast lint audit bench services fmt
 
 help:
 	@echo "make run    run hookrelay serve against the local PostgreSQL and RabbitMQ"
 	@echo "make test   the whole test suite (needs PostgreSQL and RabbitMQ)"
+	@echo "make test-fast  the suite without the slow fault and scale tests (slow_*)"
 	@echo "make lint   cargo fmt --check and clippy -D warnings"
 	@echo "make audit  cargo deny: advisories, licenses, banned crates, sources"
 	@echo "make bench  throughput, latency and memory figures (release build; takes minutes)"
@@ -39,6 +40,11 @@ test: services
 	else \
 		$(CARGO) test --workspace --no-fail-fast; \
 	fi
+
+# The fault and scale tests (named slow_*) start broker nodes, clusters and database servers
+# of their own and take minutes; skip them while iterating. CI runs everything.
+test-fast: services
+	$(CARGO) nextest run --workspace --no-fail-fast -E 'not test(/slow_/)'
 
 lint:
 	$(CARGO) fmt --all -- --check

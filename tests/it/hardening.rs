@@ -356,7 +356,7 @@ async fn an_idle_connection_storm_leaves_deliveries_and_readiness_alone() {
 }
 
 #[tokio::test]
-async fn slow_and_idle_clients_are_cut_off() {
+async fn idle_and_slow_clients_are_cut_off() {
     use tokio::io::AsyncReadExt as _;
     let app = spawn_app_with(|s| {
         s.header_read_timeout = hookrelay::settings::HumanDuration(Duration::from_secs(1));

@@ -51,6 +51,17 @@ impl TestApp {
         start(db, settings).await
     }
 
+    /// As [`TestApp::restart`], doing `meanwhile` while no service runs.
+    pub async fn restart_after(
+        mut self,
+        meanwhile: impl std::future::Future<Output = ()>,
+    ) -> TestApp {
+        self.stop();
+        meanwhile.await;
+        let db = std::mem::replace(&mut self.db, TestDb::unowned());
+        start(db, self.settings.clone()).await
+    }
+
     /// Stops the service gracefully, leaving its AMQP objects and database in place.
     fn stop(&mut self) {
         self.keep.store(true, Ordering::SeqCst);

@@ -17,6 +17,7 @@ mod pipeline;
 mod recovery;
 mod resilience;
 mod retries;
+mod scale;
 mod secrets;
 mod store;
 mod webhooks;

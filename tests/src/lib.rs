@@ -9,6 +9,7 @@
 
 pub mod broker;
 pub mod browser;
+pub mod postgres;
 pub mod receiver;
 
 use std::future::Future;

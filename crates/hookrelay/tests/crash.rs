@@ -5,73 +5,14 @@
 // A test that cannot set up its world should stop there, loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::HashSet;
 use std::time::Duration;
 
+use common::{count_logs, create_webhook, publish_events, start, start_with};
 use hookrelay_tests::receiver::{Behaviour, Receiver};
 use hookrelay_tests::{amqp_url, wait_for, TestDb};
-use tokio::process::Child;
-
-const TOKEN: &str = "crash-test-admin-token";
-
-/// Starts `hookrelay serve` and answers the child and its HTTP port.
-async fn start(db: &TestDb, namespace: &str) -> (Child, u16) {
-    start_with(db, namespace, &[]).await
-}
-
-/// As [`start`], with more settings.
-async fn start_with(db: &TestDb, namespace: &str, extra: &[(&'static str, &str)]) -> (Child, u16) {
-    let mut env = hookrelay_tests::service_env(db, namespace, TOKEN);
-    env.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
-    let service =
-        hookrelay_tests::spawn_service(std::path::Path::new(env!("CARGO_BIN_EXE_hookrelay")), &env)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-    (service.child, service.port)
-}
-
-async fn create_webhook(port: u16, url: &str, event: &str) -> String {
-    let created: serde_json::Value = reqwest::Client::new()
-        .post(format!("http://127.0.0.1:{port}/v1/webhooks"))
-        .bearer_auth(TOKEN)
-        .json(&serde_json::json!({"account_id": "acc", "url": url, "events": [event]}))
-        .send()
-        .await
-        .expect("the API answers")
-        .json()
-        .await
-        .expect("JSON");
-    created["id"].as_str().expect("a webhook id").to_owned()
-}
-
-/// Publishes `count` `Message.received` events for account `acc`; answers their ids.
-async fn publish_events(namespace: &str, data: &str, count: usize) -> HashSet<String> {
-    let args = hookrelay::publish::PublishArgs {
-        event_type: "Message.received".into(),
-        account_id: "acc".into(),
-        data: data.into(),
-        id: None,
-        count,
-    };
-    hookrelay::publish::publish(&amqp_url(), namespace, Default::default(), &args)
-        .await
-        .expect("published")
-        .ids
-        .into_iter()
-        .collect()
-}
-
-/// Counts the logs by status: (all, with `status`).
-async fn count_logs(client: &tokio_postgres::Client, status: &str) -> Option<(i64, i64)> {
-    let row = client
-        .query_one(
-            "SELECT count(*), count(*) FILTER (WHERE status = $1) FROM webhook_logs",
-            &[&status],
-        )
-        .await
-        .ok()?;
-    Some((row.get(0), row.get(1)))
-}
 
 #[tokio::test]
 async fn sigkill_in_the_middle_loses_no_event() {

@@ -1,0 +1,240 @@
+//! Faults survived during a burst: each test publishes 1 500 events to two webhooks on local
+//! receivers (3 000 deliveries), breaks one piece when a fifth of them have arrived, and ends
+//! with every event delivered to every receiver, every log `succeeded`, and the duplicates
+//! counted and bounded by what was in flight.
+//!
+//! They take a while (a broker node, a database server or a cluster of their own): their
+//! names start with `slow_`, so that `make test-fast` skips them; `make test` runs them.
+
+// A test that cannot set up its world should stop there, loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::{create_webhook, publish_events_to, settle, spawn};
+use hookrelay_broker::QueueType;
+use hookrelay_tests::broker::{TestBroker, TestCluster};
+use hookrelay_tests::postgres::TestPostgres;
+use hookrelay_tests::receiver::{Behaviour, Receiver};
+use hookrelay_tests::{amqp_url, TestDb};
+
+const EVENTS: usize = 1500;
+const PER_WEBHOOK: usize = 4;
+/// Deliveries one webhook can have had under way or received unacked when the fault came,
+/// and so may get again: its consumer's prefetch (twice `max_in_flight_per_webhook`), plus
+/// the events the fan-out had taken and not yet acked (its prefetch, 512), whose deliveries
+/// it publishes again when they come back.
+const WINDOW_PER_WEBHOOK: usize = 2 * PER_WEBHOOK + 512;
+const DEADLINE: Duration = Duration::from_secs(180);
+
+fn settings<'a>(extra: &[(&'static str, &'a str)]) -> Vec<(&'static str, &'a str)> {
+    let mut all = vec![
+        ("HOOKRELAY_MAX_IN_FLIGHT_PER_WEBHOOK", "4"),
+        ("HOOKRELAY_RETRY_SCHEDULE", "1s,1s,1s,1s,1s,1s,1s,1s"),
+    ];
+    all.extend_from_slice(extra);
+    all
+}
+
+/// Two receivers that take a little time over each request, so that the burst lasts.
+async fn receivers() -> (Receiver, Receiver) {
+    let a = Receiver::start().await;
+    let b = Receiver::start().await;
+    for r in [&a, &b] {
+        r.answer(Behaviour::Delay(Duration::from_millis(3), 200));
+    }
+    (a, b)
+}
+
+async fn wait_for_a_fifth(a: &Receiver, b: &Receiver) {
+    hookrelay_tests::wait_for("a fifth of the deliveries", DEADLINE, || async {
+        (a.count() + b.count() >= 2 * EVENTS / 5).then_some(())
+    })
+    .await;
+}
+
+fn report(what: &str, duplicates: usize) {
+    let bound = 2 * WINDOW_PER_WEBHOOK;
+    eprintln!(
+        "{what}: {duplicates} duplicate deliveries of {} (bound {bound})",
+        2 * EVENTS
+    );
+    assert!(
+        duplicates <= bound,
+        "{duplicates} duplicates, more than the {bound} that can have been in flight"
+    );
+}
+
+/// The largest number of requests one receiver had under way at once.
+fn most_at_once(receiver: &Receiver) -> usize {
+    receiver
+        .received()
+        .iter()
+        .map(|r| r.in_flight)
+        .max()
+        .unwrap_or(0)
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+async fn metrics(port: u16) -> String {
+    reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text")
+}
+
+#[tokio::test]
+async fn slow_one_of_two_processes_killed_loses_nothing_and_each_webhook_has_one_consumer() {
+    let db = TestDb::new();
+    let namespace = hookrelay_tests::unique_namespace();
+    let (a, b) = receivers().await;
+    let env = settings(&[]);
+    let mut first = spawn(&db, &namespace, &env).await;
+    let second = spawn(&db, &namespace, &env).await;
+    let ids_a = create_webhook(first.port, &a.url, "Message.received").await;
+    let ids_b = create_webhook(first.port, &b.url, "Message.received").await;
+
+    let events = publish_events_to(&amqp_url(), &namespace, QueueType::Classic, "{}", EVENTS).await;
+    wait_for_a_fifth(&a, &b).await;
+    // Both processes take events from the ingest queue (competing consumers).
+    let (m1, m2) = (metrics(first.port).await, metrics(second.port).await);
+    let took = |m: &str| metric(m, "hookrelay_events_received_total");
+    assert!(
+        took(&m1) > 0.0 && took(&m2) > 0.0,
+        "both processes fan out: {} and {}",
+        took(&m1),
+        took(&m2)
+    );
+    first.child.start_kill().expect("SIGKILL");
+    first.child.wait().await.expect("killed");
+
+    let duplicates = settle(&[&a, &b], &events, &db.url(), DEADLINE).await;
+    report("one of two processes killed", duplicates);
+    // One active consumer per webhook queue across both processes: the per-webhook limit
+    // holds for the deployment, not per process.
+    for r in [&a, &b] {
+        assert!(
+            most_at_once(r) <= PER_WEBHOOK,
+            "{} requests at once to one webhook, over max_in_flight_per_webhook",
+            most_at_once(r)
+        );
+    }
+    drop(second);
+    hookrelay_tests::delete_namespace(&amqp_url(), &namespace, &[ids_a, ids_b]).await;
+}
+
+#[tokio::test]
+async fn slow_a_rabbitmq_restart_during_a_burst_loses_nothing() {
+    let broker = TestBroker::start().await;
+    let db = TestDb::new();
+    let namespace = hookrelay_tests::unique_namespace();
+    let (a, b) = receivers().await;
+    let url = broker.url();
+    let env = settings(&[("HOOKRELAY_AMQP_URL", url.as_str())]);
+    let service = spawn(&db, &namespace, &env).await;
+    create_webhook(service.port, &a.url, "Message.received").await;
+    create_webhook(service.port, &b.url, "Message.received").await;
+
+    let events = publish_events_to(&url, &namespace, QueueType::Classic, "{}", EVENTS).await;
+    wait_for_a_fifth(&a, &b).await;
+    broker.restart().await;
+
+    let duplicates = settle(&[&a, &b], &events, &db.url(), DEADLINE).await;
+    report("RabbitMQ restarted", duplicates);
+}
+
+#[tokio::test]
+async fn slow_a_postgres_restart_during_a_burst_loses_nothing() {
+    let postgres = TestPostgres::start().await;
+    let database_url = format!("{}/hookrelay", postgres.server_url());
+    let namespace = hookrelay_tests::unique_namespace();
+    let (a, b) = receivers().await;
+    let env = settings(&[("HOOKRELAY_DATABASE_URL", database_url.as_str())]);
+    let service = spawn(&TestDb::unowned(), &namespace, &env).await;
+    let ids_a = create_webhook(service.port, &a.url, "Message.received").await;
+    let ids_b = create_webhook(service.port, &b.url, "Message.received").await;
+
+    let events = publish_events_to(&amqp_url(), &namespace, QueueType::Classic, "{}", EVENTS).await;
+    wait_for_a_fifth(&a, &b).await;
+    postgres.restart().await;
+
+    let duplicates = settle(&[&a, &b], &events, &database_url, DEADLINE).await;
+    report("PostgreSQL restarted", duplicates);
+    drop(service);
+    hookrelay_tests::delete_namespace(&amqp_url(), &namespace, &[ids_a, ids_b]).await;
+}
+
+/// The queues of `namespace` whose leader is on `node`, as `rabbitmqctl list_queues` tells.
+fn led_by(cluster: &TestCluster, namespace: &str, node: &str) -> HashSet<String> {
+    cluster.nodes[0]
+        .ctl(&[
+            "list_queues",
+            "--quiet",
+            "--no-table-headers",
+            "name",
+            "leader",
+        ])
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .filter(|(name, leader)| name.starts_with(namespace) && leader.trim() == node)
+        .map(|(name, _)| name.to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn slow_a_cluster_node_stopped_with_quorum_queues_loses_nothing() {
+    let cluster = TestCluster::start(3).await;
+    let db = TestDb::new();
+    let namespace = hookrelay_tests::unique_namespace();
+    let (a, b) = receivers().await;
+    // Every fifth request fails, so that retries pass through the (quorum) delay tiers too.
+    let failing = (0..EVENTS).map(|n| match n % 5 {
+        0 => Behaviour::Status(503),
+        _ => Behaviour::Delay(Duration::from_millis(3), 200),
+    });
+    a.script(failing);
+    let url = cluster.nodes[0].url();
+    let env = settings(&[
+        ("HOOKRELAY_AMQP_URL", url.as_str()),
+        ("HOOKRELAY_QUEUE_TYPE", "quorum"),
+    ]);
+    let service = spawn(&db, &namespace, &env).await;
+    create_webhook(service.port, &a.url, "Message.received").await;
+    create_webhook(service.port, &b.url, "Message.received").await;
+
+    let events = publish_events_to(&url, &namespace, QueueType::Quorum, "{}", EVENTS).await;
+    wait_for_a_fifth(&a, &b).await;
+    // The service is connected to the first node, which holds the webhook queues (classic);
+    // the node stopped is the one that leads the most of the replicated ones.
+    let (victim, led) = cluster.nodes[1..]
+        .iter()
+        .map(|n| (n, led_by(&cluster, &namespace, &n.node)))
+        .max_by_key(|(_, led)| led.len())
+        .expect("two other nodes");
+    eprintln!(
+        "stopping {}, leader of {} queues: {led:?}",
+        victim.node,
+        led.len()
+    );
+    victim.stop();
+
+    // The failed requests are expected, not duplicates.
+    let duplicates = settle(&[&a, &b], &events, &db.url(), DEADLINE).await - EVENTS / 5;
+    report("a cluster node stopped", duplicates);
+    assert!(
+        led_by(&cluster, &namespace, &victim.node).is_empty(),
+        "the queues it led have new leaders"
+    );
+    drop(service);
+}

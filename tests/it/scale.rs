@@ -1,0 +1,120 @@
+//! Many webhooks in one process: consumers share channels, so a process serves more webhooks
+//! than a connection can have channels (RabbitMQ's `channel_max`, 2 047), and deleted ones
+//! leave no queue behind, even when they were deleted while no process ran.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use hookrelay_tests::receiver::Receiver;
+use serde_json::json;
+
+use hookrelay_tests::broker::TestBroker;
+
+use crate::helpers::{spawn_app, spawn_app_with};
+
+const DEADLINE: Duration = Duration::from_secs(120);
+
+/// The channels open on `broker`, a node of the test's own, where the service's is the only
+/// connection left.
+fn channels_on(broker: &TestBroker) -> usize {
+    broker
+        .ctl(&[
+            "list_connections",
+            "--quiet",
+            "--no-table-headers",
+            "channels",
+        ])
+        .lines()
+        .filter_map(|c| c.trim().parse::<usize>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn slow_more_webhooks_than_a_connection_has_channels() {
+    const WEBHOOKS: usize = 2100;
+    let broker = TestBroker::start().await;
+    let url = broker.url();
+    let app = spawn_app_with(|s| s.amqp_url = url).await;
+    let receiver = Receiver::start().await;
+    let ids: Vec<String> = futures::stream::iter(0..WEBHOOKS)
+        .map(|_| app.webhook("acc", &receiver.url, &["Contact.created"], json!({})))
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let ids: HashSet<String> = ids.into_iter().collect();
+
+    app.publish("Contact.created", "acc", json!({}), 1).await;
+    receiver.wait_for(WEBHOOKS, DEADLINE).await;
+    let client = app.db.connect().await;
+    hookrelay_tests::wait_for("every webhook's log succeeded", DEADLINE, || async {
+        let to: HashSet<String> = client
+            .query(
+                "SELECT webhook_id::text FROM webhook_logs WHERE status = 'succeeded'",
+                &[],
+            )
+            .await
+            .ok()?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        (to == ids).then_some(())
+    })
+    .await;
+
+    let channels = channels_on(&broker);
+    assert!(
+        (1..=40).contains(&channels),
+        "{channels} channels for {WEBHOOKS} webhooks"
+    );
+}
+
+#[tokio::test]
+async fn a_webhook_deleted_while_no_process_ran_loses_its_queue_at_the_next_start() {
+    let app = spawn_app().await;
+    let receiver = Receiver::start().await;
+    // Failing, so that its logs are still open (retrying) when it is deleted.
+    receiver.answer(hookrelay_tests::receiver::Behaviour::Status(503));
+    let id = app
+        .webhook("acc", &receiver.url, &["Contact.created"], json!({}))
+        .await;
+    app.publish("Contact.created", "acc", json!({}), 3).await;
+    receiver.wait_for(3, DEADLINE).await;
+    let queue = hookrelay_broker::Topology::new(&app.namespace).webhook_queue(&id);
+    let client = app.db.connect().await;
+    let app = app
+        .restart_after(async {
+            client
+                .execute("DELETE FROM webhooks WHERE id = $1::text::uuid", &[&id])
+                .await
+                .unwrap();
+        })
+        .await;
+    hookrelay_tests::wait_for("the queue removed", DEADLINE, || async {
+        let queues =
+            hookrelay_tests::rabbitmqctl(&["list_queues", "--quiet", "--no-table-headers", "name"])
+                .await;
+        (!queues.lines().any(|q| q.trim() == queue)).then_some(())
+    })
+    .await;
+    hookrelay_tests::wait_for(
+        "its logs ended and its tombstone gone",
+        DEADLINE,
+        || async {
+            let row = client
+                .query_one(
+                    "SELECT count(*) FILTER (WHERE status IN ('pending', 'retrying')),
+                        count(*) FILTER (WHERE status = 'failed'),
+                        (SELECT count(*) FROM webhook_tombstones)
+                 FROM webhook_logs",
+                    &[],
+                )
+                .await
+                .ok()?;
+            let (open, failed, tombstones): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+            (open == 0 && failed == 3 && tombstones == 0).then_some(())
+        },
+    )
+    .await;
+    drop(app);
+}
