@@ -19,7 +19,8 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use clap::Parser;
-use hookrelay_broker::{NoRoutes, Outgoing, Publisher, Topology};
+use hookrelay_broker::{NoRoutes, Outgoing, Publisher, QueueType, Topology};
+use hookrelay_tests::broker::{TestBroker, TestCluster};
 use hookrelay_tests::{amqp_url, unique_namespace, ServiceProcess, TestDb};
 use serde::Serialize;
 
@@ -50,8 +51,23 @@ enum Pace {
     Steady(u32),
 }
 
+/// Which RabbitMQ a scenario runs against.
+#[derive(Clone, Copy)]
+enum Rabbit {
+    /// The machine's, on 5672.
+    Shared,
+    /// A node of the scenario's own, with the open-files limit RabbitMQ asks for in
+    /// production: thousands of webhook queues holding messages need it.
+    Own,
+    /// A three-node cluster of the scenario's own, with this queue type.
+    Cluster(QueueType),
+}
+
 struct Scenario {
     name: &'static str,
+    rabbit: Rabbit,
+    /// `hookrelay serve` processes sharing the work.
+    processes: usize,
     webhooks: usize,
     accounts: usize,
     events: usize,
@@ -66,8 +82,10 @@ struct Scenario {
     old_logs: usize,
 }
 
-const SCENARIOS: [Scenario; 9] = [
+const SCENARIOS: [Scenario; 16] = [
     Scenario {
+        rabbit: Rabbit::Shared,
+        processes: 1,
         name: "W=1 burst",
         webhooks: 1,
         accounts: 1,
@@ -78,6 +96,8 @@ const SCENARIOS: [Scenario; 9] = [
         old_logs: 0,
     },
     Scenario {
+        rabbit: Rabbit::Shared,
+        processes: 1,
         name: "W=10 burst",
         webhooks: 10,
         accounts: 1,
@@ -89,6 +109,8 @@ const SCENARIOS: [Scenario; 9] = [
     },
     // 10 webhooks, one per account, events spread over the accounts: 1 000 deliveries/s.
     Scenario {
+        rabbit: Rabbit::Shared,
+        processes: 1,
         name: "W=10 steady 1000 ev/s",
         webhooks: 10,
         accounts: 10,
@@ -102,6 +124,8 @@ const SCENARIOS: [Scenario; 9] = [
     // one webhook of each account failing (5 answering 503, 5 hanging until the timeout):
     // what the failing ones cost the healthy ones, in a burst and at a steady rate.
     Scenario {
+        rabbit: Rabbit::Shared,
+        processes: 1,
         name: "W=100 healthy burst",
         webhooks: 100,
         accounts: 10,
@@ -112,6 +136,8 @@ const SCENARIOS: [Scenario; 9] = [
         old_logs: 0,
     },
     Scenario {
+        rabbit: Rabbit::Shared,
+        processes: 1,
         name: "W=100 10 failing burst",
         webhooks: 100,
         accounts: 10,
@@ -122,6 +148,8 @@ const SCENARIOS: [Scenario; 9] = [
         old_logs: 0,
     },
     Scenario {
+        rabbit: Rabbit::Shared,
+        processes: 1,
         name: "W=100 healthy steady",
         webhooks: 100,
         accounts: 10,
@@ -132,6 +160,8 @@ const SCENARIOS: [Scenario; 9] = [
         old_logs: 0,
     },
     Scenario {
+        rabbit: Rabbit::Shared,
+        processes: 1,
         name: "W=100 10 failing steady",
         webhooks: 100,
         accounts: 10,
@@ -144,6 +174,8 @@ const SCENARIOS: [Scenario; 9] = [
     // The steady scenario again, while the retention job deletes 300 000 old logs (and as
     // many attempts) beside it: what retention costs the pipeline.
     Scenario {
+        rabbit: Rabbit::Shared,
+        processes: 1,
         name: "W=10 steady + retention",
         webhooks: 10,
         accounts: 10,
@@ -153,8 +185,100 @@ const SCENARIOS: [Scenario; 9] = [
         failing: 0,
         old_logs: 300_000,
     },
+    // The cost of a delivery as webhooks grow: the same 100 000 deliveries (10 000 events,
+    // each to the 10 webhooks of one account) to 10, 1 000 and 10 000 webhooks, each on a
+    // broker node of its own so that its CPU time can be told apart.
+    Scenario {
+        name: "cost W=10",
+        rabbit: Rabbit::Own,
+        processes: 1,
+        webhooks: 10,
+        accounts: 1,
+        events: 10_000,
+        pace: Pace::Burst,
+        fan_out: 10,
+        failing: 0,
+        old_logs: 0,
+    },
+    Scenario {
+        name: "cost W=1000",
+        rabbit: Rabbit::Own,
+        processes: 1,
+        webhooks: 1_000,
+        accounts: 100,
+        events: 10_000,
+        pace: Pace::Burst,
+        fan_out: 10,
+        failing: 0,
+        old_logs: 0,
+    },
+    Scenario {
+        name: "cost W=10000",
+        rabbit: Rabbit::Own,
+        processes: 1,
+        webhooks: 10_000,
+        accounts: 1_000,
+        events: 10_000,
+        pace: Pace::Burst,
+        fan_out: 10,
+        failing: 0,
+        old_logs: 0,
+    },
+    // One process, then two sharing the work, on the same broker and the same load.
+    Scenario {
+        name: "procs=1 W=100",
+        rabbit: Rabbit::Own,
+        processes: 1,
+        webhooks: 100,
+        accounts: 10,
+        events: 10_000,
+        pace: Pace::Burst,
+        fan_out: 10,
+        failing: 0,
+        old_logs: 0,
+    },
+    Scenario {
+        name: "procs=2 W=100",
+        rabbit: Rabbit::Own,
+        processes: 2,
+        webhooks: 100,
+        accounts: 10,
+        events: 10_000,
+        pace: Pace::Burst,
+        fan_out: 10,
+        failing: 0,
+        old_logs: 0,
+    },
+    // Classic and quorum shared queues on a three-node cluster, in a burst and at a steady
+    // rate (which shows the latency of the pipeline rather than of the queue draining).
+    Scenario {
+        name: "cluster classic W=10 burst",
+        rabbit: Rabbit::Cluster(QueueType::Classic),
+        processes: 1,
+        webhooks: 10,
+        accounts: 1,
+        events: 5_000,
+        pace: Pace::Burst,
+        fan_out: 10,
+        failing: 0,
+        old_logs: 0,
+    },
+    Scenario {
+        name: "cluster quorum W=10 burst",
+        rabbit: Rabbit::Cluster(QueueType::Quorum),
+        processes: 1,
+        webhooks: 10,
+        accounts: 1,
+        events: 5_000,
+        pace: Pace::Burst,
+        fan_out: 10,
+        failing: 0,
+        old_logs: 0,
+    },
     // Last: tearing down 1 000 queues keeps RabbitMQ busy for a while after.
     Scenario {
+        rabbit: Rabbit::Shared,
+        processes: 1,
         name: "W=1000/100 accounts burst",
         webhooks: 1_000,
         accounts: 100,
@@ -180,6 +304,11 @@ struct Figures {
     latency_p99_ms: f64,
     latency_max_ms: f64,
     peak_rss_mb: f64,
+    /// CPU seconds per 1 000 deliveries, from the first publish until all is logged, of the
+    /// hookrelay processes and of the RabbitMQ nodes (0 on the shared broker).
+    hookrelay_cpu_per_1k: f64,
+    rabbitmq_cpu_per_1k: f64,
+    processes: usize,
     duplicates: usize,
     /// Webhooks failing on purpose, and the requests they got in all.
     failing_webhooks: usize,
@@ -246,8 +375,12 @@ async fn start_service(
     binary: &Path,
     db: &TestDb,
     namespace: &str,
+    amqp: &str,
+    queue_type: QueueType,
 ) -> anyhow::Result<ServiceProcess> {
     let mut env = hookrelay_tests::service_env(db, namespace, TOKEN);
+    env.push(("HOOKRELAY_AMQP_URL", amqp.to_owned()));
+    env.push(("HOOKRELAY_QUEUE_TYPE", queue_type.to_string()));
     // Short, so that the logs seeded two days old are the retention job's to delete.
     env.push(("HOOKRELAY_LOG_RETENTION", "1h".to_owned()));
     hookrelay_tests::spawn_service(binary, &env)
@@ -281,22 +414,75 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
     sorted[rank.min(sorted.len() - 1)] as f64 / 1000.0
 }
 
-/// Runs one scenario on a fresh service, database and namespace, and removes them all
-/// afterwards, whether the scenario succeeded or not.
+/// Runs one scenario on fresh services, database, namespace (and broker, unless it uses the
+/// shared one), and removes them all afterwards, whether the scenario succeeded or not.
 async fn run(binary: &Path, scenario: &Scenario) -> anyhow::Result<Figures> {
     let db = TestDb::new();
     let namespace = unique_namespace();
     if scenario.old_logs > 0 {
         seed_old_logs(binary, &db, scenario.old_logs).await?;
     }
-    let mut service = start_service(binary, &db, &namespace).await?;
+    let (nodes, queue_type) = match scenario.rabbit {
+        Rabbit::Shared => (Vec::new(), QueueType::Classic),
+        Rabbit::Own => (vec![TestBroker::start().await], QueueType::Classic),
+        Rabbit::Cluster(kind) => (TestCluster::start(3).await.nodes, kind),
+    };
+    let amqp = nodes.first().map_or_else(amqp_url, TestBroker::url);
+    let rabbit_pids: Vec<u32> = nodes.iter().filter_map(TestBroker::os_pid).collect();
+    let mut services = Vec::with_capacity(scenario.processes);
+    for _ in 0..scenario.processes.max(1) {
+        services.push(start_service(binary, &db, &namespace, &amqp, queue_type).await?);
+    }
     let mut webhook_ids = Vec::with_capacity(scenario.webhooks);
-    let result = measure(scenario, &service, &db, &namespace, &mut webhook_ids).await;
-    // The service goes first, so that it cannot declare again what is being removed.
-    let _ = service.child.start_kill();
-    let _ = service.child.wait().await;
-    hookrelay_tests::delete_namespace(&amqp_url(), &namespace, &webhook_ids).await;
+    let place = Place {
+        services: &services,
+        queue_type,
+        amqp: &amqp,
+        rabbit_pids: &rabbit_pids,
+        db: &db,
+        namespace: &namespace,
+    };
+    let result = measure(scenario, &place, &mut webhook_ids).await;
+    // The services go first, so that they cannot declare again what is being removed.
+    for service in &mut services {
+        let _ = service.child.start_kill();
+        let _ = service.child.wait().await;
+    }
+    if nodes.is_empty() {
+        hookrelay_tests::delete_namespace(&amqp, &namespace, &webhook_ids).await;
+    }
     result
+}
+
+/// Where a scenario runs.
+struct Place<'a> {
+    services: &'a [ServiceProcess],
+    queue_type: QueueType,
+    amqp: &'a str,
+    rabbit_pids: &'a [u32],
+    db: &'a TestDb,
+    namespace: &'a str,
+}
+
+/// CPU seconds a process has used so far (user and system), from `/proc/<pid>/stat`.
+fn cpu_seconds(pid: u32) -> f64 {
+    let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // The fields after the command name, which is in parentheses.
+            let rest = s.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let user: f64 = fields.get(11)?.parse().ok()?;
+            let system: f64 = fields.get(12)?.parse().ok()?;
+            Some(user + system)
+        })
+        .unwrap_or(0.0);
+    // Linux reports in USER_HZ, which is 100 on every architecture hookrelay builds for.
+    ticks / 100.0
+}
+
+fn cpu_of(pids: &[u32]) -> f64 {
+    pids.iter().map(|p| cpu_seconds(*p)).sum()
 }
 
 /// Migrates the database and fills it with `count` finished logs, two days old, each with
@@ -338,13 +524,12 @@ async fn seed_old_logs(binary: &Path, db: &TestDb, count: usize) -> anyhow::Resu
 
 async fn measure(
     scenario: &Scenario,
-    service: &ServiceProcess,
-    db: &TestDb,
-    namespace: &str,
+    place: &Place<'_>,
     webhook_ids: &mut Vec<String>,
 ) -> anyhow::Result<Figures> {
-    let pid = service.child.id().unwrap_or(0);
-    let api = format!("http://127.0.0.1:{}", service.port);
+    let (db, namespace) = (place.db, place.namespace);
+    let pids: Vec<u32> = place.services.iter().filter_map(|s| s.child.id()).collect();
+    let api = format!("http://127.0.0.1:{}", place.services[0].port);
     let client = reqwest::Client::new();
 
     let setup = Instant::now();
@@ -392,14 +577,15 @@ async fn measure(
         setup.elapsed().as_secs_f64()
     );
 
-    let connection = Arc::new(hookrelay_broker::connect(&amqp_url()).await?);
+    let connection = Arc::new(hookrelay_broker::connect(place.amqp).await?);
     let mut publisher = Publisher::open(&connection).await?;
-    let topology = Topology::new(namespace);
+    let topology = Topology::with_queue_type(namespace, place.queue_type);
     topology.declare_base(publisher.declarer()).await?;
     let exchange = topology.events_exchange();
     let properties = hookrelay_broker::persistent_json();
 
     let started = Instant::now();
+    let cpu_before = (cpu_of(&pids), cpu_of(place.rabbit_pids));
     let mut pending = Vec::with_capacity(1000);
     let mut tick = match scenario.pace {
         Pace::Steady(rate) => Some((
@@ -493,7 +679,10 @@ async fn measure(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let logged_in = started.elapsed();
-    let rss = peak_rss_mb(pid);
+    let per_1k = |before: f64, now: f64| (now - before) * 1000.0 / expected.max(1) as f64;
+    let hookrelay_cpu_per_1k = per_1k(cpu_before.0, cpu_of(&pids));
+    let rabbitmq_cpu_per_1k = per_1k(cpu_before.1, cpu_of(place.rabbit_pids));
+    let rss = pids.iter().map(|p| peak_rss_mb(*p)).fold(0.0, f64::max);
 
     let mut latencies = sink
         .latencies_us
@@ -538,6 +727,9 @@ async fn measure(
         latency_p99_ms: percentile(&latencies, 99.0),
         latency_max_ms: percentile(&latencies, 100.0),
         peak_rss_mb: rss,
+        hookrelay_cpu_per_1k,
+        rabbitmq_cpu_per_1k,
+        processes: place.services.len(),
         duplicates: received.saturating_sub(expected),
         failing_webhooks: scenario.failing,
         requests_to_503: sink.failed_503.load(Ordering::Relaxed),
@@ -561,7 +753,7 @@ async fn main() -> anyhow::Result<()> {
     }
     println!();
     println!(
-        "| {:<28} | {:>10} | {:>13} | {:>9} | {:>9} | {:>9} | {:>11} | {:>8} |",
+        "| {:<28} | {:>10} | {:>13} | {:>9} | {:>9} | {:>9} | {:>11} | {:>8} | {:>13} | {:>13} |",
         "scenario",
         "deliveries",
         "deliveries/s",
@@ -569,15 +761,22 @@ async fn main() -> anyhow::Result<()> {
         "p99 ms",
         "max ms",
         "all logged",
-        "peak RSS"
+        "peak RSS",
+        "hookrelay CPU",
+        "RabbitMQ CPU"
     );
     println!(
-        "|{:-<30}|{:->12}|{:->15}|{:->11}|{:->11}|{:->11}|{:->13}|{:->10}|",
-        "", "", "", "", "", "", "", ""
+        "|{:-<30}|{:->12}|{:->15}|{:->11}|{:->11}|{:->11}|{:->13}|{:->10}|{:->15}|{:->15}|",
+        "", "", "", "", "", "", "", "", "", ""
     );
     for r in &results {
+        // CPU seconds per 1 000 deliveries; RabbitMQ's only where it ran a node of its own.
+        let rabbit = match r.rabbitmq_cpu_per_1k {
+            c if c > 0.0 => format!("{c:.3} s/1k"),
+            _ => "-".to_owned(),
+        };
         println!(
-            "| {:<28} | {:>10} | {:>13.0} | {:>9.1} | {:>9.1} | {:>9.1} | {:>10.2}s | {:>5.0} MB |",
+            "| {:<28} | {:>10} | {:>13.0} | {:>9.1} | {:>9.1} | {:>9.1} | {:>10.2}s | {:>5.0} MB | {:>8.3} s/1k | {:>13} |",
             r.scenario,
             r.deliveries,
             r.deliveries_per_sec,
@@ -585,7 +784,9 @@ async fn main() -> anyhow::Result<()> {
             r.latency_p99_ms,
             r.latency_max_ms,
             r.all_logged_secs,
-            r.peak_rss_mb
+            r.peak_rss_mb,
+            r.hookrelay_cpu_per_1k,
+            rabbit
         );
     }
     for r in results.iter().filter(|r| r.old_logs_deleted > 0) {

@@ -118,3 +118,36 @@ async fn a_webhook_deleted_while_no_process_ran_loses_its_queue_at_the_next_star
     .await;
     drop(app);
 }
+
+/// A deployment upgraded from a release before classic queues version 2: its queues exist
+/// without `x-queue-version`, RabbitMQ refuses to declare them again with it, and the service
+/// uses them as they are instead of failing.
+#[tokio::test]
+async fn queues_made_by_an_earlier_release_are_used_as_found() {
+    use hookrelay_broker::lapin::options::QueueDeclareOptions;
+    use hookrelay_broker::lapin::types::FieldTable;
+    let namespace = hookrelay_tests::unique_namespace();
+    let topology = hookrelay_broker::Topology::new(&namespace);
+    let connection = hookrelay_broker::connect(&hookrelay_tests::amqp_url())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    for queue in [topology.ingest_queue(), topology.rejected_queue()] {
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        channel
+            .queue_declare(&queue, durable, FieldTable::default())
+            .await
+            .unwrap();
+    }
+    let _ = connection.close(200, "made").await;
+
+    let app = spawn_app_with(|s| s.namespace = namespace).await;
+    let receiver = Receiver::start().await;
+    app.webhook("acc", &receiver.url, &["Contact.created"], json!({}))
+        .await;
+    let ids = app.publish("Contact.created", "acc", json!({}), 3).await;
+    receiver.wait_for_events(&ids, DEADLINE).await;
+}

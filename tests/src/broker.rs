@@ -51,6 +51,15 @@ impl TestBroker {
         broker
     }
 
+    /// The operating system's process id of the node, while it runs.
+    pub fn os_pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.dir.join("pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
     /// The AMQP URL of this node.
     pub fn url(&self) -> String {
         format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
@@ -114,12 +123,28 @@ impl TestBroker {
         self.boot().await;
     }
 
-    /// Stops the node; [`TestBroker::start_again`] brings it back with its data.
+    /// Stops the node; [`TestBroker::start_again`] brings it back with its data. A node
+    /// that has not stopped after a minute (closing ten thousand queues can take longer) is
+    /// killed: its data is the test's only.
     pub fn stop(&self) {
+        let pid = self.os_pid();
         let _ = self
-            .command("rabbitmqctl")
-            .args(["-n", &self.node, "stop"])
+            .command("timeout")
+            .args(["60", "rabbitmqctl", "-n", &self.node, "stop"])
             .output();
+        // Only that very node's process: a pid may have been reused since.
+        let ours = |pid: u32| {
+            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
+                env.split(|b| *b == 0)
+                    .any(|var| var == format!("RABBITMQ_NODENAME={}", self.node).as_bytes())
+            })
+        };
+        if let Some(pid) = pid.filter(|p| ours(*p)) {
+            let _ = Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
     }
 
     pub async fn start_again(&self) {

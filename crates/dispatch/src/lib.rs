@@ -163,6 +163,7 @@ impl Dispatcher {
                 schedule: config.retry_schedule.clone(),
             },
             health: deliver::HealthBook::default(),
+            saved_health: deliver::HealthLookup::start(store.clone()),
             origin: origin.clone(),
         });
         tracker.spawn(deliver::run(deliver, broker.clone(), shutdown.clone()));

@@ -74,56 +74,30 @@ impl Store {
                 &[],
             )
             .await?;
-        Ok(rows
-            .iter()
-            .map(|r| {
-                (
-                    r.get(0),
-                    (
-                        r.get(5),
-                        HealthRow {
-                            failing_since: r.get(1),
-                            consecutive_failures: count(r.get(2)),
-                            trips: count(r.get(3)),
-                            paused_until: r.get(4),
-                        },
-                    ),
-                )
-            })
-            .collect())
+        Ok(rows.iter().map(health_entry).collect())
     }
 }
 
 impl Store {
-    /// The saved health of webhook `webhook_id`'s current version, if any: read by a worker
-    /// that becomes the queue's active consumer, since another process may have been running
-    /// the endpoint's breaker until now.
+    /// The saved health of the current version of each of `webhook_ids` that has one: read
+    /// by workers that become their queues' active consumer, since another process may have
+    /// been running the endpoints' breakers until now.
     pub async fn load_health_of(
         &self,
-        webhook_id: Uuid,
-    ) -> Result<Option<(DateTime<Utc>, HealthRow)>, StoreError> {
+        webhook_ids: &[Uuid],
+    ) -> Result<HashMap<Uuid, (DateTime<Utc>, HealthRow)>, StoreError> {
         let client = self.client().await?;
-        let row = client
-            .query_opt(
-                "SELECT h.failing_since, h.consecutive_failures, h.trips, h.paused_until,
-                        h.webhook_version
+        let rows = client
+            .query(
+                "SELECT h.webhook_id, h.failing_since, h.consecutive_failures, h.trips,
+                        h.paused_until, h.webhook_version
                  FROM webhook_health h
                  JOIN webhooks w ON w.id = h.webhook_id AND w.updated_at = h.webhook_version
-                 WHERE h.webhook_id = $1",
-                &[&webhook_id],
+                 WHERE h.webhook_id = ANY($1)",
+                &[&webhook_ids],
             )
             .await?;
-        Ok(row.map(|r| {
-            (
-                r.get(4),
-                HealthRow {
-                    failing_since: r.get(0),
-                    consecutive_failures: count(r.get(1)),
-                    trips: count(r.get(2)),
-                    paused_until: r.get(3),
-                },
-            )
-        }))
+        Ok(rows.iter().map(health_entry).collect())
     }
 
     /// Webhooks deleted whose queue and open logs may still need cleaning up, oldest first.
@@ -158,4 +132,21 @@ impl Store {
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// A row of `webhook_id, failing_since, consecutive_failures, trips, paused_until,
+/// webhook_version`.
+fn health_entry(r: &tokio_postgres::Row) -> (Uuid, (DateTime<Utc>, HealthRow)) {
+    (
+        r.get(0),
+        (
+            r.get(5),
+            HealthRow {
+                failing_since: r.get(1),
+                consecutive_failures: count(r.get(2)),
+                trips: count(r.get(3)),
+                paused_until: r.get(4),
+            },
+        ),
+    )
 }

@@ -121,10 +121,10 @@ impl Worker {
     /// newer than this process knows of is adopted, and the breaker holds across processes.
     /// `Some(mode)` when the delivery must go back and the consumer change mode.
     async fn take_over(&mut self) -> Option<Mode> {
-        let (version, row) = match self.ctx.store.load_health_of(self.id).await {
+        let (version, row) = match self.ctx.saved_health.get(self.id).await {
             Ok(saved) => saved?,
             Err(e) => {
-                warn!(webhook_id = %self.id, error = %crate::error_chain(&e), "cannot read the saved endpoint health; going on with this process's");
+                warn!(webhook_id = %self.id, error = %e, "cannot read the saved endpoint health; going on with this process's");
                 return None;
             }
         };

@@ -48,7 +48,7 @@ use crate::http::Sender;
 use crate::subscriptions::Subscriptions;
 use crate::writer::AttemptWriter;
 
-pub use health::HealthBook;
+pub use health::{HealthBook, HealthLookup};
 
 /// How often consumers are checked even without a change (to restart one that died).
 const RECONCILE_EVERY: Duration = Duration::from_secs(2);
@@ -75,6 +75,8 @@ pub struct Context {
     /// The retry schedule, the breaker threshold and the auto-disable delay.
     pub policy: HealthPolicy,
     pub health: HealthBook,
+    /// Reads the health other processes saved, for consumers taking a queue over.
+    pub saved_health: HealthLookup,
     /// Tags the events hookrelay publishes about webhooks as its own.
     pub origin: hookrelay_core::ops::OriginKey,
 }
