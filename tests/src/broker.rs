@@ -153,15 +153,21 @@ impl TestBroker {
 
     /// Runs `rabbitmqctl -n <this node> args…` and answers its output.
     pub fn ctl(&self, args: &[&str]) -> String {
+        self.tool("rabbitmqctl", args)
+    }
+
+    /// Runs one of RabbitMQ's command line tools (`rabbitmqctl`, `rabbitmq-queues`) against
+    /// this node and answers its output.
+    pub fn tool(&self, program: &str, args: &[&str]) -> String {
         let out = self
-            .command("rabbitmqctl")
+            .command(program)
             .args(["-n", &self.node])
             .args(args)
             .output()
             .expect("rabbitmqctl runs");
         assert!(
             out.status.success(),
-            "rabbitmqctl {args:?} failed: {}",
+            "{program} {args:?} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()

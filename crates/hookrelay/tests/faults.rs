@@ -213,10 +213,14 @@ async fn slow_a_cluster_node_stopped_with_quorum_queues_loses_nothing() {
     create_webhook(service.port, &a.url, "Message.received").await;
     create_webhook(service.port, &b.url, "Message.received").await;
 
+    // Quorum queues get their leader on the node the declaring client is connected to;
+    // spread them over the cluster, as an operator would, so that the node stopped below
+    // leads some.
+    cluster.nodes[0].tool("rabbitmq-queues", &["rebalance", "quorum"]);
     let events = publish_events_to(&url, &namespace, QueueType::Quorum, "{}", EVENTS).await;
     wait_for_a_fifth(&a, &b).await;
     // The service is connected to the first node, which holds the webhook queues (classic);
-    // the node stopped is the one that leads the most of the replicated ones.
+    // the node stopped is the other one that leads the most of the replicated ones.
     let (victim, led) = cluster.nodes[1..]
         .iter()
         .map(|n| (n, led_by(&cluster, &namespace, &n.node)))
@@ -226,6 +230,10 @@ async fn slow_a_cluster_node_stopped_with_quorum_queues_loses_nothing() {
         "stopping {}, leader of {} queues: {led:?}",
         victim.node,
         led.len()
+    );
+    assert!(
+        !led.is_empty(),
+        "the node to stop leads no queue: nothing would be tested"
     );
     victim.stop();
 
