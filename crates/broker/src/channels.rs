@@ -82,9 +82,13 @@ impl ConsumerChannels {
             return Ok((shared.channel.clone(), shared.users.clone()));
         }
         let channel = self.connection.create_channel().await?;
-        channel
+        if let Err(e) = channel
             .basic_qos(self.prefetch, BasicQosOptions::default())
-            .await?;
+            .await
+        {
+            let _ = channel.close(200, "cannot set the prefetch").await;
+            return Err(e);
+        }
         let users = Arc::new(());
         open.push(Shared {
             channel: channel.clone(),

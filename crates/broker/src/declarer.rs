@@ -38,14 +38,15 @@ impl Declarer {
         }
     }
 
-    /// The open channel, or a new one if the last failed.
-    async fn channel(&self) -> Result<Channel, lapin::Error> {
-        let mut current = self.channel.lock().await;
-        if let Some(channel) = current.as_ref().filter(|c| c.status().connected()) {
+    /// The open channel, or a new one if the last failed. Callers hold the lock for the whole
+    /// request: a refused declaration closes the channel and fails every request pending on
+    /// it with the same error, so requests from several tasks must not overlap.
+    async fn open(&self, slot: &mut Option<Channel>) -> Result<Channel, lapin::Error> {
+        if let Some(channel) = slot.as_ref().filter(|c| c.status().connected()) {
             return Ok(channel.clone());
         }
         let channel = self.connection.create_channel().await?;
-        *current = Some(channel.clone());
+        *slot = Some(channel.clone());
         Ok(channel)
     }
 
@@ -54,7 +55,8 @@ impl Declarer {
             durable: true,
             ..Default::default()
         };
-        self.channel()
+        let mut slot = self.channel.lock().await;
+        self.open(&mut slot)
             .await?
             .exchange_declare(name, kind, durable, FieldTable::default())
             .await
@@ -67,22 +69,16 @@ impl Declarer {
             durable: true,
             ..Default::default()
         };
+        let mut slot = self.channel.lock().await;
         match self
-            .channel()
+            .open(&mut slot)
             .await?
             .queue_declare(name, durable, args)
             .await
         {
             Ok(_) => Ok(()),
             Err(lapin::Error::ProtocolError(e)) if e.get_id() == PRECONDITION_FAILED => {
-                let passive = QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                };
-                self.channel()
-                    .await?
-                    .queue_declare(name, passive, FieldTable::default())
-                    .await?;
+                self.passive(&mut slot, name).await?;
                 let first = self
                     .kept
                     .lock()
@@ -97,6 +93,25 @@ impl Declarer {
         }
     }
 
+    /// Whether queue `name` exists, told by a passive declaration; `Err` (404) when it does
+    /// not, which costs this channel only.
+    pub async fn exists(&self, name: &str) -> Result<(), lapin::Error> {
+        let mut slot = self.channel.lock().await;
+        self.passive(&mut slot, name).await
+    }
+
+    async fn passive(&self, slot: &mut Option<Channel>, name: &str) -> Result<(), lapin::Error> {
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        self.open(slot)
+            .await?
+            .queue_declare(name, passive, FieldTable::default())
+            .await
+            .map(|_| ())
+    }
+
     pub async fn bind(
         &self,
         queue: &str,
@@ -104,7 +119,8 @@ impl Declarer {
         key: &str,
         args: FieldTable,
     ) -> Result<(), lapin::Error> {
-        self.channel()
+        let mut slot = self.channel.lock().await;
+        self.open(&mut slot)
             .await?
             .queue_bind(queue, exchange, key, QueueBindOptions::default(), args)
             .await
@@ -112,7 +128,8 @@ impl Declarer {
 
     /// Deletes a queue and the messages in it; deleting one that does not exist succeeds.
     pub async fn delete_queue(&self, name: &str) -> Result<(), lapin::Error> {
-        self.channel()
+        let mut slot = self.channel.lock().await;
+        self.open(&mut slot)
             .await?
             .queue_delete(name, QueueDeleteOptions::default())
             .await
@@ -120,7 +137,8 @@ impl Declarer {
     }
 
     pub async fn delete_exchange(&self, name: &str) -> Result<(), lapin::Error> {
-        self.channel()
+        let mut slot = self.channel.lock().await;
+        self.open(&mut slot)
             .await?
             .exchange_delete(name, ExchangeDeleteOptions::default())
             .await

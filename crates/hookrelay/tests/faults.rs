@@ -238,7 +238,9 @@ async fn slow_a_cluster_node_stopped_with_quorum_queues_loses_nothing() {
     victim.stop();
 
     // The failed requests are expected, not duplicates.
-    let duplicates = settle(&[&a, &b], &events, &db.url(), DEADLINE).await - EVENTS / 5;
+    let duplicates = settle(&[&a, &b], &events, &db.url(), DEADLINE)
+        .await
+        .saturating_sub(EVENTS / 5);
     report("a cluster node stopped", duplicates);
     assert!(
         led_by(&cluster, &namespace, &victim.node).is_empty(),

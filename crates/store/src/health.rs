@@ -112,9 +112,13 @@ impl Store {
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
-    /// Ends the open logs of deleted webhook `webhook_id` and removes its tombstone, in one
-    /// transaction: called once its queue is gone.
-    pub async fn bury(&self, webhook_id: Uuid) -> Result<(), StoreError> {
+    /// Ends the open logs of deleted webhook `webhook_id`, and removes its tombstone once it
+    /// is older than `grace`, in one transaction: called once its queue is gone.
+    pub async fn bury(
+        &self,
+        webhook_id: Uuid,
+        grace: std::time::Duration,
+    ) -> Result<(), StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         tx.execute(
@@ -124,9 +128,11 @@ impl Store {
             &[&webhook_id],
         )
         .await?;
+        let grace = i64::try_from(grace.as_secs()).unwrap_or(i64::MAX);
         tx.execute(
-            "DELETE FROM webhook_tombstones WHERE webhook_id = $1",
-            &[&webhook_id],
+            "DELETE FROM webhook_tombstones
+             WHERE webhook_id = $1 AND deleted_at < now() - $2::bigint * interval '1 second'",
+            &[&webhook_id, &grace],
         )
         .await?;
         tx.commit().await?;

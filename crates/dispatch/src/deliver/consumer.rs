@@ -81,6 +81,9 @@ pub async fn consume_webhook(
     };
     debug!(webhook_id = %id, "consuming");
     loop {
+        if worker.stop.is_cancelled() {
+            break;
+        }
         mode = match mode {
             Mode::Full => worker.full().await,
             Mode::Paused(until) => worker.paused(until).await,
@@ -104,13 +107,17 @@ impl Worker {
     async fn open(&self, probe: bool) -> Result<Consuming, hookrelay_broker::lapin::Error> {
         // Should the declaration fail (a broker limit, say), only this webhook waits, retried
         // by the manager's next reconcile.
-        self.lines.declare(&self.ctx.topology, self.id).await?;
+        self.lines.ensure(&self.ctx.topology, self.id).await?;
         let queue = self.ctx.topology.webhook_queue(&self.id.to_string());
         let channels = match probe {
             true => &self.lines.probes,
             false => &self.lines.full,
         };
-        channels.consume(&queue, "hookrelay-webhook").await
+        let consuming = channels.consume(&queue, "hookrelay-webhook").await;
+        if consuming.is_err() {
+            self.lines.forget(self.id);
+        }
+        consuming
     }
 
     /// Called with the first delivery a new consumer gets. With several processes, each
@@ -252,7 +259,8 @@ impl Worker {
                 _ = self.stop.cancelled() => return Mode::Stop,
                 _ = &mut sleep => break,
                 changed = changes.changed() => {
-                    if changed.is_err() {
+                    let gone = self.ctx.subscriptions.get(self.id).is_none_or(|w| !w.active);
+                    if changed.is_err() || gone {
                         return Mode::Stop;
                     }
                     if self.edited() {

@@ -40,7 +40,7 @@ use hookrelay_store::Store;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, warn};
 use uuid::Uuid;
 
 use crate::batch::BatchPublisher;
@@ -56,6 +56,9 @@ const RECONCILE_EVERY: Duration = Duration::from_secs(2);
 const SWEEP_EVERY: Duration = Duration::from_secs(30);
 /// Deleted webhooks cleaned up per sweep at most.
 const SWEEP_BATCH: i64 = 500;
+/// How long a tombstone stays, its queue removed again at every sweep: a consumer of another
+/// process that had not yet heard of the deletion may have declared the queue again.
+const TOMBSTONE_GRACE: Duration = Duration::from_secs(300);
 /// Consumers sharing one channel: 10 000 webhooks take 40 channels of each kind. The
 /// broker runs a channel as one process, which this keeps busy but not swamped.
 const CONSUMERS_PER_CHANNEL: usize = 250;
@@ -125,8 +128,12 @@ impl Lines {
         }
     }
 
-    /// Declares webhook `id`'s queue unless this connection already has.
-    pub async fn declare(
+    /// Makes sure webhook `id`'s queue exists before a consumer subscribes to it: consuming
+    /// a missing queue would close a channel shared with hundreds of other consumers, while a
+    /// declaration that fails costs the declarer's channel only. A queue this connection has
+    /// declared is checked with a passive declaration (cheaper than declaring and binding
+    /// again): another process's sweep or an operator may have deleted it since.
+    pub async fn ensure(
         &self,
         topology: &Topology,
         id: Uuid,
@@ -138,7 +145,14 @@ impl Lines {
             .map(|d| d.contains(&id))
             .unwrap_or(false);
         if known {
-            return Ok(());
+            match self
+                .declarer
+                .exists(&topology.webhook_queue(&id.to_string()))
+                .await
+            {
+                Ok(()) => return Ok(()),
+                Err(_) => self.forget(id),
+            }
         }
         topology
             .declare_webhook(&self.declarer, &id.to_string())
@@ -149,7 +163,7 @@ impl Lines {
         Ok(())
     }
 
-    fn forget(&self, id: Uuid) {
+    pub fn forget(&self, id: Uuid) {
         if let Ok(mut declared) = self.declared.lock() {
             declared.remove(&id);
         }
@@ -194,9 +208,7 @@ async fn manage(
         }
         reconcile(ctx, &lines, &publisher, &mut running);
         if changed || swept.is_none_or(|t| t.elapsed() >= SWEEP_EVERY) {
-            if let Err(e) = sweep(ctx, &lines).await {
-                break Err(e);
-            }
+            sweep(ctx, &lines).await;
             swept = Some(Instant::now());
         }
         tokio::select! {
@@ -257,12 +269,12 @@ fn reconcile(
 /// Removes the queues of deleted webhooks, with the deliveries still in them, and ends their
 /// open logs. Their tombstones (migration V5) make this work for webhooks deleted while no
 /// process ran, and let any process of a deployment do it; removing a queue twice is harmless.
-async fn sweep(ctx: &Context, lines: &Lines) -> Result<(), hookrelay_broker::lapin::Error> {
+async fn sweep(ctx: &Context, lines: &Lines) {
     let gone = match ctx.store.tombstones(SWEEP_BATCH).await {
         Ok(gone) => gone,
         Err(e) => {
             warn!(error = %crate::error_chain(&e), "cannot read the deleted webhooks; will try again");
-            return Ok(());
+            return;
         }
     };
     for id in gone {
@@ -270,14 +282,19 @@ async fn sweep(ctx: &Context, lines: &Lines) -> Result<(), hookrelay_broker::lap
             // Not deleted in this process's view yet: its consumer may still be running.
             continue;
         }
-        info!(webhook_id = %id, "webhook deleted; removing its queue");
-        ctx.topology
+        debug!(webhook_id = %id, "webhook deleted; removing its queue");
+        // One that fails is tried again at the next sweep; the others go on.
+        if let Err(e) = ctx
+            .topology
             .delete_webhook(&lines.declarer, &id.to_string())
-            .await?;
+            .await
+        {
+            warn!(webhook_id = %id, error = %e, "cannot remove a deleted webhook's queue; will try again");
+            continue;
+        }
         lines.forget(id);
-        if let Err(e) = ctx.store.bury(id).await {
+        if let Err(e) = ctx.store.bury(id, TOMBSTONE_GRACE).await {
             warn!(webhook_id = %id, error = %crate::error_chain(&e), "cannot close the logs of a deleted webhook; will try again");
         }
     }
-    Ok(())
 }
