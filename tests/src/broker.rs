@@ -128,10 +128,14 @@ impl TestBroker {
     /// killed: its data is the test's only.
     pub fn stop(&self) {
         let pid = self.os_pid();
+        // `status`, not `output`: the command line tool's own Erlang VM may outlive `timeout`
+        // and hold its output open.
         let _ = self
             .command("timeout")
             .args(["60", "rabbitmqctl", "-n", &self.node, "stop"])
-            .output();
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
         // Only that very node's process: a pid may have been reused since.
         let ours = |pid: u32| {
             std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
