@@ -65,15 +65,7 @@ impl Store {
         &self,
     ) -> Result<HashMap<Uuid, (DateTime<Utc>, HealthRow)>, StoreError> {
         let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT h.webhook_id, h.failing_since, h.consecutive_failures, h.trips,
-                        h.paused_until, h.webhook_version
-                 FROM webhook_health h
-                 JOIN webhooks w ON w.id = h.webhook_id AND w.updated_at = h.webhook_version",
-                &[],
-            )
-            .await?;
+        let rows = client.query(CURRENT_HEALTH, &[]).await?;
         Ok(rows.iter().map(health_entry).collect())
     }
 }
@@ -87,16 +79,8 @@ impl Store {
         webhook_ids: &[Uuid],
     ) -> Result<HashMap<Uuid, (DateTime<Utc>, HealthRow)>, StoreError> {
         let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT h.webhook_id, h.failing_since, h.consecutive_failures, h.trips,
-                        h.paused_until, h.webhook_version
-                 FROM webhook_health h
-                 JOIN webhooks w ON w.id = h.webhook_id AND w.updated_at = h.webhook_version
-                 WHERE h.webhook_id = ANY($1)",
-                &[&webhook_ids],
-            )
-            .await?;
+        let sql = format!("{CURRENT_HEALTH} WHERE h.webhook_id = ANY($1)");
+        let rows = client.query(&sql, &[&webhook_ids]).await?;
         Ok(rows.iter().map(health_entry).collect())
     }
 
@@ -139,6 +123,13 @@ impl Store {
         Ok(())
     }
 }
+
+/// The saved health of webhooks' current versions (a row saved for an older version, by a
+/// worker that had not yet seen a change, is never read back), as [`health_entry`] reads it.
+const CURRENT_HEALTH: &str = "SELECT h.webhook_id, h.failing_since, h.consecutive_failures,
+        h.trips, h.paused_until, h.webhook_version
+    FROM webhook_health h
+    JOIN webhooks w ON w.id = h.webhook_id AND w.updated_at = h.webhook_version";
 
 /// A row of `webhook_id, failing_since, consecutive_failures, trips, paused_until,
 /// webhook_version`.

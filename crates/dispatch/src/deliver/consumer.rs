@@ -53,8 +53,8 @@ struct Worker {
     disabled: bool,
 }
 
-/// Consumes webhook `id`'s queue until `stop`; then waits for its attempts under way and
-/// closes its channel, which hands every message not yet acked back to the queue.
+/// Consumes webhook `id`'s queue until `stop`; then hands back to the queue what it had
+/// received and not started, and waits for its attempts under way.
 pub async fn consume_webhook(
     ctx: Arc<Context>,
     lines: Arc<Lines>,
