@@ -19,7 +19,7 @@
 //! Queue types ([`QueueType`]): every queue is a classic queue of version 2 (RabbitMQ ≥ 3.10),
 //! whose per-queue memory and index writes are a fraction of version 1's, which is what a
 //! deployment with ten thousand webhook queues pays for. With `quorum`, the queues every
-//! event passes through (ingest, rejected, the delay tiers and the due queue: 26 per
+//! event passes through (ingest, rejected, the delay tiers and the due queue: 25 per
 //! deployment) are quorum queues, replicated on a RabbitMQ cluster, and the tiers dead-letter
 //! at least once; the webhook queues stay classic, since a quorum queue per webhook costs the
 //! cluster minutes and gigabytes at ten thousand webhooks (README, "Running more than one").

@@ -15,11 +15,10 @@
 //! is not yet part of. The price is a hop through this queue per tier used: about one per
 //! doubling of the wait, on retries only.
 //!
-//! What this does not cover yet: RabbitMQ dead-letters from classic queues at most once, so a
+//! With `queue_type = classic`, RabbitMQ dead-letters from the tiers at most once, so a
 //! broker that crashes (not one that stops) in the very moment a retry expires may drop it,
-//! and its log stays `retrying`. Quorum queues dead-letter at least once
-//! (`x-dead-letter-strategy`); they come with the `queue_type` setting, with the cluster
-//! support (the tiers are 23 queues per deployment, not one per webhook).
+//! and its log stays `retrying` until retried by hand. With `quorum` the tiers dead-letter at
+//! least once (`x-dead-letter-strategy`), and that gap closes.
 
 use std::collections::HashSet;
 use std::sync::Arc;
