@@ -5,7 +5,7 @@ use std::time::Duration;
 use hookrelay_broker::lapin::types::{AMQPValue, FieldTable, LongString};
 use hookrelay_broker::lapin::BasicProperties;
 use hookrelay_tests::receiver::Receiver;
-use hookrelay_tests::wait_for;
+use hookrelay_tests::{metric, wait_for};
 use serde_json::json;
 use tokio::io::AsyncWriteExt as _;
 
@@ -272,13 +272,6 @@ async fn every_metric_family_is_there_from_the_start() {
     ] {
         assert!(text.contains(line), "{line} missing from\n{text}");
     }
-}
-
-/// A metric's value from the exposition text.
-fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(f64::NAN)
 }
 
 #[tokio::test]

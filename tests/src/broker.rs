@@ -123,7 +123,7 @@ impl TestBroker {
         self.boot().await;
     }
 
-    /// Stops the node; [`TestBroker::start_again`] brings it back with its data. A node
+    /// Stops the node; [`TestBroker::restart`] stops and starts it with its data. A node
     /// that has not stopped after a minute (closing ten thousand queues can take longer) is
     /// killed: its data is the test's only.
     pub fn stop(&self) {
@@ -149,10 +149,6 @@ impl TestBroker {
                 .stderr(std::process::Stdio::null())
                 .status();
         }
-    }
-
-    pub async fn start_again(&self) {
-        self.boot().await;
     }
 
     /// Runs `rabbitmqctl -n <this node> args…` and answers its output.

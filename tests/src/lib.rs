@@ -133,6 +133,23 @@ where
     }
 }
 
+/// The value of `series` in Prometheus exposition `text`: a whole series
+/// (`name{label="value"}`) or a name, whose labelled series are then added up; NaN when
+/// there is none.
+pub fn metric(text: &str, series: &str) -> f64 {
+    let values: Vec<f64> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter(|(s, _)| *s == series || s.strip_prefix(series).is_some_and(|r| r.starts_with('{')))
+        .filter_map(|(_, v)| v.parse::<f64>().ok())
+        .collect();
+    match values.is_empty() {
+        true => f64::NAN,
+        false => values.iter().sum(),
+    }
+}
+
 /// Lets `span` pass, for a test that checks that something does *not* happen: there is no
 /// condition to wait for then, only a window in which it would have happened. Never to wait
 /// for something that does happen: [`wait_for`] does that.

@@ -97,14 +97,6 @@ impl ConsumerChannels {
         Ok((channel, users))
     }
 
-    /// How many channels are open now.
-    pub async fn channels(&self) -> usize {
-        let open = self.open.lock().await;
-        open.iter()
-            .filter(|s| s.channel.status().connected())
-            .count()
-    }
-
     /// Closes every channel: whatever their consumers had not acked goes back to its queue.
     pub async fn close(&self) {
         let open = std::mem::take(&mut *self.open.lock().await);

@@ -99,10 +99,6 @@ impl Topology {
         &self.ns
     }
 
-    pub fn queue_type(&self) -> QueueType {
-        self.shared
-    }
-
     pub fn events_exchange(&self) -> String {
         format!("{}.events", self.ns)
     }

@@ -19,7 +19,7 @@ use hookrelay_broker::QueueType;
 use hookrelay_tests::broker::{TestBroker, TestCluster};
 use hookrelay_tests::postgres::TestPostgres;
 use hookrelay_tests::receiver::{Behaviour, Receiver};
-use hookrelay_tests::{amqp_url, TestDb};
+use hookrelay_tests::{amqp_url, metric, TestDb};
 
 const EVENTS: usize = 1500;
 const PER_WEBHOOK: usize = 4;
@@ -76,13 +76,6 @@ fn most_at_once(receiver: &Receiver) -> usize {
         .map(|r| r.in_flight)
         .max()
         .unwrap_or(0)
-}
-
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum()
 }
 
 async fn metrics(port: u16) -> String {

@@ -106,10 +106,8 @@ impl Store {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         tx.execute(
-            "UPDATE webhook_logs SET status = 'failed', error = 'the webhook was deleted',
-                    next_attempt_at = NULL, updated_at = now()
-             WHERE webhook_id = $1 AND status IN ('pending', 'retrying')",
-            &[&webhook_id],
+            crate::logs::FAIL_OPEN_LOGS,
+            &[&webhook_id, &"the webhook was deleted"],
         )
         .await?;
         let grace = i64::try_from(grace.as_secs()).unwrap_or(i64::MAX);

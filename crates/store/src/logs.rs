@@ -471,15 +471,16 @@ impl Store {
     pub async fn fail_open_logs(&self, webhook_id: Uuid, error: &str) -> Result<u64, StoreError> {
         let client = self.client().await?;
         Ok(client
-            .execute(
-                "UPDATE webhook_logs SET status = 'failed', error = $2, next_attempt_at = NULL,
-                        updated_at = now()
-                 WHERE webhook_id = $1 AND status IN ('pending', 'retrying')",
-                &[&webhook_id, &error],
-            )
+            .execute(FAIL_OPEN_LOGS, &[&webhook_id, &error])
             .await?)
     }
 }
+
+/// Ends the open logs of webhook `$1` with error `$2`.
+pub(crate) const FAIL_OPEN_LOGS: &str =
+    "UPDATE webhook_logs SET status = 'failed', error = $2, next_attempt_at = NULL,
+            updated_at = now()
+     WHERE webhook_id = $1 AND status IN ('pending', 'retrying')";
 
 #[cfg(test)]
 mod tests {
