@@ -42,7 +42,10 @@ async fn delivered_signed(app: &TestApp, receivers: &[(&Receiver, &str)], round:
         .publish("Contact.created", "acc", json!({"round": round}), 1)
         .await;
     for (receiver, secret) in receivers {
-        let got = receiver.wait_for(round, DEADLINE).await;
+        // A restart may redeliver an earlier round's event (at least once),
+        // so wait for this round's id rather than for a count.
+        receiver.wait_for_events(&ids[..1], DEADLINE).await;
+        let got = receiver.received();
         let last = got
             .iter()
             .find(|r| r.header("webhook-id") == Some(ids[0].as_str()))
