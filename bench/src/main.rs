@@ -714,7 +714,7 @@ async fn measure(
             scenario.old_logs
         );
     }
-    let _ = connection.close(200, "bench done").await;
+    let _ = connection.close(200, "bench done".into()).await;
     Ok(Figures {
         old_logs_deleted: (scenario.old_logs as i64 - old_logs_left).max(0) as usize,
         scenario: scenario.name.to_owned(),

@@ -159,7 +159,7 @@ async fn publish_steadily(app: &TestApp, during: Duration) -> HashMap<String, In
         }
     }
     publisher.close().await;
-    let _ = connection.close(200, "done").await;
+    let _ = connection.close(200, "done".into()).await;
     sent
 }
 

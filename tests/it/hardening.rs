@@ -560,7 +560,7 @@ async fn generated_envelopes_are_each_accepted_or_rejected_with_a_reason() {
             .await
             .unwrap();
         publisher.close().await;
-        let _ = connection.close(200, "published").await;
+        let _ = connection.close(200, "published".into()).await;
     }
     // Then one plain good event: the consumer is still moving after all of them.
     let last = app

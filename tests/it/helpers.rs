@@ -321,7 +321,7 @@ impl TestApp {
             .await
             .expect("published and confirmed");
         publisher.close().await;
-        let _ = connection.close(200, "done").await;
+        let _ = connection.close(200, "done".into()).await;
     }
 
     /// Reads every message of the rejected queue: (x-hookrelay-reason, x-hookrelay-error, body).
@@ -335,7 +335,7 @@ impl TestApp {
         let queue = hookrelay_broker::Topology::new(&self.namespace).rejected_queue();
         let mut out = Vec::new();
         while let Some(message) = channel
-            .basic_get(&queue, BasicGetOptions { no_ack: true })
+            .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
             .await
             .expect("basic.get")
         {
@@ -355,7 +355,7 @@ impl TestApp {
                 message.delivery.data.clone(),
             ));
         }
-        let _ = connection.close(200, "done").await;
+        let _ = connection.close(200, "done".into()).await;
         out
     }
 

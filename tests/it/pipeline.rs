@@ -545,7 +545,7 @@ async fn a_webhook_queue_lost_behind_the_services_back_is_recreated_without_loss
         .await
         .expect("queue deleted");
     declarer.close().await;
-    let _ = connection.close(200, "done").await;
+    let _ = connection.close(200, "done".into()).await;
 
     let mut ids = first;
     ids.extend(app.publish("Contact.created", "acc", json!({}), 50).await);
@@ -632,7 +632,7 @@ async fn deliveries_queued_for_a_disabled_webhook_wait_and_a_deleted_one_ends_th
     let queue = hookrelay_broker::Topology::new(&app.namespace).webhook_queue(&id);
     let passive = channel
         .queue_declare(
-            &queue,
+            queue.as_str().into(),
             hookrelay_broker::lapin::options::QueueDeclareOptions {
                 passive: true,
                 ..Default::default()
@@ -641,7 +641,7 @@ async fn deliveries_queued_for_a_disabled_webhook_wait_and_a_deleted_one_ends_th
         )
         .await;
     assert!(passive.is_err(), "the deleted webhook's queue is gone");
-    let _ = connection.close(200, "done").await;
+    let _ = connection.close(200, "done".into()).await;
 }
 
 #[tokio::test]
@@ -660,7 +660,7 @@ async fn a_new_webhook_gets_its_queue_and_consumer_before_any_event() {
         let channel = connection.create_channel().await.ok()?;
         let queue = channel
             .queue_declare(
-                &queue,
+                queue.as_str().into(),
                 hookrelay_broker::lapin::options::QueueDeclareOptions {
                     passive: true,
                     ..Default::default()
@@ -673,5 +673,5 @@ async fn a_new_webhook_gets_its_queue_and_consumer_before_any_event() {
     })
     .await;
     assert_eq!(consumers, 1);
-    let _ = connection.close(200, "done").await;
+    let _ = connection.close(200, "done".into()).await;
 }

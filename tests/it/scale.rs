@@ -138,11 +138,11 @@ async fn queues_made_by_an_earlier_release_are_used_as_found() {
             ..Default::default()
         };
         channel
-            .queue_declare(&queue, durable, FieldTable::default())
+            .queue_declare(queue.as_str().into(), durable, FieldTable::default())
             .await
             .unwrap();
     }
-    let _ = connection.close(200, "made").await;
+    let _ = connection.close(200, "made".into()).await;
 
     let app = spawn_app_with(|s| s.namespace = namespace).await;
     let receiver = Receiver::start().await;

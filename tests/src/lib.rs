@@ -174,7 +174,7 @@ pub async fn delete_namespace(amqp_url: &str, namespace: &str, webhook_ids: &[St
         .delete_all(&declarer, webhook_ids)
         .await;
     declarer.close().await;
-    let _ = connection.close(200, "test done").await;
+    let _ = connection.close(200, "test done".into()).await;
 }
 
 /// Verifies a Standard Webhooks signature header the way a receiver would, independently of

@@ -57,8 +57,8 @@ impl ConsumerChannels {
         let tag = format!("{name}-{}", uuid::Uuid::new_v4().simple());
         let consumer = channel
             .basic_consume(
-                queue,
-                &tag,
+                queue.into(),
+                tag.into(),
                 BasicConsumeOptions::default(),
                 FieldTable::default(),
             )
@@ -86,7 +86,7 @@ impl ConsumerChannels {
             .basic_qos(self.prefetch, BasicQosOptions::default())
             .await
         {
-            let _ = channel.close(200, "cannot set the prefetch").await;
+            let _ = channel.close(200, "cannot set the prefetch".into()).await;
             return Err(e);
         }
         let users = Arc::new(());
@@ -101,7 +101,7 @@ impl ConsumerChannels {
     pub async fn close(&self) {
         let open = std::mem::take(&mut *self.open.lock().await);
         for shared in open {
-            let _ = shared.channel.close(200, "consumers stopped").await;
+            let _ = shared.channel.close(200, "consumers stopped".into()).await;
         }
     }
 }
@@ -121,7 +121,7 @@ impl Consuming {
         let drained = async {
             if self
                 .channel
-                .basic_cancel(&tag, BasicCancelOptions::default())
+                .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
                 .await
                 .is_err()
             {
@@ -145,7 +145,7 @@ impl Consuming {
             // A broker that does not answer within this long is in trouble; closing the
             // channel hands everything back, the neighbours' deliveries too, and they
             // start again.
-            let _ = self.channel.close(200, "cancel not confirmed").await;
+            let _ = self.channel.close(200, "cancel not confirmed".into()).await;
         }
     }
 }

@@ -22,6 +22,10 @@ use tracing::warn;
 /// The AMQP reply code of a declaration that does not match what exists.
 const PRECONDITION_FAILED: u16 = 406;
 
+fn precondition_failed(e: &lapin::Error) -> bool {
+    matches!(e.kind(), lapin::ErrorKind::ProtocolError(e) if e.get_id() == PRECONDITION_FAILED)
+}
+
 pub struct Declarer {
     connection: Arc<Connection>,
     channel: tokio::sync::Mutex<Option<Channel>>,
@@ -58,7 +62,7 @@ impl Declarer {
         let mut slot = self.channel.lock().await;
         self.open(&mut slot)
             .await?
-            .exchange_declare(name, kind, durable, FieldTable::default())
+            .exchange_declare(name.into(), kind, durable, FieldTable::default())
             .await
     }
 
@@ -73,11 +77,11 @@ impl Declarer {
         match self
             .open(&mut slot)
             .await?
-            .queue_declare(name, durable, args)
+            .queue_declare(name.into(), durable, args)
             .await
         {
             Ok(_) => Ok(()),
-            Err(lapin::Error::ProtocolError(e)) if e.get_id() == PRECONDITION_FAILED => {
+            Err(e) if precondition_failed(&e) => {
                 self.passive(&mut slot, name).await?;
                 let first = self
                     .kept
@@ -85,7 +89,7 @@ impl Declarer {
                     .map(|mut kept| kept.insert(name.to_owned()))
                     .unwrap_or(true);
                 if first {
-                    warn!(queue = name, reason = %e.get_message(), "queue exists with other arguments; using it as it is");
+                    warn!(queue = name, reason = %e, "queue exists with other arguments; using it as it is");
                 }
                 Ok(())
             }
@@ -107,7 +111,7 @@ impl Declarer {
         };
         self.open(slot)
             .await?
-            .queue_declare(name, passive, FieldTable::default())
+            .queue_declare(name.into(), passive, FieldTable::default())
             .await
             .map(|_| ())
     }
@@ -122,7 +126,13 @@ impl Declarer {
         let mut slot = self.channel.lock().await;
         self.open(&mut slot)
             .await?
-            .queue_bind(queue, exchange, key, QueueBindOptions::default(), args)
+            .queue_bind(
+                queue.into(),
+                exchange.into(),
+                key.into(),
+                QueueBindOptions::default(),
+                args,
+            )
             .await
     }
 
@@ -131,7 +141,7 @@ impl Declarer {
         let mut slot = self.channel.lock().await;
         self.open(&mut slot)
             .await?
-            .queue_delete(name, QueueDeleteOptions::default())
+            .queue_delete(name.into(), QueueDeleteOptions::default())
             .await
             .map(|_| ())
     }
@@ -140,13 +150,13 @@ impl Declarer {
         let mut slot = self.channel.lock().await;
         self.open(&mut slot)
             .await?
-            .exchange_delete(name, ExchangeDeleteOptions::default())
+            .exchange_delete(name.into(), ExchangeDeleteOptions::default())
             .await
     }
 
     pub async fn close(&self) {
         if let Some(channel) = self.channel.lock().await.take() {
-            let _ = channel.close(200, "declarations done").await;
+            let _ = channel.close(200, "declarations done".into()).await;
         }
     }
 }

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
+use futures::StreamExt;
 use lapin::{Connection, ConnectionProperties};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -152,8 +153,8 @@ pub async fn consume(
         .await?;
     channel
         .basic_consume(
-            queue,
-            &format!("{name}-{}", uuid::Uuid::new_v4().simple()),
+            queue.into(),
+            format!("{name}-{}", uuid::Uuid::new_v4().simple()).into(),
             lapin::options::BasicConsumeOptions::default(),
             lapin::types::FieldTable::default(),
         )
@@ -184,11 +185,25 @@ pub async fn connect(amqp_url: &str) -> Result<Connection, lapin::Error> {
 }
 
 async fn connect_named(amqp_url: &str, name: &str) -> Result<Connection, lapin::Error> {
-    let properties = ConnectionProperties::default()
-        .with_connection_name(name.into())
-        .with_executor(tokio_executor_trait::Tokio::current())
-        .with_reactor(tokio_reactor_trait::Tokio);
+    let properties = ConnectionProperties::default().with_connection_name(name.into());
     Connection::connect(amqp_url, properties).await
+}
+
+/// Resolves when the connection is gone.
+///
+/// lapin reports a channel's error on the same stream as the connection's, so an
+/// error counts only once the connection itself no longer says it is connected.
+async fn connection_lost(conn: Arc<Connection>) {
+    let mut events = std::pin::pin!(conn.events_listener());
+    while let Some(event) = events.next().await {
+        if let lapin::Event::Error(err) = event {
+            if !conn.status().connected() {
+                warn!(error = %err, "lost the broker connection");
+                return;
+            }
+        }
+    }
+    warn!("lost the broker connection: its event stream ended");
 }
 
 async fn supervise(
@@ -211,22 +226,16 @@ async fn supervise(
             },
         };
         info!("connected to the broker");
-        let (lost_tx, lost_rx) = tokio::sync::oneshot::channel();
-        let lost_tx = std::sync::Mutex::new(Some(lost_tx));
-        conn.on_error(move |err| {
-            warn!(error = %err, "lost the broker connection");
-            if let Some(tx) = lost_tx.lock().ok().and_then(|mut t| t.take()) {
-                let _ = tx.send(());
-            }
-        });
+        // One listener per connection: the stream's receivers compete for events.
+        let lost = connection_lost(conn.clone());
         current.send_replace(Some(conn.clone()));
         tokio::select! {
             _ = shutdown.cancelled() => {
                 current.send_replace(None);
-                let _ = conn.close(200, "hookrelay is shutting down").await;
+                let _ = conn.close(200, "hookrelay is shutting down".into()).await;
                 return;
             }
-            _ = lost_rx => {
+            _ = lost => {
                 current.send_replace(None);
             }
         }

@@ -10,8 +10,7 @@
 use std::sync::Arc;
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::publisher_confirm::{Confirmation, PublisherConfirm};
-use lapin::{BasicProperties, Channel, Connection};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, PublisherConfirm};
 
 use crate::Declarer;
 
@@ -154,7 +153,7 @@ impl Publisher {
         for (i, confirm) in confirms.into_iter().enumerate() {
             match confirm.await? {
                 Confirmation::Ack(None) | Confirmation::NotRequested => {}
-                Confirmation::Ack(Some(message)) => returned.push(outgoing(*message)),
+                Confirmation::Ack(Some(message)) => returned.push(outgoing(message)),
                 Confirmation::Nack(_) => results[i] = Err(PublishError::Nacked),
             }
         }
@@ -178,7 +177,7 @@ impl Publisher {
             for (confirm, message) in confirms {
                 match confirm.await? {
                     Confirmation::Ack(None) | Confirmation::NotRequested => {}
-                    Confirmation::Ack(Some(again)) => returned.push(outgoing(*again)),
+                    Confirmation::Ack(Some(again)) => returned.push(outgoing(again)),
                     Confirmation::Nack(_) => {
                         mark(&mut results, messages, &message, || PublishError::Nacked)
                     }
@@ -198,8 +197,8 @@ impl Publisher {
     async fn send(&self, m: &Outgoing) -> Result<PublisherConfirm, lapin::Error> {
         self.channel
             .basic_publish(
-                &m.exchange,
-                &m.routing_key,
+                m.exchange.as_str().into(),
+                m.routing_key.as_str().into(),
                 MANDATORY,
                 &m.body,
                 m.properties.clone(),
@@ -208,7 +207,7 @@ impl Publisher {
     }
 
     pub async fn close(&self) {
-        let _ = self.channel.close(200, "publisher closed").await;
+        let _ = self.channel.close(200, "publisher closed".into()).await;
         self.declarer.close().await;
     }
 }

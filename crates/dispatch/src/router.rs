@@ -139,7 +139,7 @@ async fn route(
     }
     .await;
     // However it ended, closing the channel hands every message not yet acked back at once.
-    let _ = channel.close(200, "retry router stopping").await;
+    let _ = channel.close(200, "retry router stopping".into()).await;
     publisher.close().await;
     result
 }

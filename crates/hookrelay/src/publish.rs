@@ -85,6 +85,6 @@ pub async fn publish(
     }
     let seconds = started.elapsed().as_secs_f64();
     publisher.close().await;
-    let _ = connection.close(200, "done").await;
+    let _ = connection.close(200, "done".into()).await;
     Ok(Published { ids, seconds })
 }

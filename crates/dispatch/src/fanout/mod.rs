@@ -112,7 +112,7 @@ async fn consume(
     .await;
     // However it ended, closing the channels hands every event not yet acked back to the
     // queue at once; a channel left open would hold them until the connection closes.
-    let _ = channel.close(200, "fan-out consumer stopping").await;
+    let _ = channel.close(200, "fan-out consumer stopping".into()).await;
     publisher.inner.close().await;
     result
 }
