@@ -13,6 +13,7 @@ pub struct TestBroker {
     pub node: String,
     pub port: u16,
     dist_port: u16,
+    prometheus_port: Option<u16>,
     dir: PathBuf,
 }
 
@@ -26,6 +27,21 @@ pub fn free_port() -> u16 {
 impl TestBroker {
     /// Starts a node and waits until it takes AMQP connections.
     pub async fn start() -> Self {
+        Self::start_node(None).await
+    }
+
+    /// As [`TestBroker::start`], with the rabbitmq_prometheus plugin answering on the port
+    /// [`TestBroker::prometheus_port`] gives.
+    pub async fn start_with_prometheus() -> Self {
+        Self::start_node(Some(free_port())).await
+    }
+
+    /// The port of the node's Prometheus endpoint, when started with it.
+    pub fn prometheus_port(&self) -> Option<u16> {
+        self.prometheus_port
+    }
+
+    async fn start_node(prometheus_port: Option<u16>) -> Self {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let dir = std::env::temp_dir().join(format!("hookrelay-rabbit-{id}"));
         std::fs::create_dir_all(&dir).expect("a folder for the node");
@@ -34,14 +50,20 @@ impl TestBroker {
             node: format!("hrtest{}@localhost", &id[..12]),
             port,
             dist_port: free_port(),
+            prometheus_port,
             dir,
         };
-        std::fs::write(
-            broker.dir.join("rabbitmq.conf"),
-            format!("listeners.tcp.default = 127.0.0.1:{port}\nloopback_users = none\n"),
-        )
-        .expect("the node's config");
-        std::fs::write(broker.dir.join("enabled_plugins"), "[].\n").expect("no plugins");
+        let mut config =
+            format!("listeners.tcp.default = 127.0.0.1:{port}\nloopback_users = none\n");
+        let mut plugins = "[].\n".to_owned();
+        if let Some(p) = prometheus_port {
+            config.push_str(&format!(
+                "prometheus.tcp.port = {p}\nprometheus.tcp.ip = 127.0.0.1\n"
+            ));
+            plugins = "[rabbitmq_prometheus].\n".to_owned();
+        }
+        std::fs::write(broker.dir.join("rabbitmq.conf"), config).expect("the node's config");
+        std::fs::write(broker.dir.join("enabled_plugins"), plugins).expect("the node's plugins");
         // The server runs as the `rabbitmq` user, which must own its folders.
         let _ = Command::new("chown")
             .args(["-R", "rabbitmq:rabbitmq"])

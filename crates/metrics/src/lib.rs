@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Outcomes of one delivery attempt, the values of `outcome` on
@@ -25,6 +25,9 @@ pub const ATTEMPT_OUTCOMES: [&str; 5] = [
 pub const HTTP_SHED_REASONS: [&str; 2] = ["evicted", "refused"];
 /// Final states of a delivery, the values of `status` on `hookrelay_deliveries_completed_total`.
 pub const COMPLETED_STATUSES: [&str; 2] = ["succeeded", "failed"];
+
+/// What `/readyz` checks, and `hookrelay_dependency_up` reports.
+pub const DEPENDENCIES: [&str; 2] = ["database", "broker"];
 
 /// The service's metrics. Code elsewhere reports what happened through the methods below,
 /// never by touching a metric, so each metric's name and labels are written here only.
@@ -46,6 +49,7 @@ pub struct Metrics {
     http_connections: IntGauge,
     http_connections_shed: IntCounterVec,
     logs_deleted: IntCounter,
+    dependency_up: IntGaugeVec,
 }
 
 /// Counts one attempt as in flight until dropped, however the attempt ends.
@@ -158,6 +162,15 @@ impl Metrics {
             "hookrelay_logs_deleted_total",
             "Finished logs deleted (with their attempts) because they were older than log_retention.",
         )?;
+        let dependency_up = IntGaugeVec::new(
+            Opts::new(
+                "hookrelay_dependency_up",
+                "1 when this process reaches the dependency now (checked at each scrape, as \
+                 /readyz does), else 0. dependency: database, broker.",
+            ),
+            &["dependency"],
+        )?;
+        registry.register(Box::new(dependency_up.clone()))?;
         registry.register(Box::new(logs_deleted.clone()))?;
         registry.register(Box::new(http_connections.clone()))?;
         registry.register(Box::new(http_connections_shed.clone()))?;
@@ -191,6 +204,9 @@ impl Metrics {
         for (name, _) in hookrelay_core::BUILTIN_EVENT_TYPES {
             events_received.with_label_values(&[name]);
         }
+        for dependency in DEPENDENCIES {
+            dependency_up.with_label_values(&[dependency]);
+        }
 
         Ok(Self {
             registry,
@@ -209,6 +225,7 @@ impl Metrics {
             http_connections,
             http_connections_shed,
             logs_deleted,
+            dependency_up,
         })
     }
 
@@ -218,6 +235,13 @@ impl Metrics {
         for name in names {
             self.events_received.with_label_values(&[name]);
         }
+    }
+
+    /// What the last readiness check found of `dependency` (one of [`DEPENDENCIES`]).
+    pub fn dependency_checked(&self, dependency: &'static str, up: bool) {
+        self.dependency_up
+            .with_label_values(&[dependency])
+            .set(i64::from(up));
     }
 
     /// A valid event was consumed. `event_type` is a catalog name: a bounded set.
