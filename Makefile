@@ -6,7 +6,7 @@ CARGO ?= cargo
 # `make run` uses this admin token if set, else makes one up and prints it.
 HOOKRELAY_ADMIN_TOKEN ?=
 
-.PHONY: help run test test-fast lint audit bench services fmt
+.PHONY: help run test test-fast lint audit bench services fmt test-tools check-deploy
 
 help:
 	@echo "make run    run hookrelay serve against the local PostgreSQL and RabbitMQ"
@@ -14,6 +14,7 @@ help:
 	@echo "make test-fast  the suite without the slow fault and scale tests (slow_*)"
 	@echo "make lint   cargo fmt --check and clippy -D warnings"
 	@echo "make audit  cargo deny: advisories, licenses, banned crates, sources"
+	@echo "make check-deploy  the deploy files checked by promtool, hadolint, kubernetes-validate, systemd-analyze"
 	@echo "make bench  throughput, latency and memory figures (release build; takes minutes)"
 
 services:
@@ -34,7 +35,7 @@ run: services
 	HOOKRELAY_ALLOW_PRIVATE_NETWORKS="$${HOOKRELAY_ALLOW_PRIVATE_NETWORKS:-true}" \
 	exec target/debug/hookrelay serve
 
-test: services
+test: services test-tools
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 		$(CARGO) nextest run --workspace --no-fail-fast; \
 	else \
@@ -43,8 +44,18 @@ test: services
 
 # The fault and scale tests (named slow_*) start broker nodes, clusters and database servers
 # of their own and take minutes; skip them while iterating. CI runs everything.
-test-fast: services
+test-fast: services test-tools
 	$(CARGO) nextest run --workspace --no-fail-fast -E 'not test(/slow_/)'
+
+# Chromium, Prometheus and the examples' libraries, installed when missing.
+test-tools:
+	@scripts/test-tools.sh
+
+# Every deploy artefact checked by its own tool (promtool, hadolint, kubernetes-validate,
+# systemd-analyze, Grafana's schema); see deploy/README.md.
+check-deploy:
+	@$(CARGO) build -p hookrelay
+	@scripts/check-deploy.sh
 
 lint:
 	$(CARGO) fmt --all -- --check
