@@ -20,4 +20,5 @@ mod retries;
 mod scale;
 mod secrets;
 mod store;
+mod tracing;
 mod webhooks;

@@ -13,6 +13,7 @@ async fn a_log_batch_is_written_whole_or_not_at_all() {
     let store = Store::connect(&db.url(), &PoolOptions::default()).expect("a pool");
     let webhook = Uuid::now_v7();
     let log = |n: usize, payload: &str| NewLog {
+        traceparent: None,
         id: Uuid::now_v7(),
         webhook_id: webhook,
         account_id: "acc".into(),

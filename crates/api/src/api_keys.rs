@@ -5,6 +5,7 @@ use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use hookrelay_core::AccountId;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::auth::{Caller, API_KEY_PREFIX};
@@ -12,14 +13,15 @@ use crate::extract::ApiJson;
 use crate::state::sha256;
 use crate::{ApiError, AppState};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateApiKey {
+    #[schema(min_length = 1, max_length = 128)]
     account_id: String,
 }
 
 /// The only answer that ever holds the key: it is stored as a SHA-256 digest.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct CreatedApiKey {
     id: Uuid,
     account_id: String,
@@ -27,6 +29,10 @@ pub struct CreatedApiKey {
     created_at: DateTime<Utc>,
 }
 
+/// Creates an API key that reaches one account's webhooks and logs (admin token only). The
+/// key is in this answer and nowhere else.
+#[utoipa::path(post, path = "/v1/api-keys", tag = "api keys", request_body = CreateApiKey,
+    responses((status = 201, description = "Created; keep `key`, it is not shown again", body = CreatedApiKey)))]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,

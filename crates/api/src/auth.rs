@@ -100,11 +100,28 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
-/// `GET /v1/whoami`: who the token is, for the console to show the admin's account field or
-/// an account's own portal.
-pub async fn whoami(caller: Caller) -> axum::Json<serde_json::Value> {
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct WhoAmI {
+    /// `admin` (the admin token) or `account` (an account API key).
+    #[schema(example = "admin")]
+    role: &'static str,
+    /// The key's account; null for the admin token.
+    account_id: Option<String>,
+}
+
+/// Who the token is, for the console to show the admin's account field or an account's own
+/// portal.
+#[utoipa::path(get, path = "/v1/whoami", tag = "api keys",
+    responses((status = 200, description = "The caller", body = WhoAmI)))]
+pub async fn whoami(caller: Caller) -> axum::Json<WhoAmI> {
     axum::Json(match caller {
-        Caller::Admin => serde_json::json!({"role": "admin", "account_id": null}),
-        Caller::Account(id) => serde_json::json!({"role": "account", "account_id": id}),
+        Caller::Admin => WhoAmI {
+            role: "admin",
+            account_id: None,
+        },
+        Caller::Account(id) => WhoAmI {
+            role: "account",
+            account_id: Some(id),
+        },
     })
 }

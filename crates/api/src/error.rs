@@ -3,7 +3,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use hookrelay_core::{error_chain, Invalid};
 use hookrelay_store::StoreError;
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 /// An answer of the contract's error shape: `{"error":{"code","message","field"}}`.
 #[derive(Debug)]
@@ -99,11 +100,33 @@ impl From<crate::PipelineError> for ApiError {
     }
 }
 
+/// The body of every answer that is not a success (contract §4).
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// What went wrong, for programs: `unauthorized`, `not_found`, `invalid_json`,
+    /// `required`, `private_address`, `conflict`, `unavailable`, ...
+    #[schema(example = "required")]
+    code: String,
+    /// What went wrong, for people.
+    message: String,
+    /// The field of the body or query at fault, when there is one.
+    field: Option<String>,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({
-            "error": {"code": self.code, "message": self.message, "field": self.field}
-        });
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message,
+                field: self.field,
+            },
+        };
         (self.status, Json(body)).into_response()
     }
 }

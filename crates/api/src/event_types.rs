@@ -5,13 +5,14 @@ use chrono::{DateTime, Utc};
 use hookrelay_core::{Description, EventType};
 use hookrelay_store::EventTypeRow;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Caller;
 use crate::extract::{ApiJson, ApiQuery};
 use crate::pagination::{page_params, ListBody};
 use crate::{ApiError, AppState};
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct EventTypeView {
     name: String,
     description: String,
@@ -31,13 +32,20 @@ impl From<EventTypeRow> for EventTypeView {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// At most this many items (1 to 500; 50 if absent).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
+    /// The `next_cursor` of the page before.
     cursor: Option<String>,
 }
 
+/// The event type catalog.
+#[utoipa::path(get, path = "/v1/event-types", tag = "event types", params(ListQuery),
+    responses((status = 200, description = "A page of event types, by name", body = ListBody<EventTypeView>)))]
 pub async fn list(
     State(state): State<AppState>,
     _caller: Caller,
@@ -62,14 +70,18 @@ pub async fn list(
     Ok(Json(ListBody::from_page(page, EventTypeView::from)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateEventType {
+    /// Dot-separated words, as `Invoice.paid`; case-sensitive.
     name: String,
     #[serde(default)]
     description: Option<String>,
 }
 
+/// Adds an event type to the catalog (admin token only).
+#[utoipa::path(post, path = "/v1/event-types", tag = "event types", request_body = CreateEventType,
+    responses((status = 201, description = "Added", body = EventTypeView)))]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,

@@ -15,6 +15,7 @@ mod extract;
 mod health;
 mod listener;
 mod logs;
+mod openapi;
 mod pagination;
 mod state;
 mod stats;
@@ -32,6 +33,7 @@ use axum::Router;
 
 pub use error::ApiError;
 pub use listener::{serve, ListenerLimits, MAX_HEAD_BYTES};
+pub use openapi::ApiDoc;
 pub use state::{ApiConfig, AppState, Pipeline, PipelineError};
 
 /// The longest URL (path and query) a request may have; no route needs more than a cursor
@@ -76,6 +78,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/v1", v1)
         .merge(console::routes())
+        .merge(openapi::routes())
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

@@ -9,6 +9,7 @@ use hookrelay_core::{AccountId, EventType, Invalid};
 use hookrelay_store::{AttemptRow, LogDetail, LogFilter, LogRow, LogStatus, RequeueFilter};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::auth::{Caller, ListScope};
@@ -17,25 +18,38 @@ use crate::pagination::{page_params, ListBody};
 use crate::webhooks::{parse_account, window, Requeued};
 use crate::{ApiError, AppState};
 
-/// A log as the list shows it: everything but the payload and the answer's body.
-#[derive(Serialize)]
-pub struct LogView {
+/// What a log shows in the list and alone, but for `attempts` (a count in the list, the
+/// attempts themselves alone).
+#[derive(Serialize, ToSchema)]
+pub struct LogFields {
     id: Uuid,
     webhook_id: Uuid,
     account_id: String,
     event_id: String,
     event_type: String,
+    /// `pending`, `retrying`, `succeeded` or `failed`.
+    #[schema(example = "succeeded")]
     status: String,
-    attempts: u32,
     response_status: Option<i32>,
     error: Option<String>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     next_attempt_at: Option<DateTime<Utc>>,
     delivered_at: Option<DateTime<Utc>>,
+    /// The W3C `traceparent` the event came with, if any.
+    traceparent: Option<String>,
 }
 
-impl From<LogRow> for LogView {
+/// A log as the list shows it: everything but the payload and the answer's body.
+#[derive(Serialize, ToSchema)]
+pub struct LogView {
+    #[serde(flatten)]
+    fields: LogFields,
+    /// How many attempts were made.
+    attempts: u32,
+}
+
+impl From<LogRow> for LogFields {
     fn from(row: LogRow) -> Self {
         Self {
             id: row.id,
@@ -44,18 +58,27 @@ impl From<LogRow> for LogView {
             event_id: row.event_id,
             event_type: row.event_type,
             status: row.status,
-            attempts: row.attempts,
             response_status: row.response_status,
             error: row.error,
             created_at: row.created_at,
             updated_at: row.updated_at,
             next_attempt_at: row.next_attempt_at,
             delivered_at: row.delivered_at,
+            traceparent: row.traceparent,
         }
     }
 }
 
-#[derive(Serialize)]
+impl From<LogRow> for LogView {
+    fn from(row: LogRow) -> Self {
+        Self {
+            attempts: row.attempts,
+            fields: row.into(),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
 pub struct AttemptView {
     attempt: u32,
     started_at: DateTime<Utc>,
@@ -80,10 +103,12 @@ impl From<AttemptRow> for AttemptView {
 
 /// One log whole: the body sent (as JSON, not a string of it), the last answer's body, and
 /// every attempt in order.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct LogDetailView {
     #[serde(flatten)]
-    log: LogView,
+    log: LogFields,
+    /// The body sent.
+    #[schema(value_type = Object)]
     payload: Box<RawValue>,
     response_body: Option<String>,
     attempts: Vec<AttemptView>,
@@ -111,22 +136,32 @@ impl TryFrom<LogDetail> for LogDetailView {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     webhook_id: Option<String>,
     account_id: Option<String>,
+    /// `pending`, `retrying`, `succeeded` or `failed`.
     status: Option<String>,
     event_type: Option<String>,
     event_id: Option<String>,
+    /// Created at or after (RFC 3339).
     since: Option<DateTime<Utc>>,
+    /// Created before (RFC 3339).
     until: Option<DateTime<Utc>>,
+    /// At most this many items (1 to 500; 50 if absent).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
+    /// The `next_cursor` of the page before.
     cursor: Option<String>,
 }
 
 /// `GET /v1/logs?webhook_id=&account_id=&status=&event_type=&event_id=&since=&until=`: the
 /// Webhook Logs, newest first. An account key sees its own account's logs only.
+/// The Webhook Logs: one per event and webhook, newest first.
+#[utoipa::path(get, path = "/v1/logs", tag = "logs", params(ListQuery),
+    responses((status = 200, description = "A page of logs", body = ListBody<LogView>)))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -212,6 +247,9 @@ pub async fn list(
 
 /// `GET /v1/logs/{id}`: one log with its payload, last answer and attempts. Another
 /// account's log answers 404, as a log that does not exist.
+/// One log, with the body sent and every attempt.
+#[utoipa::path(get, path = "/v1/logs/{id}", tag = "logs", params(("id" = Uuid, Path, description = "The log's id")),
+    responses((status = 200, description = "The log", body = LogDetailView)))]
 pub async fn read(
     State(state): State<AppState>,
     caller: Caller,
@@ -241,7 +279,7 @@ fn log_not_found() -> ApiError {
 }
 
 /// A log whose delivery was queued again.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Retried {
     id: Uuid,
     status: &'static str,
@@ -250,6 +288,9 @@ pub struct Retried {
 /// `POST /v1/logs/{id}/retry`: one more attempt of a log, whatever its status, with the same
 /// body and `webhook-id`. The log goes `pending` until the attempt is recorded; a failure of
 /// this attempt is final (no new retry schedule).
+/// Queues one more delivery of a log, whatever its status.
+#[utoipa::path(post, path = "/v1/logs/{id}/retry", tag = "logs", params(("id" = Uuid, Path, description = "The log's id")),
+    responses((status = 202, description = "Queued", body = Retried)))]
 pub async fn retry(
     State(state): State<AppState>,
     caller: Caller,
@@ -273,7 +314,7 @@ pub async fn retry(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BulkRetry {
     account_id: Option<String>,
@@ -286,6 +327,9 @@ pub struct BulkRetry {
 /// `POST /v1/logs/retry {account_id?, webhook_id?, event_type?, since, until?}`: queues
 /// again, paced, every `failed` log that matches, and answers how many. An account key is
 /// limited to its own account; the admin token without `account_id` reaches every account.
+/// Queues again every `failed` log that matches, paced.
+#[utoipa::path(post, path = "/v1/logs/retry", tag = "logs", request_body = BulkRetry,
+    responses((status = 202, description = "Queued", body = Requeued)))]
 pub async fn retry_bulk(
     State(state): State<AppState>,
     caller: Caller,

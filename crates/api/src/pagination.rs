@@ -1,6 +1,7 @@
 use hookrelay_core::Invalid;
 use hookrelay_store::{Cursor, Page};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::ApiError;
 
@@ -38,9 +39,11 @@ pub fn page_params(
 }
 
 /// The contract's list shape: `{"items": [...], "next_cursor": "..." | null}`.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct ListBody<T> {
+    /// Newest first.
     pub items: Vec<T>,
+    /// Pass as `cursor` for the next page; null on the last one.
     pub next_cursor: Option<String>,
 }
 

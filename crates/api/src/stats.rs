@@ -8,6 +8,7 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use hookrelay_core::Invalid;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::auth::Caller;
@@ -19,13 +20,16 @@ use crate::{ApiError, AppState};
 /// what retention has not removed yet.
 const MAX_WINDOW: Duration = Duration::from_secs(90 * 24 * 3600);
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct StatsQuery {
+    /// How far back: `1m` to `90d`; `24h` if absent.
+    #[param(example = "24h")]
     window: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Stats {
     webhook_id: Uuid,
     /// The window as asked, e.g. `24h`.
@@ -44,6 +48,10 @@ pub struct Stats {
     last_failure_at: Option<DateTime<Utc>>,
 }
 
+/// Attempts, successes and durations of one webhook over a window.
+#[utoipa::path(get, path = "/v1/webhooks/{id}/stats", tag = "webhooks",
+    params(("id" = Uuid, Path, description = "The webhook's id"), StatsQuery),
+    responses((status = 200, description = "The figures", body = Stats)))]
 pub async fn stats(
     State(state): State<AppState>,
     caller: Caller,

@@ -5,14 +5,16 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Serialize;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::auth::Caller;
+use crate::error::ErrorBody;
 use crate::extract::ApiPath;
 use crate::webhooks::{find_webhook, parse_id};
 use crate::{ApiError, AppState};
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct TestSent {
     /// The log its delivery is written to (`GET /v1/logs/{log_id}`), a moment after this
     /// answer.
@@ -20,6 +22,11 @@ pub struct TestSent {
     status: &'static str,
 }
 
+/// Sends a `Webhook.test` event to this webhook alone, through the normal pipeline.
+#[utoipa::path(post, path = "/v1/webhooks/{id}/test", tag = "webhooks",
+    params(("id" = Uuid, Path, description = "The webhook's id")),
+    responses((status = 202, description = "Queued; follow it with GET /v1/logs/{log_id}", body = TestSent),
+        (status = 409, description = "The webhook is disabled", body = ErrorBody)))]
 pub async fn send(
     State(state): State<AppState>,
     caller: Caller,

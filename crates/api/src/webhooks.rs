@@ -11,6 +11,7 @@ use hookrelay_core::{
 };
 use hookrelay_store::{NewWebhook, WebhookFilter, WebhookPatch, WebhookRow};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::auth::{Caller, ListScope};
@@ -26,17 +27,22 @@ const DNS_TIMEOUT: Duration = Duration::from_secs(5);
 /// `paused_until`; then `probing` until one delivery (the probe) has gone out: its success
 /// resumes the queue, its failure pauses it again, for longer. `failing_since` is when its
 /// current run of failed attempts began: `disable_after` later, it is disabled.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct WebhookView {
     id: Uuid,
     account_id: String,
     url: String,
     has_secret: bool,
+    /// Sent with every delivery, as given.
     headers: BTreeMap<String, String>,
     events: Vec<String>,
+    /// `active` or `disabled`.
+    #[schema(example = "active")]
     status: String,
     disabled_reason: Option<String>,
     description: Option<String>,
+    /// `healthy`, `paused` or `probing`.
+    #[schema(example = "healthy")]
     health: &'static str,
     paused_until: Option<DateTime<Utc>>,
     failing_since: Option<DateTime<Utc>>,
@@ -71,17 +77,29 @@ impl From<WebhookRow> for WebhookView {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateWebhook {
+    /// Required with the admin token; an API key's own account otherwise.
+    #[schema(min_length = 1, max_length = 128)]
     account_id: Option<String>,
+    /// `https://` (or `http://`), a public address unless allow_private_networks is set.
+    #[schema(example = "https://example.com/hooks", pattern = "^https?://")]
     url: String,
+    /// Signs every delivery: `whsec_<base64>` or plain text, at least 24 bytes of key.
     secret: Option<String>,
+    /// Custom headers sent with every delivery (hop-by-hop, `proxy-*` and the signature
+    /// headers are refused).
     headers: Option<BTreeMap<String, String>>,
+    /// Event types from the catalog, or `*` for all of them.
+    #[schema(example = json!(["Contact.created"]), min_items = 1)]
     events: Vec<String>,
     description: Option<String>,
 }
 
+/// Creates a webhook.
+#[utoipa::path(post, path = "/v1/webhooks", tag = "webhooks", request_body = CreateWebhook,
+    responses((status = 201, description = "Created", body = WebhookView)))]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -124,15 +142,24 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(row.into())))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only this account's webhooks (an API key sees only its own account's anyway).
     account_id: Option<String>,
+    /// `active` or `disabled`.
     status: Option<String>,
+    /// At most this many items (1 to 500; 50 if absent).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
+    /// The `next_cursor` of the page before.
     cursor: Option<String>,
 }
 
+/// The webhooks, newest first.
+#[utoipa::path(get, path = "/v1/webhooks", tag = "webhooks", params(ListQuery),
+    responses((status = 200, description = "A page of webhooks", body = ListBody<WebhookView>)))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -169,6 +196,9 @@ pub async fn list(
     Ok(Json(ListBody::from_page(page, WebhookView::from)))
 }
 
+/// One webhook.
+#[utoipa::path(get, path = "/v1/webhooks/{id}", tag = "webhooks", params(("id" = Uuid, Path, description = "The webhook's id")),
+    responses((status = 200, description = "The webhook", body = WebhookView)))]
 pub async fn read(
     State(state): State<AppState>,
     caller: Caller,
@@ -179,22 +209,32 @@ pub async fn read(
     Ok(Json(row.into()))
 }
 
-#[derive(Deserialize)]
+/// Only the fields given change. `secret`, `headers` and `description` take null to clear
+/// them; the others cannot be null.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateWebhook {
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = String, required = false)]
     account_id: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = String, required = false)]
     url: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>, required = false)]
     secret: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<BTreeMap<String, String>>, required = false)]
     headers: Option<Option<BTreeMap<String, String>>>,
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Vec<String>, required = false)]
     events: Option<Option<Vec<String>>>,
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>, required = false)]
     description: Option<Option<String>>,
+    /// `active` or `disabled`.
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = String, required = false)]
     status: Option<Option<String>>,
 }
 
@@ -213,6 +253,9 @@ fn not_null<T>(field: &str, value: Option<Option<T>>) -> Result<Option<T>, ApiEr
     }
 }
 
+/// Changes a webhook.
+#[utoipa::path(patch, path = "/v1/webhooks/{id}", tag = "webhooks", params(("id" = Uuid, Path, description = "The webhook's id")), request_body = UpdateWebhook,
+    responses((status = 200, description = "The webhook as changed", body = WebhookView)))]
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
@@ -252,6 +295,9 @@ pub async fn update(
     apply(&state, &caller, id, &patch).await
 }
 
+/// Deletes a webhook; its queued deliveries end `failed`.
+#[utoipa::path(delete, path = "/v1/webhooks/{id}", tag = "webhooks", params(("id" = Uuid, Path, description = "The webhook's id")),
+    responses((status = 204, description = "Deleted")))]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
@@ -267,6 +313,9 @@ pub async fn delete(
     }
 }
 
+/// Enables a webhook and clears `disabled_reason`; its waiting deliveries go out.
+#[utoipa::path(post, path = "/v1/webhooks/{id}/enable", tag = "webhooks", params(("id" = Uuid, Path, description = "The webhook's id")),
+    responses((status = 200, description = "The webhook, active", body = WebhookView)))]
 pub async fn enable(
     State(state): State<AppState>,
     caller: Caller,
@@ -282,13 +331,17 @@ pub async fn enable(
 
 const MAX_REASON_CHARS: usize = 500;
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DisableWebhook {
+    /// Shown as `disabled_reason`; at most 500 characters.
     reason: Option<String>,
 }
 
 /// Takes an optional body `{"reason": "..."}`, kept as `disabled_reason`.
+/// Disables a webhook: deliveries wait in its queue until it is enabled.
+#[utoipa::path(post, path = "/v1/webhooks/{id}/disable", tag = "webhooks", params(("id" = Uuid, Path, description = "The webhook's id")), request_body = DisableWebhook,
+    responses((status = 200, description = "The webhook, disabled", body = WebhookView)))]
 pub async fn disable(
     State(state): State<AppState>,
     caller: Caller,
@@ -342,15 +395,19 @@ async fn apply(
 const MAX_GRACE_SECONDS: u64 = 7 * 24 * 3600;
 const DEFAULT_GRACE_SECONDS: u64 = 24 * 3600;
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotateSecret {
+    /// The new secret; generated if absent.
     secret: Option<String>,
+    /// How long the old secret keeps signing beside the new one (default 86 400, at most
+    /// 604 800).
+    #[schema(maximum = 604800)]
     grace_seconds: Option<u64>,
 }
 
 /// The new secret, answered this once.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct RotatedSecret {
     id: Uuid,
     secret: String,
@@ -362,6 +419,9 @@ pub struct RotatedSecret {
 /// `POST /v1/webhooks/{id}/rotate-secret {secret?, grace_seconds?}`: a new secret, generated
 /// when none is given. During the grace period (default 24 h) deliveries carry a signature
 /// by each secret, so receivers can switch without losing one.
+/// Gives the webhook a new secret; the old one keeps signing for the grace period.
+#[utoipa::path(post, path = "/v1/webhooks/{id}/rotate-secret", tag = "webhooks", params(("id" = Uuid, Path, description = "The webhook's id")), request_body = RotateSecret,
+    responses((status = 200, description = "The new secret, shown once", body = RotatedSecret)))]
 pub async fn rotate_secret(
     State(state): State<AppState>,
     caller: Caller,
@@ -399,7 +459,7 @@ pub async fn rotate_secret(
 }
 
 /// A window of logs by `created_at`: from `since`, before `until` (now when absent).
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Recover {
     since: DateTime<Utc>,
@@ -407,14 +467,19 @@ pub struct Recover {
 }
 
 /// How many failed logs are being queued again.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Requeued {
+    /// How many deliveries were queued again.
     pub count: i64,
 }
 
 /// `POST /v1/webhooks/{id}/recover {since, until?}`: queues again every `failed` log of this
 /// webhook created in the window, paced, and answers how many. Calling it twice sends no log
 /// twice: each is taken once, and one queued again is no longer `failed`.
+/// Queues again every `failed` delivery of this webhook created in the window; calling it
+/// twice queues nothing more.
+#[utoipa::path(post, path = "/v1/webhooks/{id}/recover", tag = "webhooks", params(("id" = Uuid, Path, description = "The webhook's id")), request_body = Recover,
+    responses((status = 202, description = "Queued", body = Requeued)))]
 pub async fn recover(
     State(state): State<AppState>,
     caller: Caller,

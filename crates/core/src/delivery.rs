@@ -34,6 +34,10 @@ pub struct DeliveryV1 {
     /// releases, which read as 0.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub requeue: u32,
+    /// The event's W3C `traceparent`, as its publisher sent it; each attempt sends a child
+    /// of it. Absent when the event came without one, and in messages of earlier releases.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -164,14 +168,16 @@ mod tests {
             received_at: DateTime::from_timestamp(0, 0).unwrap(),
             payload: r#"{"a":"b"}"#.into(),
             requeue: 0,
+            traceparent: None,
         });
         let bytes = task.to_bytes();
         assert!(String::from_utf8_lossy(&bytes).starts_with(r#"{"version":"1","#));
         assert_eq!(DeliveryTask::from_bytes(&bytes).unwrap(), task);
         assert!(DeliveryTask::from_bytes(br#"{"version":"9"}"#).is_err());
         assert!(
-            !String::from_utf8_lossy(&bytes).contains("requeue"),
-            "an automatic delivery reads as before"
+            !String::from_utf8_lossy(&bytes).contains("requeue")
+                && !String::from_utf8_lossy(&bytes).contains("traceparent"),
+            "an automatic delivery without a trace reads as before"
         );
         let DeliveryTask::V1(mut manual) = task;
         manual.requeue = 2;
@@ -191,6 +197,7 @@ mod tests {
             received_at: DateTime::from_timestamp(0, 0).unwrap(),
             payload: "{}".into(),
             requeue,
+            traceparent: None,
         };
         // (attempt, requeue, redelivered, log attempts, log requeues, current)
         let cases = [

@@ -18,6 +18,7 @@ mod retry;
 pub mod sealing;
 pub mod signing;
 mod tiers;
+mod trace;
 mod webhook;
 
 pub use catalog::{EventType, BUILTIN_EVENT_TYPES, OWN_EVENT_TYPES, SEEDED_EVENT_TYPES};
@@ -33,6 +34,7 @@ pub use retry::{
     JITTER,
 };
 pub use tiers::{DelayTier, TIER_BASE, TIER_COUNT};
+pub use trace::Traceparent;
 /// `err` and all its causes on one line, for logs and recorded errors.
 pub fn error_chain(err: &dyn std::error::Error) -> String {
     let mut out = err.to_string();

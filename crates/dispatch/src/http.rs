@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hookrelay_core::{net, response_excerpt, signing, DeliveryV1, Outcome, MAX_RESPONSE_BODY};
+use hookrelay_core::{
+    net, response_excerpt, signing, DeliveryV1, Outcome, Traceparent, MAX_RESPONSE_BODY,
+};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
 use crate::subscriptions::WebhookConfig;
@@ -126,6 +128,14 @@ impl Sender {
             .header("content-type", "application/json")
             .header("webhook-id", &task.event_id)
             .header("webhook-timestamp", timestamp.to_string());
+        if let Some(parent) = task
+            .traceparent
+            .as_deref()
+            .and_then(|t| Traceparent::parse(t).ok())
+        {
+            // This attempt is a hop of the upstream trace: same trace id, its own span.
+            request = request.header("traceparent", parent.child(rand::random()));
+        }
         if let Some(signature) = signing::signature_header(
             &webhook.signing_secrets(now),
             &task.event_id,

@@ -302,5 +302,6 @@ fn task_of(log: &LogToRequeue) -> DeliveryTask {
         received_at: log.created_at,
         payload: log.payload.clone(),
         requeue: u32::try_from(log.requeues).unwrap_or(0).saturating_add(1),
+        traceparent: log.traceparent.clone(),
     })
 }

@@ -43,6 +43,7 @@ pub struct LogRow {
     pub updated_at: DateTime<Utc>,
     pub next_attempt_at: Option<DateTime<Utc>>,
     pub delivered_at: Option<DateTime<Utc>>,
+    pub traceparent: Option<String>,
 }
 
 /// One HTTP attempt of a log.
@@ -68,7 +69,7 @@ pub struct LogDetail {
 
 const LIST_COLUMNS: &str = "id, webhook_id, account_id, event_id, event_type, status, attempts, \
                             response_status, error, created_at, updated_at, next_attempt_at, \
-                            delivered_at";
+                            delivered_at, traceparent";
 
 impl LogRow {
     fn from_row(row: &Row) -> Self {
@@ -86,6 +87,7 @@ impl LogRow {
             updated_at: row.get("updated_at"),
             next_attempt_at: row.get("next_attempt_at"),
             delivered_at: row.get("delivered_at"),
+            traceparent: row.get("traceparent"),
         }
     }
 

@@ -19,6 +19,8 @@ pub struct NewLog {
     /// The JSON body that will be sent, shared by all the deliveries of one event.
     pub payload: std::sync::Arc<str>,
     pub created_at: DateTime<Utc>,
+    /// The event's W3C `traceparent`, when it came with one.
+    pub traceparent: Option<String>,
 }
 
 /// A log row that already existed when a fan-out tried to insert it again.
@@ -140,6 +142,7 @@ pub struct LogToRequeue {
     pub created_at: DateTime<Utc>,
     /// Times it was queued again by hand so far; its new delivery carries one more.
     pub requeues: i32,
+    pub traceparent: Option<String>,
 }
 
 /// Rows and payload bytes per INSERT at most: a statement stays far below PostgreSQL's 1 GB
@@ -179,19 +182,22 @@ async fn insert_log_chunk(
     let types: Vec<&str> = logs.iter().map(|l| l.event_type.as_str()).collect();
     let payloads: Vec<&str> = logs.iter().map(|l| &*l.payload).collect();
     let created: Vec<DateTime<Utc>> = logs.iter().map(|l| l.created_at).collect();
+    let traces: Vec<Option<&str>> = logs.iter().map(|l| l.traceparent.as_deref()).collect();
     let rows = tx
         .query(
             "INSERT INTO webhook_logs
-                (id, webhook_id, account_id, event_id, event_type, payload, created_at, updated_at)
+                (id, webhook_id, account_id, event_id, event_type, payload, created_at, updated_at,
+                 traceparent)
              SELECT u.id, u.webhook_id, u.account_id, u.event_id, u.event_type,
-                    u.payload::jsonb, u.created_at, u.created_at
+                    u.payload::jsonb, u.created_at, u.created_at, u.traceparent
              FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[],
-                         $6::text[], $7::timestamptz[])
-                  AS u(id, webhook_id, account_id, event_id, event_type, payload, created_at)
+                         $6::text[], $7::timestamptz[], $8::text[])
+                  AS u(id, webhook_id, account_id, event_id, event_type, payload, created_at,
+                       traceparent)
              ON CONFLICT (webhook_id, event_id) DO NOTHING
              RETURNING id",
             &[
-                &ids, &webhooks, &accounts, &events, &types, &payloads, &created,
+                &ids, &webhooks, &accounts, &events, &types, &payloads, &created, &traces,
             ],
         )
         .await?;
@@ -423,7 +429,7 @@ impl Store {
         let tx = client.transaction().await?;
         let sql = format!(
             "SELECT id, webhook_id, account_id, event_id, event_type, payload::text, attempts,
-                    created_at, requeues
+                    created_at, requeues, traceparent
              FROM webhook_logs WHERE {REQUEUE_WHERE}
              ORDER BY created_at, id
              LIMIT {limit}
@@ -442,6 +448,7 @@ impl Store {
                 attempts: r.get(6),
                 created_at: r.get(7),
                 requeues: r.get(8),
+                traceparent: r.get(9),
             })
             .collect();
         let taken = logs.len();
@@ -488,6 +495,7 @@ mod tests {
 
     fn log(bytes: usize) -> NewLog {
         NewLog {
+            traceparent: None,
             id: Uuid::nil(),
             webhook_id: Uuid::nil(),
             account_id: String::new(),

@@ -363,7 +363,7 @@ async function loadLog(id) {
   field("Event", log.event_type + " (" + log.event_id + ")");
   field("Created at", new Date(log.created_at).toLocaleString());
   field("Status", log.status);
-  field("Attempts", log.attempts);
+  field("Attempts", log.attempts.length);
   field("Webhook", log.webhook_id);
   field("Last answer", log.response_status);
   field("Error", log.error);

@@ -8,7 +8,10 @@ use hookrelay_broker::lapin::types::{AMQPValue, FieldTable, LongString};
 use hookrelay_broker::lapin::BasicProperties;
 use hookrelay_broker::Outgoing;
 use hookrelay_core::ops::ORIGIN_HEADER;
-use hookrelay_core::{Event, Intake, RejectReason, Rejection};
+use hookrelay_core::{Event, Intake, RejectReason, Rejection, Traceparent};
+
+/// The W3C Trace Context header, on the AMQP message in and on the HTTP request out.
+const TRACEPARENT: &str = "traceparent";
 use hookrelay_store::StoreError;
 
 use super::Context;
@@ -41,6 +44,24 @@ pub(super) async fn validate(
         }));
     }
     Ok(Ok(event))
+}
+
+/// The event's W3C `traceparent` header. A malformed one is dropped, not the event: tracing
+/// is the publisher's aid, and a delivery should not fail for it.
+pub(super) fn traceparent(delivery: &Delivery) -> Option<Traceparent> {
+    let headers = delivery.properties.headers().as_ref()?;
+    let raw = match headers.inner().get(TRACEPARENT)? {
+        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        AMQPValue::ShortString(s) => s.as_str().to_owned(),
+        _ => return None,
+    };
+    match Traceparent::parse(&raw) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            tracing::debug!(reason = %e.message, "event with a malformed traceparent; ignored");
+            None
+        }
+    }
 }
 
 /// Whether the message carries a valid tag of hookrelay's own, made for exactly this body.

@@ -214,6 +214,7 @@ async fn process(
                 event,
                 received_at,
                 redelivered: delivery.redelivered,
+                traceparent: intake::traceparent(delivery),
             }),
             Err(rejection) => rejections.push((delivery, rejection)),
         }

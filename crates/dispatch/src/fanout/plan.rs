@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use hookrelay_broker::lapin::message::Delivery;
-use hookrelay_core::{DeliveryTask, DeliveryV1, Event};
+use hookrelay_core::{DeliveryTask, DeliveryV1, Event, Traceparent};
 use hookrelay_store::NewLog;
 use tracing::warn;
 use uuid::Uuid;
@@ -21,6 +21,7 @@ pub(super) struct Accepted<'a> {
     pub received_at: DateTime<Utc>,
     pub redelivered: bool,
     pub payload: Arc<str>,
+    pub traceparent: Option<Traceparent>,
 }
 
 /// One planned delivery: a log row and the message that goes with it.
@@ -49,6 +50,7 @@ pub(super) fn plan(
                 event_type: a.event.event_type.as_str().to_owned(),
                 payload: a.payload.clone(),
                 created_at: a.received_at,
+                traceparent: a.traceparent.as_ref().map(Traceparent::to_string),
             },
             received_at: a.received_at,
         };
@@ -83,5 +85,6 @@ pub(super) fn delivery_task(p: &Planned) -> DeliveryTask {
         received_at: p.received_at,
         payload: p.log.payload.to_string(),
         requeue: 0,
+        traceparent: p.log.traceparent.clone(),
     })
 }
