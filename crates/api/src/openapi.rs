@@ -92,6 +92,7 @@ fn add_errors(operation: &mut Operation, has_id: bool, changes: bool) {
             "503",
             "The database or the broker cannot be reached now; try again",
         ),
+        ("500", "A fault of hookrelay's own, logged with its cause"),
     ];
     if has_id {
         errors.push(("404", "No such resource, or another account's"));

@@ -84,7 +84,10 @@ pub struct CreateWebhook {
     #[schema(min_length = 1, max_length = 128)]
     account_id: Option<String>,
     /// `https://` (or `http://`), a public address unless allow_private_networks is set.
-    #[schema(example = "https://example.com/hooks", pattern = "^https?://")]
+    #[schema(
+        example = "https://example.com/hooks",
+        pattern = "^[Hh][Tt][Tt][Pp][Ss]?://"
+    )]
     url: String,
     /// Signs every delivery: `whsec_<base64>` or plain text, at least 24 bytes of key.
     secret: Option<String>,
@@ -340,7 +343,7 @@ pub struct DisableWebhook {
 
 /// Takes an optional body `{"reason": "..."}`, kept as `disabled_reason`.
 /// Disables a webhook: deliveries wait in its queue until it is enabled.
-#[utoipa::path(post, path = "/v1/webhooks/{id}/disable", tag = "webhooks", params(("id" = Uuid, Path, description = "The webhook's id")), request_body = DisableWebhook,
+#[utoipa::path(post, path = "/v1/webhooks/{id}/disable", tag = "webhooks", params(("id" = Uuid, Path, description = "The webhook's id")), request_body = Option<DisableWebhook>,
     responses((status = 200, description = "The webhook, disabled", body = WebhookView)))]
 pub async fn disable(
     State(state): State<AppState>,
@@ -420,7 +423,7 @@ pub struct RotatedSecret {
 /// when none is given. During the grace period (default 24 h) deliveries carry a signature
 /// by each secret, so receivers can switch without losing one.
 /// Gives the webhook a new secret; the old one keeps signing for the grace period.
-#[utoipa::path(post, path = "/v1/webhooks/{id}/rotate-secret", tag = "webhooks", params(("id" = Uuid, Path, description = "The webhook's id")), request_body = RotateSecret,
+#[utoipa::path(post, path = "/v1/webhooks/{id}/rotate-secret", tag = "webhooks", params(("id" = Uuid, Path, description = "The webhook's id")), request_body = Option<RotateSecret>,
     responses((status = 200, description = "The new secret, shown once", body = RotatedSecret)))]
 pub async fn rotate_secret(
     State(state): State<AppState>,

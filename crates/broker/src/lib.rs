@@ -189,21 +189,46 @@ async fn connect_named(amqp_url: &str, name: &str) -> Result<Connection, lapin::
     Connection::connect(amqp_url, properties).await
 }
 
-/// Resolves when the connection is gone.
+/// How often the connection's state is read besides its events: lapin closes a connection
+/// without an error event in some cases (a broker's close with a code it does not know).
+const STATUS_CHECK: Duration = Duration::from_secs(2);
+
+/// Resolves when the connection is gone. The listener is taken by the caller right after
+/// connecting, since lapin drops the events that come while nobody listens.
 ///
 /// lapin reports a channel's error on the same stream as the connection's, so an
 /// error counts only once the connection itself no longer says it is connected.
-async fn connection_lost(conn: Arc<Connection>) {
-    let mut events = std::pin::pin!(conn.events_listener());
-    while let Some(event) = events.next().await {
-        if let lapin::Event::Error(err) = event {
-            if !conn.status().connected() {
-                warn!(error = %err, "lost the broker connection");
-                return;
-            }
+async fn connection_lost(
+    conn: Arc<Connection>,
+    events: impl futures::Stream<Item = lapin::Event> + Send,
+) {
+    let mut events = std::pin::pin!(events);
+    let mut check = tokio::time::interval(STATUS_CHECK);
+    loop {
+        if !conn.status().connected() {
+            let status = conn.status();
+            warn!(
+                closed = status.closed(),
+                errored = status.errored(),
+                "lost the broker connection"
+            );
+            return;
+        }
+        tokio::select! {
+            event = events.next() => match event {
+                Some(lapin::Event::Error(err)) if !conn.status().connected() => {
+                    warn!(error = %err, "lost the broker connection");
+                    return;
+                }
+                Some(_) => {}
+                None => {
+                    warn!("lost the broker connection: its event stream ended");
+                    return;
+                }
+            },
+            _ = check.tick() => {}
         }
     }
-    warn!("lost the broker connection: its event stream ended");
 }
 
 async fn supervise(
@@ -226,8 +251,9 @@ async fn supervise(
             },
         };
         info!("connected to the broker");
-        // One listener per connection: the stream's receivers compete for events.
-        let lost = connection_lost(conn.clone());
+        // One listener per connection (the stream's receivers compete for events), taken
+        // before anything else can go wrong on it.
+        let lost = connection_lost(conn.clone(), conn.events_listener());
         current.send_replace(Some(conn.clone()));
         tokio::select! {
             _ = shutdown.cancelled() => {

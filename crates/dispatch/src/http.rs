@@ -121,18 +121,23 @@ impl Sender {
         let now = chrono::Utc::now();
         let timestamp = now.timestamp();
         let mut request = self.client.post(url).timeout(timeout);
+        let trace = task
+            .traceparent
+            .as_deref()
+            .and_then(|t| Traceparent::parse(t).ok());
         for (name, value) in &webhook.headers {
+            // Two traceparent headers make both invalid (W3C): the event's trace wins over
+            // a fixed one set on the webhook.
+            if trace.is_some() && name.as_str() == "traceparent" {
+                continue;
+            }
             request = request.header(name, value);
         }
         request = request
             .header("content-type", "application/json")
             .header("webhook-id", &task.event_id)
             .header("webhook-timestamp", timestamp.to_string());
-        if let Some(parent) = task
-            .traceparent
-            .as_deref()
-            .and_then(|t| Traceparent::parse(t).ok())
-        {
+        if let Some(parent) = trace {
             // This attempt is a hop of the upstream trace: same trace id, its own span.
             request = request.header("traceparent", parent.child(rand::random()));
         }

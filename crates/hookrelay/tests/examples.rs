@@ -3,8 +3,8 @@
 //! event as a duplicate, and refuse a forged and a replayed request; the Python publisher's
 //! event is delivered, and its malformed one is confirmed, then rejected with a reason.
 //!
-//! Their dependencies (`make example-deps`, which `make test` runs first): the PyPI packages
-//! of `examples/*/python/requirements.txt` and `npm ci` in `examples/receivers/node`.
+//! Their dependencies (`scripts/test-tools.sh`, which `make test` runs first): the PyPI
+//! packages of `examples/*/python/requirements.txt` and `npm ci` in `examples/receivers/node`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
