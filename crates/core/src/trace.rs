@@ -64,6 +64,16 @@ impl Traceparent {
         &self.trace_id
     }
 
+    /// The span of the publisher that this event's hop hangs under.
+    pub fn parent_id(&self) -> &str {
+        &self.parent_id
+    }
+
+    /// The trace flags (bit 0: sampled).
+    pub fn flags(&self) -> u8 {
+        u8::from_str_radix(&self.flags, 16).unwrap_or(0)
+    }
+
     /// The `traceparent` of a hop made under this one: the same trace and flags, with the
     /// hop's own span id (`span` random, and not all zero bytes).
     pub fn child(&self, span: [u8; 8]) -> String {

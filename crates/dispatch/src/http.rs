@@ -5,11 +5,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hookrelay_core::{
-    net, response_excerpt, signing, DeliveryV1, Outcome, Traceparent, MAX_RESPONSE_BODY,
-};
+use hookrelay_core::{net, response_excerpt, signing, DeliveryV1, Outcome, MAX_RESPONSE_BODY};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use tracing::Instrument as _;
 
+use crate::attempt_span;
 use crate::subscriptions::WebhookConfig;
 
 const USER_AGENT: &str = concat!("hookrelay/", env!("CARGO_PKG_VERSION"));
@@ -95,6 +95,22 @@ impl Sender {
         task: &DeliveryV1,
         timeout: Duration,
     ) -> AttemptResult {
+        let attempt = attempt_span::start(task);
+        let result = self
+            .send_traced(webhook, task, timeout, attempt.traceparent)
+            .instrument(attempt.span.clone())
+            .await;
+        attempt_span::finish(&attempt.span, result.outcome, result.status);
+        result
+    }
+
+    async fn send_traced(
+        &self,
+        webhook: &WebhookConfig,
+        task: &DeliveryV1,
+        timeout: Duration,
+        traceparent: Option<String>,
+    ) -> AttemptResult {
         if let Some(why) = &webhook.unsealable {
             return failure(Outcome::Blocked, format!("not sent unsigned: {why}"));
         }
@@ -121,14 +137,10 @@ impl Sender {
         let now = chrono::Utc::now();
         let timestamp = now.timestamp();
         let mut request = self.client.post(url).timeout(timeout);
-        let trace = task
-            .traceparent
-            .as_deref()
-            .and_then(|t| Traceparent::parse(t).ok());
         for (name, value) in &webhook.headers {
             // Two traceparent headers make both invalid (W3C): the event's trace wins over
             // a fixed one set on the webhook.
-            if trace.is_some() && name.as_str() == "traceparent" {
+            if traceparent.is_some() && name.as_str() == "traceparent" {
                 continue;
             }
             request = request.header(name, value);
@@ -137,9 +149,8 @@ impl Sender {
             .header("content-type", "application/json")
             .header("webhook-id", &task.event_id)
             .header("webhook-timestamp", timestamp.to_string());
-        if let Some(parent) = trace {
-            // This attempt is a hop of the upstream trace: same trace id, its own span.
-            request = request.header("traceparent", parent.child(rand::random()));
+        if let Some(traceparent) = traceparent {
+            request = request.header("traceparent", traceparent);
         }
         if let Some(signature) = signing::signature_header(
             &webhook.signing_secrets(now),

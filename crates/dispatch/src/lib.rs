@@ -11,6 +11,7 @@
 //! attempt is committed. A crash anywhere means redelivery, never a hole. Memory is bounded
 //! by prefetch counts, semaphores and bounded channels; nothing queues without limit.
 
+mod attempt_span;
 mod batch;
 mod catalog;
 mod deliver;

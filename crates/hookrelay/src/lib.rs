@@ -2,6 +2,7 @@
 //! into one running service. `main.rs` only parses the command line, installs logging and
 //! signal handlers, and calls in here, so tests start the very same service in-process.
 
+pub mod otlp;
 mod pipeline;
 pub mod publish;
 pub mod settings;

@@ -85,10 +85,6 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    init_logging(settings.log_format);
-    for warning in warnings {
-        tracing::warn!("{warning}");
-    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -96,6 +92,20 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let tracer = match &settings.otlp_endpoint {
+        Some(endpoint) => match hookrelay::otlp::provider(endpoint, runtime.handle().clone()) {
+            Ok(provider) => Some(provider),
+            Err(e) => {
+                eprintln!("hookrelay: otlp_endpoint: {e:#}");
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
+    init_logging(settings.log_format, tracer.as_ref());
+    for warning in warnings {
+        tracing::warn!("{warning}");
+    }
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve => serve(settings).await,
@@ -153,6 +163,12 @@ fn main() -> ExitCode {
             }
         }
     });
+    if let Some(provider) = tracer {
+        // Sends what is still batched; the export runs on the runtime, alive until here.
+        if let Err(e) = provider.shutdown() {
+            eprintln!("hookrelay: the last spans were not exported: {e}");
+        }
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -188,7 +204,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     app.run_until_stopped().await
 }
 
-fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat, tracer: Option<&opentelemetry_sdk::trace::SdkTracerProvider>) {
     let mut filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,lapin=warn,amq_protocol=warn"));
     // tokio-postgres logs every statement's parameters at debug level (target
@@ -199,12 +215,20 @@ fn init_logging(format: LogFormat) {
         filter = filter.add_directive(directive);
     }
     use std::io::IsTerminal as _;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::Layer as _;
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-    }
+    let fmt = match format {
+        LogFormat::Text => fmt.boxed(),
+        LogFormat::Json => fmt.json().flatten_event(true).boxed(),
+    };
+    // One filter in front of every layer: spans exported are cut as log lines are.
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(tracer.map(hookrelay::otlp::layer))
+        .init();
 }

@@ -114,6 +114,10 @@ pub struct Settings {
     /// `text` for people, `json` for log collectors. Levels come from `RUST_LOG`.
     #[serde_as(as = "DisplayFromStr")]
     pub log_format: LogFormat,
+    /// An OpenTelemetry collector's OTLP/HTTP address (`http://collector:4318`): spans of
+    /// delivery attempts go to its `/v1/traces`. Unset (the default), nothing is exported.
+    #[serde_as(as = "Option<DisplayFromStr>")]
+    pub otlp_endpoint: Option<url::Url>,
 }
 
 impl Default for Settings {
@@ -145,6 +149,7 @@ impl Default for Settings {
             max_request_bytes: 1024 * 1024,
             shutdown_timeout: HumanDuration(Duration::from_secs(30)),
             log_format: LogFormat::Text,
+            otlp_endpoint: None,
         }
     }
 }
@@ -189,6 +194,13 @@ impl fmt::Debug for Settings {
             .field("max_request_bytes", &self.max_request_bytes)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("log_format", &self.log_format)
+            .field(
+                "otlp_endpoint",
+                &self
+                    .otlp_endpoint
+                    .as_ref()
+                    .map(|u| redact_password(u.as_str())),
+            )
             .finish()
     }
 }
@@ -477,7 +489,7 @@ impl Settings {
     }
 }
 
-const KNOWN: [&str; 26] = [
+const KNOWN: [&str; 27] = [
     "database_url",
     "amqp_url",
     "namespace",
@@ -504,6 +516,7 @@ const KNOWN: [&str; 26] = [
     "max_request_bytes",
     "shutdown_timeout",
     "log_format",
+    "otlp_endpoint",
 ];
 
 #[cfg(test)]

@@ -1,0 +1,71 @@
+//! The span of one delivery attempt, and the `traceparent` the receiver is sent.
+//!
+//! With an OpenTelemetry layer installed (`otlp_endpoint` set), the attempt is a real span:
+//! a child of the event's `traceparent`, exported, and the receiver is told its id as
+//! parent, so the receiver's spans hang under hookrelay's in the same trace. Without one,
+//! the event's trace still crosses the hop: the receiver gets the same trace id and flags
+//! with a span id made up for the attempt.
+
+use hookrelay_core::{DeliveryV1, Outcome, Traceparent};
+use opentelemetry::trace::{
+    SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState,
+};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+pub(crate) struct AttemptSpan {
+    pub span: tracing::Span,
+    /// What goes out as the request's `traceparent`, if anything.
+    pub traceparent: Option<String>,
+}
+
+pub(crate) fn start(task: &DeliveryV1) -> AttemptSpan {
+    let span = tracing::info_span!(
+        "webhook.attempt",
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        webhook_id = %task.webhook_id,
+        event_type = %task.event_type,
+        attempt = task.attempt,
+        http.response.status_code = tracing::field::Empty,
+    );
+    let upstream = task
+        .traceparent
+        .as_deref()
+        .and_then(|t| Traceparent::parse(t).ok());
+    if let Some(remote) = upstream.as_ref().and_then(remote_parent) {
+        let _ = span.set_parent(remote);
+    }
+    let own = span.context().span().span_context().clone();
+    let traceparent = if own.is_valid() {
+        Some(format!(
+            "00-{}-{}-{:02x}",
+            own.trace_id(),
+            own.span_id(),
+            own.trace_flags().to_u8()
+        ))
+    } else {
+        upstream.map(|up| up.child(rand::random()))
+    };
+    AttemptSpan { span, traceparent }
+}
+
+/// Notes how the attempt ended on its span.
+pub(crate) fn finish(span: &tracing::Span, outcome: Outcome, status: Option<u16>) {
+    if let Some(status) = status {
+        span.record("http.response.status_code", status);
+    }
+    if outcome != Outcome::Success {
+        span.record("otel.status_code", "ERROR");
+    }
+}
+
+fn remote_parent(up: &Traceparent) -> Option<opentelemetry::Context> {
+    let context = SpanContext::new(
+        TraceId::from_hex(up.trace_id()).ok()?,
+        SpanId::from_hex(up.parent_id()).ok()?,
+        TraceFlags::new(up.flags()),
+        true,
+        TraceState::default(),
+    );
+    Some(opentelemetry::Context::new().with_remote_span_context(context))
+}

@@ -1,0 +1,101 @@
+//! `otlp_endpoint` set: each delivery attempt is exported as a span over OTLP/HTTP, a child
+//! of the event's `traceparent`, and it is the span the receiver is told is its parent.
+//! The collector here is a plain HTTP endpoint that keeps what it is sent; the span is
+//! found in the protobuf by its raw id bytes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{create_webhook, spawn};
+use hookrelay_broker::lapin::types::{AMQPValue, FieldTable, LongString};
+use hookrelay_broker::lapin::BasicProperties;
+use hookrelay_broker::{NoRoutes, Outgoing, Publisher, Topology};
+use hookrelay_tests::receiver::Receiver;
+use hookrelay_tests::{amqp_url, unique_namespace, wait_for, TestDb};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const PUBLISHER_SPAN: &str = "00f067aa0ba902b7";
+
+fn bytes_of(hex: &str) -> Vec<u8> {
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test]
+async fn attempts_are_exported_as_spans_under_the_events_trace() {
+    let collector = Receiver::start().await;
+    let receiver = Receiver::start().await;
+    let db = TestDb::new();
+    let namespace = unique_namespace();
+    let service = spawn(
+        &db,
+        &namespace,
+        &[
+            ("HOOKRELAY_OTLP_ENDPOINT", collector.url.as_str()),
+            // The batch goes out within 100 ms rather than the default 5 s.
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    )
+    .await;
+    create_webhook(service.port, &receiver.url, "Message.received").await;
+
+    let connection = std::sync::Arc::new(hookrelay_broker::connect(&amqp_url()).await.unwrap());
+    let mut publisher = Publisher::open(&connection).await.unwrap();
+    let mut headers = FieldTable::default();
+    headers.insert(
+        "traceparent".into(),
+        AMQPValue::LongString(LongString::from(format!(
+            "00-{TRACE_ID}-{PUBLISHER_SPAN}-01"
+        ))),
+    );
+    let message = Outgoing {
+        exchange: Topology::new(&namespace).events_exchange(),
+        routing_key: "Message.received".into(),
+        body: br#"{"id":"traced","account_id":"acc","data":{}}"#.to_vec(),
+        properties: BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_headers(headers),
+    };
+    publisher.publish(&message, &mut NoRoutes).await.unwrap();
+    publisher.close().await;
+
+    let got = receiver.wait_for(1, DEADLINE).await;
+    let sent = got[0]
+        .header("traceparent")
+        .expect("a traceparent")
+        .to_owned();
+    let parts: Vec<&str> = sent.split('-').collect();
+    assert_eq!(parts[1], TRACE_ID, "{sent}");
+    let attempt_span = parts[2].to_owned();
+    assert_ne!(attempt_span, PUBLISHER_SPAN);
+
+    // The exported span is the one the receiver was told about, under the publisher's.
+    let export = wait_for("the attempt's span exported", DEADLINE, || async {
+        collector
+            .received()
+            .into_iter()
+            .find(|r| r.path == "/v1/traces" && contains(&r.body, &bytes_of(&attempt_span)))
+    })
+    .await;
+    assert_eq!(
+        export.header("content-type"),
+        Some("application/x-protobuf")
+    );
+    assert!(contains(&export.body, &bytes_of(TRACE_ID)), "its trace");
+    assert!(
+        contains(&export.body, &bytes_of(PUBLISHER_SPAN)),
+        "its parent, the publisher's span"
+    );
+    assert!(contains(&export.body, b"webhook.attempt"));
+    assert!(contains(&export.body, b"hookrelay"), "the service's name");
+}
