@@ -25,7 +25,8 @@ pub(crate) fn start(task: &DeliveryV1) -> AttemptSpan {
         otel.status_code = tracing::field::Empty,
         webhook_id = %task.webhook_id,
         event_type = %task.event_type,
-        attempt = task.attempt,
+        // Signed: tracing hands unsigned numbers to OpenTelemetry as text.
+        attempt = i64::from(task.attempt),
         http.response.status_code = tracing::field::Empty,
     );
     let upstream = task
@@ -35,24 +36,29 @@ pub(crate) fn start(task: &DeliveryV1) -> AttemptSpan {
     if let Some(remote) = upstream.as_ref().and_then(remote_parent) {
         let _ = span.set_parent(remote);
     }
-    let own = span.context().span().span_context().clone();
-    let traceparent = if own.is_valid() {
-        Some(format!(
-            "00-{}-{}-{:02x}",
-            own.trace_id(),
-            own.span_id(),
-            own.trace_flags().to_u8()
-        ))
-    } else {
-        upstream.map(|up| up.child(rand::random()))
-    };
+    // Only an event that came with a trace sends one on: an event without stays without
+    // (its exported span is a root of its own), so a fixed traceparent the webhook sets still
+    // goes out, as with export off.
+    let traceparent = upstream.map(|up| {
+        let own = span.context().span().span_context().clone();
+        if own.is_valid() {
+            format!(
+                "00-{}-{}-{:02x}",
+                own.trace_id(),
+                own.span_id(),
+                own.trace_flags().to_u8()
+            )
+        } else {
+            up.child(rand::random())
+        }
+    });
     AttemptSpan { span, traceparent }
 }
 
 /// Notes how the attempt ended on its span.
 pub(crate) fn finish(span: &tracing::Span, outcome: Outcome, status: Option<u16>) {
     if let Some(status) = status {
-        span.record("http.response.status_code", status);
+        span.record("http.response.status_code", i64::from(status));
     }
     if outcome != Outcome::Success {
         span.record("otel.status_code", "ERROR");

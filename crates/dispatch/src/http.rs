@@ -139,8 +139,8 @@ impl Sender {
         let mut request = self.client.post(url).timeout(timeout);
         for (name, value) in &webhook.headers {
             // Two traceparent headers make both invalid (W3C): the event's trace wins over
-            // a fixed one set on the webhook.
-            if traceparent.is_some() && name.as_str() == "traceparent" {
+            // a fixed one set on the webhook, and that one's tracestate goes with it.
+            if traceparent.is_some() && matches!(name.as_str(), "traceparent" | "tracestate") {
                 continue;
             }
             request = request.header(name, value);

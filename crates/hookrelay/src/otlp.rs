@@ -38,11 +38,15 @@ impl HttpClient for RuntimeClient {
                 .send()
                 .await?;
             let status = response.status();
+            // The exporter reads Retry-After from them when the collector pushes back.
+            let headers = response.headers().clone();
             let body = response.bytes().await?;
-            Ok::<_, reqwest::Error>((status, body))
+            Ok::<_, reqwest::Error>((status, headers, body))
         });
-        let (status, body) = sent.await??;
-        Ok(http::Response::builder().status(status).body(body)?)
+        let (status, headers, body) = sent.await??;
+        let mut answer = http::Response::builder().status(status).body(body)?;
+        *answer.headers_mut() = headers;
+        Ok(answer)
     }
 }
 
@@ -62,13 +66,18 @@ pub fn provider(
         .with_http_client(RuntimeClient { client, runtime })
         .with_endpoint(traces)
         .build()?;
-    let resource = Resource::builder()
-        .with_service_name("hookrelay")
-        .with_attribute(opentelemetry::KeyValue::new(
-            "service.version",
-            env!("CARGO_PKG_VERSION"),
-        ))
-        .build();
+    // OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES are read by the builder; `hookrelay`
+    // only where they name no service, so deployments can be told apart.
+    let mut resource = Resource::builder().with_attribute(opentelemetry::KeyValue::new(
+        "service.version",
+        env!("CARGO_PKG_VERSION"),
+    ));
+    let named = std::env::var_os("OTEL_SERVICE_NAME").is_some()
+        || std::env::var("OTEL_RESOURCE_ATTRIBUTES").is_ok_and(|a| a.contains("service.name="));
+    if !named {
+        resource = resource.with_service_name("hookrelay");
+    }
+    let resource = resource.build();
     Ok(SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
         .with_resource(resource)

@@ -357,6 +357,17 @@ impl Settings {
         hookrelay_store::validate_database_url(&self.database_url)
             .map_err(|e| ("database_url", e.to_string()))?;
         hookrelay_broker::validate_url(&self.amqp_url).map_err(|e| ("amqp_url", e.to_string()))?;
+        if let Some(endpoint) = &self.otlp_endpoint {
+            if !matches!(endpoint.scheme(), "http" | "https") {
+                return Err((
+                    "otlp_endpoint",
+                    format!(
+                        "`{}:` is not OTLP/HTTP: give the collector's http:// or https:// address",
+                        endpoint.scheme()
+                    ),
+                ));
+            }
+        }
         let namespace_ok = !self.namespace.is_empty()
             && self.namespace.len() <= 64
             && self
@@ -632,7 +643,7 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_setting() {
-        let cases: [(&[(&str, &str)], &str); 12] = [
+        let cases: [(&[(&str, &str)], &str); 14] = [
             (
                 &[("HOOKRELAY_DISABLE_AFTER", "0s")],
                 "HOOKRELAY_DISABLE_AFTER",
@@ -666,6 +677,14 @@ mod tests {
             (&[("HOOKRELAY_NAMESPACE", "a b")], "HOOKRELAY_NAMESPACE"),
             (&[("HOOKRELAY_ADMIN_TOKEN", " ")], "HOOKRELAY_ADMIN_TOKEN"),
             (&[("HOOKRELAY_LOG_FORMAT", "xml")], "HOOKRELAY_LOG_FORMAT"),
+            (
+                &[("HOOKRELAY_OTLP_ENDPOINT", "collector:4318")],
+                "HOOKRELAY_OTLP_ENDPOINT",
+            ),
+            (
+                &[("HOOKRELAY_OTLP_ENDPOINT", "grpc://collector:4317")],
+                "HOOKRELAY_OTLP_ENDPOINT",
+            ),
         ];
         for (vars, expected) in cases {
             let err = Settings::load_from(None, env(vars))

@@ -1,7 +1,7 @@
 //! `otlp_endpoint` set: each delivery attempt is exported as a span over OTLP/HTTP, a child
 //! of the event's `traceparent`, and it is the span the receiver is told is its parent.
-//! The collector here is a plain HTTP endpoint that keeps what it is sent; the span is
-//! found in the protobuf by its raw id bytes.
+//! The collector here is a plain HTTP endpoint that keeps what it is sent; the test decodes
+//! it as OTLP's protobuf.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -15,6 +15,11 @@ use hookrelay_broker::lapin::BasicProperties;
 use hookrelay_broker::{NoRoutes, Outgoing, Publisher, Topology};
 use hookrelay_tests::receiver::Receiver;
 use hookrelay_tests::{amqp_url, unique_namespace, wait_for, TestDb};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use prost::Message as _;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -27,8 +32,11 @@ fn bytes_of(hex: &str) -> Vec<u8> {
         .collect()
 }
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
+fn attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a Value> {
+    attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref()?.value.as_ref())
 }
 
 #[tokio::test]
@@ -80,22 +88,48 @@ async fn attempts_are_exported_as_spans_under_the_events_trace() {
     assert_ne!(attempt_span, PUBLISHER_SPAN);
 
     // The exported span is the one the receiver was told about, under the publisher's.
-    let export = wait_for("the attempt's span exported", DEADLINE, || async {
-        collector
-            .received()
-            .into_iter()
-            .find(|r| r.path == "/v1/traces" && contains(&r.body, &bytes_of(&attempt_span)))
+    let (export, resource, span) = wait_for("the attempt's span exported", DEADLINE, || async {
+        collector.received().into_iter().find_map(|r| {
+            let request = ExportTraceServiceRequest::decode(r.body.clone()).ok()?;
+            request.resource_spans.into_iter().find_map(|rs| {
+                let resource = rs.resource.clone()?;
+                let span = rs
+                    .scope_spans
+                    .into_iter()
+                    .flat_map(|ss| ss.spans)
+                    .find(|s| s.span_id == bytes_of(&attempt_span))?;
+                Some((r.clone(), resource, span))
+            })
+        })
     })
     .await;
+    assert_eq!(export.path, "/v1/traces");
     assert_eq!(
         export.header("content-type"),
         Some("application/x-protobuf")
     );
-    assert!(contains(&export.body, &bytes_of(TRACE_ID)), "its trace");
-    assert!(
-        contains(&export.body, &bytes_of(PUBLISHER_SPAN)),
-        "its parent, the publisher's span"
+    assert_eq!(
+        attribute(&resource.attributes, "service.name"),
+        Some(&Value::StringValue("hookrelay".into()))
     );
-    assert!(contains(&export.body, b"webhook.attempt"));
-    assert!(contains(&export.body, b"hookrelay"), "the service's name");
+    assert_eq!(span.name, "webhook.attempt");
+    assert_eq!(span.trace_id, bytes_of(TRACE_ID), "the publisher's trace");
+    assert_eq!(
+        span.parent_span_id,
+        bytes_of(PUBLISHER_SPAN),
+        "under the publisher's span"
+    );
+    assert_eq!(span.kind, SpanKind::Client as i32);
+    assert_eq!(
+        attribute(&span.attributes, "http.response.status_code"),
+        Some(&Value::IntValue(200))
+    );
+    assert_eq!(
+        attribute(&span.attributes, "attempt"),
+        Some(&Value::IntValue(1))
+    );
+    assert_eq!(
+        attribute(&span.attributes, "event_type"),
+        Some(&Value::StringValue("Message.received".into()))
+    );
 }
