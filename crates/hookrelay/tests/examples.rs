@@ -67,7 +67,8 @@ impl Example {
                 .iter()
                 .find(|l| l.starts_with(prefix))
                 .cloned();
-            if found.is_none() && !self.stderr.lock().unwrap().is_empty() {
+            // Nothing on stdout yet means it did not start: what it said shows why.
+            if self.stdout.lock().unwrap().is_empty() && !self.stderr.lock().unwrap().is_empty() {
                 eprintln!("stderr so far: {:?}", self.stderr.lock().unwrap());
             }
             found
