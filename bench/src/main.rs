@@ -35,7 +35,8 @@ struct Args {
     /// The release binary to measure.
     #[arg(long, default_value = "target/release/hookrelay")]
     binary: PathBuf,
-    /// Run only the scenarios whose name contains this.
+    /// Run only the scenario of this name or, if none has it, those whose name contains it
+    /// (`cost W=10` is one scenario, `cost` three).
     #[arg(long)]
     only: Option<String>,
     /// Where to write the figures.
@@ -82,86 +83,86 @@ struct Scenario {
     old_logs: usize,
 }
 
-const SCENARIOS: [Scenario; 16] = [
-    Scenario {
+impl Scenario {
+    /// What a scenario is unless it says otherwise: one process on the shared broker, a
+    /// burst, one account, each event to one healthy webhook, no old logs.
+    const DEFAULT: Self = Self {
+        name: "",
         rabbit: Rabbit::Shared,
         processes: 1,
-        name: "W=1 burst",
         webhooks: 1,
         accounts: 1,
-        events: 20_000,
+        events: 10_000,
         pace: Pace::Burst,
         fan_out: 1,
         failing: 0,
         old_logs: 0,
+    };
+}
+
+/// Whether `--only only` runs the scenario `name`.
+fn selected(only: &str, name: &str) -> bool {
+    let exact = SCENARIOS.iter().any(|s| s.name == only) || only == "storm";
+    if exact {
+        name == only
+    } else {
+        name.contains(only)
+    }
+}
+
+const SCENARIOS: [Scenario; 16] = [
+    Scenario {
+        name: "W=1 burst",
+        webhooks: 1,
+        events: 20_000,
+        ..Scenario::DEFAULT
     },
     Scenario {
-        rabbit: Rabbit::Shared,
-        processes: 1,
         name: "W=10 burst",
         webhooks: 10,
-        accounts: 1,
         events: 5_000,
-        pace: Pace::Burst,
         fan_out: 10,
-        failing: 0,
-        old_logs: 0,
+        ..Scenario::DEFAULT
     },
     // 10 webhooks, one per account, events spread over the accounts: 1 000 deliveries/s.
     Scenario {
-        rabbit: Rabbit::Shared,
-        processes: 1,
         name: "W=10 steady 1000 ev/s",
         webhooks: 10,
         accounts: 10,
         events: 15_000,
         pace: Pace::Steady(1_000),
-        fan_out: 1,
-        failing: 0,
-        old_logs: 0,
+        ..Scenario::DEFAULT
     },
     // 100 webhooks in 10 accounts, every event to the 10 of one account; then the same with
     // one webhook of each account failing (5 answering 503, 5 hanging until the timeout):
     // what the failing ones cost the healthy ones, in a burst and at a steady rate.
     Scenario {
-        rabbit: Rabbit::Shared,
-        processes: 1,
         name: "W=100 healthy burst",
         webhooks: 100,
         accounts: 10,
         events: 10_000,
-        pace: Pace::Burst,
         fan_out: 10,
-        failing: 0,
-        old_logs: 0,
+        ..Scenario::DEFAULT
     },
     Scenario {
-        rabbit: Rabbit::Shared,
-        processes: 1,
         name: "W=100 10 failing burst",
         webhooks: 100,
         accounts: 10,
         events: 10_000,
-        pace: Pace::Burst,
         fan_out: 10,
         failing: 10,
-        old_logs: 0,
+        ..Scenario::DEFAULT
     },
     Scenario {
-        rabbit: Rabbit::Shared,
-        processes: 1,
         name: "W=100 healthy steady",
         webhooks: 100,
         accounts: 10,
         events: 3_000,
         pace: Pace::Steady(100),
         fan_out: 10,
-        failing: 0,
-        old_logs: 0,
+        ..Scenario::DEFAULT
     },
     Scenario {
-        rabbit: Rabbit::Shared,
-        processes: 1,
         name: "W=100 10 failing steady",
         webhooks: 100,
         accounts: 10,
@@ -169,21 +170,18 @@ const SCENARIOS: [Scenario; 16] = [
         pace: Pace::Steady(100),
         fan_out: 10,
         failing: 10,
-        old_logs: 0,
+        ..Scenario::DEFAULT
     },
     // The steady scenario again, while the retention job deletes 300 000 old logs (and as
     // many attempts) beside it: what retention costs the pipeline.
     Scenario {
-        rabbit: Rabbit::Shared,
-        processes: 1,
         name: "W=10 steady + retention",
         webhooks: 10,
         accounts: 10,
         events: 15_000,
         pace: Pace::Steady(1_000),
-        fan_out: 1,
-        failing: 0,
         old_logs: 300_000,
+        ..Scenario::DEFAULT
     },
     // The cost of a delivery as webhooks grow: the same 100 000 deliveries (10 000 events,
     // each to the 10 webhooks of one account) to 10, 1 000 and 10 000 webhooks, each on a
@@ -191,51 +189,38 @@ const SCENARIOS: [Scenario; 16] = [
     Scenario {
         name: "cost W=10",
         rabbit: Rabbit::Own,
-        processes: 1,
         webhooks: 10,
-        accounts: 1,
         events: 10_000,
-        pace: Pace::Burst,
         fan_out: 10,
-        failing: 0,
-        old_logs: 0,
+        ..Scenario::DEFAULT
     },
     Scenario {
         name: "cost W=1000",
         rabbit: Rabbit::Own,
-        processes: 1,
         webhooks: 1_000,
         accounts: 100,
         events: 10_000,
-        pace: Pace::Burst,
         fan_out: 10,
-        failing: 0,
-        old_logs: 0,
+        ..Scenario::DEFAULT
     },
     Scenario {
         name: "cost W=10000",
         rabbit: Rabbit::Own,
-        processes: 1,
         webhooks: 10_000,
         accounts: 1_000,
         events: 10_000,
-        pace: Pace::Burst,
         fan_out: 10,
-        failing: 0,
-        old_logs: 0,
+        ..Scenario::DEFAULT
     },
     // One process, then two sharing the work, on the same broker and the same load.
     Scenario {
         name: "procs=1 W=100",
         rabbit: Rabbit::Own,
-        processes: 1,
         webhooks: 100,
         accounts: 10,
         events: 10_000,
-        pace: Pace::Burst,
         fan_out: 10,
-        failing: 0,
-        old_logs: 0,
+        ..Scenario::DEFAULT
     },
     Scenario {
         name: "procs=2 W=100",
@@ -244,49 +229,35 @@ const SCENARIOS: [Scenario; 16] = [
         webhooks: 100,
         accounts: 10,
         events: 10_000,
-        pace: Pace::Burst,
         fan_out: 10,
-        failing: 0,
-        old_logs: 0,
+        ..Scenario::DEFAULT
     },
     // Classic and quorum shared queues on a three-node cluster, in a burst and at a steady
     // rate (which shows the latency of the pipeline rather than of the queue draining).
     Scenario {
         name: "cluster classic W=10 burst",
         rabbit: Rabbit::Cluster(QueueType::Classic),
-        processes: 1,
         webhooks: 10,
-        accounts: 1,
         events: 5_000,
-        pace: Pace::Burst,
         fan_out: 10,
-        failing: 0,
-        old_logs: 0,
+        ..Scenario::DEFAULT
     },
     Scenario {
         name: "cluster quorum W=10 burst",
         rabbit: Rabbit::Cluster(QueueType::Quorum),
-        processes: 1,
         webhooks: 10,
-        accounts: 1,
         events: 5_000,
-        pace: Pace::Burst,
         fan_out: 10,
-        failing: 0,
-        old_logs: 0,
+        ..Scenario::DEFAULT
     },
     // Last: tearing down 1 000 queues keeps RabbitMQ busy for a while after.
     Scenario {
-        rabbit: Rabbit::Shared,
-        processes: 1,
         name: "W=1000/100 accounts burst",
         webhooks: 1_000,
         accounts: 100,
         events: 20_000,
-        pace: Pace::Burst,
         fan_out: 10,
-        failing: 0,
-        old_logs: 0,
+        ..Scenario::DEFAULT
     },
 ];
 
@@ -743,7 +714,7 @@ async fn main() -> anyhow::Result<()> {
     let mut results = Vec::new();
     for scenario in SCENARIOS
         .iter()
-        .filter(|s| args.only.as_deref().is_none_or(|o| s.name.contains(o)))
+        .filter(|s| args.only.as_deref().is_none_or(|o| selected(o, s.name)))
     {
         eprintln!(
             "running {} ({} webhooks, {} events)...",
@@ -802,7 +773,7 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     let mut storms = Vec::new();
-    if args.only.as_deref().is_none_or(|o| "storm".contains(o)) {
+    if args.only.as_deref().is_none_or(|o| selected(o, "storm")) {
         for (cap, idle) in STORMS {
             eprintln!("running the connection storm ({idle} idle connections, cap {cap})...");
             storms.push(storm::run(&args.binary, cap, idle).await?);
