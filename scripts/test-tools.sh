@@ -9,30 +9,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-missing=()
-[ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ] || missing+=(chromium chromium-driver)
-command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "installing ${missing[*]} (Debian packages)"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y -q "${missing[@]}" >/dev/null \
-        || { apt-get update -q >/dev/null && apt-get install -y -q "${missing[@]}" >/dev/null; } \
-        || { echo "cannot install ${missing[*]}: run as root, or install them yourself" >&2; exit 1; }
-fi
-
-if ! python3 -c 'import standardwebhooks, pika' 2>/dev/null; then
-    echo "installing the Python examples' libraries"
-    python3 -m pip install -q -r examples/receivers/python/requirements.txt \
-        -r examples/publishers/python/requirements.txt 2>&1 | grep -v '^WARNING' || true
-    python3 -c 'import standardwebhooks, pika' \
-        || { echo "cannot install standardwebhooks and pika from PyPI" >&2; exit 1; }
-fi
-
-if ! command -v schemathesis >/dev/null 2>&1; then
-    echo "installing schemathesis (PyPI)"
-    python3 -m pip install -q schemathesis==4.32.5 2>&1 | grep -v '^WARNING' || true
-    command -v schemathesis >/dev/null 2>&1 || { echo "cannot install schemathesis from PyPI" >&2; exit 1; }
-fi
+# shellcheck source=scripts/tools.sh
+. scripts/tools.sh
+need_debian '[ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]' chromium chromium-driver
+need_debian 'command -v prometheus && command -v promtool' prometheus
+need_pip "python3 -c 'import standardwebhooks, pika'" \
+    -r examples/receivers/python/requirements.txt -r examples/publishers/python/requirements.txt
+need_pip 'command -v schemathesis' schemathesis==4.32.5
 
 lock=examples/receivers/node/package-lock.json
 stamp=examples/receivers/node/node_modules/.package-lock.json

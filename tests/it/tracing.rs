@@ -4,10 +4,8 @@
 
 use std::time::Duration;
 
-use hookrelay_broker::lapin::types::{AMQPValue, FieldTable, LongString};
-use hookrelay_broker::lapin::BasicProperties;
 use hookrelay_tests::receiver::{Behaviour, Receiver};
-use hookrelay_tests::wait_for;
+use hookrelay_tests::{traced_event, wait_for};
 use serde_json::json;
 
 use crate::helpers::spawn_app_with;
@@ -15,17 +13,6 @@ use crate::retries::schedule;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 const TRACE: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-
-fn with_traceparent(value: &str) -> BasicProperties {
-    let mut headers = FieldTable::default();
-    headers.insert(
-        "traceparent".into(),
-        AMQPValue::LongString(LongString::from(value.to_owned())),
-    );
-    BasicProperties::default()
-        .with_delivery_mode(2)
-        .with_headers(headers)
-}
 
 #[tokio::test]
 async fn an_events_traceparent_reaches_the_log_and_every_attempt() {
@@ -44,12 +31,12 @@ async fn an_events_traceparent_reaches_the_log_and_every_attempt() {
     .await;
 
     let traced = br#"{"id":"traced","account_id":"acc","data":{}}"#;
-    app.publish_raw_with("Contact.created", traced, with_traceparent(TRACE))
+    app.publish_raw_with("Contact.created", traced, traced_event(TRACE))
         .await;
     // Only after both attempts: the receiver's script answers requests in arrival order.
     receiver.wait_for(2, DEADLINE).await;
     let untraced = br#"{"id":"garbled","account_id":"acc","data":{}}"#;
-    app.publish_raw_with("Contact.created", untraced, with_traceparent("00-nonsense"))
+    app.publish_raw_with("Contact.created", untraced, traced_event("00-nonsense"))
         .await;
 
     let got = receiver.wait_for(3, DEADLINE).await;

@@ -177,6 +177,20 @@ pub async fn delete_namespace(amqp_url: &str, namespace: &str, webhook_ids: &[St
     let _ = connection.close(200, "test done".into()).await;
 }
 
+/// The properties of a persistent event carrying a W3C `traceparent` header, as a traced
+/// upstream service publishes it.
+pub fn traced_event(traceparent: &str) -> hookrelay_broker::lapin::BasicProperties {
+    use hookrelay_broker::lapin::types::{AMQPValue, FieldTable, LongString};
+    let mut headers = FieldTable::default();
+    headers.insert(
+        "traceparent".into(),
+        AMQPValue::LongString(LongString::from(traceparent.to_owned())),
+    );
+    hookrelay_broker::lapin::BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_headers(headers)
+}
+
 /// Verifies a Standard Webhooks signature header the way a receiver would, independently of
 /// hookrelay's own signing code. True when any of its `v1,` signatures matches.
 pub fn verify_signature(

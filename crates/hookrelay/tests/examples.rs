@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
-use common::{create_webhook, publish_events, spawn, TOKEN};
+use common::{create_webhook, create_webhook_from, publish_events, spawn, TOKEN};
 use hookrelay_core::{signing, Secret};
 use hookrelay_tests::receiver::Receiver;
 use hookrelay_tests::{amqp_url, metric, unique_namespace, wait_for, TestDb};
@@ -94,23 +94,6 @@ fn collect(stream: impl tokio::io::AsyncRead + Unpin + Send + 'static) -> Arc<Mu
     lines
 }
 
-async fn create_signed_webhook(port: u16, url: &str, secret: &str) -> String {
-    let created: serde_json::Value = reqwest::Client::new()
-        .post(format!("http://127.0.0.1:{port}/v1/webhooks"))
-        .bearer_auth(TOKEN)
-        .json(
-            &json!({"account_id": "acc", "url": url, "events": ["Message.received"],
-                      "secret": secret}),
-        )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    created["id"].as_str().expect("a webhook id").to_owned()
-}
-
 /// Sends the receiver a request as hookrelay would, signed with `signed_by`, stamped `age`
 /// ago; answers the HTTP status.
 async fn send(url: &str, signed_by: &Secret, age: Duration) -> u16 {
@@ -155,7 +138,11 @@ async fn receiver_verifies_dedupes_and_refuses(program: &str, script: &str) {
         "http://127.0.0.1:{}/hooks",
         &listening["listening ".len()..]
     );
-    create_signed_webhook(service.port, &url, &secret).await;
+    create_webhook_from(
+        service.port,
+        json!({"account_id": "acc", "url": url, "events": ["Message.received"], "secret": secret}),
+    )
+    .await;
 
     let ids = publish_events(&namespace, "{\"n\":1}", 3).await;
     for id in &ids {

@@ -10,11 +10,9 @@ mod common;
 use std::time::Duration;
 
 use common::{create_webhook, spawn};
-use hookrelay_broker::lapin::types::{AMQPValue, FieldTable, LongString};
-use hookrelay_broker::lapin::BasicProperties;
 use hookrelay_broker::{NoRoutes, Outgoing, Publisher, Topology};
 use hookrelay_tests::receiver::Receiver;
-use hookrelay_tests::{amqp_url, unique_namespace, wait_for, TestDb};
+use hookrelay_tests::{amqp_url, traced_event, unique_namespace, wait_for, TestDb};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
@@ -59,20 +57,11 @@ async fn attempts_are_exported_as_spans_under_the_events_trace() {
 
     let connection = std::sync::Arc::new(hookrelay_broker::connect(&amqp_url()).await.unwrap());
     let mut publisher = Publisher::open(&connection).await.unwrap();
-    let mut headers = FieldTable::default();
-    headers.insert(
-        "traceparent".into(),
-        AMQPValue::LongString(LongString::from(format!(
-            "00-{TRACE_ID}-{PUBLISHER_SPAN}-01"
-        ))),
-    );
     let message = Outgoing {
         exchange: Topology::new(&namespace).events_exchange(),
         routing_key: "Message.received".into(),
         body: br#"{"id":"traced","account_id":"acc","data":{}}"#.to_vec(),
-        properties: BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_headers(headers),
+        properties: traced_event(&format!("00-{TRACE_ID}-{PUBLISHER_SPAN}-01")),
     };
     publisher.publish(&message, &mut NoRoutes).await.unwrap();
     publisher.close().await;

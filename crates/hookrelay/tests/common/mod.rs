@@ -39,10 +39,19 @@ pub async fn spawn(db: &TestDb, namespace: &str, extra: &[(&'static str, &str)])
 }
 
 pub async fn create_webhook(port: u16, url: &str, event: &str) -> String {
+    create_webhook_from(
+        port,
+        serde_json::json!({"account_id": "acc", "url": url, "events": [event]}),
+    )
+    .await
+}
+
+/// Creates the webhook `body` describes; answers its id.
+pub async fn create_webhook_from(port: u16, body: serde_json::Value) -> String {
     let created: serde_json::Value = reqwest::Client::new()
         .post(format!("http://127.0.0.1:{port}/v1/webhooks"))
         .bearer_auth(TOKEN)
-        .json(&serde_json::json!({"account_id": "acc", "url": url, "events": [event]}))
+        .json(&body)
         .send()
         .await
         .expect("the API answers")
