@@ -198,23 +198,26 @@ async fn manage(
     );
     let mut changes = ctx.subscriptions.changes();
     let mut running: HashMap<Uuid, Running> = HashMap::new();
-    // Swept at once, then on every change and every `SWEEP_EVERY`.
+    // Swept at once, then when a webhook has gone from the index, and every `SWEEP_EVERY`:
+    // not on every change, which would read the tombstones once per webhook created.
     let mut swept: Option<Instant> = None;
-    let mut changed = true;
+    let mut known: HashSet<Uuid> = HashSet::new();
     let result = loop {
         changes.borrow_and_update();
         if !connection.status().connected() {
             break Ok(());
         }
-        reconcile(ctx, &lines, &publisher, &mut running);
-        if changed || swept.is_none_or(|t| t.elapsed() >= SWEEP_EVERY) {
+        let ids = reconcile(ctx, &lines, &publisher, &mut running);
+        let deleted = known.iter().any(|id| !ids.contains(id));
+        known = ids;
+        if deleted || swept.is_none_or(|t| t.elapsed() >= SWEEP_EVERY) {
             sweep(ctx, &lines).await;
             swept = Some(Instant::now());
         }
         tokio::select! {
             _ = shutdown.cancelled() => break Ok(()),
-            _ = changes.changed() => changed = true,
-            _ = tokio::time::sleep(RECONCILE_EVERY) => changed = false,
+            _ = changes.changed() => {}
+            _ = tokio::time::sleep(RECONCILE_EVERY) => {}
         }
     };
     // Stop every consumer and wait for the attempts under way: they ack on this connection.
@@ -229,20 +232,15 @@ async fn manage(
 }
 
 /// Starts a consumer for each active webhook without one, and stops those of webhooks no
-/// longer active.
+/// longer active. Answers the ids of every webhook in the index, active or not.
 fn reconcile(
     ctx: &Arc<Context>,
     lines: &Arc<Lines>,
     publisher: &BatchPublisher,
     running: &mut HashMap<Uuid, Running>,
-) {
-    let active: HashSet<Uuid> = ctx
-        .subscriptions
-        .all()
-        .into_iter()
-        .filter(|(_, a)| *a)
-        .map(|(id, _)| id)
-        .collect();
+) -> HashSet<Uuid> {
+    let all = ctx.subscriptions.all();
+    let active: HashSet<Uuid> = all.iter().filter(|(_, a)| *a).map(|(id, _)| *id).collect();
     running.retain(|id, r| {
         let keep = active.contains(id) && !r.task.is_finished();
         if !keep {
@@ -264,6 +262,7 @@ fn reconcile(
         ));
         running.insert(id, Running { stop, task });
     }
+    all.into_iter().map(|(id, _)| id).collect()
 }
 
 /// Removes the queues of deleted webhooks, with the deliveries still in them, and ends their
