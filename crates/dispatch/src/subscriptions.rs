@@ -6,7 +6,6 @@
 //! reload running at a time. There is no lock to poison, so no reader can ever mistake a
 //! failure for "no subscribers" and ack an event with no deliveries.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -97,24 +96,52 @@ impl WebhookConfig {
     }
 }
 
-#[derive(Default)]
+/// Persistent maps (`imbl`): a copy shares all but the changed path with the original, so
+/// applying one change costs O(log n) rather than copying ten thousand webhooks, and a reader
+/// holding the old index keeps it whole.
+#[derive(Default, Clone)]
 struct Index {
-    by_id: HashMap<Uuid, Arc<WebhookConfig>>,
-    by_key: HashMap<(String, String), Vec<Arc<WebhookConfig>>>,
+    by_id: imbl::HashMap<Uuid, Arc<WebhookConfig>>,
+    by_key: imbl::HashMap<(String, String), Vec<Arc<WebhookConfig>>>,
 }
 
 impl Index {
-    fn new(by_id: HashMap<Uuid, Arc<WebhookConfig>>) -> Self {
-        let mut by_key: HashMap<(String, String), Vec<Arc<WebhookConfig>>> = HashMap::new();
-        for webhook in by_id.values().filter(|w| w.active) {
+    fn new(webhooks: impl IntoIterator<Item = Arc<WebhookConfig>>) -> Self {
+        let mut index = Self::default();
+        for webhook in webhooks {
+            index.put(webhook);
+        }
+        index
+    }
+
+    /// Adds `webhook`, or replaces the webhook of that id.
+    fn put(&mut self, webhook: Arc<WebhookConfig>) {
+        self.remove(webhook.id);
+        if webhook.active {
             for event in &webhook.events {
-                by_key
+                self.by_key
                     .entry((webhook.account_id.clone(), event.clone()))
                     .or_default()
                     .push(webhook.clone());
             }
         }
-        Self { by_id, by_key }
+        self.by_id.insert(webhook.id, webhook);
+    }
+
+    fn remove(&mut self, id: Uuid) {
+        let Some(old) = self.by_id.remove(&id).filter(|old| old.active) else {
+            return;
+        };
+        for event in &old.events {
+            let key = (old.account_id.clone(), event.clone());
+            let emptied = self.by_key.get_mut(&key).is_some_and(|webhooks| {
+                webhooks.retain(|w| w.id != id);
+                webhooks.is_empty()
+            });
+            if emptied {
+                self.by_key.remove(&key);
+            }
+        }
     }
 }
 
@@ -169,11 +196,11 @@ impl Subscriptions {
     pub async fn reload_all(&self) -> Result<(), StoreError> {
         let _one_at_a_time = self.reloading.lock().await;
         let rows = self.store.load_webhooks().await?;
-        let by_id = rows
-            .into_iter()
-            .map(|row| (row.id, Arc::new(WebhookConfig::from_row(row, &self.store))))
-            .collect();
-        self.index.store(Arc::new(Index::new(by_id)));
+        let index = Index::new(
+            rows.into_iter()
+                .map(|row| Arc::new(WebhookConfig::from_row(row, &self.store))),
+        );
+        self.index.store(Arc::new(index));
         self.generation.send_modify(|g| *g += 1);
         Ok(())
     }
@@ -200,12 +227,12 @@ impl Subscriptions {
         let _one_at_a_time = self.reloading.lock().await;
         let row = self.store.get_webhook(id, None).await?;
         // Only reloads change the index, one at a time: this copy is the latest.
-        let mut by_id = self.index.load().by_id.clone();
+        let mut index = Index::clone(&self.index.load());
         match row {
-            Some(row) => by_id.insert(id, Arc::new(WebhookConfig::from_row(row, &self.store))),
-            None => by_id.remove(&id),
-        };
-        self.index.store(Arc::new(Index::new(by_id)));
+            Some(row) => index.put(Arc::new(WebhookConfig::from_row(row, &self.store))),
+            None => index.remove(id),
+        }
+        self.index.store(Arc::new(index));
         self.generation.send_modify(|g| *g += 1);
         Ok(())
     }
@@ -259,5 +286,77 @@ pub async fn listen(
                 },
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn webhook(id: Uuid, account: &str, events: &[&str], active: bool) -> Arc<WebhookConfig> {
+        Arc::new(WebhookConfig {
+            id,
+            account_id: account.to_owned(),
+            url: "https://example.com/hook".to_owned(),
+            secrets: Vec::new(),
+            unsealable: None,
+            headers: Vec::new(),
+            events: events.iter().map(|e| (*e).to_owned()).collect(),
+            active,
+            updated_at: Utc::now(),
+        })
+    }
+
+    fn matching(index: &Index, account: &str, event: &str) -> Vec<Uuid> {
+        let key = (account.to_owned(), event.to_owned());
+        let mut ids: Vec<Uuid> = index
+            .by_key
+            .get(&key)
+            .map(|w| w.iter().map(|w| w.id).collect())
+            .unwrap_or_default();
+        ids.sort();
+        ids
+    }
+
+    #[test]
+    fn a_change_updates_the_index_in_place_and_leaves_earlier_copies_whole() {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let index = Index::new([
+            webhook(a, "acc", &["Contact.created", "Message.received"], true),
+            webhook(b, "acc", &["Contact.created"], true),
+        ]);
+        let mut both = vec![a, b];
+        both.sort();
+        assert_eq!(matching(&index, "acc", "Contact.created"), both);
+
+        // Edited: another event, another account.
+        let mut edited = index.clone();
+        edited.put(webhook(a, "other", &["Message.received"], true));
+        assert_eq!(matching(&edited, "acc", "Contact.created"), vec![b]);
+        assert_eq!(
+            matching(&edited, "acc", "Message.received"),
+            Vec::<Uuid>::new()
+        );
+        assert!(!edited
+            .by_key
+            .contains_key(&("acc".into(), "Message.received".into())));
+        assert_eq!(matching(&edited, "other", "Message.received"), vec![a]);
+        // The copy readers still hold is unchanged.
+        assert_eq!(matching(&index, "acc", "Contact.created"), both);
+        assert_eq!(matching(&index, "acc", "Message.received"), vec![a]);
+
+        // Disabled: known by id, matched by nothing.
+        edited.put(webhook(a, "other", &["Message.received"], false));
+        assert!(edited.by_id.get(&a).is_some_and(|w| !w.active));
+        assert_eq!(
+            matching(&edited, "other", "Message.received"),
+            Vec::<Uuid>::new()
+        );
+
+        // Deleted.
+        edited.remove(b);
+        assert!(edited.by_id.get(&b).is_none());
+        assert!(edited.by_key.is_empty());
+        assert_eq!(edited.by_id.len(), 1);
     }
 }

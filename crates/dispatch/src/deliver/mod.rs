@@ -52,6 +52,11 @@ pub use health::{HealthBook, HealthLookup};
 
 /// How often consumers are checked even without a change (to restart one that died).
 const RECONCILE_EVERY: Duration = Duration::from_secs(2);
+/// How long a change waits for others before the consumers are reconciled: a reconcile reads
+/// every webhook, and a script creating ten thousand webhooks should cost ten thousand
+/// index updates, not ten thousand reads of the whole index. A new webhook's consumer starts
+/// this much later; its first deliveries wait in its queue meanwhile.
+const COALESCE_CHANGES: Duration = Duration::from_millis(200);
 /// How often deleted webhooks are looked for even without a change.
 const SWEEP_EVERY: Duration = Duration::from_secs(30);
 /// Deleted webhooks cleaned up per sweep at most.
@@ -216,7 +221,10 @@ async fn manage(
         }
         tokio::select! {
             _ = shutdown.cancelled() => break Ok(()),
-            _ = changes.changed() => {}
+            _ = changes.changed() => tokio::select! {
+                _ = shutdown.cancelled() => break Ok(()),
+                _ = tokio::time::sleep(COALESCE_CHANGES) => {}
+            },
             _ = tokio::time::sleep(RECONCILE_EVERY) => {}
         }
     };
