@@ -16,13 +16,19 @@
 //! Messages keep their routing key (the webhook id) through the tiers: tiers are reached by a
 //! header, not a key, and dead-lettering keeps the key when no other is configured.
 //!
-//! Queue types ([`QueueType`]): every queue is a classic queue of version 2 (RabbitMQ ≥ 3.10),
-//! whose per-queue memory and index writes are a fraction of version 1's, which is what a
-//! deployment with ten thousand webhook queues pays for. With `quorum`, the queues every
-//! event passes through (ingest, rejected, the delay tiers and the due queue: 25 per
-//! deployment) are quorum queues, replicated on a RabbitMQ cluster, and the tiers dead-letter
-//! at least once; the webhook queues stay classic, since a quorum queue per webhook costs the
-//! cluster minutes and gigabytes at ten thousand webhooks (README, "Running more than one").
+//! Queue types ([`QueueType`]): the queues every event passes through are classic queues of
+//! version 2 (RabbitMQ ≥ 3.10), the faster storage for a queue with steady traffic. Webhook
+//! queues name no version and get the broker's default (`classic_queue.default_version`, or
+//! a `queue-version` policy): each holds a few messages at a time, and version 2 creates and
+//! deletes its segment files whenever such a queue fills and drains, which took 2.5 times
+//! the broker CPU of version 1 at ten thousand webhooks (README, "Running more than one").
+//! Naming version 1 instead would fail on RabbitMQ 4.3, which no longer has it.
+//!
+//! With `quorum`, the queues every event passes through (ingest, rejected, the delay tiers
+//! and the due queue: 25 per deployment) are quorum queues, replicated on a RabbitMQ cluster,
+//! and the tiers dead-letter at least once; the webhook queues stay classic, since a quorum
+//! queue per webhook costs the cluster minutes and gigabytes at ten thousand webhooks
+//! (README, "Running more than one").
 
 use std::fmt;
 use std::str::FromStr;
@@ -229,7 +235,8 @@ impl Topology {
         // One consumer at a time across all processes: a webhook's deliveries are never
         // raced by two services, and a standby takes over when the active one goes away.
         args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
-        args.insert("x-queue-version".into(), AMQPValue::LongInt(2));
+        // No `x-queue-version`: the broker's default, as the module's doc says. A queue an
+        // earlier release declared with version 2 is used as found (`Declarer::queue`).
         d.queue(&queue, args).await?;
         d.bind(
             &queue,
