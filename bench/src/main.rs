@@ -493,6 +493,45 @@ async fn seed_old_logs(binary: &Path, db: &TestDb, count: usize) -> anyhow::Resu
     Ok(())
 }
 
+/// Waits until each webhook queue has a consumer of every process, so that the figures are of
+/// deliveries and not of the service still starting its consumers (ten thousand take it a
+/// while after their webhooks are created); answers how long that took.
+async fn wait_for_consumers(
+    connection: &hookrelay_broker::lapin::Connection,
+    topology: &Topology,
+    webhook_ids: &[String],
+    processes: usize,
+) -> anyhow::Result<Duration> {
+    use hookrelay_broker::lapin::options::QueueDeclareOptions;
+    use hookrelay_broker::lapin::types::FieldTable;
+    let started = Instant::now();
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let mut channel = connection.create_channel().await?;
+    for id in webhook_ids {
+        let queue = topology.webhook_queue(id);
+        loop {
+            match channel
+                .queue_declare(queue.as_str().into(), passive, FieldTable::default())
+                .await
+            {
+                Ok(q) if q.consumer_count() as usize >= processes => break,
+                Ok(_) => {}
+                // Not declared yet: the refusal (404) closed the channel.
+                Err(_) => channel = connection.create_channel().await?,
+            }
+            if started.elapsed() > Duration::from_secs(600) {
+                bail!("the queue of webhook {id} had no consumer of each process after 10 minutes");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let _ = channel.close(200, "counted".into()).await;
+    Ok(started.elapsed())
+}
+
 async fn measure(
     scenario: &Scenario,
     place: &Place<'_>,
@@ -549,8 +588,14 @@ async fn measure(
     );
 
     let connection = Arc::new(hookrelay_broker::connect(place.amqp).await?);
-    let mut publisher = Publisher::open(&connection).await?;
     let topology = Topology::with_queue_type(namespace, place.queue_type);
+    let ready =
+        wait_for_consumers(&connection, &topology, webhook_ids, place.services.len()).await?;
+    eprintln!(
+        "  every webhook queue consumed by every process {:.2}s later",
+        ready.as_secs_f64()
+    );
+    let mut publisher = Publisher::open(&connection).await?;
     topology.declare_base(publisher.declarer()).await?;
     let exchange = topology.events_exchange();
     let properties = hookrelay_broker::persistent_json();
