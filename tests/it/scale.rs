@@ -151,3 +151,74 @@ async fn queues_made_by_an_earlier_release_are_used_as_found() {
     let ids = app.publish("Contact.created", "acc", json!({}), 3).await;
     receiver.wait_for_events(&ids, DEADLINE).await;
 }
+
+/// Webhook queues made by a release that declared them with `x-queue-version: 2`, which this
+/// one no longer names: RabbitMQ refuses to declare them again without it, and the service
+/// uses them as they are instead of stalling the webhook.
+#[tokio::test]
+async fn webhook_queues_made_with_version_2_by_an_earlier_release_are_used_as_found() {
+    use hookrelay_broker::lapin::options::QueueDeclareOptions;
+    use hookrelay_broker::lapin::types::{AMQPValue, FieldTable};
+    let app = spawn_app().await;
+    let receiver = Receiver::start().await;
+    let id = app
+        .webhook("acc", &receiver.url, &["Contact.created"], json!({}))
+        .await;
+    let first = app.publish("Contact.created", "acc", json!({}), 1).await;
+    receiver.wait_for_events(&first, DEADLINE).await;
+    let topology = hookrelay_broker::Topology::new(&app.namespace);
+    let queue = topology.webhook_queue(&id);
+    let app = app
+        .restart_after(async {
+            let connection = hookrelay_broker::connect(&hookrelay_tests::amqp_url())
+                .await
+                .unwrap();
+            let channel = connection.create_channel().await.unwrap();
+            channel
+                .queue_delete(queue.as_str().into(), Default::default())
+                .await
+                .unwrap();
+            let mut args = FieldTable::default();
+            args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+            args.insert("x-queue-version".into(), AMQPValue::LongInt(2));
+            let durable = QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            };
+            channel
+                .queue_declare(queue.as_str().into(), durable, args)
+                .await
+                .unwrap();
+            channel
+                .queue_bind(
+                    queue.as_str().into(),
+                    topology.deliveries_exchange().as_str().into(),
+                    id.as_str().into(),
+                    Default::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .unwrap();
+            let _ = connection.close(200, "made".into()).await;
+        })
+        .await;
+
+    let ids = app.publish("Contact.created", "acc", json!({}), 3).await;
+    receiver.wait_for_events(&ids, DEADLINE).await;
+    let arguments = hookrelay_tests::rabbitmqctl(&[
+        "list_queues",
+        "--quiet",
+        "--no-table-headers",
+        "name",
+        "arguments",
+    ])
+    .await;
+    let line = arguments
+        .lines()
+        .find(|l| l.starts_with(queue.as_str()))
+        .unwrap_or_else(|| panic!("{queue} is gone: {arguments}"));
+    assert!(
+        line.contains("x-queue-version"),
+        "not the same queue: {line}"
+    );
+}

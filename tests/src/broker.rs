@@ -107,9 +107,10 @@ impl TestBroker {
     async fn boot(&self) {
         let _ = std::fs::remove_file(self.dir.join("pid"));
         // With the open-files limit RabbitMQ asks for in production (its systemd unit sets
-        // 65 536; this machine's hard limit may be lower): a classic queue of version 2 keeps
-        // its files open while it holds messages, and thousands of webhook queues would hit
-        // the 1 024 that Debian's wrapper (`su`, through PAM) leaves. So the server is run as
+        // 65 536; this machine's hard limit may be lower): a classic queue of version 2 (the
+        // shared queues, and webhook queues wherever it is the broker's default) keeps its
+        // files open while it holds messages, and thousands of webhook queues would hit the
+        // 1 024 that Debian's wrapper (`su`, through PAM) leaves. So the server is run as
         // the `rabbitmq` user by `setpriv`, which keeps the limit.
         let status = self
             .command("sh")

@@ -1,11 +1,12 @@
 //! Declaring queues and exchanges on a channel kept for it, so that a refused declaration
 //! closes that channel only, never one that consumers or a publisher share.
 //!
-//! A queue that already exists with other arguments (made by an earlier release, before
-//! classic queues version 2, or under the other `queue_type`) is kept as it is: the broker
-//! refuses the declaration (406 PRECONDITION_FAILED, which closes the channel), the declarer
-//! opens a new channel, checks that the queue exists (a passive declaration) and says once, in
-//! the log, that it is used as found. Converting it is an operator's choice (a policy, or
+//! A queue that already exists with other arguments (made by an earlier release with another
+//! `x-queue-version`, or under the other `queue_type`) is kept as it is: the broker refuses
+//! the declaration (406 PRECONDITION_FAILED, which closes the channel), the declarer opens a
+//! new channel, checks that the queue exists (a passive declaration) and says so in the log:
+//! a warning for the first such queue, then one line at debug level for each other, since
+//! an upgraded deployment may have ten thousand. Converting it is an operator's choice (a policy, or
 //! draining and deleting it), not something a starting process should do on its own.
 
 use std::collections::HashSet;
@@ -17,7 +18,7 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, ExchangeKind};
-use tracing::warn;
+use tracing::{debug, warn};
 
 /// The AMQP reply code of a declaration that does not match what exists.
 const PRECONDITION_FAILED: u16 = 406;
@@ -29,7 +30,8 @@ fn precondition_failed(e: &lapin::Error) -> bool {
 pub struct Declarer {
     connection: Arc<Connection>,
     channel: tokio::sync::Mutex<Option<Channel>>,
-    /// Queues already found with other arguments, so that the warning is said once.
+    /// Queues already found with other arguments, so that each is logged once and only the
+    /// first as a warning.
     kept: Mutex<HashSet<String>>,
 }
 
@@ -83,13 +85,16 @@ impl Declarer {
             Ok(_) => Ok(()),
             Err(e) if precondition_failed(&e) => {
                 self.passive(&mut slot, name).await?;
-                let first = self
+                // A poisoned set only means logging again.
+                let (new, first) = self
                     .kept
                     .lock()
-                    .map(|mut kept| kept.insert(name.to_owned()))
-                    .unwrap_or(true);
-                if first {
-                    warn!(queue = name, reason = %e, "queue exists with other arguments; using it as it is");
+                    .map(|mut kept| (kept.insert(name.to_owned()), kept.len() == 1))
+                    .unwrap_or((true, false));
+                if new && first {
+                    warn!(queue = name, reason = %e, "queue exists with other arguments; using it as it is (further such queues are logged at debug level)");
+                } else if new {
+                    debug!(queue = name, reason = %e, "queue exists with other arguments; using it as it is");
                 }
                 Ok(())
             }

@@ -20,9 +20,9 @@
 //! version 2 (RabbitMQ ≥ 3.10), the faster storage for a queue with steady traffic. Webhook
 //! queues name no version and get the broker's default (`classic_queue.default_version`, or
 //! a `queue-version` policy): each holds a few messages at a time, and version 2 creates and
-//! deletes its segment files whenever such a queue fills and drains, which took 2.5 times
-//! the broker CPU of version 1 at ten thousand webhooks (README, "Running more than one").
-//! Naming version 1 instead would fail on RabbitMQ 4.3, which no longer has it.
+//! deletes its segment files whenever such a queue fills and drains, which took twice the
+//! broker CPU of version 1 at ten thousand webhooks on RabbitMQ 3.10 (README, "Classic queue
+//! versions"). Naming version 1 instead would fail on RabbitMQ 4.3, which no longer has it.
 //!
 //! With `quorum`, the queues every event passes through (ingest, rejected, the delay tiers
 //! and the due queue: 25 per deployment) are quorum queues, replicated on a RabbitMQ cluster,

@@ -96,9 +96,9 @@ impl WebhookConfig {
     }
 }
 
-/// Persistent maps (`imbl`): a copy shares all but the changed path with the original, so
-/// applying one change costs O(log n) rather than copying ten thousand webhooks, and a reader
-/// holding the old index keeps it whole.
+/// Persistent maps (`imbl`): a copy shares all but the changed path with the original, so a
+/// change costs O(log n) plus the webhooks of its account and event types, rather than a
+/// copy of ten thousand webhooks, and a reader holding the old index keeps it whole.
 #[derive(Default, Clone)]
 struct Index {
     by_id: imbl::HashMap<Uuid, Arc<WebhookConfig>>,
