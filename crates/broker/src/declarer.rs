@@ -6,8 +6,9 @@
 //! the declaration (406 PRECONDITION_FAILED, which closes the channel), the declarer opens a
 //! new channel, checks that the queue exists (a passive declaration) and says so in the log:
 //! a warning for the first such queue, then one line at debug level for each other, since
-//! an upgraded deployment may have ten thousand. Converting it is an operator's choice (a policy, or
-//! draining and deleting it), not something a starting process should do on its own.
+//! an upgraded deployment may have ten thousand. Converting it is an operator's choice (a
+//! policy, or draining and deleting it), not something a starting process should do on its
+//! own.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
