@@ -157,9 +157,10 @@ pub struct ListQuery {
     cursor: Option<String>,
 }
 
+/// The Webhook Logs: one per event and webhook, newest first.
+///
 /// `GET /v1/logs?webhook_id=&account_id=&status=&event_type=&event_id=&since=&until=`: the
 /// Webhook Logs, newest first. An account key sees its own account's logs only.
-/// The Webhook Logs: one per event and webhook, newest first.
 #[utoipa::path(get, path = "/v1/logs", tag = "logs", params(ListQuery),
     responses((status = 200, description = "A page of logs", body = ListBody<LogView>)))]
 pub async fn list(
@@ -245,9 +246,10 @@ pub async fn list(
     Ok(Json(ListBody::from_page(page, LogView::from)))
 }
 
+/// One log, with the body sent and every attempt.
+///
 /// `GET /v1/logs/{id}`: one log with its payload, last answer and attempts. Another
 /// account's log answers 404, as a log that does not exist.
-/// One log, with the body sent and every attempt.
 #[utoipa::path(get, path = "/v1/logs/{id}", tag = "logs", params(("id" = Uuid, Path, description = "The log's id")),
     responses((status = 200, description = "The log", body = LogDetailView)))]
 pub async fn read(
@@ -285,10 +287,11 @@ pub struct Retried {
     status: &'static str,
 }
 
+/// Queues one more delivery of a log, whatever its status.
+///
 /// `POST /v1/logs/{id}/retry`: one more attempt of a log, whatever its status, with the same
 /// body and `webhook-id`. The log goes `pending` until the attempt is recorded; a failure of
 /// this attempt is final (no new retry schedule).
-/// Queues one more delivery of a log, whatever its status.
 #[utoipa::path(post, path = "/v1/logs/{id}/retry", tag = "logs", params(("id" = Uuid, Path, description = "The log's id")),
     responses((status = 202, description = "Queued", body = Retried)))]
 pub async fn retry(
@@ -324,10 +327,11 @@ pub struct BulkRetry {
     until: Option<DateTime<Utc>>,
 }
 
+/// Queues again every `failed` log that matches, paced.
+///
 /// `POST /v1/logs/retry {account_id?, webhook_id?, event_type?, since, until?}`: queues
 /// again, paced, every `failed` log that matches, and answers how many. An account key is
 /// limited to its own account; the admin token without `account_id` reaches every account.
-/// Queues again every `failed` log that matches, paced.
 #[utoipa::path(post, path = "/v1/logs/retry", tag = "logs", request_body = BulkRetry,
     responses((status = 202, description = "Queued", body = Requeued)))]
 pub async fn retry_bulk(

@@ -341,8 +341,9 @@ pub struct DisableWebhook {
     reason: Option<String>,
 }
 
-/// Takes an optional body `{"reason": "..."}`, kept as `disabled_reason`.
 /// Disables a webhook: deliveries wait in its queue until it is enabled.
+///
+/// Takes an optional body `{"reason": "..."}`, kept as `disabled_reason`.
 #[utoipa::path(post, path = "/v1/webhooks/{id}/disable", tag = "webhooks", params(("id" = Uuid, Path, description = "The webhook's id")), request_body = Option<DisableWebhook>,
     responses((status = 200, description = "The webhook, disabled", body = WebhookView)))]
 pub async fn disable(
@@ -419,10 +420,11 @@ pub struct RotatedSecret {
     previous_secret_expires_at: Option<DateTime<Utc>>,
 }
 
+/// Gives the webhook a new secret; the old one keeps signing for the grace period.
+///
 /// `POST /v1/webhooks/{id}/rotate-secret {secret?, grace_seconds?}`: a new secret, generated
 /// when none is given. During the grace period (default 24 h) deliveries carry a signature
 /// by each secret, so receivers can switch without losing one.
-/// Gives the webhook a new secret; the old one keeps signing for the grace period.
 #[utoipa::path(post, path = "/v1/webhooks/{id}/rotate-secret", tag = "webhooks", params(("id" = Uuid, Path, description = "The webhook's id")), request_body = Option<RotateSecret>,
     responses((status = 200, description = "The new secret, shown once", body = RotatedSecret)))]
 pub async fn rotate_secret(
@@ -476,11 +478,12 @@ pub struct Requeued {
     pub count: i64,
 }
 
+/// Queues again every `failed` delivery of this webhook created in the window; calling it
+/// twice queues nothing more.
+///
 /// `POST /v1/webhooks/{id}/recover {since, until?}`: queues again every `failed` log of this
 /// webhook created in the window, paced, and answers how many. Calling it twice sends no log
 /// twice: each is taken once, and one queued again is no longer `failed`.
-/// Queues again every `failed` delivery of this webhook created in the window; calling it
-/// twice queues nothing more.
 #[utoipa::path(post, path = "/v1/webhooks/{id}/recover", tag = "webhooks", params(("id" = Uuid, Path, description = "The webhook's id")), request_body = Recover,
     responses((status = 202, description = "Queued", body = Requeued)))]
 pub async fn recover(
