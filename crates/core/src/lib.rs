@@ -34,7 +34,7 @@ pub use retry::{
     JITTER,
 };
 pub use tiers::{DelayTier, TIER_BASE, TIER_COUNT};
-pub use trace::Traceparent;
+pub use trace::{Traceparent, TRACEPARENT_HEADER};
 /// `err` and all its causes on one line, for logs and recorded errors.
 pub fn error_chain(err: &dyn std::error::Error) -> String {
     let mut out = err.to_string();

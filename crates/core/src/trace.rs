@@ -6,6 +6,9 @@ use std::fmt;
 
 use crate::Invalid;
 
+/// The header that carries it, on the AMQP message in and on the HTTP request out.
+pub const TRACEPARENT_HEADER: &str = "traceparent";
+
 /// A valid `traceparent`: `{version}-{trace-id}-{parent-id}-{flags}`, lowercase hex.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Traceparent {

@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hookrelay_core::{net, response_excerpt, signing, DeliveryV1, Outcome, MAX_RESPONSE_BODY};
+use hookrelay_core::{
+    net, response_excerpt, signing, DeliveryV1, Outcome, MAX_RESPONSE_BODY, TRACEPARENT_HEADER,
+};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use tracing::Instrument as _;
 
@@ -140,7 +142,9 @@ impl Sender {
         for (name, value) in &webhook.headers {
             // Two traceparent headers make both invalid (W3C): the event's trace wins over
             // a fixed one set on the webhook, and that one's tracestate goes with it.
-            if traceparent.is_some() && matches!(name.as_str(), "traceparent" | "tracestate") {
+            if traceparent.is_some()
+                && (name.as_str() == TRACEPARENT_HEADER || name.as_str() == "tracestate")
+            {
                 continue;
             }
             request = request.header(name, value);
@@ -150,7 +154,7 @@ impl Sender {
             .header("webhook-id", &task.event_id)
             .header("webhook-timestamp", timestamp.to_string());
         if let Some(traceparent) = traceparent {
-            request = request.header("traceparent", traceparent);
+            request = request.header(TRACEPARENT_HEADER, traceparent);
         }
         if let Some(signature) = signing::signature_header(
             &webhook.signing_secrets(now),

@@ -8,10 +8,7 @@ use hookrelay_broker::lapin::types::{AMQPValue, FieldTable, LongString};
 use hookrelay_broker::lapin::BasicProperties;
 use hookrelay_broker::Outgoing;
 use hookrelay_core::ops::ORIGIN_HEADER;
-use hookrelay_core::{Event, Intake, RejectReason, Rejection, Traceparent};
-
-/// The W3C Trace Context header, on the AMQP message in and on the HTTP request out.
-const TRACEPARENT: &str = "traceparent";
+use hookrelay_core::{Event, Intake, RejectReason, Rejection, Traceparent, TRACEPARENT_HEADER};
 use hookrelay_store::StoreError;
 
 use super::Context;
@@ -49,12 +46,7 @@ pub(super) async fn validate(
 /// The event's W3C `traceparent` header. A malformed one is dropped, not the event: tracing
 /// is the publisher's aid, and a delivery should not fail for it.
 pub(super) fn traceparent(delivery: &Delivery) -> Option<Traceparent> {
-    let headers = delivery.properties.headers().as_ref()?;
-    let raw = match headers.inner().get(TRACEPARENT)? {
-        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
-        AMQPValue::ShortString(s) => s.as_str().to_owned(),
-        _ => return None,
-    };
+    let raw = text_header(delivery, TRACEPARENT_HEADER)?;
     match Traceparent::parse(&raw) {
         Ok(t) => Some(t),
         Err(e) => {
@@ -66,16 +58,15 @@ pub(super) fn traceparent(delivery: &Delivery) -> Option<Traceparent> {
 
 /// Whether the message carries a valid tag of hookrelay's own, made for exactly this body.
 fn has_origin_tag(ctx: &Context, delivery: &Delivery) -> bool {
-    let tag = delivery
-        .properties
-        .headers()
-        .as_ref()
-        .and_then(|h| h.inner().get(ORIGIN_HEADER).cloned());
-    match tag {
-        Some(AMQPValue::LongString(tag)) => ctx
-            .origin
-            .verify(&delivery.data, &String::from_utf8_lossy(tag.as_bytes())),
-        _ => false,
+    text_header(delivery, ORIGIN_HEADER).is_some_and(|tag| ctx.origin.verify(&delivery.data, &tag))
+}
+
+/// A text header of the message (a long or short string), if it has one.
+fn text_header(delivery: &Delivery, name: &str) -> Option<String> {
+    match delivery.properties.headers().as_ref()?.inner().get(name)? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+        _ => None,
     }
 }
 
