@@ -146,6 +146,12 @@ impl TestBroker {
         self.boot().await;
     }
 
+    /// Starts a node that [`TestBroker::stop`] stopped, with its data (a cluster member
+    /// rejoins its cluster).
+    pub async fn start_again(&self) {
+        self.boot().await;
+    }
+
     /// Stops the node; [`TestBroker::restart`] stops and starts it with its data. A node
     /// that has not stopped after a minute (closing ten thousand queues can take longer) is
     /// killed: its data is the test's only.

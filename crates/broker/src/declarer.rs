@@ -24,8 +24,25 @@ use tracing::{debug, warn};
 /// The AMQP reply code of a declaration that does not match what exists.
 const PRECONDITION_FAILED: u16 = 406;
 
+/// The AMQP reply code of a declaration of a queue that exists but cannot be reached.
+const NOT_FOUND: u16 = 404;
+
 fn precondition_failed(e: &lapin::Error) -> bool {
     matches!(e.kind(), lapin::ErrorKind::ProtocolError(e) if e.get_id() == PRECONDITION_FAILED)
+}
+
+/// Whether a declaration (or a consume) failed because the queue exists but cannot be
+/// reached now: a durable classic queue whose node is down or cut off from this one ("home
+/// node … is down or inaccessible"), or whose process the broker stopped. It passes when the
+/// node is back; meanwhile a message published to the queue comes back unroutable.
+///
+/// Any NOT_FOUND but RabbitMQ's "no queue" and "no exchange" (something missing, which
+/// declaring again mends): should a broker word these differently, a missing object is
+/// taken for an unreachable one and waited for, which heals once anything declares it, where
+/// the other mistake would stop the fan-out.
+pub fn queue_unavailable(e: &lapin::Error) -> bool {
+    matches!(e.kind(), lapin::ErrorKind::ProtocolError(e)
+        if e.get_id() == NOT_FOUND && !e.get_message().as_str().contains("NOT_FOUND - no "))
 }
 
 pub struct Declarer {
@@ -164,5 +181,42 @@ impl Declarer {
         if let Some(channel) = self.channel.lock().await.take() {
             let _ = channel.close(200, "declarations done".into()).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use lapin::protocol::{AMQPError, AMQPErrorKind, AMQPSoftError};
+
+    use super::*;
+
+    fn refused(kind: AMQPSoftError, text: &str) -> lapin::Error {
+        let error = AMQPError::new(AMQPErrorKind::Soft(kind), text.into());
+        lapin::ErrorKind::ProtocolError(error).into()
+    }
+
+    #[test]
+    fn a_queue_whose_node_is_down_is_unavailable_and_a_missing_one_is_not() {
+        // As RabbitMQ 3.10 words them.
+        let down = "NOT_FOUND - home node 'rabbit@b' of durable queue 'ns.webhook.1' in vhost '/' is down or inaccessible";
+        assert!(queue_unavailable(&refused(AMQPSoftError::NOTFOUND, down)));
+        let stopped =
+            "NOT_FOUND - queue 'ns.webhook.1' in vhost '/' process is stopped by supervisor";
+        assert!(queue_unavailable(&refused(
+            AMQPSoftError::NOTFOUND,
+            stopped
+        )));
+        for missing in [
+            "NOT_FOUND - no queue 'ns.webhook.1' in vhost '/'",
+            "NOT_FOUND - no exchange 'ns.deliveries' in vhost '/'",
+        ] {
+            assert!(!queue_unavailable(&refused(
+                AMQPSoftError::NOTFOUND,
+                missing
+            )));
+        }
+        let other_arguments = "PRECONDITION_FAILED - inequivalent arg 'x-queue-version'";
+        let mismatch = refused(AMQPSoftError::PRECONDITIONFAILED, other_arguments);
+        assert!(!queue_unavailable(&mismatch) && precondition_failed(&mismatch));
     }
 }

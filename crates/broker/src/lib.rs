@@ -4,6 +4,10 @@
 //! The connection is owned by a supervisor task that reconnects with exponential backoff
 //! (`backon`) whenever the broker goes away; users ask for the current connection and get
 //! `None` while there is none, instead of blocking.
+//!
+//! `amqp_url` may name several nodes of one cluster, separated by commas: each (re)connection
+//! tries them in turn, from the one after the node last connected to, so that a process whose
+//! node stopped goes on with another instead of waiting for that one.
 
 mod channels;
 mod declarer;
@@ -11,7 +15,7 @@ mod publisher;
 mod topology;
 
 pub use channels::{ConsumerChannels, Consuming};
-pub use declarer::Declarer;
+pub use declarer::{queue_unavailable, Declarer};
 pub use lapin;
 pub use publisher::{NoRoutes, Outgoing, PublishError, Publisher, Reroute, ReturnHandler};
 pub use topology::{QueueType, Topology, DUE_HEADER, TIER_HEADER};
@@ -36,12 +40,42 @@ pub enum BrokerError {
     Amqp(#[from] lapin::Error),
 }
 
-/// Checks an AMQP URL without connecting. The error never repeats the URL, which may hold a
-/// password.
+/// Checks an `amqp_url` (one AMQP URL, or several separated by commas) without connecting.
+/// The error never repeats a URL, which may hold a password.
 pub fn validate_url(amqp_url: &str) -> Result<(), BrokerError> {
-    lapin::uri::AMQPUri::from_str(amqp_url)
-        .map(|_| ())
-        .map_err(BrokerError::Config)
+    urls(amqp_url).map(|_| ())
+}
+
+/// The URLs of an `amqp_url`, each checked. A comma inside a password is written `%2C`.
+pub fn urls(amqp_url: &str) -> Result<Vec<String>, BrokerError> {
+    let pieces: Vec<&str> = amqp_url.split(',').map(str::trim).collect();
+    let count = pieces.len();
+    pieces
+        .into_iter()
+        .enumerate()
+        .map(|(i, url)| {
+            let which = match count {
+                1 => String::new(),
+                _ => format!("URL {} of {count}: ", i + 1),
+            };
+            if url.is_empty() {
+                return Err(BrokerError::Config(format!(
+                    "{which}empty; separate the URLs of several nodes with single commas"
+                )));
+            }
+            lapin::uri::AMQPUri::from_str(url)
+                .map(|_| url.to_owned())
+                .map_err(|e| BrokerError::Config(format!("{which}{e}")))
+        })
+        .collect()
+}
+
+/// Where a URL points, without its user or password, for the logs.
+pub fn node_of(url: &str) -> String {
+    match lapin::uri::AMQPUri::from_str(url) {
+        Ok(uri) => format!("{}:{}", uri.authority.host, uri.authority.port),
+        Err(_) => "<unparsable>".into(),
+    }
 }
 
 /// A handle on the supervised broker connection; cheap to clone.
@@ -60,14 +94,9 @@ impl Broker {
         shutdown: CancellationToken,
         tracker: &TaskTracker,
     ) -> Result<Self, BrokerError> {
-        validate_url(amqp_url)?;
+        let urls = urls(amqp_url)?;
         let (tx, rx) = watch::channel(None);
-        tracker.spawn(supervise(
-            amqp_url.to_owned(),
-            name.to_owned(),
-            tx,
-            shutdown,
-        ));
+        tracker.spawn(supervise(urls, name.to_owned(), tx, shutdown));
         Ok(Self { current: rx })
     }
 
@@ -179,14 +208,50 @@ pub fn reconnect_backoff() -> ExponentialBuilder {
         .without_max_times()
 }
 
-/// One unsupervised connection, for short-lived tools such as `hookrelay publish`.
-pub async fn connect(amqp_url: &str) -> Result<Connection, lapin::Error> {
-    connect_named(amqp_url, "hookrelay-client").await
+/// One unsupervised connection, for short-lived tools such as `hookrelay publish`: to the
+/// first of `amqp_url`'s nodes that answers.
+pub async fn connect(amqp_url: &str) -> Result<Connection, BrokerError> {
+    let urls = urls(amqp_url)?;
+    Ok(connect_any(&urls, 0, "hookrelay-client").await?.0)
 }
 
-async fn connect_named(amqp_url: &str, name: &str) -> Result<Connection, lapin::Error> {
-    let properties = ConnectionProperties::default().with_connection_name(name.into());
-    Connection::connect(amqp_url, properties).await
+/// How long one node may take to accept a connection before the next is tried: a node
+/// whose machine is gone may never refuse it.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Connects to the first of `urls` that answers, trying them in turn from `first`; answers
+/// the connection and the index of its URL, or the last error.
+async fn connect_any(
+    urls: &[String],
+    first: usize,
+    name: &str,
+) -> Result<(Connection, usize), lapin::Error> {
+    let mut last = None;
+    for i in (0..urls.len()).map(|k| (first + k) % urls.len()) {
+        let properties = ConnectionProperties::default().with_connection_name(name.into());
+        let attempt = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            Connection::connect(urls[i].as_str(), properties),
+        );
+        match attempt.await {
+            Ok(Ok(connection)) => return Ok((connection, i)),
+            Ok(Err(e)) => {
+                if urls.len() > 1 {
+                    warn!(node = %node_of(&urls[i]), error = %e, "cannot reach this broker node; trying the next");
+                }
+                last = Some(e);
+            }
+            Err(_) => {
+                warn!(node = %node_of(&urls[i]), timeout = ?CONNECT_TIMEOUT, "this broker node did not answer in time");
+                last = Some(lapin::Error::from(lapin::ErrorKind::IOError(Arc::new(
+                    std::io::Error::from(std::io::ErrorKind::TimedOut),
+                ))));
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        lapin::ErrorKind::InvalidConnectionState(lapin::ConnectionState::Closed).into()
+    }))
 }
 
 /// How often the connection's state is read besides its events: lapin closes a connection
@@ -232,25 +297,30 @@ async fn connection_lost(
 }
 
 async fn supervise(
-    amqp_url: String,
+    urls: Vec<String>,
     name: String,
     current: watch::Sender<Option<Arc<Connection>>>,
     shutdown: CancellationToken,
 ) {
     let backoff = reconnect_backoff();
+    // The node tried first: after a loss, the one after the node lost, which is likely down.
+    let mut first = 0;
     loop {
-        let attempt = (|| connect_named(&amqp_url, &name))
+        let attempt = (|| connect_any(&urls, first, &name))
             .retry(backoff)
             .notify(|err, delay| warn!(error = %err, retry_in = ?delay, "cannot reach the broker"));
         let conn = tokio::select! {
             _ = shutdown.cancelled() => return,
             conn = attempt => match conn {
-                Ok(conn) => Arc::new(conn),
+                Ok((conn, at)) => {
+                    first = (at + 1) % urls.len();
+                    info!(node = %node_of(&urls[at]), "connected to the broker");
+                    Arc::new(conn)
+                }
                 // `without_max_times` retries forever; this arm only satisfies the types.
                 Err(_) => continue,
             },
         };
-        info!("connected to the broker");
         // One listener per connection (the stream's receivers compete for events), taken
         // before anything else can go wrong on it.
         let lost = connection_lost(conn.clone(), conn.events_listener());

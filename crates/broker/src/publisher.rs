@@ -34,10 +34,13 @@ pub struct Outgoing {
 }
 
 /// What the handler of a returned message decided.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Reroute {
     /// A route exists now (a queue was declared): send it again.
     Resend,
+    /// Its queue cannot be reached now: send this in its place (the same message on a way
+    /// round, say a delay). Should that fail, the returned message is what failed.
+    Instead(Box<Outgoing>),
     /// It has nowhere to go and the handler has dealt with that (for a deleted webhook,
     /// ended its logs): drop it.
     Drop,
@@ -157,39 +160,48 @@ impl Publisher {
                 Confirmation::Nack(_) => results[i] = Err(PublishError::Nacked),
             }
         }
+        // Each message coming back is paired with the one of `messages` it stands for: a
+        // message sent `Instead` is not one of them, and its failure is the original's.
+        let mut returned: Vec<(Outgoing, Outgoing)> =
+            returned.into_iter().map(|m| (m.clone(), m)).collect();
         let mut unroutable = Vec::new();
         for _ in 0..MAX_RESEND {
             if returned.is_empty() {
                 break;
             }
             let mut confirms = Vec::with_capacity(returned.len());
-            for message in returned.drain(..) {
+            for (message, original) in returned.drain(..) {
                 match handler
                     .reroute(&self.declarer, &message)
                     .await
                     .map_err(|e| PublishError::Handler(Box::new(e)))?
                 {
-                    Reroute::Resend => confirms.push((self.send(&message).await?, message)),
+                    Reroute::Resend => {
+                        confirms.push((self.send(&message).await?, original));
+                    }
+                    Reroute::Instead(other) => {
+                        confirms.push((self.send(&other).await?, original));
+                    }
                     Reroute::Drop => {}
-                    Reroute::Fail => unroutable.push(message),
+                    Reroute::Fail => unroutable.push((message, original)),
                 }
             }
-            for (confirm, message) in confirms {
+            for (confirm, original) in confirms {
                 match confirm.await? {
                     Confirmation::Ack(None) | Confirmation::NotRequested => {}
-                    Confirmation::Ack(Some(again)) => returned.push(outgoing(again)),
+                    Confirmation::Ack(Some(again)) => returned.push((outgoing(again), original)),
                     Confirmation::Nack(_) => {
-                        mark(&mut results, messages, &message, || PublishError::Nacked)
+                        mark(&mut results, messages, &original, || PublishError::Nacked)
                     }
                 }
             }
         }
-        for message in returned.into_iter().chain(unroutable) {
+        for (message, original) in returned.into_iter().chain(unroutable) {
             let unroutable = || PublishError::Unroutable {
                 exchange: message.exchange.clone(),
                 routing_key: message.routing_key.clone(),
             };
-            mark(&mut results, messages, &message, unroutable);
+            mark(&mut results, messages, &original, unroutable);
         }
         Ok(results)
     }

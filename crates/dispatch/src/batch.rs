@@ -15,7 +15,7 @@ use hookrelay_store::Store;
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
-use crate::publish::{self, Routes};
+use crate::publish::{self, Routes, WebhookQueues};
 use crate::subscriptions::Subscriptions;
 
 const MAX_BATCH: usize = 256;
@@ -42,7 +42,7 @@ impl BatchPublisher {
         let (tx, mut rx) = mpsc::channel::<(Outgoing, Reply)>(QUEUE);
         tokio::spawn(async move {
             let mut publisher: Option<Publisher> = None;
-            let mut declared = HashSet::new();
+            let mut queues = WebhookQueues::default();
             let mut buffer = Vec::with_capacity(MAX_BATCH);
             while rx.recv_many(&mut buffer, MAX_BATCH).await > 0 {
                 let (messages, replies): (Vec<Outgoing>, Vec<Reply>) = buffer.drain(..).unzip();
@@ -52,13 +52,13 @@ impl BatchPublisher {
                         let fresh = Publisher::open(&connection).await?;
                         topology.declare_base(fresh.declarer()).await?;
                         topology.declare_retry(fresh.declarer()).await?;
-                        declared.clear();
+                        queues.clear();
                         publisher = Some(fresh);
                     }
                     let Some(open) = publisher.as_mut() else {
                         return Err(PublishError::Nacked);
                     };
-                    let mut routes = Routes::new(&topology, &subscriptions, &mut declared);
+                    let mut routes = Routes::new(&topology, &subscriptions, &mut queues);
                     let results = open.publish_each(&messages, &mut routes).await;
                     dropped = routes.dropped;
                     results

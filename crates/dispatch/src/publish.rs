@@ -6,8 +6,16 @@
 //! was deleted (then the message is dropped, and the caller ends the webhook's open logs once
 //! it holds no lock on them: [`end_dropped`]); anything else whose queue is missing gets the
 //! namespace's topology declared again.
+//!
+//! A webhook queue that exists but cannot be reached (on a cluster, a classic queue lives on
+//! one node, and that node is down) takes no message: one published to it comes back, and
+//! declaring it fails. Its deliveries then wait in the delay tiers, which are shared and, with
+//! `queue_type = quorum`, replicated, and come back to it every [`UNREACHABLE_WAIT`] until
+//! its node is back. So the other webhooks' deliveries, and the events that carry them, never
+//! wait for that node, and the broker holds every delivery it confirmed.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use hookrelay_broker::lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
@@ -18,17 +26,85 @@ use hookrelay_broker::{
 use hookrelay_core::ops::{OperationalEvent, OriginKey, ORIGIN_HEADER};
 use hookrelay_core::{DelayTier, DeliveryTask};
 use hookrelay_store::{Store, StoreError};
-use tracing::error;
+use tracing::{error, info, warn};
 use uuid::Uuid;
 
 use crate::subscriptions::Subscriptions;
 
-/// The return handler of every pipeline publisher. `declared` remembers the webhook queues
-/// declared on this publisher's channel, for the caller to skip declaring them again.
+/// How long the deliveries of a webhook whose queue cannot be reached wait before they are
+/// tried again, and how long a publisher takes that queue as unreachable without asking the
+/// broker: one delay tier exactly (4 s), short beside a node's restart.
+pub const UNREACHABLE_WAIT: Duration = Duration::from_secs(4);
+
+/// What one publisher knows of the webhook queues: those it declared (skipped from then on)
+/// and those it found unreachable, and when.
+#[derive(Default)]
+pub struct WebhookQueues {
+    declared: HashSet<Uuid>,
+    unreachable: HashMap<Uuid, Instant>,
+    /// Whether the delay tiers have been declared on this publisher's channel, which the
+    /// first delivery it sends round an unreachable queue needs.
+    tiers: bool,
+}
+
+impl WebhookQueues {
+    /// Makes sure webhook `id`'s queue exists; `false` when it cannot be reached, now or
+    /// less than [`UNREACHABLE_WAIT`] ago. Declaring is idempotent, so a webhook created a
+    /// moment ago, whose queue the delivery workers have not declared yet, loses nothing.
+    pub async fn ensure(
+        &mut self,
+        topology: &Topology,
+        declarer: &Declarer,
+        id: Uuid,
+    ) -> Result<bool, hookrelay_broker::lapin::Error> {
+        if self.declared.contains(&id) {
+            return Ok(true);
+        }
+        if self
+            .unreachable
+            .get(&id)
+            .is_some_and(|since| since.elapsed() < UNREACHABLE_WAIT)
+        {
+            return Ok(false);
+        }
+        match topology.declare_webhook(declarer, &id.to_string()).await {
+            Ok(()) => {
+                self.declared.insert(id);
+                if self.unreachable.remove(&id).is_some() {
+                    info!(webhook_id = %id, "webhook queue reachable again");
+                }
+                Ok(true)
+            }
+            Err(e) if hookrelay_broker::queue_unavailable(&e) => {
+                if !self.tiers {
+                    topology.declare_retry(declarer).await?;
+                    self.tiers = true;
+                }
+                if self.unreachable.insert(id, Instant::now()).is_none() {
+                    warn!(webhook_id = %id, reason = %e, "webhook queue cannot be reached (its RabbitMQ node is down?); its deliveries wait in the delay tiers until it can");
+                }
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Forgets that `id`'s queue was declared: it is declared again before the next use.
+    pub fn forget(&mut self, id: Uuid) {
+        self.declared.remove(&id);
+    }
+
+    /// Forgets everything, for a new channel.
+    pub fn clear(&mut self) {
+        *self = Self::default();
+    }
+}
+
+/// The return handler of every pipeline publisher.
 pub struct Routes<'a> {
     pub topology: &'a Topology,
     pub subscriptions: &'a Subscriptions,
-    pub declared: &'a mut HashSet<Uuid>,
+    pub queues: &'a mut WebhookQueues,
     /// Webhooks whose deliveries were dropped because the webhook is gone.
     pub dropped: HashSet<Uuid>,
 }
@@ -37,12 +113,12 @@ impl<'a> Routes<'a> {
     pub fn new(
         topology: &'a Topology,
         subscriptions: &'a Subscriptions,
-        declared: &'a mut HashSet<Uuid>,
+        queues: &'a mut WebhookQueues,
     ) -> Self {
         Self {
             topology,
             subscriptions,
-            declared,
+            queues,
             dropped: HashSet::new(),
         }
     }
@@ -78,8 +154,18 @@ impl ReturnHandler for Routes<'_> {
                 self.dropped.insert(webhook_id);
                 return Ok(Reroute::Drop);
             }
-            self.topology.declare_webhook(declarer, key).await?;
-            self.declared.insert(webhook_id);
+            // It came back, so whatever this publisher knew of its queue no longer holds.
+            self.queues.forget(webhook_id);
+            if !self
+                .queues
+                .ensure(self.topology, declarer, webhook_id)
+                .await?
+            {
+                return Ok(Reroute::Instead(Box::new(round_unreachable(
+                    self.topology,
+                    returned,
+                ))));
+            }
         } else if exchange == self.topology.retry_exchange() {
             self.topology.declare_retry(declarer).await?;
         } else {
@@ -109,7 +195,23 @@ pub fn delayed(
     now: DateTime<Utc>,
 ) -> Outgoing {
     let wait = (due - now).to_std().unwrap_or_default();
-    let mut message = delivery(topology, task);
+    into_tier(topology, delivery(topology, task), due, wait)
+}
+
+/// A delivery for a webhook whose queue cannot be reached: into the delay tiers, to come
+/// back to its queue in [`UNREACHABLE_WAIT`].
+pub fn round_unreachable(topology: &Topology, delivery: &Outgoing) -> Outgoing {
+    let due = Utc::now()
+        + chrono::Duration::from_std(UNREACHABLE_WAIT).unwrap_or(chrono::Duration::zero());
+    into_tier(topology, delivery.clone(), due, UNREACHABLE_WAIT)
+}
+
+fn into_tier(
+    topology: &Topology,
+    mut message: Outgoing,
+    due: DateTime<Utc>,
+    wait: Duration,
+) -> Outgoing {
     message.exchange = topology.retry_exchange();
     message.properties = with_delay_headers(message.properties, due, wait);
     message
@@ -119,7 +221,7 @@ pub fn delayed(
 pub fn with_delay_headers(
     properties: BasicProperties,
     due: DateTime<Utc>,
-    wait: std::time::Duration,
+    wait: Duration,
 ) -> BasicProperties {
     // A zero wait still takes the shortest tier: the router, not the publisher, sends due
     // messages on, so there is one path.

@@ -26,7 +26,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use crate::publish::{self, Routes};
+use crate::publish::{self, Routes, WebhookQueues};
 use crate::subscriptions::Subscriptions;
 
 /// Logs taken per batch at most.
@@ -128,12 +128,8 @@ impl Recovery {
         );
         let message = publish::operational(&self.inner.topology, &self.inner.origin, &event);
         let mut publisher = self.open_publisher().await?;
-        let mut declared = HashSet::new();
-        let mut routes = Routes::new(
-            &self.inner.topology,
-            &self.inner.subscriptions,
-            &mut declared,
-        );
+        let mut queues = WebhookQueues::default();
+        let mut routes = Routes::new(&self.inner.topology, &self.inner.subscriptions, &mut queues);
         let sent = publisher.publish_all(&[message], &mut routes).await;
         publisher.close().await;
         sent?;
@@ -190,8 +186,8 @@ impl Parts {
             .iter()
             .map(|log| publish::delivery(&self.topology, &task_of(log)))
             .collect();
-        let mut declared = HashSet::new();
-        let mut routes = Routes::new(&self.topology, &self.subscriptions, &mut declared);
+        let mut queues = WebhookQueues::default();
+        let mut routes = Routes::new(&self.topology, &self.subscriptions, &mut queues);
         publisher.publish_all(&messages, &mut routes).await?;
         dropped.extend(routes.dropped.iter().copied());
         Ok(logs

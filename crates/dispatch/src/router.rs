@@ -20,7 +20,6 @@
 //! and its log stays `retrying` until retried by hand. With `quorum` the tiers dead-letter at
 //! least once (`x-dead-letter-strategy`), and that gap closes.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use chrono::Utc;
@@ -36,7 +35,7 @@ use hookrelay_store::Store;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::publish::{self, Routes};
+use crate::publish::{self, Routes, WebhookQueues};
 use crate::subscriptions::Subscriptions;
 
 const MAX_BATCH: usize = 256;
@@ -92,7 +91,7 @@ async fn route(
         )
         .await?;
         info!(queue = %ctx.topology.due_queue(), "retry router consuming");
-        let mut declared = HashSet::new();
+        let mut queues = WebhookQueues::default();
         loop {
             let first = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
@@ -108,7 +107,7 @@ async fn route(
             }
             let onward: Vec<Outgoing> = batch.iter().map(|d| onward(&ctx.topology, d)).collect();
             let last = batch.last().map_or(0, |d| d.delivery_tag);
-            let mut routes = Routes::new(&ctx.topology, &ctx.subscriptions, &mut declared);
+            let mut routes = Routes::new(&ctx.topology, &ctx.subscriptions, &mut queues);
             let published = publisher.publish_all(&onward, &mut routes).await;
             let dropped = routes.dropped;
             match published {

@@ -205,8 +205,12 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
 }
 
 fn init_logging(format: LogFormat, tracer: Option<&opentelemetry_sdk::trace::SdkTracerProvider>) {
+    // lapin logs every channel the broker closes as an error (`lapin::channel`), and the
+    // same failure reaches hookrelay as an `Err`, which it logs once with what it means: a
+    // queue kept as found after an upgrade, or a webhook queue whose node is down, refused
+    // once per webhook and per retry. So that target is off unless RUST_LOG asks for it.
     let mut filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,lapin=warn,amq_protocol=warn"));
+        .unwrap_or_else(|_| EnvFilter::new("info,lapin=warn,lapin::channel=off,amq_protocol=warn"));
     // tokio-postgres logs every statement's parameters at debug level (target
     // `tokio_postgres::query`, nothing else), and those include webhook secrets and custom
     // header values: that target is off whatever RUST_LOG asks (a directive for the same

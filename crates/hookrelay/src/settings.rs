@@ -33,7 +33,8 @@ const SECRET_SETTINGS: [&str; 5] = [
 pub struct Settings {
     /// PostgreSQL. The database is created on start if it does not exist.
     pub database_url: String,
-    /// RabbitMQ, AMQP 0-9-1.
+    /// RabbitMQ, AMQP 0-9-1. Several nodes of one cluster, separated by commas: a process
+    /// whose node goes away connects to the next.
     pub amqp_url: String,
     /// Prefix of every AMQP object hookrelay declares (`{ns}.events`, ...), so deployments
     /// and tests can share a broker.
@@ -160,7 +161,7 @@ impl fmt::Debug for Settings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Settings")
             .field("database_url", &redact_password(&self.database_url))
-            .field("amqp_url", &redact_password(&self.amqp_url))
+            .field("amqp_url", &redact_passwords(&self.amqp_url))
             .field("namespace", &self.namespace)
             .field("queue_type", &self.queue_type)
             .field("listen", &self.listen)
@@ -203,6 +204,14 @@ impl fmt::Debug for Settings {
             )
             .finish()
     }
+}
+
+/// Each URL of a comma-separated list, with its password redacted.
+fn redact_passwords(raw: &str) -> String {
+    raw.split(',')
+        .map(|url| redact_password(url.trim()))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn redact_password(raw: &str) -> String {
@@ -691,6 +700,32 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(err.contains(expected), "{vars:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn amqp_url_may_name_several_nodes_and_hides_every_password() {
+        let two = "amqp://u:hunter2@10.0.0.1:5672/%2f, amqp://u:swordfish@10.0.0.2:5672/%2f";
+        let s = Settings::load_from(None, env(&[("HOOKRELAY_AMQP_URL", two)])).unwrap();
+        let shown = format!("{s:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("swordfish"),
+            "{shown}"
+        );
+        assert!(shown.contains("10.0.0.2"), "{shown}");
+        for (bad, says) in [
+            ("amqp://u:hunter2@h1/%2f,http://h2", "URL 2 of 2"),
+            ("amqp://u:hunter2@h1/%2f,,amqp://h2", "URL 2 of 3: empty"),
+        ] {
+            let err = Settings::load_from(None, env(&[("HOOKRELAY_AMQP_URL", bad)]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("HOOKRELAY_AMQP_URL")
+                    && err.contains(says)
+                    && !err.contains("hunter2"),
+                "{bad}: {err}"
+            );
         }
     }
 

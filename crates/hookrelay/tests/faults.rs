@@ -12,10 +12,11 @@
 mod common;
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::{create_webhook, publish_events_to, settle, spawn};
-use hookrelay_broker::QueueType;
+use hookrelay_broker::{Declarer, QueueType, Topology};
 use hookrelay_tests::broker::{TestBroker, TestCluster};
 use hookrelay_tests::postgres::TestPostgres;
 use hookrelay_tests::receiver::{Behaviour, Receiver};
@@ -57,11 +58,13 @@ async fn wait_for_a_fifth(a: &Receiver, b: &Receiver) {
 }
 
 fn report(what: &str, duplicates: usize) {
-    let bound = 2 * WINDOW_PER_WEBHOOK;
-    eprintln!(
-        "{what}: {duplicates} duplicate deliveries of {} (bound {bound})",
-        2 * EVENTS
-    );
+    report_of(what, duplicates, 2, 2 * EVENTS);
+}
+
+/// As [`report`], for `webhooks` webhooks and `deliveries` deliveries in all.
+fn report_of(what: &str, duplicates: usize, webhooks: usize, deliveries: usize) {
+    let bound = webhooks * WINDOW_PER_WEBHOOK;
+    eprintln!("{what}: {duplicates} duplicate deliveries of {deliveries} (bound {bound})");
     assert!(
         duplicates <= bound,
         "{duplicates} duplicates, more than the {bound} that can have been in flight"
@@ -239,5 +242,110 @@ async fn slow_a_cluster_node_stopped_with_quorum_queues_loses_nothing() {
         led_by(&cluster, &namespace, &victim.node).is_empty(),
         "the queues it led have new leaders"
     );
+    drop(service);
+}
+
+/// The node a classic queue lives on, from its process id (`<node.a.b.c>`), as
+/// `rabbitmqctl list_queues` tells; with its consumer count.
+fn home_of(cluster: &TestCluster, queue: &str) -> Option<(String, u32)> {
+    cluster.nodes[1]
+        .ctl(&[
+            "list_queues",
+            "--quiet",
+            "--no-table-headers",
+            "name",
+            "pid",
+            "consumers",
+        ])
+        .lines()
+        .filter_map(|l| {
+            let mut columns = l.split('\t');
+            Some((columns.next()?, columns.next()?, columns.next()?))
+        })
+        .find(|(name, _, _)| *name == queue)
+        .and_then(|(_, pid, consumers)| {
+            let node = pid.trim_start_matches('<').split('.').next()?.to_owned();
+            Some((node, consumers.trim().parse().ok()?))
+        })
+}
+
+/// A classic webhook queue lives on one node. When that node stops, its webhooks' deliveries
+/// must wait (in the replicated delay tiers) without holding up anyone else's, and the
+/// process connected to it must go on with another node of `amqp_url`.
+#[tokio::test]
+async fn slow_a_stopped_node_holds_up_only_the_webhooks_whose_queues_it_holds() {
+    let cluster = TestCluster::start(3).await;
+    let db = TestDb::new();
+    let namespace = hookrelay_tests::unique_namespace();
+    let (a, b) = receivers().await;
+    let c = Receiver::start().await;
+    let urls: Vec<String> = cluster.nodes.iter().map(TestBroker::url).collect();
+    let amqp_urls = urls.join(",");
+    let env = settings(&[
+        ("HOOKRELAY_AMQP_URL", amqp_urls.as_str()),
+        ("HOOKRELAY_QUEUE_TYPE", "quorum"),
+    ]);
+    let service = spawn(&db, &namespace, &env).await;
+    // The service is connected to the first node, so the queues of A and B live there.
+    create_webhook(service.port, &a.url, "Message.received").await;
+    create_webhook(service.port, &b.url, "Message.received").await;
+    let id_c = create_webhook(service.port, &c.url, "Message.received").await;
+    let topology = Topology::with_queue_type(&namespace, QueueType::Quorum);
+    let queue_c = topology.webhook_queue(&id_c);
+    // C's queue is moved to the second node: removed, and declared again there, as its
+    // service would have done had it been connected to that node.
+    let second = Arc::new(hookrelay_broker::connect(&urls[1]).await.expect("node 2"));
+    let declarer = Declarer::new(second.clone());
+    topology
+        .delete_webhook(&declarer, &id_c)
+        .await
+        .expect("C's queue removed");
+    topology
+        .declare_webhook(&declarer, &id_c)
+        .await
+        .expect("C's queue on node 2");
+    hookrelay_tests::wait_for("C's queue on node 2, consumed", DEADLINE, || async {
+        let (node, consumers) = home_of(&cluster, &queue_c)?;
+        (node == cluster.nodes[1].node && consumers > 0).then_some(())
+    })
+    .await;
+
+    let burst = publish_events_to(&urls[1], &namespace, QueueType::Quorum, "{}", EVENTS).await;
+    wait_for_a_fifth(&a, &b).await;
+    cluster.nodes[0].stop();
+    // Published while the first node is down: C must get every one, A and B none yet.
+    let later = publish_events_to(&urls[1], &namespace, QueueType::Quorum, "{}", 300).await;
+    let every: HashSet<String> = burst.union(&later).cloned().collect();
+    c.wait_for_events(&every, DEADLINE).await;
+    for (name, r) in [("A", &a), ("B", &b)] {
+        let early = r.event_ids().intersection(&later).count();
+        assert_eq!(
+            early, 0,
+            "{name}'s queue is on the stopped node, yet it got {early} events published after"
+        );
+    }
+    let (client, connection) = tokio_postgres::connect(&db.url(), tokio_postgres::NoTls)
+        .await
+        .expect("the database");
+    tokio::spawn(connection);
+    let failed: i64 = client
+        .query_one(
+            "SELECT count(*) FROM webhook_logs WHERE status = 'failed'",
+            &[],
+        )
+        .await
+        .expect("a count")
+        .get(0);
+    assert_eq!(failed, 0, "a delivery waiting for its node failed instead");
+
+    cluster.nodes[0].start_again().await;
+    let duplicates = settle(&[&a, &b, &c], &every, &db.url(), DEADLINE).await;
+    report_of(
+        "the node holding two webhook queues stopped",
+        duplicates,
+        3,
+        3 * every.len(),
+    );
+    second.close(200, "done".into()).await.expect("closed");
     drop(service);
 }

@@ -13,6 +13,7 @@
 //! health afresh, as the store does with the saved one.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt as _;
@@ -36,8 +37,19 @@ enum Mode {
     Full,
     Paused(DateTime<Utc>),
     Probe,
+    /// The queue cannot be reached (its broker node is down): wait, then consume it at full
+    /// speed or for a probe.
+    Unreachable {
+        probe: bool,
+    },
     Stop,
 }
+
+/// The first wait before a queue that could not be reached is tried again; each wait after
+/// doubles, to at most [`UNREACHABLE_LONGEST`]. Ten thousand webhooks on a node that is down
+/// would otherwise cost the broker a refused declaration (and a channel) each per reconcile.
+const UNREACHABLE_FIRST: Duration = Duration::from_secs(2);
+const UNREACHABLE_LONGEST: Duration = Duration::from_secs(30);
 
 struct Worker {
     ctx: Arc<Context>,
@@ -51,6 +63,8 @@ struct Worker {
     /// Set once this consumer has disabled its webhook, so that the attempts still under way
     /// do not disable it (and announce it) again.
     disabled: bool,
+    /// The last wait for the queue while it cannot be reached.
+    unreachable: Option<Duration>,
 }
 
 /// Consumes webhook `id`'s queue until `stop`; then hands back to the queue what it had
@@ -78,6 +92,7 @@ pub async fn consume_webhook(
         health,
         version,
         disabled: false,
+        unreachable: None,
     };
     debug!(webhook_id = %id, "consuming");
     loop {
@@ -88,6 +103,7 @@ pub async fn consume_webhook(
             Mode::Full => worker.full().await,
             Mode::Paused(until) => worker.paused(until).await,
             Mode::Probe => worker.probe().await,
+            Mode::Unreachable { probe } => worker.unreachable(probe).await,
             Mode::Stop => break,
         };
     }
@@ -104,7 +120,7 @@ pub async fn consume_webhook(
 impl Worker {
     /// Starts consuming this webhook's queue, on a channel shared with other webhooks: at full
     /// speed, or for a probe (a prefetch of one).
-    async fn open(&self, probe: bool) -> Result<Consuming, hookrelay_broker::lapin::Error> {
+    async fn open(&mut self, probe: bool) -> Result<Consuming, hookrelay_broker::lapin::Error> {
         // Should the declaration fail (a broker limit, say), only this webhook waits, retried
         // by the manager's next reconcile.
         self.lines.ensure(&self.ctx.topology, self.id).await?;
@@ -114,10 +130,43 @@ impl Worker {
             false => &self.lines.full,
         };
         let consuming = channels.consume(&queue, "hookrelay-webhook").await;
-        if consuming.is_err() {
-            self.lines.forget(self.id);
+        match &consuming {
+            Ok(_) if self.unreachable.take().is_some() => {
+                info!(webhook_id = %self.id, "webhook queue reachable again; consuming it");
+            }
+            Ok(_) => {}
+            Err(_) => self.lines.forget(self.id),
         }
         consuming
+    }
+
+    /// What follows a failure to consume the queue: a queue that cannot be reached (on a
+    /// cluster, its node is down) is waited for here; anything else ends this consumer, and
+    /// the manager starts a new one.
+    fn cannot_open(&mut self, e: &hookrelay_broker::lapin::Error, probe: bool) -> Mode {
+        if !hookrelay_broker::queue_unavailable(e) {
+            warn!(webhook_id = %self.id, error = %e, "cannot consume a webhook queue");
+            return Mode::Stop;
+        }
+        if self.unreachable.is_none() {
+            warn!(webhook_id = %self.id, reason = %e, "webhook queue cannot be reached (its RabbitMQ node is down?); consuming it again once it can");
+        }
+        Mode::Unreachable { probe }
+    }
+
+    async fn unreachable(&mut self, probe: bool) -> Mode {
+        let wait = self
+            .unreachable
+            .map_or(UNREACHABLE_FIRST, |w| (w * 2).min(UNREACHABLE_LONGEST));
+        self.unreachable = Some(wait);
+        tokio::select! {
+            _ = self.stop.cancelled() => return Mode::Stop,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        match probe {
+            true => Mode::Probe,
+            false => Mode::Full,
+        }
     }
 
     /// Called with the first delivery a new consumer gets. With several processes, each
@@ -152,10 +201,7 @@ impl Worker {
         let prefetch = self.ctx.per_webhook.saturating_mul(2);
         let mut consuming = match self.open(false).await {
             Ok(consuming) => consuming,
-            Err(e) => {
-                warn!(webhook_id = %self.id, error = %e, "cannot consume a webhook queue");
-                return Mode::Stop;
-            }
+            Err(e) => return self.cannot_open(&e, false),
         };
         let mut first = true;
         let attempts = TaskTracker::new();
@@ -277,10 +323,7 @@ impl Worker {
     async fn probe(&mut self) -> Mode {
         let mut consuming = match self.open(true).await {
             Ok(consuming) => consuming,
-            Err(e) => {
-                warn!(webhook_id = %self.id, error = %e, "cannot consume a webhook queue");
-                return Mode::Stop;
-            }
+            Err(e) => return self.cannot_open(&e, true),
         };
         let mut first = true;
         let one = Arc::new(Semaphore::new(1));

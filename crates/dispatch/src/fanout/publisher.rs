@@ -2,7 +2,6 @@
 //! exist.
 
 use std::collections::HashSet;
-
 use std::sync::Arc;
 
 use hookrelay_broker::lapin::Connection;
@@ -11,12 +10,12 @@ use uuid::Uuid;
 
 use super::plan::{delivery_task, Planned};
 use super::{Context, FanoutError};
-use crate::publish::{self, Routes};
+use crate::publish::{self, Routes, WebhookQueues};
 
-/// The fan-out's confirm channel, and the webhook queues it has made sure exist.
+/// The fan-out's confirm channel, and what it knows of the webhook queues.
 pub(super) struct Publisher {
     pub inner: hookrelay_broker::Publisher,
-    declared: HashSet<Uuid>,
+    queues: WebhookQueues,
 }
 
 impl Publisher {
@@ -25,7 +24,7 @@ impl Publisher {
         ctx.topology.declare_base(inner.declarer()).await?;
         Ok(Self {
             inner,
-            declared: HashSet::new(),
+            queues: WebhookQueues::default(),
         })
     }
 
@@ -34,7 +33,7 @@ impl Publisher {
         if messages.is_empty() {
             return Ok(());
         }
-        let mut routes = Routes::new(&ctx.topology, &ctx.subscriptions, &mut self.declared);
+        let mut routes = Routes::new(&ctx.topology, &ctx.subscriptions, &mut self.queues);
         self.inner.publish_all(messages, &mut routes).await?;
         let dropped = routes.dropped;
         publish::end_dropped(&ctx.store, &dropped).await?;
@@ -44,18 +43,24 @@ impl Publisher {
     /// Publishes every delivery, confirmed as a batch. A webhook's queue is declared
     /// (idempotently) the first time this channel sends to it, so a webhook created a moment
     /// ago, whose queue the delivery workers have not declared yet, does not lose its first
-    /// deliveries.
+    /// deliveries. A webhook whose queue cannot be reached has its deliveries sent round
+    /// through the delay tiers instead, so that the batch, and the other webhooks' deliveries
+    /// in it, go on (`publish`'s module doc).
     pub async fn publish_deliveries(
         &mut self,
         ctx: &Context,
         planned: &[Planned],
     ) -> Result<(), FanoutError> {
+        let mut unreachable = HashSet::new();
         for p in planned {
-            if !self.declared.contains(&p.log.webhook_id) {
-                ctx.topology
-                    .declare_webhook(self.inner.declarer(), &p.log.webhook_id.to_string())
-                    .await?;
-                self.declared.insert(p.log.webhook_id);
+            let id = p.log.webhook_id;
+            if !unreachable.contains(&id)
+                && !self
+                    .queues
+                    .ensure(&ctx.topology, self.inner.declarer(), id)
+                    .await?
+            {
+                unreachable.insert(id);
             }
         }
         // A webhook deleted while this batch was planned: declaring its queue above may have
@@ -73,12 +78,18 @@ impl Publisher {
             ctx.store
                 .fail_open_logs(*id, "the webhook was deleted")
                 .await?;
-            self.declared.remove(id);
+            self.queues.forget(*id);
         }
         let messages: Vec<Outgoing> = planned
             .iter()
             .filter(|p| !deleted.contains(&p.log.webhook_id))
-            .map(|p| publish::delivery(&ctx.topology, &delivery_task(p)))
+            .map(|p| {
+                let message = publish::delivery(&ctx.topology, &delivery_task(p));
+                match unreachable.contains(&p.log.webhook_id) {
+                    true => publish::round_unreachable(&ctx.topology, &message),
+                    false => message,
+                }
+            })
             .collect();
         self.send(ctx, &messages).await
     }
