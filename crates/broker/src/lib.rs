@@ -46,26 +46,33 @@ pub fn validate_url(amqp_url: &str) -> Result<(), BrokerError> {
     urls(amqp_url).map(|_| ())
 }
 
-/// The URLs of an `amqp_url`, each checked. A comma inside a password is written `%2C`.
+/// The URLs of an `amqp_url`, each checked. A comma inside a password is written `%2C`:
+/// a raw one splits the URL in two, which the error then hints at.
 pub fn urls(amqp_url: &str) -> Result<Vec<String>, BrokerError> {
     let pieces: Vec<&str> = amqp_url.split(',').map(str::trim).collect();
     let count = pieces.len();
+    let which = |i: usize| match count {
+        1 => String::new(),
+        _ => format!(
+            "URL {} of {count} (several are separated by commas; a comma in a password is \
+             written %2C): ",
+            i + 1
+        ),
+    };
     pieces
         .into_iter()
         .enumerate()
         .map(|(i, url)| {
-            let which = match count {
-                1 => String::new(),
-                _ => format!("URL {} of {count}: ", i + 1),
-            };
             if url.is_empty() {
-                return Err(BrokerError::Config(format!(
-                    "{which}empty; separate the URLs of several nodes with single commas"
-                )));
+                return Err(BrokerError::Config(format!("{}empty", which(i))));
             }
+            // lapin's message may quote the URL, and with it a password.
             lapin::uri::AMQPUri::from_str(url)
                 .map(|_| url.to_owned())
-                .map_err(|e| BrokerError::Config(format!("{which}{e}")))
+                .map_err(|e| {
+                    let e = e.replace(url, "<the URL>");
+                    BrokerError::Config(format!("{}{e}", which(i)))
+                })
         })
         .collect()
 }

@@ -169,6 +169,8 @@ impl Publisher {
             if returned.is_empty() {
                 break;
             }
+            // What this round sent, each with the original it stands for.
+            let mut sent: Vec<(Outgoing, Outgoing)> = Vec::with_capacity(returned.len());
             let mut confirms = Vec::with_capacity(returned.len());
             for (message, original) in returned.drain(..) {
                 match handler
@@ -177,21 +179,37 @@ impl Publisher {
                     .map_err(|e| PublishError::Handler(Box::new(e)))?
                 {
                     Reroute::Resend => {
-                        confirms.push((self.send(&message).await?, original));
+                        confirms.push(self.send(&message).await?);
+                        sent.push((message, original));
                     }
                     Reroute::Instead(other) => {
-                        confirms.push((self.send(&other).await?, original));
+                        confirms.push(self.send(&other).await?);
+                        sent.push((*other, original));
                     }
                     Reroute::Drop => {}
                     Reroute::Fail => unroutable.push((message, original)),
                 }
             }
-            for (confirm, original) in confirms {
+            // A nack is its own publish's; a return is told by its content (see the module doc).
+            let mut claimed = vec![false; sent.len()];
+            for (i, confirm) in confirms.into_iter().enumerate() {
                 match confirm.await? {
                     Confirmation::Ack(None) | Confirmation::NotRequested => {}
-                    Confirmation::Ack(Some(again)) => returned.push((outgoing(again), original)),
+                    Confirmation::Ack(Some(again)) => {
+                        let again = outgoing(again);
+                        let original = (0..sent.len())
+                            .find(|j| !claimed[*j] && same(&sent[*j].0, &again))
+                            .map_or_else(
+                                || again.clone(),
+                                |j| {
+                                    claimed[j] = true;
+                                    sent[j].1.clone()
+                                },
+                            );
+                        returned.push((again, original));
+                    }
                     Confirmation::Nack(_) => {
-                        mark(&mut results, messages, &original, || PublishError::Nacked)
+                        mark(&mut results, messages, &sent[i].1, || PublishError::Nacked)
                     }
                 }
             }
@@ -242,12 +260,16 @@ fn mark(
     returned: &Outgoing,
     error: impl FnOnce() -> PublishError,
 ) {
-    let same = |m: &Outgoing| {
-        m.exchange == returned.exchange
-            && m.routing_key == returned.routing_key
-            && m.body == returned.body
-    };
-    if let Some(i) = (0..messages.len()).find(|i| results[*i].is_ok() && same(&messages[*i])) {
+    if let Some(i) =
+        (0..messages.len()).find(|i| results[*i].is_ok() && same(&messages[*i], returned))
+    {
         results[i] = Err(error());
     }
+}
+
+/// Whether `returned` is `m` come back: the same exchange, routing key and body.
+fn same(m: &Outgoing, returned: &Outgoing) -> bool {
+    m.exchange == returned.exchange
+        && m.routing_key == returned.routing_key
+        && m.body == returned.body
 }

@@ -205,10 +205,13 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
 }
 
 fn init_logging(format: LogFormat, tracer: Option<&opentelemetry_sdk::trace::SdkTracerProvider>) {
-    // lapin logs every channel the broker closes as an error (`lapin::channel`), and the
-    // same failure reaches hookrelay as an `Err`, which it logs once with what it means: a
-    // queue kept as found after an upgrade, or a webhook queue whose node is down, refused
-    // once per webhook and per retry. So that target is off unless RUST_LOG asks for it.
+    // lapin logs every channel the broker closes as an error (`lapin::channel`): a queue
+    // kept as found after an upgrade, or a webhook queue whose node is down, refused once
+    // per webhook and per retry, ten thousand lines where one says it all. The same failure
+    // reaches hookrelay as an `Err`, which it logs with what it means. So that target is off
+    // unless RUST_LOG asks for it; with it go lapin's lines for a connection the broker
+    // closed and for protocol violations, which hookrelay sees as the connection lost and
+    // logs as such ("lost the broker connection", with the reason).
     let mut filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,lapin=warn,lapin::channel=off,amq_protocol=warn"));
     // tokio-postgres logs every statement's parameters at debug level (target

@@ -206,10 +206,15 @@ impl fmt::Debug for Settings {
     }
 }
 
-/// Each URL of a comma-separated list, with its password redacted.
+/// Each URL of a comma-separated list, with its password redacted. A piece that is not an
+/// AMQP URL (a password's raw comma splits one in two) is not shown at all.
 fn redact_passwords(raw: &str) -> String {
     raw.split(',')
-        .map(|url| redact_password(url.trim()))
+        .map(str::trim)
+        .map(|url| match url::Url::parse(url) {
+            Ok(u) if ["amqp", "amqps"].contains(&u.scheme()) => redact_password(url),
+            _ => "<unparsable>".into(),
+        })
         .collect::<Vec<_>>()
         .join(",")
 }
@@ -715,7 +720,12 @@ mod tests {
         assert!(shown.contains("10.0.0.2"), "{shown}");
         for (bad, says) in [
             ("amqp://u:hunter2@h1/%2f,http://h2", "URL 2 of 2"),
-            ("amqp://u:hunter2@h1/%2f,,amqp://h2", "URL 2 of 3: empty"),
+            ("amqp://u:hunter2@h1/%2f,,amqp://h2", "URL 2 of 3"),
+            // A raw comma in a password splits the URL; no part of it is shown.
+            (
+                "amqp://u:hun,ter2:x@h1/%2f",
+                "a comma in a password is written %2C",
+            ),
         ] {
             let err = Settings::load_from(None, env(&[("HOOKRELAY_AMQP_URL", bad)]))
                 .unwrap_err()
@@ -723,7 +733,8 @@ mod tests {
             assert!(
                 err.contains("HOOKRELAY_AMQP_URL")
                     && err.contains(says)
-                    && !err.contains("hunter2"),
+                    && !err.contains("hunter2")
+                    && !err.contains("ter2"),
                 "{bad}: {err}"
             );
         }

@@ -72,9 +72,16 @@ impl Publisher {
             .filter(|id| ctx.subscriptions.get(*id).is_none())
             .collect();
         for id in &deleted {
-            ctx.topology
+            // A queue whose node is down is left to the sweep, which removes it once it
+            // can; the other webhooks' deliveries need not wait for that.
+            match ctx
+                .topology
                 .delete_webhook(self.inner.declarer(), &id.to_string())
-                .await?;
+                .await
+            {
+                Err(e) if !hookrelay_broker::queue_unavailable(&e) => return Err(e.into()),
+                _ => {}
+            }
             ctx.store
                 .fail_open_logs(*id, "the webhook was deleted")
                 .await?;
