@@ -171,20 +171,23 @@ async fn slow_a_postgres_restart_during_a_burst_loses_nothing() {
     hookrelay_tests::delete_namespace(&amqp_url(), &namespace, &[ids_a, ids_b]).await;
 }
 
+/// A row per queue of `rabbitmqctl list_queues` on `node`, with `columns` (`name` first).
+fn queue_rows(node: &TestBroker, columns: &[&str]) -> Vec<Vec<String>> {
+    let mut args = vec!["list_queues", "--quiet", "--no-table-headers"];
+    args.extend_from_slice(columns);
+    node.ctl(&args)
+        .lines()
+        .map(|l| l.split('\t').map(|c| c.trim().to_owned()).collect())
+        .filter(|row: &Vec<String>| row.len() == columns.len())
+        .collect()
+}
+
 /// The queues of `namespace` whose leader is on `node`, as `rabbitmqctl list_queues` tells.
 fn led_by(cluster: &TestCluster, namespace: &str, node: &str) -> HashSet<String> {
-    cluster.nodes[0]
-        .ctl(&[
-            "list_queues",
-            "--quiet",
-            "--no-table-headers",
-            "name",
-            "leader",
-        ])
-        .lines()
-        .filter_map(|l| l.split_once('\t'))
-        .filter(|(name, leader)| name.starts_with(namespace) && leader.trim() == node)
-        .map(|(name, _)| name.to_owned())
+    queue_rows(&cluster.nodes[0], &["name", "leader"])
+        .into_iter()
+        .filter(|row| row[0].starts_with(namespace) && row[1] == node)
+        .map(|row| row[0].clone())
         .collect()
 }
 
@@ -248,25 +251,10 @@ async fn slow_a_cluster_node_stopped_with_quorum_queues_loses_nothing() {
 /// The node a classic queue lives on, from its process id (`<node.a.b.c>`), as
 /// `rabbitmqctl list_queues` tells; with its consumer count.
 fn home_of(cluster: &TestCluster, queue: &str) -> Option<(String, u32)> {
-    cluster.nodes[1]
-        .ctl(&[
-            "list_queues",
-            "--quiet",
-            "--no-table-headers",
-            "name",
-            "pid",
-            "consumers",
-        ])
-        .lines()
-        .filter_map(|l| {
-            let mut columns = l.split('\t');
-            Some((columns.next()?, columns.next()?, columns.next()?))
-        })
-        .find(|(name, _, _)| *name == queue)
-        .and_then(|(_, pid, consumers)| {
-            let node = pid.trim_start_matches('<').split('.').next()?.to_owned();
-            Some((node, consumers.trim().parse().ok()?))
-        })
+    let rows = queue_rows(&cluster.nodes[1], &["name", "pid", "consumers"]);
+    let row = rows.into_iter().find(|row| row[0] == queue)?;
+    let node = row[1].trim_start_matches('<').split('.').next()?.to_owned();
+    Some((node, row[2].parse().ok()?))
 }
 
 /// A classic webhook queue lives on one node. When that node stops, its webhooks' deliveries
