@@ -48,7 +48,7 @@ pub fn validate_url(amqp_url: &str) -> Result<(), BrokerError> {
 
 /// The URLs of an `amqp_url`, each checked. A comma inside a password is written `%2C`:
 /// a raw one splits the URL in two, which the error then hints at.
-pub fn urls(amqp_url: &str) -> Result<Vec<String>, BrokerError> {
+fn urls(amqp_url: &str) -> Result<Vec<String>, BrokerError> {
     let pieces: Vec<&str> = amqp_url.split(',').map(str::trim).collect();
     let count = pieces.len();
     let which = |i: usize| match count {
@@ -78,7 +78,7 @@ pub fn urls(amqp_url: &str) -> Result<Vec<String>, BrokerError> {
 }
 
 /// Where a URL points, without its user or password, for the logs.
-pub fn node_of(url: &str) -> String {
+fn node_of(url: &str) -> String {
     match lapin::uri::AMQPUri::from_str(url) {
         Ok(uri) => format!("{}:{}", uri.authority.host, uri.authority.port),
         Err(_) => "<unparsable>".into(),
