@@ -16,7 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use futures::StreamExt as _;
+use futures::future::BoxFuture;
+use futures::{FutureExt as _, StreamExt as _};
 use hookrelay_broker::lapin::message::Delivery;
 use hookrelay_broker::lapin::options::BasicNackOptions;
 use hookrelay_broker::Consuming;
@@ -232,7 +233,7 @@ impl Worker {
             };
             if std::mem::take(&mut first) {
                 if let Some(mode) = Box::pin(self.take_over()).await {
-                    Box::pin(hand_back(delivery)).await;
+                    hand_back(delivery).await;
                     break 'consume mode;
                 }
             }
@@ -244,7 +245,7 @@ impl Worker {
                 .get(self.id)
                 .is_some_and(|w| !w.active)
             {
-                Box::pin(hand_back(delivery)).await;
+                hand_back(delivery).await;
                 break 'consume Mode::Stop;
             }
             // Waiting for a slot stops reading the queue, so the broker holds the rest. The
@@ -267,7 +268,7 @@ impl Worker {
             let slots = match slots {
                 Ok(slots) => slots,
                 Err(mode) => {
-                    Box::pin(hand_back(delivery)).await;
+                    hand_back(delivery).await;
                     break 'consume mode;
                 }
             };
@@ -342,19 +343,19 @@ impl Worker {
             };
             if std::mem::take(&mut first) {
                 if let Some(mode @ Mode::Paused(_)) = Box::pin(self.take_over()).await {
-                    Box::pin(hand_back(delivery)).await;
+                    hand_back(delivery).await;
                     break mode;
                 }
             }
             let slots = tokio::select! {
                 _ = self.stop.cancelled() => {
-                    Box::pin(hand_back(delivery)).await;
+                    hand_back(delivery).await;
                     break Mode::Stop;
                 }
                 slots = self.acquire(&one) => match slots {
                     Some(slots) => slots,
                     None => {
-                        Box::pin(hand_back(delivery)).await;
+                        hand_back(delivery).await;
                         break Mode::Stop;
                     }
                 },
@@ -495,14 +496,18 @@ impl Worker {
     }
 }
 
-/// Gives a delivery back to its queue, at its place.
-async fn hand_back(delivery: Delivery) {
-    let _ = delivery
-        .nack(BasicNackOptions {
-            requeue: true,
-            ..Default::default()
-        })
-        .await;
+/// Gives a delivery back to its queue, at its place. Boxed, as what `Worker::full` awaits
+/// only now and then.
+fn hand_back(delivery: Delivery) -> BoxFuture<'static, ()> {
+    async move {
+        let _ = delivery
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            })
+            .await;
+    }
+    .boxed()
 }
 
 #[cfg(test)]
