@@ -308,6 +308,16 @@ async fn slow_a_stopped_node_holds_up_only_the_webhooks_whose_queues_it_holds() 
     let burst = publish_events_to(&urls[1], &namespace, QueueType::Quorum, "{}", EVENTS).await;
     wait_for_a_fifth(&a, &b).await;
     cluster.nodes[0].stop();
+    // The ingest queue (quorum) elects a leader among the nodes still up; a publish in
+    // between is refused (nack).
+    let ingest = topology.ingest_queue();
+    hookrelay_tests::wait_for("a new leader of the ingest queue", DEADLINE, || async {
+        queue_rows(&cluster.nodes[1], &["name", "leader"])
+            .into_iter()
+            .any(|row| row[0] == ingest && !row[1].is_empty() && row[1] != cluster.nodes[0].node)
+            .then_some(())
+    })
+    .await;
     // Published while the first node is down: C must get every one, A and B none yet.
     let later = publish_events_to(&urls[1], &namespace, QueueType::Quorum, "{}", 300).await;
     let every: HashSet<String> = burst.union(&later).cloned().collect();
