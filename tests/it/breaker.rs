@@ -127,15 +127,16 @@ async fn a_dead_endpoint_is_paused_and_probed_while_the_others_flow() {
     assert!(metrics(&app).await.contains("hookrelay_webhooks_paused 0"));
 }
 
-/// Publishes events to the healthy accounts in turn, one every 20 ms (500 deliveries a
-/// second: a load a debug build shares two cores with the rest of the suite under), for
-/// `during`; answers when each was published (confirmed), by event id.
+/// Publishes events to the healthy accounts in turn, one every 50 ms (200 deliveries a
+/// second), for `during`; answers when each was published (confirmed), by event id. At 500
+/// a second, the debug build beside another test on two cores fell behind now and then (p50
+/// 1.05 s in one run): the load measured the machine, not the dead endpoint's reach.
 async fn publish_steadily(app: &TestApp, during: Duration) -> HashMap<String, Instant> {
     let (connection, mut publisher) = app.publisher().await;
     let exchange = hookrelay_broker::Topology::new(&app.namespace).events_exchange();
     let mut sent = HashMap::new();
     let started = Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
     let mut n = 0;
     while started.elapsed() < during {
         tick.tick().await;
