@@ -4,25 +4,30 @@
 //! reached a sink and every log row is `succeeded`: deliveries per second, publish-to-receipt
 //! latency, and the service's peak RSS. Prints a table and writes `target/bench/results.json`.
 //!
-//! Every scenario gets a fresh service, database and namespace, removed afterwards. Then the
-//! connection storm (`storm.rs`): idle half-sent requests against the listener.
+//! Every scenario (`scenarios.rs`) gets a fresh service, database and namespace, removed
+//! afterwards; the sinks are in `sink.rs`, the CPU and memory readings in `process.rs`. Then
+//! the connection storm (`storm.rs`): idle half-sent requests against the listener.
 
+mod process;
+mod scenarios;
+mod sink;
 mod storm;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::StatusCode;
 use clap::Parser;
 use hookrelay_broker::{NoRoutes, Outgoing, Publisher, QueueType, Topology};
 use hookrelay_tests::broker::{TestBroker, TestCluster};
 use hookrelay_tests::{amqp_url, unique_namespace, ServiceProcess, TestDb};
 use serde::Serialize;
+
+use crate::process::{cpu_of, peak_rss_mb};
+use crate::scenarios::{selected, Pace, Rabbit, Scenario, SCENARIOS};
+use crate::sink::{now_ns, start_sink, Sink};
 
 pub(crate) const TOKEN: &str = "bench-admin-token";
 
@@ -43,259 +48,6 @@ struct Args {
     #[arg(long, default_value = "target/bench/results.json")]
     out: PathBuf,
 }
-
-#[derive(Clone, Copy)]
-enum Pace {
-    /// Publish everything at once, as fast as confirms allow.
-    Burst,
-    /// A steady rate of events per second.
-    Steady(u32),
-}
-
-/// Which RabbitMQ a scenario runs against.
-#[derive(Clone, Copy)]
-enum Rabbit {
-    /// The machine's, on 5672.
-    Shared,
-    /// A node of the scenario's own, with the open-files limit RabbitMQ asks for in
-    /// production: thousands of webhook queues holding messages need it.
-    Own,
-    /// A three-node cluster of the scenario's own, with this queue type.
-    Cluster(QueueType),
-}
-
-struct Scenario {
-    name: &'static str,
-    rabbit: Rabbit,
-    /// `hookrelay serve` processes sharing the work.
-    processes: usize,
-    webhooks: usize,
-    accounts: usize,
-    events: usize,
-    pace: Pace,
-    /// Webhooks each event matches.
-    fan_out: usize,
-    /// Accounts whose first webhook fails: the first half of them answer 503, the others
-    /// hang until the request timeout.
-    failing: usize,
-    /// Finished logs older than `log_retention` (1 h here) in the database before the
-    /// service starts: its retention job deletes them while the scenario runs.
-    old_logs: usize,
-    /// Whether every webhook gets one delivery, unmeasured, before the measured ones: the
-    /// cost of a delivery in steady operation, without a webhook's first. RabbitMQ creates a
-    /// classic queue's files at its first message, and hookrelay's cost per delivery grows
-    /// while the broker is slow; at ten deliveries a webhook, a tenth are firsts.
-    warm_up: bool,
-}
-
-impl Scenario {
-    /// What a scenario is unless it says otherwise: one process on the shared broker, a
-    /// burst, one account, each event to one healthy webhook, no old logs.
-    const DEFAULT: Self = Self {
-        name: "",
-        rabbit: Rabbit::Shared,
-        processes: 1,
-        webhooks: 1,
-        accounts: 1,
-        events: 10_000,
-        pace: Pace::Burst,
-        fan_out: 1,
-        failing: 0,
-        old_logs: 0,
-        warm_up: false,
-    };
-}
-
-/// Whether `--only only` runs the scenario `name`.
-fn selected(only: &str, name: &str) -> bool {
-    let exact = SCENARIOS.iter().any(|s| s.name == only) || only == "storm";
-    if exact {
-        name == only
-    } else {
-        name.contains(only)
-    }
-}
-
-const SCENARIOS: [Scenario; 19] = [
-    Scenario {
-        name: "W=1 burst",
-        webhooks: 1,
-        events: 20_000,
-        ..Scenario::DEFAULT
-    },
-    Scenario {
-        name: "W=10 burst",
-        webhooks: 10,
-        events: 5_000,
-        fan_out: 10,
-        ..Scenario::DEFAULT
-    },
-    // 10 webhooks, one per account, events spread over the accounts: 1 000 deliveries/s.
-    Scenario {
-        name: "W=10 steady 1000 ev/s",
-        webhooks: 10,
-        accounts: 10,
-        events: 15_000,
-        pace: Pace::Steady(1_000),
-        ..Scenario::DEFAULT
-    },
-    // 100 webhooks in 10 accounts, every event to the 10 of one account; then the same with
-    // one webhook of each account failing (5 answering 503, 5 hanging until the timeout):
-    // what the failing ones cost the healthy ones, in a burst and at a steady rate.
-    Scenario {
-        name: "W=100 healthy burst",
-        webhooks: 100,
-        accounts: 10,
-        events: 10_000,
-        fan_out: 10,
-        ..Scenario::DEFAULT
-    },
-    Scenario {
-        name: "W=100 10 failing burst",
-        webhooks: 100,
-        accounts: 10,
-        events: 10_000,
-        fan_out: 10,
-        failing: 10,
-        ..Scenario::DEFAULT
-    },
-    Scenario {
-        name: "W=100 healthy steady",
-        webhooks: 100,
-        accounts: 10,
-        events: 3_000,
-        pace: Pace::Steady(100),
-        fan_out: 10,
-        ..Scenario::DEFAULT
-    },
-    Scenario {
-        name: "W=100 10 failing steady",
-        webhooks: 100,
-        accounts: 10,
-        events: 3_000,
-        pace: Pace::Steady(100),
-        fan_out: 10,
-        failing: 10,
-        ..Scenario::DEFAULT
-    },
-    // The steady scenario again, while the retention job deletes 300 000 old logs (and as
-    // many attempts) beside it: what retention costs the pipeline.
-    Scenario {
-        name: "W=10 steady + retention",
-        webhooks: 10,
-        accounts: 10,
-        events: 15_000,
-        pace: Pace::Steady(1_000),
-        old_logs: 300_000,
-        ..Scenario::DEFAULT
-    },
-    // The cost of a delivery as webhooks grow: the same 100 000 deliveries (10 000 events,
-    // each to the 10 webhooks of one account) to 10, 1 000 and 10 000 webhooks, each on a
-    // broker node of its own so that its CPU time can be told apart.
-    Scenario {
-        name: "cost W=10",
-        rabbit: Rabbit::Own,
-        webhooks: 10,
-        events: 10_000,
-        fan_out: 10,
-        ..Scenario::DEFAULT
-    },
-    Scenario {
-        name: "cost W=1000",
-        rabbit: Rabbit::Own,
-        webhooks: 1_000,
-        accounts: 100,
-        events: 10_000,
-        fan_out: 10,
-        ..Scenario::DEFAULT
-    },
-    Scenario {
-        name: "cost W=10000",
-        rabbit: Rabbit::Own,
-        webhooks: 10_000,
-        accounts: 1_000,
-        events: 10_000,
-        fan_out: 10,
-        ..Scenario::DEFAULT
-    },
-    // The same, after one unmeasured delivery to every webhook: the cost in steady operation.
-    Scenario {
-        name: "warm W=10",
-        rabbit: Rabbit::Own,
-        webhooks: 10,
-        events: 10_000,
-        fan_out: 10,
-        warm_up: true,
-        ..Scenario::DEFAULT
-    },
-    Scenario {
-        name: "warm W=1000",
-        rabbit: Rabbit::Own,
-        webhooks: 1_000,
-        accounts: 100,
-        events: 10_000,
-        fan_out: 10,
-        warm_up: true,
-        ..Scenario::DEFAULT
-    },
-    Scenario {
-        name: "warm W=10000",
-        rabbit: Rabbit::Own,
-        webhooks: 10_000,
-        accounts: 1_000,
-        events: 10_000,
-        fan_out: 10,
-        warm_up: true,
-        ..Scenario::DEFAULT
-    },
-    // One process, then two sharing the work, on the same broker and the same load.
-    Scenario {
-        name: "procs=1 W=100",
-        rabbit: Rabbit::Own,
-        webhooks: 100,
-        accounts: 10,
-        events: 10_000,
-        fan_out: 10,
-        ..Scenario::DEFAULT
-    },
-    Scenario {
-        name: "procs=2 W=100",
-        rabbit: Rabbit::Own,
-        processes: 2,
-        webhooks: 100,
-        accounts: 10,
-        events: 10_000,
-        fan_out: 10,
-        ..Scenario::DEFAULT
-    },
-    // Classic and quorum shared queues on a three-node cluster, in a burst and at a steady
-    // rate (which shows the latency of the pipeline rather than of the queue draining).
-    Scenario {
-        name: "cluster classic W=10 burst",
-        rabbit: Rabbit::Cluster(QueueType::Classic),
-        webhooks: 10,
-        events: 5_000,
-        fan_out: 10,
-        ..Scenario::DEFAULT
-    },
-    Scenario {
-        name: "cluster quorum W=10 burst",
-        rabbit: Rabbit::Cluster(QueueType::Quorum),
-        webhooks: 10,
-        events: 5_000,
-        fan_out: 10,
-        ..Scenario::DEFAULT
-    },
-    // Last: tearing down 1 000 queues keeps RabbitMQ busy for a while after.
-    Scenario {
-        name: "W=1000/100 accounts burst",
-        webhooks: 1_000,
-        accounts: 100,
-        events: 20_000,
-        fan_out: 10,
-        ..Scenario::DEFAULT
-    },
-];
 
 #[derive(Serialize)]
 struct Figures {
@@ -325,59 +77,6 @@ struct Figures {
     old_logs_deleted: usize,
 }
 
-fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
-}
-
-/// The sinks: count deliveries and keep each one's publish-to-receipt latency. Paths under
-/// `/fail/` answer 503 and those under `/hang/` never answer; they are only counted.
-#[derive(Default)]
-struct Sink {
-    received: AtomicU64,
-    latencies_us: Mutex<Vec<u64>>,
-    failed_503: AtomicU64,
-    hung: AtomicU64,
-}
-
-async fn sink(State(sink): State<Arc<Sink>>, body: Bytes) -> StatusCode {
-    let now = now_ns();
-    let sent = serde_json::from_slice::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|v| v["data"]["sent_at_ns"].as_u64());
-    if let Some(sent) = sent {
-        if let Ok(mut l) = sink.latencies_us.lock() {
-            l.push(now.saturating_sub(sent) / 1000);
-        }
-    }
-    sink.received.fetch_add(1, Ordering::Relaxed);
-    StatusCode::OK
-}
-
-async fn start_sink(sink: Arc<Sink>) -> anyhow::Result<String> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", listener.local_addr()?);
-    let app = axum::Router::new().fallback(sink_route).with_state(sink);
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    Ok(url)
-}
-
-async fn sink_route(state: State<Arc<Sink>>, uri: axum::http::Uri, body: Bytes) -> StatusCode {
-    if uri.path().starts_with("/fail/") {
-        state.failed_503.fetch_add(1, Ordering::Relaxed);
-        return StatusCode::SERVICE_UNAVAILABLE;
-    }
-    if uri.path().starts_with("/hang/") {
-        state.hung.fetch_add(1, Ordering::Relaxed);
-        std::future::pending::<()>().await;
-    }
-    sink(state, body).await
-}
-
 async fn start_service(
     binary: &Path,
     db: &TestDb,
@@ -393,24 +92,6 @@ async fn start_service(
     hookrelay_tests::spawn_service(binary, &env)
         .await
         .map_err(|e| anyhow::anyhow!("{e} (run `cargo build --release -p hookrelay` first)"))
-}
-
-/// A memory figure of the service from `/proc/<pid>/status` (`VmHWM`, `VmRSS`), in MiB.
-pub(crate) fn memory_mb(pid: u32, field: &str) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
-/// The service's peak resident memory so far, in MiB.
-fn peak_rss_mb(pid: u32) -> f64 {
-    memory_mb(pid, "VmHWM:")
 }
 
 fn percentile(sorted: &[u64], p: f64) -> f64 {
@@ -469,27 +150,6 @@ struct Place<'a> {
     rabbit_pids: &'a [u32],
     db: &'a TestDb,
     namespace: &'a str,
-}
-
-/// CPU seconds a process has used so far (user and system), from `/proc/<pid>/stat`.
-fn cpu_seconds(pid: u32) -> f64 {
-    let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            // The fields after the command name, which is in parentheses.
-            let rest = s.rsplit_once(')')?.1;
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            let user: f64 = fields.get(11)?.parse().ok()?;
-            let system: f64 = fields.get(12)?.parse().ok()?;
-            Some(user + system)
-        })
-        .unwrap_or(0.0);
-    // Linux reports in USER_HZ, which is 100 on every architecture hookrelay builds for.
-    ticks / 100.0
-}
-
-fn cpu_of(pids: &[u32]) -> f64 {
-    pids.iter().map(|p| cpu_seconds(*p)).sum()
 }
 
 /// Migrates the database and fills it with `count` finished logs, two days old, each with

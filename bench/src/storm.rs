@@ -23,7 +23,7 @@ pub struct StormFigures {
 
 /// The service's resident memory now, in MiB.
 fn rss_mb(pid: u32) -> f64 {
-    crate::memory_mb(pid, "VmRSS:")
+    crate::process::memory_mb(pid, "VmRSS:")
 }
 
 pub async fn run(

@@ -1,0 +1,256 @@
+//! The scenarios `make bench` runs, each on fresh services, database and namespace.
+
+use hookrelay_broker::QueueType;
+
+#[derive(Clone, Copy)]
+pub(crate) enum Pace {
+    /// Publish everything at once, as fast as confirms allow.
+    Burst,
+    /// A steady rate of events per second.
+    Steady(u32),
+}
+
+/// Which RabbitMQ a scenario runs against.
+#[derive(Clone, Copy)]
+pub(crate) enum Rabbit {
+    /// The machine's, on 5672.
+    Shared,
+    /// A node of the scenario's own, with the open-files limit RabbitMQ asks for in
+    /// production: thousands of webhook queues holding messages need it.
+    Own,
+    /// A three-node cluster of the scenario's own, with this queue type.
+    Cluster(QueueType),
+}
+
+pub(crate) struct Scenario {
+    pub(crate) name: &'static str,
+    pub(crate) rabbit: Rabbit,
+    /// `hookrelay serve` processes sharing the work.
+    pub(crate) processes: usize,
+    pub(crate) webhooks: usize,
+    pub(crate) accounts: usize,
+    pub(crate) events: usize,
+    pub(crate) pace: Pace,
+    /// Webhooks each event matches.
+    pub(crate) fan_out: usize,
+    /// Accounts whose first webhook fails: the first half of them answer 503, the others
+    /// hang until the request timeout.
+    pub(crate) failing: usize,
+    /// Finished logs older than `log_retention` (1 h here) in the database before the
+    /// service starts: its retention job deletes them while the scenario runs.
+    pub(crate) old_logs: usize,
+    /// Whether every webhook gets one delivery, unmeasured, before the measured ones: the
+    /// cost of a delivery in steady operation, without a webhook's first. RabbitMQ creates a
+    /// classic queue's files at its first message, and hookrelay's cost per delivery grows
+    /// while the broker is slow; at ten deliveries a webhook, a tenth are firsts.
+    pub(crate) warm_up: bool,
+}
+
+impl Scenario {
+    /// What a scenario is unless it says otherwise: one process on the shared broker, a
+    /// burst, one account, each event to one healthy webhook, no old logs.
+    pub(crate) const DEFAULT: Self = Self {
+        name: "",
+        rabbit: Rabbit::Shared,
+        processes: 1,
+        webhooks: 1,
+        accounts: 1,
+        events: 10_000,
+        pace: Pace::Burst,
+        fan_out: 1,
+        failing: 0,
+        old_logs: 0,
+        warm_up: false,
+    };
+}
+
+/// Whether `--only only` runs the scenario `name`.
+pub(crate) fn selected(only: &str, name: &str) -> bool {
+    let exact = SCENARIOS.iter().any(|s| s.name == only) || only == "storm";
+    if exact {
+        name == only
+    } else {
+        name.contains(only)
+    }
+}
+
+pub(crate) const SCENARIOS: [Scenario; 19] = [
+    Scenario {
+        name: "W=1 burst",
+        webhooks: 1,
+        events: 20_000,
+        ..Scenario::DEFAULT
+    },
+    Scenario {
+        name: "W=10 burst",
+        webhooks: 10,
+        events: 5_000,
+        fan_out: 10,
+        ..Scenario::DEFAULT
+    },
+    // 10 webhooks, one per account, events spread over the accounts: 1 000 deliveries/s.
+    Scenario {
+        name: "W=10 steady 1000 ev/s",
+        webhooks: 10,
+        accounts: 10,
+        events: 15_000,
+        pace: Pace::Steady(1_000),
+        ..Scenario::DEFAULT
+    },
+    // 100 webhooks in 10 accounts, every event to the 10 of one account; then the same with
+    // one webhook of each account failing (5 answering 503, 5 hanging until the timeout):
+    // what the failing ones cost the healthy ones, in a burst and at a steady rate.
+    Scenario {
+        name: "W=100 healthy burst",
+        webhooks: 100,
+        accounts: 10,
+        events: 10_000,
+        fan_out: 10,
+        ..Scenario::DEFAULT
+    },
+    Scenario {
+        name: "W=100 10 failing burst",
+        webhooks: 100,
+        accounts: 10,
+        events: 10_000,
+        fan_out: 10,
+        failing: 10,
+        ..Scenario::DEFAULT
+    },
+    Scenario {
+        name: "W=100 healthy steady",
+        webhooks: 100,
+        accounts: 10,
+        events: 3_000,
+        pace: Pace::Steady(100),
+        fan_out: 10,
+        ..Scenario::DEFAULT
+    },
+    Scenario {
+        name: "W=100 10 failing steady",
+        webhooks: 100,
+        accounts: 10,
+        events: 3_000,
+        pace: Pace::Steady(100),
+        fan_out: 10,
+        failing: 10,
+        ..Scenario::DEFAULT
+    },
+    // The steady scenario again, while the retention job deletes 300 000 old logs (and as
+    // many attempts) beside it: what retention costs the pipeline.
+    Scenario {
+        name: "W=10 steady + retention",
+        webhooks: 10,
+        accounts: 10,
+        events: 15_000,
+        pace: Pace::Steady(1_000),
+        old_logs: 300_000,
+        ..Scenario::DEFAULT
+    },
+    // The cost of a delivery as webhooks grow: the same 100 000 deliveries (10 000 events,
+    // each to the 10 webhooks of one account) to 10, 1 000 and 10 000 webhooks, each on a
+    // broker node of its own so that its CPU time can be told apart.
+    Scenario {
+        name: "cost W=10",
+        rabbit: Rabbit::Own,
+        webhooks: 10,
+        events: 10_000,
+        fan_out: 10,
+        ..Scenario::DEFAULT
+    },
+    Scenario {
+        name: "cost W=1000",
+        rabbit: Rabbit::Own,
+        webhooks: 1_000,
+        accounts: 100,
+        events: 10_000,
+        fan_out: 10,
+        ..Scenario::DEFAULT
+    },
+    Scenario {
+        name: "cost W=10000",
+        rabbit: Rabbit::Own,
+        webhooks: 10_000,
+        accounts: 1_000,
+        events: 10_000,
+        fan_out: 10,
+        ..Scenario::DEFAULT
+    },
+    // The same, after one unmeasured delivery to every webhook: the cost in steady operation.
+    Scenario {
+        name: "warm W=10",
+        rabbit: Rabbit::Own,
+        webhooks: 10,
+        events: 10_000,
+        fan_out: 10,
+        warm_up: true,
+        ..Scenario::DEFAULT
+    },
+    Scenario {
+        name: "warm W=1000",
+        rabbit: Rabbit::Own,
+        webhooks: 1_000,
+        accounts: 100,
+        events: 10_000,
+        fan_out: 10,
+        warm_up: true,
+        ..Scenario::DEFAULT
+    },
+    Scenario {
+        name: "warm W=10000",
+        rabbit: Rabbit::Own,
+        webhooks: 10_000,
+        accounts: 1_000,
+        events: 10_000,
+        fan_out: 10,
+        warm_up: true,
+        ..Scenario::DEFAULT
+    },
+    // One process, then two sharing the work, on the same broker and the same load.
+    Scenario {
+        name: "procs=1 W=100",
+        rabbit: Rabbit::Own,
+        webhooks: 100,
+        accounts: 10,
+        events: 10_000,
+        fan_out: 10,
+        ..Scenario::DEFAULT
+    },
+    Scenario {
+        name: "procs=2 W=100",
+        rabbit: Rabbit::Own,
+        processes: 2,
+        webhooks: 100,
+        accounts: 10,
+        events: 10_000,
+        fan_out: 10,
+        ..Scenario::DEFAULT
+    },
+    // Classic and quorum shared queues on a three-node cluster, in a burst and at a steady
+    // rate (which shows the latency of the pipeline rather than of the queue draining).
+    Scenario {
+        name: "cluster classic W=10 burst",
+        rabbit: Rabbit::Cluster(QueueType::Classic),
+        webhooks: 10,
+        events: 5_000,
+        fan_out: 10,
+        ..Scenario::DEFAULT
+    },
+    Scenario {
+        name: "cluster quorum W=10 burst",
+        rabbit: Rabbit::Cluster(QueueType::Quorum),
+        webhooks: 10,
+        events: 5_000,
+        fan_out: 10,
+        ..Scenario::DEFAULT
+    },
+    // Last: tearing down 1 000 queues keeps RabbitMQ busy for a while after.
+    Scenario {
+        name: "W=1000/100 accounts burst",
+        webhooks: 1_000,
+        accounts: 100,
+        events: 20_000,
+        fan_out: 10,
+        ..Scenario::DEFAULT
+    },
+];
