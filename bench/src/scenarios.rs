@@ -64,6 +64,21 @@ impl Scenario {
     };
 }
 
+/// A scenario of the cost of a delivery: 10 000 events, each to the 10 webhooks of one of
+/// `accounts`, on a RabbitMQ node of its own.
+const fn cost(name: &'static str, webhooks: usize, accounts: usize, warm_up: bool) -> Scenario {
+    Scenario {
+        name,
+        rabbit: Rabbit::Own,
+        webhooks,
+        accounts,
+        events: 10_000,
+        fan_out: 10,
+        warm_up,
+        ..Scenario::DEFAULT
+    }
+}
+
 /// Whether `--only only` runs the scenario `name`.
 pub(crate) fn selected(only: &str, name: &str) -> bool {
     let exact = SCENARIOS.iter().any(|s| s.name == only) || only == "storm";
@@ -150,62 +165,13 @@ pub(crate) const SCENARIOS: [Scenario; 19] = [
     // The cost of a delivery as webhooks grow: the same 100 000 deliveries (10 000 events,
     // each to the 10 webhooks of one account) to 10, 1 000 and 10 000 webhooks, each on a
     // broker node of its own so that its CPU time can be told apart.
-    Scenario {
-        name: "cost W=10",
-        rabbit: Rabbit::Own,
-        webhooks: 10,
-        events: 10_000,
-        fan_out: 10,
-        ..Scenario::DEFAULT
-    },
-    Scenario {
-        name: "cost W=1000",
-        rabbit: Rabbit::Own,
-        webhooks: 1_000,
-        accounts: 100,
-        events: 10_000,
-        fan_out: 10,
-        ..Scenario::DEFAULT
-    },
-    Scenario {
-        name: "cost W=10000",
-        rabbit: Rabbit::Own,
-        webhooks: 10_000,
-        accounts: 1_000,
-        events: 10_000,
-        fan_out: 10,
-        ..Scenario::DEFAULT
-    },
+    cost("cost W=10", 10, 1, false),
+    cost("cost W=1000", 1_000, 100, false),
+    cost("cost W=10000", 10_000, 1_000, false),
     // The same, after one unmeasured delivery to every webhook: the cost in steady operation.
-    Scenario {
-        name: "warm W=10",
-        rabbit: Rabbit::Own,
-        webhooks: 10,
-        events: 10_000,
-        fan_out: 10,
-        warm_up: true,
-        ..Scenario::DEFAULT
-    },
-    Scenario {
-        name: "warm W=1000",
-        rabbit: Rabbit::Own,
-        webhooks: 1_000,
-        accounts: 100,
-        events: 10_000,
-        fan_out: 10,
-        warm_up: true,
-        ..Scenario::DEFAULT
-    },
-    Scenario {
-        name: "warm W=10000",
-        rabbit: Rabbit::Own,
-        webhooks: 10_000,
-        accounts: 1_000,
-        events: 10_000,
-        fan_out: 10,
-        warm_up: true,
-        ..Scenario::DEFAULT
-    },
+    cost("warm W=10", 10, 1, true),
+    cost("warm W=1000", 1_000, 100, true),
+    cost("warm W=10000", 10_000, 1_000, true),
     // One process, then two sharing the work, on the same broker and the same load.
     Scenario {
         name: "procs=1 W=100",
