@@ -41,8 +41,9 @@ pub(crate) struct Scenario {
     pub(crate) old_logs: usize,
     /// Whether every webhook gets one delivery, unmeasured, before the measured ones: the
     /// cost of a delivery in steady operation, without a webhook's first. RabbitMQ creates a
-    /// classic queue's files at its first message, and hookrelay's cost per delivery grows
-    /// while the broker is slow; at ten deliveries a webhook, a tenth are firsts.
+    /// classic queue's directory and files at its first message, and hookrelay's cost per
+    /// delivery grows while the broker is slow; at ten deliveries a webhook, a tenth are
+    /// firsts.
     pub(crate) warm_up: bool,
 }
 
