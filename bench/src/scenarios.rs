@@ -80,6 +80,18 @@ const fn cost(name: &'static str, webhooks: usize, accounts: usize, warm_up: boo
     }
 }
 
+/// A scenario of the cost of a delivery at a steady rate: 200 events a second for a minute,
+/// each to the 10 webhooks of one of `accounts`, after a warm-up, on a RabbitMQ node of its
+/// own.
+const fn paced(name: &'static str, webhooks: usize, accounts: usize) -> Scenario {
+    Scenario {
+        name,
+        pace: Pace::Steady(200),
+        events: 12_000,
+        ..cost(name, webhooks, accounts, true)
+    }
+}
+
 /// Whether `--only only` runs the scenario `name`.
 pub(crate) fn selected(only: &str, name: &str) -> bool {
     let exact = SCENARIOS.iter().any(|s| s.name == only) || only == "storm";
@@ -90,7 +102,7 @@ pub(crate) fn selected(only: &str, name: &str) -> bool {
     }
 }
 
-pub(crate) const SCENARIOS: [Scenario; 19] = [
+pub(crate) const SCENARIOS: [Scenario; 22] = [
     Scenario {
         name: "W=1 burst",
         webhooks: 1,
@@ -173,6 +185,11 @@ pub(crate) const SCENARIOS: [Scenario; 19] = [
     cost("warm W=10", 10, 1, true),
     cost("warm W=1000", 1_000, 100, true),
     cost("warm W=10000", 10_000, 1_000, true),
+    // The same webhooks at a steady 2 000 deliveries a second, which this machine keeps up
+    // with at W=10 000: the cost when queues do not back up, each message sent on at once.
+    paced("paced W=10", 10, 1),
+    paced("paced W=1000", 1_000, 100),
+    paced("paced W=10000", 10_000, 1_000),
     // One process, then two sharing the work, on the same broker and the same load.
     Scenario {
         name: "procs=1 W=100",
