@@ -40,7 +40,7 @@ pub(crate) struct Scenario {
     /// service starts: its retention job deletes them while the scenario runs.
     pub(crate) old_logs: usize,
     /// Whether every webhook gets one delivery, unmeasured, before the measured ones: the
-    /// cost of a delivery in steady operation, without a webhook's first. RabbitMQ creates a
+    /// cost of a delivery once every webhook has had its first. RabbitMQ creates a
     /// classic queue's directory and files at its first message, and hookrelay's cost per
     /// delivery grows while the broker is slow; at ten deliveries a webhook, a tenth are
     /// firsts.
@@ -181,7 +181,7 @@ pub(crate) const SCENARIOS: [Scenario; 22] = [
     cost("cost W=10", 10, 1, false),
     cost("cost W=1000", 1_000, 100, false),
     cost("cost W=10000", 10_000, 1_000, false),
-    // The same, after one unmeasured delivery to every webhook: the cost in steady operation.
+    // The same, after one unmeasured delivery to every webhook.
     cost("warm W=10", 10, 1, true),
     cost("warm W=1000", 1_000, 100, true),
     cost("warm W=10000", 10_000, 1_000, true),
