@@ -534,6 +534,15 @@ async fn a_webhook_queue_lost_behind_the_services_back_is_recreated_without_loss
 
     // The fan-out has declared this queue already and will not declare it again: what it
     // publishes now comes back unroutable and must be sent again, not dropped.
+    delete_webhook_queue(&app, &id).await;
+
+    let mut ids = first;
+    ids.extend(app.publish("Contact.created", "acc", json!({}), 50).await);
+    receiver.wait_for_events(&ids, DEADLINE).await;
+}
+
+/// Deletes webhook `id`'s queue, with what it holds, as a broker that lost it would.
+async fn delete_webhook_queue(app: &TestApp, id: &str) {
     let connection = std::sync::Arc::new(
         hookrelay_broker::connect(&app.amqp_url)
             .await
@@ -541,15 +550,75 @@ async fn a_webhook_queue_lost_behind_the_services_back_is_recreated_without_loss
     );
     let declarer = hookrelay_broker::Declarer::new(connection.clone());
     hookrelay_broker::Topology::new(&app.namespace)
-        .delete_webhook(&declarer, &id)
+        .delete_webhook(&declarer, id)
         .await
         .expect("queue deleted");
     declarer.close().await;
     let _ = connection.close(200, "done".into()).await;
+}
 
-    let mut ids = first;
-    ids.extend(app.publish("Contact.created", "acc", json!({}), 50).await);
+#[tokio::test]
+async fn deliveries_in_a_webhook_queue_the_broker_lost_are_sent_from_their_logs() {
+    let app = spawn_app_with(|s| s.max_in_flight_per_webhook = 1).await;
+    let receiver = Receiver::start().await;
+    // The first request is held: the other deliveries wait in the webhook's queue.
+    receiver.answer(Behaviour::Held(200));
+    let id = app
+        .webhook("acc", &receiver.url, &["Contact.created"], json!({}))
+        .await;
+    let db = app.db.connect().await;
+    let ids = app.publish("Contact.created", "acc", json!({}), 20).await;
+    receiver.wait_for(1, DEADLINE).await;
+    // One request held, one delivery prefetched, the other 18 ready in the queue.
+    let connection = hookrelay_broker::connect(&app.amqp_url)
+        .await
+        .expect("a connection");
+    let queue = hookrelay_broker::Topology::new(&app.namespace).webhook_queue(&id);
+    wait_for("18 deliveries in the queue", DEADLINE, || async {
+        let channel = connection.create_channel().await.ok()?;
+        let passive = hookrelay_broker::lapin::options::QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let declared = channel
+            .queue_declare(queue.as_str().into(), passive, Default::default())
+            .await
+            .ok()?;
+        let _ = channel.close(200, "counted".into()).await;
+        (declared.message_count() == 18).then_some(())
+    })
+    .await;
+    let _ = connection.close(200, "done".into()).await;
+
+    // The broker loses the queue and the 18 deliveries in it (a node lost with its disk,
+    // say). hookrelay finds the queue it had declared gone, declares it again, and sends
+    // every unfinished delivery again from its log.
+    delete_webhook_queue(&app, &id).await;
+    receiver.answer(Behaviour::Status(200));
+    receiver.release();
     receiver.wait_for_events(&ids, DEADLINE).await;
+    wait_for("every log succeeded", DEADLINE, || async {
+        let n: i64 = db
+            .query_one(
+                "SELECT count(*) FROM webhook_logs WHERE status = 'succeeded'",
+                &[],
+            )
+            .await
+            .ok()?
+            .get(0);
+        (n == 20).then_some(())
+    })
+    .await;
+    let requeued: i64 = db
+        .query_one("SELECT count(*) FROM webhook_logs WHERE requeues = 1", &[])
+        .await
+        .expect("a count")
+        .get(0);
+    assert!(requeued >= 18, "{requeued} logs queued again");
+    // Only what was in flight when the queue went (one request, one prefetched) may have
+    // gone out twice.
+    let received = receiver.count();
+    assert!(received <= 20 + 2, "{received} requests for 20 events");
 }
 
 #[tokio::test]

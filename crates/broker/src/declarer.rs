@@ -45,6 +45,12 @@ pub fn queue_unavailable(e: &lapin::Error) -> bool {
         if e.get_id() == NOT_FOUND && !e.get_message().as_str().contains("NOT_FOUND - no "))
 }
 
+/// RabbitMQ's answer to a passive declaration of a queue that does not exist.
+pub fn queue_missing(e: &lapin::Error) -> bool {
+    matches!(e.kind(), lapin::ErrorKind::ProtocolError(e)
+        if e.get_id() == NOT_FOUND && e.get_message().as_str().starts_with("NOT_FOUND - no queue "))
+}
+
 pub struct Declarer {
     connection: Arc<Connection>,
     channel: tokio::sync::Mutex<Option<Channel>>,
@@ -215,6 +221,12 @@ mod tests {
                 missing
             )));
         }
+        let no_queue = refused(
+            AMQPSoftError::NOTFOUND,
+            "NOT_FOUND - no queue 'ns.webhook.1' in vhost '/'",
+        );
+        assert!(queue_missing(&no_queue));
+        assert!(!queue_missing(&refused(AMQPSoftError::NOTFOUND, down)));
         let other_arguments = "PRECONDITION_FAILED - inequivalent arg 'x-queue-version'";
         let mismatch = refused(AMQPSoftError::PRECONDITIONFAILED, other_arguments);
         assert!(!queue_unavailable(&mismatch) && precondition_failed(&mismatch));

@@ -15,7 +15,7 @@ mod publisher;
 mod topology;
 
 pub use channels::{ConsumerChannels, Consuming};
-pub use declarer::{queue_unavailable, Declarer};
+pub use declarer::{queue_missing, queue_unavailable, Declarer};
 pub use lapin;
 pub use publisher::{NoRoutes, Outgoing, PublishError, Publisher, Reroute, ReturnHandler};
 pub use topology::{QueueType, Topology, DUE_HEADER, TIER_HEADER};

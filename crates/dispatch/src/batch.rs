@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
 use crate::publish::{self, Routes, WebhookQueues};
+use crate::recover::Recovery;
 use crate::subscriptions::Subscriptions;
 
 const MAX_BATCH: usize = 256;
@@ -38,11 +39,12 @@ impl BatchPublisher {
         topology: Topology,
         subscriptions: Arc<Subscriptions>,
         store: Store,
+        recovery: Recovery,
     ) -> Self {
         let (tx, mut rx) = mpsc::channel::<(Outgoing, Reply)>(QUEUE);
         tokio::spawn(async move {
             let mut publisher: Option<Publisher> = None;
-            let mut queues = WebhookQueues::default();
+            let mut queues = WebhookQueues::telling(recovery);
             let mut buffer = Vec::with_capacity(MAX_BATCH);
             while rx.recv_many(&mut buffer, MAX_BATCH).await > 0 {
                 let (messages, replies): (Vec<Outgoing>, Vec<Reply>) = buffer.drain(..).unzip();

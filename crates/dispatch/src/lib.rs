@@ -143,6 +143,19 @@ impl Dispatcher {
             shutdown.clone(),
         ));
 
+        // Before the workers: each tells it of the webhook queues it had to make.
+        let recovery = Recovery::new(recover::Parts {
+            topology: topology.clone(),
+            subscriptions: subscriptions.clone(),
+            store: store.clone(),
+            broker: broker.clone(),
+            metrics: metrics.clone(),
+            origin: origin.clone(),
+            rate: config.requeue_rate,
+            shutdown: shutdown.clone(),
+            tracker: tracker.clone(),
+            known: recover::KnownQueues::default(),
+        });
         let sender = http::Sender::new(config.allow_private_networks, config.max_in_flight_total)?;
         let writer = writer::AttemptWriter::start(store.clone(), tracker);
         let deliver = Arc::new(deliver::Context {
@@ -166,25 +179,16 @@ impl Dispatcher {
             health: deliver::HealthBook::default(),
             saved_health: deliver::HealthLookup::start(store.clone()),
             origin: origin.clone(),
+            recovery: recovery.clone(),
         });
         tracker.spawn(deliver::run(deliver, broker.clone(), shutdown.clone()));
         let router = Arc::new(router::Context {
             topology: topology.clone(),
             subscriptions: subscriptions.clone(),
             store: store.clone(),
+            recovery: recovery.clone(),
         });
         tracker.spawn(router::run(router, broker.clone(), shutdown.clone()));
-        let recovery = Recovery::new(recover::Parts {
-            topology: topology.clone(),
-            subscriptions: subscriptions.clone(),
-            store: store.clone(),
-            broker: broker.clone(),
-            metrics: metrics.clone(),
-            origin: origin.clone(),
-            rate: config.requeue_rate,
-            shutdown: shutdown.clone(),
-            tracker: tracker.clone(),
-        });
 
         tracker.spawn(retention::run(
             store.clone(),
@@ -204,6 +208,7 @@ impl Dispatcher {
                 from_hookrelay: false,
             },
             origin,
+            recovery: recovery.clone(),
         });
         for worker in 0..config.ingest_workers.max(1) {
             tracker.spawn(fanout::run(

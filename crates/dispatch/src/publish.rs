@@ -5,7 +5,8 @@
 //! whose webhook queue is missing gets the queue declared and is sent again, unless its webhook
 //! was deleted (then the message is dropped, and the caller ends the webhook's open logs once
 //! it holds no lock on them: [`end_dropped`]); anything else whose queue is missing gets the
-//! namespace's topology declared again.
+//! namespace's topology declared again. Webhook queues are declared through recovery, which
+//! tells a queue the broker lost from a new one ([`Recovery::declare_queue`]).
 //!
 //! A webhook queue that exists but cannot be reached (on a cluster, a classic queue lives on
 //! one node, and that node is down) takes no message: one published to it comes back, and
@@ -29,6 +30,7 @@ use hookrelay_store::{Store, StoreError};
 use tracing::{error, info, warn};
 use uuid::Uuid;
 
+use crate::recover::Recovery;
 use crate::subscriptions::Subscriptions;
 
 /// How long the deliveries of a webhook whose queue cannot be reached wait before they are
@@ -45,9 +47,19 @@ pub struct WebhookQueues {
     /// Whether the delay tiers have been declared on this publisher's channel, which the
     /// first delivery it sends round an unreachable queue needs.
     tiers: bool,
+    /// Declares the queues, telling a lost one from a new one ([`Recovery::declare_queue`]).
+    recovery: Option<Recovery>,
 }
 
 impl WebhookQueues {
+    /// Knows nothing yet, and declares queues through `recovery`.
+    pub fn telling(recovery: Recovery) -> Self {
+        Self {
+            recovery: Some(recovery),
+            ..Self::default()
+        }
+    }
+
     /// Makes sure webhook `id`'s queue exists; `false` when it cannot be reached, now or
     /// less than [`UNREACHABLE_WAIT`] ago. Declaring is idempotent, so a webhook created a
     /// moment ago, whose queue the delivery workers have not declared yet, loses nothing.
@@ -67,7 +79,11 @@ impl WebhookQueues {
         {
             return Ok(false);
         }
-        match topology.declare_webhook(declarer, &id.to_string()).await {
+        let declared = match &self.recovery {
+            Some(recovery) => recovery.declare_queue(declarer, id).await,
+            None => topology.declare_webhook(declarer, &id.to_string()).await,
+        };
+        match declared {
             Ok(()) => {
                 self.declared.insert(id);
                 if self.unreachable.remove(&id).is_some() {
@@ -96,7 +112,10 @@ impl WebhookQueues {
 
     /// Forgets everything, for a new channel.
     pub fn clear(&mut self) {
-        *self = Self::default();
+        *self = Self {
+            recovery: self.recovery.take(),
+            ..Self::default()
+        };
     }
 }
 

@@ -1,5 +1,6 @@
 //! Queueing deliveries again by hand: one log (`POST /v1/logs/{id}/retry`), or every failed
-//! log of a window (`…/recover`, `POST /v1/logs/retry`).
+//! log of a window (`…/recover`, `POST /v1/logs/retry`); and by itself, every unfinished log
+//! of a webhook whose queue the broker lost ([`Recovery::queue_lost`]).
 //!
 //! A queued-again delivery carries the log's new `requeues` count: it gets one attempt, keeps
 //! its `webhook-id`, and its log goes `pending` → `succeeded` | `failed`. A delivery of the
@@ -17,7 +18,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hookrelay_broker::{Broker, PublishError, Publisher, Topology};
+use hookrelay_broker::{Broker, Declarer, PublishError, Publisher, Topology};
 use hookrelay_core::{ops, DeliveryTask, DeliveryV1};
 use hookrelay_metrics::Metrics;
 use hookrelay_store::{LogToRequeue, RequeueFilter, Store, StoreError};
@@ -63,6 +64,32 @@ pub struct Parts {
     /// Jobs stop between two batches when it is cancelled, and the tracker waits for them.
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
+    /// The webhook queues this process has declared, on any connection.
+    pub known: KnownQueues,
+}
+
+/// The webhook queues a process has declared, over all its connections: one found missing
+/// later was lost by the broker. An id per webhook the process has served, kept while it
+/// runs (16 bytes each); a deleted webhook's stays, and is never asked about again.
+#[derive(Default)]
+pub struct KnownQueues(std::sync::Mutex<HashSet<Uuid>>);
+
+impl KnownQueues {
+    // A poisoned lock still holds a whole set: inserting and looking up cannot leave it
+    // half-changed. Reading it as empty would miss every loss.
+    fn contains(&self, id: Uuid) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(&id)
+    }
+
+    fn insert(&self, id: Uuid) {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(id);
+    }
 }
 
 impl Recovery {
@@ -140,11 +167,74 @@ impl Recovery {
     /// Starts queueing again the `failed` logs that `filter` selects, paced, in the
     /// background; answers how many there are now.
     pub async fn requeue(&self, filter: RequeueFilter) -> Result<i64, RecoverError> {
+        self.start_job(RequeueFilter {
+            only_failed: true,
+            ..filter
+        })
+        .await
+    }
+
+    /// Declares webhook `id`'s queue (idempotent). One this process has seen exist, on any
+    /// connection, and now finds missing, the broker lost, with the deliveries in it: once it
+    /// is made again, they are queued again from their logs ([`Recovery::queue_lost`]).
+    pub async fn declare_queue(
+        &self,
+        declarer: &Declarer,
+        id: Uuid,
+    ) -> Result<(), hookrelay_broker::lapin::Error> {
+        let topology = &self.inner.topology;
+        let queue = topology.webhook_queue(&id.to_string());
+        let lost = self.inner.known.contains(id)
+            && match declarer.exists(&queue).await {
+                Ok(()) => false,
+                Err(e) if hookrelay_broker::queue_missing(&e) => true,
+                Err(e) => return Err(e),
+            };
+        topology.declare_webhook(declarer, &id.to_string()).await?;
+        self.inner.known.insert(id);
+        if lost {
+            self.queue_lost(id);
+        }
+        Ok(())
+    }
+
+    /// Webhook `id`'s queue, declared before, was found missing, and declared again: the
+    /// broker lost it (a node lost with its disk, the queue deleted by hand) and the
+    /// deliveries in it, while their logs still say `pending` or `retrying`. Queues every such
+    /// log of the webhook again, in the background, paced like any job. A copy that was not
+    /// lost (a retry waiting in a delay tier) is now stale, and is acked without being sent
+    /// when it comes.
+    fn queue_lost(&self, id: Uuid) {
+        let recovery = self.clone();
+        self.inner.tracker.spawn(async move {
+            let unfinished = RequeueFilter {
+                webhook_id: Some(id),
+                only_unfinished: true,
+                ..RequeueFilter::default()
+            };
+            match recovery.start_job(unfinished).await {
+                Ok(0) => {}
+                Ok(logs) => warn!(
+                    webhook_id = %id,
+                    logs,
+                    "a webhook queue was missing (lost by the broker?); queueing its unfinished deliveries again"
+                ),
+                Err(e) => warn!(
+                    webhook_id = %id,
+                    error = %crate::error_chain(&e),
+                    "a webhook queue was missing (lost by the broker?) and its unfinished deliveries cannot be queued again now; retry them by hand (POST /v1/logs/<log id>/retry)"
+                ),
+            }
+        });
+    }
+
+    /// Starts a job that queues again the logs `filter` selects, among those of webhooks that
+    /// still exist and that nothing changed since now; answers how many there are.
+    async fn start_job(&self, filter: RequeueFilter) -> Result<i64, RecoverError> {
         if !self.inner.broker.is_connected() {
             return Err(RecoverError::BrokerDown);
         }
         let filter = RequeueFilter {
-            only_failed: true,
             webhook_exists: true,
             // The database's clock, as the rows' `updated_at` is.
             changed_before: Some(self.inner.store.now().await?),
@@ -208,7 +298,7 @@ impl Parts {
             logs = expected,
             rate = self.rate,
             ?filter,
-            "queueing failed deliveries again"
+            "queueing deliveries again"
         );
         let started = Instant::now();
         let batch = BATCH.min(i64::from(self.rate));

@@ -45,6 +45,7 @@ pub struct Context {
     pub topology: Topology,
     pub subscriptions: Arc<Subscriptions>,
     pub store: Store,
+    pub recovery: crate::recover::Recovery,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -91,7 +92,7 @@ async fn route(
         )
         .await?;
         info!(queue = %ctx.topology.due_queue(), "retry router consuming");
-        let mut queues = WebhookQueues::default();
+        let mut queues = WebhookQueues::telling(ctx.recovery.clone());
         loop {
             let first = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),

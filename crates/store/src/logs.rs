@@ -78,7 +78,8 @@ pub struct AttemptRecord {
     pub next_attempt_at: Option<DateTime<Utc>>,
 }
 
-/// Which logs to queue again: one by id whatever its status, or the `failed` ones of a window.
+/// Which logs to queue again: one by id whatever its status, the `failed` ones of a window,
+/// or the unfinished ones of a webhook whose queue the broker lost.
 #[derive(Debug, Clone, Default)]
 pub struct RequeueFilter {
     pub log_id: Option<Uuid>,
@@ -92,6 +93,9 @@ pub struct RequeueFilter {
     pub until: Option<DateTime<Utc>>,
     /// Only `failed` logs.
     pub only_failed: bool,
+    /// Only logs not finished yet (`pending`, `retrying`): those whose delivery messages a
+    /// broker that lost a queue took with it.
+    pub only_unfinished: bool,
     /// Only logs last changed at or before this time: a job queueing logs again in batches
     /// sets it to its start, so that a log it queued, which failed again since, is not
     /// queued a second time by the same job.
@@ -110,10 +114,11 @@ const REQUEUE_WHERE: &str = "($1::uuid IS NULL OR id = $1)
     AND ($6::timestamptz IS NULL OR created_at < $6)
     AND (NOT $7 OR status = 'failed')
     AND ($8::timestamptz IS NULL OR updated_at <= $8)
-    AND (NOT $9 OR EXISTS (SELECT 1 FROM webhooks w WHERE w.id = webhook_logs.webhook_id))";
+    AND (NOT $9 OR EXISTS (SELECT 1 FROM webhooks w WHERE w.id = webhook_logs.webhook_id))
+    AND (NOT $10 OR status IN ('pending', 'retrying'))";
 
 impl RequeueFilter {
-    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 9] {
+    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 10] {
         [
             &self.log_id,
             &self.account_id,
@@ -124,6 +129,7 @@ impl RequeueFilter {
             &self.only_failed,
             &self.changed_before,
             &self.webhook_exists,
+            &self.only_unfinished,
         ]
     }
 }

@@ -124,7 +124,9 @@ impl Worker {
     async fn open(&mut self, probe: bool) -> Result<Consuming, hookrelay_broker::lapin::Error> {
         // Should the declaration fail (a broker limit, say), only this webhook waits, retried
         // by the manager's next reconcile.
-        self.lines.ensure(&self.ctx.topology, self.id).await?;
+        self.lines
+            .ensure(&self.ctx.topology, &self.ctx.recovery, self.id)
+            .await?;
         let queue = self.ctx.topology.webhook_queue(&self.id.to_string());
         let channels = match probe {
             true => &self.lines.probes,

@@ -45,6 +45,7 @@ use uuid::Uuid;
 
 use crate::batch::BatchPublisher;
 use crate::http::Sender;
+use crate::recover::Recovery;
 use crate::subscriptions::Subscriptions;
 use crate::writer::AttemptWriter;
 
@@ -87,6 +88,8 @@ pub struct Context {
     pub saved_health: HealthLookup,
     /// Tags the events hookrelay publishes about webhooks as its own.
     pub origin: hookrelay_core::ops::OriginKey,
+    /// Declares webhook queues, telling one the broker lost from a new one.
+    pub recovery: Recovery,
 }
 
 /// Keeps one consumer running per active webhook until `shutdown`, across reconnections.
@@ -146,10 +149,12 @@ impl Lines {
     /// a missing queue would close a channel shared with hundreds of other consumers, while a
     /// declaration that fails costs the declarer's channel only. A queue this connection has
     /// declared is checked with a passive declaration (cheaper than declaring and binding
-    /// again): another process's sweep or an operator may have deleted it since.
+    /// again): the broker may have lost it since, or an operator deleted it. Others are
+    /// declared through recovery, which tells a lost queue from a new one.
     pub async fn ensure(
         &self,
         topology: &Topology,
+        recovery: &Recovery,
         id: Uuid,
     ) -> Result<(), hookrelay_broker::lapin::Error> {
         // A poisoned set only means declaring again, which is harmless.
@@ -168,9 +173,7 @@ impl Lines {
                 Err(_) => self.forget(id),
             }
         }
-        topology
-            .declare_webhook(self.declarer(id), &id.to_string())
-            .await?;
+        recovery.declare_queue(self.declarer(id), id).await?;
         if let Ok(mut declared) = self.declared.lock() {
             declared.insert(id);
         }
@@ -221,6 +224,7 @@ async fn manage(
         ctx.topology.clone(),
         ctx.subscriptions.clone(),
         ctx.store.clone(),
+        ctx.recovery.clone(),
     );
     let mut changes = ctx.subscriptions.changes();
     let mut running: HashMap<Uuid, Running> = HashMap::new();

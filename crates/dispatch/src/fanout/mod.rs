@@ -59,6 +59,8 @@ pub struct Context {
     pub intake: Intake,
     /// Verifies the origin tag of hookrelay's own events.
     pub origin: OriginKey,
+    /// Declares webhook queues, telling one the broker lost from a new one.
+    pub recovery: crate::recover::Recovery,
 }
 
 #[derive(Debug, thiserror::Error)]

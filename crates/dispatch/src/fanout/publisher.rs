@@ -24,7 +24,7 @@ impl Publisher {
         ctx.topology.declare_base(inner.declarer()).await?;
         Ok(Self {
             inner,
-            queues: WebhookQueues::default(),
+            queues: WebhookQueues::telling(ctx.recovery.clone()),
         })
     }
 
