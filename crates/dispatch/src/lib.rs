@@ -154,7 +154,6 @@ impl Dispatcher {
             rate: config.requeue_rate,
             shutdown: shutdown.clone(),
             tracker: tracker.clone(),
-            known: recover::KnownQueues::default(),
         });
         let sender = http::Sender::new(config.allow_private_networks, config.max_in_flight_total)?;
         let writer = writer::AttemptWriter::start(store.clone(), tracker);

@@ -48,6 +48,8 @@ pub enum RecoverError {
 #[derive(Clone)]
 pub struct Recovery {
     inner: Arc<Parts>,
+    /// The webhook queues this process has declared.
+    known: Arc<KnownQueues>,
 }
 
 /// What recovery works with.
@@ -64,15 +66,13 @@ pub struct Parts {
     /// Jobs stop between two batches when it is cancelled, and the tracker waits for them.
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
-    /// The webhook queues this process has declared, on any connection.
-    pub known: KnownQueues,
 }
 
-/// The webhook queues a process has declared, over all its connections: one found missing
-/// later was lost by the broker. An id per webhook the process has served, kept while it
-/// runs (16 bytes each); a deleted webhook's stays, and is never asked about again.
+/// The webhook queues a process has declared, over all its connections and reconnections:
+/// one found missing later was lost by the broker. An id per webhook the process serves (16
+/// bytes each), until the webhook is deleted and its queue removed.
 #[derive(Default)]
-pub struct KnownQueues(std::sync::Mutex<HashSet<Uuid>>);
+struct KnownQueues(std::sync::Mutex<HashSet<Uuid>>);
 
 impl KnownQueues {
     // A poisoned lock still holds a whole set: inserting and looking up cannot leave it
@@ -90,6 +90,13 @@ impl KnownQueues {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(id);
     }
+
+    fn remove(&self, id: Uuid) {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&id);
+    }
 }
 
 impl Recovery {
@@ -99,6 +106,7 @@ impl Recovery {
                 rate: parts.rate.max(1),
                 ..parts
             }),
+            known: Arc::default(),
         }
     }
 
@@ -174,24 +182,67 @@ impl Recovery {
         .await
     }
 
-    /// Declares webhook `id`'s queue (idempotent). One this process has seen exist, on any
-    /// connection, and now finds missing, the broker lost, with the deliveries in it: once it
-    /// is made again, they are queued again from their logs ([`Recovery::queue_lost`]).
+    /// Declares webhook `id`'s queue and binds it (idempotent). One this process has
+    /// declared before, on any connection, and now finds missing, the broker lost, with the
+    /// deliveries in it: once it is made again, they are queued again from their logs
+    /// ([`Recovery::queue_lost`]).
     pub async fn declare_queue(
         &self,
         declarer: &Declarer,
         id: Uuid,
     ) -> Result<(), hookrelay_broker::lapin::Error> {
-        let topology = &self.inner.topology;
-        let queue = topology.webhook_queue(&id.to_string());
-        let lost = self.inner.known.contains(id)
-            && match declarer.exists(&queue).await {
-                Ok(()) => false,
-                Err(e) if hookrelay_broker::queue_missing(&e) => true,
-                Err(e) => return Err(e),
-            };
-        topology.declare_webhook(declarer, &id.to_string()).await?;
-        self.inner.known.insert(id);
+        let lost = self.check_queue(declarer, id).await? == Some(false);
+        self.make_queue(declarer, id, lost).await
+    }
+
+    /// As [`Recovery::declare_queue`], for a consumer about to subscribe: a queue this
+    /// process has declared and finds there is only checked, which is cheaper than declaring
+    /// and binding it again.
+    pub async fn ensure_queue(
+        &self,
+        declarer: &Declarer,
+        id: Uuid,
+    ) -> Result<(), hookrelay_broker::lapin::Error> {
+        match self.check_queue(declarer, id).await? {
+            Some(true) => Ok(()),
+            checked => self.make_queue(declarer, id, checked == Some(false)).await,
+        }
+    }
+
+    /// The queue of deleted webhook `id` was removed on purpose: not a loss if missing later.
+    pub fn forget_queue(&self, id: Uuid) {
+        self.known.remove(id);
+    }
+
+    /// Whether webhook `id`'s queue exists, for one this process has declared; `None` for
+    /// the others, which are not checked.
+    async fn check_queue(
+        &self,
+        declarer: &Declarer,
+        id: Uuid,
+    ) -> Result<Option<bool>, hookrelay_broker::lapin::Error> {
+        if !self.known.contains(id) {
+            return Ok(None);
+        }
+        let queue = self.inner.topology.webhook_queue(&id.to_string());
+        match declarer.exists(&queue).await {
+            Ok(()) => Ok(Some(true)),
+            Err(e) if hookrelay_broker::queue_missing(&e) => Ok(Some(false)),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn make_queue(
+        &self,
+        declarer: &Declarer,
+        id: Uuid,
+        lost: bool,
+    ) -> Result<(), hookrelay_broker::lapin::Error> {
+        self.inner
+            .topology
+            .declare_webhook(declarer, &id.to_string())
+            .await?;
+        self.known.insert(id);
         if lost {
             self.queue_lost(id);
         }

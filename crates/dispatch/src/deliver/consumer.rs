@@ -124,9 +124,7 @@ impl Worker {
     async fn open(&mut self, probe: bool) -> Result<Consuming, hookrelay_broker::lapin::Error> {
         // Should the declaration fail (a broker limit, say), only this webhook waits, retried
         // by the manager's next reconcile.
-        self.lines
-            .ensure(&self.ctx.topology, &self.ctx.recovery, self.id)
-            .await?;
+        self.lines.ensure(&self.ctx.recovery, self.id).await?;
         let queue = self.ctx.topology.webhook_queue(&self.id.to_string());
         let channels = match probe {
             true => &self.lines.probes,
@@ -137,8 +135,7 @@ impl Worker {
             Ok(_) if self.unreachable.take().is_some() => {
                 info!(webhook_id = %self.id, "webhook queue reachable again; consuming it");
             }
-            Ok(_) => {}
-            Err(_) => self.lines.forget(self.id),
+            _ => {}
         }
         consuming
     }

@@ -124,9 +124,6 @@ pub struct Lines {
     pub full: ConsumerChannels,
     /// Probes of paused endpoints: a prefetch of one.
     pub probes: ConsumerChannels,
-    /// Webhook queues declared on this connection, so that a consumer that changes mode
-    /// does not declare its queue again.
-    declared: std::sync::Mutex<HashSet<Uuid>>,
 }
 
 impl Lines {
@@ -141,43 +138,18 @@ impl Lines {
                 CONSUMERS_PER_CHANNEL,
             ),
             probes: ConsumerChannels::new(connection.clone(), 1, CONSUMERS_PER_CHANNEL),
-            declared: std::sync::Mutex::new(HashSet::new()),
         }
     }
 
     /// Makes sure webhook `id`'s queue exists before a consumer subscribes to it: consuming
     /// a missing queue would close a channel shared with hundreds of other consumers, while a
-    /// declaration that fails costs the declarer's channel only. A queue this connection has
-    /// declared is checked with a passive declaration (cheaper than declaring and binding
-    /// again): the broker may have lost it since, or an operator deleted it. Others are
-    /// declared through recovery, which tells a lost queue from a new one.
+    /// declaration that fails costs the declarer's channel only.
     pub async fn ensure(
         &self,
-        topology: &Topology,
         recovery: &Recovery,
         id: Uuid,
     ) -> Result<(), hookrelay_broker::lapin::Error> {
-        // A poisoned set only means declaring again, which is harmless.
-        let known = self
-            .declared
-            .lock()
-            .map(|d| d.contains(&id))
-            .unwrap_or(false);
-        if known {
-            match self
-                .declarer(id)
-                .exists(&topology.webhook_queue(&id.to_string()))
-                .await
-            {
-                Ok(()) => return Ok(()),
-                Err(_) => self.forget(id),
-            }
-        }
-        recovery.declare_queue(self.declarer(id), id).await?;
-        if let Ok(mut declared) = self.declared.lock() {
-            declared.insert(id);
-        }
-        Ok(())
+        recovery.ensure_queue(self.declarer(id), id).await
     }
 
     /// The channel that declares webhook `id`'s queue.
@@ -188,12 +160,6 @@ impl Lines {
     /// The channel for everything else.
     fn first(&self) -> &Declarer {
         &self.declarers[0]
-    }
-
-    pub fn forget(&self, id: Uuid) {
-        if let Ok(mut declared) = self.declared.lock() {
-            declared.remove(&id);
-        }
     }
 
     async fn close(&self) {
@@ -324,7 +290,7 @@ async fn sweep(ctx: &Context, lines: &Lines) {
             warn!(webhook_id = %id, error = %e, "cannot remove a deleted webhook's queue; will try again");
             continue;
         }
-        lines.forget(id);
+        ctx.recovery.forget_queue(id);
         if let Err(e) = ctx.store.bury(id, TOMBSTONE_GRACE).await {
             warn!(webhook_id = %id, error = %crate::error_chain(&e), "cannot close the logs of a deleted webhook; will try again");
         }
