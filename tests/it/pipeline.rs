@@ -534,7 +534,7 @@ async fn a_webhook_queue_lost_behind_the_services_back_is_recreated_without_loss
 
     // The fan-out has declared this queue already and will not declare it again: what it
     // publishes now comes back unroutable and must be sent again, not dropped.
-    delete_webhook_queue(&app, &id).await;
+    delete_webhook_queue(&app.amqp_url, &app.namespace, &id).await;
 
     let mut ids = first;
     ids.extend(app.publish("Contact.created", "acc", json!({}), 50).await);
@@ -542,19 +542,67 @@ async fn a_webhook_queue_lost_behind_the_services_back_is_recreated_without_loss
 }
 
 /// Deletes webhook `id`'s queue, with what it holds, as a broker that lost it would.
-async fn delete_webhook_queue(app: &TestApp, id: &str) {
+async fn delete_webhook_queue(amqp_url: &str, namespace: &str, id: &str) {
     let connection = std::sync::Arc::new(
-        hookrelay_broker::connect(&app.amqp_url)
+        hookrelay_broker::connect(amqp_url)
             .await
             .expect("a connection"),
     );
     let declarer = hookrelay_broker::Declarer::new(connection.clone());
-    hookrelay_broker::Topology::new(&app.namespace)
+    hookrelay_broker::Topology::new(namespace)
         .delete_webhook(&declarer, id)
         .await
         .expect("queue deleted");
     declarer.close().await;
     let _ = connection.close(200, "done".into()).await;
+}
+
+/// Waits until webhook `id`'s queue holds `n` deliveries ready.
+async fn wait_for_ready(app: &TestApp, id: &str, n: u32) {
+    let connection = hookrelay_broker::connect(&app.amqp_url)
+        .await
+        .expect("a connection");
+    let queue = hookrelay_broker::Topology::new(&app.namespace).webhook_queue(id);
+    wait_for(
+        &format!("{n} deliveries in the queue"),
+        DEADLINE,
+        || async {
+            let channel = connection.create_channel().await.ok()?;
+            let passive = hookrelay_broker::lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            };
+            let declared = channel
+                .queue_declare(queue.as_str().into(), passive, Default::default())
+                .await
+                .ok()?;
+            let _ = channel.close(200, "counted".into()).await;
+            (declared.message_count() == n).then_some(())
+        },
+    )
+    .await;
+    let _ = connection.close(200, "done".into()).await;
+}
+
+/// Waits until all `n` logs of the test's database have `succeeded`, then answers how many
+/// were queued again once.
+async fn all_succeeded_and_requeued(db: &tokio_postgres::Client, n: i64) -> i64 {
+    wait_for("every log succeeded", DEADLINE, || async {
+        let done: i64 = db
+            .query_one(
+                "SELECT count(*) FROM webhook_logs WHERE status = 'succeeded'",
+                &[],
+            )
+            .await
+            .ok()?
+            .get(0);
+        (done == n).then_some(())
+    })
+    .await;
+    db.query_one("SELECT count(*) FROM webhook_logs WHERE requeues = 1", &[])
+        .await
+        .expect("a count")
+        .get(0)
 }
 
 #[tokio::test]
@@ -570,55 +618,53 @@ async fn deliveries_in_a_webhook_queue_the_broker_lost_are_sent_from_their_logs(
     let ids = app.publish("Contact.created", "acc", json!({}), 20).await;
     receiver.wait_for(1, DEADLINE).await;
     // One request held, one delivery prefetched, the other 18 ready in the queue.
-    let connection = hookrelay_broker::connect(&app.amqp_url)
-        .await
-        .expect("a connection");
-    let queue = hookrelay_broker::Topology::new(&app.namespace).webhook_queue(&id);
-    wait_for("18 deliveries in the queue", DEADLINE, || async {
-        let channel = connection.create_channel().await.ok()?;
-        let passive = hookrelay_broker::lapin::options::QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        };
-        let declared = channel
-            .queue_declare(queue.as_str().into(), passive, Default::default())
-            .await
-            .ok()?;
-        let _ = channel.close(200, "counted".into()).await;
-        (declared.message_count() == 18).then_some(())
-    })
-    .await;
-    let _ = connection.close(200, "done".into()).await;
+    wait_for_ready(&app, &id, 18).await;
 
     // The broker loses the queue and the 18 deliveries in it (a node lost with its disk,
     // say). hookrelay finds the queue it had declared gone, declares it again, and sends
     // every unfinished delivery again from its log.
-    delete_webhook_queue(&app, &id).await;
+    delete_webhook_queue(&app.amqp_url, &app.namespace, &id).await;
     receiver.answer(Behaviour::Status(200));
     receiver.release();
     receiver.wait_for_events(&ids, DEADLINE).await;
-    wait_for("every log succeeded", DEADLINE, || async {
-        let n: i64 = db
-            .query_one(
-                "SELECT count(*) FROM webhook_logs WHERE status = 'succeeded'",
-                &[],
-            )
-            .await
-            .ok()?
-            .get(0);
-        (n == 20).then_some(())
-    })
-    .await;
-    let requeued: i64 = db
-        .query_one("SELECT count(*) FROM webhook_logs WHERE requeues = 1", &[])
-        .await
-        .expect("a count")
-        .get(0);
+    let requeued = all_succeeded_and_requeued(&db, 20).await;
     assert!(requeued >= 18, "{requeued} logs queued again");
     // Only what was in flight when the queue went (one request, one prefetched) may have
     // gone out twice.
     let received = receiver.count();
     assert!(received <= 20 + 2, "{received} requests for 20 events");
+}
+
+#[tokio::test]
+async fn a_webhook_queue_lost_while_no_process_ran_is_refilled_at_start() {
+    let app = spawn_app_with(|s| s.max_in_flight_per_webhook = 1).await;
+    let receiver = Receiver::start().await;
+    receiver.answer(Behaviour::Held(200));
+    let id = app
+        .webhook("acc", &receiver.url, &["Contact.created"], json!({}))
+        .await;
+    let db = app.db.connect().await;
+    let ids = app.publish("Contact.created", "acc", json!({}), 20).await;
+    receiver.wait_for(1, DEADLINE).await;
+    wait_for_ready(&app, &id, 18).await;
+
+    // The service stops, the held request cut at the shutdown timeout, and its deliveries go
+    // back to the queue. While no process runs, the broker loses that queue. The new process
+    // has declared nothing yet, but the webhook's logs say deliveries are under way: it finds
+    // the queue missing and sends them again from their logs.
+    let (amqp_url, namespace) = (app.amqp_url.clone(), app.namespace.clone());
+    let app = app
+        .restart_after(delete_webhook_queue(&amqp_url, &namespace, &id))
+        .await;
+    receiver.answer(Behaviour::Status(200));
+    receiver.release();
+    receiver.wait_for_events(&ids, DEADLINE).await;
+    let requeued = all_succeeded_and_requeued(&db, 20).await;
+    assert!(requeued >= 19, "{requeued} logs queued again");
+    // Only the request cut by the stop may have gone out twice.
+    let received = receiver.count();
+    assert!(received <= 20 + 1, "{received} requests for 20 events");
+    drop(app);
 }
 
 #[tokio::test]

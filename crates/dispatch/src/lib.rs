@@ -155,6 +155,11 @@ impl Dispatcher {
             shutdown: shutdown.clone(),
             tracker: tracker.clone(),
         });
+        let unfinished = recovery.remember_unfinished().await?;
+        tracing::debug!(
+            webhooks = unfinished,
+            "webhooks with deliveries under way, whose queues are checked"
+        );
         let sender = http::Sender::new(config.allow_private_networks, config.max_in_flight_total)?;
         let writer = writer::AttemptWriter::start(store.clone(), tracker);
         let deliver = Arc::new(deliver::Context {

@@ -1,6 +1,7 @@
 //! Queueing deliveries again by hand: one log (`POST /v1/logs/{id}/retry`), or every failed
 //! log of a window (`…/recover`, `POST /v1/logs/retry`); and by itself, every unfinished log
-//! of a webhook whose queue the broker lost ([`Recovery::queue_lost`]).
+//! of a webhook whose queue the broker lost ([`Recovery::queue_lost`]), found while running or
+//! at start ([`Recovery::remember_unfinished`]).
 //!
 //! A queued-again delivery carries the log's new `requeues` count: it gets one attempt, keeps
 //! its `webhook-id`, and its log goes `pending` → `succeeded` | `failed`. A delivery of the
@@ -207,6 +208,19 @@ impl Recovery {
             Some(true) => Ok(()),
             checked => self.make_queue(declarer, id, checked == Some(false)).await,
         }
+    }
+
+    /// Counts as declared before the queue of every webhook with a delivery not finished:
+    /// that queue must exist, so one found missing at its first declaration was lost, even
+    /// while no process ran (a broker's disk lost or wiped during a deployment). Run at start,
+    /// before anything declares. Answers how many. Checking such a queue costs one passive
+    /// declaration; a webhook with nothing unfinished costs nothing.
+    pub async fn remember_unfinished(&self) -> Result<usize, StoreError> {
+        let ids = self.inner.store.webhooks_with_unfinished_logs().await?;
+        for &id in &ids {
+            self.known.insert(id);
+        }
+        Ok(ids.len())
     }
 
     /// The queue of deleted webhook `id` was removed on purpose: not a loss if missing later.
