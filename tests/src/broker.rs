@@ -180,6 +180,12 @@ impl TestBroker {
         }
     }
 
+    /// Removes the data of a stopped node (its queues and the messages in them), as a
+    /// machine lost with its disk would.
+    pub fn lose_disk(&self) {
+        std::fs::remove_dir_all(self.dir.join("mnesia")).expect("the node's data removed");
+    }
+
     /// Runs `rabbitmqctl -n <this node> args…` and answers its output.
     pub fn ctl(&self, args: &[&str]) -> String {
         self.tool("rabbitmqctl", args)

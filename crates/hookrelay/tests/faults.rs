@@ -248,6 +248,69 @@ async fn slow_a_cluster_node_stopped_with_quorum_queues_loses_nothing() {
     drop(service);
 }
 
+/// A classic webhook queue lives on one node. A node lost for good, with its disk, takes
+/// those queues and the deliveries in them; their logs are still unfinished. Once the node is
+/// removed from the cluster, each process finds the queues it had declared missing, declares
+/// them on a node still up, and sends their unfinished deliveries again from the logs.
+#[tokio::test]
+async fn slow_a_cluster_node_lost_with_its_disk_loses_no_delivery() {
+    let cluster = TestCluster::start(3).await;
+    let db = TestDb::new();
+    let namespace = hookrelay_tests::unique_namespace();
+    let (a, b) = receivers().await;
+    let urls: Vec<String> = cluster.nodes.iter().map(TestBroker::url).collect();
+    let amqp_urls = urls.join(",");
+    let env = settings(&[
+        ("HOOKRELAY_AMQP_URL", amqp_urls.as_str()),
+        ("HOOKRELAY_QUEUE_TYPE", "quorum"),
+    ]);
+    let service = spawn(&db, &namespace, &env).await;
+    // The service is connected to the first node, so both webhook queues live there.
+    let id_a = create_webhook(service.port, &a.url, "Message.received").await;
+    let id_b = create_webhook(service.port, &b.url, "Message.received").await;
+    let topology = Topology::with_queue_type(&namespace, QueueType::Quorum);
+    let lost = &cluster.nodes[0];
+    for id in [&id_a, &id_b] {
+        let home = home_of(&cluster, &topology.webhook_queue(id)).map(|(node, _)| node);
+        assert_eq!(
+            home.as_deref(),
+            Some(lost.node.as_str()),
+            "where {id}'s queue lives"
+        );
+    }
+
+    let events = publish_events_to(&urls[1], &namespace, QueueType::Quorum, "{}", EVENTS).await;
+    wait_for_a_fifth(&a, &b).await;
+    lost.stop();
+    lost.lose_disk();
+    cluster.nodes[1].ctl(&["forget_cluster_node", &lost.node]);
+
+    let duplicates = settle(&[&a, &b], &events, &db.url(), DEADLINE).await;
+    report("a node lost with its disk", duplicates);
+    let (client, connection) = tokio_postgres::connect(&db.url(), tokio_postgres::NoTls)
+        .await
+        .expect("the database");
+    tokio::spawn(connection);
+    let requeued: i64 = client
+        .query_one("SELECT count(*) FROM webhook_logs WHERE requeues > 0", &[])
+        .await
+        .expect("a count")
+        .get(0);
+    eprintln!("{requeued} deliveries sent again from their logs");
+    assert!(
+        requeued > 0,
+        "no delivery was sent again from its log: the lost queues were empty, nothing tested"
+    );
+    for id in [&id_a, &id_b] {
+        let home = home_of(&cluster, &topology.webhook_queue(id)).map(|(node, _)| node);
+        assert!(
+            home.is_some_and(|node| node != lost.node),
+            "{id}'s queue declared again on a node still up"
+        );
+    }
+    drop(service);
+}
+
 /// The node a classic queue lives on, from its process id (`<node.a.b.c>`), as
 /// `rabbitmqctl list_queues` tells; with its consumer count.
 fn home_of(cluster: &TestCluster, queue: &str) -> Option<(String, u32)> {
