@@ -40,7 +40,6 @@ pub const UNREACHABLE_WAIT: Duration = Duration::from_secs(4);
 
 /// What one publisher knows of the webhook queues: those it declared (skipped from then on)
 /// and those it found unreachable, and when.
-#[derive(Default)]
 pub struct WebhookQueues {
     declared: HashSet<Uuid>,
     unreachable: HashMap<Uuid, Instant>,
@@ -48,15 +47,17 @@ pub struct WebhookQueues {
     /// first delivery it sends round an unreachable queue needs.
     tiers: bool,
     /// Declares the queues, telling a lost one from a new one ([`Recovery::declare_queue`]).
-    recovery: Option<Recovery>,
+    recovery: Recovery,
 }
 
 impl WebhookQueues {
     /// Knows nothing yet, and declares queues through `recovery`.
     pub fn telling(recovery: Recovery) -> Self {
         Self {
-            recovery: Some(recovery),
-            ..Self::default()
+            declared: HashSet::new(),
+            unreachable: HashMap::new(),
+            tiers: false,
+            recovery,
         }
     }
 
@@ -79,11 +80,7 @@ impl WebhookQueues {
         {
             return Ok(false);
         }
-        let declared = match &self.recovery {
-            Some(recovery) => recovery.declare_queue(declarer, id).await,
-            None => topology.declare_webhook(declarer, &id.to_string()).await,
-        };
-        match declared {
+        match self.recovery.declare_queue(declarer, id).await {
             Ok(()) => {
                 self.declared.insert(id);
                 if self.unreachable.remove(&id).is_some() {
@@ -112,10 +109,9 @@ impl WebhookQueues {
 
     /// Forgets everything, for a new channel.
     pub fn clear(&mut self) {
-        *self = Self {
-            recovery: self.recovery.take(),
-            ..Self::default()
-        };
+        self.declared.clear();
+        self.unreachable.clear();
+        self.tiers = false;
     }
 }
 

@@ -122,6 +122,8 @@ impl Recovery {
         let mut publisher = self.open_publisher().await?;
         let inner = &self.inner;
         let open = &mut publisher;
+        let mut queues = WebhookQueues::telling(self.clone());
+        let queues = &mut queues;
         let mut dropped = HashSet::new();
         let gone = &mut dropped;
         let taken = inner
@@ -133,7 +135,7 @@ impl Recovery {
                 {
                     return Err(RecoverError::WebhookGone);
                 }
-                Ok(inner.publish(open, &logs, gone).await?)
+                Ok(inner.publish(open, queues, &logs, gone).await?)
             })
             .await;
         publisher.close().await;
@@ -164,7 +166,7 @@ impl Recovery {
         );
         let message = publish::operational(&self.inner.topology, &self.inner.origin, &event);
         let mut publisher = self.open_publisher().await?;
-        let mut queues = WebhookQueues::default();
+        let mut queues = WebhookQueues::telling(self.clone());
         let mut routes = Routes::new(&self.inner.topology, &self.inner.subscriptions, &mut queues);
         let sent = publisher.publish_all(&[message], &mut routes).await;
         publisher.close().await;
@@ -308,9 +310,11 @@ impl Recovery {
         let count = self.inner.store.count_requeue(&filter).await?;
         if count > 0 {
             let inner = self.inner.clone();
+            // Its queues declared through recovery too: a queue a job finds lost is refilled.
+            let queues = WebhookQueues::telling(self.clone());
             self.inner
                 .tracker
-                .spawn(async move { inner.run_job(filter, count).await });
+                .spawn(async move { inner.run_job(filter, count, queues).await });
         }
         Ok(count)
     }
@@ -334,6 +338,7 @@ impl Parts {
     async fn publish(
         &self,
         publisher: &mut Publisher,
+        queues: &mut WebhookQueues,
         logs: &[LogToRequeue],
         dropped: &mut HashSet<Uuid>,
     ) -> Result<Vec<Uuid>, PublishError> {
@@ -341,8 +346,7 @@ impl Parts {
             .iter()
             .map(|log| publish::delivery(&self.topology, &task_of(log)))
             .collect();
-        let mut queues = WebhookQueues::default();
-        let mut routes = Routes::new(&self.topology, &self.subscriptions, &mut queues);
+        let mut routes = Routes::new(&self.topology, &self.subscriptions, queues);
         publisher.publish_all(&messages, &mut routes).await?;
         dropped.extend(routes.dropped.iter().copied());
         Ok(logs
@@ -358,7 +362,7 @@ impl Parts {
         }
     }
 
-    async fn run_job(&self, filter: RequeueFilter, expected: i64) {
+    async fn run_job(&self, filter: RequeueFilter, expected: i64, mut queues: WebhookQueues) {
         info!(
             logs = expected,
             rate = self.rate,
@@ -393,10 +397,11 @@ impl Parts {
                     return Err(RecoverError::BrokerDown);
                 };
                 let gone = &mut dropped;
+                let queues = &mut queues;
                 Ok(self
                     .store
                     .requeue_logs(&filter, batch, |logs| async move {
-                        self.publish(open, &logs, gone).await
+                        self.publish(open, queues, &logs, gone).await
                     })
                     .await??)
             }
@@ -417,6 +422,7 @@ impl Parts {
                     failures += 1;
                     if let Some(broken) = publisher.take() {
                         broken.close().await;
+                        queues.clear();
                     }
                     let wait = Duration::from_millis(500 * 2u64.pow(failures.min(6)));
                     warn!(error = %crate::error_chain(&e), retry_in = ?wait, "cannot queue deliveries again yet");
@@ -430,7 +436,7 @@ impl Parts {
         info!(
             done,
             seconds = started.elapsed().as_secs_f64(),
-            "failed deliveries queued again"
+            "a job queueing deliveries again ended"
         );
     }
 
