@@ -69,10 +69,11 @@ async function signIn(token) {
     return errorText(answer);
   }
   state.me = answer.body;
-  $("who").textContent = state.me.role === "admin" ? "admin" : "account " + state.me.account_id;
-  $("nav").hidden = false;
+  // The catalog before anything shows as signed in: a form opened earlier had no event boxes.
   const types = await api("GET", "/v1/event-types?limit=500");
   state.eventTypes = types.status === 200 ? types.body.items.map((t) => t.name).sort() : [];
+  $("who").textContent = state.me.role === "admin" ? "admin" : "account " + state.me.account_id;
+  $("nav").hidden = false;
   return null;
 }
 
