@@ -267,6 +267,7 @@ async fn every_metric_family_is_there_from_the_start() {
         "hookrelay_inflight_deliveries 0",
         "hookrelay_delivery_retries_total 0",
         "hookrelay_deliveries_requeued_total 0",
+        "hookrelay_webhook_queues_lost_total 0",
         "hookrelay_webhooks_paused 0",
         "hookrelay_http_connections_shed_total{reason=\"evicted\"} 0",
     ] {

@@ -584,6 +584,14 @@ async fn wait_for_ready(app: &TestApp, id: &str, n: u32) {
     let _ = connection.close(200, "done".into()).await;
 }
 
+/// Ops see the loss. Each part of a process that finds the queue missing counts it (and
+/// queues its logs again, the extra copies stale): at least once.
+async fn assert_queue_lost_counted(app: &TestApp) {
+    let text = crate::retries::metrics(app).await;
+    let lost = hookrelay_tests::metric(&text, "hookrelay_webhook_queues_lost_total");
+    assert!(lost >= 1.0, "the lost queue was not counted: {lost}");
+}
+
 /// Waits until all `n` logs of the test's database have `succeeded`, then answers how many
 /// were queued again once.
 async fn all_succeeded_and_requeued(db: &tokio_postgres::Client, n: i64) -> i64 {
@@ -629,6 +637,7 @@ async fn deliveries_in_a_webhook_queue_the_broker_lost_are_sent_from_their_logs(
     receiver.wait_for_events(&ids, DEADLINE).await;
     let requeued = all_succeeded_and_requeued(&db, 20).await;
     assert!(requeued >= 18, "{requeued} logs queued again");
+    assert_queue_lost_counted(&app).await;
     // Only what was in flight when the queue went (one request, one prefetched) may have
     // gone out twice.
     let received = receiver.count();
@@ -661,6 +670,7 @@ async fn a_webhook_queue_lost_while_no_process_ran_is_refilled_at_start() {
     receiver.wait_for_events(&ids, DEADLINE).await;
     let requeued = all_succeeded_and_requeued(&db, 20).await;
     assert!(requeued >= 19, "{requeued} logs queued again");
+    assert_queue_lost_counted(&app).await;
     // Only the request cut by the stop may have gone out twice.
     let received = receiver.count();
     assert!(received <= 20 + 1, "{received} requests for 20 events");

@@ -272,6 +272,7 @@ impl Recovery {
     /// lost (a retry waiting in a delay tier) is now stale, and is acked without being sent
     /// when it comes.
     fn queue_lost(&self, id: Uuid) {
+        self.inner.metrics.webhook_queue_lost();
         let recovery = self.clone();
         self.inner.tracker.spawn(async move {
             let unfinished = RequeueFilter {

@@ -45,6 +45,7 @@ pub struct Metrics {
     inflight_deliveries: IntGauge,
     retries_scheduled: IntCounter,
     deliveries_requeued: IntCounter,
+    webhook_queues_lost: IntCounter,
     webhooks_paused: IntGauge,
     http_connections: IntGauge,
     http_connections_shed: IntCounterVec,
@@ -138,7 +139,14 @@ impl Metrics {
         )?;
         let deliveries_requeued = IntCounter::new(
             "hookrelay_deliveries_requeued_total",
-            "Deliveries queued again by hand (log retry, recover, bulk retry).",
+            "Deliveries queued again from their logs: by hand (log retry, recover, bulk retry), \
+             or by hookrelay for a webhook queue the broker lost.",
+        )?;
+        let webhook_queues_lost = IntCounter::new(
+            "hookrelay_webhook_queues_lost_total",
+            "Times a webhook queue the broker had held was found missing (a node lost with its \
+             disk, a queue deleted by hand); its unfinished deliveries are queued again from \
+             their logs.",
         )?;
         let webhooks_paused = IntGauge::new(
             "hookrelay_webhooks_paused",
@@ -185,6 +193,7 @@ impl Metrics {
         registry.register(Box::new(inflight_deliveries.clone()))?;
         registry.register(Box::new(retries_scheduled.clone()))?;
         registry.register(Box::new(deliveries_requeued.clone()))?;
+        registry.register(Box::new(webhook_queues_lost.clone()))?;
         registry.register(Box::new(webhooks_paused.clone()))?;
 
         // Known label values start at zero, so dashboards and `rate()` see every series
@@ -221,6 +230,7 @@ impl Metrics {
             inflight_deliveries,
             retries_scheduled,
             deliveries_requeued,
+            webhook_queues_lost,
             webhooks_paused,
             http_connections,
             http_connections_shed,
@@ -295,9 +305,14 @@ impl Metrics {
         self.retries_scheduled.inc();
     }
 
-    /// Deliveries were queued again by hand.
+    /// Deliveries were queued again from their logs.
     pub fn deliveries_requeued(&self, count: usize) {
         self.deliveries_requeued.inc_by(count as u64);
+    }
+
+    /// A webhook queue the broker had held was found missing, and declared again.
+    pub fn webhook_queue_lost(&self) {
+        self.webhook_queues_lost.inc();
     }
 
     /// A webhook's queue is paused by its circuit breaker until the guard is dropped.
@@ -360,6 +375,7 @@ mod tests {
             "hookrelay_inflight_deliveries",
             "hookrelay_delivery_retries_total 0",
             "hookrelay_deliveries_requeued_total 0",
+            "hookrelay_webhook_queues_lost_total 0",
             "hookrelay_webhooks_paused 0",
         ] {
             assert!(text.contains(name), "{name} missing from\n{text}");
