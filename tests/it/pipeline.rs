@@ -592,70 +592,83 @@ async fn assert_queue_lost_counted(app: &TestApp) {
     assert!(lost >= 1.0, "the lost queue was not counted: {lost}");
 }
 
-/// Waits until all `n` logs of the test's database have `succeeded`, then answers how many
-/// were queued again once.
-async fn all_succeeded_and_requeued(db: &tokio_postgres::Client, n: i64) -> i64 {
-    wait_for("every log succeeded", DEADLINE, || async {
-        let done: i64 = db
-            .query_one(
-                "SELECT count(*) FROM webhook_logs WHERE status = 'succeeded'",
-                &[],
-            )
+/// Twenty deliveries to one webhook of a service, whose receiver holds the first request:
+/// one request held, one delivery prefetched, the other 18 ready in the webhook's queue.
+struct Backlog {
+    receiver: Receiver,
+    id: String,
+    db: tokio_postgres::Client,
+    events: Vec<String>,
+}
+
+impl Backlog {
+    async fn start() -> (TestApp, Self) {
+        let app = spawn_app_with(|s| s.max_in_flight_per_webhook = 1).await;
+        let receiver = Receiver::start().await;
+        receiver.answer(Behaviour::Held(200));
+        let id = app
+            .webhook("acc", &receiver.url, &["Contact.created"], json!({}))
+            .await;
+        let db = app.db.connect().await;
+        let events = app.publish("Contact.created", "acc", json!({}), 20).await;
+        receiver.wait_for(1, DEADLINE).await;
+        wait_for_ready(&app, &id, 18).await;
+        let backlog = Self {
+            receiver,
+            id,
+            db,
+            events,
+        };
+        (app, backlog)
+    }
+
+    /// Lets the receiver answer, and waits until every event has arrived and every log
+    /// has `succeeded`; answers how many logs were queued again once.
+    async fn release(&self) -> i64 {
+        self.receiver.answer(Behaviour::Status(200));
+        self.receiver.release();
+        self.receiver.wait_for_events(&self.events, DEADLINE).await;
+        wait_for("every log succeeded", DEADLINE, || async {
+            let done: i64 = self
+                .db
+                .query_one(
+                    "SELECT count(*) FROM webhook_logs WHERE status = 'succeeded'",
+                    &[],
+                )
+                .await
+                .ok()?
+                .get(0);
+            (done == 20).then_some(())
+        })
+        .await;
+        self.db
+            .query_one("SELECT count(*) FROM webhook_logs WHERE requeues = 1", &[])
             .await
-            .ok()?
-            .get(0);
-        (done == n).then_some(())
-    })
-    .await;
-    db.query_one("SELECT count(*) FROM webhook_logs WHERE requeues = 1", &[])
-        .await
-        .expect("a count")
-        .get(0)
+            .expect("a count")
+            .get(0)
+    }
 }
 
 #[tokio::test]
 async fn deliveries_in_a_webhook_queue_the_broker_lost_are_sent_from_their_logs() {
-    let app = spawn_app_with(|s| s.max_in_flight_per_webhook = 1).await;
-    let receiver = Receiver::start().await;
-    // The first request is held: the other deliveries wait in the webhook's queue.
-    receiver.answer(Behaviour::Held(200));
-    let id = app
-        .webhook("acc", &receiver.url, &["Contact.created"], json!({}))
-        .await;
-    let db = app.db.connect().await;
-    let ids = app.publish("Contact.created", "acc", json!({}), 20).await;
-    receiver.wait_for(1, DEADLINE).await;
-    // One request held, one delivery prefetched, the other 18 ready in the queue.
-    wait_for_ready(&app, &id, 18).await;
+    let (app, backlog) = Backlog::start().await;
 
     // The broker loses the queue and the 18 deliveries in it (a node lost with its disk,
     // say). hookrelay finds the queue it had declared gone, declares it again, and sends
     // every unfinished delivery again from its log.
-    delete_webhook_queue(&app.amqp_url, &app.namespace, &id).await;
-    receiver.answer(Behaviour::Status(200));
-    receiver.release();
-    receiver.wait_for_events(&ids, DEADLINE).await;
-    let requeued = all_succeeded_and_requeued(&db, 20).await;
+    delete_webhook_queue(&app.amqp_url, &app.namespace, &backlog.id).await;
+    let requeued = backlog.release().await;
     assert!(requeued >= 18, "{requeued} logs queued again");
     assert_queue_lost_counted(&app).await;
     // Only what was in flight when the queue went (one request, one prefetched) may have
     // gone out twice.
-    let received = receiver.count();
+    let received = backlog.receiver.count();
     assert!(received <= 20 + 2, "{received} requests for 20 events");
 }
 
 #[tokio::test]
 async fn a_webhook_queue_lost_while_no_process_ran_is_refilled_at_start() {
-    let app = spawn_app_with(|s| s.max_in_flight_per_webhook = 1).await;
-    let receiver = Receiver::start().await;
-    receiver.answer(Behaviour::Held(200));
-    let id = app
-        .webhook("acc", &receiver.url, &["Contact.created"], json!({}))
-        .await;
-    let db = app.db.connect().await;
-    let ids = app.publish("Contact.created", "acc", json!({}), 20).await;
-    receiver.wait_for(1, DEADLINE).await;
-    wait_for_ready(&app, &id, 18).await;
+    let (app, backlog) = Backlog::start().await;
 
     // The service stops, the held request cut at the shutdown timeout, and its deliveries go
     // back to the queue. While no process runs, the broker loses that queue. The new process
@@ -663,16 +676,13 @@ async fn a_webhook_queue_lost_while_no_process_ran_is_refilled_at_start() {
     // the queue missing and sends them again from their logs.
     let (amqp_url, namespace) = (app.amqp_url.clone(), app.namespace.clone());
     let app = app
-        .restart_after(delete_webhook_queue(&amqp_url, &namespace, &id))
+        .restart_after(delete_webhook_queue(&amqp_url, &namespace, &backlog.id))
         .await;
-    receiver.answer(Behaviour::Status(200));
-    receiver.release();
-    receiver.wait_for_events(&ids, DEADLINE).await;
-    let requeued = all_succeeded_and_requeued(&db, 20).await;
+    let requeued = backlog.release().await;
     assert!(requeued >= 19, "{requeued} logs queued again");
     assert_queue_lost_counted(&app).await;
     // Only the request cut by the stop may have gone out twice.
-    let received = receiver.count();
+    let received = backlog.receiver.count();
     assert!(received <= 20 + 1, "{received} requests for 20 events");
     drop(app);
 }

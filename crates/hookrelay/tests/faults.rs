@@ -81,6 +81,29 @@ fn most_at_once(receiver: &Receiver) -> usize {
         .unwrap_or(0)
 }
 
+/// The logs of `db` for which `condition` holds.
+async fn count_logs_where(db: &TestDb, condition: &str) -> i64 {
+    let (client, connection) = tokio_postgres::connect(&db.url(), tokio_postgres::NoTls)
+        .await
+        .expect("the database");
+    tokio::spawn(connection);
+    client
+        .query_one(
+            &format!("SELECT count(*) FROM webhook_logs WHERE {condition}"),
+            &[],
+        )
+        .await
+        .expect("a count")
+        .get(0)
+}
+
+/// Every node's AMQP URL, and `amqp_url` naming them all.
+fn every_node(cluster: &TestCluster) -> (Vec<String>, String) {
+    let urls: Vec<String> = cluster.nodes.iter().map(TestBroker::url).collect();
+    let amqp_urls = urls.join(",");
+    (urls, amqp_urls)
+}
+
 async fn metrics(port: u16) -> String {
     reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
         .await
@@ -258,8 +281,7 @@ async fn slow_a_cluster_node_lost_with_its_disk_loses_no_delivery() {
     let db = TestDb::new();
     let namespace = hookrelay_tests::unique_namespace();
     let (a, b) = receivers().await;
-    let urls: Vec<String> = cluster.nodes.iter().map(TestBroker::url).collect();
-    let amqp_urls = urls.join(",");
+    let (urls, amqp_urls) = every_node(&cluster);
     let env = settings(&[
         ("HOOKRELAY_AMQP_URL", amqp_urls.as_str()),
         ("HOOKRELAY_QUEUE_TYPE", "quorum"),
@@ -287,15 +309,7 @@ async fn slow_a_cluster_node_lost_with_its_disk_loses_no_delivery() {
 
     let duplicates = settle(&[&a, &b], &events, &db.url(), DEADLINE).await;
     report("a node lost with its disk", duplicates);
-    let (client, connection) = tokio_postgres::connect(&db.url(), tokio_postgres::NoTls)
-        .await
-        .expect("the database");
-    tokio::spawn(connection);
-    let requeued: i64 = client
-        .query_one("SELECT count(*) FROM webhook_logs WHERE requeues > 0", &[])
-        .await
-        .expect("a count")
-        .get(0);
+    let requeued = count_logs_where(&db, "requeues > 0").await;
     eprintln!("{requeued} deliveries sent again from their logs");
     assert!(
         requeued > 0,
@@ -330,8 +344,7 @@ async fn slow_a_stopped_node_holds_up_only_the_webhooks_whose_queues_it_holds() 
     let namespace = hookrelay_tests::unique_namespace();
     let (a, b) = receivers().await;
     let c = Receiver::start().await;
-    let urls: Vec<String> = cluster.nodes.iter().map(TestBroker::url).collect();
-    let amqp_urls = urls.join(",");
+    let (urls, amqp_urls) = every_node(&cluster);
     let env = settings(&[
         ("HOOKRELAY_AMQP_URL", amqp_urls.as_str()),
         ("HOOKRELAY_QUEUE_TYPE", "quorum"),
@@ -392,18 +405,7 @@ async fn slow_a_stopped_node_holds_up_only_the_webhooks_whose_queues_it_holds() 
             "{name}'s queue is on the stopped node, yet it got {early} events published after"
         );
     }
-    let (client, connection) = tokio_postgres::connect(&db.url(), tokio_postgres::NoTls)
-        .await
-        .expect("the database");
-    tokio::spawn(connection);
-    let failed: i64 = client
-        .query_one(
-            "SELECT count(*) FROM webhook_logs WHERE status = 'failed'",
-            &[],
-        )
-        .await
-        .expect("a count")
-        .get(0);
+    let failed = count_logs_where(&db, "status = 'failed'").await;
     assert_eq!(failed, 0, "a delivery waiting for its node failed instead");
 
     cluster.nodes[0].start_again().await;
