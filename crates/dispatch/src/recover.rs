@@ -218,7 +218,13 @@ impl Recovery {
     /// before anything declares. Answers how many. Checking such a queue costs one passive
     /// declaration; a webhook with nothing unfinished costs nothing.
     pub async fn remember_unfinished(&self) -> Result<usize, StoreError> {
-        let ids = self.inner.store.webhooks_with_unfinished_logs().await?;
+        // Those webhooks' queues, or a delay tier, must hold a delivery for each such log.
+        let unfinished = RequeueFilter {
+            only_unfinished: true,
+            webhook_exists: true,
+            ..RequeueFilter::default()
+        };
+        let ids = self.inner.store.webhooks_to_requeue(&unfinished).await?;
         for &id in &ids {
             self.known.insert(id);
         }

@@ -404,22 +404,18 @@ impl Store {
         Ok(client.query_one("SELECT now()", &[]).await?.get(0))
     }
 
-    /// How many logs `filter` selects now.
-    /// The webhooks, still existing, with a log not finished yet (`pending`, `retrying`):
-    /// those whose queue, or a delay tier, must hold a delivery message for it.
-    pub async fn webhooks_with_unfinished_logs(&self) -> Result<Vec<Uuid>, StoreError> {
+    /// The webhooks of the logs `filter` selects now.
+    pub async fn webhooks_to_requeue(
+        &self,
+        filter: &RequeueFilter,
+    ) -> Result<Vec<Uuid>, StoreError> {
         let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT DISTINCT l.webhook_id FROM webhook_logs l
-                 JOIN webhooks w ON w.id = l.webhook_id
-                 WHERE l.status IN ('pending', 'retrying')",
-                &[],
-            )
-            .await?;
+        let sql = format!("SELECT DISTINCT webhook_id FROM webhook_logs WHERE {REQUEUE_WHERE}");
+        let rows = client.query(&sql, &filter.params()).await?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
+    /// How many logs `filter` selects now.
     pub async fn count_requeue(&self, filter: &RequeueFilter) -> Result<i64, StoreError> {
         let client = self.client().await?;
         let sql = format!("SELECT count(*) FROM webhook_logs WHERE {REQUEUE_WHERE}");
