@@ -271,13 +271,15 @@ impl Worker {
                     break 'consume mode;
                 }
             };
-            let ctx = self.ctx.clone();
-            let publisher = self.publisher.clone();
-            let stop = self.stop.clone();
-            let reports_tx = reports_tx.clone();
-            attempts.spawn(async move {
-                attempt::run(&ctx, &publisher, delivery, slots, &stop, Some(&reports_tx)).await;
-            });
+            let attempt = attempt::run(
+                self.ctx.clone(),
+                self.publisher.clone(),
+                delivery,
+                slots,
+                self.stop.clone(),
+                Some(reports_tx.clone()),
+            );
+            attempts.spawn(attempt);
         };
         // No new deliveries; those received but not started go back to the queue.
         Box::pin(consuming.stop()).await;
@@ -361,11 +363,11 @@ impl Worker {
             };
             debug!(webhook_id = %self.id, "probing the endpoint");
             match Box::pin(attempt::run(
-                &self.ctx,
-                &self.publisher,
+                self.ctx.clone(),
+                self.publisher.clone(),
                 delivery,
                 slots,
-                &self.stop,
+                self.stop.clone(),
                 None,
             ))
             .await
