@@ -6,8 +6,10 @@
 //!
 //! Every scenario (`scenarios.rs`) gets a fresh service, database and namespace, removed
 //! afterwards; the sinks are in `sink.rs`, the CPU and memory readings in `process.rs`. Then
-//! the connection storm (`storm.rs`): idle half-sent requests against the listener.
+//! the same loads on RabbitMQ alone, without hookrelay (`alone.rs`); and the connection storm
+//! (`storm.rs`): idle half-sent requests against the listener.
 
+mod alone;
 mod process;
 mod scenarios;
 mod sink;
@@ -26,7 +28,7 @@ use hookrelay_tests::{amqp_url, unique_namespace, ServiceProcess, TestDb};
 use serde::Serialize;
 
 use crate::process::{cpu_of, peak_rss_mb};
-use crate::scenarios::{selected, Pace, Rabbit, Scenario, SCENARIOS};
+use crate::scenarios::{selected, Pacer, Rabbit, Scenario, SCENARIOS};
 use crate::sink::{now_ns, start_sink, Sink};
 
 pub(crate) const TOKEN: &str = "bench-admin-token";
@@ -366,22 +368,10 @@ async fn measure(
     let started = Instant::now();
     let cpu_before = (cpu_of(&pids), cpu_of(place.rabbit_pids));
     let mut pending = Vec::with_capacity(1000);
-    let mut tick = match scenario.pace {
-        Pace::Steady(rate) => Some((
-            tokio::time::interval(Duration::from_millis(10)),
-            (rate / 100) as usize,
-        )),
-        Pace::Burst => None,
-    };
+    let mut pacer = Pacer::new(scenario.pace);
     let mut sent = 0;
     while sent < scenario.events {
-        let chunk = match &mut tick {
-            Some((interval, per_tick)) => {
-                interval.tick().await;
-                *per_tick
-            }
-            None => 1000,
-        };
+        let chunk = pacer.next().await;
         for _ in 0..chunk.min(scenario.events - sent) {
             let account = format!("acc_{}", sent % scenario.accounts);
             let body = serde_json::json!({
@@ -397,7 +387,7 @@ async fn measure(
             });
             sent += 1;
         }
-        if pending.len() >= 1000 || tick.is_some() || sent == scenario.events {
+        if pending.len() >= 1000 || pacer.is_steady() || sent == scenario.events {
             publisher.publish_all(&pending, &mut NoRoutes).await?;
             pending.clear();
         }
@@ -511,20 +501,8 @@ async fn measure(
     })
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    let mut results = Vec::new();
-    for scenario in SCENARIOS
-        .iter()
-        .filter(|s| args.only.as_deref().is_none_or(|o| selected(o, s.name)))
-    {
-        eprintln!(
-            "running {} ({} webhooks, {} events)...",
-            scenario.name, scenario.webhooks, scenario.events
-        );
-        results.push(run(&args.binary, scenario).await?);
-    }
+/// The scenarios' figures, and what the failing webhooks and the retention job did.
+fn print_table(results: &[Figures]) {
     println!();
     println!(
         "| {:<28} | {:>10} | {:>13} | {:>9} | {:>9} | {:>9} | {:>11} | {:>8} | {:>13} | {:>13} |",
@@ -543,7 +521,7 @@ async fn main() -> anyhow::Result<()> {
         "|{:-<30}|{:->12}|{:->15}|{:->11}|{:->11}|{:->11}|{:->13}|{:->10}|{:->15}|{:->15}|",
         "", "", "", "", "", "", "", "", "", ""
     );
-    for r in &results {
+    for r in results {
         // CPU seconds per 1 000 deliveries; RabbitMQ's only where it ran a node of its own.
         let rabbit = match r.rabbitmq_cpu_per_1k {
             c if c > 0.0 => format!("{c:.3} s/1k"),
@@ -575,6 +553,36 @@ async fn main() -> anyhow::Result<()> {
             r.scenario, r.failing_webhooks, r.requests_to_503, r.requests_to_hanging
         );
     }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let mut results = Vec::new();
+    for scenario in SCENARIOS
+        .iter()
+        .filter(|s| args.only.as_deref().is_none_or(|o| selected(o, s.name)))
+    {
+        eprintln!(
+            "running {} ({} webhooks, {} events)...",
+            scenario.name, scenario.webhooks, scenario.events
+        );
+        results.push(run(&args.binary, scenario).await?);
+    }
+    if !results.is_empty() {
+        print_table(&results);
+    }
+    let mut unaided = Vec::new();
+    for a in alone::ALONE
+        .iter()
+        .filter(|a| args.only.as_deref().is_none_or(|o| selected(o, a.name)))
+    {
+        eprintln!("running {} (no hookrelay, {} queues)...", a.name, a.queues);
+        unaided.push(alone::run(a).await?);
+    }
+    if !unaided.is_empty() {
+        alone::print(&unaided);
+    }
     let mut storms = Vec::new();
     if args.only.as_deref().is_none_or(|o| selected(o, "storm")) {
         for (cap, idle) in STORMS {
@@ -597,7 +605,8 @@ async fn main() -> anyhow::Result<()> {
     if let Some(dir) = args.out.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let all = serde_json::json!({"scenarios": results, "storms": storms});
+    let all =
+        serde_json::json!({"scenarios": results, "rabbitmq_alone": unaided, "storms": storms});
     std::fs::write(&args.out, serde_json::to_string_pretty(&all)?)?;
     println!("\nwritten to {}", args.out.display());
     Ok(())

@@ -10,6 +10,40 @@ pub(crate) enum Pace {
     Steady(u32),
 }
 
+/// When to publish how many events: in a burst, 1 000 at a time as fast as confirms allow;
+/// at a steady rate, a hundredth of a second's worth every 10 ms.
+pub(crate) struct Pacer {
+    tick: Option<(tokio::time::Interval, usize)>,
+}
+
+impl Pacer {
+    pub(crate) fn new(pace: Pace) -> Self {
+        let tick = match pace {
+            Pace::Steady(rate) => Some((
+                tokio::time::interval(std::time::Duration::from_millis(10)),
+                (rate / 100) as usize,
+            )),
+            Pace::Burst => None,
+        };
+        Self { tick }
+    }
+
+    /// Waits until the next events are due; answers how many.
+    pub(crate) async fn next(&mut self) -> usize {
+        match &mut self.tick {
+            Some((interval, per_tick)) => {
+                interval.tick().await;
+                *per_tick
+            }
+            None => 1000,
+        }
+    }
+
+    pub(crate) fn is_steady(&self) -> bool {
+        self.tick.is_some()
+    }
+}
+
 /// Which RabbitMQ a scenario runs against.
 #[derive(Clone, Copy)]
 pub(crate) enum Rabbit {
@@ -94,7 +128,9 @@ const fn paced(name: &'static str, webhooks: usize, accounts: usize) -> Scenario
 
 /// Whether `--only only` runs the scenario `name`.
 pub(crate) fn selected(only: &str, name: &str) -> bool {
-    let exact = SCENARIOS.iter().any(|s| s.name == only) || only == "storm";
+    let exact = SCENARIOS.iter().any(|s| s.name == only)
+        || crate::alone::ALONE.iter().any(|a| a.name == only)
+        || only == "storm";
     if exact {
         name == only
     } else {
