@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use hookrelay_tests::receiver::{Behaviour, Receiver};
-use hookrelay_tests::{let_pass, wait_for};
+use hookrelay_tests::{let_pass, wait_for, wait_for_count};
 use serde_json::json;
 
 use crate::helpers::{spawn_app_with, TestApp};
@@ -209,17 +209,14 @@ async fn a_pause_outlives_a_restart() {
     .await;
     let events = app.publish("Contact.created", "acc", json!({}), 5).await;
     let db = app.db.connect().await;
-    wait_for("the new deliveries queued", DEADLINE, || async {
-        let n: i64 = db
-            .query_one(
-                "SELECT count(*) FROM webhook_logs WHERE event_id = ANY($1) AND status = 'pending'",
-                &[&events],
-            )
-            .await
-            .ok()?
-            .get(0);
-        (n == 5).then_some(())
-    })
+    wait_for_count(
+        &db,
+        "the new deliveries queued",
+        DEADLINE,
+        "SELECT count(*) FROM webhook_logs WHERE event_id = ANY($1) AND status = 'pending'",
+        &[&events],
+        5,
+    )
     .await;
     // Time enough for a delivery to go out, were it not paused.
     let_pass(Duration::from_secs(1)).await;

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use hookrelay_tests::receiver::{Behaviour, Receiver};
-use hookrelay_tests::wait_for;
+use hookrelay_tests::{wait_for, wait_for_count};
 use serde_json::{json, Value};
 
 use crate::helpers::{spawn_app, spawn_app_with, TestApp};
@@ -652,17 +652,14 @@ async fn retention_deletes_only_old_finished_logs_and_their_attempts() {
         .unwrap()
         .get(0);
     assert_eq!(attempts, 0, "their attempts went with them");
-    wait_for("the attempt's webhook filled in", DEADLINE, || async {
-        let unfilled: i64 = client
-            .query_one(
-                "SELECT count(*) FROM webhook_attempts WHERE webhook_id IS NULL",
-                &[],
-            )
-            .await
-            .ok()?
-            .get(0);
-        (unfilled == 0).then_some(())
-    })
+    wait_for_count(
+        &client,
+        "the attempt's webhook filled in",
+        DEADLINE,
+        "SELECT count(*) FROM webhook_attempts WHERE webhook_id IS NULL",
+        &[],
+        0,
+    )
     .await;
     wait_for("the deletions counted", DEADLINE, || async {
         let metrics = app.call("GET", "/metrics", None, None).await.text;

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use hookrelay_tests::receiver::{hang_up_server, refusing_address, Behaviour, Receiver};
-use hookrelay_tests::{verify_signature, wait_for};
+use hookrelay_tests::{verify_signature, wait_for, wait_for_count};
 use serde_json::{json, Value};
 
 use crate::helpers::{spawn_app, spawn_app_with, TestApp};
@@ -628,18 +628,14 @@ impl Backlog {
         self.receiver.answer(Behaviour::Status(200));
         self.receiver.release();
         self.receiver.wait_for_events(&self.events, DEADLINE).await;
-        wait_for("every log succeeded", DEADLINE, || async {
-            let done: i64 = self
-                .db
-                .query_one(
-                    "SELECT count(*) FROM webhook_logs WHERE status = 'succeeded'",
-                    &[],
-                )
-                .await
-                .ok()?
-                .get(0);
-            (done == 20).then_some(())
-        })
+        wait_for_count(
+            &self.db,
+            "every log succeeded",
+            DEADLINE,
+            "SELECT count(*) FROM webhook_logs WHERE status = 'succeeded'",
+            &[],
+            20,
+        )
         .await;
         self.db
             .query_one("SELECT count(*) FROM webhook_logs WHERE requeues = 1", &[])
@@ -722,31 +718,25 @@ async fn deliveries_queued_for_a_disabled_webhook_wait_and_a_deleted_one_ends_th
     // Deleting a webhook with deliveries queued: its queue goes, its open logs end.
     receiver.answer(Behaviour::Hang);
     let more = app.publish("Contact.created", "acc", json!({}), 10).await;
-    wait_for("the new logs", DEADLINE, || async {
-        let n: i64 = db
-            .query_one(
-                "SELECT count(*) FROM webhook_logs WHERE event_id = ANY($1)",
-                &[&more],
-            )
-            .await
-            .ok()?
-            .get(0);
-        (n == 10).then_some(())
-    })
+    wait_for_count(
+        &db,
+        "the new logs",
+        DEADLINE,
+        "SELECT count(*) FROM webhook_logs WHERE event_id = ANY($1)",
+        &[&more],
+        10,
+    )
     .await;
     app.admin("DELETE", &format!("/v1/webhooks/{id}"), None)
         .await;
-    wait_for("the open logs to end", DEADLINE, || async {
-        let open: i64 = db
-            .query_one(
-                "SELECT count(*) FROM webhook_logs WHERE status IN ('pending', 'retrying')",
-                &[],
-            )
-            .await
-            .ok()?
-            .get(0);
-        (open == 0).then_some(())
-    })
+    wait_for_count(
+        &db,
+        "the open logs to end",
+        DEADLINE,
+        "SELECT count(*) FROM webhook_logs WHERE status IN ('pending', 'retrying')",
+        &[],
+        0,
+    )
     .await;
     let failed = db
         .query_one(

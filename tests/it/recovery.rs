@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use hookrelay_core::RetrySchedule;
 use hookrelay_tests::receiver::{Behaviour, Receiver};
-use hookrelay_tests::{let_pass, verify_signature, wait_for};
+use hookrelay_tests::{let_pass, verify_signature, wait_for, wait_for_count};
 use serde_json::json;
 
 use crate::helpers::{spawn_app_with, TestApp};
@@ -289,17 +289,14 @@ async fn a_bulk_retry_of_ten_thousand_logs_is_paced() {
         "{busiest} deliveries in one second"
     );
     eprintln!("{LOGS} logs queued again in {took:?}, spread over {spread:?}, at most {busiest} in a second");
-    wait_for("every log succeeded", DEADLINE, || async {
-        let n: i64 = db
-            .query_one(
-                "SELECT count(*) FROM webhook_logs WHERE status = 'succeeded' AND attempts = 9",
-                &[],
-            )
-            .await
-            .ok()?
-            .get(0);
-        (n == LOGS as i64).then_some(())
-    })
+    wait_for_count(
+        &db,
+        "every log succeeded",
+        DEADLINE,
+        "SELECT count(*) FROM webhook_logs WHERE status = 'succeeded' AND attempts = 9",
+        &[],
+        LOGS as i64,
+    )
     .await;
     assert!(metrics(&app)
         .await

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use hookrelay_tests::broker::TestBroker;
 use hookrelay_tests::receiver::{Behaviour, Receiver};
-use hookrelay_tests::{wait_for, Outage, TestVhost};
+use hookrelay_tests::{wait_for, wait_for_count, Outage, TestVhost};
 use serde_json::json;
 
 use crate::helpers::{spawn_app, spawn_app_with, TestApp};
@@ -104,17 +104,14 @@ async fn a_lost_broker_connection_is_recovered_without_loss() {
 /// Waits until `n` logs have `status`.
 async fn wait_for_logs(app: &TestApp, status: &str, n: i64, deadline: Duration) {
     let db = app.db.connect().await;
-    wait_for(&format!("{n} logs {status}"), deadline, || async {
-        let count: i64 = db
-            .query_one(
-                "SELECT count(*) FROM webhook_logs WHERE status = $1",
-                &[&status],
-            )
-            .await
-            .ok()?
-            .get(0);
-        (count == n).then_some(())
-    })
+    wait_for_count(
+        &db,
+        &format!("{n} logs {status}"),
+        deadline,
+        "SELECT count(*) FROM webhook_logs WHERE status = $1",
+        &[&status],
+        n,
+    )
     .await;
 }
 

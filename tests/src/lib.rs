@@ -133,6 +133,22 @@ where
     }
 }
 
+/// Waits until `count`, a `SELECT count(*) …` with `params`, answers `expected`.
+pub async fn wait_for_count(
+    db: &tokio_postgres::Client,
+    what: &str,
+    deadline: Duration,
+    count: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    expected: i64,
+) {
+    wait_for(what, deadline, || async {
+        let n: i64 = db.query_one(count, params).await.ok()?.get(0);
+        (n == expected).then_some(())
+    })
+    .await;
+}
+
 /// The value of `series` in Prometheus exposition `text`: a whole series
 /// (`name{label="value"}`) or a name, whose labelled series are then added up; NaN when
 /// there is none.
