@@ -26,14 +26,20 @@ run: services
 	@$(CARGO) build -p hookrelay
 	@token="$(HOOKRELAY_ADMIN_TOKEN)"; \
 	if [ -z "$$token" ]; then token="dev_$$(head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n')"; fi; \
+	listen="$${HOOKRELAY_LISTEN:-127.0.0.1:8080}"; \
 	echo ""; \
-	echo "  hookrelay on http://127.0.0.1:8080  (stop with Ctrl-C)"; \
+	echo "  hookrelay on http://$$listen  (stop with Ctrl-C)"; \
 	echo "  admin token:  $$token"; \
-	echo "  try:          curl -H 'Authorization: Bearer $$token' http://127.0.0.1:8080/v1/event-types"; \
+	echo "  try:          curl -H 'Authorization: Bearer $$token' http://$$listen/v1/event-types"; \
+	echo "  the binary:   target/debug/hookrelay (--help; publish --type T --account A --data JSON)"; \
 	echo ""; \
 	HOOKRELAY_ADMIN_TOKEN="$$token" \
 	HOOKRELAY_ALLOW_PRIVATE_NETWORKS="$${HOOKRELAY_ALLOW_PRIVATE_NETWORKS:-true}" \
 	exec target/debug/hookrelay serve
+
+# The tests and checks run with the project's Python environment first on PATH, so that the
+# `python3` and `schemathesis` they start are the ones scripts/test-tools.sh installed there.
+test test-fast test-tools check-deploy audit: export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
 test: services test-tools
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
@@ -47,7 +53,8 @@ test: services test-tools
 test-fast: services test-tools
 	$(CARGO) nextest run --workspace --no-fail-fast -E 'not test(/slow_/)'
 
-# Chromium, Prometheus and the examples' libraries, installed when missing.
+# Chromium and Prometheus (Debian packages, system-wide), the Python tools (into .venv) and
+# the Node example's libraries (its node_modules), installed when missing.
 test-tools:
 	@scripts/test-tools.sh
 

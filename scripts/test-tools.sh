@@ -3,8 +3,9 @@
 # test` runs this first; each check is instant once installed):
 #   - Debian: chromium + chromium-driver (the console's browser test), prometheus (the
 #     dashboard and alert test runs a real Prometheus; promtool checks the rules);
-#   - PyPI: the example receiver's and publisher's libraries (standardwebhooks, pika), and
-#     schemathesis (the OpenAPI test);
+#   - PyPI, into the project's .venv (never the machine's Python): the example receiver's and
+#     publisher's libraries (standardwebhooks, pika), and schemathesis (the OpenAPI test); the
+#     Makefile puts .venv/bin first on PATH for the tests;
 #   - npm: the example Node receiver's (`npm ci`, from its lock file).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,9 +14,9 @@ cd "$(dirname "$0")/.."
 . scripts/tools.sh
 need_debian '[ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]' chromium chromium-driver
 need_debian 'command -v prometheus && command -v promtool' prometheus
-need_pip "python3 -c 'import standardwebhooks, pika'" \
+need_pip "\"\$VENV/bin/python3\" -c 'import standardwebhooks, pika'" \
     -r examples/receivers/python/requirements.txt -r examples/publishers/python/requirements.txt
-need_pip 'command -v schemathesis' schemathesis==4.32.5
+need_pip '[ -x "$VENV/bin/schemathesis" ]' schemathesis==4.32.5
 
 lock=examples/receivers/node/package-lock.json
 stamp=examples/receivers/node/node_modules/.package-lock.json

@@ -7,6 +7,7 @@
 mod auth;
 mod breaker;
 mod console;
+mod docs;
 mod event_types;
 mod hardening;
 mod health;
