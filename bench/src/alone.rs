@@ -23,10 +23,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use futures::{FutureExt as _, StreamExt as _};
-use hookrelay_broker::lapin::options::BasicAckOptions;
-use hookrelay_broker::lapin::Connection;
-use hookrelay_broker::{ConsumerChannels, Declarer, NoRoutes, Outgoing, Publisher, Topology};
+use hookrelay_broker::{
+    BatchLimits, Batches, Connection, ConsumerChannels, Declarer, NoRoutes, Outgoing, Publisher,
+    Topology,
+};
 use hookrelay_tests::broker::TestBroker;
 use serde::Serialize;
 
@@ -39,8 +39,11 @@ const ACK_AFTER: Duration = Duration::from_millis(5);
 /// hookrelay's defaults: the fan-out's batch and prefetch, a webhook's requests under way at
 /// once (`max_in_flight_per_webhook`) and its consumer's prefetch (twice that), consumers per
 /// channel.
-const BATCH: usize = 256;
-const INGEST_PREFETCH: u16 = 512;
+const INGEST: BatchLimits = BatchLimits {
+    prefetch: 512,
+    max_count: 256,
+    max_bytes: 4 * 1024 * 1024,
+};
 const PER_WEBHOOK: usize = 16;
 const WEBHOOK_PREFETCH: u16 = 32;
 const CONSUMERS_PER_CHANNEL: usize = 250;
@@ -117,17 +120,13 @@ pub(crate) async fn run(alone: &Alone) -> anyhow::Result<AloneFigures> {
     let Some(pid) = node.os_pid() else {
         bail!("the RabbitMQ node started but wrote no pid file");
     };
-    let connection = Arc::new(hookrelay_broker::connect(&node.url()).await?);
+    let connection = hookrelay_broker::connect(&node.url()).await?;
     let result = measure(alone, &connection, pid).await;
-    let _ = connection.close(200, "done".into()).await;
+    let _ = connection.close().await;
     result
 }
 
-async fn measure(
-    alone: &Alone,
-    connection: &Arc<Connection>,
-    pid: u32,
-) -> anyhow::Result<AloneFigures> {
+async fn measure(alone: &Alone, connection: &Connection, pid: u32) -> anyhow::Result<AloneFigures> {
     let topology = Topology::new(&hookrelay_tests::unique_namespace());
     let mut publisher = Publisher::open(connection).await?;
     topology.declare_base(publisher.declarer()).await?;
@@ -138,24 +137,25 @@ async fn measure(
     let channels =
         ConsumerChannels::new(connection.clone(), WEBHOOK_PREFETCH, CONSUMERS_PER_CHANNEL);
     for id in &queues {
-        let consuming = channels
+        let mut consuming = channels
             .consume(&topology.webhook_queue(id), "rabbitmq-alone")
             .await?;
         let received = received.clone();
         tokio::spawn(async move {
-            consuming
-                .consumer
-                .for_each_concurrent(PER_WEBHOOK, |delivery| {
-                    let received = received.clone();
-                    async move {
-                        let Ok(delivery) = delivery else { return };
-                        tokio::time::sleep(ACK_AFTER).await;
-                        if delivery.ack(BasicAckOptions::default()).await.is_ok() {
-                            received.fetch_add(1, Ordering::Relaxed);
-                        }
+            let slots = Arc::new(tokio::sync::Semaphore::new(PER_WEBHOOK));
+            while let Some(delivery) = consuming.next().await {
+                let Ok(slot) = slots.clone().acquire_owned().await else {
+                    return;
+                };
+                let received = received.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(ACK_AFTER).await;
+                    if delivery.ack().await.is_ok() {
+                        received.fetch_add(1, Ordering::Relaxed);
                     }
-                })
-                .await;
+                    drop(slot);
+                });
+            }
         });
     }
     let fanning = fan_out(connection.clone(), topology.clone());
@@ -174,16 +174,15 @@ async fn measure(
     let accounts = alone.queues / FAN_OUT;
     let exchange = topology.events_exchange();
     let event = |n: usize| -> anyhow::Result<Outgoing> {
-        Ok(Outgoing {
-            exchange: exchange.clone(),
-            routing_key: "Message.received".into(),
-            body: serde_json::to_vec(&serde_json::json!({
+        Ok(Outgoing::json(
+            exchange.clone(),
+            "Message.received".into(),
+            serde_json::to_vec(&serde_json::json!({
                 "id": format!("evt_{n}"),
                 "account": n % accounts,
                 "data": {"text": "hello from the benchmark", "n": n},
             }))?,
-            properties: hookrelay_broker::persistent_json(),
-        })
+        ))
     };
     // One delivery to every queue first: a classic queue makes its files at its first
     // message, which the `warm` and `paced` scenarios leave out too.
@@ -228,7 +227,7 @@ async fn measure(
 /// Declares the webhook queues on eight channels at once, as the service's declarers do.
 async fn declare(
     topology: &Topology,
-    connection: &Arc<Connection>,
+    connection: &Connection,
     queues: &[String],
 ) -> anyhow::Result<()> {
     let declarers: Vec<Declarer> = (0..8).map(|_| Declarer::new(connection.clone())).collect();
@@ -251,48 +250,37 @@ async fn declare(
     Ok(())
 }
 
-/// The fan-out, without the database: takes up to `BATCH` events, publishes each one's
-/// deliveries to its account's queues, waits for their confirms, acks the events at once.
-async fn fan_out(connection: Arc<Connection>, topology: Topology) -> anyhow::Result<()> {
+/// The fan-out, without the database: takes up to 256 events at once, as the fan-out does
+/// (`hookrelay_broker::Batches`), publishes each one's deliveries to its account's queues,
+/// waits for their confirms, acks the events at once.
+async fn fan_out(connection: Connection, topology: Topology) -> anyhow::Result<()> {
     let mut publisher = Publisher::open(&connection).await?;
-    let channel = connection.create_channel().await?;
-    let mut consumer = hookrelay_broker::consume(
-        &channel,
+    let mut batches = Batches::open(
+        &connection,
         &topology.ingest_queue(),
-        INGEST_PREFETCH,
+        INGEST,
         "rabbitmq-alone",
     )
     .await?;
     let exchange = topology.deliveries_exchange();
-    while let Some(first) = consumer.next().await {
-        let mut batch = vec![first?];
-        while batch.len() < BATCH {
-            match consumer.next().now_or_never() {
-                Some(Some(delivery)) => batch.push(delivery?),
-                _ => break,
-            }
-        }
-        let mut deliveries = Vec::with_capacity(batch.len() * FAN_OUT);
-        for event in &batch {
-            let body: serde_json::Value = serde_json::from_slice(&event.data)?;
+    let never = tokio_util::sync::CancellationToken::new();
+    while let Some(batch) = batches.next(&never).await? {
+        let mut deliveries = Vec::with_capacity(batch.deliveries().len() * FAN_OUT);
+        for event in batch.deliveries() {
+            let body: serde_json::Value = serde_json::from_slice(event.body())?;
             let Some(account) = body["account"].as_u64() else {
                 bail!("an event without its account: {body}");
             };
             for k in 0..FAN_OUT {
-                deliveries.push(Outgoing {
-                    exchange: exchange.clone(),
-                    routing_key: format!("q{}", account as usize * FAN_OUT + k),
-                    body: event.data.clone(),
-                    properties: hookrelay_broker::persistent_json(),
-                });
+                deliveries.push(Outgoing::json(
+                    exchange.clone(),
+                    format!("q{}", account as usize * FAN_OUT + k),
+                    event.body().to_vec(),
+                ));
             }
         }
         publisher.publish_all(&deliveries, &mut NoRoutes).await?;
-        if let Some(last) = batch.last() {
-            channel
-                .basic_ack(last.delivery_tag, BasicAckOptions { multiple: true })
-                .await?;
-        }
+        batch.ack().await?;
     }
     Ok(())
 }

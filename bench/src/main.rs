@@ -223,12 +223,11 @@ async fn warm_up(
                 "account_id": format!("acc_{account}"),
                 "data": {"text": "warming up"},
             });
-            Ok(Outgoing {
-                exchange: exchange.into(),
-                routing_key: "Message.received".into(),
-                body: serde_json::to_vec(&body)?,
-                properties: hookrelay_broker::persistent_json(),
-            })
+            Ok(Outgoing::json(
+                exchange.into(),
+                "Message.received".into(),
+                serde_json::to_vec(&body)?,
+            ))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     publisher.publish_all(&events, &mut NoRoutes).await?;
@@ -249,13 +248,13 @@ async fn warm_up(
 /// deliveries and not of the service still starting its consumers (ten thousand take it a
 /// while after their webhooks are created); answers how long that took.
 async fn wait_for_consumers(
-    connection: &hookrelay_broker::lapin::Connection,
+    connection: &lapin::Connection,
     topology: &Topology,
     webhook_ids: &[String],
     processes: usize,
 ) -> anyhow::Result<Duration> {
-    use hookrelay_broker::lapin::options::QueueDeclareOptions;
-    use hookrelay_broker::lapin::types::FieldTable;
+    use lapin::options::QueueDeclareOptions;
+    use lapin::types::FieldTable;
     let started = Instant::now();
     let passive = QueueDeclareOptions {
         passive: true,
@@ -339,10 +338,11 @@ async fn measure(
         setup.elapsed().as_secs_f64()
     );
 
-    let connection = Arc::new(hookrelay_broker::connect(place.amqp).await?);
+    let connection = hookrelay_broker::connect(place.amqp).await?;
     let topology = Topology::with_queue_type(namespace, place.queue_type);
-    let ready =
-        wait_for_consumers(&connection, &topology, webhook_ids, place.services.len()).await?;
+    let counting = hookrelay_tests::amqp_connection(place.amqp).await;
+    let ready = wait_for_consumers(&counting, &topology, webhook_ids, place.services.len()).await?;
+    let _ = counting.close(200, "counted".into()).await;
     eprintln!(
         "  every webhook queue consumed by every process {:.2}s later",
         ready.as_secs_f64()
@@ -350,7 +350,6 @@ async fn measure(
     let mut publisher = Publisher::open(&connection).await?;
     topology.declare_base(publisher.declarer()).await?;
     let exchange = topology.events_exchange();
-    let properties = hookrelay_broker::persistent_json();
     let (pg, pg_conn) = tokio_postgres::connect(&db.url(), tokio_postgres::NoTls).await?;
     tokio::spawn(pg_conn);
     let warmed = if scenario.warm_up {
@@ -379,12 +378,11 @@ async fn measure(
                 "account_id": account,
                 "data": {"sent_at_ns": now_ns(), "text": "hello from the benchmark", "n": sent},
             });
-            pending.push(Outgoing {
-                exchange: exchange.clone(),
-                routing_key: "Message.received".into(),
-                body: serde_json::to_vec(&body)?,
-                properties: properties.clone(),
-            });
+            pending.push(Outgoing::json(
+                exchange.clone(),
+                "Message.received".into(),
+                serde_json::to_vec(&body)?,
+            ));
             sent += 1;
         }
         if pending.len() >= 1000 || pacer.is_steady() || sent == scenario.events {
@@ -478,7 +476,7 @@ async fn measure(
             scenario.old_logs
         );
     }
-    let _ = connection.close(200, "bench done".into()).await;
+    let _ = connection.close().await;
     Ok(Figures {
         old_logs_deleted: (scenario.old_logs as i64 - old_logs_left).max(0) as usize,
         scenario: scenario.name.to_owned(),

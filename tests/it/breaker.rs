@@ -146,12 +146,11 @@ async fn publish_steadily(app: &TestApp, during: Duration) -> HashMap<String, In
             let id = uuid::Uuid::new_v4().to_string();
             let body = json!({"id": id, "account_id": format!("acc_{account}"), "data": {}});
             let at = Instant::now();
-            let message = hookrelay_broker::Outgoing {
-                exchange: exchange.clone(),
-                routing_key: "Message.received".into(),
-                body: serde_json::to_vec(&body).expect("JSON"),
-                properties: hookrelay_broker::persistent_json(),
-            };
+            let message = hookrelay_broker::Outgoing::json(
+                exchange.clone(),
+                "Message.received".into(),
+                serde_json::to_vec(&body).expect("JSON"),
+            );
             publisher
                 .publish(&message, &mut hookrelay_broker::NoRoutes)
                 .await
@@ -160,7 +159,7 @@ async fn publish_steadily(app: &TestApp, during: Duration) -> HashMap<String, In
         }
     }
     publisher.close().await;
-    let _ = connection.close(200, "done".into()).await;
+    let _ = connection.close().await;
     sent
 }
 

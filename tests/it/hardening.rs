@@ -2,8 +2,6 @@
 
 use std::time::Duration;
 
-use hookrelay_broker::lapin::types::{AMQPValue, FieldTable, LongString};
-use hookrelay_broker::lapin::BasicProperties;
 use hookrelay_tests::receiver::Receiver;
 use hookrelay_tests::{metric, wait_for};
 use serde_json::json;
@@ -119,21 +117,14 @@ async fn operational_events_cannot_be_forged() {
     .into_iter()
     .enumerate()
     {
-        let mut headers = FieldTable::default();
-        headers.insert(
-            "x-hookrelay-origin".into(),
-            AMQPValue::LongString(LongString::from(tag)),
-        );
+        let headers = hookrelay_broker::Headers {
+            origin_tag: Some(tag),
+            ..hookrelay_broker::Headers::default()
+        };
         let tagged =
             format!(r#"{{"id":"forged_tag_{n}","account_id":"acc","data":{{"log_id":"x"}}}}"#);
-        app.publish_raw_with(
-            "Webhook.delivery.failed",
-            tagged.as_bytes(),
-            BasicProperties::default()
-                .with_delivery_mode(2)
-                .with_headers(headers),
-        )
-        .await;
+        app.publish_raw_with("Webhook.delivery.failed", tagged.as_bytes(), headers)
+            .await;
     }
     // And by `type`, with no routing key.
     let typed = br#"{"id":"forged_3","type":"Webhook.test","account_id":"acc","data":{}}"#;
@@ -553,7 +544,8 @@ async fn generated_envelopes_are_each_accepted_or_rejected_with_a_reason() {
                 exchange: exchange.clone(),
                 routing_key: message.routing_key.clone(),
                 body: message.body.clone(),
-                properties: BasicProperties::default().with_delivery_mode(2),
+                content_type: None,
+                headers: hookrelay_broker::Headers::default(),
             })
             .collect();
         publisher
@@ -561,7 +553,7 @@ async fn generated_envelopes_are_each_accepted_or_rejected_with_a_reason() {
             .await
             .unwrap();
         publisher.close().await;
-        let _ = connection.close(200, "published".into()).await;
+        let _ = connection.close().await;
     }
     // Then one plain good event: the consumer is still moving after all of them.
     let last = app

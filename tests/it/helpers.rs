@@ -271,17 +271,10 @@ impl TestApp {
 
     /// A connection and a publisher to this service's broker, its topology declared, for
     /// publishing as an upstream service does.
-    pub async fn publisher(
-        &self,
-    ) -> (
-        std::sync::Arc<hookrelay_broker::lapin::Connection>,
-        hookrelay_broker::Publisher,
-    ) {
-        let connection = std::sync::Arc::new(
-            hookrelay_broker::connect(&self.amqp_url)
-                .await
-                .expect("a connection"),
-        );
+    pub async fn publisher(&self) -> (hookrelay_broker::Connection, hookrelay_broker::Publisher) {
+        let connection = hookrelay_broker::connect(&self.amqp_url)
+            .await
+            .expect("a connection");
         let publisher = hookrelay_broker::Publisher::open(&connection)
             .await
             .expect("a publisher");
@@ -292,45 +285,40 @@ impl TestApp {
         (connection, publisher)
     }
 
-    /// Publishes one raw message to the events exchange.
+    /// Publishes one raw message to the events exchange: persistent, without a content type.
     pub async fn publish_raw(&self, routing_key: &str, body: &[u8]) {
-        self.publish_raw_with(
-            routing_key,
-            body,
-            hookrelay_broker::lapin::BasicProperties::default().with_delivery_mode(2),
-        )
-        .await;
+        self.publish_raw_with(routing_key, body, hookrelay_broker::Headers::default())
+            .await;
     }
 
-    /// Publishes one raw message with the given properties (headers) to the events exchange.
+    /// Publishes one raw message with the given headers to the events exchange.
     pub async fn publish_raw_with(
         &self,
         routing_key: &str,
         body: &[u8],
-        properties: hookrelay_broker::lapin::BasicProperties,
+        headers: hookrelay_broker::Headers,
     ) {
         let (connection, mut publisher) = self.publisher().await;
         let message = hookrelay_broker::Outgoing {
             exchange: hookrelay_broker::Topology::new(&self.namespace).events_exchange(),
             routing_key: routing_key.to_owned(),
             body: body.to_vec(),
-            properties,
+            content_type: None,
+            headers,
         };
         publisher
             .publish(&message, &mut hookrelay_broker::NoRoutes)
             .await
             .expect("published and confirmed");
         publisher.close().await;
-        let _ = connection.close(200, "done".into()).await;
+        let _ = connection.close().await;
     }
 
     /// Reads every message of the rejected queue: (x-hookrelay-reason, x-hookrelay-error, body).
     pub async fn rejected_messages(&self) -> Vec<(String, String, Vec<u8>)> {
-        use hookrelay_broker::lapin::options::BasicGetOptions;
-        use hookrelay_broker::lapin::types::AMQPValue;
-        let connection = hookrelay_broker::connect(&self.amqp_url)
-            .await
-            .expect("a connection");
+        use lapin::options::BasicGetOptions;
+        use lapin::types::AMQPValue;
+        let connection = hookrelay_tests::amqp_connection(&self.amqp_url).await;
         let channel = connection.create_channel().await.expect("a channel");
         let queue = hookrelay_broker::Topology::new(&self.namespace).rejected_queue();
         let mut out = Vec::new();

@@ -324,7 +324,8 @@ async fn every_filter_is_served_by_an_index_on_a_million_logs() {
             .unwrap();
     let hour_ago = chrono::Utc::now() - chrono::Duration::hours(1);
     let webhook = uuid::Uuid::parse_str("00000000-0000-0000-0000-000000000005").unwrap();
-    use hookrelay_store::{LogFilter, LogStatus};
+    use hookrelay_core::LogStatus;
+    use hookrelay_store::LogFilter;
     let filters = [
         LogFilter::default(),
         LogFilter {

@@ -543,32 +543,28 @@ async fn a_webhook_queue_lost_behind_the_services_back_is_recreated_without_loss
 
 /// Deletes webhook `id`'s queue, with what it holds, as a broker that lost it would.
 async fn delete_webhook_queue(amqp_url: &str, namespace: &str, id: &str) {
-    let connection = std::sync::Arc::new(
-        hookrelay_broker::connect(amqp_url)
-            .await
-            .expect("a connection"),
-    );
+    let connection = hookrelay_broker::connect(amqp_url)
+        .await
+        .expect("a connection");
     let declarer = hookrelay_broker::Declarer::new(connection.clone());
     hookrelay_broker::Topology::new(namespace)
         .delete_webhook(&declarer, id)
         .await
         .expect("queue deleted");
     declarer.close().await;
-    let _ = connection.close(200, "done".into()).await;
+    let _ = connection.close().await;
 }
 
 /// Waits until webhook `id`'s queue holds `n` deliveries ready.
 async fn wait_for_ready(app: &TestApp, id: &str, n: u32) {
-    let connection = hookrelay_broker::connect(&app.amqp_url)
-        .await
-        .expect("a connection");
+    let connection = hookrelay_tests::amqp_connection(&app.amqp_url).await;
     let queue = hookrelay_broker::Topology::new(&app.namespace).webhook_queue(id);
     wait_for(
         &format!("{n} deliveries in the queue"),
         DEADLINE,
         || async {
             let channel = connection.create_channel().await.ok()?;
-            let passive = hookrelay_broker::lapin::options::QueueDeclareOptions {
+            let passive = lapin::options::QueueDeclareOptions {
                 passive: true,
                 ..Default::default()
             };
@@ -750,15 +746,13 @@ async fn deliveries_queued_for_a_disabled_webhook_wait_and_a_deleted_one_ends_th
         failed.get::<_, Option<String>>(1).as_deref(),
         Some("the webhook was deleted")
     );
-    let connection = hookrelay_broker::connect(&app.amqp_url)
-        .await
-        .expect("a connection");
+    let connection = hookrelay_tests::amqp_connection(&app.amqp_url).await;
     let channel = connection.create_channel().await.expect("a channel");
     let queue = hookrelay_broker::Topology::new(&app.namespace).webhook_queue(&id);
     let passive = channel
         .queue_declare(
             queue.as_str().into(),
-            hookrelay_broker::lapin::options::QueueDeclareOptions {
+            lapin::options::QueueDeclareOptions {
                 passive: true,
                 ..Default::default()
             },
@@ -776,9 +770,7 @@ async fn a_new_webhook_gets_its_queue_and_consumer_before_any_event() {
     let id = app
         .webhook("acc", &receiver.url, &["Contact.created"], json!({}))
         .await;
-    let connection = hookrelay_broker::connect(&app.amqp_url)
-        .await
-        .expect("a connection");
+    let connection = hookrelay_tests::amqp_connection(&app.amqp_url).await;
     let queue = hookrelay_broker::Topology::new(&app.namespace).webhook_queue(&id);
     let consumers = wait_for("a consumer on the new queue", DEADLINE, || async {
         // A passive declare fails on a missing queue and closes its channel: a fresh one each time.
@@ -786,7 +778,7 @@ async fn a_new_webhook_gets_its_queue_and_consumer_before_any_event() {
         let queue = channel
             .queue_declare(
                 queue.as_str().into(),
-                hookrelay_broker::lapin::options::QueueDeclareOptions {
+                lapin::options::QueueDeclareOptions {
                     passive: true,
                     ..Default::default()
                 },

@@ -124,13 +124,11 @@ async fn a_webhook_deleted_while_no_process_ran_loses_its_queue_at_the_next_star
 /// uses them as they are instead of failing.
 #[tokio::test]
 async fn queues_made_by_an_earlier_release_are_used_as_found() {
-    use hookrelay_broker::lapin::options::QueueDeclareOptions;
-    use hookrelay_broker::lapin::types::FieldTable;
+    use lapin::options::QueueDeclareOptions;
+    use lapin::types::FieldTable;
     let namespace = hookrelay_tests::unique_namespace();
     let topology = hookrelay_broker::Topology::new(&namespace);
-    let connection = hookrelay_broker::connect(&hookrelay_tests::amqp_url())
-        .await
-        .unwrap();
+    let connection = hookrelay_tests::amqp_connection(&hookrelay_tests::amqp_url()).await;
     let channel = connection.create_channel().await.unwrap();
     for queue in [topology.ingest_queue(), topology.rejected_queue()] {
         let durable = QueueDeclareOptions {
@@ -157,8 +155,8 @@ async fn queues_made_by_an_earlier_release_are_used_as_found() {
 /// uses them as they are instead of stalling the webhook.
 #[tokio::test]
 async fn webhook_queues_made_with_version_2_by_an_earlier_release_are_used_as_found() {
-    use hookrelay_broker::lapin::options::QueueDeclareOptions;
-    use hookrelay_broker::lapin::types::{AMQPValue, FieldTable};
+    use lapin::options::QueueDeclareOptions;
+    use lapin::types::{AMQPValue, FieldTable};
     let app = spawn_app().await;
     let receiver = Receiver::start().await;
     let id = app
@@ -170,9 +168,7 @@ async fn webhook_queues_made_with_version_2_by_an_earlier_release_are_used_as_fo
     let queue = topology.webhook_queue(&id);
     let app = app
         .restart_after(async {
-            let connection = hookrelay_broker::connect(&hookrelay_tests::amqp_url())
-                .await
-                .unwrap();
+            let connection = hookrelay_tests::amqp_connection(&hookrelay_tests::amqp_url()).await;
             let channel = connection.create_channel().await.unwrap();
             channel
                 .queue_delete(queue.as_str().into(), Default::default())

@@ -127,7 +127,7 @@ impl TestBroker {
         let started = Instant::now();
         loop {
             if let Ok(connection) = hookrelay_broker::connect(&self.url()).await {
-                let _ = connection.close(200, "up".into()).await;
+                let _ = connection.close().await;
                 return;
             }
             assert!(

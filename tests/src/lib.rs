@@ -184,27 +184,32 @@ pub async fn delete_namespace(amqp_url: &str, namespace: &str, webhook_ids: &[St
     let Ok(connection) = hookrelay_broker::connect(amqp_url).await else {
         return;
     };
-    let connection = std::sync::Arc::new(connection);
     let declarer = hookrelay_broker::Declarer::new(connection.clone());
-    let _ = hookrelay_broker::Topology::new(namespace)
+    let deleted = hookrelay_broker::Topology::new(namespace)
         .delete_all(&declarer, webhook_ids)
         .await;
+    if let Err(e) = deleted {
+        eprintln!("cannot delete the test's AMQP objects of {namespace}: {e}");
+    }
     declarer.close().await;
-    let _ = connection.close(200, "test done".into()).await;
+    let _ = connection.close().await;
 }
 
-/// The properties of a persistent event carrying a W3C `traceparent` header, as a traced
-/// upstream service publishes it.
-pub fn traced_event(traceparent: &str) -> hookrelay_broker::lapin::BasicProperties {
-    use hookrelay_broker::lapin::types::{AMQPValue, FieldTable, LongString};
-    let mut headers = FieldTable::default();
-    headers.insert(
-        "traceparent".into(),
-        AMQPValue::LongString(LongString::from(traceparent.to_owned())),
-    );
-    hookrelay_broker::lapin::BasicProperties::default()
-        .with_delivery_mode(2)
-        .with_headers(headers)
+/// A plain AMQP connection, for what a test does as a publisher or an operator would (read a
+/// queue, count its consumers), beside what `hookrelay_broker` offers the service.
+pub async fn amqp_connection(amqp_url: &str) -> lapin::Connection {
+    lapin::Connection::connect(amqp_url, lapin::ConnectionProperties::default())
+        .await
+        .expect("an AMQP connection")
+}
+
+/// The headers of an event carrying a W3C `traceparent`, as a traced upstream service
+/// publishes it.
+pub fn traced_event(traceparent: &str) -> hookrelay_broker::Headers {
+    hookrelay_broker::Headers {
+        traceparent: Some(traceparent.to_owned()),
+        ..hookrelay_broker::Headers::default()
+    }
 }
 
 /// Verifies a Standard Webhooks signature header the way a receiver would, independently of

@@ -95,6 +95,14 @@ impl From<crate::PipelineError> for ApiError {
             crate::PipelineError::Conflict(message) => {
                 Self::new(StatusCode::CONFLICT, "conflict", message)
             }
+            crate::PipelineError::Internal(message) => {
+                tracing::error!(%message, "the pipeline failed");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error",
+                )
+            }
             crate::PipelineError::Store(e) => e.into(),
         }
     }

@@ -6,6 +6,8 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::json;
 
+use hookrelay_metrics::Dependency;
+
 use crate::AppState;
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -41,8 +43,8 @@ impl Checks {
         };
         // Every check also updates the gauge, so alerts see what /readyz answers.
         let metrics = &state.inner.metrics;
-        metrics.dependency_checked("database", checks.database);
-        metrics.dependency_checked("broker", checks.broker);
+        metrics.dependency_checked(Dependency::Database, checks.database);
+        metrics.dependency_checked(Dependency::Broker, checks.broker);
         checks
     }
 }

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::Router;
-use hookrelay_metrics::Metrics;
+use hookrelay_metrics::{Metrics, ShedReason};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
@@ -90,7 +90,7 @@ pub async fn serve(
             // Every connection is serving a request: this one is told so, in the error shape,
             // without reading its request (a fresh socket's send buffer takes these bytes at
             // once, so the write never waits), and closed.
-            metrics.http_connection_shed("refused");
+            metrics.http_connection_shed(ShedReason::Refused);
             let _ = stream.try_write(&AT_CAPACITY);
             drop(stream);
             continue;
@@ -144,7 +144,7 @@ async fn drive<S>(
     serving: hyper::server::conn::http1::Connection<TokioIo<tokio::net::TcpStream>, S>,
     conn: &Conn,
     shutdown: &CancellationToken,
-) -> Option<&'static str>
+) -> Option<ShedReason>
 where
     S: hyper::service::HttpService<Incoming>,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -159,7 +159,7 @@ where
             _ = conn.evict.cancelled(), if !closing => {
                 // Idle: no request under way, so dropping the connection loses nothing.
                 if conn.is_idle() {
-                    return Some("evicted");
+                    return Some(ShedReason::Evicted);
                 }
                 // A request arrived since it was picked: let it finish, then close.
                 serving.as_mut().graceful_shutdown();

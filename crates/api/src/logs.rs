@@ -5,8 +5,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
+use hookrelay_core::LogStatus;
 use hookrelay_core::{AccountId, EventType, Invalid};
-use hookrelay_store::{AttemptRow, LogDetail, LogFilter, LogRow, LogStatus, RequeueFilter};
+use hookrelay_store::{AttemptRow, LogDetail, LogFilter, LogRow, RequeueFilter};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use utoipa::{IntoParams, ToSchema};
@@ -28,8 +29,8 @@ pub struct LogFields {
     event_id: String,
     event_type: String,
     /// `pending`, `retrying`, `succeeded` or `failed`.
-    #[schema(example = "succeeded")]
-    status: String,
+    #[schema(value_type = String, example = "succeeded")]
+    status: LogStatus,
     response_status: Option<i32>,
     error: Option<String>,
     created_at: DateTime<Utc>,
@@ -284,7 +285,9 @@ fn log_not_found() -> ApiError {
 #[derive(Serialize, ToSchema)]
 pub struct Retried {
     id: Uuid,
-    status: &'static str,
+    /// `pending`.
+    #[schema(value_type = String, example = "pending")]
+    status: LogStatus,
 }
 
 /// Queues one more delivery of a log, whatever its status.
@@ -312,7 +315,7 @@ pub async fn retry(
         StatusCode::ACCEPTED,
         Json(Retried {
             id,
-            status: "pending",
+            status: LogStatus::Pending,
         }),
     ))
 }

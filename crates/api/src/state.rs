@@ -2,7 +2,7 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use hookrelay_metrics::Metrics;
-use hookrelay_store::{RequeueFilter, Store, StoreError};
+use hookrelay_store::{RequeueFilter, Store, StoreError, WebhookRow};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -23,9 +23,13 @@ pub trait Pipeline: Send + Sync + 'static {
     /// Whether the broker is connected now, for `/readyz`.
     fn broker_ready(&self) -> bool;
 
-    /// Webhook `id` was changed through the API: apply it now, not when its notification
-    /// comes back, so that a webhook created a moment ago matches the very next event.
-    fn webhook_changed(&self, id: Uuid) -> BoxFuture<'_, ()>;
+    /// Webhook `row` was just written through the API (created or changed): apply it now,
+    /// not when its notification comes back, so that a webhook created a moment ago matches
+    /// the very next event; the row is handed over so that nobody reads it again.
+    fn webhook_written(&self, row: WebhookRow) -> BoxFuture<'_, ()>;
+
+    /// Webhook `id` was just deleted through the API.
+    fn webhook_deleted(&self, id: Uuid) -> BoxFuture<'_, ()>;
 
     /// Queues one more attempt of log `id`, whatever its status. `Ok(false)` when no such
     /// log is visible to `account`.
@@ -52,6 +56,10 @@ pub enum PipelineError {
     /// The request cannot be carried out as things are (409).
     #[error("{0}")]
     Conflict(String),
+    /// The pipeline failed in a way the caller can do nothing about (500); the details go
+    /// to the service log.
+    #[error("{0}")]
+    Internal(String),
     #[error("database error")]
     Store(#[from] StoreError),
 }

@@ -4,6 +4,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
+use hookrelay_core::{LogStatus, WebhookStatus};
 use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -19,7 +20,9 @@ pub struct TestSent {
     /// The log its delivery is written to (`GET /v1/logs/{log_id}`), a moment after this
     /// answer.
     log_id: Uuid,
-    status: &'static str,
+    /// `pending`.
+    #[schema(value_type = String, example = "pending")]
+    status: LogStatus,
 }
 
 /// Sends a `Webhook.test` event to this webhook alone, through the normal pipeline.
@@ -34,7 +37,7 @@ pub async fn send(
 ) -> Result<(StatusCode, Json<TestSent>), ApiError> {
     let id = parse_id(&id)?;
     let webhook = find_webhook(&state, &caller, id).await?;
-    if webhook.status != "active" {
+    if webhook.status != WebhookStatus::Active {
         // Its queue is not consumed while disabled: the test would only wait there.
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -47,7 +50,7 @@ pub async fn send(
         StatusCode::ACCEPTED,
         Json(TestSent {
             log_id,
-            status: "pending",
+            status: LogStatus::Pending,
         }),
     ))
 }

@@ -7,7 +7,8 @@ use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use hookrelay_core::{
-    net, AccountId, Description, EventList, HeaderSet, Invalid, Secret, WebhookStatus, WebhookUrl,
+    net, AccountId, BreakerState, Description, EndpointHealth, EventList, HeaderSet, Invalid,
+    Secret, WebhookStatus, WebhookUrl,
 };
 use hookrelay_store::{NewWebhook, WebhookFilter, WebhookPatch, WebhookRow};
 use serde::{Deserialize, Serialize};
@@ -37,13 +38,13 @@ pub struct WebhookView {
     headers: BTreeMap<String, String>,
     events: Vec<String>,
     /// `active` or `disabled`.
-    #[schema(example = "active")]
-    status: String,
+    #[schema(value_type = String, example = "active")]
+    status: WebhookStatus,
     disabled_reason: Option<String>,
     description: Option<String>,
     /// `healthy`, `paused` or `probing`.
-    #[schema(example = "healthy")]
-    health: &'static str,
+    #[schema(value_type = String, example = "healthy")]
+    health: BreakerState,
     paused_until: Option<DateTime<Utc>>,
     failing_since: Option<DateTime<Utc>>,
     created_at: DateTime<Utc>,
@@ -52,12 +53,14 @@ pub struct WebhookView {
 
 impl From<WebhookRow> for WebhookView {
     fn from(row: WebhookRow) -> Self {
-        let paused_until = row.health.paused_until.filter(|at| *at > Utc::now());
-        let health = match (paused_until, row.health.trips) {
-            (Some(_), _) => "paused",
-            (None, 0) => "healthy",
-            (None, _) => "probing",
-        };
+        let saved = &row.health;
+        let health = EndpointHealth::restore(
+            saved.consecutive_failures,
+            saved.trips,
+            saved.failing_since,
+            saved.paused_until,
+            Utc::now(),
+        );
         Self {
             id: row.id,
             account_id: row.account_id,
@@ -68,8 +71,8 @@ impl From<WebhookRow> for WebhookView {
             status: row.status,
             disabled_reason: row.disabled_reason,
             description: row.description,
-            health,
-            paused_until,
+            health: health.state,
+            paused_until: health.paused_until,
             failing_since: row.health.failing_since,
             created_at: row.created_at,
             updated_at: row.updated_at,
@@ -140,7 +143,7 @@ pub async fn create(
             description,
         })
         .await?;
-    state.pipeline().webhook_changed(row.id).await;
+    state.pipeline().webhook_written(row.clone()).await;
     tracing::info!(webhook_id = %row.id, account_id = %row.account_id, "webhook created");
     Ok((StatusCode::CREATED, Json(row.into())))
 }
@@ -308,7 +311,7 @@ pub async fn delete(
 ) -> Result<StatusCode, ApiError> {
     let id = parse_id(&id)?;
     if state.store().delete_webhook(id, caller.scope()).await? {
-        state.pipeline().webhook_changed(id).await;
+        state.pipeline().webhook_deleted(id).await;
         tracing::info!(webhook_id = %id, "webhook deleted");
         Ok(StatusCode::NO_CONTENT)
     } else {
@@ -390,7 +393,7 @@ async fn apply(
         .update_webhook(id, caller.scope(), patch)
         .await?
         .ok_or_else(webhook_not_found)?;
-    state.pipeline().webhook_changed(row.id).await;
+    state.pipeline().webhook_written(row.clone()).await;
     tracing::info!(webhook_id = %row.id, status = %row.status, "webhook updated");
     Ok(Json(row.into()))
 }
@@ -454,7 +457,7 @@ pub async fn rotate_secret(
         .rotate_secret(id, caller.scope(), &secret, grace)
         .await?
         .ok_or_else(webhook_not_found)?;
-    state.pipeline().webhook_changed(row.id).await;
+    state.pipeline().webhook_written(row.clone()).await;
     tracing::info!(webhook_id = %row.id, grace_seconds, "webhook secret rotated");
     Ok(Json(RotatedSecret {
         id: row.id,

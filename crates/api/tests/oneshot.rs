@@ -10,7 +10,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use futures::future::BoxFuture;
 use hookrelay_api::{ApiConfig, AppState, Pipeline, PipelineError};
-use hookrelay_store::{PoolOptions, RequeueFilter, Store};
+use hookrelay_store::{PoolOptions, RequeueFilter, Store, WebhookRow};
 use tower::ServiceExt as _;
 use uuid::Uuid;
 
@@ -21,7 +21,10 @@ impl Pipeline for Stopped {
     fn broker_ready(&self) -> bool {
         false
     }
-    fn webhook_changed(&self, _: Uuid) -> BoxFuture<'_, ()> {
+    fn webhook_written(&self, _: WebhookRow) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+    fn webhook_deleted(&self, _: Uuid) -> BoxFuture<'_, ()> {
         Box::pin(async {})
     }
     fn retry_log(&self, _: Uuid, _: Option<String>) -> BoxFuture<'_, Result<bool, PipelineError>> {

@@ -17,9 +17,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
-use lapin::{Channel, Connection, Consumer};
+use lapin::{Channel, Consumer};
+use tracing::{debug, warn};
+
+use crate::{BrokerError, Connection, Delivery};
 
 /// How long a stopping consumer waits for the broker to confirm the cancel and for the
 /// deliveries sent before it.
@@ -33,7 +36,7 @@ struct Shared {
 
 /// The channels of one connection that consumers of one prefetch share.
 pub struct ConsumerChannels {
-    connection: Arc<Connection>,
+    connection: Connection,
     prefetch: u16,
     per_channel: usize,
     open: tokio::sync::Mutex<Vec<Shared>>,
@@ -41,7 +44,7 @@ pub struct ConsumerChannels {
 
 impl ConsumerChannels {
     /// Channels for consumers with a prefetch of `prefetch`, at most `per_channel` on each.
-    pub fn new(connection: Arc<Connection>, prefetch: u16, per_channel: usize) -> Self {
+    pub fn new(connection: Connection, prefetch: u16, per_channel: usize) -> Self {
         Self {
             connection,
             prefetch,
@@ -52,7 +55,7 @@ impl ConsumerChannels {
 
     /// Starts consuming `queue` under a unique consumer tag that starts with `name` (shown by
     /// `rabbitmqctl list_consumers`).
-    pub async fn consume(&self, queue: &str, name: &str) -> Result<Consuming, lapin::Error> {
+    pub async fn consume(&self, queue: &str, name: &str) -> Result<Consuming, BrokerError> {
         let (channel, user) = self.lease().await?;
         let tag = format!("{name}-{}", uuid::Uuid::new_v4().simple());
         let consumer = channel
@@ -71,7 +74,7 @@ impl ConsumerChannels {
     }
 
     /// A channel with room for one more consumer, opened if none has.
-    async fn lease(&self) -> Result<(Channel, Arc<()>), lapin::Error> {
+    async fn lease(&self) -> Result<(Channel, Arc<()>), BrokerError> {
         let mut open = self.open.lock().await;
         open.retain(|s| s.channel.status().connected());
         // Counted while the lock is held, so two leases never both take the last place.
@@ -81,13 +84,13 @@ impl ConsumerChannels {
         {
             return Ok((shared.channel.clone(), shared.users.clone()));
         }
-        let channel = self.connection.create_channel().await?;
+        let channel = self.connection.channel().await?;
         if let Err(e) = channel
             .basic_qos(self.prefetch, BasicQosOptions::default())
             .await
         {
-            let _ = channel.close(200, "cannot set the prefetch".into()).await;
-            return Err(e);
+            close(&channel, "cannot set the prefetch").await;
+            return Err(e.into());
         }
         let users = Arc::new(());
         open.push(Shared {
@@ -101,19 +104,38 @@ impl ConsumerChannels {
     pub async fn close(&self) {
         let open = std::mem::take(&mut *self.open.lock().await);
         for shared in open {
-            let _ = shared.channel.close(200, "consumers stopped".into()).await;
+            close(&shared.channel, "consumers stopped").await;
         }
+    }
+}
+
+/// A channel closed already (by the broker, or with its connection) hands back what it had.
+async fn close(channel: &Channel, why: &str) {
+    if let Err(e) = channel.close(200, why.into()).await {
+        debug!(error = %e, "a consumer channel was closed already");
     }
 }
 
 /// One consumer on a shared channel.
 pub struct Consuming {
-    pub consumer: Consumer,
+    consumer: Consumer,
     channel: Channel,
     _user: Arc<()>,
 }
 
 impl Consuming {
+    /// The next delivery; `None` once the consumer has ended (its queue deleted, its channel
+    /// closed): its owner starts a new one.
+    pub async fn next(&mut self) -> Option<Delivery> {
+        match self.consumer.next().await? {
+            Ok(delivery) => Some(Delivery::new(delivery)),
+            Err(e) => {
+                debug!(error = %e, "a webhook consumer ended");
+                None
+            }
+        }
+    }
+
     /// Cancels the consumer and hands back to the queue each delivery it had received and not
     /// taken from the stream. Deliveries already taken are their holders' to settle.
     pub async fn stop(mut self) {
@@ -130,12 +152,10 @@ impl Consuming {
             }
             // After the cancel's confirmation the stream holds what came before it, then ends.
             while let Some(Ok(delivery)) = self.consumer.next().await {
-                let _ = delivery
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        ..Default::default()
-                    })
-                    .await;
+                if let Err(e) = Delivery::new(delivery).nack().await {
+                    // Its channel is gone: the broker has put it back already.
+                    debug!(error = %e, "cannot hand a delivery back");
+                }
             }
         };
         if tokio::time::timeout(CANCEL_PATIENCE, drained)
@@ -145,7 +165,8 @@ impl Consuming {
             // A broker that does not answer within this long is in trouble; closing the
             // channel hands everything back, the neighbours' deliveries too, and they
             // start again.
-            let _ = self.channel.close(200, "cancel not confirmed".into()).await;
+            warn!("the broker did not confirm a consumer's cancel; closing its shared channel");
+            close(&self.channel, "cancel not confirmed").await;
         }
     }
 }

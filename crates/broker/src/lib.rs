@@ -1,5 +1,11 @@
-//! RabbitMQ: the supervised connection, the topology under the deployment's namespace, and
-//! publishing with confirms (`Publisher`). Knows nothing of webhooks or the database.
+//! RabbitMQ: the supervised connection, the topology under the deployment's namespace,
+//! publishing with confirms (`Publisher`), and consuming (`Batches`, `ConsumerChannels`).
+//! Knows nothing of webhooks or the database.
+//!
+//! The rest of hookrelay sees this crate's own types only: a [`Connection`], a [`Delivery`]
+//! received (its body, typed [`Headers`], `ack` and `nack`), an [`Outgoing`] message, a
+//! [`BrokerError`] that says what it means (`queue_unavailable`, …). The AMQP client, its
+//! properties and field tables, and how headers are encoded stay in here.
 //!
 //! The connection is owned by a supervisor task that reconnects with exponential backoff
 //! (`backon`) whenever the broker goes away; users ask for the current connection and get
@@ -9,16 +15,19 @@
 //! tries them in turn, from the one after the node last connected to, so that a process whose
 //! node stopped goes on with another instead of waiting for that one.
 
+mod batches;
 mod channels;
 mod declarer;
+mod message;
 mod publisher;
 mod topology;
 
+pub use batches::{Batch, BatchLimits, Batches};
 pub use channels::{ConsumerChannels, Consuming};
-pub use declarer::{queue_missing, queue_unavailable, Declarer};
-pub use lapin;
-pub use publisher::{NoRoutes, Outgoing, PublishError, Publisher, Reroute, ReturnHandler};
-pub use topology::{QueueType, Topology, DUE_HEADER, TIER_HEADER};
+pub use declarer::Declarer;
+pub use message::{Delivery, Headers, OtherHeaders, Outgoing, Rejected};
+pub use publisher::{NoRoutes, PublishError, Publisher, Reroute, ReturnHandler};
+pub use topology::{QueueType, Topology};
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -26,18 +35,99 @@ use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 use futures::StreamExt;
-use lapin::{Connection, ConnectionProperties};
+use lapin::ConnectionProperties;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
+
+/// Log directives (`tracing_subscriber::EnvFilter` syntax) for the AMQP client's own logging.
+/// It logs every channel the broker closes as an error: a queue kept as found after an
+/// upgrade, or a webhook queue whose node is down, refused once per webhook and per retry, ten
+/// thousand lines where one says it all. The same failure reaches hookrelay as an `Err`, which
+/// it logs with what it means. So that target is off; with it go the client's lines for a
+/// connection the broker closed and for protocol violations, which hookrelay sees as the
+/// connection lost and logs as such ("lost the broker connection", with the reason).
+pub const CLIENT_LOG_FILTER: &str = "lapin=warn,lapin::channel=off,amq_protocol=warn";
+
+/// The AMQP reply code of a declaration that does not match what exists.
+const PRECONDITION_FAILED: u16 = 406;
+
+/// The AMQP reply code of a declaration of a queue that does not exist, or cannot be reached.
+const NOT_FOUND: u16 = 404;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
     #[error("invalid amqp_url: {0}")]
     Config(String),
     #[error("broker error")]
-    Amqp(#[from] lapin::Error),
+    Amqp(#[source] AmqpError),
+    #[error("the broker ended the consumer")]
+    ConsumerEnded,
+}
+
+/// An error of the AMQP client. Opaque: callers ask [`BrokerError`] what it means rather than
+/// read its codes.
+#[derive(Debug)]
+pub struct AmqpError(lapin::Error);
+
+impl std::fmt::Display for AmqpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for AmqpError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl From<lapin::Error> for BrokerError {
+    fn from(e: lapin::Error) -> Self {
+        Self::Amqp(AmqpError(e))
+    }
+}
+
+impl BrokerError {
+    /// The broker's refusal, with its reply code and text, if that is what this is.
+    fn refusal(&self) -> Option<(u16, &str)> {
+        match self {
+            Self::Amqp(AmqpError(e)) => match e.kind() {
+                lapin::ErrorKind::ProtocolError(e) => Some((e.get_id(), e.get_message().as_str())),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// Whether a declaration (or a consume) failed because the queue exists but cannot be
+    /// reached now: a durable classic queue whose node is down or cut off from this one
+    /// ("home node … is down or inaccessible"), or whose process the broker stopped. It
+    /// passes when the node is back; meanwhile a message published to the queue comes back
+    /// unroutable.
+    ///
+    /// Any NOT_FOUND but RabbitMQ's "no queue" and "no exchange" (something missing, which
+    /// declaring again mends): should a broker word these differently, a missing object is
+    /// taken for an unreachable one and waited for, which heals once anything declares it,
+    /// where the other mistake would stop the fan-out.
+    pub fn queue_unavailable(&self) -> bool {
+        self.refusal()
+            .is_some_and(|(code, text)| code == NOT_FOUND && !text.contains("NOT_FOUND - no "))
+    }
+
+    /// RabbitMQ's answer to a passive declaration of a queue that does not exist.
+    pub fn queue_missing(&self) -> bool {
+        self.refusal().is_some_and(|(code, text)| {
+            code == NOT_FOUND && text.starts_with("NOT_FOUND - no queue ")
+        })
+    }
+
+    /// A declaration that does not match what exists (other arguments).
+    pub(crate) fn precondition_failed(&self) -> bool {
+        self.refusal()
+            .is_some_and(|(code, _)| code == PRECONDITION_FAILED)
+    }
 }
 
 /// Checks an `amqp_url` (one AMQP URL, or several separated by commas) without connecting.
@@ -66,7 +156,7 @@ fn urls(amqp_url: &str) -> Result<Vec<String>, BrokerError> {
             if url.is_empty() {
                 return Err(BrokerError::Config(format!("{}empty", which(i))));
             }
-            // lapin's message may quote the URL, and with it a password.
+            // The client's message may quote the URL, and with it a password.
             lapin::uri::AMQPUri::from_str(url)
                 .map(|_| url.to_owned())
                 .map_err(|e| {
@@ -85,10 +175,30 @@ fn node_of(url: &str) -> String {
     }
 }
 
+/// A connection to the broker; cheap to clone.
+#[derive(Clone)]
+pub struct Connection(Arc<lapin::Connection>);
+
+impl Connection {
+    pub fn is_connected(&self) -> bool {
+        self.0.status().connected()
+    }
+
+    /// Closes it, for short-lived tools; the supervised one closes at shutdown.
+    pub async fn close(&self) -> Result<(), BrokerError> {
+        self.0.close(200, "done".into()).await?;
+        Ok(())
+    }
+
+    pub(crate) async fn channel(&self) -> Result<lapin::Channel, BrokerError> {
+        Ok(self.0.create_channel().await?)
+    }
+}
+
 /// A handle on the supervised broker connection; cheap to clone.
 #[derive(Clone)]
 pub struct Broker {
-    current: watch::Receiver<Option<Arc<Connection>>>,
+    current: watch::Receiver<Option<Connection>>,
 }
 
 impl Broker {
@@ -108,11 +218,11 @@ impl Broker {
     }
 
     /// The live connection, if there is one now.
-    pub fn connection(&self) -> Option<Arc<Connection>> {
+    pub fn connection(&self) -> Option<Connection> {
         self.current
             .borrow()
             .as_ref()
-            .filter(|c| c.status().connected())
+            .filter(|c| c.is_connected())
             .cloned()
     }
 
@@ -121,11 +231,11 @@ impl Broker {
     }
 
     /// The next live connection, or `None` once `shutdown` is cancelled.
-    pub async fn next_connection(&self, shutdown: &CancellationToken) -> Option<Arc<Connection>> {
+    pub async fn next_connection(&self, shutdown: &CancellationToken) -> Option<Connection> {
         let mut rx = self.current.clone();
         let found = tokio::select! {
             _ = shutdown.cancelled() => None,
-            c = rx.wait_for(|c| c.as_ref().is_some_and(|c| c.status().connected())) => {
+            c = rx.wait_for(|c| c.as_ref().is_some_and(Connection::is_connected)) => {
                 c.ok().and_then(|c| c.clone())
             }
         };
@@ -133,18 +243,16 @@ impl Broker {
     }
 
     /// Waits until connected, or for at most `deadline`.
-    pub async fn wait_connected(&self, deadline: Duration) -> Option<Arc<Connection>> {
+    pub async fn wait_connected(&self, deadline: Duration) -> Option<Connection> {
         let mut rx = self.current.clone();
-        let wait = rx.wait_for(|c| c.as_ref().is_some_and(|c| c.status().connected()));
+        let wait = rx.wait_for(|c| c.as_ref().is_some_and(Connection::is_connected));
         let found = match tokio::time::timeout(deadline, wait).await {
             Ok(Ok(conn)) => conn.clone(),
             _ => None,
         };
         found
     }
-}
 
-impl Broker {
     /// Runs `work` on each live connection until it ends well or `shutdown` is cancelled.
     /// A failure (the broker went away, a channel broke) is logged as `what` stopping, and
     /// `work` starts over on the next connection a second later.
@@ -154,7 +262,7 @@ impl Broker {
         what: &str,
         mut work: F,
     ) where
-        F: FnMut(Arc<Connection>) -> Fut,
+        F: FnMut(Connection) -> Fut,
         Fut: std::future::Future<Output = Result<(), E>>,
         E: std::error::Error,
     {
@@ -178,7 +286,7 @@ impl Broker {
 
 /// Consumes `queue` on `channel` with a prefetch of `prefetch`, under a consumer tag that
 /// starts with `name` (shown by `rabbitmqctl list_consumers`) and is unique.
-pub async fn consume(
+async fn consume(
     channel: &lapin::Channel,
     queue: &str,
     prefetch: u16,
@@ -197,14 +305,6 @@ pub async fn consume(
         .await
 }
 
-/// Properties of every message hookrelay publishes: persistent (survives a broker restart
-/// in a durable queue) and JSON.
-pub fn persistent_json() -> lapin::BasicProperties {
-    lapin::BasicProperties::default()
-        .with_delivery_mode(2)
-        .with_content_type("application/json".into())
-}
-
 /// How every reconnect loop waits: from 200 ms, doubling to 10 s at most, jittered so that
 /// many copies of the service do not knock on a returning broker or database together.
 pub fn reconnect_backoff() -> ExponentialBuilder {
@@ -219,7 +319,8 @@ pub fn reconnect_backoff() -> ExponentialBuilder {
 /// first of `amqp_url`'s nodes that answers.
 pub async fn connect(amqp_url: &str) -> Result<Connection, BrokerError> {
     let urls = urls(amqp_url)?;
-    Ok(connect_any(&urls, 0, "hookrelay-client").await?.0)
+    let (connection, _) = connect_any(&urls, 0, "hookrelay-client").await?;
+    Ok(Connection(Arc::new(connection)))
 }
 
 /// How long one node may take to accept a connection before the next is tried: a node
@@ -232,13 +333,13 @@ async fn connect_any(
     urls: &[String],
     first: usize,
     name: &str,
-) -> Result<(Connection, usize), lapin::Error> {
+) -> Result<(lapin::Connection, usize), lapin::Error> {
     let mut last = None;
     for i in (0..urls.len()).map(|k| (first + k) % urls.len()) {
         let properties = ConnectionProperties::default().with_connection_name(name.into());
         let attempt = tokio::time::timeout(
             CONNECT_TIMEOUT,
-            Connection::connect(urls[i].as_str(), properties),
+            lapin::Connection::connect(urls[i].as_str(), properties),
         );
         match attempt.await {
             Ok(Ok(connection)) => return Ok((connection, i)),
@@ -261,17 +362,18 @@ async fn connect_any(
     }))
 }
 
-/// How often the connection's state is read besides its events: lapin closes a connection
-/// without an error event in some cases (a broker's close with a code it does not know).
+/// How often the connection's state is read besides its events: the client closes a
+/// connection without an error event in some cases (a broker's close with a code it does not
+/// know).
 const STATUS_CHECK: Duration = Duration::from_secs(2);
 
 /// Resolves when the connection is gone. The listener is taken by the caller right after
-/// connecting, since lapin drops the events that come while nobody listens.
+/// connecting, since the client drops the events that come while nobody listens.
 ///
-/// lapin reports a channel's error on the same stream as the connection's, so an
+/// The client reports a channel's error on the same stream as the connection's, so an
 /// error counts only once the connection itself no longer says it is connected.
 async fn connection_lost(
-    conn: Arc<Connection>,
+    conn: Arc<lapin::Connection>,
     events: impl futures::Stream<Item = lapin::Event> + Send,
 ) {
     let mut events = std::pin::pin!(events);
@@ -306,7 +408,7 @@ async fn connection_lost(
 async fn supervise(
     urls: Vec<String>,
     name: String,
-    current: watch::Sender<Option<Arc<Connection>>>,
+    current: watch::Sender<Option<Connection>>,
     shutdown: CancellationToken,
 ) {
     let backoff = reconnect_backoff();
@@ -331,16 +433,56 @@ async fn supervise(
         // One listener per connection (the stream's receivers compete for events), taken
         // before anything else can go wrong on it.
         let lost = connection_lost(conn.clone(), conn.events_listener());
-        current.send_replace(Some(conn.clone()));
+        current.send_replace(Some(Connection(conn.clone())));
         tokio::select! {
             _ = shutdown.cancelled() => {
                 current.send_replace(None);
-                let _ = conn.close(200, "hookrelay is shutting down".into()).await;
+                if let Err(e) = conn.close(200, "hookrelay is shutting down".into()).await {
+                    warn!(error = %e, "cannot close the broker connection cleanly");
+                }
                 return;
             }
             _ = lost => {
                 current.send_replace(None);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use lapin::protocol::{AMQPError, AMQPErrorKind, AMQPSoftError};
+
+    use super::*;
+
+    fn refused(kind: AMQPSoftError, text: &str) -> BrokerError {
+        let error = AMQPError::new(AMQPErrorKind::Soft(kind), text.into());
+        lapin::Error::from(lapin::ErrorKind::ProtocolError(error)).into()
+    }
+
+    #[test]
+    fn a_queue_whose_node_is_down_is_unavailable_and_a_missing_one_is_not() {
+        // As RabbitMQ 3.10 words them.
+        let down = "NOT_FOUND - home node 'rabbit@b' of durable queue 'ns.webhook.1' in vhost '/' is down or inaccessible";
+        assert!(refused(AMQPSoftError::NOTFOUND, down).queue_unavailable());
+        let stopped =
+            "NOT_FOUND - queue 'ns.webhook.1' in vhost '/' process is stopped by supervisor";
+        assert!(refused(AMQPSoftError::NOTFOUND, stopped).queue_unavailable());
+        for missing in [
+            "NOT_FOUND - no queue 'ns.webhook.1' in vhost '/'",
+            "NOT_FOUND - no exchange 'ns.deliveries' in vhost '/'",
+        ] {
+            assert!(!refused(AMQPSoftError::NOTFOUND, missing).queue_unavailable());
+        }
+        let no_queue = refused(
+            AMQPSoftError::NOTFOUND,
+            "NOT_FOUND - no queue 'ns.webhook.1' in vhost '/'",
+        );
+        assert!(no_queue.queue_missing());
+        assert!(!refused(AMQPSoftError::NOTFOUND, down).queue_missing());
+        let other_arguments = "PRECONDITION_FAILED - inequivalent arg 'x-queue-version'";
+        let mismatch = refused(AMQPSoftError::PRECONDITIONFAILED, other_arguments);
+        assert!(!mismatch.queue_unavailable() && mismatch.precondition_failed());
+        assert!(!BrokerError::ConsumerEnded.queue_unavailable());
     }
 }

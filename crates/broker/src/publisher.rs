@@ -7,12 +7,10 @@
 //! returned one. So one owner publishes a whole batch, settles it, and deals with whatever came
 //! back, before the next batch; nobody else publishes on the channel meanwhile.
 
-use std::sync::Arc;
-
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::{BasicProperties, Channel, Confirmation, Connection, PublisherConfirm};
+use lapin::{Channel, Confirmation, PublisherConfirm};
 
-use crate::Declarer;
+use crate::{BrokerError, Connection, Declarer, Outgoing};
 
 /// Every publish is mandatory: a message no queue takes comes back instead of vanishing.
 const MANDATORY: BasicPublishOptions = BasicPublishOptions {
@@ -23,15 +21,6 @@ const MANDATORY: BasicPublishOptions = BasicPublishOptions {
 /// How often a returned message is sent again (after the handler has made a route for it)
 /// before the batch fails.
 const MAX_RESEND: usize = 3;
-
-/// One message to publish.
-#[derive(Debug, Clone)]
-pub struct Outgoing {
-    pub exchange: String,
-    pub routing_key: String,
-    pub body: Vec<u8>,
-    pub properties: BasicProperties,
-}
 
 /// What the handler of a returned message decided.
 #[derive(Debug, Clone)]
@@ -73,7 +62,7 @@ impl ReturnHandler for NoRoutes {
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
     #[error("broker error")]
-    Amqp(#[from] lapin::Error),
+    Broker(#[from] BrokerError),
     #[error("the broker refused a message (nack)")]
     Nacked,
     #[error("the broker could not route a message to `{exchange}` with key `{routing_key}`")]
@@ -93,8 +82,8 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    pub async fn open(connection: &Arc<Connection>) -> Result<Self, lapin::Error> {
-        let channel = connection.create_channel().await?;
+    pub async fn open(connection: &Connection) -> Result<Self, BrokerError> {
+        let channel = connection.channel().await?;
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
@@ -154,7 +143,7 @@ impl Publisher {
         // A confirm belongs to its own publish (only a return may travel with another's).
         let mut returned = Vec::new();
         for (i, confirm) in confirms.into_iter().enumerate() {
-            match confirm.await? {
+            match confirm.await.map_err(BrokerError::from)? {
                 Confirmation::Ack(None) | Confirmation::NotRequested => {}
                 Confirmation::Ack(Some(message)) => returned.push(outgoing(message)),
                 Confirmation::Nack(_) => results[i] = Err(PublishError::Nacked),
@@ -193,7 +182,7 @@ impl Publisher {
             // A nack is its own publish's; a return is told by its content (see the module doc).
             let mut claimed = vec![false; sent.len()];
             for (i, confirm) in confirms.into_iter().enumerate() {
-                match confirm.await? {
+                match confirm.await.map_err(BrokerError::from)? {
                     Confirmation::Ack(None) | Confirmation::NotRequested => {}
                     Confirmation::Ack(Some(again)) => {
                         let again = outgoing(again);
@@ -224,32 +213,37 @@ impl Publisher {
         Ok(results)
     }
 
-    async fn send(&self, m: &Outgoing) -> Result<PublisherConfirm, lapin::Error> {
-        self.channel
+    async fn send(&self, m: &Outgoing) -> Result<PublisherConfirm, BrokerError> {
+        Ok(self
+            .channel
             .basic_publish(
                 m.exchange.as_str().into(),
                 m.routing_key.as_str().into(),
                 MANDATORY,
                 &m.body,
-                m.properties.clone(),
+                m.properties(),
             )
-            .await
+            .await?)
     }
 
     pub async fn close(&self) {
-        let _ = self.channel.close(200, "publisher closed".into()).await;
+        // A channel closed already (the broker closed it, or the connection went) has
+        // nothing left to hand back.
+        if let Err(e) = self.channel.close(200, "publisher closed".into()).await {
+            tracing::debug!(error = %e, "the publisher's channel was closed already");
+        }
         self.declarer.close().await;
     }
 }
 
 fn outgoing(message: lapin::message::BasicReturnMessage) -> Outgoing {
     let delivery = message.delivery;
-    Outgoing {
-        exchange: delivery.exchange.to_string(),
-        routing_key: delivery.routing_key.to_string(),
-        body: delivery.data,
-        properties: delivery.properties,
-    }
+    Outgoing::from_amqp(
+        delivery.exchange.as_str(),
+        delivery.routing_key.as_str(),
+        delivery.data,
+        &delivery.properties,
+    )
 }
 
 /// Fails the first message still counted as sent that is `returned` (messages alike are

@@ -21,14 +21,15 @@
 //! queues name no version and get the broker's default (`classic_queue.default_version`, or
 //! a `queue-version` policy): each holds a few messages at a time, and version 2 creates and
 //! deletes its segment files whenever such a queue fills and drains, which took twice the
-//! broker CPU of version 1 at ten thousand webhooks on RabbitMQ 3.10 (README, "Classic queue
-//! versions"). Naming version 1 instead would fail on RabbitMQ 4.3, which no longer has it.
+//! broker CPU of version 1 at ten thousand webhooks on RabbitMQ 3.10 (docs/operations.md,
+//! "Classic queue versions"). Naming version 1 instead would fail on RabbitMQ 4.3, which no
+//! longer has it.
 //!
 //! With `quorum`, the queues every event passes through (ingest, rejected, the delay tiers
 //! and the due queue: 25 per deployment) are quorum queues, replicated on a RabbitMQ cluster,
 //! and the tiers dead-letter at least once; the webhook queues stay classic, since a quorum
 //! queue per webhook costs the cluster minutes and gigabytes at ten thousand webhooks
-//! (README, "Running more than one").
+//! (docs/operations.md, "Quorum queues on a cluster").
 
 use std::fmt;
 use std::str::FromStr;
@@ -38,14 +39,8 @@ use lapin::ExchangeKind;
 
 use hookrelay_core::DelayTier;
 
-use crate::Declarer;
-
-/// The header that names a retry's delay tier, matched by the tier queues' bindings. Not
-/// `x-…`: a headers exchange ignores binding arguments that start with `x-`, and every tier
-/// would match every message.
-pub const TIER_HEADER: &str = "hookrelay-delay-tier";
-/// The header that holds when a retry is due, in Unix milliseconds.
-pub const DUE_HEADER: &str = "x-hookrelay-due";
+use crate::message::TIER_HEADER;
+use crate::{BrokerError, Declarer};
 
 /// The kind of the shared queues (setting `queue_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -159,7 +154,7 @@ impl Topology {
     }
 
     /// Declares the objects every process needs; idempotent, so every process does it.
-    pub async fn declare_base(&self, d: &Declarer) -> Result<(), lapin::Error> {
+    pub async fn declare_base(&self, d: &Declarer) -> Result<(), BrokerError> {
         d.exchange(&self.events_exchange(), ExchangeKind::Topic)
             .await?;
         d.exchange(&self.deliveries_exchange(), ExchangeKind::Direct)
@@ -177,7 +172,7 @@ impl Topology {
     }
 
     /// Declares the delay tiers and the queue of due retries; idempotent.
-    pub async fn declare_retry(&self, d: &Declarer) -> Result<(), lapin::Error> {
+    pub async fn declare_retry(&self, d: &Declarer) -> Result<(), BrokerError> {
         d.exchange(&self.retry_exchange(), ExchangeKind::Headers)
             .await?;
         d.exchange(&self.expired_exchange(), ExchangeKind::Fanout)
@@ -225,11 +220,7 @@ impl Topology {
     }
 
     /// Declares a webhook's queue and binds it; idempotent.
-    pub async fn declare_webhook(
-        &self,
-        d: &Declarer,
-        webhook_id: &str,
-    ) -> Result<(), lapin::Error> {
+    pub async fn declare_webhook(&self, d: &Declarer, webhook_id: &str) -> Result<(), BrokerError> {
         let queue = self.webhook_queue(webhook_id);
         let mut args = FieldTable::default();
         // One consumer at a time across all processes: a webhook's deliveries are never
@@ -253,7 +244,7 @@ impl Topology {
         &self,
         d: &Declarer,
         webhook_ids: &[String],
-    ) -> Result<(), lapin::Error> {
+    ) -> Result<(), BrokerError> {
         for id in webhook_ids {
             self.delete_webhook(d, id).await?;
         }
@@ -276,7 +267,7 @@ impl Topology {
     }
 
     /// Deletes a webhook's queue, and the deliveries still in it.
-    pub async fn delete_webhook(&self, d: &Declarer, webhook_id: &str) -> Result<(), lapin::Error> {
+    pub async fn delete_webhook(&self, d: &Declarer, webhook_id: &str) -> Result<(), BrokerError> {
         d.delete_queue(&self.webhook_queue(webhook_id)).await
     }
 }

@@ -87,9 +87,8 @@ pub fn is_current_attempt(
 }
 
 impl DeliveryTask {
-    pub fn to_bytes(&self) -> Vec<u8> {
-        // A struct of strings, numbers and ids always serializes.
-        serde_json::to_vec(self).unwrap_or_default()
+    pub fn to_bytes(&self) -> Result<Vec<u8>, serde_json::Error> {
+        serde_json::to_vec(self)
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, serde_json::Error> {
@@ -100,6 +99,45 @@ impl DeliveryTask {
         match self {
             Self::V1(v1) => v1,
         }
+    }
+}
+
+/// The states of a delivery's log (contract §3): `pending` until its first attempt, or
+/// queued again by hand; `retrying` while a retry waits; then `succeeded` or `failed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogStatus {
+    Pending,
+    Retrying,
+    Succeeded,
+    Failed,
+}
+
+impl LogStatus {
+    pub const ALL: [LogStatus; 4] = [Self::Pending, Self::Retrying, Self::Succeeded, Self::Failed];
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == raw)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Retrying => "retrying",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// `succeeded` or `failed`: nothing more will happen to it by itself.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed)
+    }
+}
+
+impl std::fmt::Display for LogStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -119,6 +157,14 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    pub const ALL: [Outcome; 5] = [
+        Self::Success,
+        Self::HttpError,
+        Self::Timeout,
+        Self::NetworkError,
+        Self::Blocked,
+    ];
+
     pub fn from_status(status: u16) -> Self {
         if (200..300).contains(&status) {
             Self::Success
@@ -170,7 +216,7 @@ mod tests {
             requeue: 0,
             traceparent: None,
         });
-        let bytes = task.to_bytes();
+        let bytes = task.to_bytes().unwrap();
         assert!(String::from_utf8_lossy(&bytes).starts_with(r#"{"version":"1","#));
         assert_eq!(DeliveryTask::from_bytes(&bytes).unwrap(), task);
         assert!(DeliveryTask::from_bytes(br#"{"version":"9"}"#).is_err());
@@ -181,7 +227,7 @@ mod tests {
         );
         let DeliveryTask::V1(mut manual) = task;
         manual.requeue = 2;
-        let bytes = DeliveryTask::V1(manual.clone()).to_bytes();
+        let bytes = DeliveryTask::V1(manual.clone()).to_bytes().unwrap();
         assert_eq!(DeliveryTask::from_bytes(&bytes).unwrap().v1(), &manual);
         assert!(manual.is_manual());
     }
@@ -217,6 +263,17 @@ mod tests {
                 "{attempt} {requeue} {redelivered} {attempts} {requeues}"
             );
         }
+    }
+
+    #[test]
+    fn log_statuses_read_back() {
+        for status in LogStatus::ALL {
+            assert_eq!(LogStatus::parse(status.as_str()), Some(status));
+            let json = serde_json::to_string(&status).unwrap();
+            assert_eq!(json, format!("\"{status}\""));
+        }
+        assert_eq!(LogStatus::parse("Pending"), None);
+        assert!(LogStatus::Failed.is_final() && !LogStatus::Retrying.is_final());
     }
 
     #[test]

@@ -64,6 +64,11 @@ impl RejectReason {
         Self::RefusedByDatabase,
     ];
 
+    /// The reason of that [`RejectReason::as_str`].
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == raw)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::TooLarge => "too_large",

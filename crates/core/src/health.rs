@@ -25,13 +25,17 @@ use crate::RetrySchedule;
 /// The pause when the retry schedule is empty and so gives no growth to follow.
 const PAUSE_WITHOUT_SCHEDULE: Duration = Duration::from_secs(30);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// As the API shows it (`health`): `healthy`, `paused` or `probing`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum BreakerState {
     /// Deliveries flow at full speed.
+    #[serde(rename = "healthy")]
     Closed,
     /// The queue is not consumed until the pause is over.
+    #[serde(rename = "paused")]
     Open,
     /// One delivery is tried; its outcome closes or reopens the breaker.
+    #[serde(rename = "probing")]
     Probing,
 }
 

@@ -7,9 +7,10 @@
 //! (`store`, `broker`, `api`, `dispatch`) validate at their edge with the newtypes below and
 //! never re-check afterwards.
 
-mod catalog;
+mod attempt;
 mod delivery;
 mod event;
+mod event_type;
 mod health;
 mod invalid;
 pub mod net;
@@ -21,12 +22,13 @@ mod tiers;
 mod trace;
 mod webhook;
 
-pub use catalog::{EventType, BUILTIN_EVENT_TYPES, OWN_EVENT_TYPES, SEEDED_EVENT_TYPES};
+pub use attempt::{after_attempt, AfterAttempt, Attempted, FollowUp, Report};
 pub use delivery::{
-    is_current, is_current_attempt, response_excerpt, DeliveryTask, DeliveryV1, Outcome,
+    is_current, is_current_attempt, response_excerpt, DeliveryTask, DeliveryV1, LogStatus, Outcome,
     MAX_RESPONSE_BODY,
 };
 pub use event::{check_event_id, Event, Intake, RejectReason, Rejection};
+pub use event_type::{EventType, BUILTIN_EVENT_TYPES, OWN_EVENT_TYPES, SEEDED_EVENT_TYPES};
 pub use health::{pause_after, BreakerState, Effects, EndpointHealth, HealthPolicy};
 pub use invalid::Invalid;
 pub use retry::{

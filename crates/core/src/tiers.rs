@@ -50,11 +50,27 @@ impl DelayTier {
     pub fn name(self) -> String {
         format!("{}ms", self.ttl().as_millis())
     }
+
+    /// The tier of that [`DelayTier::name`].
+    pub fn from_name(name: &str) -> Option<Self> {
+        let millis: u128 = name.strip_suffix("ms")?.parse().ok()?;
+        Self::all().find(|tier| tier.ttl().as_millis() == millis)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tier_is_found_by_its_name() {
+        for tier in DelayTier::all() {
+            assert_eq!(DelayTier::from_name(&tier.name()), Some(tier));
+        }
+        for other in ["", "ms", "300ms", "250", "-250ms", "250 ms"] {
+            assert_eq!(DelayTier::from_name(other), None, "{other}");
+        }
+    }
 
     #[test]
     fn tiers_cover_a_quarter_second_to_six_days() {

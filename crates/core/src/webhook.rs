@@ -127,10 +127,6 @@ impl WebhookUrl {
         self.0.as_str()
     }
 
-    pub fn as_url(&self) -> &url::Url {
-        &self.0
-    }
-
     /// The host name to resolve, or `None` when the URL holds an IP address literal.
     pub fn domain(&self) -> Option<&str> {
         self.0.domain()
@@ -194,10 +190,6 @@ impl HeaderSet {
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
-    }
-
-    pub fn as_map(&self) -> &BTreeMap<String, String> {
-        &self.0
     }
 
     pub fn is_empty(&self) -> bool {
@@ -439,6 +431,12 @@ impl EventList {
 pub enum WebhookStatus {
     Active,
     Disabled,
+}
+
+impl std::fmt::Display for WebhookStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl WebhookStatus {

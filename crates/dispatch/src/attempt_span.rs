@@ -34,7 +34,11 @@ pub(crate) fn start(task: &DeliveryV1) -> AttemptSpan {
         .as_deref()
         .and_then(|t| Traceparent::parse(t).ok());
     if let Some(remote) = upstream.as_ref().and_then(remote_parent) {
-        let _ = span.set_parent(remote);
+        // It fails without an OpenTelemetry layer, where no span is exported anyway: the
+        // receiver is told of the event's trace all the same, below.
+        if let Err(e) = span.set_parent(remote) {
+            tracing::trace!(error = %e, "the attempt's span has no OpenTelemetry parent");
+        }
     }
     // Only an event that came with a trace sends one on: an event without stays without
     // (its exported span is a root of its own), so a fixed traceparent the webhook sets still

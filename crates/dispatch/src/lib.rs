@@ -2,9 +2,12 @@
 //! per-webhook queues (`fanout`), and delivery workers POST them, signed, recording every
 //! attempt, retrying on the schedule and pausing a failing endpoint (`deliver`). Retries wait
 //! in the broker's delay tiers and come back through the retry router (`router`); deliveries
-//! are queued again by hand through `recover`. Subscriptions are matched in memory
-//! (`subscriptions`), kept current through PostgreSQL LISTEN/NOTIFY. Everything published
-//! goes through `publish` (messages, and routes for returned ones).
+//! are queued again by hand through `recover`, and test events sent through `test_event`.
+//! Subscriptions are matched in memory (`subscriptions`), kept current through PostgreSQL
+//! LISTEN/NOTIFY. Everything is published through one kind of publisher (`publish`), with
+//! the messages of `messages`; webhook queues are declared through one registry (`queues`),
+//! which tells a queue the broker lost from a new one. The delivery workers' writer, outbox
+//! and health lookup are one generic batching task (`batcher`).
 //!
 //! Every message is acked only after what it caused is durable: an event after its log rows
 //! are committed and its delivery messages confirmed by the broker; a delivery after its
@@ -12,32 +15,36 @@
 //! by prefetch counts, semaphores and bounded channels; nothing queues without limit.
 
 mod attempt_span;
-mod batch;
-mod catalog;
+mod batcher;
 mod deliver;
+mod event_type_cache;
 mod fanout;
 mod http;
+mod messages;
 mod publish;
+mod queues;
 mod recover;
 mod retention;
 mod router;
 mod subscriptions;
-mod writer;
+mod test_event;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use hookrelay_broker::{Broker, Declarer, QueueType, Topology};
+use hookrelay_broker::{Broker, Declarer, PublishError, QueueType, Topology};
 use hookrelay_core::ops::{OriginKey, ORIGIN_KEY_BYTES};
 use hookrelay_core::{HealthPolicy, Intake, RetrySchedule};
 use hookrelay_metrics::Metrics;
-use hookrelay_store::Store;
+use hookrelay_store::{RequeueFilter, Store, StoreError, WebhookRow};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-pub use recover::{RecoverError, Recovery};
-pub use subscriptions::Subscriptions;
+use publish::Routing;
+use queues::QueueRegistry;
+use recover::Recovery;
+use subscriptions::Subscriptions;
 
 pub(crate) use hookrelay_core::error_chain;
 
@@ -82,12 +89,29 @@ async fn origin_key(store: &Store) -> Result<[u8; ORIGIN_KEY_BYTES], DispatchErr
         .map_err(|_| DispatchError::BadServiceKey("event_origin"))
 }
 
-/// A handle on the running pipeline: for the API to announce its own changes and to queue
-/// deliveries again.
+/// A handle on the running pipeline: for the API to announce its own changes, to queue
+/// deliveries again and to send test events.
 #[derive(Clone)]
 pub struct Dispatcher {
-    subscriptions: Arc<Subscriptions>,
+    routing: Arc<Routing>,
     recovery: Recovery,
+    broker: Broker,
+    origin: OriginKey,
+}
+
+/// Why the pipeline could not do what the API asked.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("the broker is not reachable; try again shortly")]
+    BrokerDown,
+    #[error("the webhook was deleted; its deliveries have nowhere to go")]
+    WebhookGone,
+    #[error("cannot queue the delivery now; try again shortly")]
+    Publish(#[from] PublishError),
+    #[error("cannot encode a delivery")]
+    Encode(#[from] serde_json::Error),
+    #[error("database error")]
+    Store(#[from] StoreError),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -124,7 +148,7 @@ impl Dispatcher {
                 let declared = topology.declare_base(&declarer).await;
                 declarer.close().await;
                 if let Err(e) = declared {
-                    tracing::warn!(error = %e, "cannot declare the broker topology yet");
+                    tracing::warn!(error = %error_chain(&e), "cannot declare the broker topology yet");
                 }
             }
             None => tracing::warn!("the broker is not reachable yet; starting without it"),
@@ -141,32 +165,36 @@ impl Dispatcher {
             subscriptions.clone(),
             config.database_url.clone(),
             shutdown.clone(),
+            tracker.clone(),
         ));
 
-        // Before the workers: each tells it of the webhook queues it had to make.
-        let recovery = Recovery::new(recover::Parts {
-            topology: topology.clone(),
-            subscriptions: subscriptions.clone(),
-            store: store.clone(),
-            broker: broker.clone(),
-            metrics: metrics.clone(),
-            origin: origin.clone(),
-            rate: config.requeue_rate,
-            shutdown: shutdown.clone(),
-            tracker: tracker.clone(),
-        });
-        let unfinished = recovery.remember_unfinished().await?;
+        let queues = Arc::new(QueueRegistry::new(topology.clone(), metrics.clone()));
+        // Before anything declares: a queue of these found missing was lost.
+        let unfinished = queues.remember_unfinished(&store).await?;
         tracing::debug!(
             webhooks = unfinished,
             "webhooks with deliveries under way, whose queues are checked"
         );
+        let routing = Arc::new(Routing {
+            topology,
+            subscriptions: subscriptions.clone(),
+            store: store.clone(),
+            queues,
+        });
+        let recovery = Recovery::start(recover::Parts {
+            routing: routing.clone(),
+            broker: broker.clone(),
+            metrics: metrics.clone(),
+            rate: config.requeue_rate,
+            shutdown: shutdown.clone(),
+            tracker: tracker.clone(),
+        });
         let sender = http::Sender::new(config.allow_private_networks, config.max_in_flight_total)?;
-        let writer = writer::AttemptWriter::start(store.clone(), tracker);
         let deliver = Arc::new(deliver::Context {
-            topology: topology.clone(),
+            routing: routing.clone(),
             subscriptions: subscriptions.clone(),
             sender,
-            writer,
+            writer: deliver::start_writer(store.clone(), tracker),
             metrics: metrics.clone(),
             store: store.clone(),
             request_timeout: config.request_timeout,
@@ -181,16 +209,13 @@ impl Dispatcher {
                 schedule: config.retry_schedule.clone(),
             },
             health: deliver::HealthBook::default(),
-            saved_health: deliver::HealthLookup::start(store.clone()),
+            saved_health: deliver::start_lookup(store.clone(), tracker),
             origin: origin.clone(),
-            recovery: recovery.clone(),
+            tracker: tracker.clone(),
         });
         tracker.spawn(deliver::run(deliver, broker.clone(), shutdown.clone()));
         let router = Arc::new(router::Context {
-            topology: topology.clone(),
-            subscriptions: subscriptions.clone(),
-            store: store.clone(),
-            recovery: recovery.clone(),
+            routing: routing.clone(),
         });
         tracker.spawn(router::run(router, broker.clone(), shutdown.clone()));
 
@@ -201,9 +226,9 @@ impl Dispatcher {
             shutdown.clone(),
         ));
         let fanout = Arc::new(fanout::Context {
-            topology,
-            subscriptions: subscriptions.clone(),
-            catalog: catalog::Catalog::new(store.clone()),
+            routing: routing.clone(),
+            subscriptions,
+            event_types: event_type_cache::EventTypeCache::new(store.clone()),
             store,
             metrics,
             intake: Intake {
@@ -211,8 +236,7 @@ impl Dispatcher {
                 max_depth: config.max_event_depth,
                 from_hookrelay: false,
             },
-            origin,
-            recovery: recovery.clone(),
+            origin: origin.clone(),
         });
         for worker in 0..config.ingest_workers.max(1) {
             tracker.spawn(fanout::run(
@@ -223,19 +247,38 @@ impl Dispatcher {
             ));
         }
         Ok(Self {
-            subscriptions,
+            routing,
             recovery,
+            broker,
+            origin,
         })
     }
 
-    /// Applies a change to webhook `id` made by this process at once, rather than when its
-    /// notification comes back: a webhook created through the API matches the very next event.
-    pub async fn webhook_changed(&self, id: Uuid) {
-        self.subscriptions.reload_or_warn(id).await;
+    /// Webhook `row` was just written through the API: it matches the very next event, rather
+    /// than only once its change notification comes back, and that notification costs no
+    /// read of its own.
+    pub async fn webhook_written(&self, row: WebhookRow) {
+        self.routing.subscriptions.apply_written(row).await;
     }
 
-    /// Queues deliveries again by hand.
-    pub fn recovery(&self) -> &Recovery {
-        &self.recovery
+    /// Webhook `id` was just deleted through the API.
+    pub async fn webhook_deleted(&self, id: Uuid) {
+        self.routing.subscriptions.remove(id).await;
+    }
+
+    /// Queues one more attempt of log `id`, whatever its status. `Ok(false)` when no such
+    /// log is visible to `account`.
+    pub async fn retry_log(&self, id: Uuid, account: Option<String>) -> Result<bool, RequestError> {
+        self.recovery.retry_log(id, account).await
+    }
+
+    /// Starts queueing again, paced, the `failed` logs `filter` selects; answers how many.
+    pub async fn requeue(&self, filter: RequeueFilter) -> Result<i64, RequestError> {
+        self.recovery.requeue(filter).await
+    }
+
+    /// Sends `Webhook.test` to webhook `id` alone; answers the id its log will have.
+    pub async fn send_test(&self, id: Uuid) -> Result<Uuid, RequestError> {
+        test_event::send(&self.routing, &self.broker, &self.origin, id).await
     }
 }

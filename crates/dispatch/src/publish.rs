@@ -1,12 +1,13 @@
-//! What the pipeline publishes, and where a returned message finds its route again.
+//! The pipeline's publisher, assembled here and nowhere else: a confirming
+//! `hookrelay_broker::Publisher`, what it knows of the webhook queues, and the routes it finds
+//! for a message the broker returned. The fan-out, the retry router, the delivery workers'
+//! outbox, recovery and test events all publish through a [`PipelinePublisher`].
 //!
-//! Every publisher of the pipeline (fan-out, retry router, delivery workers, recovery) sends
-//! through a `hookrelay_broker::Publisher` with [`Routes`] as its return handler: a delivery
-//! whose webhook queue is missing gets the queue declared and is sent again, unless its webhook
-//! was deleted (then the message is dropped, and the caller ends the webhook's open logs once
-//! it holds no lock on them: [`end_dropped`]); anything else whose queue is missing gets the
-//! namespace's topology declared again. Webhook queues are declared through recovery, which
-//! tells a queue the broker lost from a new one ([`Recovery::declare_queue`]).
+//! A delivery whose webhook queue is missing gets the queue declared and is sent again,
+//! unless its webhook was deleted: then it is dropped, and the webhook's open logs are ended
+//! once the publish is over (no lock is held on them then). Anything else whose queue is
+//! missing gets the namespace's topology declared again. Webhook queues are declared through
+//! the registry ([`QueueRegistry`]), which tells a queue the broker lost from a new one.
 //!
 //! A webhook queue that exists but cannot be reached (on a cluster, a classic queue lives on
 //! one node, and that node is down) takes no message: one published to it comes back, and
@@ -16,60 +17,180 @@
 //! wait for that node, and the broker holds every delivery it confirmed.
 
 use std::collections::{HashMap, HashSet};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
-use chrono::{DateTime, Utc};
-use hookrelay_broker::lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use hookrelay_broker::lapin::BasicProperties;
+use chrono::Utc;
 use hookrelay_broker::{
-    Declarer, Outgoing, Reroute, ReturnHandler, Topology, DUE_HEADER, TIER_HEADER,
+    BrokerError, Connection, Declarer, Outgoing, PublishError, Publisher, Reroute, ReturnHandler,
+    Topology,
 };
-use hookrelay_core::ops::{OperationalEvent, OriginKey, ORIGIN_HEADER};
-use hookrelay_core::{DelayTier, DeliveryTask};
-use hookrelay_store::{Store, StoreError};
+use hookrelay_store::Store;
 use tracing::{error, info, warn};
 use uuid::Uuid;
 
-use crate::recover::Recovery;
+use crate::messages::{round_unreachable, UNREACHABLE_WAIT};
+use crate::queues::QueueRegistry;
 use crate::subscriptions::Subscriptions;
 
-/// How long the deliveries of a webhook whose queue cannot be reached wait before they are
-/// tried again, and how long a publisher takes that queue as unreachable without asking the
-/// broker: one delay tier exactly (4 s), short beside a node's restart.
-pub const UNREACHABLE_WAIT: Duration = Duration::from_secs(4);
-
-/// What one publisher knows of the webhook queues: those it declared (skipped from then on)
-/// and those it found unreachable, and when.
-pub struct WebhookQueues {
-    declared: HashSet<Uuid>,
-    unreachable: HashMap<Uuid, Instant>,
-    /// Whether the delay tiers have been declared on this publisher's channel, which the
-    /// first delivery it sends round an unreachable queue needs.
-    tiers: bool,
-    /// Declares the queues, telling a lost one from a new one ([`Recovery::declare_queue`]).
-    recovery: Recovery,
+/// What every publisher of the pipeline needs to find routes.
+pub struct Routing {
+    pub topology: Topology,
+    /// Whether a returned delivery's webhook still exists.
+    pub subscriptions: Arc<Subscriptions>,
+    /// Ends the open logs of a webhook found deleted.
+    pub store: Store,
+    pub queues: Arc<QueueRegistry>,
 }
 
-impl WebhookQueues {
-    /// Knows nothing yet, and declares queues through `recovery`.
-    pub fn telling(recovery: Recovery) -> Self {
-        Self {
-            declared: HashSet::new(),
-            unreachable: HashMap::new(),
-            tiers: false,
-            recovery,
+/// What a publisher declares when it opens its channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Declare {
+    /// Nothing: it publishes where others have declared (a returned message still finds its
+    /// route).
+    Nothing,
+    /// The exchanges, the ingest and the rejected queue.
+    Base,
+    /// Those and the delay tiers, for the publishers that send retries.
+    WithRetries,
+}
+
+pub struct PipelinePublisher {
+    routing: Arc<Routing>,
+    publisher: Publisher,
+    queues: WebhookQueues,
+}
+
+impl PipelinePublisher {
+    /// Opens a confirm channel on `connection` and declares what `declare` says.
+    pub async fn open(
+        routing: &Arc<Routing>,
+        connection: &Connection,
+        declare: Declare,
+    ) -> Result<Self, BrokerError> {
+        let publisher = Publisher::open(connection).await?;
+        let topology = &routing.topology;
+        let declared = match declare {
+            Declare::Nothing => Ok(()),
+            Declare::Base => topology.declare_base(publisher.declarer()).await,
+            Declare::WithRetries => match topology.declare_base(publisher.declarer()).await {
+                Ok(()) => topology.declare_retry(publisher.declarer()).await,
+                Err(e) => Err(e),
+            },
+        };
+        if let Err(e) = declared {
+            publisher.close().await;
+            return Err(e);
         }
+        Ok(Self {
+            routing: routing.clone(),
+            publisher,
+            queues: WebhookQueues::default(),
+        })
+    }
+
+    /// Publishes `messages` and waits for their confirms, finding a route for any returned.
+    pub async fn publish(&mut self, messages: &[Outgoing]) -> Result<(), PublishError> {
+        let (published, dropped) = self.publish_leaving_dropped(messages).await;
+        self.end_dropped(&dropped).await;
+        published
+    }
+
+    /// As [`PipelinePublisher::publish`], for a caller holding locks on logs (a transaction
+    /// that takes logs to queue again): the webhooks whose deliveries were dropped because
+    /// they are gone are answered, for the caller to [`end_dropped`] once it holds no lock on
+    /// their logs. Ending them here would wait for the caller's own locks.
+    ///
+    /// [`end_dropped`]: PipelinePublisher::end_dropped
+    pub async fn publish_leaving_dropped(
+        &mut self,
+        messages: &[Outgoing],
+    ) -> (Result<(), PublishError>, HashSet<Uuid>) {
+        if messages.is_empty() {
+            return (Ok(()), HashSet::new());
+        }
+        let mut routes = Routes::new(&self.routing, &mut self.queues);
+        let published = self.publisher.publish_all(messages, &mut routes).await;
+        (published, routes.dropped)
+    }
+
+    /// As [`PipelinePublisher::publish`], with a result per message, so that one refused
+    /// message fails only its own sender. The outer error (the channel or the routes failed)
+    /// leaves every message's fate unknown.
+    pub async fn publish_each(
+        &mut self,
+        messages: &[Outgoing],
+    ) -> Result<Vec<Result<(), PublishError>>, PublishError> {
+        let mut routes = Routes::new(&self.routing, &mut self.queues);
+        let published = self.publisher.publish_each(messages, &mut routes).await;
+        let dropped = routes.dropped;
+        self.end_dropped(&dropped).await;
+        published
     }
 
     /// Makes sure webhook `id`'s queue exists; `false` when it cannot be reached, now or
     /// less than [`UNREACHABLE_WAIT`] ago. Declaring is idempotent, so a webhook created a
     /// moment ago, whose queue the delivery workers have not declared yet, loses nothing.
-    pub async fn ensure(
+    pub async fn ensure_queue(&mut self, id: Uuid) -> Result<bool, BrokerError> {
+        self.queues
+            .ensure(&self.routing, self.publisher.declarer(), id)
+            .await
+    }
+
+    /// Removes deleted webhook `id`'s queue, which declaring it may have brought back after
+    /// the delivery workers removed it. One whose node is down is left to the workers' sweep,
+    /// which removes it once it can.
+    pub async fn remove_queue(&mut self, id: Uuid) -> Result<(), BrokerError> {
+        self.queues.forget(id);
+        match self
+            .routing
+            .topology
+            .delete_webhook(self.publisher.declarer(), &id.to_string())
+            .await
+        {
+            Err(e) if !e.queue_unavailable() => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    pub async fn close(self) {
+        self.publisher.close().await;
+    }
+
+    /// Ends the open logs of webhooks whose deliveries were dropped because they are gone.
+    /// Should that fail, the workers' sweep of deleted webhooks ends them later.
+    pub async fn end_dropped(&self, dropped: &HashSet<Uuid>) {
+        for id in dropped {
+            if let Err(e) = self
+                .routing
+                .store
+                .fail_open_logs(*id, "the webhook was deleted")
+                .await
+            {
+                warn!(webhook_id = %id, error = %crate::error_chain(&e), "cannot end the logs of a deleted webhook; the sweep will");
+            }
+        }
+    }
+}
+
+/// What one publisher knows of the webhook queues: those it declared (skipped from then on)
+/// and those it found unreachable, and when.
+#[derive(Default)]
+struct WebhookQueues {
+    declared: HashSet<Uuid>,
+    unreachable: HashMap<Uuid, Instant>,
+    /// Whether the delay tiers have been declared on this publisher's channel, which the
+    /// first delivery it sends round an unreachable queue needs.
+    tiers: bool,
+}
+
+impl WebhookQueues {
+    async fn ensure(
         &mut self,
-        topology: &Topology,
+        routing: &Routing,
         declarer: &Declarer,
         id: Uuid,
-    ) -> Result<bool, hookrelay_broker::lapin::Error> {
+    ) -> Result<bool, BrokerError> {
         if self.declared.contains(&id) {
             return Ok(true);
         }
@@ -80,7 +201,7 @@ impl WebhookQueues {
         {
             return Ok(false);
         }
-        match self.recovery.declare_queue(declarer, id).await {
+        match routing.queues.declare(declarer, id).await {
             Ok(()) => {
                 self.declared.insert(id);
                 if self.unreachable.remove(&id).is_some() {
@@ -88,9 +209,9 @@ impl WebhookQueues {
                 }
                 Ok(true)
             }
-            Err(e) if hookrelay_broker::queue_unavailable(&e) => {
+            Err(e) if e.queue_unavailable() => {
                 if !self.tiers {
-                    topology.declare_retry(declarer).await?;
+                    routing.topology.declare_retry(declarer).await?;
                     self.tiers = true;
                 }
                 if self.unreachable.insert(id, Instant::now()).is_none() {
@@ -103,60 +224,40 @@ impl WebhookQueues {
     }
 
     /// Forgets that `id`'s queue was declared: it is declared again before the next use.
-    pub fn forget(&mut self, id: Uuid) {
+    fn forget(&mut self, id: Uuid) {
         self.declared.remove(&id);
-    }
-
-    /// Forgets everything, for a new channel.
-    pub fn clear(&mut self) {
-        self.declared.clear();
-        self.unreachable.clear();
-        self.tiers = false;
     }
 }
 
 /// The return handler of every pipeline publisher.
-pub struct Routes<'a> {
-    pub topology: &'a Topology,
-    pub subscriptions: &'a Subscriptions,
-    pub queues: &'a mut WebhookQueues,
+struct Routes<'a> {
+    routing: &'a Routing,
+    queues: &'a mut WebhookQueues,
     /// Webhooks whose deliveries were dropped because the webhook is gone.
-    pub dropped: HashSet<Uuid>,
+    dropped: HashSet<Uuid>,
 }
 
 impl<'a> Routes<'a> {
-    pub fn new(
-        topology: &'a Topology,
-        subscriptions: &'a Subscriptions,
-        queues: &'a mut WebhookQueues,
-    ) -> Self {
+    fn new(routing: &'a Routing, queues: &'a mut WebhookQueues) -> Self {
         Self {
-            topology,
-            subscriptions,
+            routing,
             queues,
             dropped: HashSet::new(),
         }
     }
 }
 
-/// Ends the open logs of webhooks whose deliveries were dropped because they are gone.
-pub async fn end_dropped(store: &Store, dropped: &HashSet<Uuid>) -> Result<(), StoreError> {
-    for id in dropped {
-        store.fail_open_logs(*id, "the webhook was deleted").await?;
-    }
-    Ok(())
-}
-
 impl ReturnHandler for Routes<'_> {
-    type Error = hookrelay_broker::lapin::Error;
+    type Error = BrokerError;
 
     async fn reroute(
         &mut self,
         declarer: &Declarer,
         returned: &Outgoing,
     ) -> Result<Reroute, Self::Error> {
+        let topology = &self.routing.topology;
         let exchange = returned.exchange.as_str();
-        if exchange == self.topology.deliveries_exchange() {
+        if exchange == topology.deliveries_exchange() {
             let key = returned.routing_key.as_str();
             let Ok(webhook_id) = Uuid::parse_str(key) else {
                 error!(
@@ -165,7 +266,7 @@ impl ReturnHandler for Routes<'_> {
                 );
                 return Ok(Reroute::Drop);
             };
-            if self.subscriptions.get(webhook_id).is_none() {
+            if self.routing.subscriptions.get(webhook_id).is_none() {
                 self.dropped.insert(webhook_id);
                 return Ok(Reroute::Drop);
             }
@@ -173,112 +274,18 @@ impl ReturnHandler for Routes<'_> {
             self.queues.forget(webhook_id);
             if !self
                 .queues
-                .ensure(self.topology, declarer, webhook_id)
+                .ensure(self.routing, declarer, webhook_id)
                 .await?
             {
-                return Ok(Reroute::Instead(Box::new(round_unreachable(
-                    self.topology,
-                    returned,
-                ))));
+                let round = round_unreachable(topology, returned, Utc::now());
+                return Ok(Reroute::Instead(Box::new(round)));
             }
-        } else if exchange == self.topology.retry_exchange() {
-            self.topology.declare_retry(declarer).await?;
+        } else if exchange == topology.retry_exchange() {
+            topology.declare_retry(declarer).await?;
         } else {
             // The events exchange's ingest queue, or the rejected queue.
-            self.topology.declare_base(declarer).await?;
+            topology.declare_base(declarer).await?;
         }
         Ok(Reroute::Resend)
-    }
-}
-
-/// A delivery into its webhook's queue.
-pub fn delivery(topology: &Topology, task: &DeliveryTask) -> Outgoing {
-    Outgoing {
-        exchange: topology.deliveries_exchange(),
-        routing_key: task.v1().webhook_id.to_string(),
-        body: task.to_bytes(),
-        properties: hookrelay_broker::persistent_json(),
-    }
-}
-
-/// A delivery that must wait until `due`: into the delay tier for the wait left at `now`. The
-/// routing key stays the webhook id, for the way back.
-pub fn delayed(
-    topology: &Topology,
-    task: &DeliveryTask,
-    due: DateTime<Utc>,
-    now: DateTime<Utc>,
-) -> Outgoing {
-    let wait = (due - now).to_std().unwrap_or_default();
-    into_tier(topology, delivery(topology, task), due, wait)
-}
-
-/// A delivery for a webhook whose queue cannot be reached: into the delay tiers, to come
-/// back to its queue in [`UNREACHABLE_WAIT`].
-pub fn round_unreachable(topology: &Topology, delivery: &Outgoing) -> Outgoing {
-    let due = Utc::now()
-        + chrono::Duration::from_std(UNREACHABLE_WAIT).unwrap_or(chrono::Duration::zero());
-    into_tier(topology, delivery.clone(), due, UNREACHABLE_WAIT)
-}
-
-fn into_tier(
-    topology: &Topology,
-    mut message: Outgoing,
-    due: DateTime<Utc>,
-    wait: Duration,
-) -> Outgoing {
-    message.exchange = topology.retry_exchange();
-    message.properties = with_delay_headers(message.properties, due, wait);
-    message
-}
-
-/// Puts the tier and due-time headers on a message, for a wait of `wait` until `due`.
-pub fn with_delay_headers(
-    properties: BasicProperties,
-    due: DateTime<Utc>,
-    wait: Duration,
-) -> BasicProperties {
-    // A zero wait still takes the shortest tier: the router, not the publisher, sends due
-    // messages on, so there is one path.
-    let tier = DelayTier::for_wait(wait).unwrap_or(DelayTier::SHORTEST);
-    let mut headers = properties.headers().clone().unwrap_or_default();
-    headers.insert(
-        ShortString::from(TIER_HEADER),
-        AMQPValue::LongString(LongString::from(tier.name())),
-    );
-    headers.insert(
-        ShortString::from(DUE_HEADER),
-        AMQPValue::LongLongInt(due.timestamp_millis()),
-    );
-    properties.with_headers(headers)
-}
-
-/// When a delayed message is due, from its header; `None` for a message without one.
-pub fn due_at(headers: Option<&FieldTable>) -> Option<DateTime<Utc>> {
-    let value = headers?.inner().get(DUE_HEADER)?;
-    let millis = match value {
-        AMQPValue::LongLongInt(n) => *n,
-        AMQPValue::LongInt(n) => i64::from(*n),
-        AMQPValue::LongUInt(n) => i64::from(*n),
-        AMQPValue::Timestamp(n) => i64::try_from(*n).ok()?,
-        _ => return None,
-    };
-    DateTime::from_timestamp_millis(millis)
-}
-
-/// One of hookrelay's own events, into the events exchange like any other event, tagged so
-/// that the fan-out knows it from one an upstream publisher forged.
-pub fn operational(topology: &Topology, origin: &OriginKey, event: &OperationalEvent) -> Outgoing {
-    let properties = hookrelay_broker::persistent_json();
-    let mut headers = properties.headers().clone().unwrap_or_default();
-    headers.insert(
-        ShortString::from(ORIGIN_HEADER),
-        AMQPValue::LongString(LongString::from(origin.tag(&event.body))),
-    );
-    Outgoing {
-        exchange: topology.events_exchange(),
-        routing_key: event.event_type.to_owned(),
-        body: event.body.clone(),
-        properties: properties.with_headers(headers),
     }
 }

@@ -22,40 +22,34 @@
 
 use std::sync::Arc;
 
-use chrono::Utc;
-use futures::{FutureExt as _, StreamExt as _};
-use hookrelay_broker::lapin::message::Delivery;
-use hookrelay_broker::lapin::options::{BasicAckOptions, BasicNackOptions};
-use hookrelay_broker::lapin::types::FieldTable;
-use hookrelay_broker::lapin::Connection;
+use chrono::{DateTime, Utc};
 use hookrelay_broker::{
-    Broker, Outgoing, PublishError, Publisher, Topology, DUE_HEADER, TIER_HEADER,
+    BatchLimits, Batches, Broker, BrokerError, Connection, Delivery, Outgoing, PublishError,
+    Topology,
 };
-use hookrelay_store::Store;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info};
 
-use crate::publish::{self, Routes, WebhookQueues};
-use crate::subscriptions::Subscriptions;
+use crate::messages;
+use crate::publish::{Declare, PipelinePublisher, Routing};
 
-const MAX_BATCH: usize = 256;
-const PREFETCH: u16 = 512;
+const LIMITS: BatchLimits = BatchLimits {
+    prefetch: 512,
+    max_count: 256,
+    // Retries carry one delivery each; the count bounds a batch well before its bytes do.
+    max_bytes: usize::MAX,
+};
 
 pub struct Context {
-    pub topology: Topology,
-    pub subscriptions: Arc<Subscriptions>,
-    pub store: Store,
-    pub recovery: crate::recover::Recovery,
+    pub routing: Arc<Routing>,
 }
 
 #[derive(Debug, thiserror::Error)]
 enum RouterError {
     #[error("broker error")]
-    Amqp(#[from] hookrelay_broker::lapin::Error),
+    Broker(#[from] BrokerError),
     #[error("cannot publish")]
     Publish(#[from] PublishError),
-    #[error("the broker ended the consumer")]
-    ConsumerEnded,
 }
 
 /// Routes due retries until `shutdown`, reconnecting whenever the broker goes away.
@@ -70,116 +64,115 @@ pub async fn run(ctx: Arc<Context>, broker: Broker, shutdown: CancellationToken)
 
 async fn route(
     ctx: &Context,
-    connection: &Arc<Connection>,
+    connection: &Connection,
     shutdown: &CancellationToken,
 ) -> Result<(), RouterError> {
-    let mut publisher = Publisher::open(connection).await?;
-    let channel = match connection.create_channel().await {
-        Ok(channel) => channel,
+    let topology = &ctx.routing.topology;
+    let mut publisher =
+        PipelinePublisher::open(&ctx.routing, connection, Declare::WithRetries).await?;
+    let due_queue = topology.due_queue();
+    let mut batches = match Batches::open(connection, &due_queue, LIMITS, "hookrelay-router").await
+    {
+        Ok(batches) => batches,
         Err(e) => {
             publisher.close().await;
             return Err(e.into());
         }
     };
+    info!(queue = %due_queue, "retry router consuming");
     let result = async {
-        ctx.topology.declare_base(publisher.declarer()).await?;
-        ctx.topology.declare_retry(publisher.declarer()).await?;
-        let mut consumer = hookrelay_broker::consume(
-            &channel,
-            &ctx.topology.due_queue(),
-            PREFETCH,
-            "hookrelay-router",
-        )
-        .await?;
-        info!(queue = %ctx.topology.due_queue(), "retry router consuming");
-        let mut queues = WebhookQueues::telling(ctx.recovery.clone());
-        loop {
-            let first = tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                next = consumer.next() => next,
-            };
-            let first = first.ok_or(RouterError::ConsumerEnded)??;
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match consumer.next().now_or_never() {
-                    Some(Some(delivery)) => batch.push(delivery?),
-                    _ => break,
+        while let Some(batch) = batches.next(shutdown).await? {
+            let now = Utc::now();
+            let onward: Vec<Outgoing> = batch
+                .deliveries()
+                .iter()
+                .map(|d| onward(topology, d, now))
+                .collect();
+            if let Err(e) = publisher.publish(&onward).await {
+                // Back to the queue, in order, for the next try; the publisher's channel may
+                // be broken, so the whole router starts over.
+                if let Err(nack) = batch.nack().await {
+                    debug!(error = %crate::error_chain(&nack), "cannot hand the batch back; closing the channel does");
                 }
+                return Err(e.into());
             }
-            let onward: Vec<Outgoing> = batch.iter().map(|d| onward(&ctx.topology, d)).collect();
-            let last = batch.last().map_or(0, |d| d.delivery_tag);
-            let mut routes = Routes::new(&ctx.topology, &ctx.subscriptions, &mut queues);
-            let published = publisher.publish_all(&onward, &mut routes).await;
-            let dropped = routes.dropped;
-            match published {
-                Ok(()) => {
-                    if let Err(e) = publish::end_dropped(&ctx.store, &dropped).await {
-                        warn!(error = %crate::error_chain(&e), "cannot end the logs of a deleted webhook");
-                    }
-                    channel
-                        .basic_ack(last, BasicAckOptions { multiple: true })
-                        .await?;
-                }
-                Err(e) => {
-                    // Back to the queue, in order, for the next try; the publisher's channel
-                    // may be broken, so the whole router starts over.
-                    let _ = channel
-                        .basic_nack(
-                            last,
-                            BasicNackOptions {
-                                multiple: true,
-                                requeue: true,
-                            },
-                        )
-                        .await;
-                    return Err(e.into());
-                }
-            }
+            batch.ack().await?;
         }
+        Ok(())
     }
     .await;
     // However it ended, closing the channel hands every message not yet acked back at once.
-    let _ = channel.close(200, "retry router stopping".into()).await;
+    batches.close("retry router stopping").await;
     publisher.close().await;
     result
 }
 
-/// Where a message from the due queue goes next: its webhook queue when due (or when it
-/// carries no due time: better early than never), else the tier for the wait left.
-fn onward(topology: &Topology, delivery: &Delivery) -> Outgoing {
-    let due = publish::due_at(delivery.properties.headers().as_ref());
-    let wait = due
-        .and_then(|due| (due - Utc::now()).to_std().ok())
-        .filter(|w| !w.is_zero());
-    let (exchange, properties) = match (due, wait) {
-        (Some(due), Some(wait)) => (
-            topology.retry_exchange(),
-            publish::with_delay_headers(delivery.properties.clone(), due, wait),
-        ),
-        // Due: the delivery goes on as the fan-out sent it, without the delay's bookkeeping
-        // (RabbitMQ's x-death history grows with every hop).
-        _ => {
-            let mut kept = FieldTable::default();
-            if let Some(headers) = delivery.properties.headers() {
-                for (name, value) in headers.inner() {
-                    let delay_only = [TIER_HEADER, DUE_HEADER, "x-death"].contains(&name.as_str())
-                        || name.as_str().starts_with("x-first-death")
-                        || name.as_str().starts_with("x-last-death");
-                    if !delay_only {
-                        kept.insert(name.clone(), value.clone());
-                    }
-                }
-            }
-            (
-                topology.deliveries_exchange(),
-                delivery.properties.clone().with_headers(kept),
-            )
+/// Where a message from the due queue goes next, at `now`: its webhook queue when due (or
+/// when it carries no due time: better early than never), else the tier for the wait left.
+fn onward(topology: &Topology, delivery: &Delivery, now: DateTime<Utc>) -> Outgoing {
+    let mut message = delivery.to_outgoing();
+    match message.headers.due.filter(|due| *due > now) {
+        Some(due) => messages::delayed(topology, message, due, now),
+        None => {
+            // On as the fan-out sent it, without the delay's bookkeeping (RabbitMQ's
+            // dead-letter history grows with every hop).
+            message.headers.tier = None;
+            message.headers.due = None;
+            message.headers.forget_dead_letter_history();
+            message.exchange = topology.deliveries_exchange();
+            message
         }
-    };
-    Outgoing {
-        exchange,
-        routing_key: delivery.routing_key.to_string(),
-        body: delivery.data.clone(),
-        properties,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hookrelay_broker::Headers;
+    use hookrelay_core::DelayTier;
+
+    use super::*;
+
+    fn at(millis: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(1_700_000_000_000 + millis).unwrap()
+    }
+
+    fn waiting(due: Option<DateTime<Utc>>) -> Delivery {
+        let headers = Headers {
+            tier: Some(DelayTier::SHORTEST),
+            due,
+            traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
+            ..Headers::default()
+        };
+        Delivery::detached("ns.retry.expired", "webhook-1", b"{}".to_vec(), &headers)
+    }
+
+    #[test]
+    fn a_due_delivery_goes_on_to_its_webhook_queue_without_the_delay() {
+        let topology = Topology::new("ns");
+        for (due, now) in [
+            (Some(at(1_000)), at(1_000)),
+            (Some(at(0)), at(5)),
+            (None, at(0)),
+        ] {
+            let next = onward(&topology, &waiting(due), now);
+            assert_eq!(next.exchange, "ns.deliveries", "{due:?} at {now}");
+            assert_eq!(next.routing_key, "webhook-1");
+            assert_eq!(next.body, b"{}");
+            assert_eq!((next.headers.tier, next.headers.due), (None, None));
+            assert!(next.headers.traceparent.is_some(), "other headers stay");
+        }
+    }
+
+    #[test]
+    fn a_delivery_not_yet_due_waits_in_the_tier_for_what_is_left() {
+        let topology = Topology::new("ns");
+        let next = onward(&topology, &waiting(Some(at(70_000))), at(0));
+        assert_eq!(next.exchange, "ns.retry");
+        assert_eq!(next.routing_key, "webhook-1", "the key is the way back");
+        assert_eq!(next.headers.due, Some(at(70_000)));
+        assert_eq!(next.headers.tier.map(|t| t.ttl().as_millis()), Some(64_000));
+        // What is left after that tier is less than the smallest: one more short hop.
+        let last = onward(&topology, &waiting(Some(at(70_000))), at(69_900));
+        assert_eq!(last.headers.tier, Some(DelayTier::SHORTEST));
     }
 }

@@ -12,10 +12,11 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use backon::Retryable;
 use chrono::{DateTime, Utc};
-use hookrelay_core::{HeaderSet, Secret};
+use hookrelay_core::{HeaderSet, Secret, WebhookStatus};
 use hookrelay_store::{Store, StoreError, WebhookChange, WebhookRow};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 use uuid::Uuid;
 
@@ -37,6 +38,8 @@ pub struct WebhookConfig {
     /// Changes whenever the webhook is edited, so a paused delivery worker can tell that
     /// its endpoint may have been fixed.
     pub updated_at: DateTime<Utc>,
+    /// One more at every change of the row: which of two reads is the newer.
+    pub version: i64,
 }
 
 impl WebhookConfig {
@@ -80,8 +83,9 @@ impl WebhookConfig {
             unsealable,
             headers,
             events: row.events,
-            active: row.status == "active",
+            active: row.status == WebhookStatus::Active,
             updated_at: row.updated_at,
+            version: row.version,
         }
     }
 
@@ -205,8 +209,6 @@ impl Subscriptions {
         Ok(())
     }
 
-    /// Applies a change to webhook `id` now, rather than when its notification comes back;
-    /// should that fail, the notification (or the periodic reload) still will.
     /// The webhooks whose secrets no configured key opens, with why.
     pub fn unsealable(&self) -> Vec<String> {
         self.index
@@ -217,9 +219,46 @@ impl Subscriptions {
             .collect()
     }
 
+    /// Applies a webhook row this process has just written, now: the webhook matches the very
+    /// next event, and the change notification that follows finds this version here and
+    /// reads nothing. A row older than the one held (a later change was read meanwhile) is
+    /// not applied.
+    pub async fn apply_written(&self, row: WebhookRow) {
+        let _one_at_a_time = self.reloading.lock().await;
+        if self
+            .get(row.id)
+            .is_some_and(|held| held.version >= row.version)
+        {
+            return;
+        }
+        let mut index = Index::clone(&self.index.load());
+        index.put(Arc::new(WebhookConfig::from_row(row, &self.store)));
+        self.index.store(Arc::new(index));
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Forgets webhook `id`, deleted: no read needed.
+    pub async fn remove(&self, id: Uuid) {
+        let _one_at_a_time = self.reloading.lock().await;
+        let mut index = Index::clone(&self.index.load());
+        index.remove(id);
+        self.index.store(Arc::new(index));
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Whether the index holds webhook `id` at `version` or later already.
+    fn holds(&self, id: Uuid, version: Option<i64>) -> bool {
+        match (self.get(id), version) {
+            (Some(held), Some(version)) => held.version >= version,
+            _ => false,
+        }
+    }
+
+    /// Applies a change to webhook `id` now; should that fail, the notification (or the
+    /// periodic reload) still will.
     pub async fn reload_or_warn(&self, id: Uuid) {
         if let Err(e) = self.reload_one(id).await {
-            warn!(webhook_id = %id, error = %e, "cannot refresh a changed webhook; the listener will");
+            warn!(webhook_id = %id, error = %crate::error_chain(&e), "cannot refresh a changed webhook; the listener will");
         }
     }
 
@@ -244,10 +283,11 @@ pub async fn listen(
     subscriptions: Arc<Subscriptions>,
     database_url: String,
     shutdown: CancellationToken,
+    tracker: TaskTracker,
 ) {
     let backoff = hookrelay_broker::reconnect_backoff();
     loop {
-        let connect = (|| hookrelay_store::listen_webhook_changes(&database_url))
+        let connect = (|| hookrelay_store::listen_webhook_changes(&database_url, &tracker))
             .retry(backoff)
             .notify(|e, d| warn!(error = %e, retry_in = ?d, "cannot listen for webhook changes"));
         let mut listener = tokio::select! {
@@ -255,7 +295,7 @@ pub async fn listen(
             l = connect => match l { Ok(l) => l, Err(_) => continue },
         };
         if let Err(e) = subscriptions.reload_all().await {
-            warn!(error = %e, "cannot reload the webhooks");
+            warn!(error = %crate::error_chain(&e), "cannot reload the webhooks");
         }
         let mut tick = tokio::time::interval(FULL_RELOAD_EVERY);
         tick.reset();
@@ -264,19 +304,26 @@ pub async fn listen(
                 _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {
                     if let Err(e) = subscriptions.reload_all().await {
-                        warn!(error = %e, "periodic reload of the webhooks failed");
+                        warn!(error = %crate::error_chain(&e), "periodic reload of the webhooks failed");
                     }
                 }
                 change = listener.changes.recv() => match change {
-                    Some(WebhookChange::One(id)) => {
+                    Some(WebhookChange::Written { id, version }) => {
+                        if subscriptions.holds(id, version) {
+                            continue;
+                        }
                         debug!(webhook_id = %id, "webhook changed");
                         if let Err(e) = subscriptions.reload_one(id).await {
-                            warn!(error = %e, "cannot reload a changed webhook");
+                            warn!(error = %crate::error_chain(&e), "cannot reload a changed webhook");
                         }
+                    }
+                    Some(WebhookChange::Deleted(id)) => {
+                        debug!(webhook_id = %id, "webhook deleted");
+                        subscriptions.remove(id).await;
                     }
                     Some(WebhookChange::All) => {
                         if let Err(e) = subscriptions.reload_all().await {
-                            warn!(error = %e, "cannot reload the webhooks");
+                            warn!(error = %crate::error_chain(&e), "cannot reload the webhooks");
                         }
                     }
                     None => {
@@ -304,6 +351,7 @@ mod tests {
             events: events.iter().map(|e| (*e).to_owned()).collect(),
             active,
             updated_at: Utc::now(),
+            version: 1,
         })
     }
 
@@ -358,5 +406,57 @@ mod tests {
         assert!(edited.by_id.get(&b).is_none());
         assert!(edited.by_key.is_empty());
         assert_eq!(edited.by_id.len(), 1);
+    }
+
+    fn row(id: Uuid, version: i64, events: &[&str]) -> WebhookRow {
+        WebhookRow {
+            id,
+            account_id: "acc".into(),
+            url: "https://example.com/hook".into(),
+            secret: None,
+            previous_secrets: Vec::new(),
+            headers: Default::default(),
+            events: events.iter().map(|e| (*e).to_owned()).collect(),
+            status: WebhookStatus::Active,
+            disabled_reason: None,
+            description: None,
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+            version,
+            health: Default::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_row_written_here_is_applied_without_a_read_and_never_by_an_older_one() {
+        // Never connected: every step below must do without the database.
+        let store = Store::connect(
+            "postgres://nobody@127.0.0.1:1/none",
+            &hookrelay_store::PoolOptions::default(),
+        )
+        .unwrap();
+        let subscriptions = Subscriptions::new(store);
+        let id = Uuid::new_v4();
+        subscriptions
+            .apply_written(row(id, 2, &["Contact.created"]))
+            .await;
+        assert_eq!(subscriptions.matching("acc", "Contact.created").len(), 1);
+        // Its own notification (version 2) needs no read; a later change does.
+        assert!(subscriptions.holds(id, Some(2)));
+        assert!(!subscriptions.holds(id, Some(3)));
+        assert!(
+            !subscriptions.holds(id, None),
+            "a notification without a version"
+        );
+        assert!(!subscriptions.holds(Uuid::new_v4(), Some(1)));
+        // An older row, written before a change another process made and this one read.
+        subscriptions
+            .apply_written(row(id, 1, &["Message.received"]))
+            .await;
+        assert_eq!(subscriptions.matching("acc", "Contact.created").len(), 1);
+        assert!(subscriptions.matching("acc", "Message.received").is_empty());
+        subscriptions.remove(id).await;
+        assert!(subscriptions.get(id).is_none());
+        assert!(subscriptions.matching("acc", "Contact.created").is_empty());
     }
 }

@@ -8,16 +8,15 @@ use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 /// jemalloc, with its background threads returning freed pages to the system within seconds
-/// even when the process goes quiet. After 12 000 idle connections came and went (debug
-/// build, max_connections 15 000), glibc's allocator still held 140 MB of the 177 MB they
-/// took, mimalloc 110 MB; jemalloc was back within 10 MB of where it started ten seconds
-/// later. `make bench` measures it (the connection storm).
+/// even when the process goes quiet: after a storm of idle connections comes and goes, glibc's
+/// allocator and mimalloc keep most of what it took, and jemalloc gives it back. `make bench`
+/// measures it (the connection storm).
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// hookrelay: a webhook dispatcher from RabbitMQ events to signed HTTP deliveries.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version, about, after_help = SETTINGS_HELP)]
 struct Cli {
     /// A TOML file of settings; `HOOKRELAY_<NAME>` environment variables override it.
     #[arg(long, global = true, value_name = "FILE")]
@@ -26,9 +25,22 @@ struct Cli {
     command: Command,
 }
 
+/// Where the settings come from, under every command's help.
+const SETTINGS_HELP: &str = "Settings: HOOKRELAY_<NAME> environment variables (e.g. \
+HOOKRELAY_LISTEN=127.0.0.1:9090, HOOKRELAY_ADMIN_TOKEN=...) override those of --config FILE; \
+each has a default that works against a local PostgreSQL and RabbitMQ. \
+deploy/hookrelay.example.toml lists every setting with its default, and docs/operations.md \
+says what each one does.";
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the service: admin API, health, metrics (and the pipeline).
+    ///
+    /// Listens on `listen` (HOOKRELAY_LISTEN, default 127.0.0.1:8080) until SIGTERM or
+    /// SIGINT, then finishes or hands back what is under way and exits 0. Applies the
+    /// database migrations it needs first. Without `admin_token` (HOOKRELAY_ADMIN_TOKEN),
+    /// every /v1 call answers 401.
+    #[command(after_help = SETTINGS_HELP)]
     Serve,
     /// Create the database if needed and apply pending migrations, then exit.
     Migrate,
@@ -63,6 +75,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A command run by hand prints its failure once, plainly; the service logs it, as it
+    // logs everything else.
+    let logs_its_errors = matches!(cli.command, Command::Serve | Command::Migrate);
     let (settings, warnings) = match Settings::load(cli.config.as_deref()) {
         Ok(loaded) => loaded,
         Err(e) => {
@@ -171,8 +186,11 @@ fn main() -> ExitCode {
     }
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        Err(e) if logs_its_errors => {
             tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
             eprintln!("hookrelay: {e:#}");
             ExitCode::FAILURE
         }
@@ -205,15 +223,11 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
 }
 
 fn init_logging(format: LogFormat, tracer: Option<&opentelemetry_sdk::trace::SdkTracerProvider>) {
-    // lapin logs every channel the broker closes as an error (`lapin::channel`): a queue
-    // kept as found after an upgrade, or a webhook queue whose node is down, refused once
-    // per webhook and per retry, ten thousand lines where one says it all. The same failure
-    // reaches hookrelay as an `Err`, which it logs with what it means. So that target is off
-    // unless RUST_LOG asks for it; with it go lapin's lines for a connection the broker
-    // closed and for protocol violations, which hookrelay sees as the connection lost and
-    // logs as such ("lost the broker connection", with the reason).
-    let mut filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,lapin=warn,lapin::channel=off,amq_protocol=warn"));
+    // The AMQP client's own logging repeats what hookrelay logs with its meaning
+    // (`hookrelay_broker::CLIENT_LOG_FILTER` says why): quiet unless RUST_LOG asks for it.
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new(format!("info,{}", hookrelay_broker::CLIENT_LOG_FILTER))
+    });
     // tokio-postgres logs every statement's parameters at debug level (target
     // `tokio_postgres::query`, nothing else), and those include webhook secrets and custom
     // header values: that target is off whatever RUST_LOG asks (a directive for the same

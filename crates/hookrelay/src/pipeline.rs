@@ -4,8 +4,8 @@
 use futures::future::BoxFuture;
 use hookrelay_api::{Pipeline, PipelineError};
 use hookrelay_broker::Broker;
-use hookrelay_dispatch::{Dispatcher, RecoverError};
-use hookrelay_store::RequeueFilter;
+use hookrelay_dispatch::{Dispatcher, RequestError};
+use hookrelay_store::{RequeueFilter, WebhookRow};
 use uuid::Uuid;
 
 pub struct DispatchPipeline {
@@ -13,15 +13,16 @@ pub struct DispatchPipeline {
     pub broker: Broker,
 }
 
-fn api_error(err: RecoverError) -> PipelineError {
+fn api_error(err: RequestError) -> PipelineError {
     match err {
-        RecoverError::Store(e) => PipelineError::Store(e),
-        RecoverError::WebhookGone => PipelineError::Conflict(err.to_string()),
-        RecoverError::BrokerDown | RecoverError::Publish(_) => {
+        RequestError::Store(e) => PipelineError::Store(e),
+        RequestError::WebhookGone => PipelineError::Conflict(err.to_string()),
+        RequestError::BrokerDown | RequestError::Publish(_) => {
             // The broker's or the database's own words go to the log, not to the client.
             tracing::warn!(error = %hookrelay_core::error_chain(&err), "cannot queue deliveries again");
             PipelineError::Unavailable(err.to_string())
         }
+        RequestError::Encode(_) => PipelineError::Internal(hookrelay_core::error_chain(&err)),
     }
 }
 
@@ -30,8 +31,12 @@ impl Pipeline for DispatchPipeline {
         self.broker.is_connected()
     }
 
-    fn webhook_changed(&self, id: Uuid) -> BoxFuture<'_, ()> {
-        Box::pin(self.dispatcher.webhook_changed(id))
+    fn webhook_written(&self, row: WebhookRow) -> BoxFuture<'_, ()> {
+        Box::pin(self.dispatcher.webhook_written(row))
+    }
+
+    fn webhook_deleted(&self, id: Uuid) -> BoxFuture<'_, ()> {
+        Box::pin(self.dispatcher.webhook_deleted(id))
     }
 
     fn retry_log(
@@ -41,7 +46,6 @@ impl Pipeline for DispatchPipeline {
     ) -> BoxFuture<'_, Result<bool, PipelineError>> {
         Box::pin(async move {
             self.dispatcher
-                .recovery()
                 .retry_log(id, account)
                 .await
                 .map_err(api_error)
@@ -49,22 +53,10 @@ impl Pipeline for DispatchPipeline {
     }
 
     fn requeue(&self, filter: RequeueFilter) -> BoxFuture<'_, Result<i64, PipelineError>> {
-        Box::pin(async move {
-            self.dispatcher
-                .recovery()
-                .requeue(filter)
-                .await
-                .map_err(api_error)
-        })
+        Box::pin(async move { self.dispatcher.requeue(filter).await.map_err(api_error) })
     }
 
     fn send_test(&self, id: Uuid) -> BoxFuture<'_, Result<Uuid, PipelineError>> {
-        Box::pin(async move {
-            self.dispatcher
-                .recovery()
-                .send_test(id)
-                .await
-                .map_err(api_error)
-        })
+        Box::pin(async move { self.dispatcher.send_test(id).await.map_err(api_error) })
     }
 }

@@ -7,6 +7,7 @@ use std::time::Instant;
 use anyhow::{bail, Context as _};
 use hookrelay_broker::{NoRoutes, Outgoing, Publisher, QueueType, Topology};
 use hookrelay_core::{AccountId, EventType};
+use tracing::debug;
 
 /// Confirms awaited together; bounds the messages in flight.
 const WINDOW: usize = 1000;
@@ -45,12 +46,10 @@ pub async fn publish(
     let connection = hookrelay_broker::connect(amqp_url).await.context(
         "cannot connect to the broker (is RabbitMQ running? `rabbitmq-server -detached`)",
     )?;
-    let connection = std::sync::Arc::new(connection);
     let mut publisher = Publisher::open(&connection).await?;
     let topology = Topology::with_queue_type(namespace, queue_type);
     topology.declare_base(publisher.declarer()).await?;
     let exchange = topology.events_exchange();
-    let properties = hookrelay_broker::persistent_json();
 
     let started = Instant::now();
     let mut ids = Vec::with_capacity(args.count);
@@ -68,12 +67,11 @@ pub async fn publish(
             "occurred_at": chrono::Utc::now().to_rfc3339(),
             "data": data,
         });
-        window.push(Outgoing {
-            exchange: exchange.clone(),
-            routing_key: event_type.as_str().to_owned(),
-            body: serde_json::to_vec(&body)?,
-            properties: properties.clone(),
-        });
+        window.push(Outgoing::json(
+            exchange.clone(),
+            event_type.as_str().to_owned(),
+            serde_json::to_vec(&body)?,
+        ));
         ids.push(id);
         if window.len() >= WINDOW || n + 1 == args.count {
             publisher
@@ -85,6 +83,10 @@ pub async fn publish(
     }
     let seconds = started.elapsed().as_secs_f64();
     publisher.close().await;
-    let _ = connection.close(200, "done".into()).await;
+    // Every event is confirmed already: a connection that does not close cleanly loses
+    // nothing.
+    if let Err(e) = connection.close().await {
+        debug!(error = %e, "the broker connection did not close cleanly");
+    }
     Ok(Published { ids, seconds })
 }

@@ -326,7 +326,7 @@ impl Settings {
         for (name, value) in env {
             if let Some(key) = name.strip_prefix(ENV_PREFIX) {
                 let key = key.to_ascii_lowercase();
-                if !KNOWN.contains(&key.as_str()) {
+                if !known().contains(&key.as_str()) {
                     warnings.push(format!("ignoring {name}: it is not a hookrelay setting"));
                     continue;
                 }
@@ -350,7 +350,7 @@ impl Settings {
                     return SettingsError(format!(
                         "unknown setting {}; known settings: {}",
                         describe(&unknown),
-                        KNOWN.join(", ")
+                        known().join(", ")
                     ));
                 }
                 if SECRET_SETTINGS.contains(&key.as_str()) {
@@ -514,35 +514,63 @@ impl Settings {
     }
 }
 
-const KNOWN: [&str; 27] = [
-    "database_url",
-    "amqp_url",
-    "namespace",
-    "queue_type",
-    "listen",
-    "admin_token",
-    "secret_key",
-    "old_secret_keys",
-    "allow_private_networks",
-    "retry_schedule",
-    "request_timeout",
-    "disable_after",
-    "breaker_threshold",
-    "requeue_rate",
-    "log_retention",
-    "max_event_bytes",
-    "max_event_depth",
-    "max_in_flight_per_webhook",
-    "max_in_flight_total",
-    "ingest_workers",
-    "database_pool_size",
-    "max_connections",
-    "header_read_timeout",
-    "max_request_bytes",
-    "shutdown_timeout",
-    "log_format",
-    "otlp_endpoint",
-];
+/// The name of every setting: the fields of [`Settings`], read from its `Deserialize`, which
+/// names them to any deserializer that asks. A setting added to the struct is known here at
+/// once; a list kept by hand beside it was one more place to forget it.
+fn known() -> &'static [&'static str] {
+    static NAMES: std::sync::OnceLock<&'static [&'static str]> = std::sync::OnceLock::new();
+    NAMES.get_or_init(|| {
+        let mut names: &'static [&'static str] = &[];
+        // Always `Err`: the deserializer stops as soon as it has the names.
+        let _ = Settings::deserialize(FieldNames(&mut names));
+        names
+    })
+}
+
+/// A deserializer that only notes the field names of the struct asked of it.
+struct FieldNames<'a>(&'a mut &'static [&'static str]);
+
+/// How [`FieldNames`] stops, once it has the names (or when asked for anything but a struct).
+#[derive(Debug)]
+struct Noted;
+
+impl fmt::Display for Noted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("field names noted")
+    }
+}
+
+impl std::error::Error for Noted {}
+
+impl serde::de::Error for Noted {
+    fn custom<T: fmt::Display>(_: T) -> Self {
+        Self
+    }
+}
+
+impl<'de> serde::Deserializer<'de> for FieldNames<'_> {
+    type Error = Noted;
+
+    fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Noted> {
+        Err(Noted)
+    }
+
+    fn deserialize_struct<V: serde::de::Visitor<'de>>(
+        self,
+        _name: &'static str,
+        fields: &'static [&'static str],
+        _: V,
+    ) -> Result<V::Value, Noted> {
+        *self.0 = fields;
+        Err(Noted)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+        ignored_any
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -603,6 +631,24 @@ mod tests {
     }
 
     #[test]
+    fn every_field_of_the_settings_is_a_known_setting() {
+        let names = known();
+        assert!(names.len() >= 27, "{names:?}");
+        for name in [
+            "database_url",
+            "amqp_url",
+            "otlp_endpoint",
+            "max_in_flight_total",
+        ] {
+            assert!(names.contains(&name), "{name} in {names:?}");
+        }
+        let (settings, warnings) =
+            Settings::load_from(None, env(&[("HOOKRELAY_SHUTDOWN_TIMEOUT", "7s")])).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(settings.shutdown_timeout.0, Duration::from_secs(7));
+    }
+
+    #[test]
     fn the_example_file_documents_exactly_the_defaults() {
         let path =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/hookrelay.example.toml");
@@ -611,9 +657,9 @@ mod tests {
             .lines()
             .map(|l| l.trim_start_matches("# "))
             .filter_map(|l| l.split_once(" = ").map(|(k, _)| k))
-            .filter(|k| KNOWN.contains(k))
+            .filter(|k| known().contains(k))
             .collect();
-        assert_eq!(keys, KNOWN, "every setting, in order");
+        assert_eq!(keys, known(), "every setting, in order");
         let (from_file, _) = Settings::load_from(Some(&path), env(&[])).unwrap();
         let defaults = Settings::default();
         assert_eq!(format!("{from_file:?}"), format!("{defaults:?}"));

@@ -169,3 +169,39 @@ fn uuid_like() -> String {
     format!("{}-{:?}", std::process::id(), std::time::SystemTime::now())
         .replace(|c: char| !c.is_ascii_alphanumeric(), "")
 }
+
+#[tokio::test]
+async fn a_command_run_by_hand_says_what_is_wrong_once() {
+    let db = TestDb::new();
+    let mut cmd = hookrelay(&db);
+    cmd.args([
+        "publish",
+        "--type",
+        "Contact.created",
+        "--account",
+        "acc",
+        "--data",
+        "not json",
+    ]);
+    let (code, stderr) = run_to_end(cmd).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(stderr.matches("--data is not JSON").count(), 1, "{stderr}");
+}
+
+#[tokio::test]
+async fn the_help_says_where_the_settings_come_from() {
+    let db = TestDb::new();
+    for args in [&["--help"][..], &["serve", "--help"]] {
+        let mut cmd = hookrelay(&db);
+        cmd.args(args);
+        let output = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+            .await
+            .expect("the command ends")
+            .expect("the command runs");
+        let help = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(output.status.code(), Some(0), "{args:?}: {help}");
+        for needed in ["HOOKRELAY_", "--config", "deploy/hookrelay.example.toml"] {
+            assert!(help.contains(needed), "{args:?} lacks {needed}: {help}");
+        }
+    }
+}

@@ -1,10 +1,12 @@
-//! The README's example receivers and publisher, run as their users would run them, against a
-//! real hookrelay: the receivers verify real deliveries, drop hookrelay's second send of an
-//! event as a duplicate, and refuse a forged and a replayed request; the Python publisher's
-//! event is delivered, and its malformed one is confirmed, then rejected with a reason.
+//! The example receivers and publisher (docs/integrating.md), run as their users would run
+//! them, against a real hookrelay: the receivers verify real deliveries, drop hookrelay's
+//! second send of an event as a duplicate, and refuse a forged and a replayed request; the
+//! Python publisher's event is delivered, and its malformed one is confirmed, then rejected
+//! with a reason.
 //!
 //! Their dependencies (`scripts/test-tools.sh`, which `make test` runs first): the PyPI
-//! packages of `examples/*/python/requirements.txt` and `npm ci` in `examples/receivers/node`.
+//! packages of `examples/*/python/requirements.txt` (into `.venv`) and `npm ci` in
+//! `examples/receivers/node`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

@@ -12,7 +12,7 @@
 mod common;
 
 use std::collections::HashSet;
-use std::sync::Arc;
+
 use std::time::Duration;
 
 use common::{create_webhook, publish_events_to, settle, spawn};
@@ -360,7 +360,7 @@ async fn slow_a_stopped_node_holds_up_only_the_webhooks_whose_queues_it_holds() 
     // service would have done had it been connected to that node. The service's consumer,
     // cancelled by the removal, may declare it again on the first node in between: then it
     // is moved again.
-    let second = Arc::new(hookrelay_broker::connect(&urls[1]).await.expect("node 2"));
+    let second = hookrelay_broker::connect(&urls[1]).await.expect("node 2");
     let declarer = Declarer::new(second.clone());
     hookrelay_tests::wait_for("C's queue on node 2, consumed", DEADLINE, || async {
         match home_of(&cluster, &queue_c) {
@@ -416,6 +416,6 @@ async fn slow_a_stopped_node_holds_up_only_the_webhooks_whose_queues_it_holds() 
         3,
         3 * every.len(),
     );
-    second.close(200, "done".into()).await.expect("closed");
+    second.close().await.expect("closed");
     drop(service);
 }

@@ -55,13 +55,14 @@ async fn attempts_are_exported_as_spans_under_the_events_trace() {
     .await;
     create_webhook(service.port, &receiver.url, "Message.received").await;
 
-    let connection = std::sync::Arc::new(hookrelay_broker::connect(&amqp_url()).await.unwrap());
+    let connection = hookrelay_broker::connect(&amqp_url()).await.unwrap();
     let mut publisher = Publisher::open(&connection).await.unwrap();
     let message = Outgoing {
         exchange: Topology::new(&namespace).events_exchange(),
         routing_key: "Message.received".into(),
         body: br#"{"id":"traced","account_id":"acc","data":{}}"#.to_vec(),
-        properties: traced_event(&format!("00-{TRACE_ID}-{PUBLISHER_SPAN}-01")),
+        content_type: None,
+        headers: traced_event(&format!("00-{TRACE_ID}-{PUBLISHER_SPAN}-01")),
     };
     publisher.publish(&message, &mut NoRoutes).await.unwrap();
     publisher.close().await;

@@ -6,28 +6,70 @@
 
 use std::time::Duration;
 
+use hookrelay_core::{LogStatus, Outcome, RejectReason};
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
 
-/// Outcomes of one delivery attempt, the values of `outcome` on
-/// `hookrelay_delivery_attempts_total`.
-pub const ATTEMPT_OUTCOMES: [&str; 5] = [
-    "success",
-    "http_error",
-    "timeout",
-    "network_error",
-    "blocked",
-];
-/// Why the HTTP listener closed a connection itself, the values of `reason` on
-/// `hookrelay_http_connections_shed_total`.
-pub const HTTP_SHED_REASONS: [&str; 2] = ["evicted", "refused"];
 /// Final states of a delivery, the values of `status` on `hookrelay_deliveries_completed_total`.
-pub const COMPLETED_STATUSES: [&str; 2] = ["succeeded", "failed"];
+const COMPLETED: [LogStatus; 2] = [LogStatus::Succeeded, LogStatus::Failed];
 
-/// What `/readyz` checks, and `hookrelay_dependency_up` reports.
-pub const DEPENDENCIES: [&str; 2] = ["database", "broker"];
+/// Why the HTTP listener closed a connection itself: `reason` on
+/// `hookrelay_http_connections_shed_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShedReason {
+    /// The connection idle the longest, to make room at `max_connections`.
+    Evicted,
+    /// At `max_connections`, with none idle.
+    Refused,
+}
+
+impl ShedReason {
+    pub const ALL: [ShedReason; 2] = [Self::Evicted, Self::Refused];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Evicted => "evicted",
+            Self::Refused => "refused",
+        }
+    }
+}
+
+/// What `/readyz` checks: `dependency` on `hookrelay_dependency_up`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dependency {
+    Database,
+    Broker,
+}
+
+impl Dependency {
+    pub const ALL: [Dependency; 2] = [Self::Database, Self::Broker];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Database => "database",
+            Self::Broker => "broker",
+        }
+    }
+}
+
+/// A task whose panic is counted: `task` on `hookrelay_task_panics_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Task {
+    /// One webhook's delivery consumer.
+    WebhookConsumer,
+}
+
+impl Task {
+    pub const ALL: [Task; 1] = [Self::WebhookConsumer];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::WebhookConsumer => "webhook_consumer",
+        }
+    }
+}
 
 /// The service's metrics. Code elsewhere reports what happened through the methods below,
 /// never by touching a metric, so each metric's name and labels are written here only.
@@ -51,6 +93,7 @@ pub struct Metrics {
     http_connections_shed: IntCounterVec,
     logs_deleted: IntCounter,
     dependency_up: IntGaugeVec,
+    task_panics: IntCounterVec,
 }
 
 /// Counts one attempt as in flight until dropped, however the attempt ends.
@@ -178,6 +221,14 @@ impl Metrics {
             ),
             &["dependency"],
         )?;
+        let task_panics = IntCounterVec::new(
+            Opts::new(
+                "hookrelay_task_panics_total",
+                "Tasks that ended by a panic (a bug), by task; each is started again.",
+            ),
+            &["task"],
+        )?;
+        registry.register(Box::new(task_panics.clone()))?;
         registry.register(Box::new(dependency_up.clone()))?;
         registry.register(Box::new(logs_deleted.clone()))?;
         registry.register(Box::new(http_connections.clone()))?;
@@ -198,14 +249,17 @@ impl Metrics {
 
         // Known label values start at zero, so dashboards and `rate()` see every series
         // from the first scrape instead of only after the first occurrence.
-        for outcome in ATTEMPT_OUTCOMES {
-            delivery_attempts.with_label_values(&[outcome]);
+        for outcome in Outcome::ALL {
+            delivery_attempts.with_label_values(&[outcome.as_str()]);
         }
-        for status in COMPLETED_STATUSES {
-            deliveries_completed.with_label_values(&[status]);
+        for status in COMPLETED {
+            deliveries_completed.with_label_values(&[status.as_str()]);
         }
-        for reason in HTTP_SHED_REASONS {
-            http_connections_shed.with_label_values(&[reason]);
+        for reason in ShedReason::ALL {
+            http_connections_shed.with_label_values(&[reason.as_str()]);
+        }
+        for task in Task::ALL {
+            task_panics.with_label_values(&[task.as_str()]);
         }
         for reason in hookrelay_core::RejectReason::ALL {
             events_rejected.with_label_values(&[reason.as_str()]);
@@ -213,8 +267,8 @@ impl Metrics {
         for (name, _) in hookrelay_core::BUILTIN_EVENT_TYPES {
             events_received.with_label_values(&[name]);
         }
-        for dependency in DEPENDENCIES {
-            dependency_up.with_label_values(&[dependency]);
+        for dependency in Dependency::ALL {
+            dependency_up.with_label_values(&[dependency.as_str()]);
         }
 
         Ok(Self {
@@ -236,6 +290,7 @@ impl Metrics {
             http_connections_shed,
             logs_deleted,
             dependency_up,
+            task_panics,
         })
     }
 
@@ -247,10 +302,10 @@ impl Metrics {
         }
     }
 
-    /// What the last readiness check found of `dependency` (one of [`DEPENDENCIES`]).
-    pub fn dependency_checked(&self, dependency: &'static str, up: bool) {
+    /// What the last readiness check found of `dependency`.
+    pub fn dependency_checked(&self, dependency: Dependency, up: bool) {
         self.dependency_up
-            .with_label_values(&[dependency])
+            .with_label_values(&[dependency.as_str()])
             .set(i64::from(up));
     }
 
@@ -259,9 +314,11 @@ impl Metrics {
         self.events_received.with_label_values(&[event_type]).inc();
     }
 
-    /// An event went to the rejected queue. `reason` is one of a fixed set.
-    pub fn event_rejected(&self, reason: &'static str) {
-        self.events_rejected.with_label_values(&[reason]).inc();
+    /// An event went to the rejected queue.
+    pub fn event_rejected(&self, reason: RejectReason) {
+        self.events_rejected
+            .with_label_values(&[reason.as_str()])
+            .inc();
     }
 
     pub fn deliveries_enqueued(&self, count: usize) {
@@ -274,16 +331,18 @@ impl Metrics {
         InFlight(self.inflight_deliveries.clone())
     }
 
-    /// An HTTP attempt ended with `outcome` (one of [`ATTEMPT_OUTCOMES`]).
-    pub fn attempt_finished(&self, outcome: &'static str, took: Duration) {
-        self.delivery_attempts.with_label_values(&[outcome]).inc();
+    /// An HTTP attempt ended with `outcome`.
+    pub fn attempt_finished(&self, outcome: Outcome, took: Duration) {
+        self.delivery_attempts
+            .with_label_values(&[outcome.as_str()])
+            .inc();
         self.delivery_attempt_duration.observe(took.as_secs_f64());
     }
 
     /// A delivery got its 2xx, `since_received` after hookrelay received the event.
     pub fn delivery_succeeded(&self, since_received: Duration) {
         self.deliveries_completed
-            .with_label_values(&["succeeded"])
+            .with_label_values(&[LogStatus::Succeeded.as_str()])
             .inc();
         self.delivery_latency.observe(since_received.as_secs_f64());
     }
@@ -291,7 +350,7 @@ impl Metrics {
     /// A delivery ended without success.
     pub fn delivery_failed(&self) {
         self.deliveries_completed
-            .with_label_values(&["failed"])
+            .with_label_values(&[LogStatus::Failed.as_str()])
             .inc();
     }
 
@@ -334,11 +393,16 @@ impl Metrics {
         self.http_connections.dec();
     }
 
-    /// The listener closed or refused a connection (`reason` in [`HTTP_SHED_REASONS`]).
-    pub fn http_connection_shed(&self, reason: &'static str) {
+    /// The listener closed or refused a connection.
+    pub fn http_connection_shed(&self, reason: ShedReason) {
         self.http_connections_shed
-            .with_label_values(&[reason])
+            .with_label_values(&[reason.as_str()])
             .inc();
+    }
+
+    /// A task ended by a panic.
+    pub fn task_panicked(&self, task: Task) {
+        self.task_panics.with_label_values(&[task.as_str()]).inc();
     }
 
     /// The Prometheus text exposition of every metric.
@@ -405,13 +469,20 @@ mod tests {
             assert!(text.contains(&line), "{line} missing");
         }
         assert!(text.contains("hookrelay_events_received_total{event_type=\"Invoice.paid\"} 0"));
-        for outcome in ATTEMPT_OUTCOMES {
-            let line = format!("hookrelay_delivery_attempts_total{{outcome=\"{outcome}\"}} 0");
+        for outcome in Outcome::ALL {
+            let line = format!(
+                "hookrelay_delivery_attempts_total{{outcome=\"{}\"}} 0",
+                outcome.as_str()
+            );
             assert!(text.contains(&line), "{line} missing");
         }
-        for reason in HTTP_SHED_REASONS {
-            let line = format!("hookrelay_http_connections_shed_total{{reason=\"{reason}\"}} 0");
+        for reason in ShedReason::ALL {
+            let line = format!(
+                "hookrelay_http_connections_shed_total{{reason=\"{}\"}} 0",
+                reason.as_str()
+            );
             assert!(text.contains(&line), "{line} missing");
         }
+        assert!(text.contains("hookrelay_task_panics_total{task=\"webhook_consumer\"} 0"));
     }
 }

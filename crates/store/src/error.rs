@@ -16,6 +16,10 @@ pub enum StoreError {
     /// The caller passed something the query cannot use, such as a cursor of another list.
     #[error("{0}")]
     Invalid(String),
+    /// A row holds what its table's constraints should have kept out (edited by hand, with
+    /// a constraint dropped).
+    #[error("unexpected data in the database: {0}")]
+    Corrupt(String),
     /// A webhook's stored secret cannot be opened with the configured keys.
     #[error("webhook {webhook_id}: {error}")]
     Sealed {

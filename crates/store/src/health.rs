@@ -83,43 +83,6 @@ impl Store {
         let rows = client.query(&sql, &[&webhook_ids]).await?;
         Ok(rows.iter().map(health_entry).collect())
     }
-
-    /// Webhooks deleted whose queue and open logs may still need cleaning up, oldest first.
-    pub async fn tombstones(&self, limit: i64) -> Result<Vec<Uuid>, StoreError> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT webhook_id FROM webhook_tombstones ORDER BY deleted_at LIMIT $1",
-                &[&limit],
-            )
-            .await?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
-    }
-
-    /// Ends the open logs of deleted webhook `webhook_id`, and removes its tombstone once it
-    /// is older than `grace`, in one transaction: called once its queue is gone.
-    pub async fn bury(
-        &self,
-        webhook_id: Uuid,
-        grace: std::time::Duration,
-    ) -> Result<(), StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        tx.execute(
-            crate::logs::FAIL_OPEN_LOGS,
-            &[&webhook_id, &"the webhook was deleted"],
-        )
-        .await?;
-        let grace = i64::try_from(grace.as_secs()).unwrap_or(i64::MAX);
-        tx.execute(
-            "DELETE FROM webhook_tombstones
-             WHERE webhook_id = $1 AND deleted_at < now() - $2::bigint * interval '1 second'",
-            &[&webhook_id, &grace],
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(())
-    }
 }
 
 /// The saved health of webhooks' current versions (a row saved for an older version, by a

@@ -12,7 +12,9 @@ mod log_reads;
 mod logs;
 mod migrate;
 mod pool;
+mod retention;
 mod service_keys;
+mod tombstones;
 mod webhooks;
 
 pub use api_keys::ApiKeyRow;
@@ -21,7 +23,7 @@ pub use error::StoreError;
 pub use event_types::EventTypeRow;
 pub use listen::{listen_webhook_changes, WebhookChange, WebhookListener};
 pub use log_reads::{AttemptRow, AttemptStats, LogDetail, LogFilter, LogRow};
-pub use logs::{AttemptRecord, ExistingLog, LogStatus, LogToRequeue, NewLog, RequeueFilter};
+pub use logs::{AttemptRecord, ExistingLog, LogToRequeue, NewLog, RequeueFilter};
 pub use migrate::{ensure_database, migrate};
 pub use pool::{describe_database_url, validate_database_url, PoolOptions, Store};
 pub use webhooks::{
@@ -36,6 +38,18 @@ pub(crate) fn count(n: i32) -> u32 {
 /// A count written to an `int` column, saturating.
 pub(crate) fn to_int(n: u32) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+/// A log's `status`, which a CHECK constraint keeps to the known four.
+pub(crate) fn log_status(raw: &str) -> Result<hookrelay_core::LogStatus, StoreError> {
+    hookrelay_core::LogStatus::parse(raw)
+        .ok_or_else(|| StoreError::Corrupt(format!("a log has the unknown status `{raw}`")))
+}
+
+/// A webhook's `status`, which a CHECK constraint keeps to `active` and `disabled`.
+pub(crate) fn webhook_status(raw: &str) -> Result<hookrelay_core::WebhookStatus, StoreError> {
+    hookrelay_core::WebhookStatus::parse(raw)
+        .map_err(|_| StoreError::Corrupt(format!("a webhook has the unknown status `{raw}`")))
 }
 
 /// The LISTEN/NOTIFY channel on which every change to `webhooks` is announced (by a trigger,

@@ -11,7 +11,9 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use crate::{count, Cursor, LogStatus, Page, Store, StoreError};
+use hookrelay_core::LogStatus;
+
+use crate::{count, log_status, Cursor, Page, Store, StoreError};
 
 /// Which logs to list; every field is optional.
 #[derive(Debug, Clone, Default)]
@@ -35,7 +37,7 @@ pub struct LogRow {
     pub account_id: String,
     pub event_id: String,
     pub event_type: String,
-    pub status: String,
+    pub status: LogStatus,
     pub attempts: u32,
     pub response_status: Option<i32>,
     pub error: Option<String>,
@@ -72,14 +74,14 @@ const LIST_COLUMNS: &str = "id, webhook_id, account_id, event_id, event_type, st
                             delivered_at, traceparent";
 
 impl LogRow {
-    fn from_row(row: &Row) -> Self {
-        Self {
+    fn from_row(row: &Row) -> Result<Self, StoreError> {
+        Ok(Self {
             id: row.get("id"),
             webhook_id: row.get("webhook_id"),
             account_id: row.get("account_id"),
             event_id: row.get("event_id"),
             event_type: row.get("event_type"),
-            status: row.get("status"),
+            status: log_status(row.get("status"))?,
             attempts: count(row.get("attempts")),
             response_status: row.get("response_status"),
             error: row.get("error"),
@@ -88,7 +90,7 @@ impl LogRow {
             next_attempt_at: row.get("next_attempt_at"),
             delivered_at: row.get("delivered_at"),
             traceparent: row.get("traceparent"),
-        }
+        })
     }
 
     pub fn cursor(&self) -> Cursor {
@@ -182,7 +184,10 @@ impl Store {
         let (sql, conditions) = list_query(filter, after, limit)?;
         let client = self.client().await?;
         let rows = client.query(&sql, &conditions.refs()).await?;
-        let rows = rows.iter().map(LogRow::from_row).collect();
+        let rows = rows
+            .iter()
+            .map(LogRow::from_row)
+            .collect::<Result<_, _>>()?;
         Ok(Page::from_rows(rows, limit, LogRow::cursor))
     }
 
@@ -218,7 +223,7 @@ impl Store {
             })
             .collect();
         Ok(Some(LogDetail {
-            log: LogRow::from_row(&row),
+            log: LogRow::from_row(&row)?,
             payload: row.get("payload"),
             response_body: row.get("response_body"),
             attempts,
@@ -320,56 +325,5 @@ impl Store {
             last_success_at: row.get("last_success"),
             last_failure_at: row.get("last_failure"),
         })
-    }
-}
-
-impl Store {
-    /// Deletes up to `batch` finished logs (`succeeded` or `failed`) created before
-    /// `cutoff`, oldest first, with their attempts (the foreign key cascades); answers how
-    /// many. Logs still under way stay whatever their age: their deliveries still need them.
-    /// One status at a time, each a range of the (status, created_at) index, so that old
-    /// logs still pending are never walked over again. Rows another process is deleting are
-    /// skipped, not waited for.
-    pub async fn delete_old_logs(
-        &self,
-        cutoff: DateTime<Utc>,
-        batch: i64,
-    ) -> Result<u64, StoreError> {
-        let client = self.client().await?;
-        let mut deleted = 0;
-        for status in [LogStatus::Succeeded, LogStatus::Failed] {
-            let left = batch - deleted as i64;
-            if left <= 0 {
-                break;
-            }
-            deleted += client
-                .execute(
-                    "DELETE FROM webhook_logs WHERE id IN (
-                        SELECT id FROM webhook_logs
-                        WHERE status = $1 AND created_at < $2
-                        ORDER BY created_at
-                        LIMIT $3
-                        FOR UPDATE SKIP LOCKED)",
-                    &[&status.as_str(), &cutoff, &left],
-                )
-                .await?;
-        }
-        Ok(deleted)
-    }
-
-    /// Gives up to `batch` attempts written without their webhook (before migration V4, or
-    /// by an older release during a rollout) the webhook of their log; answers how many.
-    pub async fn fill_attempt_webhooks(&self, batch: i64) -> Result<u64, StoreError> {
-        let client = self.client().await?;
-        Ok(client
-            .execute(
-                "UPDATE webhook_attempts a SET webhook_id = l.webhook_id
-                 FROM webhook_logs l
-                 WHERE a.id IN (SELECT id FROM webhook_attempts WHERE webhook_id IS NULL
-                                LIMIT $1 FOR UPDATE SKIP LOCKED)
-                   AND l.id = a.log_id",
-                &[&batch],
-            )
-            .await?)
     }
 }

@@ -4,9 +4,10 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
+use hookrelay_core::LogStatus;
 use uuid::Uuid;
 
-use crate::{count, Store, StoreError};
+use crate::{count, log_status, to_int, Store, StoreError};
 
 /// A delivery to record at fan-out, `pending`.
 #[derive(Debug, Clone)]
@@ -29,49 +30,23 @@ pub struct ExistingLog {
     pub id: Uuid,
     pub webhook_id: Uuid,
     pub event_id: String,
-    pub status: String,
-    pub attempts: i32,
+    pub status: LogStatus,
+    pub attempts: u32,
     pub created_at: DateTime<Utc>,
-}
-
-/// The states of a log row (contract §3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogStatus {
-    Pending,
-    Retrying,
-    Succeeded,
-    Failed,
-}
-
-impl LogStatus {
-    pub const ALL: [LogStatus; 4] = [Self::Pending, Self::Retrying, Self::Succeeded, Self::Failed];
-
-    pub fn parse(raw: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|s| s.as_str() == raw)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Retrying => "retrying",
-            Self::Succeeded => "succeeded",
-            Self::Failed => "failed",
-        }
-    }
 }
 
 /// One finished HTTP attempt and the state its log moves to.
 #[derive(Debug, Clone)]
 pub struct AttemptRecord {
     pub log_id: Uuid,
-    pub attempt: i32,
+    pub attempt: u32,
     /// The delivery's `requeue` and whether the broker redelivered it: whether it is still
     /// the log's current delivery is decided with them (`hookrelay_core::is_current`).
-    pub requeue: i32,
+    pub requeue: u32,
     pub redelivered: bool,
     pub started_at: DateTime<Utc>,
-    pub duration_ms: i32,
-    pub response_status: Option<i32>,
+    pub duration_ms: u32,
+    pub response_status: Option<u16>,
     pub response_body: Option<String>,
     pub error: Option<String>,
     pub status: LogStatus,
@@ -144,10 +119,10 @@ pub struct LogToRequeue {
     pub event_type: String,
     /// The body as stored (PostgreSQL's normal form of the JSON sent before).
     pub payload: String,
-    pub attempts: i32,
+    pub attempts: u32,
     pub created_at: DateTime<Utc>,
     /// Times it was queued again by hand so far; its new delivery carries one more.
-    pub requeues: i32,
+    pub requeues: u32,
     pub traceparent: Option<String>,
 }
 
@@ -250,17 +225,18 @@ impl Store {
                 &[&webhooks, &events],
             )
             .await?;
-        Ok(rows
-            .iter()
-            .map(|r| ExistingLog {
-                id: r.get(0),
-                webhook_id: r.get(1),
-                event_id: r.get(2),
-                status: r.get(3),
-                attempts: r.get(4),
-                created_at: r.get(5),
+        rows.iter()
+            .map(|r| {
+                Ok(ExistingLog {
+                    id: r.get(0),
+                    webhook_id: r.get(1),
+                    event_id: r.get(2),
+                    status: log_status(r.get(3))?,
+                    attempts: count(r.get(4)),
+                    created_at: r.get(5),
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// Records attempts and moves their logs on, in one transaction, and answers for each
@@ -297,15 +273,15 @@ impl Store {
                 .get_mut(&record.log_id)
                 .is_some_and(|(attempts, requeues)| {
                     let ok = hookrelay_core::is_current_attempt(
-                        count(record.attempt),
-                        count(record.requeue),
+                        record.attempt,
+                        record.requeue,
                         record.redelivered,
                         *attempts,
                         *requeues,
                     );
                     if ok {
-                        *attempts = count(record.attempt);
-                        *requeues = count(record.requeue);
+                        *attempts = record.attempt;
+                        *requeues = record.requeue;
                     }
                     ok
                 });
@@ -319,10 +295,13 @@ impl Store {
             .filter(|a| logs.contains_key(&a.log_id))
             .collect();
         let logs_col: Vec<Uuid> = kept.iter().map(|a| a.log_id).collect();
-        let attempts: Vec<i32> = kept.iter().map(|a| a.attempt).collect();
+        let attempts: Vec<i32> = kept.iter().map(|a| to_int(a.attempt)).collect();
         let started: Vec<DateTime<Utc>> = kept.iter().map(|a| a.started_at).collect();
-        let durations: Vec<i32> = kept.iter().map(|a| a.duration_ms).collect();
-        let statuses: Vec<Option<i32>> = kept.iter().map(|a| a.response_status).collect();
+        let durations: Vec<i32> = kept.iter().map(|a| to_int(a.duration_ms)).collect();
+        let statuses: Vec<Option<i32>> = kept
+            .iter()
+            .map(|a| a.response_status.map(i32::from))
+            .collect();
         let bodies: Vec<Option<&str>> = kept.iter().map(|a| a.response_body.as_deref()).collect();
         let errors: Vec<Option<&str>> = kept.iter().map(|a| a.error.as_deref()).collect();
         let webhook_col: Vec<Option<Uuid>> = kept
@@ -349,11 +328,14 @@ impl Store {
         .await?;
         let moves: Vec<&AttemptRecord> = moves.into_values().collect();
         let logs_col: Vec<Uuid> = moves.iter().map(|a| a.log_id).collect();
-        let attempts: Vec<i32> = moves.iter().map(|a| a.attempt).collect();
-        let requeues: Vec<i32> = moves.iter().map(|a| a.requeue).collect();
+        let attempts: Vec<i32> = moves.iter().map(|a| to_int(a.attempt)).collect();
+        let requeues: Vec<i32> = moves.iter().map(|a| to_int(a.requeue)).collect();
         let started: Vec<DateTime<Utc>> = moves.iter().map(|a| a.started_at).collect();
-        let durations: Vec<i32> = moves.iter().map(|a| a.duration_ms).collect();
-        let statuses: Vec<Option<i32>> = moves.iter().map(|a| a.response_status).collect();
+        let durations: Vec<i32> = moves.iter().map(|a| to_int(a.duration_ms)).collect();
+        let statuses: Vec<Option<i32>> = moves
+            .iter()
+            .map(|a| a.response_status.map(i32::from))
+            .collect();
         let bodies: Vec<Option<&str>> = moves.iter().map(|a| a.response_body.as_deref()).collect();
         let errors: Vec<Option<&str>> = moves.iter().map(|a| a.error.as_deref()).collect();
         let states: Vec<&str> = moves.iter().map(|a| a.status.as_str()).collect();
@@ -462,9 +444,9 @@ impl Store {
                 event_id: r.get(3),
                 event_type: r.get(4),
                 payload: r.get(5),
-                attempts: r.get(6),
+                attempts: count(r.get(6)),
                 created_at: r.get(7),
-                requeues: r.get(8),
+                requeues: count(r.get(8)),
                 traceparent: r.get(9),
             })
             .collect();

@@ -21,6 +21,7 @@ pub async fn ensure_database(database_url: &str) -> Result<(), StoreError> {
     match config.connect(NoTls).await {
         Ok((client, connection)) => {
             drop(client);
+            // Closing: nothing it could still report changes that the database exists.
             let _ = connection.await;
             return Ok(());
         }
@@ -42,6 +43,7 @@ pub async fn ensure_database(database_url: &str) -> Result<(), StoreError> {
         Err(e) => return Err(e.into()),
     }
     drop(client);
+    // The work is done; how the connection closes changes nothing.
     let _ = driver.await;
     Ok(())
 }
@@ -69,6 +71,7 @@ pub async fn migrate(database_url: &str) -> Result<usize, StoreError> {
         info!(applied, "applied database migrations");
     }
     drop(client);
+    // The work is done; how the connection closes changes nothing.
     let _ = driver.await;
     Ok(applied)
 }

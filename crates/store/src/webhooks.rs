@@ -7,7 +7,7 @@ use hookrelay_core::{
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use crate::{Cursor, Page, Store, StoreError};
+use crate::{webhook_status, Cursor, Page, Store, StoreError};
 
 /// The reason recorded when a webhook is disabled through the API without one.
 pub const DISABLED_BY_HAND: &str = "disabled through the API";
@@ -15,6 +15,7 @@ pub const DISABLED_BY_HAND: &str = "disabled through the API";
 const COLUMNS: &str =
     "w.id, w.account_id, w.url, w.secret, w.previous_secrets, w.headers, w.events, \
                        w.status, w.disabled_reason, w.description, w.created_at, w.updated_at, \
+                       w.version, \
                        h.failing_since, h.consecutive_failures, h.trips, h.paused_until";
 /// Every read of a webhook comes with its health, if it has any for its current version.
 const FROM: &str = "webhooks w LEFT JOIN webhook_health h
@@ -54,11 +55,14 @@ pub struct WebhookRow {
     pub previous_secrets: Vec<PreviousSecret>,
     pub headers: BTreeMap<String, String>,
     pub events: Vec<String>,
-    pub status: String,
+    pub status: WebhookStatus,
     pub disabled_reason: Option<String>,
     pub description: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// One more at every change, by hand included (migration V7): which of two reads of a
+    /// webhook is the newer.
+    pub version: i64,
     pub health: HealthRow,
 }
 
@@ -79,7 +83,7 @@ impl std::fmt::Debug for WebhookRow {
 }
 
 impl WebhookRow {
-    fn from_row(row: &Row) -> Self {
+    fn from_row(row: &Row) -> Result<Self, StoreError> {
         let headers: serde_json::Value = row.get("headers");
         let headers = match headers {
             serde_json::Value::Object(map) => map
@@ -109,7 +113,7 @@ impl WebhookRow {
             _ => Vec::new(),
         };
         let count = |name: &str| row.get::<_, Option<i32>>(name).map_or(0, crate::count);
-        Self {
+        Ok(Self {
             id: row.get("id"),
             account_id: row.get("account_id"),
             url: row.get("url"),
@@ -117,18 +121,19 @@ impl WebhookRow {
             previous_secrets,
             headers,
             events: row.get("events"),
-            status: row.get("status"),
+            status: webhook_status(row.get("status"))?,
             disabled_reason: row.get("disabled_reason"),
             description: row.get("description"),
             created_at: row.get("created_at"),
             updated_at: row.get("updated_at"),
+            version: row.get("version"),
             health: HealthRow {
                 failing_since: row.get("failing_since"),
                 consecutive_failures: count("consecutive_failures"),
                 trips: count("trips"),
                 paused_until: row.get("paused_until"),
             },
-        }
+        })
     }
 
     pub fn cursor(&self) -> Cursor {
@@ -223,7 +228,7 @@ impl Store {
                 ],
             )
             .await?;
-        Ok(WebhookRow::from_row(&row))
+        WebhookRow::from_row(&row)
     }
 
     /// One webhook; `account` limits the search to that account's webhooks.
@@ -237,7 +242,7 @@ impl Store {
             "SELECT {COLUMNS} FROM {FROM} WHERE w.id = $1 AND ($2::text IS NULL OR w.account_id = $2)"
         );
         let row = client.query_opt(&sql, &[&id, &account]).await?;
-        Ok(row.as_ref().map(WebhookRow::from_row))
+        row.as_ref().map(WebhookRow::from_row).transpose()
     }
 
     pub async fn list_webhooks(
@@ -268,7 +273,10 @@ impl Store {
                 ],
             )
             .await?;
-        let rows = rows.iter().map(WebhookRow::from_row).collect();
+        let rows = rows
+            .iter()
+            .map(WebhookRow::from_row)
+            .collect::<Result<_, _>>()?;
         Ok(Page::from_rows(rows, limit, WebhookRow::cursor))
     }
 
@@ -344,7 +352,7 @@ impl Store {
         let rows = client
             .query(&format!("SELECT {COLUMNS} FROM {FROM}"), &[])
             .await?;
-        Ok(rows.iter().map(WebhookRow::from_row).collect())
+        rows.iter().map(WebhookRow::from_row).collect()
     }
 
     /// The event type names of the catalog.

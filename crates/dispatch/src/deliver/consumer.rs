@@ -17,22 +17,20 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
-use futures::{FutureExt as _, StreamExt as _};
-use hookrelay_broker::lapin::message::Delivery;
-use hookrelay_broker::lapin::options::BasicNackOptions;
-use hookrelay_broker::Consuming;
-use hookrelay_core::{ops, BreakerState, EndpointHealth};
+use futures::FutureExt as _;
+use hookrelay_broker::{BrokerError, Consuming, Delivery};
+use hookrelay_core::{ops, BreakerState, EndpointHealth, Report};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
-use super::attempt::{self, Report, Slots};
+use super::attempt::{self, Slots};
 use super::health::{from_row, to_row, Version};
+use super::outbox::Outbox;
 use super::{Context, Lines};
-use crate::batch::BatchPublisher;
-use crate::publish;
+use crate::messages;
 
 enum Mode {
     Full,
@@ -55,7 +53,7 @@ const UNREACHABLE_LONGEST: Duration = Duration::from_secs(30);
 struct Worker {
     ctx: Arc<Context>,
     lines: Arc<Lines>,
-    publisher: BatchPublisher,
+    outbox: Outbox,
     id: Uuid,
     stop: CancellationToken,
     health: EndpointHealth,
@@ -73,7 +71,7 @@ struct Worker {
 pub async fn consume_webhook(
     ctx: Arc<Context>,
     lines: Arc<Lines>,
-    publisher: BatchPublisher,
+    outbox: Outbox,
     id: Uuid,
     stop: CancellationToken,
 ) {
@@ -87,7 +85,7 @@ pub async fn consume_webhook(
     let mut worker = Worker {
         ctx,
         lines,
-        publisher,
+        outbox,
         id,
         stop,
         health,
@@ -121,11 +119,15 @@ pub async fn consume_webhook(
 impl Worker {
     /// Starts consuming this webhook's queue, on a channel shared with other webhooks: at full
     /// speed, or for a probe (a prefetch of one).
-    async fn open(&mut self, probe: bool) -> Result<Consuming, hookrelay_broker::lapin::Error> {
+    async fn open(&mut self, probe: bool) -> Result<Consuming, BrokerError> {
         // Should the declaration fail (a broker limit, say), only this webhook waits, retried
         // by the manager's next reconcile.
-        self.lines.ensure(&self.ctx.recovery, self.id).await?;
-        let queue = self.ctx.topology.webhook_queue(&self.id.to_string());
+        self.lines.ensure(&self.ctx.routing, self.id).await?;
+        let queue = self
+            .ctx
+            .routing
+            .topology
+            .webhook_queue(&self.id.to_string());
         let channels = match probe {
             true => &self.lines.probes,
             false => &self.lines.full,
@@ -143,9 +145,9 @@ impl Worker {
     /// What follows a failure to consume the queue: a queue that cannot be reached (on a
     /// cluster, its node is down) is waited for here; anything else ends this consumer, and
     /// the manager starts a new one.
-    fn cannot_open(&mut self, e: &hookrelay_broker::lapin::Error, probe: bool) -> Mode {
-        if !hookrelay_broker::queue_unavailable(e) {
-            warn!(webhook_id = %self.id, error = %e, "cannot consume a webhook queue");
+    fn cannot_open(&mut self, e: &BrokerError, probe: bool) -> Mode {
+        if !e.queue_unavailable() {
+            warn!(webhook_id = %self.id, error = %crate::error_chain(e), "cannot consume a webhook queue");
             return Mode::Stop;
         }
         if self.unreachable.is_none() {
@@ -177,10 +179,10 @@ impl Worker {
     /// newer than this process knows of is adopted, and the breaker holds across processes.
     /// `Some(mode)` when the delivery must go back and the consumer change mode.
     async fn take_over(&mut self) -> Option<Mode> {
-        let (version, row) = match self.ctx.saved_health.get(self.id).await {
+        let (version, row) = match self.ctx.saved_health.call(self.id).await {
             Ok(saved) => saved?,
             Err(e) => {
-                warn!(webhook_id = %self.id, error = %e, "cannot read the saved endpoint health; going on with this process's");
+                warn!(webhook_id = %self.id, error = %crate::error_chain(&e), "cannot read the saved endpoint health; going on with this process's");
                 return None;
             }
         };
@@ -200,8 +202,7 @@ impl Worker {
     /// What a consumer awaits only now and then (opening the queue, a report, a take-over,
     /// handing deliveries back, a probe's attempt) is boxed here and in `probe`: each is a
     /// state machine of up to kilobytes that every idle consumer's task would otherwise
-    /// carry all the time, ten thousand of them in a process (4.7 KB a task before, 1.8 KB
-    /// after, in a debug build).
+    /// carry all the time, ten thousand of them in a process.
     async fn full(&mut self) -> Mode {
         let prefetch = self.ctx.per_webhook.saturating_mul(2);
         let mut consuming = match Box::pin(self.open(false)).await {
@@ -223,11 +224,11 @@ impl Worker {
                     }
                     continue 'consume;
                 }
-                next = consuming.consumer.next() => match next {
-                    Some(Ok(delivery)) => delivery,
+                next = consuming.next() => match next {
+                    Some(delivery) => delivery,
                     // The broker ended the consumer (its queue deleted, the channel closed):
                     // the manager starts a new one.
-                    _ => break 'consume Mode::Stop,
+                    None => break 'consume Mode::Stop,
                 },
             };
             if std::mem::take(&mut first) {
@@ -273,7 +274,7 @@ impl Worker {
             };
             let attempt = attempt::run(
                 self.ctx.clone(),
-                self.publisher.clone(),
+                self.outbox.clone(),
                 delivery,
                 slots,
                 self.stop.clone(),
@@ -337,9 +338,9 @@ impl Worker {
         let next = loop {
             let delivery = tokio::select! {
                 _ = self.stop.cancelled() => break Mode::Stop,
-                next = consuming.consumer.next() => match next {
-                    Some(Ok(delivery)) => delivery,
-                    _ => break Mode::Stop,
+                next = consuming.next() => match next {
+                    Some(delivery) => delivery,
+                    None => break Mode::Stop,
                 },
             };
             if std::mem::take(&mut first) {
@@ -364,7 +365,7 @@ impl Worker {
             debug!(webhook_id = %self.id, "probing the endpoint");
             match Box::pin(attempt::run(
                 self.ctx.clone(),
-                self.publisher.clone(),
+                self.outbox.clone(),
                 delivery,
                 slots,
                 self.stop.clone(),
@@ -468,16 +469,9 @@ impl Worker {
             self.health.failing_since.unwrap_or(now),
             now,
         );
-        if let Err(e) = self
-            .publisher
-            .publish(publish::operational(
-                &self.ctx.topology,
-                &self.ctx.origin,
-                &event,
-            ))
-            .await
-        {
-            warn!(webhook_id = %self.id, error = %e, "cannot announce that a webhook is disabled; will try at its next failure");
+        let message = messages::operational(&self.ctx.routing.topology, &self.ctx.origin, &event);
+        if let Err(e) = self.outbox.call(message).await {
+            warn!(webhook_id = %self.id, error = %crate::error_chain(&e), "cannot announce that a webhook is disabled; will try at its next failure");
             return;
         }
         match self.ctx.store.auto_disable_webhook(self.id, &reason).await {
@@ -498,15 +492,12 @@ impl Worker {
 }
 
 /// Gives a delivery back to its queue, at its place. Boxed, as what `Worker::full` awaits
-/// only now and then.
+/// only now and then. Failing, its channel is gone, which hands it back all the same.
 fn hand_back(delivery: Delivery) -> BoxFuture<'static, ()> {
     async move {
-        let _ = delivery
-            .nack(BasicNackOptions {
-                requeue: true,
-                ..Default::default()
-            })
-            .await;
+        if let Err(e) = delivery.nack().await {
+            debug!(error = %crate::error_chain(&e), "cannot hand a delivery back; its channel is gone, which does");
+        }
     }
     .boxed()
 }
@@ -520,8 +511,8 @@ mod tests {
 
     #[test]
     fn a_webhook_consumer_task_stays_small() {
-        // A process runs one per webhook, ten thousand at a time. 1.8 KB in a debug build
-        // with the rare paths boxed, 4.7 KB without; the bound leaves room for compilers.
+        // A process runs one per webhook, ten thousand at a time: the rare paths are boxed
+        // to keep it under 2 KB in a debug build, and the bound leaves room for compilers.
         let size = future_size(super::consume_webhook);
         assert!(
             size <= 3 * 1024,

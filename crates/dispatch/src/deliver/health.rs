@@ -12,9 +12,11 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use hookrelay_core::EndpointHealth;
 use hookrelay_store::{HealthRow, Store};
-use tokio::sync::{mpsc, oneshot};
+use tokio_util::task::TaskTracker;
 use tracing::warn;
 use uuid::Uuid;
+
+use crate::batcher::{BatchError, Batcher, Handler};
 
 /// The webhook's `updated_at` that a health belongs to.
 pub type Version = Option<DateTime<Utc>>;
@@ -93,54 +95,36 @@ pub fn from_row(row: &HealthRow, now: DateTime<Utc>) -> EndpointHealth {
 
 /// A saved health and the webhook version it belongs to.
 pub type Saved = Option<(DateTime<Utc>, HealthRow)>;
-type Ask = (Uuid, oneshot::Sender<Result<Saved, String>>);
 
 /// Reads the saved health of webhooks whose consumer has just got its first delivery, many
 /// at a time: after a reconnection, or with ten thousand webhooks and a burst of events, that
 /// is thousands of consumers at once, and one query each would crowd out the attempt writer.
-#[derive(Clone)]
-pub struct HealthLookup {
-    tx: mpsc::Sender<Ask>,
-}
+pub type HealthLookup = Batcher<Uuid, Saved>;
 
 /// Webhooks looked up per query at most.
 const LOOKUP_BATCH: usize = 1000;
 
-impl HealthLookup {
-    /// Starts the lookup task; it ends when the last handle is dropped.
-    pub fn start(store: Store) -> Self {
-        let (tx, mut rx) = mpsc::channel::<Ask>(LOOKUP_BATCH);
-        tokio::spawn(async move {
-            let mut asks = Vec::with_capacity(LOOKUP_BATCH);
-            while rx.recv_many(&mut asks, LOOKUP_BATCH).await > 0 {
-                let ids: Vec<Uuid> = asks.iter().map(|(id, _)| *id).collect();
-                match store.load_health_of(&ids).await {
-                    Ok(mut found) => {
-                        for (id, reply) in asks.drain(..) {
-                            let _ = reply.send(Ok(found.remove(&id)));
-                        }
-                    }
-                    Err(e) => {
-                        let e = crate::error_chain(&e);
-                        for (_, reply) in asks.drain(..) {
-                            let _ = reply.send(Err(e.clone()));
-                        }
-                    }
-                }
-            }
-        });
-        Self { tx }
-    }
+/// Starts the lookup; it ends when the last handle is dropped.
+pub fn start_lookup(store: Store, tracker: &TaskTracker) -> HealthLookup {
+    Batcher::start(
+        "the endpoint health lookup",
+        Lookup(store),
+        LOOKUP_BATCH,
+        LOOKUP_BATCH,
+        tracker,
+    )
+}
 
-    /// The saved health of webhook `id`'s current version, if it has one.
-    pub async fn get(&self, id: Uuid) -> Result<Saved, String> {
-        let (reply, answer) = oneshot::channel();
-        self.tx
-            .send((id, reply))
-            .await
-            .map_err(|_| "the health lookup has stopped".to_owned())?;
-        answer
-            .await
-            .map_err(|_| "the health lookup has stopped".to_owned())?
+struct Lookup(Store);
+
+impl Handler for Lookup {
+    type Item = Uuid;
+    type Output = Saved;
+
+    async fn handle(&mut self, ids: Vec<Uuid>) -> Vec<Result<Saved, BatchError>> {
+        match self.0.load_health_of(&ids).await {
+            Ok(found) => ids.iter().map(|id| Ok(found.get(id).cloned())).collect(),
+            Err(e) => BatchError::for_all(ids.len(), BatchError::failed(e)),
+        }
     }
 }

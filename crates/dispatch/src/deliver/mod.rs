@@ -5,9 +5,12 @@
 //! - `consumer` consumes one webhook's queue, at full speed or, while the endpoint is failing,
 //!   not at all (the circuit breaker): the deliveries wait in RabbitMQ and one probe goes out
 //!   after each pause.
-//! - `attempt` makes one attempt: sign, POST, decide (pure, in `hookrelay_core::decide`),
+//! - `attempt` makes one attempt: sign, POST, decide (pure: `hookrelay_core::after_attempt`),
 //!   record, and carry the decision out.
-//! - `health` keeps each webhook's endpoint health across consumer restarts and saves it.
+//! - `health` keeps each webhook's endpoint health across consumer restarts and saves it, and
+//!   reads what other processes saved.
+//! - `writer` records attempts, and `outbox` publishes what follows them, each a batching
+//!   task (`crate::batcher`) that thousands of consumers share.
 //!
 //! At most `max_in_flight_per_webhook` requests to one webhook are under way at once, so a
 //! slow or hanging endpoint holds that many and never delays another webhook (isolation); a
@@ -27,29 +30,33 @@
 mod attempt;
 mod consumer;
 mod health;
+mod outbox;
+mod writer;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hookrelay_broker::lapin::Connection;
-use hookrelay_broker::{Broker, ConsumerChannels, Declarer, Topology};
+use futures::FutureExt as _;
+use hookrelay_broker::{Broker, BrokerError, Connection, ConsumerChannels, Declarer};
 use hookrelay_core::HealthPolicy;
-use hookrelay_metrics::Metrics;
+use hookrelay_metrics::{Metrics, Task};
 use hookrelay_store::Store;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tokio_util::task::TaskTracker;
+use tracing::{debug, error, warn};
 use uuid::Uuid;
 
-use crate::batch::BatchPublisher;
 use crate::http::Sender;
-use crate::recover::Recovery;
+use crate::publish::Routing;
 use crate::subscriptions::Subscriptions;
-use crate::writer::AttemptWriter;
+use outbox::Outbox;
+use writer::AttemptWriter;
 
-pub use health::{HealthBook, HealthLookup};
+pub use health::{start_lookup, HealthBook, HealthLookup};
+pub use writer::start as start_writer;
 
 /// How often consumers are checked even without a change (to restart one that died).
 const RECONCILE_EVERY: Duration = Duration::from_secs(2);
@@ -70,7 +77,8 @@ const TOMBSTONE_GRACE: Duration = Duration::from_secs(300);
 const CONSUMERS_PER_CHANNEL: usize = 250;
 
 pub struct Context {
-    pub topology: Topology,
+    /// The topology, and the registry through which webhook queues are declared.
+    pub routing: Arc<Routing>,
     pub subscriptions: Arc<Subscriptions>,
     pub sender: Sender,
     pub writer: AttemptWriter,
@@ -88,8 +96,8 @@ pub struct Context {
     pub saved_health: HealthLookup,
     /// Tags the events hookrelay publishes about webhooks as its own.
     pub origin: hookrelay_core::ops::OriginKey,
-    /// Declares webhook queues, telling one the broker lost from a new one.
-    pub recovery: Recovery,
+    /// Every task the workers start is on it, so that the drain at shutdown waits for them.
+    pub tracker: TaskTracker,
 }
 
 /// Keeps one consumer running per active webhook until `shutdown`, across reconnections.
@@ -110,9 +118,9 @@ pub async fn run(ctx: Arc<Context>, broker: Broker, shutdown: CancellationToken)
 }
 
 /// Channels that declare webhook queues. A declarer does one request at a time (a refusal
-/// closes its channel under every request pending on it), so a process starting with ten
-/// thousand webhooks made 20 000 round trips in a row on one: its consumers were all running
-/// only after 29 to 36 s. Webhooks are spread over these by id.
+/// closes its channel under every request pending on it), so on one channel a process
+/// starting with ten thousand webhooks would make 20 000 round trips in a row before its last
+/// consumer runs. Webhooks are spread over these by id.
 const DECLARERS: usize = 8;
 
 /// What the consumers of one connection share: the channels they consume on, and the
@@ -127,7 +135,7 @@ pub struct Lines {
 }
 
 impl Lines {
-    fn new(connection: &Arc<Connection>, per_webhook: u16) -> Self {
+    fn new(connection: &Connection, per_webhook: u16) -> Self {
         Self {
             declarers: (0..DECLARERS)
                 .map(|_| Declarer::new(connection.clone()))
@@ -144,12 +152,8 @@ impl Lines {
     /// Makes sure webhook `id`'s queue exists before a consumer subscribes to it: consuming
     /// a missing queue would close a channel shared with hundreds of other consumers, while a
     /// declaration that fails costs the declarer's channel only.
-    pub async fn ensure(
-        &self,
-        recovery: &Recovery,
-        id: Uuid,
-    ) -> Result<(), hookrelay_broker::lapin::Error> {
-        recovery.ensure_queue(self.declarer(id), id).await
+    pub async fn ensure(&self, routing: &Routing, id: Uuid) -> Result<(), BrokerError> {
+        routing.queues.ensure(self.declarer(id), id).await
     }
 
     /// The channel that declares webhook `id`'s queue.
@@ -178,20 +182,14 @@ struct Running {
 
 async fn manage(
     ctx: &Arc<Context>,
-    connection: &Arc<Connection>,
+    connection: &Connection,
     shutdown: &CancellationToken,
-) -> Result<(), hookrelay_broker::lapin::Error> {
+) -> Result<(), BrokerError> {
     let lines = Arc::new(Lines::new(connection, ctx.per_webhook));
-    ctx.topology.declare_base(lines.first()).await?;
+    ctx.routing.topology.declare_base(lines.first()).await?;
     // The delay tiers are declared by the two that use them: the retry router, and the
-    // batch publisher when it opens its channel.
-    let publisher = BatchPublisher::start(
-        connection.clone(),
-        ctx.topology.clone(),
-        ctx.subscriptions.clone(),
-        ctx.store.clone(),
-        ctx.recovery.clone(),
-    );
+    // outbox when it opens its channel.
+    let outbox = outbox::start(connection.clone(), ctx.routing.clone(), &ctx.tracker);
     let mut changes = ctx.subscriptions.changes();
     let mut running: HashMap<Uuid, Running> = HashMap::new();
     // Swept at once, then when a webhook has gone from the index, and every `SWEEP_EVERY`:
@@ -200,10 +198,10 @@ async fn manage(
     let mut known: HashSet<Uuid> = HashSet::new();
     let result = loop {
         changes.borrow_and_update();
-        if !connection.status().connected() {
+        if !connection.is_connected() {
             break Ok(());
         }
-        let ids = reconcile(ctx, &lines, &publisher, &mut running);
+        let ids = reconcile(ctx, &lines, &outbox, &mut running);
         let deleted = known.iter().any(|id| !ids.contains(id));
         known = ids;
         if deleted || swept.is_none_or(|t| t.elapsed() >= SWEEP_EVERY) {
@@ -223,11 +221,23 @@ async fn manage(
     for r in running.values() {
         r.stop.cancel();
     }
-    for (_, r) in running {
-        let _ = r.task.await;
+    for (id, r) in running {
+        if let Err(e) = r.task.await {
+            report_end(ctx, id, e);
+        }
     }
     lines.close().await;
     result
+}
+
+/// A consumer's task that ended by a panic (a bug) is logged and counted; its webhook gets a
+/// new consumer at the next reconcile, and its deliveries went back to the queue with its
+/// channel's.
+fn report_end(ctx: &Context, id: Uuid, e: tokio::task::JoinError) {
+    if e.is_panic() {
+        error!(webhook_id = %id, error = %e, "a webhook consumer panicked; starting a new one");
+        ctx.metrics.task_panicked(Task::WebhookConsumer);
+    }
 }
 
 /// Starts a consumer for each active webhook without one, and stops those of webhooks no
@@ -235,13 +245,19 @@ async fn manage(
 fn reconcile(
     ctx: &Arc<Context>,
     lines: &Arc<Lines>,
-    publisher: &BatchPublisher,
+    outbox: &Outbox,
     running: &mut HashMap<Uuid, Running>,
 ) -> HashSet<Uuid> {
     let all = ctx.subscriptions.all();
     let active: HashSet<Uuid> = all.iter().filter(|(_, a)| *a).map(|(id, _)| *id).collect();
     running.retain(|id, r| {
-        let keep = active.contains(id) && !r.task.is_finished();
+        if r.task.is_finished() {
+            if let Some(Err(e)) = (&mut r.task).now_or_never() {
+                report_end(ctx, *id, e);
+            }
+            return false;
+        }
+        let keep = active.contains(id);
         if !keep {
             r.stop.cancel();
         }
@@ -252,10 +268,10 @@ fn reconcile(
             continue;
         }
         let stop = CancellationToken::new();
-        let task = tokio::spawn(consumer::consume_webhook(
+        let task = ctx.tracker.spawn(consumer::consume_webhook(
             ctx.clone(),
             lines.clone(),
-            publisher.clone(),
+            outbox.clone(),
             id,
             stop.clone(),
         ));
@@ -283,14 +299,15 @@ async fn sweep(ctx: &Context, lines: &Lines) {
         debug!(webhook_id = %id, "webhook deleted; removing its queue");
         // One that fails is tried again at the next sweep; the others go on.
         if let Err(e) = ctx
+            .routing
             .topology
             .delete_webhook(lines.first(), &id.to_string())
             .await
         {
-            warn!(webhook_id = %id, error = %e, "cannot remove a deleted webhook's queue; will try again");
+            warn!(webhook_id = %id, error = %crate::error_chain(&e), "cannot remove a deleted webhook's queue; will try again");
             continue;
         }
-        ctx.recovery.forget_queue(id);
+        ctx.routing.queues.forget(id);
         if let Err(e) = ctx.store.bury(id, TOMBSTONE_GRACE).await {
             warn!(webhook_id = %id, error = %crate::error_chain(&e), "cannot close the logs of a deleted webhook; will try again");
         }

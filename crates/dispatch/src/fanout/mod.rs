@@ -2,18 +2,17 @@
 //! one `pending` log row per matching webhook in one transaction, publishes one delivery per
 //! new row with publisher confirms, and only then acks the batch.
 //!
-//! Batches form by themselves: while one batch is written, the next events arrive (up to the
-//! prefetch) and are taken together, so a busy consumer writes big batches and a quiet one
-//! small batches without waiting.
+//! Batches form by themselves (`hookrelay_broker::Batches`): a busy consumer writes big
+//! batches and a quiet one small batches, without waiting.
 //!
 //! This file is the loop and the order of the steps; each step has its own: `intake`
 //! (validation and rejection), `plan` (which deliveries, from the subscription index alone),
-//! `write` (the log rows, and what the database refuses or already has), `publisher` (the
-//! confirm channel and the webhook queues).
+//! `write` (the log rows, and what the database refuses or already has), `publish` (the
+//! deliveries into their webhook queues).
 
 mod intake;
 mod plan;
-mod publisher;
+mod publish;
 mod write;
 
 use std::collections::HashSet;
@@ -21,11 +20,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use futures::{FutureExt as _, StreamExt as _};
-use hookrelay_broker::lapin::message::Delivery;
-use hookrelay_broker::lapin::options::{BasicAckOptions, BasicNackOptions};
-use hookrelay_broker::lapin::{Channel, Connection};
-use hookrelay_broker::{Broker, Outgoing, PublishError, Topology};
+use hookrelay_broker::{
+    BatchLimits, Batches, Broker, BrokerError, Connection, Delivery, Outgoing, PublishError,
+};
 use hookrelay_core::ops::OriginKey;
 use hookrelay_core::Intake;
 use hookrelay_metrics::Metrics;
@@ -34,45 +31,45 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use uuid::Uuid;
 
-use crate::catalog::Catalog;
+use crate::event_type_cache::EventTypeCache;
+use crate::publish::{Declare, PipelinePublisher, Routing};
 use crate::subscriptions::Subscriptions;
 use intake::{rejected, validate};
 use plan::{Accepted, Planned};
-use publisher::Publisher;
 use write::{isolate_refused, recover_conflicts};
 
 /// Events taken per batch at most; the prefetch is twice that, so the next batch is already
-/// on its way while one is written.
-const MAX_BATCH: usize = 256;
-const PREFETCH: u16 = 512;
-/// Event bytes per batch at most: big events make small batches, bounding the memory a batch
-/// takes once fanned out (its payload is shared by all its deliveries, not copied).
-const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// on its way while one is written. Event bytes per batch are bounded too: big events make
+/// small batches, bounding the memory a batch takes once fanned out (its payload is shared by
+/// all its deliveries, not copied).
+const LIMITS: BatchLimits = BatchLimits {
+    prefetch: 512,
+    max_count: 256,
+    max_bytes: 4 * 1024 * 1024,
+};
 
 pub struct Context {
-    pub topology: Topology,
+    pub routing: Arc<Routing>,
     pub subscriptions: Arc<Subscriptions>,
-    pub catalog: Catalog,
+    pub event_types: EventTypeCache,
     pub store: Store,
     pub metrics: Metrics,
     /// The limits events are held to; `from_hookrelay` is decided per message.
     pub intake: Intake,
     /// Verifies the origin tag of hookrelay's own events.
     pub origin: OriginKey,
-    /// Declares webhook queues, telling one the broker lost from a new one.
-    pub recovery: crate::recover::Recovery,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub(super) enum FanoutError {
     #[error("broker error")]
-    Amqp(#[from] hookrelay_broker::lapin::Error),
+    Broker(#[from] BrokerError),
     #[error("database error")]
     Store(#[from] StoreError),
     #[error("cannot publish")]
     Publish(#[from] PublishError),
-    #[error("the broker ended the consumer")]
-    ConsumerEnded,
+    #[error("cannot encode a delivery")]
+    Encode(#[from] serde_json::Error),
 }
 
 /// Runs one fan-out consumer until `shutdown`, reconnecting whenever the broker goes away.
@@ -88,83 +85,52 @@ pub async fn run(ctx: Arc<Context>, broker: Broker, shutdown: CancellationToken,
 
 async fn consume(
     ctx: &Context,
-    connection: &Arc<Connection>,
+    connection: &Connection,
     shutdown: &CancellationToken,
     worker: usize,
 ) -> Result<(), FanoutError> {
-    let mut publisher = Publisher::open(ctx, connection).await?;
-    let channel = match connection.create_channel().await {
-        Ok(channel) => channel,
+    // Opened first: it declares the ingest queue the consumer subscribes to.
+    let mut publisher = PipelinePublisher::open(&ctx.routing, connection, Declare::Base).await?;
+    let ingest = ctx.routing.topology.ingest_queue();
+    let name = format!("hookrelay-fanout-{worker}");
+    let mut batches = match Batches::open(connection, &ingest, LIMITS, &name).await {
+        Ok(batches) => batches,
         Err(e) => {
-            publisher.inner.close().await;
+            publisher.close().await;
             return Err(e.into());
         }
     };
-    let result = async {
-        let mut consumer = hookrelay_broker::consume(
-            &channel,
-            &ctx.topology.ingest_queue(),
-            PREFETCH,
-            &format!("hookrelay-fanout-{worker}"),
-        )
-        .await?;
-        info!(worker, queue = %ctx.topology.ingest_queue(), "fan-out consuming");
-        consume_batches(ctx, &channel, &mut consumer, &mut publisher, shutdown).await
-    }
-    .await;
+    info!(worker, queue = %ingest, "fan-out consuming");
+    let result = consume_batches(ctx, &mut batches, &mut publisher, shutdown).await;
     // However it ended, closing the channels hands every event not yet acked back to the
     // queue at once; a channel left open would hold them until the connection closes.
-    let _ = channel.close(200, "fan-out consumer stopping".into()).await;
-    publisher.inner.close().await;
+    batches.close("fan-out consumer stopping").await;
+    publisher.close().await;
     result
 }
 
 async fn consume_batches(
     ctx: &Context,
-    channel: &Channel,
-    consumer: &mut hookrelay_broker::lapin::Consumer,
-    publisher: &mut Publisher,
+    batches: &mut Batches,
+    publisher: &mut PipelinePublisher,
     shutdown: &CancellationToken,
 ) -> Result<(), FanoutError> {
     let mut failures = 0u32;
-    loop {
-        let first = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            next = consumer.next() => next,
-        };
-        let Some(first) = first else {
-            return Err(FanoutError::ConsumerEnded);
-        };
-        let first = first?;
-        let mut bytes = first.data.len();
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
-            match consumer.next().now_or_never() {
-                Some(Some(delivery)) => {
-                    let delivery = delivery?;
-                    bytes += delivery.data.len();
-                    batch.push(delivery);
-                }
-                _ => break,
-            }
-        }
-        let last_tag = batch.last().map_or(0, |d| d.delivery_tag);
-        let mut settled = Vec::new();
-        match process(ctx, publisher, &batch, &mut settled).await {
+    while let Some(batch) = batches.next(shutdown).await? {
+        let mut settled = HashSet::new();
+        match process(ctx, publisher, batch.deliveries(), &mut settled).await {
             Ok(()) => {
                 failures = 0;
-                // Deliveries of one channel are acked in order, so one ack covers the batch.
-                channel
-                    .basic_ack(last_tag, BasicAckOptions { multiple: true })
-                    .await?;
+                batch.ack().await?;
             }
             // The channels may be broken: start over with new ones (the batch goes back when
             // the consumer's channel closes).
             Err(
-                e @ (FanoutError::Amqp(_)
-                | FanoutError::ConsumerEnded
+                e @ (FanoutError::Broker(_)
                 | FanoutError::Publish(
-                    PublishError::Amqp(_) | PublishError::Nacked | PublishError::Unroutable { .. },
+                    PublishError::Broker(_)
+                    | PublishError::Nacked
+                    | PublishError::Unroutable { .. },
                 )),
             ) => return Err(e),
             Err(e) => {
@@ -175,60 +141,52 @@ async fn consume_batches(
                 tokio::time::sleep(pause).await;
                 // Rejected events are already safe in the rejected queue: acked, so that they
                 // are not rejected (and counted) again; the others go back.
-                for delivery in &batch {
-                    if settled.contains(&delivery.delivery_tag) {
-                        channel
-                            .basic_ack(delivery.delivery_tag, BasicAckOptions::default())
-                            .await?;
-                    } else {
-                        channel
-                            .basic_nack(
-                                delivery.delivery_tag,
-                                BasicNackOptions {
-                                    multiple: false,
-                                    requeue: true,
-                                },
-                            )
-                            .await?;
+                for (i, delivery) in batch.deliveries().iter().enumerate() {
+                    match settled.contains(&i) {
+                        true => delivery.ack().await?,
+                        false => delivery.nack().await?,
                     }
                 }
             }
         }
     }
+    Ok(())
 }
 
-/// Handles a batch. `settled` receives the delivery tags of the events already safely
-/// rejected, which must be acked even if the rest of the batch fails.
+/// Handles a batch. `settled` receives the positions in the batch of the events already
+/// safely rejected, which must be acked even if the rest of the batch fails.
 async fn process(
     ctx: &Context,
-    publisher: &mut Publisher,
+    publisher: &mut PipelinePublisher,
     batch: &[Delivery],
-    settled: &mut Vec<u64>,
+    settled: &mut HashSet<usize>,
 ) -> Result<(), FanoutError> {
     let received_at = Utc::now();
     let mut accepted = Vec::with_capacity(batch.len());
     let mut rejections = Vec::new();
-    for delivery in batch {
-        match validate(ctx, delivery, received_at).await? {
+    for (index, delivery) in batch.iter().enumerate() {
+        let headers = delivery.headers();
+        match validate(ctx, delivery, &headers, received_at).await? {
             Ok(event) => accepted.push(Accepted {
+                index,
                 delivery,
                 payload: event.payload().into(),
                 event,
                 received_at,
-                redelivered: delivery.redelivered,
-                traceparent: intake::traceparent(delivery),
+                redelivered: delivery.redelivered(),
+                traceparent: intake::traceparent(&headers),
             }),
-            Err(rejection) => rejections.push((delivery, rejection)),
+            Err(rejection) => rejections.push((index, delivery, rejection)),
         }
     }
     let refused: Vec<Outgoing> = rejections
         .iter()
-        .map(|(delivery, rejection)| rejected(ctx, delivery, rejection))
+        .map(|(_, delivery, rejection)| rejected(ctx, delivery, rejection))
         .collect();
-    publisher.send(ctx, &refused).await?;
-    settled.extend(rejections.iter().map(|(d, _)| d.delivery_tag));
-    for (_, rejection) in &rejections {
-        ctx.metrics.event_rejected(rejection.reason.as_str());
+    publisher.publish(&refused).await?;
+    settled.extend(rejections.iter().map(|(index, _, _)| *index));
+    for (_, _, rejection) in &rejections {
+        ctx.metrics.event_rejected(rejection.reason);
         warn!(reason = rejection.reason.as_str(), error = %rejection.message, "event rejected");
     }
 
@@ -263,7 +221,7 @@ async fn process(
         }
     }
     to_send.extend(recover_conflicts(ctx, &accepted, conflicts).await?);
-    publisher.publish_deliveries(ctx, &to_send).await?;
+    publish::publish_deliveries(ctx, publisher, &to_send).await?;
     ctx.metrics.deliveries_enqueued(to_send.len());
     Ok(())
 }

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use hookrelay_broker::lapin::message::Delivery;
+use hookrelay_broker::Delivery;
 use hookrelay_core::{DeliveryTask, DeliveryV1, Event, Traceparent};
 use hookrelay_store::NewLog;
 use tracing::warn;
@@ -16,6 +16,8 @@ use crate::subscriptions::Subscriptions;
 
 /// A valid event of the batch, with the body every webhook receives for it.
 pub(super) struct Accepted<'a> {
+    /// Its position in the batch.
+    pub index: usize,
     pub delivery: &'a Delivery,
     pub event: Event,
     pub received_at: DateTime<Utc>,

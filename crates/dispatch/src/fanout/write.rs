@@ -4,15 +4,15 @@
 
 use std::collections::{HashMap, HashSet};
 
-use hookrelay_core::{RejectReason, Rejection};
+use hookrelay_core::{LogStatus, RejectReason, Rejection};
 use hookrelay_store::{NewLog, StoreError};
 use tracing::warn;
 use uuid::Uuid;
 
 use super::intake::rejected;
 use super::plan::{Accepted, Planned};
-use super::publisher::Publisher;
 use super::{Context, FanoutError};
+use crate::publish::PipelinePublisher;
 
 /// Validation should keep out everything PostgreSQL refuses; should something slip through,
 /// it must not stop the consumer. The batch is written again one event at a time, and an
@@ -21,10 +21,10 @@ use super::{Context, FanoutError};
 /// goes back to the queue whole.
 pub(super) async fn isolate_refused(
     ctx: &Context,
-    publisher: &mut Publisher,
+    publisher: &mut PipelinePublisher,
     accepted: &[Accepted<'_>],
     planned: &[Planned],
-    settled: &mut Vec<u64>,
+    settled: &mut HashSet<usize>,
 ) -> Result<(HashSet<Uuid>, HashSet<String>), FanoutError> {
     let mut inserted = HashSet::new();
     let mut refused = HashSet::new();
@@ -48,13 +48,13 @@ pub(super) async fn isolate_refused(
                     ),
                 );
                 publisher
-                    .send(ctx, &[rejected(ctx, a.delivery, &rejection)])
+                    .publish(&[rejected(ctx, a.delivery, &rejection)])
                     .await?;
-                ctx.metrics.event_rejected(rejection.reason.as_str());
+                ctx.metrics.event_rejected(rejection.reason);
                 warn!(event_id = %a.event.id, error = %crate::error_chain(&e), "event rejected by the database");
                 refused.insert(a.event.id.clone());
                 // Safe in the rejected queue now: acked even if the batch fails later.
-                settled.push(a.delivery.delivery_tag);
+                settled.insert(a.index);
             }
             Err(e) => return Err(e.into()),
         }
@@ -98,7 +98,7 @@ pub(super) async fn recover_conflicts(
         .into_iter()
         .filter_map(|mut p| {
             let found = existing.get(&(p.log.webhook_id, p.log.event_id.clone()))?;
-            if found.status != "pending" || found.attempts > 0 {
+            if found.status != LogStatus::Pending || found.attempts > 0 {
                 return None;
             }
             p.log.id = found.id;

@@ -1,3 +1,5 @@
+//! The event type names the fan-out accepts, cached from the catalog in the database.
+
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,7 +12,7 @@ use hookrelay_store::Store;
 /// flood of unknown types costs four queries a second, not one per event. The set is swapped
 /// whole, so a reader never meets a lock (nor a poisoned one, which would make every type
 /// unknown).
-pub struct Catalog {
+pub struct EventTypeCache {
     store: Store,
     state: tokio::sync::Mutex<Option<Instant>>,
     names: ArcSwap<HashSet<String>>,
@@ -18,7 +20,7 @@ pub struct Catalog {
 
 const RELOAD_AT_MOST_EVERY: Duration = Duration::from_millis(250);
 
-impl Catalog {
+impl EventTypeCache {
     pub fn new(store: Store) -> Self {
         Self {
             store,
