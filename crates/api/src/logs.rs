@@ -31,7 +31,7 @@ pub struct LogFields {
     /// `pending`, `retrying`, `succeeded` or `failed`.
     #[schema(value_type = String, example = "succeeded")]
     status: LogStatus,
-    response_status: Option<i32>,
+    response_status: Option<u16>,
     error: Option<String>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
@@ -84,7 +84,7 @@ pub struct AttemptView {
     attempt: u32,
     started_at: DateTime<Utc>,
     duration_ms: u32,
-    response_status: Option<i32>,
+    response_status: Option<u16>,
     response_body: Option<String>,
     error: Option<String>,
 }

@@ -46,7 +46,7 @@ impl Batches {
                 limits,
             }),
             Err(e) => {
-                close(&channel, "cannot consume").await;
+                crate::close_channel(&channel, "cannot consume").await;
                 Err(e.into())
             }
         }
@@ -81,15 +81,7 @@ impl Batches {
     /// Closes the channel: every delivery not yet settled goes back to the queue at once,
     /// rather than when the connection closes.
     pub async fn close(self, why: &str) {
-        close(&self.channel, why).await;
-    }
-}
-
-/// Closing a channel that is already gone fails, and changes nothing: the broker has put back
-/// what it had sent on it.
-async fn close(channel: &Channel, why: &str) {
-    if let Err(e) = channel.close(200, why.into()).await {
-        tracing::debug!(error = %e, "the consumer's channel was closed already");
+        crate::close_channel(&self.channel, why).await;
     }
 }
 

@@ -89,7 +89,7 @@ impl ConsumerChannels {
             .basic_qos(self.prefetch, BasicQosOptions::default())
             .await
         {
-            close(&channel, "cannot set the prefetch").await;
+            crate::close_channel(&channel, "cannot set the prefetch").await;
             return Err(e.into());
         }
         let users = Arc::new(());
@@ -104,15 +104,8 @@ impl ConsumerChannels {
     pub async fn close(&self) {
         let open = std::mem::take(&mut *self.open.lock().await);
         for shared in open {
-            close(&shared.channel, "consumers stopped").await;
+            crate::close_channel(&shared.channel, "consumers stopped").await;
         }
-    }
-}
-
-/// A channel closed already (by the broker, or with its connection) hands back what it had.
-async fn close(channel: &Channel, why: &str) {
-    if let Err(e) = channel.close(200, why.into()).await {
-        debug!(error = %e, "a consumer channel was closed already");
     }
 }
 
@@ -166,7 +159,7 @@ impl Consuming {
             // channel hands everything back, the neighbours' deliveries too, and they
             // start again.
             warn!("the broker did not confirm a consumer's cancel; closing its shared channel");
-            close(&self.channel, "cancel not confirmed").await;
+            crate::close_channel(&self.channel, "cancel not confirmed").await;
         }
     }
 }

@@ -162,10 +162,7 @@ impl Declarer {
 
     pub async fn close(&self) {
         if let Some(channel) = self.channel.lock().await.take() {
-            // One closed already (by a refusal, or with its connection) has nothing to undo.
-            if let Err(e) = channel.close(200, "declarations done".into()).await {
-                debug!(error = %e, "the declaring channel was closed already");
-            }
+            crate::close_channel(&channel, "declarations done").await;
         }
     }
 }

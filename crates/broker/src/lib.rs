@@ -284,6 +284,14 @@ impl Broker {
     }
 }
 
+/// Closes `channel`. One closed already (by the broker, or with its connection) has nothing
+/// left to hand back, so a failure only says so at debug level.
+pub(crate) async fn close_channel(channel: &lapin::Channel, why: &str) {
+    if let Err(e) = channel.close(200, why.into()).await {
+        tracing::debug!(error = %e, why, "the channel was closed already");
+    }
+}
+
 /// Consumes `queue` on `channel` with a prefetch of `prefetch`, under a consumer tag that
 /// starts with `name` (shown by `rabbitmqctl list_consumers`) and is unique.
 async fn consume(

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use hookrelay_core::ops::ORIGIN_HEADER;
 use hookrelay_core::{DelayTier, RejectReason, TRACEPARENT_HEADER};
 use lapin::options::{BasicAckOptions, BasicNackOptions};
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::BasicProperties;
 
 use crate::BrokerError;
@@ -61,24 +61,34 @@ pub struct Headers {
 pub struct OtherHeaders(FieldTable);
 
 impl Headers {
-    /// Forgets RabbitMQ's dead-letter history, which grows with every hop through the tiers
-    /// and means nothing once a delivery is due.
-    pub fn forget_dead_letter_history(&mut self) {
-        let kept: Vec<(ShortString, AMQPValue)> = self
-            .others
-            .0
-            .inner()
-            .iter()
-            .filter(|(name, _)| {
-                !DEAD_LETTER_HISTORY
+    /// Forgets the delay: the tier, the due time, and RabbitMQ's dead-letter history, which
+    /// grows with every hop through the tiers and means nothing once a delivery is due.
+    pub fn forget_delay(&mut self) {
+        self.tier = None;
+        self.due = None;
+        self.retain_others(|name| {
+            name != TIER_HEADER
+                && name != DUE_HEADER
+                && !DEAD_LETTER_HISTORY
                     .iter()
-                    .any(|prefix| name.as_str().starts_with(prefix))
-            })
-            .map(|(name, value)| (name.clone(), value.clone()))
-            .collect();
+                    .any(|prefix| name.starts_with(prefix))
+        });
+    }
+
+    /// Forgets the origin tag, which is only good for its own body.
+    pub fn forget_origin_tag(&mut self) {
+        self.origin_tag = None;
+        self.retain_others(|name| name != ORIGIN_HEADER);
+    }
+
+    /// Keeps the other headers whose names `keep` accepts; a known name whose value was not
+    /// of its kind waits among them, and goes with its typed field.
+    fn retain_others(&mut self, keep: impl Fn(&str) -> bool) {
         let mut others = FieldTable::default();
-        for (name, value) in kept {
-            others.insert(name, value);
+        for (name, value) in self.others.0.inner() {
+            if keep(name.as_str()) {
+                others.insert(name.clone(), value.clone());
+            }
         }
         self.others = OtherHeaders(others);
     }
@@ -361,11 +371,20 @@ mod tests {
         );
 
         let mut due = headers.clone();
-        due.forget_dead_letter_history();
+        due.forget_delay();
         let left = due.table().unwrap();
         assert!(left.inner().contains_key("x-publisher-own"));
-        assert!(!left.inner().contains_key("x-death"));
-        assert!(!left.inner().contains_key("x-first-death-queue"));
+        for gone in ["x-death", "x-first-death-queue", DUE_HEADER, TIER_HEADER] {
+            assert!(!left.inner().contains_key(gone), "{gone}");
+        }
+        // The origin tag of another kind goes too.
+        let mut untagged = headers.clone();
+        untagged.forget_origin_tag();
+        assert!(!untagged
+            .table()
+            .unwrap()
+            .inner()
+            .contains_key(ORIGIN_HEADER));
         assert!(Headers::default().table().is_none(), "nothing to say");
     }
 

@@ -227,11 +227,7 @@ impl Publisher {
     }
 
     pub async fn close(&self) {
-        // A channel closed already (the broker closed it, or the connection went) has
-        // nothing left to hand back.
-        if let Err(e) = self.channel.close(200, "publisher closed".into()).await {
-            tracing::debug!(error = %e, "the publisher's channel was closed already");
-        }
+        crate::close_channel(&self.channel, "publisher closed").await;
         self.declarer.close().await;
     }
 }

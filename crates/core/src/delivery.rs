@@ -128,11 +128,6 @@ impl LogStatus {
             Self::Failed => "failed",
         }
     }
-
-    /// `succeeded` or `failed`: nothing more will happen to it by itself.
-    pub fn is_final(self) -> bool {
-        matches!(self, Self::Succeeded | Self::Failed)
-    }
 }
 
 impl std::fmt::Display for LogStatus {
@@ -273,7 +268,6 @@ mod tests {
             assert_eq!(json, format!("\"{status}\""));
         }
         assert_eq!(LogStatus::parse("Pending"), None);
-        assert!(LogStatus::Failed.is_final() && !LogStatus::Retrying.is_final());
     }
 
     #[test]

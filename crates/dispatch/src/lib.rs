@@ -35,7 +35,7 @@ use std::time::Duration;
 use hookrelay_broker::{Broker, Declarer, PublishError, QueueType, Topology};
 use hookrelay_core::ops::{OriginKey, ORIGIN_KEY_BYTES};
 use hookrelay_core::{HealthPolicy, Intake, RetrySchedule};
-use hookrelay_metrics::Metrics;
+use hookrelay_metrics::{Metrics, Task};
 use hookrelay_store::{RequeueFilter, Store, StoreError, WebhookRow};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -77,6 +77,24 @@ pub struct DispatchConfig {
     pub ingest_workers: usize,
     /// Finished logs older than this are deleted.
     pub log_retention: Duration,
+}
+
+/// Runs `work` on `tracker`, watched: should it panic (a bug), the panic is logged at error
+/// and counted, rather than end the task unnoticed.
+pub(crate) fn spawn_watched<F>(tracker: &TaskTracker, metrics: &Metrics, task: Task, work: F)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let running = tracker.spawn(work);
+    let metrics = metrics.clone();
+    tracker.spawn(async move {
+        if let Err(e) = running.await {
+            if e.is_panic() {
+                tracing::error!(task = task.as_str(), error = %e, "a pipeline task panicked; it stays stopped until the process restarts");
+                metrics.task_panicked(task);
+            }
+        }
+    });
 }
 
 /// The deployment's key for tagging hookrelay's own events, made on first use.
@@ -161,12 +179,13 @@ impl Dispatcher {
         if let Some(first) = subscriptions.unsealable().first() {
             return Err(DispatchError::Unsealable(first.clone()));
         }
-        tracker.spawn(subscriptions::listen(
+        let listen = subscriptions::listen(
             subscriptions.clone(),
             config.database_url.clone(),
             shutdown.clone(),
             tracker.clone(),
-        ));
+        );
+        spawn_watched(tracker, &metrics, Task::SubscriptionListener, listen);
 
         let queues = Arc::new(QueueRegistry::new(topology.clone(), metrics.clone()));
         // Before anything declares: a queue of these found missing was lost.
@@ -192,11 +211,9 @@ impl Dispatcher {
         let sender = http::Sender::new(config.allow_private_networks, config.max_in_flight_total)?;
         let deliver = Arc::new(deliver::Context {
             routing: routing.clone(),
-            subscriptions: subscriptions.clone(),
             sender,
             writer: deliver::start_writer(store.clone(), tracker),
             metrics: metrics.clone(),
-            store: store.clone(),
             request_timeout: config.request_timeout,
             per_webhook: config.max_in_flight_per_webhook,
             global: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight_total)),
@@ -213,23 +230,23 @@ impl Dispatcher {
             origin: origin.clone(),
             tracker: tracker.clone(),
         });
-        tracker.spawn(deliver::run(deliver, broker.clone(), shutdown.clone()));
+        let delivering = deliver::run(deliver, broker.clone(), shutdown.clone());
+        spawn_watched(tracker, &metrics, Task::DeliveryManager, delivering);
         let router = Arc::new(router::Context {
             routing: routing.clone(),
         });
-        tracker.spawn(router::run(router, broker.clone(), shutdown.clone()));
-
-        tracker.spawn(retention::run(
+        let routing_retries = router::run(router, broker.clone(), shutdown.clone());
+        spawn_watched(tracker, &metrics, Task::RetryRouter, routing_retries);
+        let retention = retention::run(
             store.clone(),
             metrics.clone(),
             config.log_retention,
             shutdown.clone(),
-        ));
+        );
+        spawn_watched(tracker, &metrics, Task::Retention, retention);
         let fanout = Arc::new(fanout::Context {
             routing: routing.clone(),
-            subscriptions,
-            event_types: event_type_cache::EventTypeCache::new(store.clone()),
-            store,
+            event_types: event_type_cache::EventTypeCache::new(store),
             metrics,
             intake: Intake {
                 max_bytes: config.max_event_bytes,
@@ -239,12 +256,8 @@ impl Dispatcher {
             origin: origin.clone(),
         });
         for worker in 0..config.ingest_workers.max(1) {
-            tracker.spawn(fanout::run(
-                fanout.clone(),
-                broker.clone(),
-                shutdown.clone(),
-                worker,
-            ));
+            let consuming = fanout::run(fanout.clone(), broker.clone(), shutdown.clone(), worker);
+            spawn_watched(tracker, &fanout.metrics, Task::Fanout, consuming);
         }
         Ok(Self {
             routing,

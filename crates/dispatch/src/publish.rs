@@ -22,8 +22,8 @@ use std::time::Instant;
 
 use chrono::Utc;
 use hookrelay_broker::{
-    BrokerError, Connection, Declarer, Outgoing, PublishError, Publisher, Reroute, ReturnHandler,
-    Topology,
+    BatchLimits, Batches, BrokerError, Connection, Declarer, Outgoing, PublishError, Publisher,
+    Reroute, ReturnHandler, Topology,
 };
 use hookrelay_store::Store;
 use tracing::{error, info, warn};
@@ -158,7 +158,10 @@ impl PipelinePublisher {
     }
 
     /// Ends the open logs of webhooks whose deliveries were dropped because they are gone.
-    /// Should that fail, the workers' sweep of deleted webhooks ends them later.
+    /// Should that fail (the database away), the delivery workers' sweep of deleted webhooks
+    /// ends them: it does so at each pass while the tombstone lasts (`TOMBSTONE_GRACE`), and
+    /// a deleted webhook gets no new logs once the subscription index knows, seconds later.
+    /// Failing the whole publish for it would only send its batch round again.
     pub async fn end_dropped(&self, dropped: &HashSet<Uuid>) {
         for id in dropped {
             if let Err(e) = self
@@ -170,6 +173,41 @@ impl PipelinePublisher {
                 warn!(webhook_id = %id, error = %crate::error_chain(&e), "cannot end the logs of a deleted webhook; the sweep will");
             }
         }
+    }
+}
+
+/// A queue consumed in batches, each batch published on before it is acked, and the
+/// publisher it is published with: the fan-out's and the retry router's shape.
+pub struct Relay {
+    pub batches: Batches,
+    pub publisher: PipelinePublisher,
+}
+
+impl Relay {
+    /// Opens the publisher first, since it declares the queue consumed.
+    pub async fn open(
+        routing: &Arc<Routing>,
+        connection: &Connection,
+        declare: Declare,
+        queue: &str,
+        limits: BatchLimits,
+        name: &str,
+    ) -> Result<Self, BrokerError> {
+        let publisher = PipelinePublisher::open(routing, connection, declare).await?;
+        match Batches::open(connection, queue, limits, name).await {
+            Ok(batches) => Ok(Self { batches, publisher }),
+            Err(e) => {
+                publisher.close().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Closing the channels, however the relay ended, hands every message not yet acked back
+    /// to its queue at once; a channel left open would hold them until the connection closes.
+    pub async fn close(self, why: &str) {
+        self.batches.close(why).await;
+        self.publisher.close().await;
     }
 }
 

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use hookrelay_broker::{Broker, PublishError};
 use hookrelay_core::{DeliveryTask, DeliveryV1};
-use hookrelay_metrics::Metrics;
+use hookrelay_metrics::{Metrics, Task};
 use hookrelay_store::{LogToRequeue, RequeueFilter};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -62,10 +62,13 @@ impl Recovery {
             }),
         };
         let refills = recovery.clone();
-        recovery
-            .inner
-            .tracker
-            .spawn(async move { refills.refill_lost_queues().await });
+        let inner = &recovery.inner;
+        crate::spawn_watched(
+            &inner.tracker,
+            &inner.metrics,
+            Task::QueueRefill,
+            async move { refills.refill_lost_queues().await },
+        );
         recovery
     }
 

@@ -24,14 +24,13 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use hookrelay_broker::{
-    BatchLimits, Batches, Broker, BrokerError, Connection, Delivery, Outgoing, PublishError,
-    Topology,
+    BatchLimits, Broker, BrokerError, Connection, Delivery, Outgoing, PublishError, Topology,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use crate::messages;
-use crate::publish::{Declare, PipelinePublisher, Routing};
+use crate::publish::{Declare, Relay, Routing};
 
 const LIMITS: BatchLimits = BatchLimits {
     prefetch: 512,
@@ -68,27 +67,27 @@ async fn route(
     shutdown: &CancellationToken,
 ) -> Result<(), RouterError> {
     let topology = &ctx.routing.topology;
-    let mut publisher =
-        PipelinePublisher::open(&ctx.routing, connection, Declare::WithRetries).await?;
     let due_queue = topology.due_queue();
-    let mut batches = match Batches::open(connection, &due_queue, LIMITS, "hookrelay-router").await
-    {
-        Ok(batches) => batches,
-        Err(e) => {
-            publisher.close().await;
-            return Err(e.into());
-        }
-    };
+    let name = "hookrelay-router";
+    let mut relay = Relay::open(
+        &ctx.routing,
+        connection,
+        Declare::WithRetries,
+        &due_queue,
+        LIMITS,
+        name,
+    )
+    .await?;
     info!(queue = %due_queue, "retry router consuming");
     let result = async {
-        while let Some(batch) = batches.next(shutdown).await? {
+        while let Some(batch) = relay.batches.next(shutdown).await? {
             let now = Utc::now();
             let onward: Vec<Outgoing> = batch
                 .deliveries()
                 .iter()
                 .map(|d| onward(topology, d, now))
                 .collect();
-            if let Err(e) = publisher.publish(&onward).await {
+            if let Err(e) = relay.publisher.publish(&onward).await {
                 // Back to the queue, in order, for the next try; the publisher's channel may
                 // be broken, so the whole router starts over.
                 if let Err(nack) = batch.nack().await {
@@ -101,9 +100,7 @@ async fn route(
         Ok(())
     }
     .await;
-    // However it ended, closing the channel hands every message not yet acked back at once.
-    batches.close("retry router stopping").await;
-    publisher.close().await;
+    relay.close("retry router stopping").await;
     result
 }
 
@@ -116,9 +113,7 @@ fn onward(topology: &Topology, delivery: &Delivery, now: DateTime<Utc>) -> Outgo
         None => {
             // On as the fan-out sent it, without the delay's bookkeeping (RabbitMQ's
             // dead-letter history grows with every hop).
-            message.headers.tier = None;
-            message.headers.due = None;
-            message.headers.forget_dead_letter_history();
+            message.headers.forget_delay();
             message.exchange = topology.deliveries_exchange();
             message
         }

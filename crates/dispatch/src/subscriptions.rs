@@ -2,10 +2,15 @@
 //! webhook's delivery settings by id. Loaded at start, kept current by LISTEN/NOTIFY, and
 //! fully reloaded every minute and after any lost notification as a safety net.
 //!
+//! A webhook this process writes through the API is applied from the row the API wrote; a
+//! change notification then reads the row only when the index does not hold its version yet
+//! (migration V7 numbers every change), and a deletion reads nothing.
+//!
 //! Readers never lock: the index is immutable and swapped whole (`arc-swap`) by the one
-//! reload running at a time. There is no lock to poison, so no reader can ever mistake a
+//! change running at a time. There is no lock to poison, so no reader can ever mistake a
 //! failure for "no subscribers" and ack an event with no deliveries.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +26,9 @@ use tracing::{debug, warn};
 use uuid::Uuid;
 
 const FULL_RELOAD_EVERY: Duration = Duration::from_secs(60);
+/// Deleted webhooks remembered, at most: a row the API read just before a deletion must not
+/// bring its webhook back. Deletions are rare; past this many the oldest knowledge goes.
+const DELETED_KEPT: usize = 10_000;
 
 /// What a delivery needs to know about its webhook, read afresh for every attempt.
 pub struct WebhookConfig {
@@ -154,9 +162,10 @@ pub struct Subscriptions {
     index: ArcSwap<Index>,
     /// Bumped on every change, so the delivery manager knows to reconcile its consumers.
     generation: watch::Sender<u64>,
-    /// Reloads run one at a time: a full reload that read the table before a change must not
-    /// finish after the single reload that applied it, bringing back what it removed.
-    reloading: tokio::sync::Mutex<()>,
+    /// Changes run one at a time: a full reload that read the table before a change must not
+    /// finish after the single reload that applied it, bringing back what it removed. The
+    /// lock holds the webhooks found deleted, which no row written earlier brings back.
+    changing: tokio::sync::Mutex<HashSet<Uuid>>,
 }
 
 impl Subscriptions {
@@ -165,7 +174,7 @@ impl Subscriptions {
             store,
             index: ArcSwap::from_pointee(Index::default()),
             generation: watch::Sender::new(0),
-            reloading: tokio::sync::Mutex::new(()),
+            changing: tokio::sync::Mutex::new(HashSet::new()),
         }
     }
 
@@ -198,7 +207,7 @@ impl Subscriptions {
     }
 
     pub async fn reload_all(&self) -> Result<(), StoreError> {
-        let _one_at_a_time = self.reloading.lock().await;
+        let _one_at_a_time = self.changing.lock().await;
         let rows = self.store.load_webhooks().await?;
         let index = Index::new(
             rows.into_iter()
@@ -224,11 +233,11 @@ impl Subscriptions {
     /// reads nothing. A row older than the one held (a later change was read meanwhile) is
     /// not applied.
     pub async fn apply_written(&self, row: WebhookRow) {
-        let _one_at_a_time = self.reloading.lock().await;
-        if self
+        let deleted = self.changing.lock().await;
+        let newer = self
             .get(row.id)
-            .is_some_and(|held| held.version >= row.version)
-        {
+            .is_some_and(|held| held.version >= row.version);
+        if newer || deleted.contains(&row.id) {
             return;
         }
         let mut index = Index::clone(&self.index.load());
@@ -239,11 +248,20 @@ impl Subscriptions {
 
     /// Forgets webhook `id`, deleted: no read needed.
     pub async fn remove(&self, id: Uuid) {
-        let _one_at_a_time = self.reloading.lock().await;
+        let mut deleted = self.changing.lock().await;
+        self.forget(&mut deleted, id);
+    }
+
+    /// Takes webhook `id` out of the index, and remembers it deleted.
+    fn forget(&self, deleted: &mut HashSet<Uuid>, id: Uuid) {
         let mut index = Index::clone(&self.index.load());
         index.remove(id);
         self.index.store(Arc::new(index));
         self.generation.send_modify(|g| *g += 1);
+        if deleted.len() >= DELETED_KEPT {
+            deleted.clear();
+        }
+        deleted.insert(id);
     }
 
     /// Whether the index holds webhook `id` at `version` or later already.
@@ -263,14 +281,14 @@ impl Subscriptions {
     }
 
     pub async fn reload_one(&self, id: Uuid) -> Result<(), StoreError> {
-        let _one_at_a_time = self.reloading.lock().await;
-        let row = self.store.get_webhook(id, None).await?;
-        // Only reloads change the index, one at a time: this copy is the latest.
+        let mut deleted = self.changing.lock().await;
+        let Some(row) = self.store.get_webhook(id, None).await? else {
+            self.forget(&mut deleted, id);
+            return Ok(());
+        };
+        // Changes run one at a time, under the lock: this copy is the latest.
         let mut index = Index::clone(&self.index.load());
-        match row {
-            Some(row) => index.put(Arc::new(WebhookConfig::from_row(row, &self.store))),
-            None => index.remove(id),
-        }
+        index.put(Arc::new(WebhookConfig::from_row(row, &self.store)));
         self.index.store(Arc::new(index));
         self.generation.send_modify(|g| *g += 1);
         Ok(())
@@ -458,5 +476,10 @@ mod tests {
         subscriptions.remove(id).await;
         assert!(subscriptions.get(id).is_none());
         assert!(subscriptions.matching("acc", "Contact.created").is_empty());
+        // A row the API read just before the webhook was deleted does not bring it back.
+        subscriptions
+            .apply_written(row(id, 3, &["Contact.created"]))
+            .await;
+        assert!(subscriptions.get(id).is_none());
     }
 }

@@ -515,8 +515,8 @@ impl Settings {
 }
 
 /// The name of every setting: the fields of [`Settings`], read from its `Deserialize`, which
-/// names them to any deserializer that asks. A setting added to the struct is known here at
-/// once; a list kept by hand beside it was one more place to forget it.
+/// names them to any deserializer that asks, so that a setting added to the struct is known
+/// here without a second list to keep.
 fn known() -> &'static [&'static str] {
     static NAMES: std::sync::OnceLock<&'static [&'static str]> = std::sync::OnceLock::new();
     NAMES.get_or_init(|| {

@@ -59,14 +59,40 @@ impl Dependency {
 pub enum Task {
     /// One webhook's delivery consumer.
     WebhookConsumer,
+    /// A fan-out consumer of the ingest queue.
+    Fanout,
+    /// The retry router.
+    RetryRouter,
+    /// The manager of the webhook consumers.
+    DeliveryManager,
+    /// The log retention job.
+    Retention,
+    /// The listener for webhook changes.
+    SubscriptionListener,
+    /// What refills the webhook queues the broker lost.
+    QueueRefill,
 }
 
 impl Task {
-    pub const ALL: [Task; 1] = [Self::WebhookConsumer];
+    pub const ALL: [Task; 7] = [
+        Self::WebhookConsumer,
+        Self::Fanout,
+        Self::RetryRouter,
+        Self::DeliveryManager,
+        Self::Retention,
+        Self::SubscriptionListener,
+        Self::QueueRefill,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::WebhookConsumer => "webhook_consumer",
+            Self::Fanout => "fanout",
+            Self::RetryRouter => "retry_router",
+            Self::DeliveryManager => "delivery_manager",
+            Self::Retention => "retention",
+            Self::SubscriptionListener => "subscription_listener",
+            Self::QueueRefill => "queue_refill",
         }
     }
 }
@@ -224,7 +250,8 @@ impl Metrics {
         let task_panics = IntCounterVec::new(
             Opts::new(
                 "hookrelay_task_panics_total",
-                "Tasks that ended by a panic (a bug), by task; each is started again.",
+                "Tasks that ended by a panic (a bug), by task. A webhook consumer is started \
+                 again; any other task stays stopped until the process restarts.",
             ),
             &["task"],
         )?;

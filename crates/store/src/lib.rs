@@ -46,13 +46,18 @@ pub(crate) fn log_status(raw: &str) -> Result<hookrelay_core::LogStatus, StoreEr
         .ok_or_else(|| StoreError::Corrupt(format!("a log has the unknown status `{raw}`")))
 }
 
-/// A webhook's `status`, which a CHECK constraint keeps to `active` and `disabled`.
-pub(crate) fn webhook_status(raw: &str) -> Result<hookrelay_core::WebhookStatus, StoreError> {
-    hookrelay_core::WebhookStatus::parse(raw)
-        .map_err(|_| StoreError::Corrupt(format!("a webhook has the unknown status `{raw}`")))
+/// A webhook's `status`, which a CHECK constraint keeps to `active` and `disabled`. Should
+/// another get in (the constraint dropped, the row edited by hand), the webhook reads as
+/// disabled: its deliveries wait, none is lost, and the log says why.
+pub(crate) fn webhook_status(id: uuid::Uuid, raw: &str) -> hookrelay_core::WebhookStatus {
+    hookrelay_core::WebhookStatus::parse(raw).unwrap_or_else(|_| {
+        tracing::error!(webhook_id = %id, status = raw, "a webhook has an unknown status; it reads as disabled until fixed");
+        hookrelay_core::WebhookStatus::Disabled
+    })
 }
 
 /// The LISTEN/NOTIFY channel on which every change to `webhooks` is announced (by a trigger,
 /// so that edits made by hand in psql are seen too). The payload is
-/// `{"op": "insert"|"update"|"delete", "id": "<uuid>"}`.
+/// `{"op": "insert"|"update", "id": "<uuid>", "version": n}` (the webhook's `version` after
+/// the change, migration V7) or `{"op": "delete", "id": "<uuid>"}`.
 pub const WEBHOOK_CHANGES_CHANNEL: &str = "hookrelay_webhooks";

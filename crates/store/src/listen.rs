@@ -14,8 +14,8 @@ use crate::{StoreError, WEBHOOK_CHANGES_CHANNEL};
 /// What the listener tells.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WebhookChange {
-    /// This webhook was inserted or updated, and is now at `version` (absent from the
-    /// notifications of releases before migration V7).
+    /// This webhook was inserted or updated, and is now at `version` (absent from a
+    /// notification sent before migration V7).
     Written { id: Uuid, version: Option<i64> },
     /// This webhook was deleted.
     Deleted(Uuid),

@@ -39,7 +39,7 @@ pub struct LogRow {
     pub event_type: String,
     pub status: LogStatus,
     pub attempts: u32,
-    pub response_status: Option<i32>,
+    pub response_status: Option<u16>,
     pub error: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -54,7 +54,7 @@ pub struct AttemptRow {
     pub attempt: u32,
     pub started_at: DateTime<Utc>,
     pub duration_ms: u32,
-    pub response_status: Option<i32>,
+    pub response_status: Option<u16>,
     pub response_body: Option<String>,
     pub error: Option<String>,
 }
@@ -73,6 +73,11 @@ const LIST_COLUMNS: &str = "id, webhook_id, account_id, event_id, event_type, st
                             response_status, error, created_at, updated_at, next_attempt_at, \
                             delivered_at, traceparent";
 
+/// An HTTP status as stored; one no HTTP answer could have (edited by hand) reads as none.
+fn http_status(stored: Option<i32>) -> Option<u16> {
+    stored.and_then(|status| u16::try_from(status).ok())
+}
+
 impl LogRow {
     fn from_row(row: &Row) -> Result<Self, StoreError> {
         Ok(Self {
@@ -83,7 +88,7 @@ impl LogRow {
             event_type: row.get("event_type"),
             status: log_status(row.get("status"))?,
             attempts: count(row.get("attempts")),
-            response_status: row.get("response_status"),
+            response_status: http_status(row.get("response_status")),
             error: row.get("error"),
             created_at: row.get("created_at"),
             updated_at: row.get("updated_at"),
@@ -217,7 +222,7 @@ impl Store {
                 attempt: count(a.get("attempt")),
                 started_at: a.get("started_at"),
                 duration_ms: count(a.get("duration_ms")),
-                response_status: a.get("response_status"),
+                response_status: http_status(a.get("response_status")),
                 response_body: a.get("response_body"),
                 error: a.get("error"),
             })

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use hookrelay_core::LogStatus;
 use uuid::Uuid;
 
-use crate::{count, log_status, to_int, Store, StoreError};
+use crate::{count, to_int, Store, StoreError};
 
 /// A delivery to record at fan-out, `pending`.
 #[derive(Debug, Clone)]
@@ -30,7 +30,9 @@ pub struct ExistingLog {
     pub id: Uuid,
     pub webhook_id: Uuid,
     pub event_id: String,
-    pub status: LogStatus,
+    /// `None` for a status a CHECK constraint should have kept out: the fan-out then leaves
+    /// the log alone rather than stop on it.
+    pub status: Option<LogStatus>,
     pub attempts: u32,
     pub created_at: DateTime<Utc>,
 }
@@ -225,18 +227,17 @@ impl Store {
                 &[&webhooks, &events],
             )
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(ExistingLog {
-                    id: r.get(0),
-                    webhook_id: r.get(1),
-                    event_id: r.get(2),
-                    status: log_status(r.get(3))?,
-                    attempts: count(r.get(4)),
-                    created_at: r.get(5),
-                })
+        Ok(rows
+            .iter()
+            .map(|r| ExistingLog {
+                id: r.get(0),
+                webhook_id: r.get(1),
+                event_id: r.get(2),
+                status: LogStatus::parse(r.get(3)),
+                attempts: count(r.get(4)),
+                created_at: r.get(5),
             })
-            .collect()
+            .collect())
     }
 
     /// Records attempts and moves their logs on, in one transaction, and answers for each

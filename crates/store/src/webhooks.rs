@@ -83,7 +83,7 @@ impl std::fmt::Debug for WebhookRow {
 }
 
 impl WebhookRow {
-    fn from_row(row: &Row) -> Result<Self, StoreError> {
+    fn from_row(row: &Row) -> Self {
         let headers: serde_json::Value = row.get("headers");
         let headers = match headers {
             serde_json::Value::Object(map) => map
@@ -113,7 +113,7 @@ impl WebhookRow {
             _ => Vec::new(),
         };
         let count = |name: &str| row.get::<_, Option<i32>>(name).map_or(0, crate::count);
-        Ok(Self {
+        Self {
             id: row.get("id"),
             account_id: row.get("account_id"),
             url: row.get("url"),
@@ -121,7 +121,7 @@ impl WebhookRow {
             previous_secrets,
             headers,
             events: row.get("events"),
-            status: webhook_status(row.get("status"))?,
+            status: webhook_status(row.get("id"), row.get("status")),
             disabled_reason: row.get("disabled_reason"),
             description: row.get("description"),
             created_at: row.get("created_at"),
@@ -133,7 +133,7 @@ impl WebhookRow {
                 trips: count("trips"),
                 paused_until: row.get("paused_until"),
             },
-        })
+        }
     }
 
     pub fn cursor(&self) -> Cursor {
@@ -228,7 +228,7 @@ impl Store {
                 ],
             )
             .await?;
-        WebhookRow::from_row(&row)
+        Ok(WebhookRow::from_row(&row))
     }
 
     /// One webhook; `account` limits the search to that account's webhooks.
@@ -242,7 +242,7 @@ impl Store {
             "SELECT {COLUMNS} FROM {FROM} WHERE w.id = $1 AND ($2::text IS NULL OR w.account_id = $2)"
         );
         let row = client.query_opt(&sql, &[&id, &account]).await?;
-        row.as_ref().map(WebhookRow::from_row).transpose()
+        Ok(row.as_ref().map(WebhookRow::from_row))
     }
 
     pub async fn list_webhooks(
@@ -273,10 +273,7 @@ impl Store {
                 ],
             )
             .await?;
-        let rows = rows
-            .iter()
-            .map(WebhookRow::from_row)
-            .collect::<Result<_, _>>()?;
+        let rows = rows.iter().map(WebhookRow::from_row).collect();
         Ok(Page::from_rows(rows, limit, WebhookRow::cursor))
     }
 
@@ -352,7 +349,7 @@ impl Store {
         let rows = client
             .query(&format!("SELECT {COLUMNS} FROM {FROM}"), &[])
             .await?;
-        rows.iter().map(WebhookRow::from_row).collect()
+        Ok(rows.iter().map(WebhookRow::from_row).collect())
     }
 
     /// The event type names of the catalog.

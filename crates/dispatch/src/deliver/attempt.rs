@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use hookrelay_broker::{Delivery, Outgoing};
 use hookrelay_core::{
-    after_attempt, is_current, AttemptFacts, Attempted, DeliveryTask, FollowUp, LogStatus, Report,
+    after_attempt, is_current, AfterAttempt, AttemptFacts, Attempted, DeliveryTask, FollowUp,
+    LogStatus, Report,
 };
 use hookrelay_store::AttemptRecord;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
@@ -89,9 +90,10 @@ pub async fn run(
         }
     };
     let log_id = Some(task.log_id);
-    let Some(webhook) = ctx.subscriptions.get(task.webhook_id) else {
+    let Some(webhook) = ctx.routing.subscriptions.get(task.webhook_id) else {
         let ended = Box::pin(
-            ctx.store
+            ctx.routing
+                .store
                 .fail_open_logs(task.webhook_id, "the webhook was deleted"),
         )
         .await;
@@ -115,7 +117,7 @@ pub async fn run(
     // the hot path of first attempts costing nothing. Should the database be away, the
     // record (which checks again) decides.
     if task.attempt > 1 || task.is_manual() || delivery.redelivered() {
-        match Box::pin(ctx.store.log_position(task.log_id)).await {
+        match Box::pin(ctx.routing.store.log_position(task.log_id)).await {
             Ok(Some((attempts, requeues)))
                 if !is_current(&task, delivery.redelivered(), attempts, requeues) =>
             {
@@ -161,9 +163,18 @@ pub async fn run(
         now,
         unit: rand::random::<f64>(),
     });
+    // Held across the awaits below by every attempt in a burst: what follows goes to the heap,
+    // so that the task is no bigger for it.
+    let AfterAttempt {
+        status,
+        next_attempt_at,
+        follow_up,
+        report,
+    } = after;
+    let follow_up = follow_up.map(Box::new);
     if let Some(early) = &early {
         // The consumer is gone only once it stopped, and then nobody needs the report.
-        let _ = early.send(after.report).await;
+        let _ = early.send(report).await;
     }
     drop(slots);
     let record = AttemptRecord {
@@ -176,8 +187,8 @@ pub async fn run(
         response_status: http_status,
         response_body: body,
         error,
-        status: after.status,
-        next_attempt_at: after.next_attempt_at,
+        status,
+        next_attempt_at,
     };
     match Box::pin(record_attempt(ctx, record, stop)).await {
         Some(true) => {}
@@ -186,27 +197,27 @@ pub async fn run(
             // current delivery's to decide. This chain ends here.
             debug!(log_id = %task.log_id, attempt = task.attempt, "stale delivery recorded; no follow-up");
             Box::pin(ack(&delivery, log_id)).await;
-            return Some(after.report);
+            return Some(report);
         }
         None => {
             // Stopping with the database away: the delivery goes back unrecorded and will be
             // sent again (same webhook-id) by whoever takes it.
             Box::pin(nack(&delivery, log_id)).await;
-            return Some(after.report);
+            return Some(report);
         }
     }
 
     // The record says what happens next; make it so before the ack. Should it fail, the
     // delivery goes back to its queue and is attempted again.
-    if let Some(follow_up) = after.follow_up {
-        if let Err(e) = Box::pin(publish_follow_up(ctx, outbox, follow_up)).await {
+    if let Some(follow_up) = follow_up {
+        if let Err(e) = Box::pin(publish_follow_up(ctx, outbox, *follow_up)).await {
             warn!(log_id = %task.log_id, error = %crate::error_chain(&e), "cannot queue what follows an attempt; the delivery goes back to its queue");
             Box::pin(nack(&delivery, log_id)).await;
-            return Some(after.report);
+            return Some(report);
         }
     }
     Box::pin(ack(&delivery, log_id)).await;
-    match after.status {
+    match status {
         LogStatus::Succeeded => ctx
             .metrics
             .delivery_succeeded((now - task.received_at).to_std().unwrap_or_default()),
@@ -214,7 +225,7 @@ pub async fn run(
         LogStatus::Retrying | LogStatus::Pending => ctx.metrics.retry_scheduled(),
     }
     debug!(log_id = %task.log_id, outcome = outcome.as_str(), attempt = task.attempt, "attempt recorded");
-    Some(after.report)
+    Some(report)
 }
 
 /// Publishes what follows an attempt and waits for the broker's confirm.
@@ -256,5 +267,21 @@ async fn record_attempt(
                 wait = (wait * 2).min(WRITE_RETRY_MAX);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The size of the future an async fn of six arguments returns, without making one.
+    fn future_size<A, B, C, D, E, F, Fut>(_: fn(A, B, C, D, E, F) -> Fut) -> usize {
+        std::mem::size_of::<Fut>()
+    }
+
+    #[test]
+    fn an_attempt_task_stays_small() {
+        // In a burst, every webhook's prefetch of attempts waits at once for its record:
+        // thousands of these tasks. The bound leaves room for compilers.
+        let size = future_size(super::run);
+        assert!(size <= 2 * 1024, "an attempt's task takes {size} bytes");
     }
 }

@@ -27,7 +27,7 @@ use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 use super::attempt::{self, Slots};
-use super::health::{from_row, to_row, Version};
+use super::health::{from_row, to_row, EditedAt};
 use super::outbox::Outbox;
 use super::{Context, Lines};
 use crate::messages;
@@ -57,8 +57,8 @@ struct Worker {
     id: Uuid,
     stop: CancellationToken,
     health: EndpointHealth,
-    /// The webhook's version (`updated_at`) the health belongs to.
-    version: Version,
+    /// When the webhook was last edited (its `updated_at`): the health belongs to that edit.
+    edited_at: EditedAt,
     /// Set once this consumer has disabled its webhook, so that the attempts still under way
     /// do not disable it (and announce it) again.
     disabled: bool,
@@ -75,8 +75,8 @@ pub async fn consume_webhook(
     id: Uuid,
     stop: CancellationToken,
 ) {
-    let version = ctx.subscriptions.get(id).map(|w| w.updated_at);
-    let health = ctx.health.take(id, version).await;
+    let edited_at = ctx.routing.subscriptions.get(id).map(|w| w.updated_at);
+    let health = ctx.health.take(id, edited_at).await;
     let mut mode = match (health.state, health.paused_until) {
         (BreakerState::Open, Some(until)) => Mode::Paused(until),
         (BreakerState::Closed, _) => Mode::Full,
@@ -89,7 +89,7 @@ pub async fn consume_webhook(
         id,
         stop,
         health,
-        version,
+        edited_at,
         disabled: false,
         unreachable: None,
     };
@@ -109,10 +109,10 @@ pub async fn consume_webhook(
     let Worker {
         ctx,
         health,
-        version,
+        edited_at,
         ..
     } = worker;
-    ctx.health.put(id, version, health).await;
+    ctx.health.put(id, edited_at, health).await;
     debug!(webhook_id = %id, "stopped consuming");
 }
 
@@ -179,7 +179,7 @@ impl Worker {
     /// newer than this process knows of is adopted, and the breaker holds across processes.
     /// `Some(mode)` when the delivery must go back and the consumer change mode.
     async fn take_over(&mut self) -> Option<Mode> {
-        let (version, row) = match self.ctx.saved_health.call(self.id).await {
+        let (edited_at, row) = match self.ctx.saved_health.call(self.id).await {
             Ok(saved) => saved?,
             Err(e) => {
                 warn!(webhook_id = %self.id, error = %crate::error_chain(&e), "cannot read the saved endpoint health; going on with this process's");
@@ -187,7 +187,7 @@ impl Worker {
             }
         };
         let newer = row.trips > self.health.trips || row.paused_until > self.health.paused_until;
-        if Some(version) != self.version || !newer {
+        if Some(edited_at) != self.edited_at || !newer {
             return None;
         }
         self.health = from_row(&row, Utc::now());
@@ -241,6 +241,7 @@ impl Worker {
             // than take every queued delivery only to hand it back.
             if self
                 .ctx
+                .routing
                 .subscriptions
                 .get(self.id)
                 .is_some_and(|w| !w.active)
@@ -304,7 +305,7 @@ impl Worker {
     async fn paused(&mut self, until: DateTime<Utc>) -> Mode {
         let _gauge = self.ctx.metrics.webhook_paused();
         info!(webhook_id = %self.id, %until, "endpoint failing: deliveries paused until a probe");
-        let mut changes = self.ctx.subscriptions.changes();
+        let mut changes = self.ctx.routing.subscriptions.changes();
         let wait = (until - Utc::now()).to_std().unwrap_or_default();
         let sleep = tokio::time::sleep(wait);
         tokio::pin!(sleep);
@@ -313,7 +314,7 @@ impl Worker {
                 _ = self.stop.cancelled() => return Mode::Stop,
                 _ = &mut sleep => break,
                 changed = changes.changed() => {
-                    let gone = self.ctx.subscriptions.get(self.id).is_none_or(|w| !w.active);
+                    let gone = self.ctx.routing.subscriptions.get(self.id).is_none_or(|w| !w.active);
                     if changed.is_err() || gone {
                         return Mode::Stop;
                     }
@@ -405,11 +406,12 @@ impl Worker {
             self.disable(format!("every delivery attempt failed for {after}"))
                 .await;
         }
-        if let (true, Some(version)) = (effects.save, self.version) {
+        if let (true, Some(edited_at)) = (effects.save, self.edited_at) {
             if let Err(e) = self
                 .ctx
+                .routing
                 .store
-                .save_health(self.id, version, &to_row(&self.health))
+                .save_health(self.id, edited_at, &to_row(&self.health))
                 .await
             {
                 warn!(webhook_id = %self.id, error = %crate::error_chain(&e), "cannot save the endpoint health");
@@ -440,11 +442,16 @@ impl Worker {
 
     /// Whether the webhook changed since its health began; if so, the health starts afresh.
     fn edited(&mut self) -> bool {
-        let current = self.ctx.subscriptions.get(self.id).map(|w| w.updated_at);
-        if current == self.version {
+        let current = self
+            .ctx
+            .routing
+            .subscriptions
+            .get(self.id)
+            .map(|w| w.updated_at);
+        if current == self.edited_at {
             return false;
         }
-        self.version = current;
+        self.edited_at = current;
         self.health = EndpointHealth::default();
         self.disabled = false;
         true
@@ -457,7 +464,13 @@ impl Worker {
         if self.disabled {
             return;
         }
-        let Some(webhook) = self.ctx.subscriptions.get(self.id).filter(|w| w.active) else {
+        let Some(webhook) = self
+            .ctx
+            .routing
+            .subscriptions
+            .get(self.id)
+            .filter(|w| w.active)
+        else {
             return;
         };
         let now = Utc::now();
@@ -474,14 +487,20 @@ impl Worker {
             warn!(webhook_id = %self.id, error = %crate::error_chain(&e), "cannot announce that a webhook is disabled; will try at its next failure");
             return;
         }
-        match self.ctx.store.auto_disable_webhook(self.id, &reason).await {
+        match self
+            .ctx
+            .routing
+            .store
+            .auto_disable_webhook(self.id, &reason)
+            .await
+        {
             Ok(changed) => {
                 self.disabled = true;
                 if changed {
                     self.ctx.metrics.webhook_disabled();
                     warn!(webhook_id = %self.id, %reason, "webhook disabled");
                     // The manager stops this consumer as soon as the index knows.
-                    self.ctx.subscriptions.reload_or_warn(self.id).await;
+                    self.ctx.routing.subscriptions.reload_or_warn(self.id).await;
                 }
             }
             Err(e) => {

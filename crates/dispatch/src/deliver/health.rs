@@ -3,7 +3,7 @@
 //! hammers an endpoint that was paused), handed to a consumer when it starts, and given back
 //! when it stops (on a reconnection, say).
 //!
-//! Health belongs to one version of a webhook, told by its `updated_at`: any change made to
+//! Health belongs to one edit of a webhook, told by its `updated_at`: any change made to
 //! it (enabled again, a new URL) starts it healthy, in memory as in the table, whose row the
 //! store deletes with every change.
 
@@ -19,12 +19,12 @@ use uuid::Uuid;
 use crate::batcher::{BatchError, Batcher, Handler};
 
 /// The webhook's `updated_at` that a health belongs to.
-pub type Version = Option<DateTime<Utc>>;
+pub type EditedAt = Option<DateTime<Utc>>;
 
 #[derive(Default)]
 struct Book {
     loaded: bool,
-    by_id: HashMap<Uuid, (Version, EndpointHealth)>,
+    by_id: HashMap<Uuid, (EditedAt, EndpointHealth)>,
 }
 
 /// Endpoint health of the webhooks whose consumer is not running, by webhook id.
@@ -46,10 +46,10 @@ impl HealthBook {
         match store.load_health().await {
             Ok(rows) => {
                 let now = Utc::now();
-                for (id, (version, row)) in rows {
+                for (id, (edited_at, row)) in rows {
                     book.by_id
                         .entry(id)
-                        .or_insert_with(|| (Some(version), from_row(&row, now)));
+                        .or_insert_with(|| (Some(edited_at), from_row(&row, now)));
                 }
                 book.loaded = true;
             }
@@ -59,18 +59,18 @@ impl HealthBook {
         }
     }
 
-    /// The health of version `version` of a webhook whose consumer starts; healthy when
-    /// nothing is known of that version.
-    pub async fn take(&self, id: Uuid, version: Version) -> EndpointHealth {
+    /// The health of a webhook as edited at `edited_at`, whose consumer starts; healthy when
+    /// nothing is known of that edit.
+    pub async fn take(&self, id: Uuid, edited_at: EditedAt) -> EndpointHealth {
         match self.book.lock().await.by_id.remove(&id) {
-            Some((kept, health)) if kept == version => health,
+            Some((kept, health)) if kept == edited_at => health,
             _ => EndpointHealth::default(),
         }
     }
 
     /// Keeps the health of a consumer that stops, for its next start.
-    pub async fn put(&self, id: Uuid, version: Version, health: EndpointHealth) {
-        self.book.lock().await.by_id.insert(id, (version, health));
+    pub async fn put(&self, id: Uuid, edited_at: EditedAt, health: EndpointHealth) {
+        self.book.lock().await.by_id.insert(id, (edited_at, health));
     }
 }
 
@@ -93,7 +93,7 @@ pub fn from_row(row: &HealthRow, now: DateTime<Utc>) -> EndpointHealth {
     )
 }
 
-/// A saved health and the webhook version it belongs to.
+/// A saved health and the edit of the webhook it belongs to (its `updated_at`).
 pub type Saved = Option<(DateTime<Utc>, HealthRow)>;
 
 /// Reads the saved health of webhooks whose consumer has just got its first delivery, many

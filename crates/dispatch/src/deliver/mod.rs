@@ -41,7 +41,6 @@ use futures::FutureExt as _;
 use hookrelay_broker::{Broker, BrokerError, Connection, ConsumerChannels, Declarer};
 use hookrelay_core::HealthPolicy;
 use hookrelay_metrics::{Metrics, Task};
-use hookrelay_store::Store;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -51,7 +50,6 @@ use uuid::Uuid;
 
 use crate::http::Sender;
 use crate::publish::Routing;
-use crate::subscriptions::Subscriptions;
 use outbox::Outbox;
 use writer::AttemptWriter;
 
@@ -77,13 +75,12 @@ const TOMBSTONE_GRACE: Duration = Duration::from_secs(300);
 const CONSUMERS_PER_CHANNEL: usize = 250;
 
 pub struct Context {
-    /// The topology, and the registry through which webhook queues are declared.
+    /// The topology, the subscriptions, the store, and the registry through which webhook
+    /// queues are declared.
     pub routing: Arc<Routing>,
-    pub subscriptions: Arc<Subscriptions>,
     pub sender: Sender,
     pub writer: AttemptWriter,
     pub metrics: Metrics,
-    pub store: Store,
     pub request_timeout: Duration,
     pub per_webhook: u16,
     pub global: Arc<Semaphore>,
@@ -106,7 +103,7 @@ pub async fn run(ctx: Arc<Context>, broker: Broker, shutdown: CancellationToken)
         let Some(connection) = broker.next_connection(&shutdown).await else {
             return;
         };
-        ctx.health.load(&ctx.store).await;
+        ctx.health.load(&ctx.routing.store).await;
         if let Err(e) = manage(&ctx, &connection, &shutdown).await {
             warn!(error = %crate::error_chain(&e), "delivery workers stopped; restarting");
         }
@@ -190,7 +187,7 @@ async fn manage(
     // The delay tiers are declared by the two that use them: the retry router, and the
     // outbox when it opens its channel.
     let outbox = outbox::start(connection.clone(), ctx.routing.clone(), &ctx.tracker);
-    let mut changes = ctx.subscriptions.changes();
+    let mut changes = ctx.routing.subscriptions.changes();
     let mut running: HashMap<Uuid, Running> = HashMap::new();
     // Swept at once, then when a webhook has gone from the index, and every `SWEEP_EVERY`:
     // not on every change, which would read the tombstones once per webhook created.
@@ -248,7 +245,7 @@ fn reconcile(
     outbox: &Outbox,
     running: &mut HashMap<Uuid, Running>,
 ) -> HashSet<Uuid> {
-    let all = ctx.subscriptions.all();
+    let all = ctx.routing.subscriptions.all();
     let active: HashSet<Uuid> = all.iter().filter(|(_, a)| *a).map(|(id, _)| *id).collect();
     running.retain(|id, r| {
         if r.task.is_finished() {
@@ -284,7 +281,7 @@ fn reconcile(
 /// open logs. Their tombstones (migration V5) make this work for webhooks deleted while no
 /// process ran, and let any process of a deployment do it; removing a queue twice is harmless.
 async fn sweep(ctx: &Context, lines: &Lines) {
-    let gone = match ctx.store.tombstones(SWEEP_BATCH).await {
+    let gone = match ctx.routing.store.tombstones(SWEEP_BATCH).await {
         Ok(gone) => gone,
         Err(e) => {
             warn!(error = %crate::error_chain(&e), "cannot read the deleted webhooks; will try again");
@@ -292,7 +289,7 @@ async fn sweep(ctx: &Context, lines: &Lines) {
         }
     };
     for id in gone {
-        if ctx.subscriptions.get(id).is_some() {
+        if ctx.routing.subscriptions.get(id).is_some() {
             // Not deleted in this process's view yet: its consumer may still be running.
             continue;
         }
@@ -308,7 +305,7 @@ async fn sweep(ctx: &Context, lines: &Lines) {
             continue;
         }
         ctx.routing.queues.forget(id);
-        if let Err(e) = ctx.store.bury(id, TOMBSTONE_GRACE).await {
+        if let Err(e) = ctx.routing.store.bury(id, TOMBSTONE_GRACE).await {
             warn!(webhook_id = %id, error = %crate::error_chain(&e), "cannot close the logs of a deleted webhook; will try again");
         }
     }

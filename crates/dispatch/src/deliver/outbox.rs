@@ -26,7 +26,7 @@ pub type Outbox = Batcher<Outgoing, ()>;
 /// closes it; the next batch opens a new one (and declares the topology again), so a channel
 /// closed by the broker (an exchange deleted by hand, say) heals by itself.
 pub fn start(connection: Connection, routing: Arc<Routing>, tracker: &TaskTracker) -> Outbox {
-    let handler = Sender {
+    let handler = Sending {
         connection,
         routing,
         open: None,
@@ -34,13 +34,13 @@ pub fn start(connection: Connection, routing: Arc<Routing>, tracker: &TaskTracke
     Batcher::start("the workers' publisher", handler, MAX_BATCH, QUEUE, tracker)
 }
 
-struct Sender {
+struct Sending {
     connection: Connection,
     routing: Arc<Routing>,
     open: Option<PipelinePublisher>,
 }
 
-impl Handler for Sender {
+impl Handler for Sending {
     type Item = Outgoing;
     type Output = ();
 

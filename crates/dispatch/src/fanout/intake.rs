@@ -68,7 +68,7 @@ pub(super) fn rejected(ctx: &Context, delivery: &Delivery, rejection: &Rejection
     message.exchange = String::new();
     message.routing_key = ctx.routing.topology.rejected_queue();
     // An origin tag is only good for its body; it has no business in a queue publishers read.
-    message.headers.origin_tag = None;
+    message.headers.forget_origin_tag();
     message.headers.rejected = Some(Rejected {
         reason: rejection.reason,
         error: rejection.message.clone(),

@@ -7,12 +7,12 @@
 //!
 //! This file is the loop and the order of the steps; each step has its own: `intake`
 //! (validation and rejection), `plan` (which deliveries, from the subscription index alone),
-//! `write` (the log rows, and what the database refuses or already has), `publish` (the
+//! `write` (the log rows, and what the database refuses or already has), `deliveries` (the
 //! deliveries into their webhook queues).
 
+mod deliveries;
 mod intake;
 mod plan;
-mod publish;
 mod write;
 
 use std::collections::HashSet;
@@ -21,19 +21,18 @@ use std::time::Duration;
 
 use chrono::Utc;
 use hookrelay_broker::{
-    BatchLimits, Batches, Broker, BrokerError, Connection, Delivery, Outgoing, PublishError,
+    BatchLimits, Broker, BrokerError, Connection, Delivery, Outgoing, PublishError,
 };
 use hookrelay_core::ops::OriginKey;
 use hookrelay_core::Intake;
 use hookrelay_metrics::Metrics;
-use hookrelay_store::{NewLog, Store, StoreError};
+use hookrelay_store::{NewLog, StoreError};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use uuid::Uuid;
 
 use crate::event_type_cache::EventTypeCache;
-use crate::publish::{Declare, PipelinePublisher, Routing};
-use crate::subscriptions::Subscriptions;
+use crate::publish::{Declare, PipelinePublisher, Relay, Routing};
 use intake::{rejected, validate};
 use plan::{Accepted, Planned};
 use write::{isolate_refused, recover_conflicts};
@@ -49,10 +48,9 @@ const LIMITS: BatchLimits = BatchLimits {
 };
 
 pub struct Context {
+    /// The topology, the subscriptions and the store.
     pub routing: Arc<Routing>,
-    pub subscriptions: Arc<Subscriptions>,
     pub event_types: EventTypeCache,
-    pub store: Store,
     pub metrics: Metrics,
     /// The limits events are held to; `from_hookrelay` is decided per message.
     pub intake: Intake,
@@ -89,36 +87,32 @@ async fn consume(
     shutdown: &CancellationToken,
     worker: usize,
 ) -> Result<(), FanoutError> {
-    // Opened first: it declares the ingest queue the consumer subscribes to.
-    let mut publisher = PipelinePublisher::open(&ctx.routing, connection, Declare::Base).await?;
     let ingest = ctx.routing.topology.ingest_queue();
     let name = format!("hookrelay-fanout-{worker}");
-    let mut batches = match Batches::open(connection, &ingest, LIMITS, &name).await {
-        Ok(batches) => batches,
-        Err(e) => {
-            publisher.close().await;
-            return Err(e.into());
-        }
-    };
+    let mut relay = Relay::open(
+        &ctx.routing,
+        connection,
+        Declare::Base,
+        &ingest,
+        LIMITS,
+        &name,
+    )
+    .await?;
     info!(worker, queue = %ingest, "fan-out consuming");
-    let result = consume_batches(ctx, &mut batches, &mut publisher, shutdown).await;
-    // However it ended, closing the channels hands every event not yet acked back to the
-    // queue at once; a channel left open would hold them until the connection closes.
-    batches.close("fan-out consumer stopping").await;
-    publisher.close().await;
+    let result = consume_batches(ctx, &mut relay, shutdown).await;
+    relay.close("fan-out consumer stopping").await;
     result
 }
 
 async fn consume_batches(
     ctx: &Context,
-    batches: &mut Batches,
-    publisher: &mut PipelinePublisher,
+    relay: &mut Relay,
     shutdown: &CancellationToken,
 ) -> Result<(), FanoutError> {
     let mut failures = 0u32;
-    while let Some(batch) = batches.next(shutdown).await? {
+    while let Some(batch) = relay.batches.next(shutdown).await? {
         let mut settled = HashSet::new();
-        match process(ctx, publisher, batch.deliveries(), &mut settled).await {
+        match process(ctx, &mut relay.publisher, batch.deliveries(), &mut settled).await {
             Ok(()) => {
                 failures = 0;
                 batch.ack().await?;
@@ -199,9 +193,9 @@ async fn process(
             }
         }
     }
-    let mut planned = plan::plan(&accepted, &ctx.subscriptions, &tests);
+    let mut planned = plan::plan(&accepted, &ctx.routing.subscriptions, &tests);
     let logs: Vec<NewLog> = planned.iter().map(|p| p.log.clone()).collect();
-    let inserted: HashSet<Uuid> = match ctx.store.insert_logs(&logs).await {
+    let inserted: HashSet<Uuid> = match ctx.routing.store.insert_logs(&logs).await {
         Ok(ids) => ids.into_iter().collect(),
         Err(e) if e.is_refusal() => {
             let (ids, refused) =
@@ -221,7 +215,7 @@ async fn process(
         }
     }
     to_send.extend(recover_conflicts(ctx, &accepted, conflicts).await?);
-    publish::publish_deliveries(ctx, publisher, &to_send).await?;
+    deliveries::publish(ctx, publisher, &to_send).await?;
     ctx.metrics.deliveries_enqueued(to_send.len());
     Ok(())
 }
@@ -230,10 +224,11 @@ async fn process(
 /// process may not know yet a webhook created a moment ago through another process: it is
 /// read from the database then (the rest of the fan-out relies on the index knowing it).
 async fn test_goes_to(ctx: &Context, webhook: Uuid, account: &str) -> Result<bool, StoreError> {
-    if ctx.subscriptions.get(webhook).is_none() {
-        ctx.subscriptions.reload_one(webhook).await?;
+    if ctx.routing.subscriptions.get(webhook).is_none() {
+        ctx.routing.subscriptions.reload_one(webhook).await?;
     }
     Ok(ctx
+        .routing
         .subscriptions
         .get(webhook)
         .is_some_and(|w| w.active && w.account_id == account))

@@ -34,7 +34,7 @@ pub(super) async fn isolate_refused(
             .filter(|p| p.log.event_id == a.event.id)
             .map(|p| p.log.clone())
             .collect();
-        match ctx.store.insert_logs(&logs).await {
+        match ctx.routing.store.insert_logs(&logs).await {
             Ok(ids) => inserted.extend(ids),
             Err(e) if e.is_refusal() => {
                 // The database's own text stays in the service log: it may quote the event
@@ -88,6 +88,7 @@ pub(super) async fn recover_conflicts(
         .map(|p| (p.log.webhook_id, p.log.event_id.clone()))
         .collect();
     let existing: HashMap<(Uuid, String), hookrelay_store::ExistingLog> = ctx
+        .routing
         .store
         .existing_logs(&keys)
         .await?
@@ -98,7 +99,7 @@ pub(super) async fn recover_conflicts(
         .into_iter()
         .filter_map(|mut p| {
             let found = existing.get(&(p.log.webhook_id, p.log.event_id.clone()))?;
-            if found.status != LogStatus::Pending || found.attempts > 0 {
+            if found.status != Some(LogStatus::Pending) || found.attempts > 0 {
                 return None;
             }
             p.log.id = found.id;

@@ -17,7 +17,7 @@ use crate::publish::PipelinePublisher;
 /// deliveries. A webhook whose queue cannot be reached has its deliveries sent round through
 /// the delay tiers instead, so that the batch, and the other webhooks' deliveries in it, go on
 /// (`crate::publish`'s module doc).
-pub(super) async fn publish_deliveries(
+pub(super) async fn publish(
     ctx: &Context,
     publisher: &mut PipelinePublisher,
     planned: &[Planned],
@@ -35,11 +35,12 @@ pub(super) async fn publish_deliveries(
     let deleted: HashSet<Uuid> = planned
         .iter()
         .map(|p| p.log.webhook_id)
-        .filter(|id| ctx.subscriptions.get(*id).is_none())
+        .filter(|id| ctx.routing.subscriptions.get(*id).is_none())
         .collect();
     for id in &deleted {
         publisher.remove_queue(*id).await?;
-        ctx.store
+        ctx.routing
+            .store
             .fail_open_logs(*id, "the webhook was deleted")
             .await?;
     }
