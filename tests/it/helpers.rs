@@ -132,7 +132,7 @@ async fn start(db: TestDb, settings: Settings) -> TestApp {
                 }
             }
             if !keep_objects.load(Ordering::SeqCst) {
-                let ids = webhook_ids(&database_url).await;
+                let ids = hookrelay_tests::webhook_ids(&database_url).await;
                 hookrelay_tests::delete_namespace(&thread_amqp, &thread_namespace, &ids).await;
             }
         });
@@ -156,19 +156,6 @@ async fn start(db: TestDb, settings: Settings) -> TestApp {
 }
 
 /// The ids of the webhooks in a test database, for removing their queues.
-async fn webhook_ids(database_url: &str) -> Vec<String> {
-    let Ok((client, connection)) =
-        tokio_postgres::connect(database_url, tokio_postgres::NoTls).await
-    else {
-        return Vec::new();
-    };
-    tokio::spawn(connection);
-    client
-        .query("SELECT id::text FROM webhooks", &[])
-        .await
-        .map(|rows| rows.iter().map(|r| r.get(0)).collect())
-        .unwrap_or_default()
-}
 /// An answer: status and JSON body (`Null` when the body is empty), plus the raw text.
 pub struct Answer {
     pub status: u16,

@@ -195,6 +195,71 @@ pub async fn delete_namespace(amqp_url: &str, namespace: &str, webhook_ids: &[St
     let _ = connection.close().await;
 }
 
+/// The webhooks a test's service knew, deleted or not: their queues are named after them.
+pub async fn webhook_ids(database_url: &str) -> Vec<String> {
+    let Ok((client, connection)) =
+        tokio_postgres::connect(database_url, tokio_postgres::NoTls).await
+    else {
+        return Vec::new();
+    };
+    tokio::spawn(connection);
+    client
+        .query(
+            "SELECT id::text FROM webhooks UNION SELECT webhook_id::text FROM webhook_tombstones",
+            &[],
+        )
+        .await
+        .map(|rows| rows.iter().map(|r| r.get(0)).collect())
+        .unwrap_or_default()
+}
+
+/// Removes, when dropped, the AMQP objects a test's service made on the shared broker: its
+/// namespace's exchanges and queues, and the queues of the webhooks its database knows.
+/// Made after the test's `TestDb` and before its services, so that it runs once they are
+/// gone and before the database is.
+pub struct NamespaceCleanup {
+    amqp_url: String,
+    namespace: String,
+    database_url: String,
+}
+
+impl NamespaceCleanup {
+    pub fn new(amqp_url: &str, namespace: &str, db: &TestDb) -> Self {
+        Self {
+            amqp_url: amqp_url.to_owned(),
+            namespace: namespace.to_owned(),
+            database_url: db.url(),
+        }
+    }
+}
+
+impl Drop for NamespaceCleanup {
+    fn drop(&mut self) {
+        let (amqp_url, namespace, database_url) = (
+            self.amqp_url.clone(),
+            self.namespace.clone(),
+            self.database_url.clone(),
+        );
+        // A runtime of its own, on a thread of its own: a drop inside the test's runtime
+        // cannot block on it.
+        let cleaning = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async {
+                let ids = webhook_ids(&database_url).await;
+                delete_namespace(&amqp_url, &namespace, &ids).await;
+            });
+        });
+        if cleaning.join().is_err() {
+            eprintln!("cannot delete the AMQP objects of {}", self.namespace);
+        }
+    }
+}
+
 /// A plain AMQP connection, for what a test does as a publisher or an operator would (read a
 /// queue, count its consumers), beside what `hookrelay_broker` offers the service.
 pub async fn amqp_connection(amqp_url: &str) -> lapin::Connection {

@@ -97,7 +97,7 @@ pub struct CreateWebhook {
     /// Custom headers sent with every delivery (hop-by-hop, `proxy-*` and the signature
     /// headers are refused).
     headers: Option<BTreeMap<String, String>>,
-    /// Event types from the catalog, or `*` for all of them.
+    /// Event types from the catalog (`GET /v1/event-types`), at least one.
     #[schema(example = json!(["Contact.created"]), min_items = 1)]
     events: Vec<String>,
     description: Option<String>,

@@ -124,6 +124,8 @@ async fn send(url: &str, signed_by: &Secret, age: Duration) -> u16 {
 async fn receiver_verifies_dedupes_and_refuses(program: &str, script: &str) {
     let db = TestDb::new();
     let namespace = unique_namespace();
+    let _cleanup =
+        hookrelay_tests::NamespaceCleanup::new(&hookrelay_tests::amqp_url(), &namespace, &db);
     let service = spawn(&db, &namespace, &[]).await;
     let secret = format!(
         "whsec_{}",
@@ -211,6 +213,8 @@ async fn the_node_receiver_verifies_real_deliveries() {
 async fn the_python_publishers_event_is_delivered_and_a_malformed_one_rejected() {
     let db = TestDb::new();
     let namespace = unique_namespace();
+    let _cleanup =
+        hookrelay_tests::NamespaceCleanup::new(&hookrelay_tests::amqp_url(), &namespace, &db);
     let service = spawn(&db, &namespace, &[]).await;
     let receiver = Receiver::start().await;
     create_webhook(service.port, &receiver.url, "Contact.created").await;

@@ -42,6 +42,8 @@ const V1_ROUTES: [(&str, &str); 19] = [
 async fn the_openapi_description_covers_every_route_and_holds_under_schemathesis() {
     let db = TestDb::new();
     let namespace = unique_namespace();
+    let _cleanup =
+        hookrelay_tests::NamespaceCleanup::new(&hookrelay_tests::amqp_url(), &namespace, &db);
     let service = spawn(&db, &namespace, &[]).await;
     let base = format!("http://127.0.0.1:{}", service.port);
 

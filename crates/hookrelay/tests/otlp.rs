@@ -43,6 +43,8 @@ async fn attempts_are_exported_as_spans_under_the_events_trace() {
     let receiver = Receiver::start().await;
     let db = TestDb::new();
     let namespace = unique_namespace();
+    let _cleanup =
+        hookrelay_tests::NamespaceCleanup::new(&hookrelay_tests::amqp_url(), &namespace, &db);
     let service = spawn(
         &db,
         &namespace,
