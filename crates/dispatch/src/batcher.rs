@@ -4,7 +4,9 @@
 //! themselves; when quiet, an item is handled at once, without a timer.
 //!
 //! The delivery workers use three: the attempt writer, their publisher (retries and
-//! hookrelay's own events), and the lookup of the endpoint health other processes saved.
+//! hookrelay's own events), and the lookup of the endpoint health other processes saved. Each
+//! is a [`Handler`] and a function that starts it, alike in shape by design: what differs is
+//! what `handle` does with a batch.
 
 use std::sync::Arc;
 
