@@ -189,3 +189,32 @@ async fn the_console_is_served_with_a_strict_content_security_policy() {
         json!({"role": "admin", "account_id": null})
     );
 }
+
+#[tokio::test]
+async fn the_api_docs_page_renders_under_a_content_security_policy() {
+    let app = spawn_app().await;
+    for path in ["/docs/", "/docs/swagger-ui-bundle.js", "/openapi.json"] {
+        let answer = reqwest::get(format!("{}{path}", app.address))
+            .await
+            .expect("an answer");
+        assert_eq!(answer.status(), 200, "{path}");
+        let csp = answer
+            .headers()
+            .get("content-security-policy")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            csp.contains("default-src 'none'") && csp.contains("script-src 'self'"),
+            "{path}: {csp:?}"
+        );
+    }
+    // The page still works under it: Swagger UI draws the API's title and its routes.
+    let browser = Browser::start().await.unwrap_or_else(|e| panic!("{e}"));
+    browser.goto(&format!("{}/docs/", app.address)).await;
+    browser
+        .wait_for_text("#swagger-ui", "hookrelay admin API")
+        .await;
+    browser.wait_for_text("#swagger-ui", "/v1/webhooks").await;
+    browser.quit().await;
+}

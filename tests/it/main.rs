@@ -12,6 +12,7 @@ mod event_types;
 mod hardening;
 mod health;
 mod helpers;
+mod limits;
 mod logs;
 mod migrations;
 mod pipeline;

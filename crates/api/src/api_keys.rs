@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::auth::{Caller, API_KEY_PREFIX};
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, ApiPath};
 use crate::state::sha256;
 use crate::{ApiError, AppState};
 
@@ -60,4 +60,25 @@ pub async fn create(
             created_at: row.created_at,
         }),
     ))
+}
+
+/// Revokes an API key: it stops working at once. The admin token revokes any key; an
+/// account's key revokes its own account's keys, itself included. Another account's key, or
+/// one revoked already, answers 404.
+#[utoipa::path(delete, path = "/v1/api-keys/{id}", tag = "api keys",
+    params(("id" = Uuid, Path, description = "The key's id, as answered when it was made")),
+    responses((status = 204, description = "Revoked"),
+        (status = 404, description = "No such key of this account", body = crate::error::ErrorBody)))]
+pub async fn revoke(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    let not_found = || ApiError::not_found("no such API key");
+    let id = Uuid::parse_str(&id).map_err(|_| not_found())?;
+    if !state.store().revoke_api_key(id, caller.scope()).await? {
+        return Err(not_found());
+    }
+    tracing::info!(api_key_id = %id, "API key revoked");
+    Ok(StatusCode::NO_CONTENT)
 }

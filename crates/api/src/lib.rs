@@ -28,7 +28,7 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse as _, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 
 pub use error::ApiError;
@@ -54,6 +54,7 @@ pub fn router(state: AppState) -> Router {
             get(event_types::list).post(event_types::create),
         )
         .route("/api-keys", post(api_keys::create))
+        .route("/api-keys/{id}", delete(api_keys::revoke))
         .route("/whoami", get(auth::whoami))
         .route("/webhooks", get(webhooks::list).post(webhooks::create))
         .route(

@@ -16,7 +16,7 @@ use uuid::Uuid;
 use crate::auth::{Caller, ListScope};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::pagination::{page_params, ListBody};
-use crate::webhooks::{parse_account, window, Requeued};
+use crate::webhooks::{check_time, parse_account, window, Requeued};
 use crate::{ApiError, AppState};
 
 /// What a log shows in the list and alone, but for `attempts` (a count in the list, the
@@ -213,7 +213,7 @@ pub async fn list(
             let (since, until) = window(since, until)?;
             (Some(since), until)
         }
-        (None, until) => (None, until),
+        (None, until) => (None, until.map(|u| check_time("until", u)).transpose()?),
     };
     let asked = q
         .account_id

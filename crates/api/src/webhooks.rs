@@ -517,6 +517,10 @@ pub(crate) fn window(
     since: DateTime<Utc>,
     until: Option<DateTime<Utc>>,
 ) -> Result<(DateTime<Utc>, Option<DateTime<Utc>>), ApiError> {
+    check_time("since", since)?;
+    if let Some(until) = until {
+        check_time("until", until)?;
+    }
     if until.is_some_and(|until| until <= since) {
         return Err(ApiError::invalid(
             "until",
@@ -524,6 +528,11 @@ pub(crate) fn window(
         ));
     }
     Ok((since, until))
+}
+
+/// A time the database can store and RFC 3339 can write, or 422 naming `field`.
+pub(crate) fn check_time(field: &str, at: DateTime<Utc>) -> Result<DateTime<Utc>, ApiError> {
+    hookrelay_core::check_time(at).map_err(|e| ApiError::invalid(field, e))
 }
 
 /// The webhook `id` visible to `caller`: another account's answers 404, as one that does
@@ -624,14 +633,17 @@ async fn parse_url(state: &AppState, raw: &str) -> Result<WebhookUrl, ApiError> 
         }
         (None, None) => Vec::new(),
     };
-    if let Some(ip) = addresses.into_iter().find(|ip| !net::is_public(*ip)) {
+    if let Some((ip, why)) = addresses
+        .into_iter()
+        .find_map(|ip| net::why_not_public(ip).map(|why| (ip, why)))
+    {
         return Err(ApiError::invalid(
             "url",
             Invalid::new(
                 "private_address",
                 format!(
-                    "the URL's host is or resolves to {ip}, which is not a public address; \
-                     set allow_private_networks to deliver inside your own network"
+                    "the URL's host is or resolves to {ip}, which is not a public address \
+                     ({why}); set allow_private_networks to deliver inside your own network"
                 ),
             ),
         ));

@@ -232,14 +232,20 @@ impl Event {
         }
         let occurred_at = match string_field(envelope.occurred_at, "occurred_at")? {
             None => received_at,
-            Some(raw) => DateTime::parse_from_rfc3339(&raw)
-                .map_err(|e| {
-                    Rejection::new(
-                        RejectReason::InvalidField,
-                        format!("`occurred_at` is not an RFC 3339 time: {e}"),
-                    )
+            Some(raw) => {
+                let at = DateTime::parse_from_rfc3339(&raw)
+                    .map_err(|e| {
+                        Rejection::new(
+                            RejectReason::InvalidField,
+                            format!("`occurred_at` is not an RFC 3339 time: {e}"),
+                        )
+                    })?
+                    .with_timezone(&Utc);
+                // Sent on as `timestamp`, in UTC with a four-digit year (contract §2).
+                crate::check_time(at).map_err(|e| {
+                    Rejection::new(RejectReason::InvalidField, format!("`occurred_at`: {e}"))
                 })?
-                .with_timezone(&Utc),
+            }
         };
         let data = match envelope.data {
             Some(raw) if raw.get() != "null" => raw.to_owned(),
@@ -479,6 +485,11 @@ mod tests {
             ),
             (
                 r#"{"id":"e","account_id":"a","data":1,"occurred_at":"yesterday"}"#,
+                "K.k",
+                RejectReason::InvalidField,
+            ),
+            (
+                r#"{"id":"e","account_id":"a","data":1,"occurred_at":"9999-12-31T23:59:59-23:59"}"#,
                 "K.k",
                 RejectReason::InvalidField,
             ),

@@ -19,6 +19,7 @@ mod retry;
 pub mod sealing;
 pub mod signing;
 mod tiers;
+mod time;
 mod trace;
 mod webhook;
 
@@ -36,6 +37,7 @@ pub use retry::{
     JITTER,
 };
 pub use tiers::{DelayTier, TIER_BASE, TIER_COUNT};
+pub use time::{check_time, MAX_YEAR, MIN_YEAR};
 pub use trace::{Traceparent, TRACEPARENT_HEADER};
 /// `err` and all its causes on one line, for logs and recorded errors.
 pub fn error_chain(err: &dyn std::error::Error) -> String {

@@ -16,10 +16,11 @@ use hookrelay_tests::{unique_namespace, wait_for, TestDb};
 use serde_json::Value;
 
 /// Every route under `/v1`, as the router declares it.
-const V1_ROUTES: [(&str, &str); 19] = [
+const V1_ROUTES: [(&str, &str); 20] = [
     ("/v1/event-types", "get"),
     ("/v1/event-types", "post"),
     ("/v1/api-keys", "post"),
+    ("/v1/api-keys/{id}", "delete"),
     ("/v1/whoami", "get"),
     ("/v1/webhooks", "get"),
     ("/v1/webhooks", "post"),

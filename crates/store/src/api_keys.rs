@@ -51,4 +51,23 @@ impl Store {
             .await?;
         Ok(row.map(|r| r.get(0)))
     }
+
+    /// Revokes key `id`; `account` limits it to that account's keys. `false` when no such key
+    /// is visible (or it was revoked already): every call after the first changes nothing.
+    pub async fn revoke_api_key(
+        &self,
+        id: Uuid,
+        account: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "UPDATE api_keys SET revoked_at = now()
+                 WHERE id = $1 AND revoked_at IS NULL
+                   AND ($2::text IS NULL OR account_id = $2)",
+                &[&id, &account],
+            )
+            .await?;
+        Ok(n > 0)
+    }
 }

@@ -28,6 +28,7 @@ pub use migrate::{ensure_database, migrate};
 pub use pool::{describe_database_url, validate_database_url, PoolOptions, Store};
 pub use webhooks::{
     HealthRow, NewWebhook, OpenedSecret, PreviousSecret, WebhookFilter, WebhookPatch, WebhookRow,
+    MAX_PREVIOUS_SECRETS,
 };
 
 /// A count read from an `int` column; a negative one (edited by hand) reads as 0.

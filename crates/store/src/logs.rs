@@ -128,6 +128,9 @@ pub struct LogToRequeue {
     pub traceparent: Option<String>,
 }
 
+/// How long taking one log by id waits for another transaction's lock on it.
+const ONE_LOG_LOCK_WAIT_MS: u64 = 5_000;
+
 /// Rows and payload bytes per INSERT at most: a statement stays far below PostgreSQL's 1 GB
 /// per parameter, and a fan-out of big events to many webhooks does not build one huge query.
 const MAX_ROWS_PER_INSERT: usize = 2000;
@@ -427,15 +430,35 @@ impl Store {
     {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
+        // A batch skips the logs another job or the attempt writer holds: they are taken by
+        // the next batch. One log asked for by id waits for its lock instead (the writer holds
+        // it for a commit), so that a log that exists is never answered as missing; briefly.
+        let (lock, one) = match filter.log_id {
+            Some(_) => ("FOR UPDATE", true),
+            None => ("FOR UPDATE SKIP LOCKED", false),
+        };
+        if one {
+            tx.batch_execute(&format!(
+                "SET LOCAL lock_timeout = '{ONE_LOG_LOCK_WAIT_MS}ms'"
+            ))
+            .await?;
+        }
         let sql = format!(
             "SELECT id, webhook_id, account_id, event_id, event_type, payload::text, attempts,
                     created_at, requeues, traceparent
              FROM webhook_logs WHERE {REQUEUE_WHERE}
              ORDER BY created_at, id
              LIMIT {limit}
-             FOR UPDATE SKIP LOCKED"
+             {lock}"
         );
-        let rows = tx.query(&sql, &filter.params()).await?;
+        let rows = match tx.query(&sql, &filter.params()).await {
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
+                return Err(StoreError::Conflict(
+                    "the log is being changed right now; try again in a moment".into(),
+                ))
+            }
+            rows => rows?,
+        };
         let logs: Vec<LogToRequeue> = rows
             .iter()
             .map(|r| LogToRequeue {

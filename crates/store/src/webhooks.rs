@@ -9,6 +9,10 @@ use uuid::Uuid;
 
 use crate::{webhook_status, Cursor, Page, Store, StoreError};
 
+/// Rotated-out secrets kept signing at most, beside the current one: every delivery carries
+/// one signature per secret, and receivers refuse headers of more than 8 to 16 KiB.
+pub const MAX_PREVIOUS_SECRETS: usize = 3;
+
 /// The reason recorded when a webhook is disabled through the API without one.
 pub const DISABLED_BY_HAND: &str = "disabled through the API";
 
@@ -374,7 +378,8 @@ impl Store {
     }
 
     /// Replaces the secret with `new`. The current one keeps signing beside it until `grace`
-    /// from now (none when `grace` is zero); expired older ones are dropped. Answers the
+    /// from now (none when `grace` is zero); expired older ones are dropped, and of the others
+    /// the [`MAX_PREVIOUS_SECRETS`] that expire last are kept: the oldest ends early. Answers the
     /// webhook and until when its previous secret signs (`None` when there was none, or no
     /// grace); `None` when no such webhook is visible to `account`.
     pub async fn rotate_secret(
@@ -395,15 +400,20 @@ impl Store {
                                   WHERE id = $1 AND ($2::text IS NULL OR account_id = $2)))
                  UPDATE webhooks w SET
                     previous_secrets = (
-                        SELECT COALESCE(jsonb_agg(p ORDER BY p->>'expires_at' DESC), '[]')
+                        SELECT COALESCE(
+                            jsonb_agg(p ORDER BY (p->>'expires_at')::timestamptz DESC), '[]')
                         FROM (
-                            SELECT jsonb_build_object(
-                                       'secret', w.secret,
-                                       'expires_at', to_jsonb(now() + make_interval(secs => $4::float8))) AS p
-                            WHERE w.secret IS NOT NULL AND $4::float8 > 0
-                            UNION ALL
-                            SELECT p FROM jsonb_array_elements(w.previous_secrets) AS p
-                            WHERE (p->>'expires_at')::timestamptz > now()
+                            SELECT p FROM (
+                                SELECT jsonb_build_object(
+                                           'secret', w.secret,
+                                           'expires_at', to_jsonb(now() + make_interval(secs => $4::float8))) AS p
+                                WHERE w.secret IS NOT NULL AND $4::float8 > 0
+                                UNION ALL
+                                SELECT p FROM jsonb_array_elements(w.previous_secrets) AS p
+                                WHERE (p->>'expires_at')::timestamptz > now()
+                            ) unexpired
+                            ORDER BY (p->>'expires_at')::timestamptz DESC
+                            LIMIT $5
                         ) kept),
                     secret = $3,
                     updated_at = now()
@@ -417,6 +427,7 @@ impl Store {
                     &account,
                     &self.seal(new.expose(), id)?,
                     &(grace_secs as f64),
+                    &(MAX_PREVIOUS_SECRETS as i64),
                 ],
             )
             .await?;
