@@ -7,7 +7,7 @@ use std::time::Duration;
 use hookrelay_tests::receiver::Receiver;
 use serde_json::json;
 
-use crate::helpers::spawn_app;
+use crate::helpers::{spawn_app, spawn_app_with};
 use crate::retries::wait_for_status;
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -178,4 +178,216 @@ async fn an_api_key_is_revoked_through_the_api_by_the_admin_or_its_own_account()
     let bad = app.admin("DELETE", "/v1/api-keys/not-a-uuid", None).await;
     assert_eq!(bad.status, 404);
     assert_eq!(whoami(key_a1).await, 200);
+}
+
+#[tokio::test]
+async fn webhooks_per_account_stop_at_the_quota_with_429() {
+    let app = spawn_app_with(|s| s.max_webhooks_per_account = 3).await;
+    let body = |account: &str| json!({"account_id": account, "url": "http://127.0.0.1:9/hook", "events": ["Contact.created"]});
+    // Five at once for three places: exactly three are made.
+    let attempts: Vec<_> = (0..5)
+        .map(|_| app.admin("POST", "/v1/webhooks", Some(body("acc_a"))))
+        .collect();
+    let answers = futures::future::join_all(attempts).await;
+    let made: Vec<String> = answers
+        .iter()
+        .filter(|a| a.status == 201)
+        .map(|a| a.body["id"].as_str().expect("an id").to_owned())
+        .collect();
+    assert_eq!(
+        made.len(),
+        3,
+        "{:?}",
+        answers.iter().map(|a| &a.text).collect::<Vec<_>>()
+    );
+    for refused in answers.iter().filter(|a| a.status != 201) {
+        assert_eq!(refused.status, 429, "{}", refused.text);
+        assert_eq!(refused.error().0, "quota_exceeded");
+        assert!(
+            refused.text.contains("max_webhooks_per_account"),
+            "{}",
+            refused.text
+        );
+    }
+    // Another account has places of its own, and cannot move a webhook into a full one.
+    let other = app.create_webhook(body("acc_b")).await;
+    let other = other["id"].as_str().expect("an id");
+    let moved = app
+        .admin(
+            "PATCH",
+            &format!("/v1/webhooks/{other}"),
+            Some(json!({"account_id": "acc_a"})),
+        )
+        .await;
+    assert_eq!(moved.status, 429, "{}", moved.text);
+    // A place freed is a place taken again; a change within the account is no new place.
+    let deleted = app
+        .admin("DELETE", &format!("/v1/webhooks/{}", made[0]), None)
+        .await;
+    assert_eq!(deleted.status, 204);
+    app.create_webhook(body("acc_a")).await;
+    let renamed = app
+        .admin(
+            "PATCH",
+            &format!("/v1/webhooks/{}", made[1]),
+            Some(json!({"account_id": "acc_a", "description": "still three"})),
+        )
+        .await;
+    assert_eq!(renamed.status, 200, "{}", renamed.text);
+}
+
+#[tokio::test]
+async fn custom_headers_and_descriptions_have_size_limits() {
+    let app = spawn_app().await;
+    let with = |extra: serde_json::Value| {
+        let mut body = json!({"account_id": "acc", "url": "http://127.0.0.1:9/hook",
+                              "events": ["Contact.created"]});
+        body.as_object_mut()
+            .expect("an object")
+            .extend(extra.as_object().expect("an object").clone());
+        body
+    };
+    let many: serde_json::Map<String, serde_json::Value> = (0..=hookrelay_core::MAX_HEADERS)
+        .map(|i| (format!("X-H{i}"), json!("v")))
+        .collect();
+    let big: serde_json::Map<String, serde_json::Value> = (0..3)
+        .map(|i| (format!("X-Big{i}"), json!("v".repeat(3000))))
+        .collect();
+    for (what, extra, field) in [
+        ("21 headers", json!({"headers": many}), "headers"),
+        ("9 KB of headers", json!({"headers": big}), "headers"),
+        (
+            "a long description",
+            json!({"description": "d".repeat(hookrelay_core::MAX_DESCRIPTION_CHARS + 1)}),
+            "description",
+        ),
+    ] {
+        let answer = app.admin("POST", "/v1/webhooks", Some(with(extra))).await;
+        assert_eq!(answer.status, 422, "{what}: {}", answer.text);
+        assert_eq!(
+            answer.error(),
+            ("too_large".to_owned(), Some(field.to_owned())),
+            "{what}"
+        );
+    }
+    // At the limits, accepted.
+    let most: serde_json::Map<String, serde_json::Value> = (0..hookrelay_core::MAX_HEADERS)
+        .map(|i| (format!("X-H{i:02}"), json!("v".repeat(300))))
+        .collect();
+    let answer = app
+        .admin("POST", "/v1/webhooks", Some(with(json!({"headers": most}))))
+        .await;
+    assert_eq!(answer.status, 201, "{}", answer.text);
+}
+
+#[tokio::test]
+async fn a_page_of_big_webhooks_is_bounded_in_bytes_and_pages_on() {
+    let app = spawn_app_with(|s| s.max_webhooks_per_account = 200).await;
+    // Webhooks at the limits: 20 headers of about 400 bytes each, the longest description.
+    let headers: serde_json::Map<String, serde_json::Value> = (0..hookrelay_core::MAX_HEADERS)
+        .map(|i| (format!("X-H{i:02}"), json!("v".repeat(395))))
+        .collect();
+    let body = json!({"account_id": "acc", "url": "http://127.0.0.1:9/hook",
+                      "events": ["Contact.created"], "headers": headers,
+                      "description": "d".repeat(hookrelay_core::MAX_DESCRIPTION_CHARS)});
+    let made: Vec<_> = (0..200)
+        .map(|_| app.admin("POST", "/v1/webhooks", Some(body.clone())))
+        .collect();
+    for answer in futures::future::join_all(made).await {
+        assert_eq!(answer.status, 201, "{}", answer.text);
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut cursor = String::new();
+    let mut pages = 0;
+    loop {
+        let answer = app
+            .admin(
+                "GET",
+                &format!("/v1/webhooks?limit=500&cursor={cursor}"),
+                None,
+            )
+            .await;
+        assert_eq!(answer.status, 200, "{}", answer.text);
+        let one = 12 * 1024;
+        assert!(
+            answer.text.len() <= hookrelay_api::MAX_PAGE_BYTES + one,
+            "a page of {} bytes",
+            answer.text.len()
+        );
+        pages += 1;
+        for item in answer.body["items"].as_array().expect("items") {
+            assert!(seen.insert(item["id"].as_str().expect("an id").to_owned()));
+        }
+        match answer.body["next_cursor"].as_str() {
+            Some(next) => cursor = next.to_owned(),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 200, "every webhook once, in {pages} pages");
+    assert!(pages >= 2, "a page of 200 such webhooks is over the bound");
+}
+
+#[tokio::test]
+async fn a_log_with_endless_attempts_answers_a_bounded_page_of_them() {
+    let app = spawn_app().await;
+    let receiver = Receiver::start().await;
+    let webhook = app
+        .webhook("acc", &receiver.url, &["Contact.created"], json!({}))
+        .await;
+    let event = app
+        .publish("Contact.created", "acc", json!({}), 1)
+        .await
+        .remove(0);
+    let (log_id, _) = wait_for_status(&app, &webhook, &event, "succeeded").await;
+    // As a thousand retries by hand would leave it, without the thousand deliveries.
+    let db = app.db.connect().await;
+    db.execute(
+        "INSERT INTO webhook_attempts (log_id, attempt, started_at, duration_ms, response_status)
+         SELECT $1::text::uuid, n, now() - (1200 - n) * interval '1 second', 5, 200
+         FROM generate_series(2, 1200) AS n",
+        &[&log_id],
+    )
+    .await
+    .expect("attempts");
+    let detail = app.admin("GET", &format!("/v1/logs/{log_id}"), None).await;
+    assert_eq!(detail.status, 200, "{}", detail.text);
+    let shown = detail.body["attempts"].as_array().expect("attempts");
+    assert_eq!(shown.len(), hookrelay_store::ATTEMPTS_SHOWN);
+    assert_eq!(detail.body["attempts_total"], 1200);
+    assert_eq!(shown[0]["attempt"], 1101, "the latest, oldest first");
+    assert_eq!(shown[99]["attempt"], 1200);
+    assert!(detail.text.len() < 64 * 1024, "{} bytes", detail.text.len());
+    // The older ones, a page at a time, newest first, down to the first.
+    let mut cursor = detail.body["older_attempts_cursor"]
+        .as_str()
+        .expect("a cursor")
+        .to_owned();
+    let mut next_expected = 1100;
+    loop {
+        let page = app
+            .admin(
+                "GET",
+                &format!("/v1/logs/{log_id}/attempts?limit=500&cursor={cursor}"),
+                None,
+            )
+            .await;
+        assert_eq!(page.status, 200, "{}", page.text);
+        for item in page.body["items"].as_array().expect("items") {
+            assert_eq!(item["attempt"], next_expected);
+            next_expected -= 1;
+        }
+        match page.body["next_cursor"].as_str() {
+            Some(next) => cursor = next.to_owned(),
+            None => break,
+        }
+    }
+    assert_eq!(next_expected, 0, "every attempt, down to the first");
+    let other = app
+        .admin(
+            "GET",
+            &format!("/v1/logs/{}/attempts", uuid::Uuid::new_v4()),
+            None,
+        )
+        .await;
+    assert_eq!(other.status, 404);
 }

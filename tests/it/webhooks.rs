@@ -324,7 +324,7 @@ async fn validation_failures_name_the_field_and_write_nothing() {
             "long description",
             with("description", json!("d".repeat(1025))),
             422,
-            "too_long",
+            "too_large",
             "description",
         ),
         (

@@ -67,7 +67,11 @@ pub async fn list(
         .store()
         .list_event_types(cursor.as_ref(), limit)
         .await?;
-    Ok(Json(ListBody::from_page(page, EventTypeView::from)))
+    Ok(Json(ListBody::from_page(
+        page,
+        EventTypeRow::cursor,
+        EventTypeView::from,
+    )))
 }
 
 #[derive(Deserialize, ToSchema)]

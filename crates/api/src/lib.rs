@@ -34,6 +34,7 @@ use axum::Router;
 pub use error::ApiError;
 pub use listener::{serve, ListenerLimits, MAX_HEAD_BYTES};
 pub use openapi::ApiDoc;
+pub use pagination::MAX_PAGE_BYTES;
 pub use state::{ApiConfig, AppState, Pipeline, PipelineError};
 
 /// The longest URL (path and query) a request may have; no route needs more than a cursor
@@ -75,6 +76,7 @@ pub fn router(state: AppState) -> Router {
         .route("/logs", get(logs::list))
         .route("/logs/retry", post(logs::retry_bulk))
         .route("/logs/{id}", get(logs::read))
+        .route("/logs/{id}/attempts", get(logs::attempts))
         .route("/logs/{id}/retry", post(logs::retry));
     Router::new()
         .nest("/v1", v1)

@@ -7,7 +7,7 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use hookrelay_core::LogStatus;
 use hookrelay_core::{AccountId, EventType, Invalid};
-use hookrelay_store::{AttemptRow, LogDetail, LogFilter, LogRow, RequeueFilter};
+use hookrelay_store::{AttemptRow, Cursor, LogDetail, LogFilter, LogRow, RequeueFilter};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use utoipa::{IntoParams, ToSchema};
@@ -103,7 +103,7 @@ impl From<AttemptRow> for AttemptView {
 }
 
 /// One log whole: the body sent (as JSON, not a string of it), the last answer's body, and
-/// every attempt in order.
+/// its latest attempts (100 at most) in order.
 #[derive(Serialize, ToSchema)]
 pub struct LogDetailView {
     #[serde(flatten)]
@@ -112,7 +112,13 @@ pub struct LogDetailView {
     #[schema(value_type = Object)]
     payload: Box<RawValue>,
     response_body: Option<String>,
+    /// The latest attempts, 100 at most, oldest first.
     attempts: Vec<AttemptView>,
+    /// Every attempt on record.
+    attempts_total: u64,
+    /// When older attempts are not shown: pass as `cursor` to
+    /// `GET /v1/logs/{id}/attempts` for them. Null when every attempt is shown.
+    older_attempts_cursor: Option<String>,
 }
 
 impl TryFrom<LogDetail> for LogDetailView {
@@ -133,6 +139,8 @@ impl TryFrom<LogDetail> for LogDetailView {
             payload,
             response_body: detail.response_body,
             attempts: detail.attempts.into_iter().map(AttemptView::from).collect(),
+            attempts_total: detail.attempts_total,
+            older_attempts_cursor: detail.older_attempts.as_ref().map(Cursor::encode),
         })
     }
 }
@@ -244,7 +252,11 @@ pub async fn list(
         .store()
         .list_logs(&filter, cursor.as_ref(), limit)
         .await?;
-    Ok(Json(ListBody::from_page(page, LogView::from)))
+    Ok(Json(ListBody::from_page(
+        page,
+        LogRow::cursor,
+        LogView::from,
+    )))
 }
 
 /// One log, with the body sent and every attempt.
@@ -265,6 +277,43 @@ pub async fn read(
         .await?
         .ok_or_else(log_not_found)?;
     Ok(Json(detail.try_into()?))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AttemptsQuery {
+    /// Attempts per page, 1 to 500 (default 50).
+    limit: Option<u32>,
+    /// `next_cursor` of the page before, or a log's `older_attempts_cursor`.
+    cursor: Option<String>,
+}
+
+/// A log's attempts, newest first, a page at a time.
+///
+/// `GET /v1/logs/{id}/attempts?limit=&cursor=`: every attempt of a log, for one with more
+/// than its answer shows. Another account's log answers 404.
+#[utoipa::path(get, path = "/v1/logs/{id}/attempts", tag = "logs",
+    params(("id" = Uuid, Path, description = "The log's id"), AttemptsQuery),
+    responses((status = 200, description = "A page of attempts, newest first", body = ListBody<AttemptView>)))]
+pub async fn attempts(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<AttemptsQuery>,
+) -> Result<Json<ListBody<AttemptView>>, ApiError> {
+    let id = Uuid::parse_str(&id).map_err(|_| log_not_found())?;
+    let (limit, cursor) = page_params(q.limit, q.cursor.as_deref())?;
+    let page = state
+        .store()
+        .list_attempts(id, caller.scope(), cursor.as_ref(), limit)
+        .await?
+        .ok_or_else(log_not_found)?;
+    Ok(Json(ListBody::from_page(
+        page,
+        AttemptRow::cursor,
+        AttemptView::from,
+    )))
 }
 
 /// An `event_type` filter, checked as a name (it need not be in the catalog: a type removed

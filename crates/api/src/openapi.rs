@@ -42,6 +42,7 @@ use crate::{api_keys, auth, event_types, logs, stats, test_event, webhooks};
         logs::list,
         logs::retry_bulk,
         logs::read,
+        logs::attempts,
         logs::retry,
     ),
     components(schemas(ErrorBody)),

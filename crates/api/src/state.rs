@@ -15,6 +15,8 @@ pub struct ApiConfig {
     pub allow_private_networks: bool,
     /// The largest request body read; a larger one answers 400 `body_too_large`.
     pub max_request_bytes: usize,
+    /// Webhooks one account may have at most (429 `quota_exceeded` past it).
+    pub max_webhooks_per_account: u32,
 }
 
 /// What the API asks of the running pipeline. The binary implements it over
@@ -79,6 +81,7 @@ pub(crate) struct Inner {
     pub admin_token_sha256: Option<[u8; 32]>,
     pub allow_private_networks: bool,
     pub max_request_bytes: usize,
+    pub max_webhooks_per_account: u32,
 }
 
 impl AppState {
@@ -96,6 +99,7 @@ impl AppState {
                 admin_token_sha256: config.admin_token.as_deref().map(sha256),
                 allow_private_networks: config.allow_private_networks,
                 max_request_bytes: config.max_request_bytes,
+                max_webhooks_per_account: config.max_webhooks_per_account,
             }),
         }
     }

@@ -134,14 +134,17 @@ pub async fn create(
         .transpose()?;
     let row = state
         .store()
-        .insert_webhook(&NewWebhook {
-            account_id,
-            url,
-            secret,
-            headers,
-            events,
-            description,
-        })
+        .insert_webhook(
+            &NewWebhook {
+                account_id,
+                url,
+                secret,
+                headers,
+                events,
+                description,
+            },
+            state.inner.max_webhooks_per_account,
+        )
         .await?;
     state.pipeline().webhook_written(row.clone()).await;
     tracing::info!(webhook_id = %row.id, account_id = %row.account_id, "webhook created");
@@ -199,7 +202,11 @@ pub async fn list(
         .store()
         .list_webhooks(&filter, cursor.as_ref(), limit)
         .await?;
-    Ok(Json(ListBody::from_page(page, WebhookView::from)))
+    Ok(Json(ListBody::from_page(
+        page,
+        WebhookRow::cursor,
+        WebhookView::from,
+    )))
 }
 
 /// One webhook.
@@ -390,7 +397,12 @@ async fn apply(
 ) -> Result<Json<WebhookView>, ApiError> {
     let row = state
         .store()
-        .update_webhook(id, caller.scope(), patch)
+        .update_webhook(
+            id,
+            caller.scope(),
+            patch,
+            state.inner.max_webhooks_per_account,
+        )
         .await?
         .ok_or_else(webhook_not_found)?;
     state.pipeline().webhook_written(row.clone()).await;

@@ -68,6 +68,7 @@ async fn the_api_and_console_answer_without_a_broker() {
             admin_token: Some("oneshot-admin-token".into()),
             allow_private_networks: true,
             max_request_bytes: 1 << 20,
+            max_webhooks_per_account: 100,
         },
     );
     let router = hookrelay_api::router(state);

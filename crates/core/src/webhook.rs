@@ -8,7 +8,10 @@ use crate::{EventType, Invalid};
 
 pub const MAX_DESCRIPTION_CHARS: usize = 1024;
 pub const MAX_EVENTS_PER_WEBHOOK: usize = 100;
-pub const MAX_HEADERS: usize = 32;
+pub const MAX_HEADERS: usize = 20;
+/// The bytes of a webhook's custom headers at most, names and values together: every
+/// delivery carries them, and every answer about the webhook.
+pub const MAX_HEADERS_BYTES: usize = 8 * 1024;
 const MAX_URL_LEN: usize = 2048;
 const MAX_ACCOUNT_ID_CHARS: usize = 128;
 const MAX_HEADER_NAME_LEN: usize = 128;
@@ -158,8 +161,21 @@ impl HeaderSet {
     pub fn parse(raw: BTreeMap<String, String>) -> Result<Self, Invalid> {
         if raw.len() > MAX_HEADERS {
             return Err(Invalid::new(
-                "too_many",
-                format!("a webhook has at most {MAX_HEADERS} custom headers"),
+                "too_large",
+                format!("a webhook has at most {MAX_HEADERS} custom headers (max_headers)"),
+            ));
+        }
+        let bytes: usize = raw
+            .iter()
+            .map(|(name, value)| name.len() + value.len())
+            .sum();
+        if bytes > MAX_HEADERS_BYTES {
+            return Err(Invalid::new(
+                "too_large",
+                format!(
+                    "a webhook's custom headers take at most {MAX_HEADERS_BYTES} bytes, names and \
+                     values together (max_headers_bytes); these take {bytes}"
+                ),
             ));
         }
         let mut seen = std::collections::HashSet::new();
@@ -365,8 +381,11 @@ impl Description {
     pub fn parse(raw: &str) -> Result<Self, Invalid> {
         if raw.chars().count() > MAX_DESCRIPTION_CHARS {
             return Err(Invalid::new(
-                "too_long",
-                format!("a description is at most {MAX_DESCRIPTION_CHARS} characters"),
+                "too_large",
+                format!(
+                    "a description is at most {MAX_DESCRIPTION_CHARS} characters \
+                     (max_description_chars)"
+                ),
             ));
         }
         if raw
@@ -547,7 +566,15 @@ mod tests {
         let many: BTreeMap<_, _> = (0..=MAX_HEADERS)
             .map(|i| (format!("x-{i}"), "v".into()))
             .collect();
-        assert_eq!(HeaderSet::parse(many).unwrap_err().code, "too_many");
+        assert_eq!(HeaderSet::parse(many).unwrap_err().code, "too_large");
+        let big: BTreeMap<String, String> = (0..3)
+            .map(|i| (format!("X-H{i}"), "v".repeat(3000)))
+            .collect();
+        assert_eq!(HeaderSet::parse(big).unwrap_err().code, "too_large");
+        let at_the_limit: BTreeMap<String, String> = (0..2)
+            .map(|i| (format!("X-H{i}"), "v".repeat(MAX_HEADERS_BYTES / 2 - 4)))
+            .collect();
+        assert!(HeaderSet::parse(at_the_limit).is_ok());
     }
 
     #[test]
@@ -600,7 +627,7 @@ mod tests {
             Description::parse(&"a".repeat(MAX_DESCRIPTION_CHARS + 1))
                 .unwrap_err()
                 .code,
-            "too_long"
+            "too_large"
         );
     }
 

@@ -180,6 +180,7 @@ impl Application {
                 admin_token: settings.admin_token.clone(),
                 allow_private_networks: settings.allow_private_networks,
                 max_request_bytes: settings.max_request_bytes,
+                max_webhooks_per_account: settings.max_webhooks_per_account,
             },
         );
         if settings.admin_token.is_none() {

@@ -86,6 +86,10 @@ pub struct Settings {
     /// rejected before they reach the database (whose JSON parser recurses).
     #[serde_as(as = "PickFirst<(_, DisplayFromStr)>")]
     pub max_event_depth: usize,
+    /// Webhooks one account may have at most: each is a queue and a consumer on the shared
+    /// broker, and held in every process's memory. Past it, creating one answers 429.
+    #[serde_as(as = "PickFirst<(_, DisplayFromStr)>")]
+    pub max_webhooks_per_account: u32,
     /// Deliveries to one webhook under way at once in this process.
     #[serde_as(as = "PickFirst<(_, DisplayFromStr)>")]
     pub max_in_flight_per_webhook: u16,
@@ -141,6 +145,7 @@ impl Default for Settings {
             log_retention: HumanDuration(Duration::from_secs(30 * 24 * 3600)),
             max_event_bytes: 256 * 1024,
             max_event_depth: 64,
+            max_webhooks_per_account: 100,
             max_in_flight_per_webhook: 16,
             max_in_flight_total: 1024,
             ingest_workers: 2,
@@ -186,6 +191,7 @@ impl fmt::Debug for Settings {
             .field("log_retention", &self.log_retention)
             .field("max_event_bytes", &self.max_event_bytes)
             .field("max_event_depth", &self.max_event_depth)
+            .field("max_webhooks_per_account", &self.max_webhooks_per_account)
             .field("max_in_flight_per_webhook", &self.max_in_flight_per_webhook)
             .field("max_in_flight_total", &self.max_in_flight_total)
             .field("ingest_workers", &self.ingest_workers)
@@ -443,6 +449,9 @@ impl Settings {
             ));
         }
         // PostgreSQL's default stack takes about 1 000 levels of jsonb; stay well below.
+        if self.max_webhooks_per_account == 0 {
+            return Err(("max_webhooks_per_account", "it must be at least 1".into()));
+        }
         if !(1..=512).contains(&self.max_event_depth) {
             return Err(("max_event_depth", "it must be between 1 and 512".into()));
         }

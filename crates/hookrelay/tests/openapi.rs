@@ -16,7 +16,7 @@ use hookrelay_tests::{unique_namespace, wait_for, TestDb};
 use serde_json::Value;
 
 /// Every route under `/v1`, as the router declares it.
-const V1_ROUTES: [(&str, &str); 20] = [
+const V1_ROUTES: [(&str, &str); 21] = [
     ("/v1/event-types", "get"),
     ("/v1/event-types", "post"),
     ("/v1/api-keys", "post"),
@@ -36,6 +36,7 @@ const V1_ROUTES: [(&str, &str); 20] = [
     ("/v1/logs", "get"),
     ("/v1/logs/retry", "post"),
     ("/v1/logs/{id}", "get"),
+    ("/v1/logs/{id}/attempts", "get"),
     ("/v1/logs/{id}/retry", "post"),
 ];
 

@@ -1,5 +1,5 @@
-/// What can go wrong talking to PostgreSQL. `Conflict` and `Invalid` are the caller's fault;
-/// everything else is ours or the database's.
+/// What can go wrong talking to PostgreSQL. `Conflict`, `QuotaExceeded` and `Invalid` are the
+/// caller's fault; everything else is ours or the database's.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("invalid database_url: {0}")]
@@ -13,6 +13,9 @@ pub enum StoreError {
     /// The row already exists (a unique key).
     #[error("{0}")]
     Conflict(String),
+    /// A count the caller controls is at its limit (the message names the limit).
+    #[error("{0}")]
+    QuotaExceeded(String),
     /// The caller passed something the query cannot use, such as a cursor of another list.
     #[error("{0}")]
     Invalid(String),

@@ -22,7 +22,7 @@ pub use cursor::{Cursor, Page};
 pub use error::StoreError;
 pub use event_types::EventTypeRow;
 pub use listen::{listen_webhook_changes, WebhookChange, WebhookListener};
-pub use log_reads::{AttemptRow, AttemptStats, LogDetail, LogFilter, LogRow};
+pub use log_reads::{AttemptRow, AttemptStats, LogDetail, LogFilter, LogRow, ATTEMPTS_SHOWN};
 pub use logs::{AttemptRecord, ExistingLog, LogToRequeue, NewLog, RequeueFilter};
 pub use migrate::{ensure_database, migrate};
 pub use pool::{describe_database_url, validate_database_url, PoolOptions, Store};

@@ -51,6 +51,8 @@ pub struct LogRow {
 /// One HTTP attempt of a log.
 #[derive(Debug, Clone)]
 pub struct AttemptRow {
+    /// The row's own id: with `attempt`, where a page of attempts stands.
+    pub id: i64,
     pub attempt: u32,
     pub started_at: DateTime<Utc>,
     pub duration_ms: u32,
@@ -59,14 +61,78 @@ pub struct AttemptRow {
     pub error: Option<String>,
 }
 
-/// One log whole: its row, the body sent, the last answer, and every attempt in order.
+/// Attempts one log answers at most, the latest: a log retried by hand without end must not
+/// make an answer without end. The older ones are read a page at a time
+/// ([`Store::list_attempts`]).
+pub const ATTEMPTS_SHOWN: usize = 100;
+
+/// One log whole: its row, the body sent, the last answer, and its latest attempts in order.
 #[derive(Debug, Clone)]
 pub struct LogDetail {
     pub log: LogRow,
     /// The JSON sent, as PostgreSQL stores it (jsonb's normal form).
     pub payload: String,
     pub response_body: Option<String>,
+    /// The latest [`ATTEMPTS_SHOWN`] attempts at most, oldest first.
     pub attempts: Vec<AttemptRow>,
+    /// Every attempt on record.
+    pub attempts_total: u64,
+    /// Where the older attempts, not shown, continue; `None` when every one is shown.
+    pub older_attempts: Option<Cursor>,
+}
+
+impl AttemptRow {
+    fn from_row(a: &Row) -> Self {
+        Self {
+            id: a.get("id"),
+            attempt: count(a.get("attempt")),
+            started_at: a.get("started_at"),
+            duration_ms: count(a.get("duration_ms")),
+            response_status: http_status(a.get("response_status")),
+            response_body: a.get("response_body"),
+            error: a.get("error"),
+        }
+    }
+
+    /// The position of this attempt in its log's list, newest first.
+    pub fn cursor(&self) -> Cursor {
+        Cursor {
+            created_at: self.started_at,
+            key: format!("{}.{}", self.attempt, self.id),
+        }
+    }
+}
+
+/// Attempts of a log, newest first, after `after`, one more than `limit`.
+async fn attempts_page(
+    client: &impl deadpool_postgres::GenericClient,
+    log_id: Uuid,
+    after: Option<&Cursor>,
+    limit: usize,
+) -> Result<Page<AttemptRow>, StoreError> {
+    let position = after
+        .map(|c| {
+            let parsed = c.key.split_once('.').and_then(|(attempt, id)| {
+                Some((attempt.parse::<i32>().ok()?, id.parse::<i64>().ok()?))
+            });
+            parsed.ok_or_else(|| {
+                StoreError::Invalid("the cursor does not belong to this list".into())
+            })
+        })
+        .transpose()?;
+    let (attempt, id) = (position.map(|p| p.0), position.map(|p| p.1));
+    let rows = client
+        .query(
+            "SELECT id, attempt, started_at, duration_ms, response_status, response_body, error
+             FROM webhook_attempts
+             WHERE log_id = $1 AND ($2::int IS NULL OR (attempt, id) < ($2, $3::bigint))
+             ORDER BY attempt DESC, id DESC
+             LIMIT $4",
+            &[&log_id, &attempt, &id, &(limit as i64 + 1)],
+        )
+        .await?;
+    let rows = rows.iter().map(AttemptRow::from_row).collect();
+    Ok(Page::from_rows(rows, limit, AttemptRow::cursor))
 }
 
 const LIST_COLUMNS: &str = "id, webhook_id, account_id, event_id, event_type, status, attempts, \
@@ -210,29 +276,46 @@ impl Store {
         let Some(row) = client.query_opt(&sql, &[&id, &account]).await? else {
             return Ok(None);
         };
-        let attempts = client
-            .query(
-                "SELECT attempt, started_at, duration_ms, response_status, response_body, error
-                 FROM webhook_attempts WHERE log_id = $1 ORDER BY attempt, id",
+        let latest = attempts_page(&client, id, None, ATTEMPTS_SHOWN).await?;
+        let total: i64 = client
+            .query_one(
+                "SELECT count(*) FROM webhook_attempts WHERE log_id = $1",
                 &[&id],
             )
             .await?
-            .iter()
-            .map(|a| AttemptRow {
-                attempt: count(a.get("attempt")),
-                started_at: a.get("started_at"),
-                duration_ms: count(a.get("duration_ms")),
-                response_status: http_status(a.get("response_status")),
-                response_body: a.get("response_body"),
-                error: a.get("error"),
-            })
-            .collect();
+            .get(0);
+        let mut attempts = latest.items;
+        attempts.reverse();
         Ok(Some(LogDetail {
             log: LogRow::from_row(&row)?,
             payload: row.get("payload"),
             response_body: row.get("response_body"),
             attempts,
+            attempts_total: u64::try_from(total).unwrap_or(0),
+            older_attempts: latest.next,
         }))
+    }
+
+    /// Attempts of log `id`, newest first, `limit` at most after `after` (a cursor of this
+    /// list); `None` when no such log is visible to `account`.
+    pub async fn list_attempts(
+        &self,
+        id: Uuid,
+        account: Option<&str>,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<Option<Page<AttemptRow>>, StoreError> {
+        let client = self.client().await?;
+        let visible = client
+            .query_opt(
+                "SELECT 1 FROM webhook_logs WHERE id = $1 AND ($2::text IS NULL OR account_id = $2)",
+                &[&id, &account],
+            )
+            .await?;
+        if visible.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(attempts_page(&client, id, after, limit).await?))
     }
 
     /// The plan PostgreSQL chooses for the very query `list_logs` makes with `filter` and

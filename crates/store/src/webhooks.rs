@@ -181,6 +181,36 @@ pub struct WebhookFilter {
     pub status: Option<WebhookStatus>,
 }
 
+/// Fails with [`StoreError::QuotaExceeded`] when `account` has `max` webhooks already (not
+/// counting webhook `moving`, on its way in). Holds a lock on the account until `tx` ends.
+async fn check_quota(
+    tx: &deadpool_postgres::Transaction<'_>,
+    account: &str,
+    moving: Option<Uuid>,
+    max: u32,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('hookrelay.webhooks:' || $1, 0))",
+        &[&account],
+    )
+    .await?;
+    let row = tx
+        .query_one(
+            "SELECT count(*) FROM webhooks
+             WHERE account_id = $1 AND ($2::uuid IS NULL OR id <> $2)",
+            &[&account, &moving],
+        )
+        .await?;
+    let count: i64 = row.get(0);
+    if count >= i64::from(max) {
+        return Err(StoreError::QuotaExceeded(format!(
+            "account `{account}` has {count} webhooks, the most max_webhooks_per_account \
+             ({max}) allows: delete one first"
+        )));
+    }
+    Ok(())
+}
+
 fn headers_json(headers: &HeaderSet) -> serde_json::Value {
     serde_json::Value::Object(
         headers
@@ -205,8 +235,17 @@ fn cursor_position(
 }
 
 impl Store {
-    pub async fn insert_webhook(&self, new: &NewWebhook) -> Result<WebhookRow, StoreError> {
-        let client = self.client().await?;
+    /// Inserts a webhook, unless its account has `max_per_account` already: then
+    /// [`StoreError::QuotaExceeded`]. The account is locked for the count and the insert, so
+    /// that two creations at once cannot both take its last place.
+    pub async fn insert_webhook(
+        &self,
+        new: &NewWebhook,
+        max_per_account: u32,
+    ) -> Result<WebhookRow, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        check_quota(&tx, new.account_id.as_str(), None, max_per_account).await?;
         let sql = format!(
             "WITH w AS (
                 INSERT INTO webhooks (id, account_id, url, secret, headers, events, description)
@@ -215,7 +254,7 @@ impl Store {
              SELECT {COLUMNS} FROM w LEFT JOIN webhook_health h ON false"
         );
         let id = Uuid::now_v7();
-        let row = client
+        let row = tx
             .query_one(
                 &sql,
                 &[
@@ -232,6 +271,7 @@ impl Store {
                 ],
             )
             .await?;
+        tx.commit().await?;
         Ok(WebhookRow::from_row(&row))
     }
 
@@ -289,8 +329,14 @@ impl Store {
         id: Uuid,
         account: Option<&str>,
         patch: &WebhookPatch,
+        max_per_account: u32,
     ) -> Result<Option<WebhookRow>, StoreError> {
-        let client = self.client().await?;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        // Moved to another account: it takes a place there.
+        if let Some(to) = &patch.account_id {
+            check_quota(&tx, to.as_str(), Some(id), max_per_account).await?;
+        }
         // In SET, a bare column name is the row's value before the update. The statement's
         // parts see one snapshot: the answer is read afterwards, to show the health reset.
         let sql = "WITH reset AS (
@@ -313,7 +359,7 @@ impl Store {
                     END,
                 updated_at = now()
              WHERE id = $1 AND ($2::text IS NULL OR account_id = $2)";
-        let changed = client
+        let changed = tx
             .execute(
                 sql,
                 &[
@@ -340,6 +386,7 @@ impl Store {
                 ],
             )
             .await?;
+        tx.commit().await?;
         drop(client);
         if changed == 0 {
             return Ok(None);
