@@ -2,9 +2,10 @@
 //! limit with a clear 4xx, and input outside what the service can store is refused with a
 //! reason rather than a 500.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use hookrelay_tests::receiver::Receiver;
+use hookrelay_tests::receiver::{Behaviour, Receiver};
+use hookrelay_tests::wait_for;
 use serde_json::json;
 
 use crate::helpers::{spawn_app, spawn_app_with};
@@ -390,4 +391,40 @@ async fn a_log_with_endless_attempts_answers_a_bounded_page_of_them() {
         )
         .await;
     assert_eq!(other.status, 404);
+}
+
+#[tokio::test]
+async fn one_accounts_hanging_endpoints_do_not_delay_another_accounts_deliveries() {
+    // 40 request slots: each account may hold 10 of them.
+    let app = spawn_app_with(|s| {
+        s.max_in_flight_total = 40;
+        s.request_timeout = hookrelay::settings::HumanDuration(Duration::from_secs(5));
+        s.retry_schedule = crate::retries::schedule("1h");
+    })
+    .await;
+    let hanging = Receiver::start().await;
+    hanging.answer(Behaviour::Hang);
+    let healthy = Receiver::start().await;
+    for _ in 0..5 {
+        app.webhook("acc_a", &hanging.url, &["Contact.created"], json!({}))
+            .await;
+    }
+    app.webhook("acc_b", &healthy.url, &["Contact.created"], json!({}))
+        .await;
+    // Up to 80 requests at once to the hanging endpoint (5 webhooks × 16), new webhooks
+    // that nothing says are failing yet.
+    app.publish("Contact.created", "acc_a", json!({}), 20).await;
+    wait_for("acc_a's share taken", DEADLINE, || async {
+        (hanging.count() >= 10).then_some(())
+    })
+    .await;
+    let published = Instant::now();
+    let ids = app.publish("Contact.created", "acc_b", json!({}), 1).await;
+    healthy.wait_for_events(&ids, DEADLINE).await;
+    let took = published.elapsed();
+    assert!(
+        took < Duration::from_millis(500),
+        "acc_b's delivery took {took:?}"
+    );
+    assert_eq!(hanging.count(), 10, "acc_a holds its share and no more");
 }

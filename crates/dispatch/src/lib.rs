@@ -64,6 +64,8 @@ pub struct DispatchConfig {
     pub max_event_depth: usize,
     pub max_in_flight_per_webhook: u16,
     pub max_in_flight_total: usize,
+    /// Of those, one account's at most.
+    pub max_in_flight_per_account: usize,
     pub request_timeout: Duration,
     pub allow_private_networks: bool,
     pub retry_schedule: RetrySchedule,
@@ -220,6 +222,7 @@ impl Dispatcher {
             failing: Arc::new(tokio::sync::Semaphore::new(
                 (config.max_in_flight_total / 4).max(1),
             )),
+            accounts: deliver::AccountSlots::new(config.max_in_flight_per_account),
             policy: HealthPolicy {
                 breaker_threshold: config.breaker_threshold,
                 disable_after: config.disable_after,

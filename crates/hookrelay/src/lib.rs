@@ -154,6 +154,7 @@ impl Application {
                 max_event_depth: settings.max_event_depth,
                 max_in_flight_per_webhook: settings.max_in_flight_per_webhook,
                 max_in_flight_total: settings.max_in_flight_total,
+                max_in_flight_per_account: settings.in_flight_per_account(),
                 request_timeout: settings.request_timeout.0,
                 allow_private_networks: settings.allow_private_networks,
                 retry_schedule: settings.retry_schedule.clone(),

@@ -96,6 +96,11 @@ pub struct Settings {
     /// Deliveries under way at once in this process, all webhooks together.
     #[serde_as(as = "PickFirst<(_, DisplayFromStr)>")]
     pub max_in_flight_total: usize,
+    /// Deliveries of one account under way at once in this process, all its webhooks
+    /// together: what one account's hanging endpoints can hold of `max_in_flight_total`.
+    /// Unset: a quarter of `max_in_flight_total`.
+    #[serde_as(as = "Option<PickFirst<(_, DisplayFromStr)>>")]
+    pub max_in_flight_per_account: Option<usize>,
     /// Fan-out consumers of the ingest queue in this process.
     #[serde_as(as = "PickFirst<(_, DisplayFromStr)>")]
     pub ingest_workers: usize,
@@ -148,6 +153,7 @@ impl Default for Settings {
             max_webhooks_per_account: 100,
             max_in_flight_per_webhook: 16,
             max_in_flight_total: 1024,
+            max_in_flight_per_account: None,
             ingest_workers: 2,
             database_pool_size: 16,
             max_connections: 1024,
@@ -194,6 +200,7 @@ impl fmt::Debug for Settings {
             .field("max_webhooks_per_account", &self.max_webhooks_per_account)
             .field("max_in_flight_per_webhook", &self.max_in_flight_per_webhook)
             .field("max_in_flight_total", &self.max_in_flight_total)
+            .field("max_in_flight_per_account", &self.max_in_flight_per_account)
             .field("ingest_workers", &self.ingest_workers)
             .field("database_pool_size", &self.database_pool_size)
             .field("max_connections", &self.max_connections)
@@ -467,6 +474,15 @@ impl Settings {
                 "it must be between 1 and 100000".into(),
             ));
         }
+        if self
+            .max_in_flight_per_account
+            .is_some_and(|n| !(1..=self.max_in_flight_total).contains(&n))
+        {
+            return Err((
+                "max_in_flight_per_account",
+                "it must be between 1 and max_in_flight_total".into(),
+            ));
+        }
         if !(1..=64).contains(&self.ingest_workers) {
             return Err(("ingest_workers", "it must be between 1 and 64".into()));
         }
@@ -515,6 +531,12 @@ impl Settings {
     /// pool, and a reserve for the broker, the listener and files.
     pub fn descriptors_needed(&self) -> u64 {
         (self.max_connections + 2 * self.max_in_flight_total + self.database_pool_size + 128) as u64
+    }
+
+    /// Deliveries of one account under way at once: the setting, or a quarter of the total.
+    pub fn in_flight_per_account(&self) -> usize {
+        self.max_in_flight_per_account
+            .unwrap_or((self.max_in_flight_total / 4).max(1))
     }
 
     /// Where the database is, without user name or password: safe for logs and messages.

@@ -33,10 +33,12 @@ enum FollowUpError {
 }
 
 /// The request slots of one attempt, given back once its HTTP exchange is over: the
-/// webhook's, the process's, and for a failing endpoint one of the few it may share.
+/// webhook's, for a failing endpoint one of the few it may share, its account's, and the
+/// process's.
 pub type Slots = (
     OwnedSemaphorePermit,
     Option<OwnedSemaphorePermit>,
+    OwnedSemaphorePermit,
     OwnedSemaphorePermit,
 );
 

@@ -426,9 +426,17 @@ impl Worker {
     }
 
     /// A request slot of this webhook, one of the failing endpoints' share while its endpoint
-    /// is failing, and one of the process; `None` if a semaphore closed. Always taken in this
-    /// order, so two consumers never wait on each other.
+    /// is failing, one of its account's share, and one of the process; `None` if a semaphore
+    /// closed or the webhook is gone. Always taken in this order, so two consumers never wait
+    /// on each other.
     async fn acquire(&self, local: &Arc<Semaphore>) -> Option<Slots> {
+        let account = self
+            .ctx
+            .routing
+            .subscriptions
+            .get(self.id)?
+            .account_id
+            .clone();
         let local = local.clone().acquire_owned().await.ok()?;
         let failing =
             self.health.consecutive_failures > 0 || self.health.state != BreakerState::Closed;
@@ -436,8 +444,9 @@ impl Worker {
             true => Some(self.ctx.failing.clone().acquire_owned().await.ok()?),
             false => None,
         };
+        let account = self.ctx.accounts.of(&account).acquire_owned().await.ok()?;
         let global = self.ctx.global.clone().acquire_owned().await.ok()?;
-        Some((local, failing, global))
+        Some((local, failing, account, global))
     }
 
     /// Whether the webhook changed since its health began; if so, the health starts afresh.

@@ -18,7 +18,9 @@
 //! Requests to endpoints that are failing (a failure since their last success, or a probe)
 //! also take one of a quarter of the global slots: a thousand endpoints dying at once, which
 //! hang until the timeout before their breakers open, and then on every probe, can never
-//! hold more than that quarter; the healthy ones keep the rest.
+//! hold more than that quarter; the healthy ones keep the rest. And every request takes one
+//! of its account's share (`max_in_flight_per_account`): new webhooks are not known to fail
+//! yet, and one account's many hanging ones must not take the slots of every other account.
 //!
 //! Each attempt's record is committed through the batching writer, its retry (or its
 //! `Webhook.delivery.failed` event) confirmed by the broker, and only then is the message
@@ -86,6 +88,8 @@ pub struct Context {
     pub global: Arc<Semaphore>,
     /// The share of `global` that failing endpoints may hold.
     pub failing: Arc<Semaphore>,
+    /// The share of `global` that each account may hold.
+    pub accounts: AccountSlots,
     /// The retry schedule, the breaker threshold and the auto-disable delay.
     pub policy: HealthPolicy,
     pub health: HealthBook,
@@ -169,6 +173,37 @@ impl Lines {
         for declarer in &self.declarers {
             declarer.close().await;
         }
+    }
+}
+
+/// Each account's share of the process's request slots: one semaphore per account, made when
+/// the account first sends, as many as there are accounts with webhooks.
+pub struct AccountSlots {
+    per_account: usize,
+    by_account: std::sync::Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+impl AccountSlots {
+    pub fn new(per_account: usize) -> Self {
+        Self {
+            per_account: per_account.max(1),
+            by_account: std::sync::Mutex::default(),
+        }
+    }
+
+    /// The slots of `account`.
+    pub fn of(&self, account: &str) -> Arc<Semaphore> {
+        // A poisoned map is still whole: entries are only ever added.
+        let mut by_account = self
+            .by_account
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(slots) = by_account.get(account) {
+            return slots.clone();
+        }
+        let slots = Arc::new(Semaphore::new(self.per_account));
+        by_account.insert(account.to_owned(), slots.clone());
+        slots
     }
 }
 
