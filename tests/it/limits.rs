@@ -428,3 +428,49 @@ async fn one_accounts_hanging_endpoints_do_not_delay_another_accounts_deliveries
     );
     assert_eq!(hanging.count(), 10, "acc_a holds its share and no more");
 }
+
+#[tokio::test]
+async fn the_queues_of_many_deleted_webhooks_are_gone_within_seconds() {
+    let app = spawn_app_with(|s| s.max_webhooks_per_account = 700).await;
+    let body = json!({"account_id": "acc", "url": "http://127.0.0.1:9/hook",
+                      "events": ["Contact.created"]});
+    let made = futures::future::join_all(
+        (0..600).map(|_| app.admin("POST", "/v1/webhooks", Some(body.clone()))),
+    )
+    .await;
+    let ids: Vec<String> = made
+        .iter()
+        .map(|a| a.body["id"].as_str().expect("an id").to_owned())
+        .collect();
+    let prefix = format!("{}.webhook.", app.namespace);
+    let webhook_queues = || async {
+        hookrelay_tests::rabbitmqctl(&["list_queues", "--quiet", "--no-table-headers", "name"])
+            .await
+            .lines()
+            .filter(|name| name.starts_with(&prefix))
+            .count()
+    };
+    wait_for("every webhook queue declared", DEADLINE, || async {
+        (webhook_queues().await == 600).then_some(())
+    })
+    .await;
+    let deleted = futures::future::join_all(ids.iter().map(|id| {
+        let app = &app;
+        let path = format!("/v1/webhooks/{id}");
+        async move { app.admin("DELETE", &path, None).await }
+    }))
+    .await;
+    assert!(deleted.iter().all(|a| a.status == 204));
+    let started = Instant::now();
+    wait_for(
+        "every deleted webhook's queue removed",
+        DEADLINE,
+        || async { (webhook_queues().await == 0).then_some(()) },
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the queues took {:?} to go",
+        started.elapsed()
+    );
+}

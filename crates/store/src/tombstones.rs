@@ -7,13 +7,21 @@ use uuid::Uuid;
 use crate::{Store, StoreError};
 
 impl Store {
-    /// Webhooks deleted whose queue and open logs may still need cleaning up, oldest first.
-    pub async fn tombstones(&self, limit: i64) -> Result<Vec<Uuid>, StoreError> {
+    /// Webhooks deleted whose queue and open logs may still need cleaning up, `limit` at
+    /// most, in the order of their ids after `after` (a page at a time, so that a pass sees
+    /// each once however many there are).
+    pub async fn tombstones(
+        &self,
+        after: Option<Uuid>,
+        limit: i64,
+    ) -> Result<Vec<Uuid>, StoreError> {
         let client = self.client().await?;
         let rows = client
             .query(
-                "SELECT webhook_id FROM webhook_tombstones ORDER BY deleted_at LIMIT $1",
-                &[&limit],
+                "SELECT webhook_id FROM webhook_tombstones
+                 WHERE $1::uuid IS NULL OR webhook_id > $1
+                 ORDER BY webhook_id LIMIT $2",
+                &[&after, &limit],
             )
             .await?;
         Ok(rows.iter().map(|r| r.get(0)).collect())

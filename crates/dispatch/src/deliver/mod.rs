@@ -39,7 +39,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::FutureExt as _;
+use futures::{FutureExt as _, StreamExt as _};
 use hookrelay_broker::{Broker, BrokerError, Connection, ConsumerChannels, Declarer};
 use hookrelay_core::HealthPolicy;
 use hookrelay_metrics::{Metrics, Task};
@@ -67,7 +67,7 @@ const RECONCILE_EVERY: Duration = Duration::from_secs(2);
 const COALESCE_CHANGES: Duration = Duration::from_millis(200);
 /// How often deleted webhooks are looked for even without a change.
 const SWEEP_EVERY: Duration = Duration::from_secs(30);
-/// Deleted webhooks cleaned up per sweep at most.
+/// Deleted webhooks read per page of a sweep.
 const SWEEP_BATCH: i64 = 500;
 /// How long a tombstone stays, its queue removed again at every sweep: a consumer of another
 /// process that had not yet heard of the deletion may have declared the queue again.
@@ -315,33 +315,48 @@ fn reconcile(
 /// Removes the queues of deleted webhooks, with the deliveries still in them, and ends their
 /// open logs. Their tombstones (migration V5) make this work for webhooks deleted while no
 /// process ran, and let any process of a deployment do it; removing a queue twice is harmless.
+/// A pass takes every tombstone, a page at a time, and removes the queues over all the
+/// declaring channels at once: thousands of webhooks deleted together are gone in seconds.
 async fn sweep(ctx: &Context, lines: &Lines) {
-    let gone = match ctx.routing.store.tombstones(SWEEP_BATCH).await {
-        Ok(gone) => gone,
-        Err(e) => {
-            warn!(error = %crate::error_chain(&e), "cannot read the deleted webhooks; will try again");
+    let mut after = None;
+    loop {
+        let page = match ctx.routing.store.tombstones(after, SWEEP_BATCH).await {
+            Ok(page) => page,
+            Err(e) => {
+                warn!(error = %crate::error_chain(&e), "cannot read the deleted webhooks; will try again");
+                return;
+            }
+        };
+        after = page.last().copied();
+        let full = page.len() as i64 == SWEEP_BATCH;
+        futures::stream::iter(page)
+            .for_each_concurrent(DECLARERS, |id| remove_deleted(ctx, lines, id))
+            .await;
+        if !full {
             return;
         }
-    };
-    for id in gone {
-        if ctx.routing.subscriptions.get(id).is_some() {
-            // Not deleted in this process's view yet: its consumer may still be running.
-            continue;
-        }
-        debug!(webhook_id = %id, "webhook deleted; removing its queue");
-        // One that fails is tried again at the next sweep; the others go on.
-        if let Err(e) = ctx
-            .routing
-            .topology
-            .delete_webhook(lines.first(), &id.to_string())
-            .await
-        {
-            warn!(webhook_id = %id, error = %crate::error_chain(&e), "cannot remove a deleted webhook's queue; will try again");
-            continue;
-        }
-        ctx.routing.queues.forget(id);
-        if let Err(e) = ctx.routing.store.bury(id, TOMBSTONE_GRACE).await {
-            warn!(webhook_id = %id, error = %crate::error_chain(&e), "cannot close the logs of a deleted webhook; will try again");
-        }
+    }
+}
+
+/// Removes deleted webhook `id`'s queue and ends its logs; one that fails is tried again at
+/// the next sweep.
+async fn remove_deleted(ctx: &Context, lines: &Lines, id: Uuid) {
+    if ctx.routing.subscriptions.get(id).is_some() {
+        // Not deleted in this process's view yet: its consumer may still be running.
+        return;
+    }
+    debug!(webhook_id = %id, "webhook deleted; removing its queue");
+    let removed = ctx
+        .routing
+        .topology
+        .delete_webhook(lines.declarer(id), &id.to_string())
+        .await;
+    if let Err(e) = removed {
+        warn!(webhook_id = %id, error = %crate::error_chain(&e), "cannot remove a deleted webhook's queue; will try again");
+        return;
+    }
+    ctx.routing.queues.forget(id);
+    if let Err(e) = ctx.routing.store.bury(id, TOMBSTONE_GRACE).await {
+        warn!(webhook_id = %id, error = %crate::error_chain(&e), "cannot close the logs of a deleted webhook; will try again");
     }
 }
