@@ -474,3 +474,63 @@ async fn the_queues_of_many_deleted_webhooks_are_gone_within_seconds() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn thirty_bulk_retries_at_once_share_one_requeue_rate_and_count_each_log_once() {
+    const RATE: u32 = 50;
+    const LOGS: usize = 500;
+    let app = spawn_app_with(|s| s.requeue_rate = RATE).await;
+    let receiver = Receiver::start().await;
+    let webhook = app
+        .webhook("acc", &receiver.url, &["Contact.created"], json!({}))
+        .await;
+    // As an outage of the receiver would have left them: failed, their retries used up.
+    let db = app.db.connect().await;
+    db.execute(
+        "INSERT INTO webhook_logs (id, webhook_id, account_id, event_id, event_type, payload,
+                                   status, attempts, created_at, updated_at)
+         SELECT gen_random_uuid(), $1::text::uuid, 'acc', 'evt_' || n, 'Contact.created',
+                jsonb_build_object('id', 'evt_' || n, 'type', 'Contact.created',
+                                   'account_id', 'acc', 'data', '{}'::jsonb),
+                'failed', 8, now() - interval '10 minutes', now() - interval '10 minutes'
+         FROM generate_series(1, $2::int) AS n",
+        &[&webhook, &(LOGS as i32)],
+    )
+    .await
+    .expect("failed logs");
+    let since = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+    let calls = futures::future::join_all((0..30).map(|_| {
+        app.admin(
+            "POST",
+            "/v1/logs/retry",
+            Some(json!({"account_id": "acc", "since": since})),
+        )
+    }))
+    .await;
+    let counts: Vec<i64> = calls
+        .iter()
+        .map(|a| {
+            assert_eq!(a.status, 202, "{}", a.text);
+            a.body["count"].as_i64().expect("a count")
+        })
+        .collect();
+    assert_eq!(
+        counts.iter().sum::<i64>(),
+        LOGS as i64,
+        "each log counted by one call: {counts:?}"
+    );
+    let got = receiver.wait_for(LOGS, Duration::from_secs(60)).await;
+    // After the budget's first second, the rate of all the jobs together.
+    let first = got.iter().map(|r| r.at).min().expect("deliveries");
+    let (from, to) = (
+        first + Duration::from_secs(1),
+        first + Duration::from_secs(9),
+    );
+    let within = got.iter().filter(|r| r.at >= from && r.at < to).count();
+    let expected = 8 * RATE as usize;
+    assert!(
+        within * 10 >= expected * 9 && within * 10 <= expected * 11,
+        "{within} deliveries in 8 s at a requeue_rate of {RATE}"
+    );
+    assert_eq!(receiver.event_ids().len(), LOGS, "each log sent once");
+}

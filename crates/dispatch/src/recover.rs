@@ -7,12 +7,15 @@
 //! log still on its way from before (a retry waiting in the broker) is now stale, and is acked
 //! without being sent when it comes (`hookrelay_core::is_current`): retrying a `retrying` log
 //! by hand sends it now instead of later, not twice. The bulk form runs as a background job
-//! that takes the logs in batches of at most [`BATCH`], at most `requeue_rate` logs a second,
-//! so that ten thousand of them reach the broker as a trickle and each webhook's queue, whose
-//! consumer already caps the requests to its endpoint, never sees a flood. A log is taken in a
-//! locked batch and marked `pending` only once its delivery is confirmed by the broker: two
-//! jobs over the same window never send a log twice, and a job stopped half-way (shutdown,
-//! crash) leaves the rest `failed`, ready for the next call.
+//! that takes the logs in batches of at most [`BATCH`], at most `requeue_rate` logs a second
+//! for every job of the deployment together (a budget in the database that every process's
+//! jobs draw on), so that ten thousand of them reach the broker as a trickle and each
+//! webhook's queue, whose consumer already caps the requests to its endpoint, never sees a
+//! flood. A job claims its logs when it is asked for: its answer counts what it will queue,
+//! and a second call over the same logs claims none of them. A log is taken in a locked batch
+//! and marked `pending` only once its delivery is confirmed by the broker: two jobs never
+//! send a log twice, and a job stopped half-way (shutdown, crash) leaves the rest `failed`,
+//! ready for the next call once its claims lapse.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -170,13 +173,22 @@ impl Recovery {
             changed_before: Some(store.now().await?),
             ..filter
         };
-        let count = store.count_requeue(&filter).await?;
-        if count > 0 {
-            let inner = self.inner.clone();
-            self.inner
-                .tracker
-                .spawn(async move { inner.run_job(filter, count).await });
+        // The logs are claimed now, so that the answer counts what this call will queue, and
+        // a second call over the same logs counts (and queues) none of them again.
+        let job = Uuid::now_v7();
+        let count = store.claim_requeue(job, &filter).await?;
+        if count == 0 {
+            store.end_requeue_job(job).await?;
+            return Ok(0);
         }
+        let filter = RequeueFilter {
+            claimed_by: Some(job),
+            ..filter
+        };
+        let inner = self.inner.clone();
+        self.inner
+            .tracker
+            .spawn(async move { inner.run_job(job, filter, count).await });
         Ok(count)
     }
 }
@@ -213,7 +225,9 @@ impl Parts {
             .collect())
     }
 
-    async fn run_job(&self, filter: RequeueFilter, expected: i64) {
+    /// Queues the logs job `job` claimed, drawing on the deployment's budget: `rate` logs a
+    /// second for every job of every process together.
+    async fn run_job(&self, job: Uuid, filter: RequeueFilter, expected: i64) {
         info!(
             logs = expected,
             rate = self.rate,
@@ -233,9 +247,14 @@ impl Parts {
                 );
                 break;
             }
-            let batch_started = Instant::now();
             let mut dropped = HashSet::new();
             let result = async {
+                let store = &self.routing.store;
+                store.requeue_job_beats(job).await?;
+                let (granted, wait) = store.take_requeue_budget(batch as u32, self.rate).await?;
+                if granted == 0 {
+                    return Ok(Step::Wait(wait));
+                }
                 if publisher.is_none() {
                     publisher = Some(self.open_publisher().await?);
                 }
@@ -243,27 +262,32 @@ impl Parts {
                     return Err(RequestError::BrokerDown);
                 };
                 let gone = &mut dropped;
-                self.routing
-                    .store
-                    .requeue_logs(&filter, batch, |logs| async move {
+                let taken = store
+                    .requeue_logs(&filter, i64::from(granted), |logs| async move {
                         self.publish(open, &logs, gone).await
                     })
-                    .await?
+                    .await??;
+                Ok(Step::Took(taken))
             }
             .await;
             if let Some(open) = &publisher {
                 open.end_dropped(&dropped).await;
             }
             match result {
-                Ok(0) => break,
-                Ok(taken) => {
+                Ok(Step::Wait(until_one)) => {
+                    failures = 0;
+                    // Other jobs wait for the same tokens: each waits a random share of a
+                    // batch's refill beyond the first token, so that they take turns rather
+                    // than all knock at once.
+                    let batch_refill = batch as f64 / f64::from(self.rate);
+                    let spread = Duration::from_secs_f64(batch_refill * rand::random::<f64>());
+                    self.pause(until_one + spread).await;
+                }
+                Ok(Step::Took(0)) => break,
+                Ok(Step::Took(taken)) => {
                     failures = 0;
                     done += taken;
                     self.metrics.deliveries_requeued(taken);
-                    // At most `rate` a second: each batch takes at least its share of one.
-                    let share = Duration::from_secs_f64(taken as f64 / f64::from(self.rate));
-                    self.pause(share.saturating_sub(batch_started.elapsed()))
-                        .await;
                 }
                 Err(e) => {
                     failures += 1;
@@ -279,6 +303,11 @@ impl Parts {
         if let Some(open) = publisher {
             open.close().await;
         }
+        // Claims left (logs changed meanwhile, or the job stopped) are let go; should that
+        // fail, they are free once the job stops beating.
+        if let Err(e) = self.routing.store.end_requeue_job(job).await {
+            warn!(error = %crate::error_chain(&e), "cannot end a requeue job's claims; they go once it stops beating");
+        }
         info!(
             done,
             seconds = started.elapsed().as_secs_f64(),
@@ -292,6 +321,14 @@ impl Parts {
             _ = tokio::time::sleep(wait) => {}
         }
     }
+}
+
+/// What one turn of a requeue job did.
+enum Step {
+    /// The deployment's budget is spent: a token comes after this long.
+    Wait(Duration),
+    /// It queued this many logs (0: none left).
+    Took(usize),
 }
 
 /// The delivery of a log queued again: the same body and `webhook-id`, one attempt more.

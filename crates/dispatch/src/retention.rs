@@ -1,7 +1,7 @@
 //! Log retention: finished logs older than `log_retention` are deleted with their attempts,
 //! a small batch at a time, so that no statement holds many row locks or runs long beside
 //! the pipeline's own writes. The same job fills in, as small, the webhook of attempts
-//! written without one.
+//! written without one, and forgets the requeue jobs of processes that went away.
 
 use std::time::Duration;
 
@@ -40,6 +40,11 @@ async fn pass(
     retention: Duration,
     shutdown: &CancellationToken,
 ) -> Result<u64, hookrelay_store::StoreError> {
+    // Requeue jobs whose process went away without ending them hold claims nobody needs.
+    let dead = store.forget_dead_requeue_jobs().await?;
+    if dead > 0 {
+        info!(jobs = dead, "requeue jobs of stopped processes forgotten");
+    }
     // The database's clock stamped the logs.
     let cutoff =
         store.now().await? - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);

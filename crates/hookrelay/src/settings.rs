@@ -72,7 +72,8 @@ pub struct Settings {
     /// goes out after each pause, the pauses growing like the retry schedule.
     #[serde_as(as = "PickFirst<(_, DisplayFromStr)>")]
     pub breaker_threshold: u32,
-    /// Failed logs a bulk retry or a recover queues again per second, at most.
+    /// Logs queued again per second by bulk retries, recovers and lost-queue refills, at most:
+    /// for every job of the deployment together, not per job or per process.
     #[serde_as(as = "PickFirst<(_, DisplayFromStr)>")]
     pub requeue_rate: u32,
     /// Finished logs (and their attempts) older than this are deleted, a small batch at a

@@ -79,6 +79,8 @@ pub struct RequeueFilter {
     pub changed_before: Option<DateTime<Utc>>,
     /// Only logs whose webhook still exists (the others have nowhere to go).
     pub webhook_exists: bool,
+    /// Only logs this job claimed ([`Store::claim_requeue`]).
+    pub claimed_by: Option<Uuid>,
 }
 
 /// Every filter is optional: `$n IS NULL OR …`. The indexes on (webhook_id, created_at),
@@ -92,10 +94,12 @@ const REQUEUE_WHERE: &str = "($1::uuid IS NULL OR id = $1)
     AND (NOT $7 OR status = 'failed')
     AND ($8::timestamptz IS NULL OR updated_at <= $8)
     AND (NOT $9 OR EXISTS (SELECT 1 FROM webhooks w WHERE w.id = webhook_logs.webhook_id))
-    AND (NOT $10 OR status IN ('pending', 'retrying'))";
+    AND (NOT $10 OR status IN ('pending', 'retrying'))
+    AND ($11::uuid IS NULL OR EXISTS (SELECT 1 FROM requeue_claims c
+                                      WHERE c.log_id = webhook_logs.id AND c.job_id = $11))";
 
 impl RequeueFilter {
-    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 10] {
+    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 11] {
         [
             &self.log_id,
             &self.account_id,
@@ -107,9 +111,13 @@ impl RequeueFilter {
             &self.changed_before,
             &self.webhook_exists,
             &self.only_unfinished,
+            &self.claimed_by,
         ]
     }
 }
+
+/// How long a requeue job may go without beating before its claims may be taken.
+const JOB_HEARTBEAT_GRACE_SECS: f64 = 60.0;
 
 /// A log about to be queued again, with what its delivery message needs.
 #[derive(Debug, Clone)]
@@ -401,12 +409,122 @@ impl Store {
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
-    /// How many logs `filter` selects now.
-    pub async fn count_requeue(&self, filter: &RequeueFilter) -> Result<i64, StoreError> {
-        let client = self.client().await?;
-        let sql = format!("SELECT count(*) FROM webhook_logs WHERE {REQUEUE_WHERE}");
-        let row = client.query_one(&sql, &filter.params()).await?;
+    /// Claims for job `job` every log `filter` selects now and no running job has claimed;
+    /// answers how many: what the job will queue, at most (a log may change before its turn).
+    pub async fn claim_requeue(
+        &self,
+        job: Uuid,
+        filter: &RequeueFilter,
+    ) -> Result<i64, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        // Calls claim one at a time, each after the last committed: the claim below reads the
+        // other jobs' rows in its own snapshot, which must hold the job just before it.
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended('hookrelay.requeue_claims', 0))",
+            &[],
+        )
+        .await?;
+        tx.execute("INSERT INTO requeue_jobs (id) VALUES ($1)", &[&job])
+            .await?;
+        let mut params = filter.params().to_vec();
+        params.push(&job);
+        params.push(&JOB_HEARTBEAT_GRACE_SECS);
+        let sql = format!(
+            "WITH claimed AS (
+                INSERT INTO requeue_claims (log_id, job_id)
+                SELECT id, $12 FROM webhook_logs WHERE {REQUEUE_WHERE}
+                ON CONFLICT (log_id) DO UPDATE SET job_id = EXCLUDED.job_id
+                WHERE NOT EXISTS (
+                    SELECT 1 FROM requeue_jobs j
+                    WHERE j.id = requeue_claims.job_id
+                      AND j.heartbeat_at > now() - make_interval(secs => $13))
+                RETURNING 1)
+             SELECT count(*) FROM claimed"
+        );
+        let row = tx.query_one(&sql, &params).await?;
+        tx.commit().await?;
         Ok(row.get(0))
+    }
+
+    /// Job `job` is still running: its claims stay its own.
+    pub async fn requeue_job_beats(&self, job: Uuid) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE requeue_jobs SET heartbeat_at = now() WHERE id = $1",
+                &[&job],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Job `job` is over: what it still claims (logs changed meanwhile) is let go.
+    pub async fn end_requeue_job(&self, job: Uuid) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        tx.execute("DELETE FROM requeue_claims WHERE job_id = $1", &[&job])
+            .await?;
+        tx.execute("DELETE FROM requeue_jobs WHERE id = $1", &[&job])
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Removes the jobs that stopped beating an hour ago (their process gone) and their
+    /// claims; answers how many jobs.
+    pub async fn forget_dead_requeue_jobs(&self) -> Result<u64, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        tx.execute(
+            "DELETE FROM requeue_claims c USING requeue_jobs j
+             WHERE c.job_id = j.id AND j.heartbeat_at < now() - interval '1 hour'",
+            &[],
+        )
+        .await?;
+        let jobs = tx
+            .execute(
+                "DELETE FROM requeue_jobs WHERE heartbeat_at < now() - interval '1 hour'",
+                &[],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(jobs)
+    }
+
+    /// Takes up to `want` requeue tokens from the deployment's budget, which refills at
+    /// `rate` a second up to one second's worth. Answers how many were granted and, when
+    /// none was, how long until one is.
+    pub async fn take_requeue_budget(
+        &self,
+        want: u32,
+        rate: u32,
+    ) -> Result<(u32, std::time::Duration), StoreError> {
+        let rate = f64::from(rate.max(1));
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        // The row's lock makes every process's jobs take their turns.
+        let row = tx
+            .query_one(
+                "SELECT tokens, EXTRACT(EPOCH FROM now() - refilled_at)::float8
+                 FROM requeue_budget FOR UPDATE",
+                &[],
+            )
+            .await?;
+        let (tokens, elapsed): (f64, f64) = (row.get(0), row.get(1));
+        let available = (tokens + rate * elapsed.max(0.0)).min(rate);
+        let granted = available.floor().clamp(0.0, f64::from(want));
+        tx.execute(
+            "UPDATE requeue_budget SET tokens = $1, refilled_at = now()",
+            &[&(available - granted)],
+        )
+        .await?;
+        tx.commit().await?;
+        let wait = match granted {
+            g if g >= 1.0 => std::time::Duration::ZERO,
+            _ => std::time::Duration::from_secs_f64((1.0 - available).max(0.0) / rate),
+        };
+        Ok((granted as u32, wait))
     }
 
     /// Takes up to `limit` logs that `filter` selects, oldest first, hands them to `publish`,
@@ -475,6 +593,9 @@ impl Store {
             })
             .collect();
         let taken = logs.len();
+        // Every log taken leaves the job's claims, queued or not (a webhook gone meanwhile):
+        // the job is done with it.
+        let taken_ids: Vec<Uuid> = logs.iter().map(|log| log.id).collect();
         if taken == 0 {
             tx.commit().await?;
             return Ok(Ok(0));
@@ -493,6 +614,13 @@ impl Store {
             &[&ids],
         )
         .await?;
+        if let Some(job) = filter.claimed_by {
+            tx.execute(
+                "DELETE FROM requeue_claims WHERE job_id = $1 AND log_id = ANY($2)",
+                &[&job, &taken_ids],
+            )
+            .await?;
+        }
         tx.commit().await?;
         Ok(Ok(taken))
     }
