@@ -673,15 +673,30 @@ async fn rows_saved_before_the_rules_keep_working() {
 }
 
 #[tokio::test]
-async fn at_the_cap_with_every_connection_busy_a_new_one_is_told_so() {
+async fn at_the_cap_with_every_connection_busy_a_new_one_is_told_so_and_probes_still_answer() {
     use tokio::io::AsyncReadExt as _;
-    let app = spawn_app_with(|s| s.max_connections = 1).await;
+    let app = spawn_app_with(|s| {
+        s.max_connections = 1;
+        s.max_requests_per_client = 1;
+    })
+    .await;
     let address = app.address.trim_start_matches("http://").to_owned();
     let busy_request = format!(
         "POST /v1/webhooks HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
          Content-Length: 100\r\n\r\n{{",
         crate::helpers::ADMIN_TOKEN
     );
+    let ask = |request: &'static str| {
+        let address = address.clone();
+        async move {
+            let mut other = tokio::net::TcpStream::connect(&address).await.unwrap();
+            let _ = other.write_all(request.as_bytes()).await;
+            let mut text = Vec::new();
+            let _ =
+                tokio::time::timeout(Duration::from_secs(5), other.read_to_end(&mut text)).await;
+            String::from_utf8_lossy(&text).into_owned()
+        }
+    };
     let started = std::time::Instant::now();
     let mut busy: Option<tokio::net::TcpStream> = None;
     let answer = loop {
@@ -699,13 +714,8 @@ async fn at_the_cap_with_every_connection_busy_a_new_one_is_told_so() {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        let mut other = tokio::net::TcpStream::connect(&address).await.unwrap();
-        let _ = other
-            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .await;
-        let mut text = Vec::new();
-        let _ = tokio::time::timeout(Duration::from_secs(5), other.read_to_end(&mut text)).await;
-        let text = String::from_utf8_lossy(&text).into_owned();
+        let text =
+            ask("GET /v1/event-types HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
         if text.starts_with("HTTP/1.1 503") {
             break text;
         }
@@ -715,5 +725,14 @@ async fn at_the_cap_with_every_connection_busy_a_new_one_is_told_so() {
     let body = answer.split("\r\n\r\n").nth(1).unwrap();
     let body: serde_json::Value = serde_json::from_str(body).expect("the error shape");
     assert_eq!(body["error"]["code"], "unavailable");
+    // Health, readiness and metrics still answer, on the connections kept for them.
+    for probe in [
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    ] {
+        let text = ask(probe).await;
+        assert!(text.starts_with("HTTP/1.1 200"), "{probe}: {text}");
+    }
     drop(busy);
 }

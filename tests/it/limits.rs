@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use futures::StreamExt as _;
 use hookrelay_tests::receiver::{Behaviour, Receiver};
 use hookrelay_tests::wait_for;
 use serde_json::json;
@@ -291,10 +292,13 @@ async fn a_page_of_big_webhooks_is_bounded_in_bytes_and_pages_on() {
     let body = json!({"account_id": "acc", "url": "http://127.0.0.1:9/hook",
                       "events": ["Contact.created"], "headers": headers,
                       "description": "d".repeat(hookrelay_core::MAX_DESCRIPTION_CHARS)});
-    let made: Vec<_> = (0..200)
+    // Sixteen at a time: one credential has max_requests_per_client under way at most.
+    let made: Vec<_> = futures::stream::iter(0..200)
         .map(|_| app.admin("POST", "/v1/webhooks", Some(body.clone())))
-        .collect();
-    for answer in futures::future::join_all(made).await {
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    for answer in made {
         assert_eq!(answer.status, 201, "{}", answer.text);
     }
     let mut seen = std::collections::HashSet::new();
@@ -434,10 +438,11 @@ async fn the_queues_of_many_deleted_webhooks_are_gone_within_seconds() {
     let app = spawn_app_with(|s| s.max_webhooks_per_account = 700).await;
     let body = json!({"account_id": "acc", "url": "http://127.0.0.1:9/hook",
                       "events": ["Contact.created"]});
-    let made = futures::future::join_all(
-        (0..600).map(|_| app.admin("POST", "/v1/webhooks", Some(body.clone()))),
-    )
-    .await;
+    let made: Vec<_> = futures::stream::iter(0..600)
+        .map(|_| app.admin("POST", "/v1/webhooks", Some(body.clone())))
+        .buffer_unordered(16)
+        .collect()
+        .await;
     let ids: Vec<String> = made
         .iter()
         .map(|a| a.body["id"].as_str().expect("an id").to_owned())
@@ -454,12 +459,15 @@ async fn the_queues_of_many_deleted_webhooks_are_gone_within_seconds() {
         (webhook_queues().await == 600).then_some(())
     })
     .await;
-    let deleted = futures::future::join_all(ids.iter().map(|id| {
-        let app = &app;
-        let path = format!("/v1/webhooks/{id}");
-        async move { app.admin("DELETE", &path, None).await }
-    }))
-    .await;
+    let deleted: Vec<_> = futures::stream::iter(ids.iter())
+        .map(|id| {
+            let app = &app;
+            let path = format!("/v1/webhooks/{id}");
+            async move { app.admin("DELETE", &path, None).await }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
     assert!(deleted.iter().all(|a| a.status == 204));
     let started = Instant::now();
     wait_for(
@@ -533,4 +541,66 @@ async fn thirty_bulk_retries_at_once_share_one_requeue_rate_and_count_each_log_o
         "{within} deliveries in 8 s at a requeue_rate of {RATE}"
     );
     assert_eq!(receiver.event_ids().len(), LOGS, "each log sent once");
+}
+
+#[tokio::test]
+async fn slow_bodies_trickled_with_a_valid_key_cannot_lock_the_listener() {
+    use tokio::io::AsyncWriteExt as _;
+    rlimit::increase_nofile_limit(16_384).expect("a higher open file limit");
+    let app = spawn_app().await;
+    let key = |account: &'static str| {
+        let app = &app;
+        async move {
+            let made = app
+                .admin("POST", "/v1/api-keys", Some(json!({"account_id": account})))
+                .await;
+            made.body["key"].as_str().expect("a key").to_owned()
+        }
+    };
+    let (hostile, other) = (key("acc_a").await, key("acc_b").await);
+    let address = app.address.trim_start_matches("http://").to_owned();
+    // More connections than max_connections (1 024), each authenticated, each sending a
+    // request head and then a body that never ends.
+    let head = format!(
+        "POST /v1/webhooks HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {hostile}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{{\"url\":"
+    );
+    let mut held = Vec::with_capacity(1100);
+    for _ in 0..1100 {
+        let mut stream = tokio::net::TcpStream::connect(&address)
+            .await
+            .expect("a connection");
+        // A refused one may be closed under the write: that is the point.
+        let _ = stream.write_all(head.as_bytes()).await;
+        held.push(stream);
+    }
+    // Health and readiness answer at once, on fresh connections, however many times.
+    let fresh = || {
+        reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .expect("a client")
+    };
+    for _ in 0..10 {
+        for path in ["/healthz", "/readyz"] {
+            let asked = Instant::now();
+            let answer = fresh()
+                .get(format!("{}{path}", app.address))
+                .send()
+                .await
+                .expect("an answer");
+            let took = asked.elapsed();
+            assert_eq!(answer.status(), 200, "{path}");
+            assert!(took < Duration::from_millis(100), "{path} took {took:?}");
+        }
+    }
+    // Another account is served.
+    let answer = fresh()
+        .get(format!("{}/v1/webhooks", app.address))
+        .bearer_auth(&other)
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(answer.status(), 200);
+    drop(held);
 }

@@ -13,9 +13,18 @@
 //!   connection or from the previous answer (hyper's timer), so a kept-alive connection left
 //!   idle is closed after it too;
 //! - request heads are held to [`MAX_HEAD_BYTES`] by hyper; the router answers oversized URLs
-//!   and headers below that in the contract's error shape (see `lib.rs`).
+//!   and headers below that in the contract's error shape (see `lib.rs`);
+//! - one client has at most `max_requests_per_client` requests under way at once: one
+//!   credential (a bearer token), or one address for requests without one. Past it, a request
+//!   is answered 429 at once and its connection closed, its body unread: a client trickling
+//!   bodies holds that many connections (each for the body deadline at most), never the
+//!   listener;
+//! - the operators' paths (`/healthz`, `/readyz`, `/metrics`) are never counted against a
+//!   client, and [`OPS_RESERVE`] connections beyond `max_connections` are kept for them: when
+//!   every connection is serving a request, a probe is still answered.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -44,11 +53,77 @@ static AT_CAPACITY: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
     .into_bytes()
 });
 
+/// Connections beyond `max_connections` kept for the operators' paths, which they alone may
+/// use: probes and scrapes answered when every other connection is busy.
+pub const OPS_RESERVE: usize = 32;
+
+/// The operators' paths: never counted against a client, and served on the reserve.
+const OPS_PATHS: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+
 /// How the listener treats its clients.
 #[derive(Debug, Clone)]
 pub struct ListenerLimits {
     pub max_connections: usize,
     pub header_read_timeout: Duration,
+    /// Requests of one client under way at once.
+    pub max_requests_per_client: usize,
+}
+
+/// An answer given without routing the request, its body unread: the connection closes.
+fn refusal(status: u16, code: &str, message: &str) -> hyper::Response<GuardedBody> {
+    let body = serde_json::json!({"error": {"code": code, "message": message, "field": null}});
+    let mut response = hyper::Response::new(GuardedBody {
+        inner: axum::body::Body::from(body.to_string()),
+        _busy: None,
+        _client: None,
+    });
+    *response.status_mut() =
+        hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::SERVICE_UNAVAILABLE);
+    let headers = response.headers_mut();
+    headers.insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        hyper::header::RETRY_AFTER,
+        hyper::header::HeaderValue::from_static("1"),
+    );
+    headers.insert(
+        hyper::header::CONNECTION,
+        hyper::header::HeaderValue::from_static("close"),
+    );
+    response
+}
+
+/// Who a request is from, for the per-client cap: its bearer token (a digest of it), or its
+/// address when it has none.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Client {
+    Credential([u8; 16]),
+    Address(IpAddr),
+}
+
+impl Client {
+    fn of<B>(request: &hyper::Request<B>, peer: IpAddr) -> Self {
+        use sha2::Digest as _;
+        let token = request
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
+            .filter(|token| !token.is_empty());
+        match token {
+            Some(token) => {
+                let digest = sha2::Sha256::digest(token.as_bytes());
+                let mut key = [0u8; 16];
+                key.copy_from_slice(&digest[..16]);
+                Self::Credential(key)
+            }
+            None => Self::Address(peer),
+        }
+    }
 }
 
 /// Serves `router` on `listener` until `shutdown` is cancelled, then lets requests under way
@@ -76,8 +151,8 @@ pub async fn serve(
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
             accepted = listener.accept() => accepted,
         };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match accepted {
+            Ok((stream, peer)) => (stream, peer.ip()),
             Err(e) => {
                 // Out of descriptors, most likely (EMFILE, ENFILE): the connections already
                 // open will free some. Never spin, never stop listening.
@@ -86,30 +161,60 @@ pub async fn serve(
                 continue;
             }
         };
-        if table.open() >= limits.max_connections && !table.evict_oldest_idle() {
-            // Every connection is serving a request: this one is told so, in the error shape,
-            // without reading its request (a fresh socket's send buffer takes these bytes at
-            // once, so the write never waits), and closed.
+        let full = table.open() >= limits.max_connections && !table.evict_oldest_idle();
+        if full && table.reserve_open() >= OPS_RESERVE {
+            // Every connection is serving a request, the reserve too: this one is told so,
+            // in the error shape, without reading its request (a fresh socket's send buffer
+            // takes these bytes at once, so the write never waits), and closed.
             metrics.http_connection_shed(ShedReason::Refused);
             let _ = stream.try_write(&AT_CAPACITY);
             drop(stream);
             continue;
         }
         let _ = stream.set_nodelay(true);
-        let conn = table.register();
+        let conn = table.register(full);
         metrics.http_connection_opened();
         let service = hyper::service::service_fn({
-            let (router, conn) = (router.clone(), conn.clone());
+            let (router, conn, table) = (router.clone(), conn.clone(), table.clone());
+            let per_client = limits.max_requests_per_client;
             move |request: hyper::Request<Incoming>| {
+                let ops = OPS_PATHS.contains(&request.uri().path());
+                let admitted = match (ops, conn.reserve) {
+                    (true, _) => Ok(None),
+                    (false, true) => Err(refusal(
+                        503,
+                        "unavailable",
+                        "every connection is serving a request; try again shortly",
+                    )),
+                    (false, false) => table
+                        .client_slot(Client::of(&request, peer), per_client)
+                        .map(Some)
+                        .ok_or_else(|| {
+                            refusal(
+                                429,
+                                "quota_exceeded",
+                                &format!(
+                                    "this client has {per_client} requests under way, the most \
+                                     max_requests_per_client allows; wait for one to end"
+                                ),
+                            )
+                        }),
+                };
                 let busy = conn.busy();
                 let router = router.clone();
                 async move {
+                    let client = match admitted {
+                        Ok(client) => client,
+                        Err(refused) => return Ok(refused),
+                    };
                     let response = router.oneshot(request).await?;
                     // Busy until the body is written (or dropped): a slow reader of a long
                     // answer is not idle, and must not be evicted mid-answer.
-                    Ok::<_, std::convert::Infallible>(
-                        response.map(|inner| GuardedBody { inner, _busy: busy }),
-                    )
+                    Ok::<_, std::convert::Infallible>(response.map(|inner| GuardedBody {
+                        inner,
+                        _busy: Some(busy),
+                        _client: client,
+                    }))
                 }
             }
         });
@@ -177,8 +282,12 @@ where
 #[derive(Default)]
 struct Table {
     open: AtomicUsize,
+    /// Connections open beyond the cap, for the operators' paths.
+    reserve_open: AtomicUsize,
     next: AtomicU64,
     idle: Mutex<BTreeMap<u64, Arc<Conn>>>,
+    /// Requests under way per client; a client with none has no entry.
+    by_client: Mutex<HashMap<Client, usize>>,
 }
 
 impl Table {
@@ -186,10 +295,20 @@ impl Table {
         self.open.load(Ordering::SeqCst)
     }
 
-    fn register(self: &Arc<Self>) -> Arc<Conn> {
-        self.open.fetch_add(1, Ordering::SeqCst);
+    fn reserve_open(&self) -> usize {
+        self.reserve_open.load(Ordering::SeqCst)
+    }
+
+    /// A connection of the pool, or (`reserve`) one beyond the cap for the operators' paths,
+    /// which is never idle for eviction: the header timeout closes it when unused.
+    fn register(self: &Arc<Self>, reserve: bool) -> Arc<Conn> {
+        match reserve {
+            true => self.reserve_open.fetch_add(1, Ordering::SeqCst),
+            false => self.open.fetch_add(1, Ordering::SeqCst),
+        };
         let conn = Arc::new(Conn {
             table: self.clone(),
+            reserve,
             state: Mutex::new(ConnState {
                 busy: 0,
                 idle_key: None,
@@ -197,8 +316,27 @@ impl Table {
             evict: CancellationToken::new(),
         });
         // Idle from the start: a client that connects and sends nothing is the first to go.
-        conn.set_idle();
+        if !reserve {
+            conn.set_idle();
+        }
         conn
+    }
+
+    /// One more request of `client` under way, unless it has `max` already.
+    fn client_slot(self: &Arc<Self>, client: Client, max: usize) -> Option<ClientSlot> {
+        let mut by_client = self
+            .by_client
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let under_way = by_client.entry(client.clone()).or_insert(0);
+        if *under_way >= max {
+            return None;
+        }
+        *under_way += 1;
+        Some(ClientSlot {
+            table: self.clone(),
+            client,
+        })
     }
 
     /// Closes the connection idle the longest; `false` when none is idle.
@@ -226,6 +364,8 @@ impl Table {
 
 struct Conn {
     table: Arc<Table>,
+    /// Beyond the cap: for the operators' paths only.
+    reserve: bool,
     state: Mutex<ConnState>,
     /// Cancelled when a new connection needs this one's place.
     evict: CancellationToken,
@@ -258,8 +398,9 @@ impl Conn {
     /// busy connection in the idle map.
     fn enter_idle(self: &Arc<Self>, state: &mut ConnState) {
         // Picked for eviction while busy: it closes after this answer, and must not be
-        // picked again in place of another connection.
-        if self.evict.is_cancelled() {
+        // picked again in place of another connection. A reserve connection is not the
+        // pool's to evict.
+        if self.evict.is_cancelled() || self.reserve {
             return;
         }
         let key = self.table.next.fetch_add(1, Ordering::SeqCst);
@@ -284,7 +425,10 @@ impl Conn {
         if let Some(key) = state.idle_key.take() {
             self.table.idle_map().remove(&key);
         }
-        self.table.open.fetch_sub(1, Ordering::SeqCst);
+        match self.reserve {
+            true => self.table.reserve_open.fetch_sub(1, Ordering::SeqCst),
+            false => self.table.open.fetch_sub(1, Ordering::SeqCst),
+        };
     }
 }
 
@@ -301,10 +445,34 @@ impl Drop for Open {
     }
 }
 
-/// A response body that keeps its connection busy until it is written or dropped.
+/// A response body that keeps its connection busy, and its client's request counted, until
+/// it is written or dropped.
 struct GuardedBody {
     inner: axum::body::Body,
-    _busy: Busy,
+    _busy: Option<Busy>,
+    _client: Option<ClientSlot>,
+}
+
+/// One request of a client under way, until dropped.
+struct ClientSlot {
+    table: Arc<Table>,
+    client: Client,
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut by_client = self
+            .table
+            .by_client
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(under_way) = by_client.get_mut(&self.client) {
+            *under_way = under_way.saturating_sub(1);
+            if *under_way == 0 {
+                by_client.remove(&self.client);
+            }
+        }
+    }
 }
 
 impl hyper::body::Body for GuardedBody {

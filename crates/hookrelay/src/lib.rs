@@ -199,6 +199,7 @@ impl Application {
             router: hookrelay_api::router(state),
             limits: ListenerLimits {
                 max_connections: settings.max_connections,
+                max_requests_per_client: settings.max_requests_per_client,
                 header_read_timeout: settings.header_read_timeout.0,
             },
             metrics,

@@ -112,6 +112,11 @@ pub struct Settings {
     /// longest is closed to make room for a new one.
     #[serde_as(as = "PickFirst<(_, DisplayFromStr)>")]
     pub max_connections: usize,
+    /// Requests of one client under way at once: one credential (a bearer token), or one
+    /// address for requests without one. Past it, a request answers 429 at once, so that no
+    /// client can hold the listener; health, readiness and metrics are never counted.
+    #[serde_as(as = "PickFirst<(_, DisplayFromStr)>")]
+    pub max_requests_per_client: usize,
     /// How long a client may take to send a request's headers, counted from the connection
     /// or from the previous answer: it also closes kept-alive connections left idle.
     #[serde_as(as = "DisplayFromStr")]
@@ -158,6 +163,7 @@ impl Default for Settings {
             ingest_workers: 2,
             database_pool_size: 16,
             max_connections: 1024,
+            max_requests_per_client: 64,
             header_read_timeout: HumanDuration(Duration::from_secs(10)),
             max_request_bytes: 1024 * 1024,
             shutdown_timeout: HumanDuration(Duration::from_secs(30)),
@@ -205,6 +211,7 @@ impl fmt::Debug for Settings {
             .field("ingest_workers", &self.ingest_workers)
             .field("database_pool_size", &self.database_pool_size)
             .field("max_connections", &self.max_connections)
+            .field("max_requests_per_client", &self.max_requests_per_client)
             .field("header_read_timeout", &self.header_read_timeout)
             .field("max_request_bytes", &self.max_request_bytes)
             .field("shutdown_timeout", &self.shutdown_timeout)
@@ -482,6 +489,12 @@ impl Settings {
             return Err((
                 "max_in_flight_per_account",
                 "it must be between 1 and max_in_flight_total".into(),
+            ));
+        }
+        if !(1..=self.max_connections.max(1)).contains(&self.max_requests_per_client) {
+            return Err((
+                "max_requests_per_client",
+                "it must be between 1 and max_connections".into(),
             ));
         }
         if !(1..=64).contains(&self.ingest_workers) {
