@@ -90,8 +90,10 @@ async fn the_console_manages_webhooks_and_shows_their_logs() {
         "the payload is text, not markup"
     );
     assert_eq!(browser.alert().await, None, "no script ran");
+    // Header values are shown masked: users put credentials in them.
     let headers = browser.text("#d-headers").await;
-    assert!(headers.contains("X-Api-Key: k_123"), "{headers}");
+    assert!(headers.contains("X-Api-Key: ********"), "{headers}");
+    assert!(!headers.contains("k_123"), "{headers}");
     browser.wait_for_text("#d-attempts", "200").await;
 
     // Back to the webhooks: a test event through the pipeline.

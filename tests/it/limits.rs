@@ -285,11 +285,18 @@ async fn custom_headers_and_descriptions_have_size_limits() {
 #[tokio::test]
 async fn a_page_of_big_webhooks_is_bounded_in_bytes_and_pages_on() {
     let app = spawn_app_with(|s| s.max_webhooks_per_account = 200).await;
-    // Webhooks at the limits: 20 headers of about 400 bytes each, the longest description.
+    // Webhooks at the limits of what a list shows (header values are masked): 20 headers with
+    // 120-byte names, a URL of 2 000 bytes, the longest description. About 6 KiB each.
     let headers: serde_json::Map<String, serde_json::Value> = (0..hookrelay_core::MAX_HEADERS)
-        .map(|i| (format!("X-H{i:02}"), json!("v".repeat(395))))
+        .map(|i| {
+            (
+                format!("X-H{i:02}-{}", "n".repeat(115)),
+                json!("v".repeat(200)),
+            )
+        })
         .collect();
-    let body = json!({"account_id": "acc", "url": "http://127.0.0.1:9/hook",
+    let url = format!("http://127.0.0.1:9/{}", "p".repeat(1980));
+    let body = json!({"account_id": "acc", "url": url,
                       "events": ["Contact.created"], "headers": headers,
                       "description": "d".repeat(hookrelay_core::MAX_DESCRIPTION_CHARS)});
     // Sixteen at a time: one credential has max_requests_per_client under way at most.

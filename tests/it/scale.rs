@@ -35,7 +35,11 @@ async fn slow_more_webhooks_than_a_connection_has_channels() {
     const WEBHOOKS: usize = 2100;
     let broker = TestBroker::start().await;
     let url = broker.url();
-    let app = spawn_app_with(|s| s.amqp_url = url).await;
+    let app = spawn_app_with(|s| {
+        s.amqp_url = url;
+        s.max_webhooks_per_account = WEBHOOKS as u32;
+    })
+    .await;
     let receiver = Receiver::start().await;
     let ids: Vec<String> = futures::stream::iter(0..WEBHOOKS)
         .map(|_| app.webhook("acc", &receiver.url, &["Contact.created"], json!({})))

@@ -131,3 +131,73 @@ async fn secrets_are_sealed_rotated_and_reencrypted() {
     );
     assert!(!message.contains(&key(3)) && !message.contains(SEALED_ROW_SECRET));
 }
+
+#[tokio::test]
+async fn custom_header_values_are_sealed_masked_and_kept_when_sent_back_masked() {
+    let receiver = Receiver::start().await;
+    let app = crate::helpers::spawn_app_with(|s| s.secret_key = Some(key(1))).await;
+    let id = app
+        .webhook(
+            "acc",
+            &receiver.url,
+            &["Contact.created"],
+            json!({"headers": {"X-Api-Key": "k_live_123", "X-Team": "crm"}}),
+        )
+        .await;
+    // At rest: sealed, for its own header of its own webhook.
+    let client = app.db.connect().await;
+    let stored: serde_json::Value = client
+        .query_one("SELECT headers FROM webhooks", &[])
+        .await
+        .unwrap()
+        .get(0);
+    for name in ["X-Api-Key", "X-Team"] {
+        let value = stored[name].as_str().expect("a stored value");
+        assert!(value.starts_with("hookrelay-sealed:v1:"), "{name}: {value}");
+    }
+    assert!(!stored.to_string().contains("k_live_123"));
+
+    // Answered masked, to an account key as to the admin; revealed to the admin who asks.
+    let made = app
+        .admin("POST", "/v1/api-keys", Some(json!({"account_id": "acc"})))
+        .await;
+    let account_key = made.body["key"].as_str().expect("a key").to_owned();
+    let path = format!("/v1/webhooks/{id}");
+    let shown = app.call("GET", &path, Some(&account_key), None).await;
+    assert_eq!(
+        shown.body["headers"],
+        json!({"X-Api-Key": "********", "X-Team": "********"})
+    );
+    let refused = app
+        .call(
+            "GET",
+            &format!("{path}?reveal=headers"),
+            Some(&account_key),
+            None,
+        )
+        .await;
+    assert_eq!(refused.status, 401, "{}", refused.text);
+    let revealed = app
+        .admin("GET", &format!("{path}?reveal=headers"), None)
+        .await;
+    assert_eq!(
+        revealed.body["headers"],
+        json!({"X-Api-Key": "k_live_123", "X-Team": "crm"})
+    );
+
+    // Sent back as answered, with one value changed: the masked one keeps its value.
+    let patched = app
+        .call(
+            "PATCH",
+            &path,
+            Some(&account_key),
+            Some(&json!({"headers": {"X-Api-Key": "********", "X-Team": "billing"}}).to_string()),
+        )
+        .await;
+    assert_eq!(patched.status, 200, "{}", patched.text);
+    let ids = app.publish("Contact.created", "acc", json!({}), 1).await;
+    receiver.wait_for_events(&ids, DEADLINE).await;
+    let got = &receiver.received()[0];
+    assert_eq!(got.header("x-api-key"), Some("k_live_123"));
+    assert_eq!(got.header("x-team"), Some("billing"));
+}

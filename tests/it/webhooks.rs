@@ -33,7 +33,11 @@ async fn crud_round_trip() {
     assert_eq!(created["account_id"], "acc_1");
     assert_eq!(created["url"], "https://hooks.example.com/in");
     assert_eq!(created["has_secret"], true);
-    assert_eq!(created["headers"], json!({"X-Api-Key": "k1"}));
+    assert_eq!(
+        created["headers"],
+        json!({"X-Api-Key": "********"}),
+        "values masked"
+    );
     assert_eq!(
         created["events"],
         json!(["Contact.created", "Template.status"]),
@@ -72,7 +76,7 @@ async fn crud_round_trip() {
     assert_eq!(patched.body["has_secret"], false);
     assert_eq!(patched.body["description"], Value::Null);
     assert_eq!(patched.body["events"], json!(["Message.received"]));
-    assert_eq!(patched.body["headers"], json!({"X-B": "2"}));
+    assert_eq!(patched.body["headers"], json!({"X-B": "********"}));
     assert_eq!(patched.body["created_at"], created["created_at"]);
     assert_ne!(patched.body["updated_at"], created["updated_at"]);
 
@@ -85,7 +89,16 @@ async fn crud_round_trip() {
         )
         .await;
     assert_eq!(kept.body["url"], "https://hooks.example.com/v2");
-    assert_eq!(kept.body["headers"], json!({"X-B": "2"}));
+    assert_eq!(kept.body["headers"], json!({"X-B": "********"}));
+    let revealed = app
+        .admin("GET", &format!("/v1/webhooks/{id}?reveal=headers"), None)
+        .await;
+    assert_eq!(
+        revealed.body["headers"],
+        json!({"X-B": "2"}),
+        "{}",
+        revealed.text
+    );
 
     let disabled = app
         .admin(

@@ -22,7 +22,13 @@ use crate::{ApiError, AppState};
 
 const DNS_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A webhook as the API shows it: never its secret, only whether it has one.
+/// What a custom header's value is shown as: users put credentials in them, so a value is
+/// answered only to the admin token that asks for it (`?reveal=headers`). Sent back as it is
+/// in a change, it keeps the value stored.
+pub const MASKED: &str = "********";
+
+/// A webhook as the API shows it: never its secret, only whether it has one; its custom
+/// headers' values masked unless revealed.
 ///
 /// `health` is `healthy`; `paused` while its circuit breaker holds its deliveries back until
 /// `paused_until`; then `probing` until one delivery (the probe) has gone out: its success
@@ -34,7 +40,8 @@ pub struct WebhookView {
     account_id: String,
     url: String,
     has_secret: bool,
-    /// Sent with every delivery, as given.
+    /// Sent with every delivery, as given; each value answered as `********` unless the admin
+    /// token asks for them (`GET /v1/webhooks/{id}?reveal=headers`).
     headers: BTreeMap<String, String>,
     events: Vec<String>,
     /// `active` or `disabled`.
@@ -66,7 +73,11 @@ impl From<WebhookRow> for WebhookView {
             account_id: row.account_id,
             url: row.url,
             has_secret: row.secret.is_some(),
-            headers: row.headers,
+            headers: row
+                .headers
+                .into_keys()
+                .map(|name| (name, MASKED.to_owned()))
+                .collect(),
             events: row.events,
             status: row.status,
             disabled_reason: row.disabled_reason,
@@ -209,17 +220,48 @@ pub async fn list(
     )))
 }
 
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ReadQuery {
+    /// `headers`: answer the custom headers' values (admin token only).
+    reveal: Option<String>,
+}
+
 /// One webhook.
-#[utoipa::path(get, path = "/v1/webhooks/{id}", tag = "webhooks", params(("id" = Uuid, Path, description = "The webhook's id")),
+#[utoipa::path(get, path = "/v1/webhooks/{id}", tag = "webhooks",
+    params(("id" = Uuid, Path, description = "The webhook's id"), ReadQuery),
     responses((status = 200, description = "The webhook", body = WebhookView)))]
 pub async fn read(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<ReadQuery>,
 ) -> Result<Json<WebhookView>, ApiError> {
     let id = parse_id(&id)?;
+    let reveal = match q.reveal.as_deref() {
+        None => false,
+        Some("headers") => {
+            caller.require_admin()?;
+            true
+        }
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "reveal",
+                Invalid::new("invalid_value", "reveal takes `headers`"),
+            ))
+        }
+    };
     let row = find_webhook(&state, &caller, id).await?;
-    Ok(Json(row.into()))
+    let headers = match reveal {
+        true => Some(state.store().open_headers(&row)?),
+        false => None,
+    };
+    let mut view = WebhookView::from(row);
+    if let Some(headers) = headers {
+        view.headers = headers;
+    }
+    Ok(Json(view))
 }
 
 /// Only the fields given change. `secret`, `headers` and `description` take null to clear
@@ -249,6 +291,30 @@ pub struct UpdateWebhook {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = String, required = false)]
     status: Option<Option<String>>,
+}
+
+/// Headers given back masked (as answered) keep the value stored under their name: the
+/// console, or a script, can send back a webhook as it was answered without losing its
+/// headers. Reads the webhook only when a value is masked.
+async fn keep_masked(
+    state: &AppState,
+    caller: &Caller,
+    id: Uuid,
+    mut given: BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, ApiError> {
+    if !given.values().any(|v| v == MASKED) {
+        return Ok(given);
+    }
+    let row = find_webhook(state, caller, id).await?;
+    let stored = state.store().open_headers(&row)?;
+    for (name, value) in given.iter_mut() {
+        if value == MASKED {
+            if let Some(kept) = stored.get(name) {
+                value.clone_from(kept);
+            }
+        }
+    }
+    Ok(given)
 }
 
 /// A PATCH may leave a required field out, but not set it to `null`.
@@ -289,10 +355,13 @@ pub async fn update(
         .secret
         .map(|s| s.as_deref().map(parse_secret).transpose())
         .transpose()?;
-    patch.headers = body
-        .headers
-        .map(|h| parse_headers(h.unwrap_or_default()))
-        .transpose()?;
+    patch.headers = match body.headers {
+        None => None,
+        Some(given) => {
+            let given = keep_masked(&state, &caller, id, given.unwrap_or_default()).await?;
+            Some(parse_headers(given)?)
+        }
+    };
     if let Some(raw) = not_null("events", body.events)? {
         patch.events = Some(parse_events(&state, &raw).await?);
     }

@@ -250,6 +250,17 @@ fn check_header(name: &str, value: &str) -> Result<(), Invalid> {
             format!("the value of header `{shown}` is over {MAX_HEADER_VALUE_LEN} bytes"),
         ));
     }
+    // Values are stored sealed, or plain when no key is set: a plain value that looked
+    // sealed would be read back as one.
+    if value.starts_with(crate::sealing::SEALED_PREFIX) {
+        return Err(Invalid::new(
+            "invalid_header",
+            format!(
+                "the value of header `{shown}` may not begin with `{}`",
+                crate::sealing::SEALED_PREFIX
+            ),
+        ));
+    }
     // Visible ASCII, space and tab only: no CR, LF, NUL or other control bytes that
     // could split or smuggle a header, and no bytes above 0x7f, which HTTP calls
     // obsolete and receivers decode differently.
@@ -556,6 +567,7 @@ mod tests {
             (("Proxy-Authorization", "Basic eA=="), "reserved_header"),
             (("proxy-anything", "x"), "reserved_header"),
             (("Trailer", "X-A"), "reserved_header"),
+            (("X-A", "hookrelay-sealed:v1:k:AAAA"), "invalid_header"),
         ];
         for ((name, value), code) in cases {
             let err = HeaderSet::parse(headers(&[(name, value)])).unwrap_err();

@@ -37,8 +37,8 @@ pub struct WebhookConfig {
     pub url: String,
     /// Signing secrets, newest first, each with when it stops signing (a rotated-out one).
     pub secrets: Vec<(Secret, Option<DateTime<Utc>>)>,
-    /// Why the secrets could not be opened (no configured key seals them), if so: nothing
-    /// is sent unsigned in their place.
+    /// Why the secrets or the custom header values could not be opened (no configured key
+    /// sealed them), if so: nothing is sent unsigned, or without its headers, in their place.
     pub unsealable: Option<String>,
     pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
     pub events: Vec<String>,
@@ -56,21 +56,25 @@ impl WebhookConfig {
         // short plain secret, a header now reserved) signs with its secret and sends its other
         // headers. A secret no configured key opens makes every attempt fail loudly rather
         // than go out unsigned.
-        let (secrets, unsealable) = match store.open_secrets(&row) {
-            Ok(opened) => (
-                opened
+        let opened = store
+            .open_secrets(&row)
+            .and_then(|secrets| Ok((secrets, store.open_headers(&row)?)));
+        let (secrets, stored_headers, unsealable) = match opened {
+            Ok((secrets, headers)) => (
+                secrets
                     .into_iter()
                     .filter_map(|(plain, expires)| Some((Secret::from_stored(&plain)?, expires)))
                     .collect(),
+                headers,
                 None,
             ),
             Err(e) => {
                 let why = crate::error_chain(&e);
-                warn!(webhook_id = %row.id, error = %why, "cannot open the webhook's secret; its deliveries fail until the key is configured");
-                (Vec::new(), Some(why))
+                warn!(webhook_id = %row.id, error = %why, "cannot open the webhook's secret or headers; its deliveries fail until the key is configured");
+                (Vec::new(), Default::default(), Some(why))
             }
         };
-        let (headers, dropped) = HeaderSet::from_stored(row.headers);
+        let (headers, dropped) = HeaderSet::from_stored(stored_headers);
         if !dropped.is_empty() {
             warn!(webhook_id = %row.id, headers = ?dropped, "stored headers are not allowed any more; sending the others");
         }

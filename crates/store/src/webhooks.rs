@@ -211,13 +211,13 @@ async fn check_quota(
     Ok(())
 }
 
-fn headers_json(headers: &HeaderSet) -> serde_json::Value {
-    serde_json::Value::Object(
-        headers
-            .iter()
-            .map(|(k, v)| (k.to_owned(), serde_json::Value::String(v.to_owned())))
-            .collect(),
-    )
+/// What a header value of webhook `id` is sealed for: the webhook and the header's name, so
+/// that a sealed value opens under no other header or webhook.
+fn header_owner(id: Uuid, name: &str) -> Vec<u8> {
+    let mut owner = id.as_bytes().to_vec();
+    owner.extend_from_slice(b"/header/");
+    owner.extend_from_slice(name.to_ascii_lowercase().as_bytes());
+    owner
 }
 
 fn cursor_position(
@@ -265,7 +265,7 @@ impl Store {
                         .as_ref()
                         .map(|s| self.seal(s.expose(), id))
                         .transpose()?,
-                    &headers_json(&new.headers),
+                    &self.seal_headers(&new.headers, id)?,
                     &new.events.names(),
                     &new.description.as_ref().map(Description::as_str),
                 ],
@@ -373,7 +373,11 @@ impl Store {
                         .as_ref()
                         .and_then(|s| s.as_ref().map(|s| self.seal(s.expose(), id)))
                         .transpose()?,
-                    &patch.headers.as_ref().map(headers_json),
+                    &patch
+                        .headers
+                        .as_ref()
+                        .map(|h| self.seal_headers(h, id))
+                        .transpose()?,
                     &patch.events.as_ref().map(EventList::names),
                     &patch.description.is_some(),
                     &patch
@@ -507,23 +511,54 @@ impl Store {
 
     /// The value to store for `secret` of webhook `id`: sealed when a key is set.
     fn seal(&self, secret: &str, id: Uuid) -> Result<String, StoreError> {
+        self.seal_for(secret, id, id.as_bytes())
+    }
+
+    fn open(&self, stored: &str, id: Uuid) -> Result<String, StoreError> {
+        self.open_for(stored, id, id.as_bytes())
+    }
+
+    /// `plain`, a value of webhook `id`, sealed for `owner` (which binds it to its place).
+    fn seal_for(&self, plain: &str, id: Uuid, owner: &[u8]) -> Result<String, StoreError> {
         let mut nonce = [0u8; hookrelay_core::sealing::NONCE_BYTES];
         rand::Rng::fill(&mut rand::rng(), &mut nonce[..]);
         self.sealer
-            .seal(secret, id.as_bytes(), nonce)
+            .seal(plain, owner, nonce)
             .map_err(|error| StoreError::Sealed {
                 webhook_id: id,
                 error,
             })
     }
 
-    fn open(&self, stored: &str, id: Uuid) -> Result<String, StoreError> {
+    fn open_for(&self, stored: &str, id: Uuid, owner: &[u8]) -> Result<String, StoreError> {
         self.sealer
-            .open(stored, id.as_bytes())
+            .open(stored, owner)
             .map_err(|error| StoreError::Sealed {
                 webhook_id: id,
                 error,
             })
+    }
+
+    /// Custom headers as stored: each value sealed when a key is set, for its own header of
+    /// its own webhook (users put credentials in them).
+    fn seal_headers(&self, headers: &HeaderSet, id: Uuid) -> Result<serde_json::Value, StoreError> {
+        let mut stored = serde_json::Map::new();
+        for (name, value) in headers.iter() {
+            let sealed = self.seal_for(value, id, &header_owner(id, name))?;
+            stored.insert(name.to_owned(), serde_json::Value::String(sealed));
+        }
+        Ok(serde_json::Value::Object(stored))
+    }
+
+    /// The row's custom headers in plain text.
+    pub fn open_headers(&self, row: &WebhookRow) -> Result<BTreeMap<String, String>, StoreError> {
+        row.headers
+            .iter()
+            .map(|(name, stored)| {
+                let plain = self.open_for(stored, row.id, &header_owner(row.id, name))?;
+                Ok((name.clone(), plain))
+            })
+            .collect()
     }
 
     /// The row's secrets in plain text, newest first, each with when it stops signing
@@ -540,9 +575,9 @@ impl Store {
             .collect()
     }
 
-    /// Stores every webhook secret as the current keys would (sealed under `secret_key`, or
-    /// plain without one), a batch of rows locked at a time, so that an old key can then be
-    /// dropped. Neither `updated_at` nor the endpoint health changes. Answers how many rows
+    /// Stores every webhook secret and custom header value as the current keys would (sealed
+    /// under `secret_key`, or plain without one), a batch of rows locked at a time, so that an
+    /// old key can then be dropped. Neither `updated_at` nor the endpoint health changes. Answers how many rows
     /// were rewritten, and how many were looked at.
     pub async fn reencrypt_secrets(&self) -> Result<(u64, u64), StoreError> {
         const BATCH: i64 = 500;
@@ -555,7 +590,7 @@ impl Store {
             tx.batch_execute("SET LOCAL hookrelay.quiet = 'on'").await?;
             let rows = tx
                 .query(
-                    "SELECT id, secret, previous_secrets FROM webhooks
+                    "SELECT id, secret, previous_secrets, headers FROM webhooks
                      WHERE id > $1 ORDER BY id LIMIT $2 FOR UPDATE",
                     &[&after, &BATCH],
                 )
@@ -584,10 +619,24 @@ impl Store {
                         }
                     }
                 }
+                let mut headers: serde_json::Value = row.get("headers");
+                if let serde_json::Value::Object(values) = &mut headers {
+                    for (name, value) in values.iter_mut() {
+                        if let serde_json::Value::String(stored) = value {
+                            if !self.sealer.is_current(stored) {
+                                stale = true;
+                                let owner = header_owner(id, name);
+                                let plain = self.open_for(stored, id, &owner)?;
+                                *stored = self.seal_for(&plain, id, &owner)?;
+                            }
+                        }
+                    }
+                }
                 if stale {
                     tx.execute(
-                        "UPDATE webhooks SET secret = $2, previous_secrets = $3 WHERE id = $1",
-                        &[&id, &secret, &previous],
+                        "UPDATE webhooks SET secret = $2, previous_secrets = $3, headers = $4
+                         WHERE id = $1",
+                        &[&id, &secret, &previous, &headers],
                     )
                     .await?;
                     rewritten += 1;
