@@ -406,27 +406,44 @@ async fn a_log_with_endless_attempts_answers_a_bounded_page_of_them() {
 
 #[tokio::test]
 async fn one_accounts_hanging_endpoints_do_not_delay_another_accounts_deliveries() {
-    // 40 request slots: each account may hold 10 of them.
+    // The probe's shape: 70 new webhooks of one account at an endpoint that accepts and never
+    // answers, each sent /test sixteen times: 1 120 requests, more than max_in_flight_total
+    // (1 024). The account may hold a quarter of it.
+    const TOTAL: usize = 1024;
     let app = spawn_app_with(|s| {
-        s.max_in_flight_total = 40;
-        s.request_timeout = hookrelay::settings::HumanDuration(Duration::from_secs(5));
+        s.max_in_flight_total = TOTAL;
+        s.max_in_flight_per_account = None;
+        s.request_timeout = hookrelay::settings::HumanDuration(Duration::from_secs(10));
         s.retry_schedule = crate::retries::schedule("1h");
     })
     .await;
+    let share = TOTAL / 4;
     let hanging = Receiver::start().await;
     hanging.answer(Behaviour::Hang);
     let healthy = Receiver::start().await;
-    for _ in 0..5 {
-        app.webhook("acc_a", &hanging.url, &["Contact.created"], json!({}))
-            .await;
+    let mut webhooks = Vec::new();
+    for _ in 0..70 {
+        webhooks.push(
+            app.webhook("acc_a", &hanging.url, &["Contact.created"], json!({}))
+                .await,
+        );
     }
     app.webhook("acc_b", &healthy.url, &["Contact.created"], json!({}))
         .await;
-    // Up to 80 requests at once to the hanging endpoint (5 webhooks × 16), new webhooks
-    // that nothing says are failing yet.
-    app.publish("Contact.created", "acc_a", json!({}), 20).await;
+    let tests: Vec<_> = futures::stream::iter(webhooks.iter().cycle().take(70 * 16))
+        .map(|id| {
+            let path = format!("/v1/webhooks/{id}/test");
+            let app = &app;
+            async move { app.admin("POST", &path, None).await }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    for answer in tests {
+        assert_eq!(answer.status, 202, "{}", answer.text);
+    }
     wait_for("acc_a's share taken", DEADLINE, || async {
-        (hanging.count() >= 10).then_some(())
+        (hanging.count() >= share).then_some(())
     })
     .await;
     let published = Instant::now();
@@ -437,7 +454,7 @@ async fn one_accounts_hanging_endpoints_do_not_delay_another_accounts_deliveries
         took < Duration::from_millis(500),
         "acc_b's delivery took {took:?}"
     );
-    assert_eq!(hanging.count(), 10, "acc_a holds its share and no more");
+    assert_eq!(hanging.count(), share, "acc_a holds its share and no more");
 }
 
 #[tokio::test]
