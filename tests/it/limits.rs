@@ -406,9 +406,9 @@ async fn a_log_with_endless_attempts_answers_a_bounded_page_of_them() {
 
 #[tokio::test]
 async fn one_accounts_hanging_endpoints_do_not_delay_another_accounts_deliveries() {
-    // The probe's shape: 70 new webhooks of one account at an endpoint that accepts and never
-    // answers, each sent /test sixteen times: 1 120 requests, more than max_in_flight_total
-    // (1 024). The account may hold a quarter of it.
+    // 70 new webhooks of one account (nothing says yet that they fail) at an endpoint that
+    // accepts and never answers, each sent /test sixteen times: 1 120 requests, more than
+    // max_in_flight_total (1 024). The account may hold a quarter of it.
     const TOTAL: usize = 1024;
     let app = spawn_app_with(|s| {
         s.max_in_flight_total = TOTAL;
@@ -627,4 +627,54 @@ async fn slow_bodies_trickled_with_a_valid_key_cannot_lock_the_listener() {
         .expect("an answer");
     assert_eq!(answer.status(), 200);
     drop(held);
+}
+
+#[tokio::test]
+async fn made_up_tokens_share_their_address_allowance_until_one_authenticates() {
+    let app = spawn_app_with(|s| s.max_requests_per_client = 4).await;
+    let made = app
+        .admin("POST", "/v1/api-keys", Some(json!({"account_id": "acc"})))
+        .await;
+    let key = made.body["key"].as_str().expect("a key").to_owned();
+    // Key lookups wait while the table is locked: requests are held before authenticating.
+    let mut db = app.db.connect().await;
+    let lock = db.transaction().await.expect("a transaction");
+    lock.batch_execute("LOCK TABLE api_keys IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("the lock");
+    let mut answers: futures::stream::FuturesUnordered<_> = (0..10)
+        .map(|n| {
+            let app = &app;
+            async move {
+                let token = format!("hr_made_up_{n}");
+                app.call("GET", "/v1/webhooks", Some(&token), None).await
+            }
+        })
+        .collect();
+    // Six are refused at once, while the four admitted wait for the lock.
+    let mut first = Vec::new();
+    while first.len() < 6 {
+        let answer = tokio::time::timeout(DEADLINE, answers.next())
+            .await
+            .expect("six answers while the lookups wait")
+            .expect("an answer");
+        assert_eq!(answer.status, 429, "{}", answer.text);
+        first.push(answer);
+    }
+    lock.rollback().await.expect("the lock let go");
+    let rest: Vec<_> = answers.collect().await;
+    assert_eq!(rest.len(), 4);
+    for answer in &rest {
+        assert_eq!(answer.status, 401, "{}", answer.text);
+    }
+    let answers = first;
+    let refused = answers.iter().find(|a| a.status == 429).expect("a refusal");
+    assert!(
+        refused.text.contains("max_requests_per_client"),
+        "{}",
+        refused.text
+    );
+    // A valid key from the same address is served: it counts against itself once known.
+    let answer = app.call("GET", "/v1/webhooks", Some(&key), None).await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
 }

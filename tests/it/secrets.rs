@@ -200,4 +200,36 @@ async fn custom_header_values_are_sealed_masked_and_kept_when_sent_back_masked()
     let got = &receiver.received()[0];
     assert_eq!(got.header("x-api-key"), Some("k_live_123"));
     assert_eq!(got.header("x-team"), Some("billing"));
+
+    // Names are case-insensitive; a mask with no value behind it is refused, on a change as
+    // on a creation, never stored as the value.
+    let patched = app
+        .admin(
+            "PATCH",
+            &path,
+            Some(json!({"headers": {"x-api-key": "********"}})),
+        )
+        .await;
+    assert_eq!(patched.status, 200, "{}", patched.text);
+    let revealed = app
+        .admin("GET", &format!("{path}?reveal=headers"), None)
+        .await;
+    assert_eq!(revealed.body["headers"], json!({"x-api-key": "k_live_123"}));
+    let refused = app
+        .admin(
+            "PATCH",
+            &path,
+            Some(json!({"headers": {"X-New": "********"}})),
+        )
+        .await;
+    assert_eq!(refused.error().0, "invalid_header", "{}", refused.text);
+    let refused = app
+        .admin(
+            "POST",
+            "/v1/webhooks",
+            Some(json!({"account_id": "acc", "url": receiver.url,
+                        "events": ["Contact.created"], "headers": {"X-A": "********"}})),
+        )
+        .await;
+    assert_eq!(refused.error().0, "invalid_header", "{}", refused.text);
 }

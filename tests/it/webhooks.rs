@@ -500,7 +500,7 @@ async fn private_addresses_are_refused_unless_allowed() {
         "http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/x",
         "http://[64:ff9b::a00:1]/x",
         "http://[64:ff9b:1::808:808]/x",
-        // IANA's special-purpose blocks a probe found accepted.
+        // Special-purpose blocks that only the IANA registries refuse.
         "http://[::ffff:0:127.0.0.1]/x",
         "http://[2001:2::1]/x",
         "http://[3fff::1]/x",

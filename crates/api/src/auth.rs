@@ -2,6 +2,9 @@ use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 
+use axum::http::StatusCode;
+
+use crate::listener::Admission;
 use crate::state::sha256;
 use crate::{ApiError, AppState};
 
@@ -85,18 +88,30 @@ impl FromRequestParts<AppState> for Caller {
                 )
             })?;
         let digest = sha256(token);
-        if digest == admin_sha256 {
-            return Ok(Self::Admin);
-        }
-        if token.starts_with(API_KEY_PREFIX) {
-            if let Some(account) = state.store().account_for_key_hash(&digest).await? {
-                return Ok(Self::Account(account));
+        let caller = if digest == admin_sha256 {
+            Self::Admin
+        } else if let Some(account) = match token.starts_with(API_KEY_PREFIX) {
+            true => state.store().account_for_key_hash(&digest).await?,
+            false => None,
+        } {
+            Self::Account(account)
+        } else {
+            return Err(ApiError::unauthorized(
+                "unauthorized",
+                "the token is not valid",
+            ));
+        };
+        // Counted against its credential from here on, no longer its address.
+        if let Some(admission) = parts.extensions.get::<Admission>() {
+            if !admission.authenticated(&digest) {
+                return Err(ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "quota_exceeded",
+                    admission.refusal_message(),
+                ));
             }
         }
-        Err(ApiError::unauthorized(
-            "unauthorized",
-            "the token is not valid",
-        ))
+        Ok(caller)
     }
 }
 

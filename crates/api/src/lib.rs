@@ -43,7 +43,8 @@ pub const MAX_URL_BYTES: usize = 8 * 1024;
 /// The most header bytes (names and values) a request may bring.
 pub const MAX_HEADER_BYTES: usize = 32 * 1024;
 /// How long a client may take to send a request's body: one that trickles it holds a
-/// connection slot no longer than this (`max_request_bytes` in this time is 100 KiB/s). The
+/// connection slot no longer than this. Long enough for the default `max_request_bytes`
+/// (1 MiB) at 100 KiB/s; a deployment raising that asks its clients for more speed. The
 /// handler's own work is not cut short: a rotation cancelled after its commit would lose the
 /// secret it answers once.
 pub const BODY_DEADLINE: Duration = Duration::from_secs(10);

@@ -15,10 +15,10 @@
 //! - request heads are held to [`MAX_HEAD_BYTES`] by hyper; the router answers oversized URLs
 //!   and headers below that in the contract's error shape (see `lib.rs`);
 //! - one client has at most `max_requests_per_client` requests under way at once: one
-//!   credential (a bearer token), or one address for requests without one. Past it, a request
-//!   is answered 429 at once and its connection closed, its body unread: a client trickling
-//!   bodies holds that many connections (each for the body deadline at most), never the
-//!   listener;
+//!   address until the request has authenticated, then one credential (see [`Admission`]).
+//!   Past it, a request is answered 429 at once and its connection closed, its body unread: a
+//!   client trickling bodies holds that many connections (each for the body deadline at
+//!   most), never the listener; made-up tokens do not each bring an allowance of their own;
 //! - the operators' paths (`/healthz`, `/readyz`, `/metrics`) are never counted against a
 //!   client, and [`OPS_RESERVE`] connections beyond `max_connections` are kept for them: when
 //!   every connection is serving a request, a probe is still answered.
@@ -95,34 +95,68 @@ fn refusal(status: u16, code: &str, message: &str) -> hyper::Response<GuardedBod
     response
 }
 
-/// Who a request is from, for the per-client cap: its bearer token (a digest of it), or its
-/// address when it has none.
+/// Who a request is from, for the per-client cap: its address until it authenticates, then
+/// its credential (part of the token's digest).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Client {
     Credential([u8; 16]),
     Address(IpAddr),
 }
 
-impl Client {
-    fn of<B>(request: &hyper::Request<B>, peer: IpAddr) -> Self {
-        use sha2::Digest as _;
-        let token = request
-            .headers()
-            .get(hyper::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim())
-            .filter(|token| !token.is_empty());
-        match token {
-            Some(token) => {
-                let digest = sha2::Sha256::digest(token.as_bytes());
-                let mut key = [0u8; 16];
-                key.copy_from_slice(&digest[..16]);
-                Self::Credential(key)
-            }
-            None => Self::Address(peer),
+/// A request's place in the per-client cap, shared by the request (an extension the
+/// authentication reads) and its answer (which holds it until its body is written).
+///
+/// A request is counted against its address until its token is found valid, then against
+/// that credential instead. Counting by the token as sent would let a client make up a token
+/// per request and take every connection, each waiting on a key lookup; counting by address
+/// only would let one credential crowd out the others behind the same proxy. Before
+/// authentication a request holds its address's place only as long as the lookup takes.
+#[derive(Clone)]
+pub(crate) struct Admission(Arc<AdmissionState>);
+
+struct AdmissionState {
+    table: Arc<Table>,
+    max: usize,
+    slot: Mutex<Option<ClientSlot>>,
+    /// Refused at authentication: the answer closes the connection, its body unread.
+    refused: std::sync::atomic::AtomicBool,
+}
+
+impl Admission {
+    /// The request authenticated with the token of SHA-256 `digest`: from now on it counts
+    /// against that credential, and its address's place is given back. `false` when the
+    /// credential has `max_requests_per_client` under way already.
+    pub(crate) fn authenticated(&self, digest: &[u8; 32]) -> bool {
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&digest[..16]);
+        let client = Client::Credential(key);
+        let mut slot = self.0.slot.lock().unwrap_or_else(PoisonError::into_inner);
+        if slot.as_ref().is_some_and(|held| held.client == client) {
+            return true;
         }
+        match self.0.table.client_slot(client, self.0.max) {
+            Some(credential) => {
+                *slot = Some(credential);
+                true
+            }
+            None => {
+                self.0.refused.store(true, Ordering::SeqCst);
+                false
+            }
+        }
+    }
+
+    /// The answer to a request over `max_requests_per_client`.
+    pub(crate) fn refusal_message(&self) -> String {
+        format!(
+            "this client has {} requests under way, the most max_requests_per_client allows; \
+             wait for one to end",
+            self.0.max
+        )
+    }
+
+    fn refused(&self) -> bool {
+        self.0.refused.load(Ordering::SeqCst)
     }
 }
 
@@ -187,33 +221,54 @@ pub async fn serve(
                         "every connection is serving a request; try again shortly",
                     )),
                     (false, false) => table
-                        .client_slot(Client::of(&request, peer), per_client)
-                        .map(Some)
+                        .client_slot(Client::Address(peer), per_client)
+                        .map(|slot| {
+                            Some(Admission(Arc::new(AdmissionState {
+                                table: table.clone(),
+                                max: per_client,
+                                slot: Mutex::new(Some(slot)),
+                                refused: false.into(),
+                            })))
+                        })
                         .ok_or_else(|| {
                             refusal(
                                 429,
                                 "quota_exceeded",
                                 &format!(
-                                    "this client has {per_client} requests under way, the most \
-                                     max_requests_per_client allows; wait for one to end"
+                                    "this address has {per_client} requests under way before \
+                                     authenticating, the most max_requests_per_client allows; \
+                                     wait for one to end"
                                 ),
                             )
                         }),
                 };
                 let busy = conn.busy();
+                let reserve = conn.reserve;
                 let router = router.clone();
                 async move {
-                    let client = match admitted {
-                        Ok(client) => client,
+                    let admission = match admitted {
+                        Ok(admission) => admission,
                         Err(refused) => return Ok(refused),
                     };
-                    let response = router.oneshot(request).await?;
+                    let mut request = request;
+                    if let Some(admission) = &admission {
+                        request.extensions_mut().insert(admission.clone());
+                    }
+                    let mut response = router.oneshot(request).await?;
+                    // A reserve connection serves one probe and closes: probes kept alive
+                    // would hold the reserve for good.
+                    if reserve || admission.as_ref().is_some_and(Admission::refused) {
+                        response.headers_mut().insert(
+                            hyper::header::CONNECTION,
+                            hyper::header::HeaderValue::from_static("close"),
+                        );
+                    }
                     // Busy until the body is written (or dropped): a slow reader of a long
                     // answer is not idle, and must not be evicted mid-answer.
                     Ok::<_, std::convert::Infallible>(response.map(|inner| GuardedBody {
                         inner,
                         _busy: Some(busy),
-                        _client: client,
+                        _client: admission,
                     }))
                 }
             }
@@ -450,7 +505,7 @@ impl Drop for Open {
 struct GuardedBody {
     inner: axum::body::Body,
     _busy: Option<Busy>,
-    _client: Option<ClientSlot>,
+    _client: Option<Admission>,
 }
 
 /// One request of a client under way, until dropped.

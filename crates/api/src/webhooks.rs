@@ -306,10 +306,16 @@ async fn keep_masked(
         return Ok(given);
     }
     let row = find_webhook(state, caller, id).await?;
-    let stored = state.store().open_headers(&row)?;
+    // Header names are case-insensitive: `x-api-key` sent back keeps `X-Api-Key`'s value.
+    let stored: BTreeMap<String, String> = state
+        .store()
+        .open_headers(&row)?
+        .into_iter()
+        .map(|(name, value)| (name.to_ascii_lowercase(), value))
+        .collect();
     for (name, value) in given.iter_mut() {
         if value == MASKED {
-            if let Some(kept) = stored.get(name) {
+            if let Some(kept) = stored.get(&name.to_ascii_lowercase()) {
                 value.clone_from(kept);
             }
         }
@@ -657,7 +663,25 @@ fn parse_secret(raw: &str) -> Result<Secret, ApiError> {
     Secret::parse(raw).map_err(|e| ApiError::invalid("secret", e))
 }
 
+/// Headers as given; a value still masked here stands for no stored value (a new header, or
+/// one renamed), and is refused rather than sent to receivers as `********`.
 fn parse_headers(raw: BTreeMap<String, String>) -> Result<HeaderSet, ApiError> {
+    if let Some(name) = raw
+        .iter()
+        .find_map(|(name, v)| (v == MASKED).then_some(name))
+    {
+        return Err(ApiError::invalid(
+            "headers",
+            Invalid::new(
+                "invalid_header",
+                format!(
+                    "header `{}` is sent as the mask {MASKED}, and this webhook has no value \
+                     stored under that name to keep: send the value itself",
+                    name.escape_debug()
+                ),
+            ),
+        ));
+    }
     HeaderSet::parse(raw).map_err(|e| ApiError::invalid("headers", e))
 }
 

@@ -153,7 +153,7 @@ const SPECIAL_V4: [Special<u32>; 25] = [
 
 /// IANA IPv6 Special-Purpose Address Registry (as of 2025), as [`SPECIAL_V4`]; plus SIIT's
 /// IPv4-translated addresses (RFC 6145), which lead to an IPv4 address like the mapped ones.
-const SPECIAL_V6: [Special<u128>; 26] = [
+const SPECIAL_V6: [Special<u128>; 27] = [
     v6(
         0x0000_0000_0000_0000_0000_0000_0000_0001,
         128,
@@ -300,6 +300,12 @@ const SPECIAL_V6: [Special<u128>; 26] = [
         false,
         "unique local, RFC 4193",
     ),
+    v6(
+        0xfe80_0000_0000_0000_0000_0000_0000_0000,
+        10,
+        false,
+        "link-local unicast, RFC 4291",
+    ),
 ];
 
 /// The most specific block of `table` that holds `addr`, if any.
@@ -399,7 +405,7 @@ mod tests {
             "2002:808:808::1", // 6to4 of a public address: a relay still decides
             "2001:0:4136:e378:8000:63bf:3fff:fdd2", // Teredo
             "64:ff9b:1::a00:1", // local-use NAT64
-            // Found accepted by a probe.
+            // Refused by the registries alone: the standard library's checks miss them.
             "::ffff:0:127.0.0.1", // SIIT
             "2001:2::1",          // benchmarking
             "3fff::1",            // documentation, RFC 9637

@@ -418,13 +418,31 @@ impl Store {
     ) -> Result<i64, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        // Calls claim one at a time, each after the last committed: the claim below reads the
-        // other jobs' rows in its own snapshot, which must hold the job just before it.
-        tx.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended('hookrelay.requeue_claims', 0))",
-            &[],
-        )
-        .await?;
+        // Calls that may claim the same logs claim one at a time, each after the last
+        // committed: the claim below reads the other jobs' rows in its own snapshot, which
+        // must hold the job just before it. Calls limited to different accounts cannot, so
+        // one account's claim over many logs does not hold up another's: each takes the
+        // deployment-wide lock shared and its account's alone; a call over every account
+        // takes the deployment-wide one alone.
+        match &filter.account_id {
+            Some(account) => {
+                tx.execute(
+                    "SELECT pg_advisory_xact_lock_shared(
+                                hashtextextended('hookrelay.requeue_claims', 0)),
+                            pg_advisory_xact_lock(
+                                hashtextextended('hookrelay.requeue_claims/' || $1, 0))",
+                    &[account],
+                )
+                .await?
+            }
+            None => {
+                tx.execute(
+                    "SELECT pg_advisory_xact_lock(hashtextextended('hookrelay.requeue_claims', 0))",
+                    &[],
+                )
+                .await?
+            }
+        };
         tx.execute("INSERT INTO requeue_jobs (id) VALUES ($1)", &[&job])
             .await?;
         let mut params = filter.params().to_vec();

@@ -425,10 +425,11 @@ impl Worker {
         effects.resume.then_some(Mode::Full)
     }
 
-    /// A request slot of this webhook, one of the failing endpoints' share while its endpoint
-    /// is failing, one of its account's share, and one of the process; `None` if a semaphore
-    /// closed or the webhook is gone. Always taken in this order, so two consumers never wait
-    /// on each other.
+    /// A request slot of this webhook, one of its account's share, one of the failing
+    /// endpoints' share while its endpoint is failing, and one of the process; `None` if a
+    /// semaphore closed or the webhook is gone. Always taken in this order, so two consumers
+    /// never wait on each other; the account's before the failing share, so that an account
+    /// at its share waits without holding failing slots other accounts need.
     async fn acquire(&self, local: &Arc<Semaphore>) -> Option<Slots> {
         let account = self
             .ctx
@@ -438,13 +439,13 @@ impl Worker {
             .account_id
             .clone();
         let local = local.clone().acquire_owned().await.ok()?;
+        let account = self.ctx.accounts.of(&account).acquire_owned().await.ok()?;
         let failing =
             self.health.consecutive_failures > 0 || self.health.state != BreakerState::Closed;
         let failing = match failing {
             true => Some(self.ctx.failing.clone().acquire_owned().await.ok()?),
             false => None,
         };
-        let account = self.ctx.accounts.of(&account).acquire_owned().await.ok()?;
         let global = self.ctx.global.clone().acquire_owned().await.ok()?;
         Some((local, failing, account, global))
     }

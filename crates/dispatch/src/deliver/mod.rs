@@ -177,10 +177,18 @@ impl Lines {
 }
 
 /// Each account's share of the process's request slots: one semaphore per account, made when
-/// the account first sends, as many as there are accounts with webhooks.
+/// the account first sends and dropped once nothing holds or awaits it.
 pub struct AccountSlots {
     per_account: usize,
-    by_account: std::sync::Mutex<HashMap<String, Arc<Semaphore>>>,
+    by_account: std::sync::Mutex<ByAccount>,
+}
+
+#[derive(Default)]
+struct ByAccount {
+    slots: HashMap<String, Arc<Semaphore>>,
+    /// The size at which the map is next cleared of unused semaphores: twice what was left
+    /// after the last clearing, so clearing costs a constant share of the insertions.
+    prune_at: usize,
 }
 
 impl AccountSlots {
@@ -193,17 +201,32 @@ impl AccountSlots {
 
     /// The slots of `account`.
     pub fn of(&self, account: &str) -> Arc<Semaphore> {
-        // A poisoned map is still whole: entries are only ever added.
+        // A poisoned map is still whole: each change is one insert or one retain.
         let mut by_account = self
             .by_account
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(slots) = by_account.get(account) {
+        if let Some(slots) = by_account.slots.get(account) {
             return slots.clone();
         }
+        if by_account.slots.len() >= by_account.prune_at {
+            // Only the map holds it: no permit is out (an owned permit holds its semaphore)
+            // and no one is waiting, so a new one later is the same as this one.
+            by_account.slots.retain(|_, s| Arc::strong_count(s) > 1);
+            by_account.prune_at = (by_account.slots.len() * 2).max(64);
+        }
         let slots = Arc::new(Semaphore::new(self.per_account));
-        by_account.insert(account.to_owned(), slots.clone());
+        by_account.slots.insert(account.to_owned(), slots.clone());
         slots
+    }
+
+    #[cfg(test)]
+    fn accounts(&self) -> usize {
+        self.by_account
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .slots
+            .len()
     }
 }
 
@@ -358,5 +381,31 @@ async fn remove_deleted(ctx: &Context, lines: &Lines, id: Uuid) {
     ctx.routing.queues.forget(id);
     if let Err(e) = ctx.routing.store.bury(id, TOMBSTONE_GRACE).await {
         warn!(webhook_id = %id, error = %crate::error_chain(&e), "cannot close the logs of a deleted webhook; will try again");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn account_slots_are_shared_and_forgotten_when_unused() {
+        let slots = AccountSlots::new(2);
+        let held = slots.of("a").acquire_owned().await.expect("a permit");
+        assert_eq!(
+            slots.of("a").available_permits(),
+            1,
+            "one semaphore per account"
+        );
+        for n in 0..1000 {
+            drop(slots.of(&format!("gone_{n}")));
+        }
+        assert!(slots.accounts() <= 129, "{} kept", slots.accounts());
+        assert_eq!(
+            slots.of("a").available_permits(),
+            1,
+            "an account with a permit out keeps its semaphore"
+        );
+        drop(held);
     }
 }
