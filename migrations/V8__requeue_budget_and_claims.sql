@@ -16,8 +16,9 @@ CREATE TABLE requeue_jobs (
     id           uuid PRIMARY KEY,
     heartbeat_at timestamptz NOT NULL DEFAULT now()
 );
+-- A job's claims go with it.
 CREATE TABLE requeue_claims (
     log_id uuid PRIMARY KEY,
-    job_id uuid NOT NULL
+    job_id uuid NOT NULL REFERENCES requeue_jobs ON DELETE CASCADE
 );
 CREATE INDEX requeue_claims_job ON requeue_claims (job_id);

@@ -343,4 +343,27 @@ impl TestApp {
         let created = self.create_webhook(body).await;
         created["id"].as_str().expect("an id").to_owned()
     }
+
+    /// Writes `count` logs of `webhook` (of account `acc`) as an outage of its receiver would
+    /// have left them: failed ten minutes ago, their retries used up. Without the deliveries.
+    pub async fn failed_logs(&self, webhook: &str, count: usize) {
+        self.db
+            .connect()
+            .await
+            .execute(
+                "INSERT INTO webhook_logs (id, webhook_id, account_id, event_id, event_type,
+                                           payload, status, attempts, error, created_at,
+                                           updated_at)
+                 SELECT gen_random_uuid(), $1::text::uuid, 'acc', 'evt_' || n, 'Contact.created',
+                        jsonb_build_object('id', 'evt_' || n, 'type', 'Contact.created',
+                                           'account_id', 'acc', 'timestamp', now(),
+                                           'data', jsonb_build_object('n', n)),
+                        'failed', 8, 'HTTP 503', now() - interval '10 minutes',
+                        now() - interval '10 minutes'
+                 FROM generate_series(1, $2::int) n",
+                &[&webhook, &i32::try_from(count).expect("a count")],
+            )
+            .await
+            .expect("failed logs");
+    }
 }

@@ -9,10 +9,22 @@ use hookrelay_tests::receiver::{Behaviour, Receiver};
 use hookrelay_tests::wait_for;
 use serde_json::json;
 
-use crate::helpers::{spawn_app, spawn_app_with};
+use crate::helpers::{spawn_app, spawn_app_with, TestApp};
 use crate::retries::wait_for_status;
 
 const DEADLINE: Duration = Duration::from_secs(30);
+
+/// The log of one event delivered to a new webhook of `acc` on `receiver`.
+async fn one_delivered_log(app: &TestApp, receiver: &Receiver) -> String {
+    let webhook = app
+        .webhook("acc", &receiver.url, &["Contact.created"], json!({}))
+        .await;
+    let event = app
+        .publish("Contact.created", "acc", json!({}), 1)
+        .await
+        .remove(0);
+    wait_for_status(app, &webhook, &event, "succeeded").await.0
+}
 
 #[tokio::test]
 async fn dates_out_of_range_are_refused_with_422_not_500() {
@@ -57,14 +69,7 @@ async fn dates_out_of_range_are_refused_with_422_not_500() {
 async fn a_log_retried_by_hand_while_its_row_is_locked_is_queued_not_404() {
     let app = spawn_app().await;
     let receiver = Receiver::start().await;
-    let webhook = app
-        .webhook("acc", &receiver.url, &["Contact.created"], json!({}))
-        .await;
-    let event = app
-        .publish("Contact.created", "acc", json!({}), 1)
-        .await
-        .remove(0);
-    let (log_id, _) = wait_for_status(&app, &webhook, &event, "succeeded").await;
+    let log_id = one_delivered_log(&app, &receiver).await;
 
     // Another transaction holds the log's row, as the attempt writer does while it commits.
     let mut db = app.db.connect().await;
@@ -81,9 +86,22 @@ async fn a_log_retried_by_hand_while_its_row_is_locked_is_queued_not_404() {
         let path = format!("/v1/logs/{log_id}/retry");
         async move { app.admin("POST", &path, None).await }
     };
+    let watcher = app.db.connect().await;
     let release = async {
-        // Held for a while, so that the retry meets the lock.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Held until the retry is seen waiting for it.
+        wait_for("the retry waits for the row lock", DEADLINE, || async {
+            let waiting: i64 = watcher
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity
+                     WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                    &[],
+                )
+                .await
+                .ok()?
+                .get(0);
+            (waiting > 0).then_some(())
+        })
+        .await;
         holder.commit().await.expect("released");
     };
     let (answer, ()) = tokio::join!(retry, release);
@@ -343,14 +361,7 @@ async fn a_page_of_big_webhooks_is_bounded_in_bytes_and_pages_on() {
 async fn a_log_with_endless_attempts_answers_a_bounded_page_of_them() {
     let app = spawn_app().await;
     let receiver = Receiver::start().await;
-    let webhook = app
-        .webhook("acc", &receiver.url, &["Contact.created"], json!({}))
-        .await;
-    let event = app
-        .publish("Contact.created", "acc", json!({}), 1)
-        .await
-        .remove(0);
-    let (log_id, _) = wait_for_status(&app, &webhook, &event, "succeeded").await;
+    let log_id = one_delivered_log(&app, &receiver).await;
     // As a thousand retries by hand would leave it, without the thousand deliveries.
     let db = app.db.connect().await;
     db.execute(
@@ -516,20 +527,7 @@ async fn thirty_bulk_retries_at_once_share_one_requeue_rate_and_count_each_log_o
     let webhook = app
         .webhook("acc", &receiver.url, &["Contact.created"], json!({}))
         .await;
-    // As an outage of the receiver would have left them: failed, their retries used up.
-    let db = app.db.connect().await;
-    db.execute(
-        "INSERT INTO webhook_logs (id, webhook_id, account_id, event_id, event_type, payload,
-                                   status, attempts, created_at, updated_at)
-         SELECT gen_random_uuid(), $1::text::uuid, 'acc', 'evt_' || n, 'Contact.created',
-                jsonb_build_object('id', 'evt_' || n, 'type', 'Contact.created',
-                                   'account_id', 'acc', 'data', '{}'::jsonb),
-                'failed', 8, now() - interval '10 minutes', now() - interval '10 minutes'
-         FROM generate_series(1, $2::int) AS n",
-        &[&webhook, &(LOGS as i32)],
-    )
-    .await
-    .expect("failed logs");
+    app.failed_logs(&webhook, LOGS).await;
     let since = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
     let calls = futures::future::join_all((0..30).map(|_| {
         app.admin(

@@ -243,22 +243,7 @@ async fn a_bulk_retry_of_ten_thousand_logs_is_paced() {
     let webhook = app
         .webhook("acc", &receiver.url, &["Contact.created"], json!({}))
         .await;
-    // Ten thousand deliveries that failed ten minutes ago, written as the pipeline would.
-    let db = app.db.connect().await;
-    db.execute(
-        "INSERT INTO webhook_logs (id, webhook_id, account_id, event_id, event_type, payload,
-                                   status, attempts, error, created_at, updated_at)
-         SELECT gen_random_uuid(), $1::text::uuid, 'acc', 'evt_' || n, 'Contact.created',
-                jsonb_build_object('id', 'evt_' || n, 'type', 'Contact.created',
-                                   'account_id', 'acc', 'timestamp', now(),
-                                   'data', jsonb_build_object('n', n)),
-                'failed', 8, 'HTTP 503', now() - interval '10 minutes',
-                now() - interval '10 minutes'
-         FROM generate_series(1, $2::int) n",
-        &[&webhook, &(LOGS as i32)],
-    )
-    .await
-    .expect("failed logs");
+    app.failed_logs(&webhook, LOGS).await;
 
     let started = Instant::now();
     let answer = app
@@ -289,6 +274,7 @@ async fn a_bulk_retry_of_ten_thousand_logs_is_paced() {
         "{busiest} deliveries in one second"
     );
     eprintln!("{LOGS} logs queued again in {took:?}, spread over {spread:?}, at most {busiest} in a second");
+    let db = app.db.connect().await;
     wait_for_count(
         &db,
         "every log succeeded",

@@ -42,9 +42,16 @@ use tower::ServiceExt as _;
 /// 431 on its own. The router's own, smaller limits answer in the error shape first.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 
+/// Why a connection is turned away at the cap, or a request other than a probe on a reserve
+/// connection.
+const AT_CAPACITY_MESSAGE: &str = "every connection is serving a request; try again shortly";
+
 /// The whole answer to a connection turned away at the cap.
 static AT_CAPACITY: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
-    let body = r#"{"error":{"code":"unavailable","message":"every connection is serving a request; try again shortly","field":null}}"#;
+    let body = serde_json::json!({
+        "error": {"code": "unavailable", "message": AT_CAPACITY_MESSAGE, "field": null}
+    })
+    .to_string();
     format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
          retry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
@@ -70,20 +77,16 @@ pub struct ListenerLimits {
 }
 
 /// An answer given without routing the request, its body unread: the connection closes.
-fn refusal(status: u16, code: &str, message: &str) -> hyper::Response<GuardedBody> {
-    let body = serde_json::json!({"error": {"code": code, "message": message, "field": null}});
-    let mut response = hyper::Response::new(GuardedBody {
-        inner: axum::body::Body::from(body.to_string()),
-        _busy: None,
-        _client: None,
-    });
-    *response.status_mut() =
-        hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::SERVICE_UNAVAILABLE);
+fn refusal(status: hyper::StatusCode, code: &str, message: &str) -> hyper::Response<GuardedBody> {
+    use axum::response::IntoResponse as _;
+    let mut response = crate::ApiError::new(status, code, message)
+        .into_response()
+        .map(|inner| GuardedBody {
+            inner,
+            _busy: None,
+            _client: None,
+        });
     let headers = response.headers_mut();
-    headers.insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("application/json"),
-    );
     headers.insert(
         hyper::header::RETRY_AFTER,
         hyper::header::HeaderValue::from_static("1"),
@@ -216,9 +219,9 @@ pub async fn serve(
                 let admitted = match (ops, conn.reserve) {
                     (true, _) => Ok(None),
                     (false, true) => Err(refusal(
-                        503,
+                        hyper::StatusCode::SERVICE_UNAVAILABLE,
                         "unavailable",
-                        "every connection is serving a request; try again shortly",
+                        AT_CAPACITY_MESSAGE,
                     )),
                     (false, false) => table
                         .client_slot(Client::Address(peer), per_client)
@@ -232,7 +235,7 @@ pub async fn serve(
                         })
                         .ok_or_else(|| {
                             refusal(
-                                429,
+                                hyper::StatusCode::TOO_MANY_REQUESTS,
                                 "quota_exceeded",
                                 &format!(
                                     "this address has {per_client} requests under way before \

@@ -81,9 +81,7 @@ pub fn after_attempt(attempted: &Attempted<'_>) -> AfterAttempt {
                     ..task.clone()
                 },
                 due,
-                // A wait too short for any tier still takes the shortest: the retry router,
-                // not the worker, sends due deliveries on, so there is one path.
-                tier: DelayTier::for_wait(wait).unwrap_or(DelayTier::SHORTEST),
+                tier: DelayTier::to_hold(wait),
             };
             (LogStatus::Retrying, Some(due), Some(retry))
         }

@@ -59,6 +59,7 @@ const fn v6(start: u128, len: u8, global: bool, name: &'static str) -> Special<u
 
 /// IANA IPv4 Special-Purpose Address Registry (as of 2025), with "Globally Reachable" as the
 /// registry says; a block it marks N/A or deprecated counts as not reachable.
+#[rustfmt::skip]
 const SPECIAL_V4: [Special<u32>; 25] = [
     v4(0, 0, 0, 0, 8, false, "this network, RFC 791"),
     v4(0, 0, 0, 0, 32, false, "this host on this network, RFC 1122"),
@@ -67,245 +68,57 @@ const SPECIAL_V4: [Special<u32>; 25] = [
     v4(127, 0, 0, 0, 8, false, "loopback, RFC 1122"),
     v4(169, 254, 0, 0, 16, false, "link local, RFC 3927"),
     v4(172, 16, 0, 0, 12, false, "private use, RFC 1918"),
-    v4(
-        192,
-        0,
-        0,
-        0,
-        24,
-        false,
-        "IETF protocol assignments, RFC 6890",
-    ),
-    v4(
-        192,
-        0,
-        0,
-        0,
-        29,
-        false,
-        "IPv4 service continuity prefix, RFC 7335",
-    ),
+    v4(192, 0, 0, 0, 24, false, "IETF protocol assignments, RFC 6890"),
+    v4(192, 0, 0, 0, 29, false, "IPv4 service continuity prefix, RFC 7335"),
     v4(192, 0, 0, 8, 32, false, "IPv4 dummy address, RFC 7600"),
-    v4(
-        192,
-        0,
-        0,
-        9,
-        32,
-        true,
-        "Port Control Protocol anycast, RFC 7723",
-    ),
+    v4(192, 0, 0, 9, 32, true, "Port Control Protocol anycast, RFC 7723"),
     v4(192, 0, 0, 10, 32, true, "TURN anycast, RFC 8155"),
     v4(192, 0, 0, 170, 32, false, "NAT64/DNS64 discovery, RFC 7050"),
     v4(192, 0, 0, 171, 32, false, "NAT64/DNS64 discovery, RFC 7050"),
-    v4(
-        192,
-        0,
-        2,
-        0,
-        24,
-        false,
-        "documentation (TEST-NET-1), RFC 5737",
-    ),
+    v4(192, 0, 2, 0, 24, false, "documentation (TEST-NET-1), RFC 5737"),
     v4(192, 31, 196, 0, 24, true, "AS112-v4, RFC 7535"),
     v4(192, 52, 193, 0, 24, true, "AMT, RFC 7450"),
-    v4(
-        192,
-        88,
-        99,
-        0,
-        24,
-        false,
-        "deprecated 6to4 relay anycast, RFC 7526",
-    ),
+    v4(192, 88, 99, 0, 24, false, "deprecated 6to4 relay anycast, RFC 7526"),
     v4(192, 168, 0, 0, 16, false, "private use, RFC 1918"),
-    v4(
-        192,
-        175,
-        48,
-        0,
-        24,
-        true,
-        "direct delegation AS112 service, RFC 7534",
-    ),
+    v4(192, 175, 48, 0, 24, true, "direct delegation AS112 service, RFC 7534"),
     v4(198, 18, 0, 0, 15, false, "benchmarking, RFC 2544"),
-    v4(
-        198,
-        51,
-        100,
-        0,
-        24,
-        false,
-        "documentation (TEST-NET-2), RFC 5737",
-    ),
-    v4(
-        203,
-        0,
-        113,
-        0,
-        24,
-        false,
-        "documentation (TEST-NET-3), RFC 5737",
-    ),
+    v4(198, 51, 100, 0, 24, false, "documentation (TEST-NET-2), RFC 5737"),
+    v4(203, 0, 113, 0, 24, false, "documentation (TEST-NET-3), RFC 5737"),
     v4(240, 0, 0, 0, 4, false, "reserved, RFC 1112"),
     v4(255, 255, 255, 255, 32, false, "limited broadcast, RFC 919"),
 ];
 
 /// IANA IPv6 Special-Purpose Address Registry (as of 2025), as [`SPECIAL_V4`]; plus SIIT's
 /// IPv4-translated addresses (RFC 6145), which lead to an IPv4 address like the mapped ones.
+#[rustfmt::skip]
 const SPECIAL_V6: [Special<u128>; 27] = [
-    v6(
-        0x0000_0000_0000_0000_0000_0000_0000_0001,
-        128,
-        false,
-        "loopback, RFC 4291",
-    ),
+    v6(0x0000_0000_0000_0000_0000_0000_0000_0001, 128, false, "loopback, RFC 4291"),
     v6(0, 128, false, "unspecified, RFC 4291"),
     v6(0, 96, false, "IPv4-compatible, deprecated, RFC 4291"),
-    v6(
-        0x0000_0000_0000_0000_0000_ffff_0000_0000,
-        96,
-        false,
-        "IPv4-mapped, RFC 4291",
-    ),
-    v6(
-        0x0000_0000_0000_0000_ffff_0000_0000_0000,
-        96,
-        false,
-        "IPv4-translated (SIIT), RFC 6145",
-    ),
-    v6(
-        0x0064_ff9b_0000_0000_0000_0000_0000_0000,
-        96,
-        true,
-        "IPv4-IPv6 translation, RFC 6052",
-    ),
-    v6(
-        0x0064_ff9b_0001_0000_0000_0000_0000_0000,
-        48,
-        false,
-        "local-use IPv4-IPv6 translation, RFC 8215",
-    ),
-    v6(
-        0x0100_0000_0000_0000_0000_0000_0000_0000,
-        64,
-        false,
-        "discard-only, RFC 6666",
-    ),
-    v6(
-        0x0100_0000_0000_0001_0000_0000_0000_0000,
-        64,
-        false,
-        "dummy IPv6 prefix, RFC 9780",
-    ),
-    v6(
-        0x2001_0000_0000_0000_0000_0000_0000_0000,
-        23,
-        false,
-        "IETF protocol assignments, RFC 2928",
-    ),
-    v6(
-        0x2001_0000_0000_0000_0000_0000_0000_0000,
-        32,
-        false,
-        "Teredo, RFC 4380",
-    ),
-    v6(
-        0x2001_0001_0000_0000_0000_0000_0000_0001,
-        128,
-        true,
-        "Port Control Protocol anycast, RFC 7723",
-    ),
-    v6(
-        0x2001_0001_0000_0000_0000_0000_0000_0002,
-        128,
-        true,
-        "TURN anycast, RFC 8155",
-    ),
-    v6(
-        0x2001_0001_0000_0000_0000_0000_0000_0003,
-        128,
-        true,
-        "DNS-SD service registration anycast, RFC 9665",
-    ),
-    v6(
-        0x2001_0002_0000_0000_0000_0000_0000_0000,
-        48,
-        false,
-        "benchmarking, RFC 5180",
-    ),
-    v6(
-        0x2001_0003_0000_0000_0000_0000_0000_0000,
-        32,
-        true,
-        "AMT, RFC 7450",
-    ),
-    v6(
-        0x2001_0004_0112_0000_0000_0000_0000_0000,
-        48,
-        true,
-        "AS112-v6, RFC 7535",
-    ),
-    v6(
-        0x2001_0010_0000_0000_0000_0000_0000_0000,
-        28,
-        false,
-        "deprecated ORCHID, RFC 4843",
-    ),
-    v6(
-        0x2001_0020_0000_0000_0000_0000_0000_0000,
-        28,
-        true,
-        "ORCHIDv2, RFC 7343",
-    ),
-    v6(
-        0x2001_0030_0000_0000_0000_0000_0000_0000,
-        28,
-        true,
-        "drone remote ID entity tags, RFC 9374",
-    ),
-    v6(
-        0x2001_0db8_0000_0000_0000_0000_0000_0000,
-        32,
-        false,
-        "documentation, RFC 3849",
-    ),
-    v6(
-        0x2002_0000_0000_0000_0000_0000_0000_0000,
-        16,
-        false,
-        "6to4, RFC 3056",
-    ),
-    v6(
-        0x2620_004f_8000_0000_0000_0000_0000_0000,
-        48,
-        true,
-        "direct delegation AS112 service, RFC 7534",
-    ),
-    v6(
-        0x3fff_0000_0000_0000_0000_0000_0000_0000,
-        20,
-        false,
-        "documentation, RFC 9637",
-    ),
-    v6(
-        0x5f00_0000_0000_0000_0000_0000_0000_0000,
-        16,
-        false,
-        "segment routing (SRv6) SIDs, RFC 9602",
-    ),
-    v6(
-        0xfc00_0000_0000_0000_0000_0000_0000_0000,
-        7,
-        false,
-        "unique local, RFC 4193",
-    ),
-    v6(
-        0xfe80_0000_0000_0000_0000_0000_0000_0000,
-        10,
-        false,
-        "link-local unicast, RFC 4291",
-    ),
+    v6(0x0000_0000_0000_0000_0000_ffff_0000_0000, 96, false, "IPv4-mapped, RFC 4291"),
+    v6(0x0000_0000_0000_0000_ffff_0000_0000_0000, 96, false, "IPv4-translated (SIIT), RFC 6145"),
+    v6(0x0064_ff9b_0000_0000_0000_0000_0000_0000, 96, true, "IPv4-IPv6 translation, RFC 6052"),
+    v6(0x0064_ff9b_0001_0000_0000_0000_0000_0000, 48, false, "local-use IPv4-IPv6 translation, RFC 8215"),
+    v6(0x0100_0000_0000_0000_0000_0000_0000_0000, 64, false, "discard-only, RFC 6666"),
+    v6(0x0100_0000_0000_0001_0000_0000_0000_0000, 64, false, "dummy IPv6 prefix, RFC 9780"),
+    v6(0x2001_0000_0000_0000_0000_0000_0000_0000, 23, false, "IETF protocol assignments, RFC 2928"),
+    v6(0x2001_0000_0000_0000_0000_0000_0000_0000, 32, false, "Teredo, RFC 4380"),
+    v6(0x2001_0001_0000_0000_0000_0000_0000_0001, 128, true, "Port Control Protocol anycast, RFC 7723"),
+    v6(0x2001_0001_0000_0000_0000_0000_0000_0002, 128, true, "TURN anycast, RFC 8155"),
+    v6(0x2001_0001_0000_0000_0000_0000_0000_0003, 128, true, "DNS-SD service registration anycast, RFC 9665"),
+    v6(0x2001_0002_0000_0000_0000_0000_0000_0000, 48, false, "benchmarking, RFC 5180"),
+    v6(0x2001_0003_0000_0000_0000_0000_0000_0000, 32, true, "AMT, RFC 7450"),
+    v6(0x2001_0004_0112_0000_0000_0000_0000_0000, 48, true, "AS112-v6, RFC 7535"),
+    v6(0x2001_0010_0000_0000_0000_0000_0000_0000, 28, false, "deprecated ORCHID, RFC 4843"),
+    v6(0x2001_0020_0000_0000_0000_0000_0000_0000, 28, true, "ORCHIDv2, RFC 7343"),
+    v6(0x2001_0030_0000_0000_0000_0000_0000_0000, 28, true, "drone remote ID entity tags, RFC 9374"),
+    v6(0x2001_0db8_0000_0000_0000_0000_0000_0000, 32, false, "documentation, RFC 3849"),
+    v6(0x2002_0000_0000_0000_0000_0000_0000_0000, 16, false, "6to4, RFC 3056"),
+    v6(0x2620_004f_8000_0000_0000_0000_0000_0000, 48, true, "direct delegation AS112 service, RFC 7534"),
+    v6(0x3fff_0000_0000_0000_0000_0000_0000_0000, 20, false, "documentation, RFC 9637"),
+    v6(0x5f00_0000_0000_0000_0000_0000_0000_0000, 16, false, "segment routing (SRv6) SIDs, RFC 9602"),
+    v6(0xfc00_0000_0000_0000_0000_0000_0000_0000, 7, false, "unique local, RFC 4193"),
+    v6(0xfe80_0000_0000_0000_0000_0000_0000_0000, 10, false, "link-local unicast, RFC 4291"),
 ];
 
 /// The most specific block of `table` that holds `addr`, if any.
@@ -341,20 +154,22 @@ fn why_not_public_v4(ip: Ipv4Addr) -> Option<&'static str> {
         .map(|s| s.name)
 }
 
+/// The blocks whose addresses carry an IPv4 address in their last 32 bits, which decides:
+/// IPv4-mapped (`::ffff:0:0/96`) and NAT64's well-known prefix (`64:ff9b::/96`).
+const CARRY_V4: [u128; 2] = [
+    0x0000_0000_0000_0000_0000_ffff_0000_0000,
+    0x0064_ff9b_0000_0000_0000_0000_0000_0000,
+];
+
 fn why_not_public_v6(ip: Ipv6Addr) -> Option<&'static str> {
-    if let Some(v4) = ip.to_ipv4_mapped() {
-        return why_not_public_v4(v4);
-    }
-    let bits = u128::from(ip);
-    // NAT64's well-known prefix carries an IPv4 address in its last 32 bits.
-    if bits >> 32 == 0x0064_ff9b_0000_0000_0000_0000 {
-        let inner = (bits & 0xffff_ffff) as u32;
-        return why_not_public_v4(Ipv4Addr::from(inner));
-    }
     if ip.is_multicast() {
         return Some("multicast, RFC 4291");
     }
+    let bits = u128::from(ip);
     match most_specific(&SPECIAL_V6, bits, 128) {
+        Some(special) if CARRY_V4.contains(&special.start) => {
+            why_not_public_v4(Ipv4Addr::from(bits as u32))
+        }
         Some(special) => (!special.global).then_some(special.name),
         // Outside the special blocks, only global unicast space (2000::/3) is assigned.
         None => (bits >> 125 != 0b001).then_some("outside global unicast space, RFC 4291"),
@@ -441,10 +256,9 @@ mod tests {
         }
         for special in &SPECIAL_V6 {
             let ip = Ipv6Addr::from(special.start);
-            // Mapped and NAT64 addresses are judged by the IPv4 address inside (here 0.0.0.0).
-            if ip.to_ipv4_mapped().is_some()
-                || u128::from(ip) >> 32 == 0x0064_ff9b_0000_0000_0000_0000
-            {
+            // Judged by the IPv4 address inside (here 0.0.0.0), not the block's flag.
+            if CARRY_V4.contains(&special.start) {
+                assert!(!is_public(IpAddr::V6(ip)), "{ip}: {}", special.name);
                 continue;
             }
             assert_eq!(

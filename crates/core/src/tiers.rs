@@ -42,6 +42,13 @@ impl DelayTier {
         Some(Self(k))
     }
 
+    /// The tier a message waiting `wait` goes into before it is sent on: a wait too short for
+    /// any tier still takes the shortest, since the retry router, not the sender, sends due
+    /// messages on, so there is one path.
+    pub fn to_hold(wait: Duration) -> Self {
+        Self::for_wait(wait).unwrap_or(Self::SHORTEST)
+    }
+
     pub fn ttl(self) -> Duration {
         TIER_BASE * 2u32.pow(self.0)
     }

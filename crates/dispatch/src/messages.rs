@@ -37,9 +37,7 @@ pub fn into_tier(
     message
 }
 
-/// `message`, to wait until `due`: into the delay tier for the wait left at `now`. A wait too
-/// short for any tier takes the shortest: the retry router, not the publisher, sends due
-/// messages on, so there is one path.
+/// `message`, to wait until `due`: into the delay tier for the wait left at `now`.
 pub fn delayed(
     topology: &Topology,
     message: Outgoing,
@@ -47,15 +45,14 @@ pub fn delayed(
     now: DateTime<Utc>,
 ) -> Outgoing {
     let wait = (due - now).to_std().unwrap_or_default();
-    let tier = DelayTier::for_wait(wait).unwrap_or(DelayTier::SHORTEST);
-    into_tier(topology, message, tier, due)
+    into_tier(topology, message, DelayTier::to_hold(wait), due)
 }
 
 /// A delivery for a webhook whose queue cannot be reached: into the delay tiers, to come back
 /// to its queue [`UNREACHABLE_WAIT`] after `now`.
-pub fn round_unreachable(topology: &Topology, delivery: &Outgoing, now: DateTime<Utc>) -> Outgoing {
+pub fn round_unreachable(topology: &Topology, delivery: Outgoing, now: DateTime<Utc>) -> Outgoing {
     let due = now + chrono::Duration::from_std(UNREACHABLE_WAIT).unwrap_or_default();
-    delayed(topology, delivery.clone(), due, now)
+    delayed(topology, delivery, due, now)
 }
 
 /// One of hookrelay's own events, into the events exchange like any other event, tagged so
@@ -86,7 +83,7 @@ mod tests {
             "webhook".into(),
             b"{}".to_vec(),
         );
-        let round = round_unreachable(&topology, &message, at(0));
+        let round = round_unreachable(&topology, message, at(0));
         assert_eq!(round.exchange, "ns.retry");
         assert_eq!(round.routing_key, "webhook", "the key is the way back");
         assert_eq!(round.headers.due, Some(at(4_000)));

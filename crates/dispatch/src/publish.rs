@@ -315,7 +315,7 @@ impl ReturnHandler for Routes<'_> {
                 .ensure(self.routing, declarer, webhook_id)
                 .await?
             {
-                let round = round_unreachable(topology, returned, Utc::now());
+                let round = round_unreachable(topology, returned.clone(), Utc::now());
                 return Ok(Reroute::Instead(Box::new(round)));
             }
         } else if exchange == topology.retry_exchange() {

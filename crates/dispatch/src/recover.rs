@@ -178,7 +178,6 @@ impl Recovery {
         let job = Uuid::now_v7();
         let count = store.claim_requeue(job, &filter).await?;
         if count == 0 {
-            store.end_requeue_job(job).await?;
             return Ok(0);
         }
         let filter = RequeueFilter {
@@ -250,8 +249,9 @@ impl Parts {
             let mut dropped = HashSet::new();
             let result = async {
                 let store = &self.routing.store;
-                store.requeue_job_beats(job).await?;
-                let (granted, wait) = store.take_requeue_budget(batch as u32, self.rate).await?;
+                let (granted, wait) = store
+                    .take_requeue_budget(job, batch as u32, self.rate)
+                    .await?;
                 if granted == 0 {
                     return Ok(Step::Wait(wait));
                 }

@@ -238,16 +238,24 @@ impl Subscriptions {
     /// not applied.
     pub async fn apply_written(&self, row: WebhookRow) {
         let deleted = self.changing.lock().await;
-        let newer = self
-            .get(row.id)
-            .is_some_and(|held| held.version >= row.version);
-        if newer || deleted.contains(&row.id) {
+        if self.holds(row.id, Some(row.version)) || deleted.contains(&row.id) {
             return;
         }
+        self.put(row);
+    }
+
+    /// A new index, with `change` made to a copy of this one; under the `changing` lock.
+    fn change(&self, change: impl FnOnce(&mut Index)) {
         let mut index = Index::clone(&self.index.load());
-        index.put(Arc::new(WebhookConfig::from_row(row, &self.store)));
+        change(&mut index);
         self.index.store(Arc::new(index));
         self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Puts `row`'s webhook in the index; under the `changing` lock.
+    fn put(&self, row: WebhookRow) {
+        let config = Arc::new(WebhookConfig::from_row(row, &self.store));
+        self.change(|index| index.put(config));
     }
 
     /// Forgets webhook `id`, deleted: no read needed.
@@ -258,10 +266,7 @@ impl Subscriptions {
 
     /// Takes webhook `id` out of the index, and remembers it deleted.
     fn forget(&self, deleted: &mut HashSet<Uuid>, id: Uuid) {
-        let mut index = Index::clone(&self.index.load());
-        index.remove(id);
-        self.index.store(Arc::new(index));
-        self.generation.send_modify(|g| *g += 1);
+        self.change(|index| index.remove(id));
         if deleted.len() >= DELETED_KEPT {
             deleted.clear();
         }
@@ -291,10 +296,7 @@ impl Subscriptions {
             return Ok(());
         };
         // Changes run one at a time, under the lock: this copy is the latest.
-        let mut index = Index::clone(&self.index.load());
-        index.put(Arc::new(WebhookConfig::from_row(row, &self.store)));
-        self.index.store(Arc::new(index));
-        self.generation.send_modify(|g| *g += 1);
+        self.put(row);
         Ok(())
     }
 }

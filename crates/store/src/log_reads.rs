@@ -277,13 +277,20 @@ impl Store {
             return Ok(None);
         };
         let latest = attempts_page(&client, id, None, ATTEMPTS_SHOWN).await?;
-        let total: i64 = client
-            .query_one(
-                "SELECT count(*) FROM webhook_attempts WHERE log_id = $1",
-                &[&id],
-            )
-            .await?
-            .get(0);
+        // Counted only when the page does not hold them all.
+        let total = match latest.next {
+            None => latest.items.len() as u64,
+            Some(_) => {
+                let count: i64 = client
+                    .query_one(
+                        "SELECT count(*) FROM webhook_attempts WHERE log_id = $1",
+                        &[&id],
+                    )
+                    .await?
+                    .get(0);
+                u64::try_from(count).unwrap_or(0)
+            }
+        };
         let mut attempts = latest.items;
         attempts.reverse();
         Ok(Some(LogDetail {
@@ -291,7 +298,7 @@ impl Store {
             payload: row.get("payload"),
             response_body: row.get("response_body"),
             attempts,
-            attempts_total: u64::try_from(total).unwrap_or(0),
+            attempts_total: total,
             older_attempts: latest.next,
         }))
     }

@@ -411,6 +411,7 @@ impl Store {
 
     /// Claims for job `job` every log `filter` selects now and no running job has claimed;
     /// answers how many: what the job will queue, at most (a log may change before its turn).
+    /// A job that claims none is not kept.
     pub async fn claim_requeue(
         &self,
         job: Uuid,
@@ -460,84 +461,69 @@ impl Store {
                 RETURNING 1)
              SELECT count(*) FROM claimed"
         );
-        let row = tx.query_one(&sql, &params).await?;
-        tx.commit().await?;
-        Ok(row.get(0))
-    }
-
-    /// Job `job` is still running: its claims stay its own.
-    pub async fn requeue_job_beats(&self, job: Uuid) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        client
-            .execute(
-                "UPDATE requeue_jobs SET heartbeat_at = now() WHERE id = $1",
-                &[&job],
-            )
-            .await?;
-        Ok(())
+        let claimed: i64 = tx.query_one(&sql, &params).await?.get(0);
+        // A job with nothing to queue leaves no trace.
+        match claimed {
+            0 => tx.rollback().await?,
+            _ => tx.commit().await?,
+        }
+        Ok(claimed)
     }
 
     /// Job `job` is over: what it still claims (logs changed meanwhile) is let go.
     pub async fn end_requeue_job(&self, job: Uuid) -> Result<(), StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        tx.execute("DELETE FROM requeue_claims WHERE job_id = $1", &[&job])
+        let client = self.client().await?;
+        client
+            .execute("DELETE FROM requeue_jobs WHERE id = $1", &[&job])
             .await?;
-        tx.execute("DELETE FROM requeue_jobs WHERE id = $1", &[&job])
-            .await?;
-        tx.commit().await?;
         Ok(())
     }
 
-    /// Removes the jobs that stopped beating an hour ago (their process gone) and their
+    /// Removes the jobs that stopped beating an hour ago (their process gone), and so their
     /// claims; answers how many jobs.
     pub async fn forget_dead_requeue_jobs(&self) -> Result<u64, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        tx.execute(
-            "DELETE FROM requeue_claims c USING requeue_jobs j
-             WHERE c.job_id = j.id AND j.heartbeat_at < now() - interval '1 hour'",
-            &[],
-        )
-        .await?;
-        let jobs = tx
+        let client = self.client().await?;
+        Ok(client
             .execute(
                 "DELETE FROM requeue_jobs WHERE heartbeat_at < now() - interval '1 hour'",
                 &[],
             )
-            .await?;
-        tx.commit().await?;
-        Ok(jobs)
+            .await?)
     }
 
-    /// Takes up to `want` requeue tokens from the deployment's budget, which refills at
-    /// `rate` a second up to one second's worth. Answers how many were granted and, when
-    /// none was, how long until one is.
+    /// For job `job`, which beats by asking (its claims stay its own): takes up to `want`
+    /// requeue tokens from the deployment's budget, which refills at `rate` a second up to
+    /// one second's worth. Answers how many were granted and, when none was, how long until
+    /// one is. One statement: the budget's row is locked for no longer than it takes.
     pub async fn take_requeue_budget(
         &self,
+        job: Uuid,
         want: u32,
         rate: u32,
     ) -> Result<(u32, std::time::Duration), StoreError> {
         let rate = f64::from(rate.max(1));
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
+        let client = self.client().await?;
         // The row's lock makes every process's jobs take their turns.
-        let row = tx
+        let row = client
             .query_one(
-                "SELECT tokens, EXTRACT(EPOCH FROM now() - refilled_at)::float8
-                 FROM requeue_budget FOR UPDATE",
-                &[],
+                "WITH beat AS (
+                    UPDATE requeue_jobs SET heartbeat_at = now() WHERE id = $3),
+                 old AS (
+                    SELECT LEAST(tokens + $2 * GREATEST(
+                               EXTRACT(EPOCH FROM now() - refilled_at)::float8, 0), $2)
+                           AS available
+                    FROM requeue_budget FOR UPDATE),
+                 taken AS (
+                    SELECT available, LEAST(GREATEST(floor(available), 0), $1) AS granted
+                    FROM old)
+                 UPDATE requeue_budget
+                 SET tokens = taken.available - taken.granted, refilled_at = now()
+                 FROM taken
+                 RETURNING taken.available, taken.granted",
+                &[&f64::from(want), &rate, &job],
             )
             .await?;
-        let (tokens, elapsed): (f64, f64) = (row.get(0), row.get(1));
-        let available = (tokens + rate * elapsed.max(0.0)).min(rate);
-        let granted = available.floor().clamp(0.0, f64::from(want));
-        tx.execute(
-            "UPDATE requeue_budget SET tokens = $1, refilled_at = now()",
-            &[&(available - granted)],
-        )
-        .await?;
-        tx.commit().await?;
+        let (available, granted): (f64, f64) = (row.get(0), row.get(1));
         let wait = match granted {
             g if g >= 1.0 => std::time::Duration::ZERO,
             _ => std::time::Duration::from_secs_f64((1.0 - available).max(0.0) / rate),

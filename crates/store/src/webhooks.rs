@@ -539,6 +539,22 @@ impl Store {
             })
     }
 
+    /// Seals `stored`, a value of webhook `id` sealed for `owner`, as the current keys would,
+    /// unless it is so already; answers whether it changed.
+    fn reseal_if_stale(
+        &self,
+        stored: &mut String,
+        id: Uuid,
+        owner: &[u8],
+    ) -> Result<bool, StoreError> {
+        if self.sealer.is_current(stored) {
+            return Ok(false);
+        }
+        let plain = self.open_for(stored, id, owner)?;
+        *stored = self.seal_for(&plain, id, owner)?;
+        Ok(true)
+    }
+
     /// Custom headers as stored: each value sealed when a key is set, for its own header of
     /// its own webhook (users put credentials in them).
     fn seal_headers(&self, headers: &HeaderSet, id: Uuid) -> Result<serde_json::Value, StoreError> {
@@ -602,33 +618,25 @@ impl Store {
             for row in &rows {
                 seen += 1;
                 let id: Uuid = row.get("id");
-                let secret: Option<String> = row.get("secret");
+                let own = id.as_bytes();
+                let mut secret: Option<String> = row.get("secret");
                 let mut previous: serde_json::Value = row.get("previous_secrets");
-                let mut stale = secret
-                    .as_deref()
-                    .is_some_and(|s| !self.sealer.is_current(s));
-                let reseal = |stored: &str| self.seal(&self.open(stored, id)?, id);
-                let secret = secret.as_deref().map(reseal).transpose()?;
+                let mut headers: serde_json::Value = row.get("headers");
+                let mut stale = false;
+                if let Some(stored) = &mut secret {
+                    stale |= self.reseal_if_stale(stored, id, own)?;
+                }
                 if let serde_json::Value::Array(items) = &mut previous {
                     for item in items {
                         if let Some(serde_json::Value::String(stored)) = item.get_mut("secret") {
-                            if !self.sealer.is_current(stored) {
-                                stale = true;
-                                *stored = reseal(stored)?;
-                            }
+                            stale |= self.reseal_if_stale(stored, id, own)?;
                         }
                     }
                 }
-                let mut headers: serde_json::Value = row.get("headers");
                 if let serde_json::Value::Object(values) = &mut headers {
                     for (name, value) in values.iter_mut() {
                         if let serde_json::Value::String(stored) = value {
-                            if !self.sealer.is_current(stored) {
-                                stale = true;
-                                let owner = header_owner(id, name);
-                                let plain = self.open_for(stored, id, &owner)?;
-                                *stored = self.seal_for(&plain, id, &owner)?;
-                            }
+                            stale |= self.reseal_if_stale(stored, id, &header_owner(id, name))?;
                         }
                     }
                 }

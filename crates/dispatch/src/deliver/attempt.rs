@@ -54,7 +54,7 @@ async fn ack(delivery: &Delivery, log_id: Option<Uuid>) {
 }
 
 /// Back to its queue. Failing, its channel is gone, which hands it back all the same.
-async fn nack(delivery: &Delivery, log_id: Option<Uuid>) {
+pub(super) async fn nack(delivery: &Delivery, log_id: Option<Uuid>) {
     if let Err(e) = delivery.nack().await {
         debug!(?log_id, error = %crate::error_chain(&e), "cannot hand a delivery back; its channel is gone, which does");
     }

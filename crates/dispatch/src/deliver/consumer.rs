@@ -31,6 +31,7 @@ use super::health::{from_row, to_row, EditedAt};
 use super::outbox::Outbox;
 use super::{Context, Lines};
 use crate::messages;
+use crate::subscriptions::WebhookConfig;
 
 enum Mode {
     Full,
@@ -64,6 +65,9 @@ struct Worker {
     disabled: bool,
     /// The last wait for the queue while it cannot be reached.
     unreachable: Option<Duration>,
+    /// The webhook's account and that account's share of the request slots, kept from one
+    /// delivery to the next: the account changes only when the webhook is moved.
+    account: Option<(String, Arc<Semaphore>)>,
 }
 
 /// Consumes webhook `id`'s queue until `stop`; then hands back to the queue what it had
@@ -92,6 +96,7 @@ pub async fn consume_webhook(
         edited_at,
         disabled: false,
         unreachable: None,
+        account: None,
     };
     debug!(webhook_id = %id, "consuming");
     loop {
@@ -237,18 +242,14 @@ impl Worker {
                     break 'consume mode;
                 }
             }
-            // Disabled, and the manager has not stopped this consumer yet: stop now rather
-            // than take every queued delivery only to hand it back.
-            if self
-                .ctx
-                .routing
-                .subscriptions
-                .get(self.id)
-                .is_some_and(|w| !w.active)
-            {
+            // Disabled (or gone), and the manager has not stopped this consumer yet: stop now
+            // rather than take every queued delivery only to hand it back.
+            let config = self.ctx.routing.subscriptions.get(self.id);
+            let Some(config) = config.filter(|w| w.active) else {
                 hand_back(delivery).await;
                 break 'consume Mode::Stop;
-            }
+            };
+            let account = self.account_slots(&config);
             // Waiting for a slot stops reading the queue, so the broker holds the rest. The
             // reports keep coming meanwhile: the breaker may open while this one waits.
             let slots: Result<Slots, Mode> = loop {
@@ -260,7 +261,7 @@ impl Worker {
                             break Err(mode);
                         }
                     }
-                    slots = self.acquire(&requests) => match slots {
+                    slots = self.acquire(&requests, &account) => match slots {
                         Some(slots) => break Ok(slots),
                         None => break Err(Mode::Stop),
                     },
@@ -350,12 +351,17 @@ impl Worker {
                     break mode;
                 }
             }
+            let Some(config) = self.ctx.routing.subscriptions.get(self.id) else {
+                hand_back(delivery).await;
+                break Mode::Stop;
+            };
+            let account = self.account_slots(&config);
             let slots = tokio::select! {
                 _ = self.stop.cancelled() => {
                     hand_back(delivery).await;
                     break Mode::Stop;
                 }
-                slots = self.acquire(&one) => match slots {
+                slots = self.acquire(&one, &account) => match slots {
                     Some(slots) => slots,
                     None => {
                         hand_back(delivery).await;
@@ -425,21 +431,26 @@ impl Worker {
         effects.resume.then_some(Mode::Full)
     }
 
-    /// A request slot of this webhook, one of its account's share, one of the failing
+    /// The slots of the account of `config` (this webhook's), as kept unless it was moved.
+    fn account_slots(&mut self, config: &WebhookConfig) -> Arc<Semaphore> {
+        match &self.account {
+            Some((id, slots)) if *id == config.account_id => slots.clone(),
+            _ => {
+                let slots = self.ctx.accounts.of(&config.account_id);
+                self.account = Some((config.account_id.clone(), slots.clone()));
+                slots
+            }
+        }
+    }
+
+    /// A request slot of this webhook, one of its `account`'s share, one of the failing
     /// endpoints' share while its endpoint is failing, and one of the process; `None` if a
-    /// semaphore closed or the webhook is gone. Always taken in this order, so two consumers
-    /// never wait on each other; the account's before the failing share, so that an account
-    /// at its share waits without holding failing slots other accounts need.
-    async fn acquire(&self, local: &Arc<Semaphore>) -> Option<Slots> {
-        let account = self
-            .ctx
-            .routing
-            .subscriptions
-            .get(self.id)?
-            .account_id
-            .clone();
+    /// semaphore closed. Always taken in this order, so two consumers never wait on each
+    /// other; the account's before the failing share, so that an account at its share waits
+    /// without holding failing slots other accounts need.
+    async fn acquire(&self, local: &Arc<Semaphore>, account: &Arc<Semaphore>) -> Option<Slots> {
         let local = local.clone().acquire_owned().await.ok()?;
-        let account = self.ctx.accounts.of(&account).acquire_owned().await.ok()?;
+        let account = account.clone().acquire_owned().await.ok()?;
         let failing =
             self.health.consecutive_failures > 0 || self.health.state != BreakerState::Closed;
         let failing = match failing {
@@ -523,12 +534,7 @@ impl Worker {
 /// Gives a delivery back to its queue, at its place. Boxed, as what `Worker::full` awaits
 /// only now and then. Failing, its channel is gone, which hands it back all the same.
 fn hand_back(delivery: Delivery) -> BoxFuture<'static, ()> {
-    async move {
-        if let Err(e) = delivery.nack().await {
-            debug!(error = %crate::error_chain(&e), "cannot hand a delivery back; its channel is gone, which does");
-        }
-    }
-    .boxed()
+    async move { super::attempt::nack(&delivery, None).await }.boxed()
 }
 
 #[cfg(test)]

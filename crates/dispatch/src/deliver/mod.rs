@@ -247,8 +247,9 @@ async fn manage(
     let outbox = outbox::start(connection.clone(), ctx.routing.clone(), &ctx.tracker);
     let mut changes = ctx.routing.subscriptions.changes();
     let mut running: HashMap<Uuid, Running> = HashMap::new();
-    // Swept at once, then when a webhook has gone from the index, and every `SWEEP_EVERY`:
-    // not on every change, which would read the tombstones once per webhook created.
+    // Every tombstone is swept at once, then every `SWEEP_EVERY`; in between, only the
+    // webhooks that have just gone from the index: a full pass per deletion would go through
+    // every tombstone of the last `TOMBSTONE_GRACE` again for each one deleted.
     let mut swept: Option<Instant> = None;
     let mut known: HashSet<Uuid> = HashSet::new();
     let result = loop {
@@ -257,11 +258,13 @@ async fn manage(
             break Ok(());
         }
         let ids = reconcile(ctx, &lines, &outbox, &mut running);
-        let deleted = known.iter().any(|id| !ids.contains(id));
+        let gone: Vec<Uuid> = known.difference(&ids).copied().collect();
         known = ids;
-        if deleted || swept.is_none_or(|t| t.elapsed() >= SWEEP_EVERY) {
+        if swept.is_none_or(|t| t.elapsed() >= SWEEP_EVERY) {
             sweep(ctx, &lines).await;
             swept = Some(Instant::now());
+        } else {
+            remove_deleted(ctx, &lines, gone).await;
         }
         tokio::select! {
             _ = shutdown.cancelled() => break Ok(()),
@@ -352,18 +355,24 @@ async fn sweep(ctx: &Context, lines: &Lines) {
         };
         after = page.last().copied();
         let full = page.len() as i64 == SWEEP_BATCH;
-        futures::stream::iter(page)
-            .for_each_concurrent(DECLARERS, |id| remove_deleted(ctx, lines, id))
-            .await;
+        remove_deleted(ctx, lines, page).await;
         if !full {
             return;
         }
     }
 }
 
+/// Removes the queues of deleted webhooks `ids` and ends their logs, over every declaring
+/// channel at once.
+async fn remove_deleted(ctx: &Context, lines: &Lines, ids: Vec<Uuid>) {
+    futures::stream::iter(ids)
+        .for_each_concurrent(DECLARERS, |id| remove_one_deleted(ctx, lines, id))
+        .await;
+}
+
 /// Removes deleted webhook `id`'s queue and ends its logs; one that fails is tried again at
 /// the next sweep.
-async fn remove_deleted(ctx: &Context, lines: &Lines, id: Uuid) {
+async fn remove_one_deleted(ctx: &Context, lines: &Lines, id: Uuid) {
     if ctx.routing.subscriptions.get(id).is_some() {
         // Not deleted in this process's view yet: its consumer may still be running.
         return;

@@ -46,20 +46,20 @@ impl Handler for Sending {
 
     async fn handle(&mut self, messages: Vec<Outgoing>) -> Vec<Result<(), BatchError>> {
         let count = messages.len();
-        if self.open.is_none() {
-            let opened =
-                PipelinePublisher::open(&self.routing, &self.connection, Declare::WithRetries)
-                    .await;
-            match opened {
-                Ok(publisher) => self.open = Some(publisher),
-                Err(e) => {
-                    warn!(error = %crate::error_chain(&e), messages = messages.len(), "cannot open a channel for retries and events");
-                    return BatchError::for_all(count, BatchError::failed(e));
+        let publisher = match &mut self.open {
+            Some(open) => open,
+            None => {
+                let opened =
+                    PipelinePublisher::open(&self.routing, &self.connection, Declare::WithRetries)
+                        .await;
+                match opened {
+                    Ok(publisher) => self.open.insert(publisher),
+                    Err(e) => {
+                        warn!(error = %crate::error_chain(&e), messages = count, "cannot open a channel for retries and events");
+                        return BatchError::for_all(count, BatchError::failed(e));
+                    }
                 }
             }
-        }
-        let Some(publisher) = self.open.as_mut() else {
-            return BatchError::for_all(count, BatchError::Stopped("the workers' publisher"));
         };
         match publisher.publish_each(&messages).await {
             Ok(each) => each

@@ -52,7 +52,7 @@ pub(super) async fn publish(
     {
         let message: Outgoing = messages::delivery(&ctx.routing.topology, &delivery_task(p))?;
         messages.push(match unreachable.contains(&p.log.webhook_id) {
-            true => messages::round_unreachable(&ctx.routing.topology, &message, now),
+            true => messages::round_unreachable(&ctx.routing.topology, message, now),
             false => message,
         });
     }
