@@ -77,6 +77,47 @@ struct Figures {
     requests_to_hanging: u64,
     /// Old logs the retention job deleted while the scenario ran.
     old_logs_deleted: usize,
+    /// PostgreSQL's cost of a delivery: WAL written, and what the database grew on disk
+    /// (tables and indexes), per delivery; and the share of log updates that were HOT (no
+    /// index touched).
+    wal_bytes_per_delivery: f64,
+    disk_bytes_per_delivery: f64,
+    hot_update_pct: f64,
+}
+
+/// Where PostgreSQL stands: its WAL position and the database's size, in bytes.
+async fn pg_position(pg: &tokio_postgres::Client) -> anyhow::Result<(i64, i64)> {
+    let row = pg
+        .query_one(
+            "SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint,
+                    pg_database_size(current_database())",
+            &[],
+        )
+        .await?;
+    Ok((row.get(0), row.get(1)))
+}
+
+/// The share of updates of the log tables (whichever layout) that were HOT, in percent, once
+/// at least `updates` are counted.
+async fn hot_update_pct(pg: &tokio_postgres::Client, updates: usize) -> anyhow::Result<f64> {
+    // An idle backend reports its statistics within ten seconds.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let row = pg
+            .query_one(
+                "SELECT coalesce(sum(n_tup_hot_upd), 0)::float8,
+                        coalesce(sum(n_tup_upd), 0)::float8
+                 FROM pg_stat_user_tables
+                 WHERE relname = 'webhook_logs' OR relname LIKE 'delivery_logs_p%'",
+                &[],
+            )
+            .await?;
+        let (hot, all): (f64, f64) = (row.get(0), row.get(1));
+        if all >= updates as f64 || Instant::now() > deadline {
+            return Ok(if all > 0.0 { 100.0 * hot / all } else { 0.0 });
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 async fn start_service(
@@ -169,6 +210,47 @@ async fn seed_old_logs(binary: &Path, db: &TestDb, count: usize) -> anyhow::Resu
         );
     }
     let client = db.connect().await;
+    let partitioned: bool = client
+        .query_one("SELECT to_regclass('delivery_logs') IS NOT NULL", &[])
+        .await?
+        .get(0);
+    if partitioned {
+        // The layout of release 9: events once, logs and attempts in the day's partitions.
+        client
+            .execute(
+                "SELECT hookrelay_ensure_partitions(
+                    ((now() - interval '2 days') AT TIME ZONE 'UTC')::date,
+                    ((now() - interval '2 days') AT TIME ZONE 'UTC')::date)",
+                &[],
+            )
+            .await?;
+        client
+            .execute(
+                "CREATE TEMPORARY TABLE seed AS
+                 SELECT hookrelay_log_id(now() - interval '2 days') AS id, n
+                 FROM generate_series(1, $1::int) n",
+                &[&(count as i32)],
+            )
+            .await?;
+        client
+            .batch_execute(
+                "INSERT INTO events (account_id, id, event_type, body, occurred_at, received_at)
+                 SELECT 'old', 'old_' || n, 'Contact.created', '{\"n\":1}',
+                        hookrelay_uuid_time(id), hookrelay_uuid_time(id) FROM seed;
+                 INSERT INTO delivery_logs (id, webhook_id, account_id, event_id, event_type,
+                                            event_at, created_at, status, attempts, updated_at)
+                 SELECT id, gen_random_uuid(), 'old', 'old_' || n, 'Contact.created',
+                        hookrelay_uuid_time(id), hookrelay_uuid_time(id), 'succeeded', 1,
+                        hookrelay_uuid_time(id)
+                 FROM seed;
+                 INSERT INTO delivery_attempts (log_id, log_created_at, attempt, started_at,
+                                                duration_ms, webhook_id)
+                 SELECT id, created_at, 1, created_at, 5, webhook_id FROM delivery_logs;
+                 ANALYZE;",
+            )
+            .await?;
+        return Ok(());
+    }
     client
         .execute(
             "INSERT INTO webhook_logs
@@ -364,10 +446,12 @@ async fn measure(
         0
     };
 
+    let pg_before = pg_position(&pg).await?;
     let started = Instant::now();
     let cpu_before = (cpu_of(&pids), cpu_of(place.rabbit_pids));
     let mut pending = Vec::with_capacity(1000);
     let mut pacer = Pacer::new(scenario.pace);
+    let filler = "x".repeat(scenario.filler);
     let mut sent = 0;
     while sent < scenario.events {
         let chunk = pacer.next().await;
@@ -376,7 +460,8 @@ async fn measure(
             let body = serde_json::json!({
                 "id": format!("evt_{sent}"),
                 "account_id": account,
-                "data": {"sent_at_ns": now_ns(), "text": "hello from the benchmark", "n": sent},
+                "data": {"sent_at_ns": now_ns(), "text": "hello from the benchmark", "n": sent,
+                         "filler": filler},
             });
             pending.push(Outgoing::json(
                 exchange.clone(),
@@ -441,6 +526,10 @@ async fn measure(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let logged_in = started.elapsed();
+    let pg_after = pg_position(&pg).await?;
+    let per_delivery = |before: i64, after: i64| (after - before) as f64 / expected.max(1) as f64;
+    let wal_bytes_per_delivery = per_delivery(pg_before.0, pg_after.0);
+    let disk_bytes_per_delivery = per_delivery(pg_before.1, pg_after.1);
     let per_1k = |before: f64, now: f64| (now - before) * 1000.0 / expected.max(1) as f64;
     let hookrelay_cpu_per_1k = per_1k(cpu_before.0, cpu_of(&pids));
     let rabbitmq_cpu_per_1k = per_1k(cpu_before.1, cpu_of(place.rabbit_pids));
@@ -476,8 +565,12 @@ async fn measure(
             scenario.old_logs
         );
     }
+    let hot_update_pct = hot_update_pct(&pg, expected).await?;
     let _ = connection.close().await;
     Ok(Figures {
+        wal_bytes_per_delivery,
+        disk_bytes_per_delivery,
+        hot_update_pct,
         old_logs_deleted: (scenario.old_logs as i64 - old_logs_left).max(0) as usize,
         scenario: scenario.name.to_owned(),
         webhooks: scenario.webhooks,
@@ -537,6 +630,18 @@ fn print_table(results: &[Figures]) {
             r.peak_rss_mb,
             r.hookrelay_cpu_per_1k,
             rabbit
+        );
+    }
+    println!();
+    println!(
+        "| {:<28} | {:>16} | {:>17} | {:>13} |",
+        "scenario", "WAL / delivery", "disk / delivery", "HOT updates"
+    );
+    println!("|{:-<30}|{:->18}|{:->19}|{:->15}|", "", "", "", "");
+    for r in results {
+        println!(
+            "| {:<28} | {:>14.0} B | {:>15.0} B | {:>12.0}% |",
+            r.scenario, r.wal_bytes_per_delivery, r.disk_bytes_per_delivery, r.hot_update_pct
         );
     }
     for r in results.iter().filter(|r| r.old_logs_deleted > 0) {

@@ -79,6 +79,8 @@ pub(crate) struct Scenario {
     /// delivery grows while the broker is slow; at ten deliveries a webhook, a tenth are
     /// firsts.
     pub(crate) warm_up: bool,
+    /// Bytes of filler in each event's `data`, on top of the few dozen every event has.
+    pub(crate) filler: usize,
 }
 
 impl Scenario {
@@ -96,6 +98,7 @@ impl Scenario {
         failing: 0,
         old_logs: 0,
         warm_up: false,
+        filler: 0,
     };
 }
 
@@ -138,7 +141,25 @@ pub(crate) fn selected(only: &str, name: &str) -> bool {
     }
 }
 
-pub(crate) const SCENARIOS: [Scenario; 22] = [
+pub(crate) const SCENARIOS: [Scenario; 24] = [
+    // What a delivery of a 1 KiB event costs PostgreSQL (WAL, disk, HOT updates), with one
+    // webhook per event and with ten; every scenario prints those figures, these are for
+    // them alone.
+    Scenario {
+        name: "storage W=1",
+        webhooks: 1,
+        events: 10_000,
+        filler: 900,
+        ..Scenario::DEFAULT
+    },
+    Scenario {
+        name: "storage W=10",
+        webhooks: 10,
+        events: 2_000,
+        fan_out: 10,
+        filler: 900,
+        ..Scenario::DEFAULT
+    },
     Scenario {
         name: "W=1 burst",
         webhooks: 1,

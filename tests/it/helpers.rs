@@ -347,23 +347,29 @@ impl TestApp {
     /// Writes `count` logs of `webhook` (of account `acc`) as an outage of its receiver would
     /// have left them: failed ten minutes ago, their retries used up. Without the deliveries.
     pub async fn failed_logs(&self, webhook: &str, count: usize) {
-        self.db
-            .connect()
-            .await
-            .execute(
-                "INSERT INTO webhook_logs (id, webhook_id, account_id, event_id, event_type,
-                                           payload, status, attempts, error, created_at,
-                                           updated_at)
-                 SELECT gen_random_uuid(), $1::text::uuid, 'acc', 'evt_' || n, 'Contact.created',
-                        jsonb_build_object('id', 'evt_' || n, 'type', 'Contact.created',
-                                           'account_id', 'acc', 'timestamp', now(),
-                                           'data', jsonb_build_object('n', n)),
-                        'failed', 8, 'HTTP 503', now() - interval '10 minutes',
-                        now() - interval '10 minutes'
-                 FROM generate_series(1, $2::int) n",
-                &[&webhook, &i32::try_from(count).expect("a count")],
-            )
-            .await
-            .expect("failed logs");
+        let webhook = uuid::Uuid::parse_str(webhook).expect("a webhook id");
+        let ids: Vec<String> = (1..=count).map(|n| format!("evt_{n}")).collect();
+        let bodies: Vec<String> = (1..=count)
+            .map(|n| {
+                serde_json::json!({"id": format!("evt_{n}"), "type": "Contact.created",
+                                   "account_id": "acc", "data": {"n": n}})
+                .to_string()
+            })
+            .collect();
+        let logs: Vec<hookrelay_tests::SeedLog<'_>> = ids
+            .iter()
+            .zip(&bodies)
+            .map(|(id, body)| hookrelay_tests::SeedLog {
+                webhook,
+                event_id: id,
+                body,
+                status: "failed",
+                attempts: 8,
+                error: Some("HTTP 503"),
+                age: Duration::from_secs(600),
+                ..Default::default()
+            })
+            .collect();
+        hookrelay_tests::seed_logs(&self.db.connect().await, &logs).await;
     }
 }

@@ -76,7 +76,7 @@ async fn a_log_retried_by_hand_while_its_row_is_locked_is_queued_not_404() {
     let holder = db.transaction().await.expect("a transaction");
     holder
         .execute(
-            "SELECT 1 FROM webhook_logs WHERE id = $1::text::uuid FOR UPDATE",
+            "SELECT 1 FROM delivery_logs WHERE id = $1::text::uuid FOR UPDATE",
             &[&log_id],
         )
         .await
@@ -365,9 +365,12 @@ async fn a_log_with_endless_attempts_answers_a_bounded_page_of_them() {
     // As a thousand retries by hand would leave it, without the thousand deliveries.
     let db = app.db.connect().await;
     db.execute(
-        "INSERT INTO webhook_attempts (log_id, attempt, started_at, duration_ms, response_status)
-         SELECT $1::text::uuid, n, now() - (1200 - n) * interval '1 second', 5, 200
-         FROM generate_series(2, 1200) AS n",
+        "INSERT INTO delivery_attempts (log_id, log_created_at, webhook_id, attempt, started_at,
+                                        duration_ms, response_status)
+         SELECT l.id, l.created_at, l.webhook_id, n, now() - (1200 - n) * interval '1 second',
+                5, 200
+         FROM delivery_logs l, generate_series(2, 1200) AS n
+         WHERE l.id = $1::text::uuid",
         &[&log_id],
     )
     .await

@@ -72,6 +72,12 @@ async fn migrations_create_the_database_and_run_twice_as_a_no_op() {
         "webhook_attempts.response_status:integer",
         "webhook_attempts.response_body:text",
         "webhook_attempts.error:text",
+        "events.id:text",
+        "events.account_id:text",
+        "events.event_type:text",
+        "events.body:text",
+        "events.occurred_at:timestamp with time zone",
+        "events.received_at:timestamp with time zone",
         "event_types.name:text",
         "api_keys.account_id:text",
     ] {

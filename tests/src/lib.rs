@@ -526,3 +526,126 @@ pub async fn spawn_service(
     });
     Ok(ServiceProcess { child, port, log })
 }
+
+/// A log as the pipeline would have written it, for tests that need logs without sending
+/// their deliveries.
+#[derive(Debug, Clone)]
+pub struct SeedLog<'a> {
+    pub webhook: uuid::Uuid,
+    pub account: &'a str,
+    pub event_id: &'a str,
+    pub event_type: &'a str,
+    /// The event's body, as sent.
+    pub body: &'a str,
+    pub status: &'a str,
+    pub attempts: i32,
+    pub error: Option<&'a str>,
+    /// How long ago it was created.
+    pub age: Duration,
+}
+
+impl Default for SeedLog<'_> {
+    fn default() -> Self {
+        Self {
+            webhook: uuid::Uuid::nil(),
+            account: "acc",
+            event_id: "evt",
+            event_type: "Contact.created",
+            body: r#"{"n": 1}"#,
+            status: "succeeded",
+            attempts: 1,
+            error: None,
+            age: Duration::ZERO,
+        }
+    }
+}
+
+/// Writes `logs` as the fan-out and the writer would have left them: each event stored once,
+/// each log in the partition of its day (made if missing), the unfinished ones open. Answers
+/// their ids, in order.
+pub async fn seed_logs(client: &tokio_postgres::Client, logs: &[SeedLog<'_>]) -> Vec<uuid::Uuid> {
+    let col = |f: &dyn Fn(&SeedLog<'_>) -> String| logs.iter().map(f).collect::<Vec<String>>();
+    let webhooks: Vec<uuid::Uuid> = logs.iter().map(|l| l.webhook).collect();
+    let ages: Vec<f64> = logs.iter().map(|l| l.age.as_secs_f64()).collect();
+    let attempts: Vec<i32> = logs.iter().map(|l| l.attempts).collect();
+    let errors: Vec<Option<&str>> = logs.iter().map(|l| l.error).collect();
+    client
+        .execute(
+            "SELECT hookrelay_ensure_partitions(
+                 ((now() - make_interval(secs => max(age))) AT TIME ZONE 'UTC')::date,
+                 (now() AT TIME ZONE 'UTC')::date)
+             FROM unnest($1::float8[]) AS a(age)",
+            &[&ages],
+        )
+        .await
+        .expect("partitions for the seeded logs");
+    let rows = client
+        .query(
+            "WITH u AS MATERIALIZED (
+                SELECT u.*, hookrelay_log_id(now() - make_interval(secs => u.age)) AS id
+                FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
+                            $6::text[], $7::int[], $8::text[], $9::float8[]) WITH ORDINALITY
+                     AS u(webhook_id, account_id, event_id, event_type, body, status, attempts,
+                          error, age, n)),
+             t AS MATERIALIZED (SELECT u.*, hookrelay_uuid_time(u.id) AS at FROM u),
+             ev AS (
+                INSERT INTO events (account_id, id, event_type, body, occurred_at, received_at)
+                SELECT DISTINCT ON (account_id, at, event_id)
+                       account_id, event_id, event_type, body, at, at
+                FROM t ORDER BY account_id, at, event_id
+                ON CONFLICT DO NOTHING),
+             lg AS (
+                INSERT INTO delivery_logs (id, webhook_id, account_id, event_id, event_type,
+                                           event_at, created_at, status, attempts, troubled,
+                                           error, updated_at)
+                SELECT id, webhook_id, account_id, event_id, event_type, at, at, status,
+                       attempts, status IN ('retrying', 'failed'), error, at
+                FROM t),
+             op AS (
+                INSERT INTO open_deliveries (webhook_id, log_id, created_at)
+                SELECT webhook_id, id, at FROM t WHERE status IN ('pending', 'retrying'))
+             SELECT id FROM t ORDER BY n",
+            &[
+                &webhooks,
+                &col(&|l| l.account.to_owned()),
+                &col(&|l| l.event_id.to_owned()),
+                &col(&|l| l.event_type.to_owned()),
+                &col(&|l| l.body.to_owned()),
+                &col(&|l| l.status.to_owned()),
+                &attempts,
+                &errors,
+                &ages,
+            ],
+        )
+        .await
+        .expect("seeded logs");
+    rows.iter().map(|r| r.get(0)).collect()
+}
+
+/// Writes an attempt of log `log` as the writer would have.
+pub async fn seed_attempt(
+    client: &tokio_postgres::Client,
+    log: uuid::Uuid,
+    attempt: i32,
+    started_ago: Duration,
+    duration_ms: i32,
+    response_status: Option<i32>,
+) {
+    client
+        .execute(
+            "INSERT INTO delivery_attempts (log_id, log_created_at, webhook_id, attempt,
+                                            started_at, duration_ms, response_status, error)
+             SELECT id, created_at, webhook_id, $2, now() - make_interval(secs => $3), $4, $5,
+                    CASE WHEN $5::int IS NULL THEN 'timeout' END
+             FROM delivery_logs WHERE id = $1",
+            &[
+                &log,
+                &attempt,
+                &started_ago.as_secs_f64(),
+                &duration_ms,
+                &response_status,
+            ],
+        )
+        .await
+        .expect("a seeded attempt");
+}

@@ -108,9 +108,10 @@ impl From<AttemptRow> for AttemptView {
 pub struct LogDetailView {
     #[serde(flatten)]
     log: LogFields,
-    /// The body sent.
-    #[schema(value_type = Object)]
-    payload: Box<RawValue>,
+    /// The body sent, byte for byte. Null once its event is retired while the log lives on
+    /// (a log made by a replay outlives the event it replayed).
+    #[schema(value_type = Option<Object>)]
+    payload: Option<Box<RawValue>>,
     response_body: Option<String>,
     /// The latest attempts, 100 at most, oldest first.
     attempts: Vec<AttemptView>,
@@ -125,15 +126,20 @@ impl TryFrom<LogDetail> for LogDetailView {
     type Error = ApiError;
 
     fn try_from(detail: LogDetail) -> Result<Self, ApiError> {
-        // jsonb's text is always JSON; should it not be, that is ours to fix, not the caller's.
-        let payload = RawValue::from_string(detail.payload).map_err(|e| {
-            tracing::error!(log_id = %detail.log.id, error = %e, "a stored payload is not JSON");
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "internal error",
-            )
-        })?;
+        // The body stored is the JSON the fan-out built; should it not be, that is ours to
+        // fix, not the caller's.
+        let payload = detail
+            .payload
+            .map(RawValue::from_string)
+            .transpose()
+            .map_err(|e| {
+                tracing::error!(log_id = %detail.log.id, error = %e, "a stored payload is not JSON");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error",
+                )
+            })?;
         Ok(Self {
             log: detail.log.into(),
             payload,

@@ -77,8 +77,12 @@ pub struct DispatchConfig {
     pub requeue_rate: u32,
     /// Concurrent fan-out consumers on `{ns}.ingest` in this process.
     pub ingest_workers: usize,
-    /// Finished logs older than this are deleted.
+    /// Days of events, logs and attempts older than this are retired.
     pub log_retention: Duration,
+    /// How long an event id is remembered for the fan-out's dedupe.
+    pub dedupe_window: Duration,
+    /// Store events that match no webhook too.
+    pub keep_unmatched_events: bool,
 }
 
 /// Runs `work` on `tracker`, watched: should it panic (a bug), the panic is logged at error
@@ -243,7 +247,10 @@ impl Dispatcher {
         let retention = retention::run(
             store.clone(),
             metrics.clone(),
-            config.log_retention,
+            retention::Periods {
+                logs: config.log_retention,
+                dedupe: config.dedupe_window,
+            },
             shutdown.clone(),
         );
         spawn_watched(tracker, &metrics, Task::Retention, retention);
@@ -257,6 +264,7 @@ impl Dispatcher {
                 from_hookrelay: false,
             },
             origin: origin.clone(),
+            keep_unmatched_events: config.keep_unmatched_events,
         });
         for worker in 0..config.ingest_workers.max(1) {
             let consuming = fanout::run(fanout.clone(), broker.clone(), shutdown.clone(), worker);

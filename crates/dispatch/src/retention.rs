@@ -1,30 +1,36 @@
-//! Log retention: finished logs older than `log_retention` are deleted with their attempts,
-//! a small batch at a time, so that no statement holds many row locks or runs long beside
-//! the pipeline's own writes. The same job fills in, as small, the webhook of attempts
-//! written without one, and forgets the requeue jobs of processes that went away.
+//! Storage upkeep, once a minute in every process (each step is safe to run from several at
+//! once): daily partitions made a few days ahead, days past `log_retention` retired whole,
+//! dedupe keys past `dedupe_window` forgotten, the logs of release 8 moved to the new layout,
+//! and the requeue jobs of processes that went away forgotten.
 
 use std::time::Duration;
 
 use hookrelay_metrics::Metrics;
-use hookrelay_store::Store;
+use hookrelay_store::{Retired, Store, StoreError};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-/// Logs per DELETE: a few milliseconds of work, its locks released at once.
-const BATCH: i64 = 500;
+/// Rows per statement: a few milliseconds of work, its locks released at once.
+const BATCH: i64 = 2000;
 /// Between two batches, room for the pipeline's own statements.
 const PAUSE: Duration = Duration::from_millis(20);
 /// How often a pass starts.
 const EVERY: Duration = Duration::from_secs(60);
+/// Days of partitions made ahead: a pass that fails for days on end still leaves the
+/// pipeline somewhere to write.
+const DAYS_AHEAD: u32 = 3;
 
-pub async fn run(store: Store, metrics: Metrics, retention: Duration, shutdown: CancellationToken) {
+/// How long what is stored lives.
+#[derive(Debug, Clone, Copy)]
+pub struct Periods {
+    pub logs: Duration,
+    pub dedupe: Duration,
+}
+
+pub async fn run(store: Store, metrics: Metrics, periods: Periods, shutdown: CancellationToken) {
     loop {
-        match pass(&store, &metrics, retention, &shutdown).await {
-            Ok(0) => {}
-            Ok(deleted) => info!(deleted, "old logs deleted"),
-            Err(e) => {
-                warn!(error = %crate::error_chain(&e), "log retention pass failed; trying again later")
-            }
+        if let Err(e) = pass(&store, &metrics, periods, &shutdown).await {
+            warn!(error = %crate::error_chain(&e), "storage upkeep failed; trying again later");
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -33,38 +39,62 @@ pub async fn run(store: Store, metrics: Metrics, retention: Duration, shutdown: 
     }
 }
 
-/// One pass: batches until none is full. Answers the logs deleted.
-async fn pass(
+/// One pass of every step.
+pub async fn pass(
     store: &Store,
     metrics: &Metrics,
-    retention: Duration,
+    periods: Periods,
     shutdown: &CancellationToken,
-) -> Result<u64, hookrelay_store::StoreError> {
+) -> Result<(), StoreError> {
+    let made = store.ensure_partitions(DAYS_AHEAD).await?;
+    if made > 0 {
+        info!(days = made, "log partitions made ahead");
+    }
     // Requeue jobs whose process went away without ending them hold claims nobody needs.
     let dead = store.forget_dead_requeue_jobs().await?;
     if dead > 0 {
         info!(jobs = dead, "requeue jobs of stopped processes forgotten");
     }
-    // The database's clock stamped the logs.
-    let cutoff =
-        store.now().await? - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
-    let mut total = 0;
-    loop {
-        let deleted = store.delete_old_logs(cutoff, BATCH).await?;
-        metrics.logs_deleted(deleted);
-        total += deleted;
-        if deleted < BATCH as u64 || shutdown.is_cancelled() {
+    // The database's clock stamped the rows.
+    let now = store.now().await?;
+    let before = |period: Duration| {
+        now - chrono::Duration::from_std(period).unwrap_or(chrono::Duration::MAX)
+    };
+    let (retention_cutoff, dedupe_cutoff) = (before(periods.logs), before(periods.dedupe));
+    let mut moved = 0;
+    while !shutdown.is_cancelled() {
+        let n = store
+            .move_legacy_logs(BATCH, retention_cutoff, dedupe_cutoff)
+            .await?;
+        moved += n;
+        if n == 0 {
             break;
         }
         tokio::time::sleep(PAUSE).await;
     }
-    // The same small steps fill in the webhook of attempts written before migration V4 (or
-    // by an older release during a rollout), which the statistics read by webhook.
-    loop {
-        let filled = store.fill_attempt_webhooks(BATCH).await?;
-        if filled < BATCH as u64 || shutdown.is_cancelled() {
-            return Ok(total);
+    if moved > 0 {
+        info!(
+            logs = moved,
+            "logs of the previous layout moved to the partitioned tables"
+        );
+    }
+    for day in store.retire_partitions(retention_cutoff).await? {
+        match day {
+            Retired::Dropped(day) => {
+                metrics.log_partition_dropped();
+                info!(%day, "a day of logs retired")
+            }
+            Retired::KeptOpen(day) => {
+                warn!(%day, "a day past log_retention is kept: some of its logs are still under way")
+            }
+        }
+    }
+    while !shutdown.is_cancelled() {
+        let forgotten = store.forget_event_keys(dedupe_cutoff, BATCH).await?;
+        if forgotten < BATCH as u64 {
+            break;
         }
         tokio::time::sleep(PAUSE).await;
     }
+    Ok(())
 }

@@ -163,6 +163,8 @@ impl Application {
                 requeue_rate: settings.requeue_rate,
                 ingest_workers: settings.ingest_workers,
                 log_retention: settings.log_retention.0,
+                dedupe_window: settings.dedupe_window.0,
+                keep_unmatched_events: settings.keep_unmatched_events,
                 queue_type: settings.queue_type,
             },
             store.clone(),

@@ -76,10 +76,18 @@ pub struct Settings {
     /// for every job of the deployment together, not per job or per process.
     #[serde_as(as = "PickFirst<(_, DisplayFromStr)>")]
     pub requeue_rate: u32,
-    /// Finished logs (and their attempts) older than this are deleted, a small batch at a
-    /// time; logs still under way are kept whatever their age.
+    /// Events, logs and attempts older than this are retired a whole day at a time (their
+    /// daily partitions dropped); a day that holds a log still under way is kept.
     #[serde_as(as = "DisplayFromStr")]
     pub log_retention: HumanDuration,
+    /// How long an event id is remembered: the same id again within it gives no second
+    /// delivery to a webhook. At least the retry schedule.
+    #[serde_as(as = "DisplayFromStr")]
+    pub dedupe_window: HumanDuration,
+    /// Store events that match no webhook too (a replay can then reach them). Off: at a
+    /// platform's volume, most events may match nothing, and each would cost a row.
+    #[serde_as(as = "PickFirst<(_, DisplayFromStr)>")]
+    pub keep_unmatched_events: bool,
     /// Largest event body accepted, in bytes; larger events are rejected.
     #[serde_as(as = "PickFirst<(_, DisplayFromStr)>")]
     pub max_event_bytes: usize,
@@ -154,6 +162,8 @@ impl Default for Settings {
             breaker_threshold: 10,
             requeue_rate: 200,
             log_retention: HumanDuration(Duration::from_secs(30 * 24 * 3600)),
+            dedupe_window: HumanDuration(Duration::from_secs(7 * 24 * 3600)),
+            keep_unmatched_events: false,
             max_event_bytes: 256 * 1024,
             max_event_depth: 64,
             max_webhooks_per_account: 100,
@@ -202,6 +212,8 @@ impl fmt::Debug for Settings {
             .field("breaker_threshold", &self.breaker_threshold)
             .field("requeue_rate", &self.requeue_rate)
             .field("log_retention", &self.log_retention)
+            .field("dedupe_window", &self.dedupe_window)
+            .field("keep_unmatched_events", &self.keep_unmatched_events)
             .field("max_event_bytes", &self.max_event_bytes)
             .field("max_event_depth", &self.max_event_depth)
             .field("max_webhooks_per_account", &self.max_webhooks_per_account)
@@ -455,6 +467,20 @@ impl Settings {
             return Err((
                 "log_retention",
                 "it must be between 1h and 3650 days".into(),
+            ));
+        }
+        let schedule: Duration = self.retry_schedule.delays().iter().sum();
+        // Shorter, a retry's event could come back as new while its first delivery is still
+        // being retried.
+        if self.dedupe_window.0 < schedule
+            || self.dedupe_window.0 > Duration::from_secs(3650 * 24 * 3600)
+        {
+            return Err((
+                "dedupe_window",
+                format!(
+                    "it must be at least the retry schedule ({}s) and at most 3650 days",
+                    schedule.as_secs()
+                ),
             ));
         }
         if self.max_event_bytes < 1024 || self.max_event_bytes > 64 * 1024 * 1024 {

@@ -117,7 +117,7 @@ pub struct Metrics {
     webhooks_paused: IntGauge,
     http_connections: IntGauge,
     http_connections_shed: IntCounterVec,
-    logs_deleted: IntCounter,
+    log_days_retired: IntCounter,
     dependency_up: IntGaugeVec,
     task_panics: IntCounterVec,
 }
@@ -235,9 +235,9 @@ impl Metrics {
             ),
             &["reason"],
         )?;
-        let logs_deleted = IntCounter::new(
-            "hookrelay_logs_deleted_total",
-            "Finished logs deleted (with their attempts) because they were older than log_retention.",
+        let log_days_retired = IntCounter::new(
+            "hookrelay_log_days_retired_total",
+            "Days of events, logs and attempts retired whole (their partitions dropped) past log_retention.",
         )?;
         let dependency_up = IntGaugeVec::new(
             Opts::new(
@@ -257,7 +257,7 @@ impl Metrics {
         )?;
         registry.register(Box::new(task_panics.clone()))?;
         registry.register(Box::new(dependency_up.clone()))?;
-        registry.register(Box::new(logs_deleted.clone()))?;
+        registry.register(Box::new(log_days_retired.clone()))?;
         registry.register(Box::new(http_connections.clone()))?;
         registry.register(Box::new(http_connections_shed.clone()))?;
         registry.register(Box::new(events_received.clone()))?;
@@ -315,7 +315,7 @@ impl Metrics {
             webhooks_paused,
             http_connections,
             http_connections_shed,
-            logs_deleted,
+            log_days_retired,
             dependency_up,
             task_panics,
         })
@@ -407,9 +407,9 @@ impl Metrics {
         Paused(self.webhooks_paused.clone())
     }
 
-    /// Old logs were deleted by the retention job.
-    pub fn logs_deleted(&self, count: u64) {
-        self.logs_deleted.inc_by(count);
+    /// A day of logs was retired by the retention job.
+    pub fn log_partition_dropped(&self) {
+        self.log_days_retired.inc();
     }
 
     pub fn http_connection_opened(&self) {

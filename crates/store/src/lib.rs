@@ -23,9 +23,12 @@ pub use error::StoreError;
 pub use event_types::EventTypeRow;
 pub use listen::{listen_webhook_changes, WebhookChange, WebhookListener};
 pub use log_reads::{AttemptRow, AttemptStats, LogDetail, LogFilter, LogRow, ATTEMPTS_SHOWN};
-pub use logs::{AttemptRecord, ExistingLog, LogToRequeue, NewLog, RequeueFilter};
+pub use logs::{
+    new_log_id, AttemptRecord, ExistingLog, LogToRequeue, NewEvent, NewLog, RequeueFilter,
+};
 pub use migrate::{ensure_database, migrate};
 pub use pool::{describe_database_url, validate_database_url, PoolOptions, Store};
+pub use retention::Retired;
 pub use webhooks::{
     HealthRow, NewWebhook, OpenedSecret, PreviousSecret, WebhookFilter, WebhookPatch, WebhookRow,
     MAX_PREVIOUS_SECRETS,

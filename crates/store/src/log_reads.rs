@@ -70,8 +70,9 @@ pub const ATTEMPTS_SHOWN: usize = 100;
 #[derive(Debug, Clone)]
 pub struct LogDetail {
     pub log: LogRow,
-    /// The JSON sent, as PostgreSQL stores it (jsonb's normal form).
-    pub payload: String,
+    /// The JSON sent, byte for byte (for a log written before release 9: jsonb's normal
+    /// form of it). `None` once its event is retired while the log lives on.
+    pub payload: Option<String>,
     pub response_body: Option<String>,
     /// The latest [`ATTEMPTS_SHOWN`] attempts at most, oldest first.
     pub attempts: Vec<AttemptRow>,
@@ -135,9 +136,18 @@ async fn attempts_page(
     Ok(Page::from_rows(rows, limit, AttemptRow::cursor))
 }
 
+/// The list's columns of `delivery_logs`; the traceparent is its event's, read for the
+/// rows answered only.
 const LIST_COLUMNS: &str = "id, webhook_id, account_id, event_id, event_type, status, attempts, \
                             response_status, error, created_at, updated_at, next_attempt_at, \
-                            delivered_at, traceparent";
+                            delivered_at, (SELECT e.traceparent FROM events e \
+                            WHERE e.account_id = l.account_id AND e.received_at = l.event_at \
+                            AND e.id = l.event_id) AS traceparent";
+
+/// The same columns of the logs of release 8 not moved over yet (migration V9).
+const LEGACY_COLUMNS: &str = "id, webhook_id, account_id, event_id, event_type, status, \
+                              attempts, response_status, error, created_at, updated_at, \
+                              next_attempt_at, delivered_at, traceparent";
 
 /// An HTTP status as stored; one no HTTP answer could have (edited by hand) reads as none.
 fn http_status(stored: Option<i32>) -> Option<u16> {
@@ -172,38 +182,20 @@ impl LogRow {
     }
 }
 
-/// The WHERE clause and parameters for a filter and a keyset position.
+/// The parameters of a list's SQL, bound as its clauses are written.
 struct Conditions {
-    clauses: Vec<String>,
     params: Vec<Box<dyn ToSql + Sync + Send>>,
 }
 
 impl Conditions {
     fn new() -> Self {
-        Self {
-            clauses: Vec::new(),
-            params: Vec::new(),
-        }
+        Self { params: Vec::new() }
     }
 
     /// Binds `value` and answers its placeholder (`$n`).
     fn param(&mut self, value: impl ToSql + Sync + Send + 'static) -> String {
         self.params.push(Box::new(value));
         format!("${}", self.params.len())
-    }
-
-    /// Adds `clause`, in which `$?` stands for `value`.
-    fn push(&mut self, clause: &str, value: impl ToSql + Sync + Send + 'static) {
-        let placeholder = self.param(value);
-        self.clauses.push(clause.replace("$?", &placeholder));
-    }
-
-    fn sql(&self) -> String {
-        if self.clauses.is_empty() {
-            "TRUE".into()
-        } else {
-            self.clauses.join(" AND ")
-        }
     }
 
     fn refs(&self) -> Vec<&(dyn ToSql + Sync)> {
@@ -215,30 +207,47 @@ impl Conditions {
 }
 
 impl LogFilter {
-    fn conditions(&self) -> Conditions {
-        let mut c = Conditions::new();
+    /// The filter's clauses over `delivery_logs` (or over the logs of release 8, `legacy`),
+    /// its values bound in `c`.
+    fn clauses(&self, c: &mut Conditions, legacy: bool) -> Vec<String> {
+        let mut clauses = Vec::new();
+        let mut push = |c: &mut Conditions, clause: &str, value: Box<dyn ToSql + Sync + Send>| {
+            c.params.push(value);
+            clauses.push(clause.replace("$?", &format!("${}", c.params.len())));
+        };
         if let Some(account) = &self.account_id {
-            c.push("account_id = $?", account.clone());
+            push(c, "account_id = $?", Box::new(account.clone()));
         }
         if let Some(webhook) = self.webhook_id {
-            c.push("webhook_id = $?", webhook);
+            push(c, "webhook_id = $?", Box::new(webhook));
         }
         if let Some(status) = self.status {
-            c.push("status = $?", status.as_str());
+            // No index names `status` (a status change rewrites no index): the logs that
+            // ever failed have an index of their own, and the unfinished ones a table.
+            let clause = match (legacy, status) {
+                (true, _) => "status = $?",
+                (false, LogStatus::Failed | LogStatus::Retrying) => "troubled AND status = $?",
+                (false, LogStatus::Pending) => {
+                    "status = $? AND (id, created_at) IN \
+                     (SELECT o.log_id, o.created_at FROM open_deliveries o)"
+                }
+                (false, LogStatus::Succeeded) => "status = $?",
+            };
+            push(c, clause, Box::new(status.as_str()));
         }
         if let Some(event_type) = &self.event_type {
-            c.push("event_type = $?", event_type.clone());
+            push(c, "event_type = $?", Box::new(event_type.clone()));
         }
         if let Some(event_id) = &self.event_id {
-            c.push("event_id = $?", event_id.clone());
+            push(c, "event_id = $?", Box::new(event_id.clone()));
         }
         if let Some(since) = self.since {
-            c.push("created_at >= $?", since);
+            push(c, "created_at >= $?", Box::new(since));
         }
         if let Some(until) = self.until {
-            c.push("created_at < $?", until);
+            push(c, "created_at < $?", Box::new(until));
         }
-        c
+        clauses
     }
 }
 
@@ -269,11 +278,21 @@ impl Store {
         account: Option<&str>,
     ) -> Result<Option<LogDetail>, StoreError> {
         let client = self.client().await?;
+        let at = crate::logs::log_time(id);
         let sql = format!(
-            "SELECT {LIST_COLUMNS}, payload::text AS payload, response_body FROM webhook_logs
+            "SELECT {LIST_COLUMNS}, (SELECT e.body FROM events e
+                                     WHERE e.account_id = l.account_id
+                                       AND e.received_at = l.event_at
+                                       AND e.id = l.event_id) AS payload,
+                    response_body
+             FROM delivery_logs l
+             WHERE id = $1 AND ($2::text IS NULL OR account_id = $2)
+               AND ($3::timestamptz IS NULL OR created_at = $3)
+             UNION ALL
+             SELECT {LEGACY_COLUMNS}, payload::text, response_body FROM webhook_logs_v8
              WHERE id = $1 AND ($2::text IS NULL OR account_id = $2)"
         );
-        let Some(row) = client.query_opt(&sql, &[&id, &account]).await? else {
+        let Some(row) = client.query_opt(&sql, &[&id, &account, &at]).await? else {
             return Ok(None);
         };
         let latest = attempts_page(&client, id, None, ATTEMPTS_SHOWN).await?;
@@ -315,8 +334,13 @@ impl Store {
         let client = self.client().await?;
         let visible = client
             .query_opt(
-                "SELECT 1 FROM webhook_logs WHERE id = $1 AND ($2::text IS NULL OR account_id = $2)",
-                &[&id, &account],
+                "SELECT 1 FROM delivery_logs
+                 WHERE id = $1 AND ($2::text IS NULL OR account_id = $2)
+                   AND ($3::timestamptz IS NULL OR created_at = $3)
+                 UNION ALL
+                 SELECT 1 FROM webhook_logs_v8
+                 WHERE id = $1 AND ($2::text IS NULL OR account_id = $2)",
+                &[&id, &account, &crate::logs::log_time(id)],
             )
             .await?;
         if visible.is_none() {
@@ -346,26 +370,49 @@ impl Store {
 }
 
 /// The list's SQL and its parameters: the filter's conditions, the keyset position after
-/// `after`, newest first, one row more than `limit` (to tell whether more follow).
+/// `after`, newest first, one row more than `limit` (to tell whether more follow). The logs
+/// of release 8 not moved over yet are read beside the partitioned ones, each side a range of
+/// its own index, and the two merged.
 fn list_query(
     filter: &LogFilter,
     after: Option<&Cursor>,
     limit: usize,
 ) -> Result<(String, Conditions), StoreError> {
-    let mut conditions = filter.conditions();
-    if let Some(cursor) = after {
-        let id = Uuid::parse_str(&cursor.key)
-            .map_err(|_| StoreError::Invalid("the cursor does not belong to this list".into()))?;
-        let (at, id) = (conditions.param(cursor.created_at), conditions.param(id));
-        conditions
-            .clauses
-            .push(format!("(created_at, id) < ({at}, {id})"));
-    }
+    let position = after
+        .map(|cursor| {
+            Uuid::parse_str(&cursor.key)
+                .map(|id| (cursor.created_at, id))
+                .map_err(|_| StoreError::Invalid("the cursor does not belong to this list".into()))
+        })
+        .transpose()?;
+    let mut conditions = Conditions::new();
     let limit_param = conditions.param(limit as i64 + 1);
+    let side = |legacy: bool, conditions: &mut Conditions| {
+        let mut clauses = filter.clauses(conditions, legacy);
+        if let Some((at, id)) = position {
+            let (at, id) = (conditions.param(at), conditions.param(id));
+            // The first clause lets PostgreSQL skip the partitions after the cursor, which
+            // the row comparison alone does not.
+            clauses.push(format!(
+                "created_at <= {at} AND (created_at, id) < ({at}, {id})"
+            ));
+        }
+        if clauses.is_empty() {
+            "TRUE".to_owned()
+        } else {
+            clauses.join(" AND ")
+        }
+    };
+    let new_side = side(false, &mut conditions);
+    let old_side = side(true, &mut conditions);
     let sql = format!(
-        "SELECT {LIST_COLUMNS} FROM webhook_logs WHERE {} \
-         ORDER BY created_at DESC, id DESC LIMIT {limit_param}",
-        conditions.sql()
+        "SELECT * FROM (
+            (SELECT {LIST_COLUMNS} FROM delivery_logs l WHERE {new_side}
+             ORDER BY created_at DESC, id DESC LIMIT {limit_param})
+            UNION ALL
+            (SELECT {LEGACY_COLUMNS} FROM webhook_logs_v8 WHERE {old_side}
+             ORDER BY created_at DESC, id DESC LIMIT {limit_param})) logs
+         ORDER BY created_at DESC, id DESC LIMIT {limit_param}"
     );
     Ok((sql, conditions))
 }

@@ -9,19 +9,65 @@ use uuid::Uuid;
 
 use crate::{count, to_int, Store, StoreError};
 
-/// A delivery to record at fan-out, `pending`.
+/// An event to store once, with the body every webhook of it receives.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub account_id: String,
+    pub id: String,
+    pub event_type: String,
+    /// The exact JSON body sent (and signed), shared by all the deliveries of the event.
+    pub body: std::sync::Arc<str>,
+    pub occurred_at: DateTime<Utc>,
+    pub received_at: DateTime<Utc>,
+    /// The event's W3C `traceparent`, when it came with one.
+    pub traceparent: Option<String>,
+}
+
+/// A delivery to record at fan-out, `pending`: a log of `event` for one webhook. Its
+/// `created_at` is the time of its id ([`new_log_id`]).
 #[derive(Debug, Clone)]
 pub struct NewLog {
     pub id: Uuid,
     pub webhook_id: Uuid,
-    pub account_id: String,
-    pub event_id: String,
-    pub event_type: String,
-    /// The JSON body that will be sent, shared by all the deliveries of one event.
-    pub payload: std::sync::Arc<str>,
-    pub created_at: DateTime<Utc>,
-    /// The event's W3C `traceparent`, when it came with one.
-    pub traceparent: Option<String>,
+    pub event: std::sync::Arc<NewEvent>,
+}
+
+/// A new log id: a UUIDv7 of time `at`. A log's `created_at` is the time of its id, so that
+/// a lookup by id alone knows the partition to read.
+pub fn new_log_id(at: DateTime<Utc>) -> Uuid {
+    let ts = uuid::Timestamp::from_unix(
+        uuid::NoContext,
+        u64::try_from(at.timestamp()).unwrap_or(0),
+        at.timestamp_subsec_nanos(),
+    );
+    Uuid::new_v7(ts)
+}
+
+/// The time of a UUIDv7 id, to the millisecond; `None` for ids of other versions (logs
+/// written by hand), which are looked up in every partition.
+pub(crate) fn log_time(id: Uuid) -> Option<DateTime<Utc>> {
+    if id.get_version_num() != 7 {
+        return None;
+    }
+    let (secs, nanos) = id.get_timestamp()?.to_unix();
+    DateTime::from_timestamp(i64::try_from(secs).ok()?, nanos)
+}
+
+/// The ids of `ids` that carry their time, with those times; and the others.
+pub(crate) fn split_by_time(ids: &[Uuid]) -> (Vec<Uuid>, Vec<DateTime<Utc>>, Vec<Uuid>) {
+    let (mut timed, mut times, mut untimed) = (Vec::new(), Vec::new(), Vec::new());
+    for &id in ids {
+        match log_time(id) {
+            Some(at) => {
+                timed.push(id);
+                times.push(at);
+            }
+            None => untimed.push(id),
+        }
+    }
+    times.sort_unstable();
+    times.dedup();
+    (timed, times, untimed)
 }
 
 /// A log row that already existed when a fan-out tried to insert it again.
@@ -34,7 +80,8 @@ pub struct ExistingLog {
     /// the log alone rather than stop on it.
     pub status: Option<LogStatus>,
     pub attempts: u32,
-    pub created_at: DateTime<Utc>,
+    /// When its event was received.
+    pub received_at: DateTime<Utc>,
 }
 
 /// One finished HTTP attempt and the state its log moves to.
@@ -83,20 +130,25 @@ pub struct RequeueFilter {
     pub claimed_by: Option<Uuid>,
 }
 
-/// Every filter is optional: `$n IS NULL OR …`. The indexes on (webhook_id, created_at),
-/// (account_id, created_at) and (status, created_at) serve the usual combinations.
+/// Every filter is optional: `$n IS NULL OR …`, folded away when PostgreSQL plans the
+/// statement with its values. The unfinished logs are found through `open_deliveries`, the
+/// failed ones through the index of the logs that ever failed; the others by webhook,
+/// account or time.
 const REQUEUE_WHERE: &str = "($1::uuid IS NULL OR id = $1)
     AND ($2::text IS NULL OR account_id = $2)
     AND ($3::uuid IS NULL OR webhook_id = $3)
     AND ($4::text IS NULL OR event_type = $4)
     AND ($5::timestamptz IS NULL OR created_at >= $5)
     AND ($6::timestamptz IS NULL OR created_at < $6)
-    AND (NOT $7 OR status = 'failed')
+    AND (NOT $7 OR (troubled AND status = 'failed'))
     AND ($8::timestamptz IS NULL OR updated_at <= $8)
-    AND (NOT $9 OR EXISTS (SELECT 1 FROM webhooks w WHERE w.id = webhook_logs.webhook_id))
-    AND (NOT $10 OR status IN ('pending', 'retrying'))
+    AND (NOT $9 OR EXISTS (SELECT 1 FROM webhooks w WHERE w.id = delivery_logs.webhook_id))
+    AND (NOT $10 OR (status IN ('pending', 'retrying')
+                     AND (id, created_at) IN (SELECT o.log_id, o.created_at
+                                              FROM open_deliveries o
+                                              WHERE $3::uuid IS NULL OR o.webhook_id = $3)))
     AND ($11::uuid IS NULL OR EXISTS (SELECT 1 FROM requeue_claims c
-                                      WHERE c.log_id = webhook_logs.id AND c.job_id = $11))";
+                                      WHERE c.log_id = delivery_logs.id AND c.job_id = $11))";
 
 impl RequeueFilter {
     fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 11] {
@@ -139,86 +191,284 @@ pub struct LogToRequeue {
 /// How long taking one log by id waits for another transaction's lock on it.
 const ONE_LOG_LOCK_WAIT_MS: u64 = 5_000;
 
-/// Rows and payload bytes per INSERT at most: a statement stays far below PostgreSQL's 1 GB
-/// per parameter, and a fan-out of big events to many webhooks does not build one huge query.
+/// Rows and body bytes per INSERT at most: a statement stays far below PostgreSQL's 1 GB per
+/// parameter, and a fan-out of big events to many webhooks does not build one huge query.
 const MAX_ROWS_PER_INSERT: usize = 2000;
 const MAX_BYTES_PER_INSERT: usize = 16 * 1024 * 1024;
 
-fn chunks_by_size(logs: &[NewLog]) -> Vec<&[NewLog]> {
+/// One event of a batch and its logs, the event's first occurrence in the batch only.
+struct EventLogs<'a> {
+    event: &'a NewEvent,
+    logs: Vec<&'a NewLog>,
+}
+
+/// The batch's events, each once (the first of an event id repeated in the batch stands for
+/// it; the logs of the others go the duplicates' way), with the logs of each, one per webhook.
+fn group<'a>(
+    events: &'a [std::sync::Arc<NewEvent>],
+    logs: &'a [NewLog],
+) -> (Vec<EventLogs<'a>>, Vec<NewLog>) {
+    let mut index: HashMap<(&str, &str), usize> = HashMap::new();
+    let mut grouped: Vec<EventLogs<'_>> = Vec::new();
+    for event in events {
+        index
+            .entry((event.account_id.as_str(), event.id.as_str()))
+            .or_insert_with(|| {
+                grouped.push(EventLogs {
+                    event,
+                    logs: Vec::new(),
+                });
+                grouped.len() - 1
+            });
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut others = Vec::new();
+    for log in logs {
+        let key = (log.event.account_id.as_str(), log.event.id.as_str());
+        match index.get(&key) {
+            Some(&i)
+                if std::ptr::eq(grouped[i].event, &*log.event)
+                    && seen.insert((log.webhook_id, key)) =>
+            {
+                grouped[i].logs.push(log)
+            }
+            _ => others.push(log.clone()),
+        }
+    }
+    (grouped, others)
+}
+
+fn chunks_by_size<'a, 'b>(grouped: &'b [EventLogs<'a>]) -> Vec<&'b [EventLogs<'a>]> {
     let mut chunks = Vec::new();
-    let (mut start, mut bytes) = (0, 0);
-    for (i, log) in logs.iter().enumerate() {
+    let (mut start, mut rows, mut bytes) = (0, 0, 0);
+    for (i, g) in grouped.iter().enumerate() {
+        let size = g.event.body.len();
         if i > start
-            && (i - start >= MAX_ROWS_PER_INSERT
-                || bytes + log.payload.len() > MAX_BYTES_PER_INSERT)
+            && (rows + g.logs.len() > MAX_ROWS_PER_INSERT || bytes + size > MAX_BYTES_PER_INSERT)
         {
-            chunks.push(&logs[start..i]);
+            chunks.push(&grouped[start..i]);
             start = i;
+            rows = 0;
             bytes = 0;
         }
-        bytes += log.payload.len();
+        rows += g.logs.len().max(1);
+        bytes += size;
     }
-    if start < logs.len() {
-        chunks.push(&logs[start..]);
+    if start < grouped.len() {
+        chunks.push(&grouped[start..]);
     }
     chunks
 }
 
-/// One INSERT of a chunk of rows, in the caller's transaction if there is one.
-async fn insert_log_chunk(
+/// One statement for a chunk: the events whose id is new take their dedupe key, are stored
+/// once, and get their logs and open deliveries; an event whose key exists already (a
+/// duplicate) writes nothing here. Answers the ids of the logs written.
+async fn insert_chunk(
     tx: &impl deadpool_postgres::GenericClient,
-    logs: &[NewLog],
+    chunk: &[EventLogs<'_>],
 ) -> Result<Vec<Uuid>, StoreError> {
-    let ids: Vec<Uuid> = logs.iter().map(|l| l.id).collect();
-    let webhooks: Vec<Uuid> = logs.iter().map(|l| l.webhook_id).collect();
-    let accounts: Vec<&str> = logs.iter().map(|l| l.account_id.as_str()).collect();
-    let events: Vec<&str> = logs.iter().map(|l| l.event_id.as_str()).collect();
-    let types: Vec<&str> = logs.iter().map(|l| l.event_type.as_str()).collect();
-    let payloads: Vec<&str> = logs.iter().map(|l| &*l.payload).collect();
-    let created: Vec<DateTime<Utc>> = logs.iter().map(|l| l.created_at).collect();
-    let traces: Vec<Option<&str>> = logs.iter().map(|l| l.traceparent.as_deref()).collect();
+    let events = chunk.iter().map(|g| g.event);
+    let accounts: Vec<&str> = events.clone().map(|e| e.account_id.as_str()).collect();
+    let ids: Vec<&str> = events.clone().map(|e| e.id.as_str()).collect();
+    let types: Vec<&str> = events.clone().map(|e| e.event_type.as_str()).collect();
+    let bodies: Vec<&str> = events.clone().map(|e| &*e.body).collect();
+    let occurred: Vec<DateTime<Utc>> = events.clone().map(|e| e.occurred_at).collect();
+    let received: Vec<DateTime<Utc>> = events.clone().map(|e| e.received_at).collect();
+    let traces: Vec<Option<&str>> = events.map(|e| e.traceparent.as_deref()).collect();
+    let mut log_ids = Vec::new();
+    let mut webhooks = Vec::new();
+    let mut of_event: Vec<i64> = Vec::new();
+    let mut created = Vec::new();
+    for (n, g) in chunk.iter().enumerate() {
+        for log in &g.logs {
+            log_ids.push(log.id);
+            webhooks.push(log.webhook_id);
+            of_event.push(n as i64 + 1);
+            created.push(log_time(log.id).unwrap_or(g.event.received_at));
+        }
+    }
     let rows = tx
         .query(
-            "INSERT INTO webhook_logs
-                (id, webhook_id, account_id, event_id, event_type, payload, created_at, updated_at,
-                 traceparent)
-             SELECT u.id, u.webhook_id, u.account_id, u.event_id, u.event_type,
-                    u.payload::jsonb, u.created_at, u.created_at, u.traceparent
-             FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[],
-                         $6::text[], $7::timestamptz[], $8::text[])
-                  AS u(id, webhook_id, account_id, event_id, event_type, payload, created_at,
-                       traceparent)
-             ON CONFLICT (webhook_id, event_id) DO NOTHING
-             RETURNING id",
+            "WITH ev AS (
+                SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],
+                                     $5::timestamptz[], $6::timestamptz[], $7::text[])
+                       WITH ORDINALITY
+                       AS e(account_id, id, event_type, body, occurred_at, received_at,
+                            traceparent, n)),
+             fresh AS (
+                INSERT INTO event_keys (account_id, event_id, received_at)
+                SELECT account_id, id, received_at FROM ev
+                ON CONFLICT DO NOTHING
+                RETURNING account_id, event_id),
+             kept AS (
+                SELECT ev.* FROM ev
+                JOIN fresh ON fresh.account_id = ev.account_id AND fresh.event_id = ev.id),
+             stored AS (
+                INSERT INTO events (account_id, id, event_type, body, occurred_at, received_at,
+                                    traceparent)
+                SELECT account_id, id, event_type, body, occurred_at, received_at, traceparent
+                FROM kept),
+             logs AS (
+                INSERT INTO delivery_logs (id, webhook_id, account_id, event_id, event_type,
+                                           event_at, created_at, updated_at)
+                SELECT u.id, u.webhook_id, k.account_id, k.id, k.event_type, k.received_at,
+                       u.created_at, u.created_at
+                FROM unnest($8::uuid[], $9::uuid[], $10::int8[], $11::timestamptz[])
+                     AS u(id, webhook_id, event, created_at)
+                JOIN kept k ON k.n = u.event
+                RETURNING id, webhook_id, created_at),
+             opened AS (
+                INSERT INTO open_deliveries (webhook_id, log_id, created_at)
+                SELECT webhook_id, id, created_at FROM logs)
+             SELECT id FROM logs",
             &[
-                &ids, &webhooks, &accounts, &events, &types, &payloads, &created, &traces,
+                &accounts, &ids, &types, &bodies, &occurred, &received, &traces, &log_ids,
+                &webhooks, &of_event, &created,
             ],
         )
         .await?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
+/// The logs of events whose id was seen before (within the dedupe window): a webhook that
+/// has no log of the event yet gets one, of the event as first stored; one that has keeps
+/// it. Duplicates of one event id are written one at a time (an advisory lock per event),
+/// so that two of them arriving together cannot both find no log.
+async fn insert_duplicates(
+    client: &mut deadpool_postgres::Object,
+    logs: &[NewLog],
+) -> Result<Vec<Uuid>, StoreError> {
+    let tx = client.transaction().await?;
+    let accounts: Vec<&str> = logs.iter().map(|l| l.event.account_id.as_str()).collect();
+    let events: Vec<&str> = logs.iter().map(|l| l.event.id.as_str()).collect();
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(h) FROM (
+            SELECT DISTINCT hashtextextended('hookrelay.event/' || a || '/' || e, 0) AS h
+            FROM unnest($1::text[], $2::text[]) AS k(a, e)) s
+         ORDER BY h",
+        &[&accounts, &events],
+    )
+    .await?;
+    let ids: Vec<Uuid> = logs.iter().map(|l| l.id).collect();
+    let webhooks: Vec<Uuid> = logs.iter().map(|l| l.webhook_id).collect();
+    let created: Vec<DateTime<Utc>> = logs
+        .iter()
+        .map(|l| log_time(l.id).unwrap_or(l.event.received_at))
+        .collect();
+    // A log's created_at is the time of its id, made at most a millisecond before its
+    // event's received_at: the margin covers that.
+    let rows = tx
+        .query(
+            "WITH u AS (
+                SELECT DISTINCT ON (webhook_id, account_id, event_id) *
+                FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::timestamptz[])
+                     AS u(id, webhook_id, account_id, event_id, created_at)),
+             logs AS (
+                INSERT INTO delivery_logs (id, webhook_id, account_id, event_id, event_type,
+                                           event_at, created_at, updated_at)
+                SELECT u.id, u.webhook_id, e.account_id, e.id, e.event_type, e.received_at,
+                       u.created_at, u.created_at
+                FROM u
+                JOIN event_keys k ON k.account_id = u.account_id AND k.event_id = u.event_id
+                JOIN events e ON e.account_id = k.account_id AND e.received_at = k.received_at
+                             AND e.id = k.event_id
+                WHERE NOT EXISTS (
+                    SELECT 1 FROM delivery_logs l
+                    WHERE l.webhook_id = u.webhook_id AND l.event_id = u.event_id
+                      AND l.account_id = u.account_id
+                      AND l.created_at >= k.received_at - interval '1 minute')
+                RETURNING id, webhook_id, created_at),
+             opened AS (
+                INSERT INTO open_deliveries (webhook_id, log_id, created_at)
+                SELECT webhook_id, id, created_at FROM logs)
+             SELECT id FROM logs",
+            &[&ids, &webhooks, &accounts, &events, &created],
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Locks the logs of `ids` (sorted), answering `id, attempts, requeues, webhook_id,
+/// created_at` of each found. The ids carry their time, so that only the partitions of those
+/// days are read; a log whose id does not (written by hand) is looked for in every one.
+async fn lock_logs(
+    tx: &impl deadpool_postgres::GenericClient,
+    ids: &[Uuid],
+) -> Result<Vec<tokio_postgres::Row>, StoreError> {
+    let (timed, days, untimed) = split_by_time(ids);
+    let mut rows = Vec::with_capacity(ids.len());
+    if !timed.is_empty() {
+        rows = tx
+            .query(
+                "SELECT id, attempts, requeues, webhook_id, created_at FROM delivery_logs
+                 WHERE id = ANY($1) AND created_at = ANY($2)
+                 ORDER BY id FOR UPDATE",
+                &[&timed, &days],
+            )
+            .await?;
+    }
+    let found: std::collections::HashSet<Uuid> = rows.iter().map(|r| r.get(0)).collect();
+    let rest: Vec<Uuid> = untimed
+        .into_iter()
+        .chain(timed.into_iter().filter(|id| !found.contains(id)))
+        .collect();
+    if !rest.is_empty() {
+        rows.extend(
+            tx.query(
+                "SELECT id, attempts, requeues, webhook_id, created_at FROM delivery_logs
+                 WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+                &[&rest],
+            )
+            .await?,
+        );
+    }
+    Ok(rows)
+}
+
 impl Store {
-    /// Inserts the rows that do not exist yet (the unique `(webhook_id, event_id)` dedupes)
-    /// and returns the ids of those inserted. All chunks commit together or not at all, so a
-    /// failed call leaves nothing behind that a retry would mistake for a duplicate.
-    pub async fn insert_logs(&self, logs: &[NewLog]) -> Result<Vec<Uuid>, StoreError> {
+    /// Stores `events` (each once, the first time its id is seen within the dedupe window)
+    /// and `logs`, the deliveries of them, `pending`; answers the ids of the logs written.
+    /// A log not written is a duplicate: its webhook has a log of that event already. The
+    /// new events commit together or not at all, so a failed call leaves nothing behind that
+    /// a retry would mistake for a duplicate.
+    pub async fn insert_logs(
+        &self,
+        events: &[std::sync::Arc<NewEvent>],
+        logs: &[NewLog],
+    ) -> Result<Vec<Uuid>, StoreError> {
         let mut client = self.client().await?;
-        let chunks = chunks_by_size(logs);
-        if let [only] = chunks.as_slice() {
-            // One statement is atomic already: no transaction round trips for the usual case.
-            return insert_log_chunk(&client, only).await;
-        }
-        let tx = client.transaction().await?;
+        let (grouped, duplicates) = group(events, logs);
+        let chunks = chunks_by_size(&grouped);
         let mut inserted = Vec::with_capacity(logs.len());
-        for chunk in chunks {
-            inserted.extend(insert_log_chunk(&tx, chunk).await?);
+        match chunks.as_slice() {
+            [] => {}
+            // One statement is atomic already: no transaction round trips for the usual case.
+            [only] => inserted = insert_chunk(&client, only).await?,
+            _ => {
+                let tx = client.transaction().await?;
+                for chunk in chunks {
+                    inserted.extend(insert_chunk(&tx, chunk).await?);
+                }
+                tx.commit().await?;
+            }
         }
-        tx.commit().await?;
+        // The logs of events whose key existed already.
+        let written: std::collections::HashSet<Uuid> = inserted.iter().copied().collect();
+        let mut again: Vec<NewLog> = grouped
+            .iter()
+            .flat_map(|g| g.logs.iter())
+            .filter(|l| !written.contains(&l.id))
+            .map(|l| (*l).clone())
+            .collect();
+        again.extend(duplicates);
+        if !again.is_empty() {
+            inserted.extend(insert_duplicates(&mut client, &again).await?);
+        }
         Ok(inserted)
     }
 
-    /// The rows for these `(webhook_id, event_id)` pairs.
+    /// The logs of these `(webhook_id, event_id)` pairs.
     pub async fn existing_logs(
         &self,
         keys: &[(Uuid, String)],
@@ -231,8 +481,8 @@ impl Store {
         let events: Vec<&str> = keys.iter().map(|k| k.1.as_str()).collect();
         let rows = client
             .query(
-                "SELECT l.id, l.webhook_id, l.event_id, l.status, l.attempts, l.created_at
-                 FROM webhook_logs l
+                "SELECT l.id, l.webhook_id, l.event_id, l.status, l.attempts, l.event_at
+                 FROM delivery_logs l
                  JOIN unnest($1::uuid[], $2::text[]) AS k(webhook_id, event_id)
                    ON l.webhook_id = k.webhook_id AND l.event_id = k.event_id",
                 &[&webhooks, &events],
@@ -246,7 +496,7 @@ impl Store {
                 event_id: r.get(2),
                 status: LogStatus::parse(r.get(3)),
                 attempts: count(r.get(4)),
-                created_at: r.get(5),
+                received_at: r.get(5),
             })
             .collect())
     }
@@ -265,18 +515,15 @@ impl Store {
         ids.sort_unstable();
         ids.dedup();
         // In id order, so that two writers locking overlapping batches cannot deadlock.
-        let rows = tx
-            .query(
-                "SELECT id, attempts, requeues, webhook_id FROM webhook_logs WHERE id = ANY($1)
-                 ORDER BY id FOR UPDATE",
-                &[&ids],
-            )
-            .await?;
+        let rows = lock_logs(&tx, &ids).await?;
         let mut logs: HashMap<Uuid, (u32, u32)> = rows
             .iter()
             .map(|r| (r.get(0), (count(r.get(1)), count(r.get(2)))))
             .collect();
-        let webhooks: HashMap<Uuid, Uuid> = rows.iter().map(|r| (r.get(0), r.get(3))).collect();
+        let found: HashMap<Uuid, (Uuid, DateTime<Utc>)> = rows
+            .iter()
+            .map(|r| (r.get(0), (r.get(3), r.get(4))))
+            .collect();
         let mut current = Vec::with_capacity(batch.len());
         let mut moves: HashMap<Uuid, &AttemptRecord> = HashMap::new();
         for record in batch {
@@ -316,16 +563,15 @@ impl Store {
             .collect();
         let bodies: Vec<Option<&str>> = kept.iter().map(|a| a.response_body.as_deref()).collect();
         let errors: Vec<Option<&str>> = kept.iter().map(|a| a.error.as_deref()).collect();
-        let webhook_col: Vec<Option<Uuid>> = kept
-            .iter()
-            .map(|a| webhooks.get(&a.log_id).copied())
-            .collect();
+        let webhook_col: Vec<Uuid> = kept.iter().map(|a| found[&a.log_id].0).collect();
+        let created_col: Vec<DateTime<Utc>> = kept.iter().map(|a| found[&a.log_id].1).collect();
         tx.execute(
-            "INSERT INTO webhook_attempts
+            "INSERT INTO delivery_attempts
                 (log_id, attempt, started_at, duration_ms, response_status, response_body, error,
-                 webhook_id)
+                 webhook_id, log_created_at)
              SELECT * FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::int[],
-                                  $5::int[], $6::text[], $7::text[], $8::uuid[])",
+                                  $5::int[], $6::text[], $7::text[], $8::uuid[],
+                                  $9::timestamptz[])",
             &[
                 &logs_col,
                 &attempts,
@@ -335,6 +581,7 @@ impl Store {
                 &bodies,
                 &errors,
                 &webhook_col,
+                &created_col,
             ],
         )
         .await?;
@@ -352,9 +599,17 @@ impl Store {
         let errors: Vec<Option<&str>> = moves.iter().map(|a| a.error.as_deref()).collect();
         let states: Vec<&str> = moves.iter().map(|a| a.status.as_str()).collect();
         let next: Vec<Option<DateTime<Utc>>> = moves.iter().map(|a| a.next_attempt_at).collect();
+        let created_col: Vec<DateTime<Utc>> = moves.iter().map(|a| found[&a.log_id].1).collect();
+        let mut days = created_col.clone();
+        days.sort_unstable();
+        days.dedup();
+        // Nothing indexed changes on the way to `succeeded` (a HOT update); `troubled` only
+        // on a log's first failure. The logs finished leave the open deliveries.
         tx.execute(
-            "UPDATE webhook_logs l SET
+            "WITH moved AS (
+             UPDATE delivery_logs l SET
                 status = u.status,
+                troubled = l.troubled OR u.status IN ('retrying', 'failed'),
                 attempts = u.attempt,
                 requeues = u.requeue,
                 response_status = u.response_status,
@@ -366,13 +621,29 @@ impl Store {
                                ELSE l.delivered_at END,
                 updated_at = now()
              FROM unnest($1::uuid[], $2::int[], $3::int[], $4::timestamptz[], $5::int[],
-                         $6::int[], $7::text[], $8::text[], $9::text[], $10::timestamptz[])
+                         $6::int[], $7::text[], $8::text[], $9::text[], $10::timestamptz[],
+                         $11::timestamptz[])
                   AS u(log_id, attempt, requeue, started_at, duration_ms, response_status,
-                       response_body, error, status, next_attempt_at)
-             WHERE l.id = u.log_id",
+                       response_body, error, status, next_attempt_at, created_at)
+             WHERE l.id = u.log_id AND l.created_at = u.created_at
+               AND l.created_at = ANY($12)
+             RETURNING l.webhook_id, l.id, l.status)
+             DELETE FROM open_deliveries o USING moved
+             WHERE o.webhook_id = moved.webhook_id AND o.log_id = moved.id
+               AND moved.status IN ('succeeded', 'failed')",
             &[
-                &logs_col, &attempts, &requeues, &started, &durations, &statuses, &bodies, &errors,
-                &states, &next,
+                &logs_col,
+                &attempts,
+                &requeues,
+                &started,
+                &durations,
+                &statuses,
+                &bodies,
+                &errors,
+                &states,
+                &next,
+                &created_col,
+                &days,
             ],
         )
         .await?;
@@ -383,12 +654,30 @@ impl Store {
     /// Where a log stands: `(attempts, requeues)`, or `None` when it is gone.
     pub async fn log_position(&self, log_id: Uuid) -> Result<Option<(u32, u32)>, StoreError> {
         let client = self.client().await?;
-        let row = client
-            .query_opt(
-                "SELECT attempts, requeues FROM webhook_logs WHERE id = $1",
-                &[&log_id],
-            )
-            .await?;
+        let row = match log_time(log_id) {
+            Some(at) => {
+                client
+                    .query_opt(
+                        "SELECT attempts, requeues FROM delivery_logs
+                         WHERE id = $1 AND created_at = $2",
+                        &[&log_id, &at],
+                    )
+                    .await?
+            }
+            None => None,
+        };
+        let row = match row {
+            Some(row) => Some(row),
+            // A log written by hand, whose id does not tell its time.
+            None => {
+                client
+                    .query_opt(
+                        "SELECT attempts, requeues FROM delivery_logs WHERE id = $1",
+                        &[&log_id],
+                    )
+                    .await?
+            }
+        };
         Ok(row.map(|r| (count(r.get(0)), count(r.get(1)))))
     }
 
@@ -404,7 +693,7 @@ impl Store {
         filter: &RequeueFilter,
     ) -> Result<Vec<Uuid>, StoreError> {
         let client = self.client().await?;
-        let sql = format!("SELECT DISTINCT webhook_id FROM webhook_logs WHERE {REQUEUE_WHERE}");
+        let sql = format!("SELECT DISTINCT webhook_id FROM delivery_logs WHERE {REQUEUE_WHERE}");
         let rows = client.query(&sql, &filter.params()).await?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
@@ -452,7 +741,7 @@ impl Store {
         let sql = format!(
             "WITH claimed AS (
                 INSERT INTO requeue_claims (log_id, job_id)
-                SELECT id, $12 FROM webhook_logs WHERE {REQUEUE_WHERE}
+                SELECT id, $12 FROM delivery_logs WHERE {REQUEUE_WHERE}
                 ON CONFLICT (log_id) DO UPDATE SET job_id = EXCLUDED.job_id
                 WHERE NOT EXISTS (
                     SELECT 1 FROM requeue_jobs j
@@ -565,13 +854,17 @@ impl Store {
             ))
             .await?;
         }
+        // The body comes from the log's event, read after the logs are taken and locked.
         let sql = format!(
-            "SELECT id, webhook_id, account_id, event_id, event_type, payload::text, attempts,
-                    created_at, requeues, traceparent
-             FROM webhook_logs WHERE {REQUEUE_WHERE}
-             ORDER BY created_at, id
-             LIMIT {limit}
-             {lock}"
+            "SELECT l.id, l.webhook_id, l.account_id, l.event_id, l.event_type, e.body,
+                    l.attempts, l.created_at, l.requeues, e.traceparent
+             FROM (SELECT * FROM delivery_logs WHERE {REQUEUE_WHERE}
+                   ORDER BY created_at, id
+                   LIMIT {limit}
+                   {lock}) l
+             LEFT JOIN events e ON e.account_id = l.account_id AND e.received_at = l.event_at
+                               AND e.id = l.event_id
+             ORDER BY l.created_at, l.id"
         );
         let rows = match tx.query(&sql, &filter.params()).await {
             Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
@@ -581,8 +874,13 @@ impl Store {
             }
             rows => rows?,
         };
+        let taken_ids: Vec<Uuid> = rows.iter().map(|r| r.get(0)).collect();
+        let taken = taken_ids.len();
         let logs: Vec<LogToRequeue> = rows
             .iter()
+            // A log whose event is gone (retired with its day, while the log, made by a
+            // replay, lived on) has no body left to send.
+            .filter(|r| r.get::<_, Option<String>>(5).is_some())
             .map(|r| LogToRequeue {
                 id: r.get(0),
                 webhook_id: r.get(1),
@@ -596,10 +894,8 @@ impl Store {
                 traceparent: r.get(9),
             })
             .collect();
-        let taken = logs.len();
         // Every log taken leaves the job's claims, queued or not (a webhook gone meanwhile):
         // the job is done with it.
-        let taken_ids: Vec<Uuid> = logs.iter().map(|log| log.id).collect();
         if taken == 0 {
             tx.commit().await?;
             return Ok(Ok(0));
@@ -611,11 +907,17 @@ impl Store {
                 return Ok(Err(e));
             }
         };
+        let (_, days, _) = split_by_time(&ids);
         tx.execute(
-            "UPDATE webhook_logs SET status = 'pending', requeues = requeues + 1,
-                    next_attempt_at = NULL, updated_at = now()
-             WHERE id = ANY($1)",
-            &[&ids],
+            "WITH queued AS (
+                UPDATE delivery_logs SET status = 'pending', requeues = requeues + 1,
+                       next_attempt_at = NULL, updated_at = now()
+                WHERE id = ANY($1) AND (created_at = ANY($2) OR $3)
+                RETURNING webhook_id, id, created_at)
+             INSERT INTO open_deliveries (webhook_id, log_id, created_at)
+             SELECT webhook_id, id, created_at FROM queued
+             ON CONFLICT DO NOTHING",
+            &[&ids, &days, &(days.len() < ids.len())],
         )
         .await?;
         if let Some(job) = filter.claimed_by {
@@ -639,42 +941,100 @@ impl Store {
 }
 
 /// Ends the open logs of webhook `$1` with error `$2`.
-pub(crate) const FAIL_OPEN_LOGS: &str =
-    "UPDATE webhook_logs SET status = 'failed', error = $2, next_attempt_at = NULL,
-            updated_at = now()
-     WHERE webhook_id = $1 AND status IN ('pending', 'retrying')";
+pub(crate) const FAIL_OPEN_LOGS: &str = "WITH closed AS (
+        DELETE FROM open_deliveries WHERE webhook_id = $1 RETURNING log_id, created_at)
+     UPDATE delivery_logs l SET status = 'failed', troubled = true, error = $2,
+            next_attempt_at = NULL, updated_at = now()
+     FROM closed
+     WHERE l.id = closed.log_id AND l.created_at = closed.created_at
+       AND l.status IN ('pending', 'retrying')";
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
-    fn log(bytes: usize) -> NewLog {
-        NewLog {
+    fn event(id: &str, bytes: usize) -> Arc<NewEvent> {
+        Arc::new(NewEvent {
+            account_id: "a".into(),
+            id: id.into(),
+            event_type: "Contact.created".into(),
+            body: "x".repeat(bytes).into(),
+            occurred_at: DateTime::from_timestamp(0, 0).unwrap(),
+            received_at: DateTime::from_timestamp(0, 0).unwrap(),
             traceparent: None,
-            id: Uuid::nil(),
-            webhook_id: Uuid::nil(),
-            account_id: String::new(),
-            event_id: String::new(),
-            event_type: String::new(),
-            payload: "x".repeat(bytes).into(),
-            created_at: chrono::DateTime::from_timestamp(0, 0).unwrap(),
-        }
+        })
+    }
+
+    fn logs_of(event: &Arc<NewEvent>, n: usize) -> Vec<NewLog> {
+        (0..n)
+            .map(|_| NewLog {
+                id: Uuid::new_v4(),
+                webhook_id: Uuid::new_v4(),
+                event: event.clone(),
+            })
+            .collect()
     }
 
     #[test]
     fn inserts_are_chunked_by_rows_and_bytes() {
-        let many: Vec<NewLog> = (0..4500).map(|_| log(10)).collect();
-        let sizes: Vec<usize> = chunks_by_size(&many).iter().map(|c| c.len()).collect();
-        assert_eq!(sizes, vec![2000, 2000, 500]);
-        let big: Vec<NewLog> = (0..5).map(|_| log(6 * 1024 * 1024)).collect();
-        let sizes: Vec<usize> = chunks_by_size(&big).iter().map(|c| c.len()).collect();
-        assert_eq!(sizes, vec![2, 2, 1]);
-        let huge = vec![log(MAX_BYTES_PER_INSERT + 1)];
+        let events: Vec<_> = (0..450).map(|i| event(&i.to_string(), 10)).collect();
+        let logs: Vec<NewLog> = events.iter().flat_map(|e| logs_of(e, 10)).collect();
+        let (grouped, others) = group(&events, &logs);
+        assert!(others.is_empty());
+        let sizes: Vec<usize> = chunks_by_size(&grouped).iter().map(|c| c.len()).collect();
         assert_eq!(
-            chunks_by_size(&huge).len(),
+            sizes,
+            vec![200, 200, 50],
+            "2000 log rows per statement at most"
+        );
+        let big: Vec<_> = (0..5)
+            .map(|i| event(&i.to_string(), 6 * 1024 * 1024))
+            .collect();
+        let (grouped, _) = group(&big, &[]);
+        let sizes: Vec<usize> = chunks_by_size(&grouped).iter().map(|c| c.len()).collect();
+        assert_eq!(sizes, vec![2, 2, 1]);
+        let huge = vec![event("h", MAX_BYTES_PER_INSERT + 1)];
+        let (grouped, _) = group(&huge, &[]);
+        assert_eq!(
+            chunks_by_size(&grouped).len(),
             1,
-            "one oversized row still goes alone"
+            "one oversized event still goes alone"
         );
         assert!(chunks_by_size(&[]).is_empty());
+    }
+
+    #[test]
+    fn an_event_id_twice_in_a_batch_is_stored_once_with_one_log_per_webhook() {
+        let first = event("same", 10);
+        let again = event("same", 10);
+        let webhook = Uuid::new_v4();
+        let log = |e: &Arc<NewEvent>| NewLog {
+            id: Uuid::new_v4(),
+            webhook_id: webhook,
+            event: e.clone(),
+        };
+        let logs = vec![log(&first), log(&first), log(&again)];
+        let events = [first.clone(), again];
+        let (grouped, others) = group(&events, &logs);
+        assert_eq!(grouped.len(), 1);
+        assert_eq!(grouped[0].logs.len(), 1);
+        assert_eq!(others.len(), 2, "the others go the duplicates' way");
+    }
+
+    #[test]
+    fn a_log_id_tells_its_time_to_the_millisecond() {
+        let at = DateTime::parse_from_rfc3339("2026-12-07T10:11:12.345678Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let id = new_log_id(at);
+        assert_eq!(
+            log_time(id).unwrap().to_rfc3339(),
+            "2026-12-07T10:11:12.345+00:00"
+        );
+        assert_eq!(log_time(Uuid::new_v4()), None);
+        let (timed, times, untimed) = split_by_time(&[id, id, Uuid::nil()]);
+        assert_eq!((timed.len(), times.len(), untimed.len()), (2, 1, 1));
     }
 }

@@ -1,58 +1,287 @@
-//! Log retention: finished logs past `log_retention` deleted a small batch at a time, and the
-//! backfill of the webhook of attempts written without one.
+//! Storage upkeep: daily partitions made ahead of time, days past `log_retention` retired
+//! whole (events, logs and attempts together), dedupe keys past `dedupe_window` forgotten,
+//! and the logs of release 8 moved over to the partitioned tables (migration V9).
 
-use chrono::{DateTime, Utc};
-use hookrelay_core::LogStatus;
+use chrono::{DateTime, NaiveDate, Utc};
+use tokio_postgres::error::SqlState;
 
 use crate::{Store, StoreError};
 
+/// How a day's retirement went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Retired {
+    /// Its partitions are dropped.
+    Dropped(NaiveDate),
+    /// Kept: some of its logs are still under way; they are never lost to retention.
+    KeptOpen(NaiveDate),
+}
+
+/// The partition of `table` (`events`, `delivery_logs`, `delivery_attempts`) for UTC `day`.
+fn partition(table: &str, day: NaiveDate) -> String {
+    format!("{table}_p{}", day.format("%Y%m%d"))
+}
+
 impl Store {
-    /// Deletes up to `batch` finished logs (`succeeded` or `failed`) created before
-    /// `cutoff`, oldest first, with their attempts (the foreign key cascades); answers how
-    /// many. Logs still under way stay whatever their age: their deliveries still need them.
-    /// One status at a time, each a range of the (status, created_at) index, so that old
-    /// logs still pending are never walked over again. Rows another process is deleting are
-    /// skipped, not waited for.
-    pub async fn delete_old_logs(
+    /// Makes sure the partitions of yesterday, today and `ahead` days more exist; answers
+    /// how many days were added. Waits at most a second for the parents' lock (other DDL
+    /// only: the pipeline's reads and writes never hold it up), then leaves it to next time.
+    pub async fn ensure_partitions(&self, ahead: u32) -> Result<i32, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        tx.batch_execute("SET LOCAL lock_timeout = '1s'").await?;
+        let made: i32 = tx
+            .query_one(
+                "SELECT hookrelay_ensure_partitions((now() AT TIME ZONE 'UTC')::date - 1,
+                                                    (now() AT TIME ZONE 'UTC')::date + $1::int)",
+                &[&i32::try_from(ahead).unwrap_or(i32::MAX)],
+            )
+            .await?
+            .get(0);
+        tx.commit().await?;
+        Ok(made)
+    }
+
+    /// The days that have partitions, oldest first.
+    pub async fn partition_days(&self) -> Result<Vec<NaiveDate>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT c.relname FROM pg_inherits i
+                 JOIN pg_class c ON c.oid = i.inhrelid
+                 WHERE i.inhparent = 'delivery_logs'::regclass
+                 ORDER BY c.relname",
+                &[],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                let name: &str = r.get(0);
+                NaiveDate::parse_from_str(name.strip_prefix("delivery_logs_p")?, "%Y%m%d").ok()
+            })
+            .collect())
+    }
+
+    /// Retires every day that ended before `cutoff`: its partitions of events, logs and
+    /// attempts are detached (CONCURRENTLY: no lock that would stop the pipeline) and
+    /// dropped, without a row deleted. A day that still holds a log under way is kept whole,
+    /// checked before the detach and again after it (a log queued again by hand meanwhile),
+    /// when the day is attached back rather than dropped.
+    pub async fn retire_partitions(
+        &self,
+        cutoff: DateTime<Utc>,
+    ) -> Result<Vec<Retired>, StoreError> {
+        let mut retired = Vec::new();
+        for day in self.partition_days().await? {
+            let (low, high) = day_bounds(day);
+            if high > cutoff {
+                break;
+            }
+            let client = self.client().await?;
+            let open: bool = client
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM open_deliveries
+                                    WHERE created_at >= $1 AND created_at < $2)",
+                    &[&low, &high],
+                )
+                .await?
+                .get(0);
+            if open {
+                retired.push(Retired::KeptOpen(day));
+                continue;
+            }
+            let logs = partition("delivery_logs", day);
+            detach(&client, "delivery_logs", &logs).await?;
+            let reopened: bool = client
+                .query_one(
+                    &format!(
+                        "SELECT EXISTS (SELECT 1 FROM {logs}
+                                        WHERE status IN ('pending', 'retrying'))"
+                    ),
+                    &[],
+                )
+                .await?
+                .get(0);
+            if reopened {
+                client
+                    .batch_execute(&format!(
+                        "ALTER TABLE delivery_logs ATTACH PARTITION {logs}
+                         FOR VALUES FROM ('{low}') TO ('{high}')",
+                        low = low.to_rfc3339(),
+                        high = high.to_rfc3339()
+                    ))
+                    .await?;
+                retired.push(Retired::KeptOpen(day));
+                continue;
+            }
+            client.batch_execute(&format!("DROP TABLE {logs}")).await?;
+            for table in ["events", "delivery_attempts"] {
+                let name = partition(table, day);
+                let exists: bool = client
+                    .query_one("SELECT to_regclass($1) IS NOT NULL", &[&name])
+                    .await?
+                    .get(0);
+                if exists {
+                    detach(&client, table, &name).await?;
+                    client.batch_execute(&format!("DROP TABLE {name}")).await?;
+                }
+            }
+            retired.push(Retired::Dropped(day));
+        }
+        Ok(retired)
+    }
+
+    /// Forgets up to `batch` dedupe keys of events received before `cutoff`; answers how
+    /// many. An event id seen again after that is a new event.
+    pub async fn forget_event_keys(
         &self,
         cutoff: DateTime<Utc>,
         batch: i64,
     ) -> Result<u64, StoreError> {
         let client = self.client().await?;
-        let mut deleted = 0;
-        for status in [LogStatus::Succeeded, LogStatus::Failed] {
-            let left = batch - deleted as i64;
-            if left <= 0 {
-                break;
-            }
-            deleted += client
-                .execute(
-                    "DELETE FROM webhook_logs WHERE id IN (
-                        SELECT id FROM webhook_logs
-                        WHERE status = $1 AND created_at < $2
-                        ORDER BY created_at
-                        LIMIT $3
-                        FOR UPDATE SKIP LOCKED)",
-                    &[&status.as_str(), &cutoff, &left],
-                )
-                .await?;
-        }
-        Ok(deleted)
-    }
-
-    /// Gives up to `batch` attempts written without their webhook (before migration V4, or
-    /// by an older release during a rollout) the webhook of their log; answers how many.
-    pub async fn fill_attempt_webhooks(&self, batch: i64) -> Result<u64, StoreError> {
-        let client = self.client().await?;
         Ok(client
             .execute(
-                "UPDATE webhook_attempts a SET webhook_id = l.webhook_id
-                 FROM webhook_logs l
-                 WHERE a.id IN (SELECT id FROM webhook_attempts WHERE webhook_id IS NULL
-                                LIMIT $1 FOR UPDATE SKIP LOCKED)
-                   AND l.id = a.log_id",
-                &[&batch],
+                "DELETE FROM event_keys WHERE (account_id, event_id) IN (
+                    SELECT account_id, event_id FROM event_keys WHERE received_at < $1
+                    LIMIT $2 FOR UPDATE SKIP LOCKED)",
+                &[&cutoff, &batch],
             )
             .await?)
+    }
+
+    /// Moves up to `batch` logs of release 8 (the newest first, with their attempts and
+    /// events) into the partitioned tables, in one short transaction; those created before
+    /// `retention_cutoff` are dropped instead, their time being over. Their dedupe keys are
+    /// kept when received after `dedupe_cutoff`. Answers how many logs it took (0: none is
+    /// left).
+    pub async fn move_legacy_logs(
+        &self,
+        batch: i64,
+        retention_cutoff: DateTime<Utc>,
+        dedupe_cutoff: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let dropped = tx
+            .execute(
+                "DELETE FROM webhook_logs_v8 WHERE id IN (
+                    SELECT id FROM webhook_logs_v8 WHERE created_at < $1
+                    ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
+                &[&retention_cutoff, &batch],
+            )
+            .await?;
+        if dropped > 0 {
+            tx.commit().await?;
+            return Ok(dropped);
+        }
+        // The days this batch reaches have their partitions first.
+        let span = tx
+            .query_one(
+                "SELECT (min(created_at) AT TIME ZONE 'UTC')::date - 1,
+                        (max(created_at) AT TIME ZONE 'UTC')::date + 1
+                 FROM (SELECT created_at FROM webhook_logs_v8
+                       ORDER BY created_at DESC LIMIT $1) b",
+                &[&batch],
+            )
+            .await?;
+        let (first, last): (Option<NaiveDate>, Option<NaiveDate>) = (span.get(0), span.get(1));
+        let (Some(first), Some(last)) = (first, last) else {
+            tx.commit().await?;
+            return Ok(0);
+        };
+        tx.execute(
+            "SELECT hookrelay_ensure_partitions($1, $2)",
+            &[&first, &last],
+        )
+        .await?;
+        // The attempts are read in the statement's snapshot, before the cascade of the
+        // logs' deletion removes them.
+        let moved: i64 = tx
+            .query_one(
+                "WITH moved AS (
+                    DELETE FROM webhook_logs_v8 WHERE id IN (
+                        SELECT id FROM webhook_logs_v8
+                        ORDER BY created_at DESC LIMIT $1 FOR UPDATE SKIP LOCKED)
+                    RETURNING *, COALESCE(hookrelay_uuid_time(id), created_at) AS log_at),
+                 ev AS (
+                    INSERT INTO events (account_id, id, event_type, body, occurred_at,
+                                        received_at, traceparent)
+                    SELECT DISTINCT ON (account_id, created_at, event_id)
+                           account_id, event_id, event_type, payload::text, created_at,
+                           created_at, traceparent
+                    FROM moved ORDER BY account_id, created_at, event_id
+                    ON CONFLICT DO NOTHING),
+                 keys AS (
+                    INSERT INTO event_keys (account_id, event_id, received_at)
+                    SELECT account_id, event_id, min(created_at) FROM moved
+                    WHERE created_at >= $2 GROUP BY account_id, event_id
+                    ON CONFLICT DO NOTHING),
+                 logs AS (
+                    INSERT INTO delivery_logs (id, webhook_id, account_id, event_id, event_type,
+                                               event_at, created_at, status, attempts, requeues,
+                                               troubled, response_status, response_body, error,
+                                               updated_at, next_attempt_at, delivered_at)
+                    SELECT id, webhook_id, account_id, event_id, event_type, created_at, log_at,
+                           status, attempts, requeues, status IN ('retrying', 'failed'),
+                           response_status, response_body, error, updated_at, next_attempt_at,
+                           delivered_at
+                    FROM moved),
+                 attempts AS (
+                    INSERT INTO delivery_attempts (id, log_id, log_created_at, webhook_id,
+                                                   attempt, started_at, duration_ms,
+                                                   response_status, response_body, error)
+                    SELECT a.id, a.log_id, m.log_at, m.webhook_id, a.attempt, a.started_at,
+                           a.duration_ms, a.response_status, a.response_body, a.error
+                    FROM webhook_attempts_v8 a JOIN moved m ON m.id = a.log_id)
+                 SELECT count(*) FROM moved",
+                &[&batch, &dedupe_cutoff],
+            )
+            .await?
+            .get(0);
+        tx.commit().await?;
+        Ok(u64::try_from(moved).unwrap_or(0))
+    }
+}
+
+/// A UTC day's bounds.
+fn day_bounds(day: NaiveDate) -> (DateTime<Utc>, DateTime<Utc>) {
+    let low = day.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc();
+    (low, low + chrono::Duration::days(1))
+}
+
+/// Detaches `child` from `parent` without blocking the pipeline; finishes a detach that an
+/// earlier pass began and did not end (its process stopped in between).
+async fn detach(
+    client: &deadpool_postgres::Object,
+    parent: &str,
+    child: &str,
+) -> Result<(), StoreError> {
+    match client
+        .batch_execute(&format!(
+            "ALTER TABLE {parent} DETACH PARTITION {child} CONCURRENTLY"
+        ))
+        .await
+    {
+        Ok(()) => Ok(()),
+        Err(e) if e.code() == Some(&SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE) => Ok(client
+            .batch_execute(&format!(
+                "ALTER TABLE {parent} DETACH PARTITION {child} FINALIZE"
+            ))
+            .await?),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_are_named_by_utc_day() {
+        let day = NaiveDate::from_ymd_opt(2026, 3, 9).unwrap();
+        assert_eq!(partition("delivery_logs", day), "delivery_logs_p20260309");
+        let (low, high) = day_bounds(day);
+        assert_eq!(low.to_rfc3339(), "2026-03-09T00:00:00+00:00");
+        assert_eq!(high - low, chrono::Duration::days(1));
     }
 }

@@ -56,6 +56,8 @@ pub struct Context {
     pub intake: Intake,
     /// Verifies the origin tag of hookrelay's own events.
     pub origin: OriginKey,
+    /// Store the events that match no webhook too.
+    pub keep_unmatched_events: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -193,14 +195,22 @@ async fn process(
             }
         }
     }
-    let mut planned = plan::plan(&accepted, &ctx.routing.subscriptions, &tests);
+    let plan::Plan {
+        events,
+        mut planned,
+    } = plan::plan(
+        &accepted,
+        &ctx.routing.subscriptions,
+        &tests,
+        ctx.keep_unmatched_events,
+    );
     let logs: Vec<NewLog> = planned.iter().map(|p| p.log.clone()).collect();
-    let inserted: HashSet<Uuid> = match ctx.routing.store.insert_logs(&logs).await {
+    let inserted: HashSet<Uuid> = match ctx.routing.store.insert_logs(&events, &logs).await {
         Ok(ids) => ids.into_iter().collect(),
         Err(e) if e.is_refusal() => {
             let (ids, refused) =
-                isolate_refused(ctx, publisher, &accepted, &planned, settled).await?;
-            planned.retain(|p| !refused.contains(&p.log.event_id));
+                isolate_refused(ctx, publisher, &accepted, &events, &planned, settled).await?;
+            planned.retain(|p| !refused.contains(&p.log.event.id));
             ids
         }
         Err(e) => return Err(e.into()),

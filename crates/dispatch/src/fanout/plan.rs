@@ -8,7 +8,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use hookrelay_broker::Delivery;
 use hookrelay_core::{DeliveryTask, DeliveryV1, Event, Traceparent};
-use hookrelay_store::NewLog;
+use hookrelay_store::{new_log_id, NewEvent, NewLog};
 use tracing::warn;
 use uuid::Uuid;
 
@@ -32,6 +32,12 @@ pub(super) struct Planned {
     pub received_at: DateTime<Utc>,
 }
 
+/// What the fan-out of a batch writes: the events to store, and a log per delivery.
+pub(super) struct Plan {
+    pub events: Vec<Arc<NewEvent>>,
+    pub planned: Vec<Planned>,
+}
+
 /// One delivery per webhook of the event's account subscribed to its type, but for
 /// hookrelay's news of a webhook, which goes to the account's other webhooks, never to it;
 /// and a test event to its one webhook (subscribed or not) when `tests` holds it, under the
@@ -40,19 +46,26 @@ pub(super) fn plan(
     accepted: &[Accepted<'_>],
     subscriptions: &Subscriptions,
     tests: &HashSet<Uuid>,
-) -> Vec<Planned> {
+    keep_unmatched: bool,
+) -> Plan {
+    let mut events = Vec::with_capacity(accepted.len());
     let mut planned = Vec::new();
     for a in accepted {
+        let event = Arc::new(NewEvent {
+            account_id: a.event.account_id.as_str().to_owned(),
+            id: a.event.id.clone(),
+            event_type: a.event.event_type.as_str().to_owned(),
+            body: a.payload.clone(),
+            occurred_at: a.event.occurred_at,
+            received_at: a.received_at,
+            traceparent: a.traceparent.as_ref().map(Traceparent::to_string),
+        });
+        let before = planned.len();
         let plan = |log_id: Uuid, webhook_id: Uuid| Planned {
             log: NewLog {
                 id: log_id,
                 webhook_id,
-                account_id: a.event.account_id.as_str().to_owned(),
-                event_id: a.event.id.clone(),
-                event_type: a.event.event_type.as_str().to_owned(),
-                payload: a.payload.clone(),
-                created_at: a.received_at,
-                traceparent: a.traceparent.as_ref().map(Traceparent::to_string),
+                event: event.clone(),
             },
             received_at: a.received_at,
         };
@@ -62,18 +75,21 @@ pub(super) fn plan(
             } else {
                 warn!(webhook_id = %webhook, %log_id, "test event dropped: the webhook is gone, disabled or of another account");
             }
-            continue;
+        } else {
+            let about = a.event.about_webhook();
+            for webhook in subscriptions
+                .matching(a.event.account_id.as_str(), a.event.event_type.as_str())
+                .into_iter()
+                .filter(|w| Some(w.id) != about)
+            {
+                planned.push(plan(new_log_id(a.received_at), webhook.id));
+            }
         }
-        let about = a.event.about_webhook();
-        for webhook in subscriptions
-            .matching(a.event.account_id.as_str(), a.event.event_type.as_str())
-            .into_iter()
-            .filter(|w| Some(w.id) != about)
-        {
-            planned.push(plan(Uuid::now_v7(), webhook.id));
+        if keep_unmatched || planned.len() > before {
+            events.push(event);
         }
     }
-    planned
+    Plan { events, planned }
 }
 
 /// The message of a planned delivery, its first attempt.
@@ -81,12 +97,12 @@ pub(super) fn delivery_task(p: &Planned) -> DeliveryTask {
     DeliveryTask::V1(DeliveryV1 {
         log_id: p.log.id,
         webhook_id: p.log.webhook_id,
-        event_id: p.log.event_id.clone(),
-        event_type: p.log.event_type.clone(),
+        event_id: p.log.event.id.clone(),
+        event_type: p.log.event.event_type.clone(),
         attempt: 1,
         received_at: p.received_at,
-        payload: p.log.payload.to_string(),
+        payload: p.log.event.body.to_string(),
         requeue: 0,
-        traceparent: p.log.traceparent.clone(),
+        traceparent: p.log.event.traceparent.clone(),
     })
 }

@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 
 use hookrelay_core::{LogStatus, RejectReason, Rejection};
-use hookrelay_store::{NewLog, StoreError};
+use hookrelay_store::{NewEvent, NewLog, StoreError};
 use tracing::warn;
 use uuid::Uuid;
 
@@ -23,6 +23,7 @@ pub(super) async fn isolate_refused(
     ctx: &Context,
     publisher: &mut PipelinePublisher,
     accepted: &[Accepted<'_>],
+    events: &[std::sync::Arc<NewEvent>],
     planned: &[Planned],
     settled: &mut HashSet<usize>,
 ) -> Result<(HashSet<Uuid>, HashSet<String>), FanoutError> {
@@ -31,10 +32,15 @@ pub(super) async fn isolate_refused(
     for a in accepted {
         let logs: Vec<NewLog> = planned
             .iter()
-            .filter(|p| p.log.event_id == a.event.id)
+            .filter(|p| p.log.event.id == a.event.id)
             .map(|p| p.log.clone())
             .collect();
-        match ctx.routing.store.insert_logs(&logs).await {
+        let event: Vec<_> = events
+            .iter()
+            .filter(|e| e.id == a.event.id && e.account_id == a.event.account_id.as_str())
+            .cloned()
+            .collect();
+        match ctx.routing.store.insert_logs(&event, &logs).await {
             Ok(ids) => inserted.extend(ids),
             Err(e) if e.is_refusal() => {
                 // The database's own text stays in the service log: it may quote the event
@@ -78,14 +84,14 @@ pub(super) async fn recover_conflicts(
         .collect();
     let candidates: Vec<Planned> = conflicts
         .into_iter()
-        .filter(|p| redelivered.contains(p.log.event_id.as_str()))
+        .filter(|p| redelivered.contains(p.log.event.id.as_str()))
         .collect();
     if candidates.is_empty() {
         return Ok(Vec::new());
     }
     let keys: Vec<(Uuid, String)> = candidates
         .iter()
-        .map(|p| (p.log.webhook_id, p.log.event_id.clone()))
+        .map(|p| (p.log.webhook_id, p.log.event.id.clone()))
         .collect();
     let existing: HashMap<(Uuid, String), hookrelay_store::ExistingLog> = ctx
         .routing
@@ -98,12 +104,12 @@ pub(super) async fn recover_conflicts(
     Ok(candidates
         .into_iter()
         .filter_map(|mut p| {
-            let found = existing.get(&(p.log.webhook_id, p.log.event_id.clone()))?;
+            let found = existing.get(&(p.log.webhook_id, p.log.event.id.clone()))?;
             if found.status != Some(LogStatus::Pending) || found.attempts > 0 {
                 return None;
             }
             p.log.id = found.id;
-            p.received_at = found.created_at;
+            p.received_at = found.received_at;
             Some(p)
         })
         .collect())
