@@ -103,6 +103,12 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     start(db, settings).await
 }
 
+/// Starts the service on a database prepared beforehand.
+pub async fn spawn_app_on(db: TestDb) -> TestApp {
+    let settings = test_settings(&db);
+    start(db, settings).await
+}
+
 async fn start(db: TestDb, settings: Settings) -> TestApp {
     let kept_settings = settings.clone();
     let keep = Arc::new(AtomicBool::new(false));

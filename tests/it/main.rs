@@ -21,6 +21,7 @@ mod resilience;
 mod retries;
 mod scale;
 mod secrets;
+mod storage;
 mod store;
 mod tracing;
 mod webhooks;

@@ -140,3 +140,128 @@ async fn the_seeded_catalog_matches_the_core_list() {
     in_core.sort();
     assert_eq!(in_db, in_core);
 }
+
+/// A database as release 8 left it, with a million logs (a few unfinished), upgraded in
+/// place: every log stays readable through the view and the API right after `migrate`, and
+/// the services move the old logs over to the partitioned tables in the background.
+#[tokio::test]
+async fn slow_an_upgrade_keeps_a_million_logs_readable() {
+    const LOGS: i64 = 1_000_000;
+    let db = TestDb::new();
+    hookrelay_store::migrate_to(&db.url(), Some(8))
+        .await
+        .expect("the schema of release 8");
+    let client = db.connect().await;
+    let seeding = std::time::Instant::now();
+    // Ids as release 8 made them (UUIDv7, a little after the log's created_at) for most,
+    // random ones for some (written by hand); one log in 200 pending or retrying.
+    client
+        .batch_execute(&format!(
+            "INSERT INTO webhook_logs
+                (id, webhook_id, account_id, event_id, event_type, payload, status, attempts,
+                 error, created_at, updated_at)
+             SELECT CASE WHEN n % 10 = 0 THEN gen_random_uuid()
+                         ELSE (lpad(to_hex((extract(epoch FROM t) * 1000)::bigint + 1), 12, '0')
+                               || '7' || substr(md5(n::text), 1, 3) || '8'
+                               || substr(md5(n::text), 4, 15))::uuid END,
+                    ('00000000-0000-0000-0000-' || lpad((n % 100)::text, 12, '0'))::uuid,
+                    'acc_' || (n % 10), 'evt_' || n, 'Contact.created',
+                    jsonb_build_object('id', 'evt_' || n, 'data', jsonb_build_object('n', n)),
+                    (ARRAY['succeeded','succeeded','failed','succeeded'])[1 + n % 4],
+                    1, NULL, t, t
+             FROM (SELECT n, now() - make_interval(secs => n * 0.5) AS t
+                   FROM generate_series(1, {LOGS}) n) s;
+             UPDATE webhook_logs SET status = 'pending', attempts = 0
+             WHERE event_id IN (SELECT 'evt_' || n FROM generate_series(1, {LOGS}, 400) n);
+             UPDATE webhook_logs SET status = 'retrying', next_attempt_at = now()
+             WHERE event_id IN (SELECT 'evt_' || n FROM generate_series(200, {LOGS}, 400) n);
+             INSERT INTO webhook_attempts (log_id, attempt, started_at, duration_ms, webhook_id)
+             SELECT id, 1, created_at, 5, webhook_id FROM webhook_logs;
+             ANALYZE webhook_logs, webhook_attempts;"
+        ))
+        .await
+        .expect("a million logs of release 8");
+    eprintln!("seeded {LOGS} logs in {:?}", seeding.elapsed());
+    let unfinished: i64 = client
+        .query_one(
+            "SELECT count(*) FROM webhook_logs WHERE status IN ('pending', 'retrying')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(unfinished >= 4_000, "{unfinished}");
+    let sample: Vec<(uuid::Uuid, serde_json::Value)> = client
+        .query(
+            "SELECT id, payload FROM webhook_logs WHERE event_id IN ('evt_1', 'evt_200', 'evt_7', 'evt_10', 'evt_999990')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(sample.len(), 5);
+
+    let migrating = std::time::Instant::now();
+    let applied = hookrelay_store::migrate(&db.url()).await.expect("upgraded");
+    let took = migrating.elapsed();
+    eprintln!("migrated {LOGS} logs ({unfinished} unfinished moved) in {took:?}");
+    assert!(applied >= 1);
+    let readable: i64 = client
+        .query_one("SELECT count(*) FROM webhook_logs", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(readable, LOGS, "every log readable through the view");
+    let open: i64 = client
+        .query_one("SELECT count(*) FROM open_deliveries", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(open, unfinished, "the unfinished logs moved, open");
+
+    let app = crate::helpers::spawn_app_on(db).await;
+    for (id, payload) in &sample {
+        let detail = app.admin("GET", &format!("/v1/logs/{id}"), None).await;
+        assert_eq!(detail.status, 200, "{id}: {}", detail.text);
+        assert_eq!(&detail.body["payload"], payload);
+    }
+    let page = app
+        .admin("GET", "/v1/logs?account_id=acc_3&limit=10", None)
+        .await;
+    assert_eq!(page.body["items"].as_array().unwrap().len(), 10);
+    // The services move the old logs over, a batch at a time.
+    let moving = std::time::Instant::now();
+    hookrelay_tests::wait_for_count(
+        &client,
+        "the old logs moved over",
+        std::time::Duration::from_secs(600),
+        "SELECT count(*) FROM webhook_logs_v8",
+        &[],
+        0,
+    )
+    .await;
+    eprintln!(
+        "moved {LOGS} logs to the partitioned tables in {:?}",
+        moving.elapsed()
+    );
+    let moved: i64 = client
+        .query_one("SELECT count(*) FROM delivery_logs", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(moved, LOGS);
+    let attempts: i64 = client
+        .query_one("SELECT count(*) FROM webhook_attempts", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(attempts, LOGS, "each with its attempt");
+    for (id, payload) in &sample {
+        let detail = app.admin("GET", &format!("/v1/logs/{id}"), None).await;
+        assert_eq!(detail.status, 200, "{id}: {}", detail.text);
+        assert_eq!(&detail.body["payload"], payload);
+        assert_eq!(detail.body["attempts"].as_array().unwrap().len(), 1);
+    }
+}

@@ -73,6 +73,7 @@ pub fn router(state: AppState) -> Router {
             post(webhooks::rotate_secret),
         )
         .route("/webhooks/{id}/recover", post(webhooks::recover))
+        .route("/webhooks/{id}/replay", post(webhooks::replay))
         .route("/webhooks/{id}/stats", get(stats::stats))
         .route("/webhooks/{id}/test", post(test_event::send))
         .route("/logs", get(logs::list))

@@ -37,6 +37,7 @@ use crate::{api_keys, auth, event_types, logs, stats, test_event, webhooks};
         webhooks::disable,
         webhooks::rotate_secret,
         webhooks::recover,
+        webhooks::replay,
         stats::stats,
         test_event::send,
         logs::list,

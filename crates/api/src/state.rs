@@ -44,6 +44,10 @@ pub trait Pipeline: Send + Sync + 'static {
     /// Starts queueing again, paced, the `failed` logs `filter` selects; answers how many.
     fn requeue(&self, filter: RequeueFilter) -> BoxFuture<'_, Result<i64, PipelineError>>;
 
+    /// Starts delivering to a webhook, paced, the stored events it has not received that
+    /// `replay` selects; answers how many.
+    fn replay(&self, replay: hookrelay_store::Replay) -> BoxFuture<'_, Result<i64, PipelineError>>;
+
     /// Sends `Webhook.test` to webhook `id` alone through the pipeline; answers the id its
     /// log will have.
     fn send_test(&self, id: Uuid) -> BoxFuture<'_, Result<Uuid, PipelineError>>;

@@ -599,6 +599,57 @@ pub async fn recover(
     Ok((StatusCode::ACCEPTED, Json(Requeued { count })))
 }
 
+/// A window of events by the time hookrelay received them: from `since`, before `until`
+/// (now when absent).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayWindow {
+    since: DateTime<Utc>,
+    until: Option<DateTime<Utc>>,
+}
+
+/// Delivers to this webhook, once each and in received order, every stored event of its
+/// account in the window, of a type it subscribes to, that it has not received; events from
+/// before it existed included.
+///
+/// `POST /v1/webhooks/{id}/replay {since, until?}`: paced like a bulk retry; answers how
+/// many. Calling it twice sends nothing twice: an event with a log for this webhook counts
+/// as received. One call takes at most 100 000 events (the oldest first); call again for
+/// the rest. Each replayed delivery gets one attempt, as a retry by hand does.
+#[utoipa::path(post, path = "/v1/webhooks/{id}/replay", tag = "webhooks", params(("id" = Uuid, Path, description = "The webhook's id")), request_body = ReplayWindow,
+    responses((status = 202, description = "Being replayed", body = Requeued),
+        (status = 409, description = "The webhook is disabled", body = crate::error::ErrorBody)))]
+pub async fn replay(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<ReplayWindow>,
+) -> Result<(StatusCode, Json<Requeued>), ApiError> {
+    let id = parse_id(&id)?;
+    let (since, until) = window(body.since, body.until)?;
+    let webhook = find_webhook(&state, &caller, id).await?;
+    if webhook.status != WebhookStatus::Active {
+        // Its queue is not consumed while disabled: the replay would only wait there.
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "webhook_disabled",
+            "the webhook is disabled; enable it first",
+        ));
+    }
+    let count = state
+        .pipeline()
+        .replay(hookrelay_store::Replay {
+            webhook_id: webhook.id,
+            account_id: webhook.account_id,
+            event_types: webhook.events,
+            since,
+            until: until.unwrap_or_else(Utc::now),
+        })
+        .await?;
+    tracing::info!(webhook_id = %id, count, "replaying stored events");
+    Ok((StatusCode::ACCEPTED, Json(Requeued { count })))
+}
+
 /// Checks a window: `until`, when given, after `since`.
 pub(crate) fn window(
     since: DateTime<Utc>,

@@ -33,6 +33,10 @@ impl Pipeline for Stopped {
     fn requeue(&self, _: RequeueFilter) -> BoxFuture<'_, Result<i64, PipelineError>> {
         Box::pin(async { Err(PipelineError::Unavailable("stopped".into())) })
     }
+    fn replay(&self, _: hookrelay_store::Replay) -> BoxFuture<'_, Result<i64, PipelineError>> {
+        Box::pin(async { Err(PipelineError::Unavailable("stopped".into())) })
+    }
+
     fn send_test(&self, _: Uuid) -> BoxFuture<'_, Result<Uuid, PipelineError>> {
         Box::pin(async { Err(PipelineError::Unavailable("stopped".into())) })
     }

@@ -301,6 +301,12 @@ impl Dispatcher {
         self.recovery.requeue(filter).await
     }
 
+    /// Starts delivering to a webhook the stored events it has not received that `replay`
+    /// selects, paced; answers how many.
+    pub async fn replay(&self, replay: hookrelay_store::Replay) -> Result<i64, RequestError> {
+        self.recovery.replay(replay).await
+    }
+
     /// Sends `Webhook.test` to webhook `id` alone; answers the id its log will have.
     pub async fn send_test(&self, id: Uuid) -> Result<Uuid, RequestError> {
         test_event::send(&self.routing, &self.broker, &self.origin, id).await

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use hookrelay_broker::{Broker, PublishError};
 use hookrelay_core::{DeliveryTask, DeliveryV1};
 use hookrelay_metrics::{Metrics, Task};
-use hookrelay_store::{LogToRequeue, RequeueFilter};
+use hookrelay_store::{LogToRequeue, Replay, RequeueFilter};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -119,6 +119,34 @@ impl Recovery {
             ..filter
         })
         .await
+    }
+
+    /// Starts delivering to one webhook, paced like a bulk retry, the stored events `replay`
+    /// selects that it has not received; answers how many. Their logs are written and
+    /// claimed now, so a second call finds them received and sends none of them again.
+    pub async fn replay(&self, replay: Replay) -> Result<i64, RequestError> {
+        if !self.inner.broker.is_connected() {
+            return Err(RequestError::BrokerDown);
+        }
+        let store = &self.inner.routing.store;
+        let job = Uuid::now_v7();
+        let count = store.claim_replay(job, &replay).await?;
+        if count == 0 {
+            return Ok(0);
+        }
+        let filter = RequeueFilter {
+            webhook_id: Some(replay.webhook_id),
+            webhook_exists: true,
+            // After the claim: the logs it wrote are older than this.
+            changed_before: Some(store.now().await?),
+            claimed_by: Some(job),
+            ..RequeueFilter::default()
+        };
+        let inner = self.inner.clone();
+        self.inner
+            .tracker
+            .spawn(async move { inner.run_job(job, filter, count).await });
+        Ok(count)
     }
 
     /// Refills every webhook queue the registry finds lost, until shutdown.

@@ -56,6 +56,10 @@ impl Pipeline for DispatchPipeline {
         Box::pin(async move { self.dispatcher.requeue(filter).await.map_err(api_error) })
     }
 
+    fn replay(&self, replay: hookrelay_store::Replay) -> BoxFuture<'_, Result<i64, PipelineError>> {
+        Box::pin(async move { self.dispatcher.replay(replay).await.map_err(api_error) })
+    }
+
     fn send_test(&self, id: Uuid) -> BoxFuture<'_, Result<Uuid, PipelineError>> {
         Box::pin(async move { self.dispatcher.send_test(id).await.map_err(api_error) })
     }

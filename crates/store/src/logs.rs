@@ -168,6 +168,25 @@ impl RequeueFilter {
     }
 }
 
+/// What a replay delivers to one webhook: every stored event of its account received in
+/// `[since, until)`, of one of `event_types`, that the webhook has no log of yet.
+#[derive(Debug, Clone)]
+pub struct Replay {
+    pub webhook_id: Uuid,
+    pub account_id: String,
+    pub event_types: Vec<String>,
+    pub since: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+}
+
+/// Events one replay call takes at most; a call over a larger window takes the first ones
+/// (in received order), and the next call the rest.
+pub const MAX_REPLAY_EVENTS: i64 = 100_000;
+
+/// The error of a replay's log until its delivery is queued: a job stopped before it did
+/// leaves the log `failed` with it, for the next replay call (or a recover) to queue.
+const REPLAY_WAITING: &str = "waiting to be replayed";
+
 /// How long a requeue job may go without beating before its claims may be taken.
 const JOB_HEARTBEAT_GRACE_SECS: f64 = 60.0;
 
@@ -337,7 +356,7 @@ async fn insert_chunk(
 async fn insert_duplicates(
     client: &mut deadpool_postgres::Object,
     logs: &[NewLog],
-) -> Result<Vec<Uuid>, StoreError> {
+) -> Result<Vec<(Uuid, Option<std::sync::Arc<NewEvent>>)>, StoreError> {
     let tx = client.transaction().await?;
     let accounts: Vec<&str> = logs.iter().map(|l| l.event.account_id.as_str()).collect();
     let events: Vec<&str> = logs.iter().map(|l| l.event.id.as_str()).collect();
@@ -377,16 +396,35 @@ async fn insert_duplicates(
                     WHERE l.webhook_id = u.webhook_id AND l.event_id = u.event_id
                       AND l.account_id = u.account_id
                       AND l.created_at >= k.received_at - interval '1 minute')
-                RETURNING id, webhook_id, created_at),
+                RETURNING id, webhook_id, created_at, account_id, event_id, event_at),
              opened AS (
                 INSERT INTO open_deliveries (webhook_id, log_id, created_at)
                 SELECT webhook_id, id, created_at FROM logs)
-             SELECT id FROM logs",
+             SELECT l.id, e.account_id, e.id, e.event_type, e.body, e.occurred_at,
+                    e.received_at, e.traceparent
+             FROM logs l
+             JOIN events e ON e.account_id = l.account_id AND e.received_at = l.event_at
+                          AND e.id = l.event_id",
             &[&ids, &webhooks, &accounts, &events, &created],
         )
         .await?;
     tx.commit().await?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
+    // The event as first stored: what its new deliveries send.
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let event = NewEvent {
+                account_id: r.get(1),
+                id: r.get(2),
+                event_type: r.get(3),
+                body: r.get::<_, String>(4).into(),
+                occurred_at: r.get(5),
+                received_at: r.get(6),
+                traceparent: r.get(7),
+            };
+            (r.get(0), Some(std::sync::Arc::new(event)))
+        })
+        .collect())
 }
 
 /// Locks the logs of `ids` (sorted), answering `id, attempts, requeues, webhook_id,
@@ -428,15 +466,17 @@ async fn lock_logs(
 
 impl Store {
     /// Stores `events` (each once, the first time its id is seen within the dedupe window)
-    /// and `logs`, the deliveries of them, `pending`; answers the ids of the logs written.
-    /// A log not written is a duplicate: its webhook has a log of that event already. The
-    /// new events commit together or not at all, so a failed call leaves nothing behind that
-    /// a retry would mistake for a duplicate.
+    /// and `logs`, the deliveries of them, `pending`; answers the ids of the logs written,
+    /// each with the event it delivers when that is not the one given: an event whose id was
+    /// seen before is delivered as first stored. A log not written is a duplicate: its
+    /// webhook has a log of that event already. The new events commit together or not at
+    /// all, so a failed call leaves nothing behind that a retry would mistake for a
+    /// duplicate.
     pub async fn insert_logs(
         &self,
         events: &[std::sync::Arc<NewEvent>],
         logs: &[NewLog],
-    ) -> Result<Vec<Uuid>, StoreError> {
+    ) -> Result<Vec<(Uuid, Option<std::sync::Arc<NewEvent>>)>, StoreError> {
         let mut client = self.client().await?;
         let (grouped, duplicates) = group(events, logs);
         let chunks = chunks_by_size(&grouped);
@@ -453,8 +493,10 @@ impl Store {
                 tx.commit().await?;
             }
         }
+        let mut inserted: Vec<(Uuid, Option<std::sync::Arc<NewEvent>>)> =
+            inserted.into_iter().map(|id| (id, None)).collect();
         // The logs of events whose key existed already.
-        let written: std::collections::HashSet<Uuid> = inserted.iter().copied().collect();
+        let written: std::collections::HashSet<Uuid> = inserted.iter().map(|i| i.0).collect();
         let mut again: Vec<NewLog> = grouped
             .iter()
             .flat_map(|g| g.logs.iter())
@@ -759,6 +801,87 @@ impl Store {
         Ok(claimed)
     }
 
+    /// Writes, for job `job`, a log of each event `replay` selects (in received order, at
+    /// most [`MAX_REPLAY_EVENTS`]), `failed` and waiting to be queued, and claims them, with
+    /// the replay logs of this webhook an earlier job left unqueued; answers how many.
+    /// Replays of one account take their turns (the lock of its requeue claims), so that
+    /// two calls at once cannot both find an event not yet received.
+    pub async fn claim_replay(&self, job: Uuid, replay: &Replay) -> Result<i64, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        tx.execute(
+            "SELECT pg_advisory_xact_lock_shared(hashtextextended('hookrelay.requeue_claims', 0)),
+                    pg_advisory_xact_lock(
+                        hashtextextended('hookrelay.requeue_claims/' || $1, 0))",
+            &[&replay.account_id],
+        )
+        .await?;
+        tx.execute("INSERT INTO requeue_jobs (id) VALUES ($1)", &[&job])
+            .await?;
+        // Every log of one call has the same created_at (the id's time, of the transaction's
+        // start): the job takes them in the order of their events.
+        let claimed: i64 = tx
+            .query_one(
+                "WITH candidates AS MATERIALIZED (
+                    SELECT e.account_id, e.id AS event_id, e.event_type, e.received_at,
+                           hookrelay_log_id(now()) AS log_id
+                    FROM events e
+                    WHERE e.account_id = $2 AND e.event_type = ANY($3)
+                      AND e.received_at >= $4 AND e.received_at < $5
+                      AND NOT EXISTS (
+                          SELECT 1 FROM delivery_logs l
+                          WHERE l.webhook_id = $1 AND l.account_id = e.account_id
+                            AND l.event_id = e.id)
+                      AND NOT EXISTS (
+                          SELECT 1 FROM webhook_logs_v8 l
+                          WHERE l.webhook_id = $1 AND l.event_id = e.id)
+                    ORDER BY e.received_at, e.id
+                    LIMIT $6),
+                 written AS (
+                    INSERT INTO delivery_logs (id, webhook_id, account_id, event_id, event_type,
+                                               event_at, created_at, status, troubled, error,
+                                               updated_at)
+                    SELECT log_id, $1, account_id, event_id, event_type, received_at,
+                           hookrelay_uuid_time(log_id), 'failed', true, $8, now()
+                    FROM candidates
+                    RETURNING id),
+                 left_over AS (
+                    SELECT id FROM delivery_logs
+                    WHERE webhook_id = $1 AND troubled AND status = 'failed' AND attempts = 0
+                      AND error = $8),
+                 claimed AS (
+                    INSERT INTO requeue_claims (log_id, job_id)
+                    SELECT id, $7::uuid FROM written
+                    UNION ALL
+                    SELECT id, $7::uuid FROM left_over
+                    ON CONFLICT (log_id) DO UPDATE SET job_id = EXCLUDED.job_id
+                    WHERE NOT EXISTS (
+                        SELECT 1 FROM requeue_jobs j
+                        WHERE j.id = requeue_claims.job_id
+                          AND j.heartbeat_at > now() - make_interval(secs => $9))
+                    RETURNING 1)
+                 SELECT count(*) FROM claimed",
+                &[
+                    &replay.webhook_id,
+                    &replay.account_id,
+                    &replay.event_types,
+                    &replay.since,
+                    &replay.until,
+                    &MAX_REPLAY_EVENTS,
+                    &job,
+                    &REPLAY_WAITING,
+                    &JOB_HEARTBEAT_GRACE_SECS,
+                ],
+            )
+            .await?
+            .get(0);
+        match claimed {
+            0 => tx.rollback().await?,
+            _ => tx.commit().await?,
+        }
+        Ok(claimed)
+    }
+
     /// Job `job` is over: what it still claims (logs changed meanwhile) is let go.
     pub async fn end_requeue_job(&self, job: Uuid) -> Result<(), StoreError> {
         let client = self.client().await?;
@@ -859,12 +982,12 @@ impl Store {
             "SELECT l.id, l.webhook_id, l.account_id, l.event_id, l.event_type, e.body,
                     l.attempts, l.created_at, l.requeues, e.traceparent
              FROM (SELECT * FROM delivery_logs WHERE {REQUEUE_WHERE}
-                   ORDER BY created_at, id
+                   ORDER BY created_at, event_at, id
                    LIMIT {limit}
                    {lock}) l
              LEFT JOIN events e ON e.account_id = l.account_id AND e.received_at = l.event_at
                                AND e.id = l.event_id
-             ORDER BY l.created_at, l.id"
+             ORDER BY l.created_at, l.event_at, l.id"
         );
         let rows = match tx.query(&sql, &filter.params()).await {
             Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {

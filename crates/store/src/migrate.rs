@@ -51,6 +51,12 @@ pub async fn ensure_database(database_url: &str) -> Result<(), StoreError> {
 /// Applies the migrations not applied yet; a no-op when the schema is current. Runs under an
 /// advisory lock, so several services starting together apply each migration once.
 pub async fn migrate(database_url: &str) -> Result<usize, StoreError> {
+    migrate_to(database_url, None).await
+}
+
+/// [`migrate`], up to migration `version` only when one is given: a database as an earlier
+/// release left it, for the tests of an upgrade.
+pub async fn migrate_to(database_url: &str, version: Option<u32>) -> Result<usize, StoreError> {
     ensure_database(database_url).await?;
     let config = parse_config(database_url)?;
     let (mut client, connection) = config.connect(NoTls).await?;
@@ -58,8 +64,13 @@ pub async fn migrate(database_url: &str) -> Result<usize, StoreError> {
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
         .await?;
+    let target = match version {
+        Some(version) => refinery::Target::Version(version),
+        None => refinery::Target::Latest,
+    };
     let report = embedded::migrations::runner()
         .set_abort_divergent(true)
+        .set_target(target)
         .run_async(&mut client)
         .await;
     // The lock dies with the session anyway; unlocking is only to be quick about it.

@@ -15,7 +15,7 @@ mod intake;
 mod plan;
 mod write;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,7 +26,7 @@ use hookrelay_broker::{
 use hookrelay_core::ops::OriginKey;
 use hookrelay_core::Intake;
 use hookrelay_metrics::Metrics;
-use hookrelay_store::{NewLog, StoreError};
+use hookrelay_store::{NewEvent, NewLog, StoreError};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use uuid::Uuid;
@@ -162,6 +162,9 @@ async fn process(
     let mut rejections = Vec::new();
     for (index, delivery) in batch.iter().enumerate() {
         let headers = delivery.headers();
+        // A microsecond apart, in the batch's order: the order events were received in is
+        // the order a replay sends them in.
+        let received_at = received_at + chrono::Duration::microseconds(index as i64);
         match validate(ctx, delivery, &headers, received_at).await? {
             Ok(event) => accepted.push(Accepted {
                 index,
@@ -205,23 +208,30 @@ async fn process(
         ctx.keep_unmatched_events,
     );
     let logs: Vec<NewLog> = planned.iter().map(|p| p.log.clone()).collect();
-    let inserted: HashSet<Uuid> = match ctx.routing.store.insert_logs(&events, &logs).await {
-        Ok(ids) => ids.into_iter().collect(),
-        Err(e) if e.is_refusal() => {
-            let (ids, refused) =
-                isolate_refused(ctx, publisher, &accepted, &events, &planned, settled).await?;
-            planned.retain(|p| !refused.contains(&p.log.event.id));
-            ids
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let mut inserted: HashMap<Uuid, Option<Arc<NewEvent>>> =
+        match ctx.routing.store.insert_logs(&events, &logs).await {
+            Ok(ids) => ids.into_iter().collect(),
+            Err(e) if e.is_refusal() => {
+                let (ids, refused) =
+                    isolate_refused(ctx, publisher, &accepted, &events, &planned, settled).await?;
+                planned.retain(|p| !refused.contains(&p.log.event.id));
+                ids
+            }
+            Err(e) => return Err(e.into()),
+        };
     let mut to_send: Vec<Planned> = Vec::with_capacity(planned.len());
     let mut conflicts = Vec::new();
-    for p in planned {
-        if inserted.contains(&p.log.id) {
-            to_send.push(p);
-        } else {
-            conflicts.push(p);
+    for mut p in planned {
+        match inserted.remove(&p.log.id) {
+            // A duplicate of an event stored before, new to this webhook: it gets the event
+            // as first stored.
+            Some(Some(stored)) => {
+                p.received_at = stored.received_at;
+                p.log.event = stored;
+                to_send.push(p);
+            }
+            Some(None) => to_send.push(p),
+            None => conflicts.push(p),
         }
     }
     to_send.extend(recover_conflicts(ctx, &accepted, conflicts).await?);

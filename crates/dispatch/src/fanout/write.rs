@@ -5,6 +5,8 @@
 use std::collections::{HashMap, HashSet};
 
 use hookrelay_core::{LogStatus, RejectReason, Rejection};
+use std::sync::Arc;
+
 use hookrelay_store::{NewEvent, NewLog, StoreError};
 use tracing::warn;
 use uuid::Uuid;
@@ -23,11 +25,11 @@ pub(super) async fn isolate_refused(
     ctx: &Context,
     publisher: &mut PipelinePublisher,
     accepted: &[Accepted<'_>],
-    events: &[std::sync::Arc<NewEvent>],
+    events: &[Arc<NewEvent>],
     planned: &[Planned],
     settled: &mut HashSet<usize>,
-) -> Result<(HashSet<Uuid>, HashSet<String>), FanoutError> {
-    let mut inserted = HashSet::new();
+) -> Result<(HashMap<Uuid, Option<Arc<NewEvent>>>, HashSet<String>), FanoutError> {
+    let mut inserted = HashMap::new();
     let mut refused = HashSet::new();
     for a in accepted {
         let logs: Vec<NewLog> = planned
