@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use hookrelay_tests::receiver::Receiver;
-use hookrelay_tests::wait_for_count;
+use hookrelay_tests::{wait_for, wait_for_count};
 use serde_json::json;
 
 use crate::helpers::{spawn_app, spawn_app_with};
@@ -288,4 +288,78 @@ async fn a_webhook_created_later_replays_the_events_it_missed_once_and_in_order(
         )
         .await;
     assert_eq!(bad.status, 422, "{}", bad.text);
+}
+
+/// With `database_read_url` on a streaming replica, the logs API reads there: a log written
+/// on the primary shows once replicated; with the replica gone, reads answer 503 at once
+/// while deliveries go on.
+#[tokio::test]
+async fn logs_are_read_from_a_streaming_replica_and_its_loss_stops_only_reads() {
+    use hookrelay_tests::postgres::TestPostgres;
+    let primary = TestPostgres::start().await;
+    let replica = TestPostgres::replica_of(&primary).await;
+    let name = format!("hookrelay_replica_{}", uuid::Uuid::new_v4().simple());
+    let primary_url = format!("{}/{name}", primary.server_url());
+    let app = spawn_app_with(|s| {
+        s.database_url = primary_url.clone();
+        s.database_read_url = Some(format!("{}/{name}", replica.server_url()));
+    })
+    .await;
+    let receiver = Receiver::start().await;
+    let webhook = app
+        .webhook("acc", &receiver.url, &["Contact.created"], json!({}))
+        .await;
+    let ids = app
+        .publish("Contact.created", "acc", json!({"n": 1}), 1)
+        .await;
+    receiver.wait_for(1, DEADLINE).await;
+    let log = wait_for("the log, read from the replica", DEADLINE, || async {
+        let list = app
+            .admin("GET", &format!("/v1/logs?event_id={}", ids[0]), None)
+            .await;
+        let item = list.body["items"].get(0)?.clone();
+        (item["status"] == "succeeded").then_some(item)
+    })
+    .await;
+    let id = log["id"].as_str().unwrap().to_owned();
+    let stats = app
+        .admin("GET", &format!("/v1/webhooks/{webhook}/stats"), None)
+        .await;
+    assert_eq!(stats.status, 200, "{}", stats.text);
+
+    replica.kill();
+    let started = std::time::Instant::now();
+    let answer = app.admin("GET", &format!("/v1/logs/{id}"), None).await;
+    assert_eq!(answer.status, 503, "{}", answer.text);
+    assert_eq!(answer.error().0, "unavailable");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "an answer, not a hang"
+    );
+    let again = app.admin("GET", "/v1/logs", None).await;
+    assert_eq!(again.status, 503, "{}", again.text);
+    assert!(again.text.contains("read replica"), "{}", again.text);
+    // The pipeline never read there: it goes on.
+    let more = app
+        .publish("Contact.created", "acc", json!({"n": 2}), 5)
+        .await;
+    receiver.wait_for_events(&more, DEADLINE).await;
+    let (client, connection) = tokio_postgres::connect(&primary_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    wait_for_count(
+        &client,
+        "the new logs succeeded on the primary",
+        DEADLINE,
+        "SELECT count(*) FROM webhook_logs WHERE status = 'succeeded'",
+        &[],
+        6,
+    )
+    .await;
+    let ready = app.call("GET", "/readyz", None, None).await;
+    assert_eq!(ready.status, 200, "{}", ready.text);
+    // Its queue goes with it: the namespace's cleanup cannot read this database.
+    app.admin("DELETE", &format!("/v1/webhooks/{webhook}"), None)
+        .await;
 }

@@ -52,6 +52,48 @@ impl TestPostgres {
         node
     }
 
+    /// A hot standby of `primary`, streaming from it (`pg_basebackup -R`), on a port of its
+    /// own; waits until it takes (read-only) connections.
+    pub async fn replica_of(primary: &TestPostgres) -> Self {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let dir = std::env::temp_dir().join(format!("hookrelay-pg-{id}"));
+        std::fs::create_dir_all(&dir).expect("a folder for the replica");
+        let _ = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(&dir)
+            .status();
+        let node = Self {
+            port: crate::broker::free_port(),
+            dir,
+            bin: postgres_bin(),
+        };
+        let status = node
+            .as_postgres("pg_basebackup")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-R",
+                "-X",
+                "stream",
+                "-p",
+            ])
+            .arg(primary.port.to_string())
+            .arg("-D")
+            .arg(node.dir.join("data"))
+            .status()
+            .expect("pg_basebackup runs");
+        assert!(status.success(), "pg_basebackup failed");
+        node.boot().await;
+        node
+    }
+
+    /// Stops the server at once, for good.
+    pub fn kill(&self) {
+        self.stop("immediate");
+    }
+
     /// The URL of the server, without a database name.
     pub fn server_url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}", self.port)

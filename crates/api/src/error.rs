@@ -68,6 +68,14 @@ impl From<StoreError> for ApiError {
                     "the database is not reachable; try again shortly",
                 )
             }
+            StoreError::Replica(_) => {
+                tracing::warn!(error = %error_chain(&err), "read replica unavailable");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the read replica is not reachable; try again shortly (deliveries go on)",
+                )
+            }
             StoreError::Pool(_) => {
                 tracing::warn!(error = %error_chain(&err), "database unavailable");
                 Self::new(

@@ -101,6 +101,10 @@ fn ensure_descriptors(settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The longest a read on the replica runs: a replica that cannot answer (stuck, or far behind
+/// in a recovery conflict) gives the reader an error rather than a hang.
+const READ_STATEMENT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A service ready to run: migrated, listening, connected (or connecting) to the broker.
 pub struct Application {
     listener: TcpListener,
@@ -117,14 +121,15 @@ impl Application {
     pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<Self> {
         ensure_descriptors(&settings)?;
         migrate(&settings).await?;
-        let store = Store::connect(
-            &settings.database_url,
-            &PoolOptions {
-                max_size: settings.database_pool_size,
-                ..PoolOptions::default()
-            },
-        )?
-        .with_sealer(sealer(&settings)?);
+        let pool = PoolOptions {
+            max_size: settings.database_pool_size,
+            ..PoolOptions::default()
+        };
+        let mut store =
+            Store::connect(&settings.database_url, &pool)?.with_sealer(sealer(&settings)?);
+        if let Some(url) = &settings.database_read_url {
+            store = store.with_read_replica(url, &pool, READ_STATEMENT_TIMEOUT)?;
+        }
         let metrics = Metrics::new().context("cannot register the metrics")?;
         // Types admins added to the catalog get their zero series too (the built-in ones
         // have them already).

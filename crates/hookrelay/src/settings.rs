@@ -19,9 +19,10 @@ use serde_with::{serde_as, DisplayFromStr, PickFirst};
 const ENV_PREFIX: &str = "HOOKRELAY_";
 
 /// Settings whose values must never be printed, not even in an error message.
-const SECRET_SETTINGS: [&str; 5] = [
+const SECRET_SETTINGS: [&str; 6] = [
     "admin_token",
     "database_url",
+    "database_read_url",
     "amqp_url",
     "secret_key",
     "old_secret_keys",
@@ -33,6 +34,10 @@ const SECRET_SETTINGS: [&str; 5] = [
 pub struct Settings {
     /// PostgreSQL. The database is created on start if it does not exist.
     pub database_url: String,
+    /// A streaming replica of `database_url`, optional: the logs API, the statistics and the
+    /// console read from it (a reader may see a log a replication lag late), the pipeline
+    /// never does. Unset, reads go to `database_url`.
+    pub database_read_url: Option<String>,
     /// RabbitMQ, AMQP 0-9-1. Several nodes of one cluster, separated by commas: a process
     /// whose node goes away connects to the next.
     pub amqp_url: String,
@@ -148,6 +153,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             database_url: "postgres://postgres@127.0.0.1:5432/hookrelay".into(),
+            database_read_url: None,
             amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
             namespace: "hookrelay".into(),
             queue_type: QueueType::Classic,
@@ -189,6 +195,10 @@ impl fmt::Debug for Settings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Settings")
             .field("database_url", &redact_password(&self.database_url))
+            .field(
+                "database_read_url",
+                &self.database_read_url.as_deref().map(redact_password),
+            )
             .field("amqp_url", &redact_passwords(&self.amqp_url))
             .field("namespace", &self.namespace)
             .field("queue_type", &self.queue_type)
@@ -403,6 +413,10 @@ impl Settings {
     fn validate(&self) -> Result<(), (&'static str, String)> {
         hookrelay_store::validate_database_url(&self.database_url)
             .map_err(|e| ("database_url", e.to_string()))?;
+        if let Some(url) = &self.database_read_url {
+            hookrelay_store::validate_database_url(url)
+                .map_err(|e| ("database_read_url", e.to_string()))?;
+        }
         hookrelay_broker::validate_url(&self.amqp_url).map_err(|e| ("amqp_url", e.to_string()))?;
         if let Some(endpoint) = &self.otlp_endpoint {
             if !matches!(endpoint.scheme(), "http" | "https") {
@@ -570,7 +584,12 @@ impl Settings {
     /// per delivery under way and about as many idle in the client's pool, the database
     /// pool, and a reserve for the broker, the listener and files.
     pub fn descriptors_needed(&self) -> u64 {
-        (self.max_connections + 2 * self.max_in_flight_total + self.database_pool_size + 128) as u64
+        // A read replica has a pool of its own, as large.
+        let pools = 1 + usize::from(self.database_read_url.is_some());
+        (self.max_connections
+            + 2 * self.max_in_flight_total
+            + pools * self.database_pool_size
+            + 128) as u64
     }
 
     /// Deliveries of one account under way at once: the setting, or a quarter of the total.

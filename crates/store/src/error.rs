@@ -6,6 +6,9 @@ pub enum StoreError {
     Config(String),
     #[error("could not get a database connection")]
     Pool(#[from] deadpool_postgres::PoolError),
+    /// The read replica (`database_read_url`) cannot be reached; the primary may be fine.
+    #[error("could not get a connection to the read replica")]
+    Replica(#[source] deadpool_postgres::PoolError),
     #[error("database error")]
     Db(#[from] tokio_postgres::Error),
     #[error("could not run the database migrations")]

@@ -262,7 +262,7 @@ impl Store {
         limit: usize,
     ) -> Result<Page<LogRow>, StoreError> {
         let (sql, conditions) = list_query(filter, after, limit)?;
-        let client = self.client().await?;
+        let client = self.read_client().await?;
         let rows = client.query(&sql, &conditions.refs()).await?;
         let rows = rows
             .iter()
@@ -277,7 +277,7 @@ impl Store {
         id: Uuid,
         account: Option<&str>,
     ) -> Result<Option<LogDetail>, StoreError> {
-        let client = self.client().await?;
+        let client = self.read_client().await?;
         let at = crate::logs::log_time(id);
         let sql = format!(
             "SELECT {LIST_COLUMNS}, (SELECT e.body FROM events e
@@ -331,7 +331,7 @@ impl Store {
         after: Option<&Cursor>,
         limit: usize,
     ) -> Result<Option<Page<AttemptRow>>, StoreError> {
-        let client = self.client().await?;
+        let client = self.read_client().await?;
         let visible = client
             .query_opt(
                 "SELECT 1 FROM delivery_logs
@@ -357,7 +357,7 @@ impl Store {
         after: Option<&Cursor>,
     ) -> Result<String, StoreError> {
         let (sql, conditions) = list_query(filter, after, 50)?;
-        let client = self.client().await?;
+        let client = self.read_client().await?;
         let rows = client
             .query(&format!("EXPLAIN {sql}"), &conditions.refs())
             .await?;
@@ -439,7 +439,7 @@ impl Store {
         id: Uuid,
         window: std::time::Duration,
     ) -> Result<AttemptStats, StoreError> {
-        let client = self.client().await?;
+        let client = self.read_client().await?;
         let row = client
             .query_one(
                 "WITH w AS (SELECT now() - make_interval(secs => $2::float8) AS since)

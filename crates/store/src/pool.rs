@@ -29,6 +29,9 @@ impl Default for PoolOptions {
 #[derive(Clone)]
 pub struct Store {
     pub(crate) pool: Pool,
+    /// The read replica's, when `database_read_url` is set: the logs API and the
+    /// statistics read there, the pipeline never does.
+    pub(crate) reads: Option<Pool>,
     /// Seals webhook secrets on the way in and opens them on the way out.
     pub(crate) sealer: std::sync::Arc<hookrelay_core::sealing::Sealer>,
 }
@@ -37,29 +40,32 @@ impl Store {
     /// Builds the pool. No connection is made yet: the first query makes one, so a service
     /// can start while the database is briefly away and report it through `/readyz`.
     pub fn connect(database_url: &str, options: &PoolOptions) -> Result<Self, StoreError> {
-        let mut config = parse_config(database_url)?;
-        config.connect_timeout(options.connect_timeout);
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                // A `SELECT 1` per checkout would double the round trips; a broken connection
-                // is noticed by the failing query and dropped by the pool instead.
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(options.max_size)
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(options.wait_timeout))
-            .create_timeout(Some(options.connect_timeout))
-            .recycle_timeout(Some(options.connect_timeout))
-            .build()
-            .map_err(|e| StoreError::Config(e.to_string()))?;
         Ok(Self {
-            pool,
+            pool: pool(database_url, options, None)?,
+            reads: None,
             sealer: Default::default(),
         })
+    }
+
+    /// Reads of logs and statistics go to the replica at `database_read_url` from now on.
+    /// A statement there runs for `statement_timeout` at most, so that a replica stuck in
+    /// recovery answers an error rather than hold the reader.
+    pub fn with_read_replica(
+        mut self,
+        database_read_url: &str,
+        options: &PoolOptions,
+        statement_timeout: Duration,
+    ) -> Result<Self, StoreError> {
+        self.reads = Some(pool(database_read_url, options, Some(statement_timeout))?);
+        Ok(self)
+    }
+
+    /// A connection for the reads a replica may serve: the replica's when there is one.
+    pub(crate) async fn read_client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        match &self.reads {
+            Some(reads) => reads.get().await.map_err(StoreError::Replica),
+            None => self.client().await,
+        }
     }
 
     /// Stores webhook secrets sealed under `sealer`'s current key (contract §2), and opens
@@ -79,6 +85,36 @@ impl Store {
     pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         Ok(self.pool.get().await?)
     }
+}
+
+/// A pool of connections to `url`; each with `statement_timeout` when given.
+fn pool(
+    url: &str,
+    options: &PoolOptions,
+    statement_timeout: Option<Duration>,
+) -> Result<Pool, StoreError> {
+    let mut config = parse_config(url)?;
+    config.connect_timeout(options.connect_timeout);
+    if let Some(timeout) = statement_timeout {
+        config.options(format!("-c statement_timeout={}", timeout.as_millis()));
+    }
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            // A `SELECT 1` per checkout would double the round trips; a broken connection
+            // is noticed by the failing query and dropped by the pool instead.
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(options.max_size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(options.wait_timeout))
+        .create_timeout(Some(options.connect_timeout))
+        .recycle_timeout(Some(options.connect_timeout))
+        .build()
+        .map_err(|e| StoreError::Config(e.to_string()))
 }
 
 /// Checks a database URL without connecting.
