@@ -76,8 +76,14 @@ CREATE INDEX delivery_logs_account ON delivery_logs (account_id, created_at DESC
 CREATE INDEX delivery_logs_created ON delivery_logs (created_at DESC, id DESC);
 CREATE INDEX delivery_logs_event ON delivery_logs (event_id, created_at DESC, id DESC);
 CREATE INDEX delivery_logs_type ON delivery_logs (event_type, created_at DESC, id DESC);
--- `retrying` and `failed` logs: the few that ever failed
+-- The `failed` logs, among the few that ever failed: by time, account and webhook. A log
+-- that never fails is in none of these (a partial index costs nothing for the rows outside
+-- it); the unfinished ones (`pending`, `retrying`) are found through `open_deliveries`.
 CREATE INDEX delivery_logs_troubled ON delivery_logs (created_at DESC, id DESC) WHERE troubled;
+CREATE INDEX delivery_logs_troubled_account ON delivery_logs (account_id, created_at DESC, id DESC)
+    WHERE troubled;
+CREATE INDEX delivery_logs_troubled_webhook ON delivery_logs (webhook_id, created_at DESC, id DESC)
+    WHERE troubled;
 
 -- The logs still under way (pending, retrying): a small table of the deliveries in flight,
 -- in place of an index over `status` that every status change would rewrite. Written in

@@ -7,13 +7,15 @@
 //! Every scenario (`scenarios.rs`) gets a fresh service, database and namespace, removed
 //! afterwards; the sinks are in `sink.rs`, the CPU and memory readings in `process.rs`. Then
 //! the same loads on RabbitMQ alone, without hookrelay (`alone.rs`); and the connection storm
-//! (`storm.rs`): idle half-sent requests against the listener.
+//! (`storm.rs`): idle half-sent requests against the listener; and the logs at a platform's
+//! volume (`volume.rs`): 30 million logs in 30 daily partitions.
 
 mod alone;
 mod process;
 mod scenarios;
 mod sink;
 mod storm;
+mod volume;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -49,6 +51,12 @@ struct Args {
     /// Where to write the figures.
     #[arg(long, default_value = "target/bench/results.json")]
     out: PathBuf,
+    /// Days of logs the volume scenario writes.
+    #[arg(long, default_value_t = 30)]
+    volume_days: usize,
+    /// Logs a day the volume scenario writes.
+    #[arg(long, default_value_t = 1_000_000)]
+    volume_logs_per_day: usize,
 }
 
 #[derive(Serialize)]
@@ -705,11 +713,43 @@ async fn main() -> anyhow::Result<()> {
             s.rss_after_mb
         );
     }
+    let mut volumes = Vec::new();
+    if args.only.as_deref().is_none_or(|o| selected(o, "volume")) {
+        eprintln!(
+            "running volume ({} days of {} logs)...",
+            args.volume_days, args.volume_logs_per_day
+        );
+        let v = volume::run(&args.binary, args.volume_days, args.volume_logs_per_day).await?;
+        println!(
+            "\nvolume: {} logs in {} daily partitions ({:.1} GB, seeded in {:.0}s)",
+            v.logs, v.days, v.database_gb, v.seeded_secs
+        );
+        println!(
+            "volume: W=10 burst {:.0} deliveries/s on it, {:.0} on an empty database ({:.2}x)",
+            v.burst_volume_per_sec,
+            v.burst_empty_per_sec,
+            v.burst_empty_per_sec / v.burst_volume_per_sec.max(1.0)
+        );
+        println!(
+            "| {:<60} | {:>8} | {:>8} |",
+            "first page of", "p50 ms", "p99 ms"
+        );
+        println!("|{:-<62}|{:->10}|{:->10}|", "", "", "");
+        for (query, p50, p99) in &v.api {
+            println!("| {query:<60} | {p50:>8.1} | {p99:>8.1} |");
+        }
+        println!(
+            "volume: a day's partitions dropped in {:.2}s; delivery p99 {:.1} ms before, {:.1} ms \
+             while it went (a steady 1 000 deliveries/s)",
+            v.drop_secs, v.steady_p99_before_ms, v.steady_p99_during_drop_ms
+        );
+        volumes.push(v);
+    }
     if let Some(dir) = args.out.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let all =
-        serde_json::json!({"scenarios": results, "rabbitmq_alone": unaided, "storms": storms});
+    let all = serde_json::json!({"scenarios": results, "rabbitmq_alone": unaided,
+                                 "storms": storms, "volume": volumes});
     std::fs::write(&args.out, serde_json::to_string_pretty(&all)?)?;
     println!("\nwritten to {}", args.out.display());
     Ok(())

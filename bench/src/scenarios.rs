@@ -133,7 +133,8 @@ const fn paced(name: &'static str, webhooks: usize, accounts: usize) -> Scenario
 pub(crate) fn selected(only: &str, name: &str) -> bool {
     let exact = SCENARIOS.iter().any(|s| s.name == only)
         || crate::alone::ALONE.iter().any(|a| a.name == only)
-        || only == "storm";
+        || only == "storm"
+        || only == "volume";
     if exact {
         name == only
     } else {

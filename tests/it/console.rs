@@ -111,6 +111,27 @@ async fn the_console_manages_webhooks_and_shows_their_logs() {
     let got = receiver.wait_for(2, Duration::from_secs(30)).await;
     assert!(got.iter().any(|r| r.json()["type"] == "Webhook.test"));
 
+    // A webhook created after an event of its type replays it from its row.
+    let late = Receiver::start().await;
+    app.create_webhook(json!({"account_id": "acc", "url": late.url,
+                              "events": ["Contact.created"]}))
+        .await;
+    browser.click("#nav-logs").await;
+    browser.click("#nav-webhooks").await;
+    browser.wait_for_text("#webhook-rows", &late.url).await;
+    // The newest webhook's row comes first; the prompt is answered as a person would.
+    browser
+        .execute("window.prompt = (_, suggested) => suggested; return true")
+        .await;
+    browser
+        .click("#webhook-rows button[data-action='replay']")
+        .await;
+    browser
+        .wait_for_text("#webhooks-notice", "1 event being replayed")
+        .await;
+    let replayed = late.wait_for(1, Duration::from_secs(30)).await;
+    assert_eq!(replayed[0].header("webhook-id"), Some(ids[0].as_str()));
+
     // With an account key, the console is that account's own portal.
     app.create_webhook(
         json!({"account_id": "someone_else", "url": "http://127.0.0.1:9/x",

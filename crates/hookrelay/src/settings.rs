@@ -793,7 +793,7 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_setting() {
-        let cases: [(&[(&str, &str)], &str); 14] = [
+        let cases: [(&[(&str, &str)], &str); 16] = [
             (
                 &[("HOOKRELAY_DISABLE_AFTER", "0s")],
                 "HOOKRELAY_DISABLE_AFTER",
@@ -827,6 +827,15 @@ mod tests {
             (&[("HOOKRELAY_NAMESPACE", "a b")], "HOOKRELAY_NAMESPACE"),
             (&[("HOOKRELAY_ADMIN_TOKEN", " ")], "HOOKRELAY_ADMIN_TOKEN"),
             (&[("HOOKRELAY_LOG_FORMAT", "xml")], "HOOKRELAY_LOG_FORMAT"),
+            // Shorter than the retry schedule: a retried event could come back as new.
+            (
+                &[("HOOKRELAY_DEDUPE_WINDOW", "1h")],
+                "HOOKRELAY_DEDUPE_WINDOW",
+            ),
+            (
+                &[("HOOKRELAY_DATABASE_READ_URL", "mysql://x")],
+                "HOOKRELAY_DATABASE_READ_URL",
+            ),
             (
                 &[("HOOKRELAY_OTLP_ENDPOINT", "collector:4318")],
                 "HOOKRELAY_OTLP_ENDPOINT",

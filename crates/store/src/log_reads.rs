@@ -3,8 +3,11 @@
 //! The list's SQL holds a condition only for each filter given, so that PostgreSQL plans
 //! each combination on its own, on the index that serves it (one `$n IS NULL OR …` query
 //! for all of them would be planned once, generically, and scan). Every filter has an index
-//! whose leading column it fixes, followed by `(created_at DESC, id DESC)`, the list's order
-//! and keyset: a page is an index range, however deep it is.
+//! of each day's partition whose leading column it fixes, followed by `(created_at DESC, id
+//! DESC)`, the list's order and keyset: a page is an index range, however deep it is. The
+//! statuses, which no index names (a status change must rewrite none), are found through the
+//! indexes of the logs that ever failed (`failed`) and the open deliveries (`pending`,
+//! `retrying`). These reads go to the read replica when there is one.
 
 use chrono::{DateTime, Utc};
 use tokio_postgres::types::ToSql;
@@ -226,11 +229,9 @@ impl LogFilter {
             // ever failed have an index of their own, and the unfinished ones a table.
             let clause = match (legacy, status) {
                 (true, _) => "status = $?",
-                (false, LogStatus::Failed | LogStatus::Retrying) => "troubled AND status = $?",
-                (false, LogStatus::Pending) => {
-                    "status = $? AND (id, created_at) IN \
-                     (SELECT o.log_id, o.created_at FROM open_deliveries o)"
-                }
+                (false, LogStatus::Failed) => "troubled AND status = $?",
+                // The list reads the open deliveries first (see `list_query`).
+                (false, LogStatus::Pending | LogStatus::Retrying) => "status = $?",
                 (false, LogStatus::Succeeded) => "status = $?",
             };
             push(c, clause, Box::new(status.as_str()));
@@ -405,9 +406,21 @@ fn list_query(
     };
     let new_side = side(false, &mut conditions);
     let old_side = side(true, &mut conditions);
+    // The `pending` and `retrying` logs are the open deliveries, a few against all the logs:
+    // each is looked up by id (in its day's partition), rather than the logs walked for them.
+    let logs = match filter.status {
+        Some(LogStatus::Pending | LogStatus::Retrying) => {
+            "(SELECT o.log_id AS open_id, o.created_at AS open_at FROM open_deliveries o
+              OFFSET 0) o
+             CROSS JOIN LATERAL (SELECT * FROM delivery_logs l
+                                 WHERE l.id = o.open_id AND l.created_at = o.open_at
+                                 OFFSET 0) l"
+        }
+        _ => "delivery_logs l",
+    };
     let sql = format!(
         "SELECT * FROM (
-            (SELECT {LIST_COLUMNS} FROM delivery_logs l WHERE {new_side}
+            (SELECT {LIST_COLUMNS} FROM {logs} WHERE {new_side}
              ORDER BY created_at DESC, id DESC LIMIT {limit_param})
             UNION ALL
             (SELECT {LEGACY_COLUMNS} FROM webhook_logs_v8 WHERE {old_side}

@@ -1,5 +1,7 @@
-//! `webhook_logs` and `webhook_attempts`: written in batches (a few statements per batch of
-//! hundreds of rows), since a round trip per row is what would make the pipeline slow.
+//! Events, delivery logs and attempts (the layout of migration V9, `docs/storage.md`):
+//! written in batches (a few statements per batch of hundreds of rows), since a round trip
+//! per row is what would make the pipeline slow. Each event is stored once; a log
+//! references it; a log's id carries its day, so that every lookup by id reads one partition.
 
 use std::collections::HashMap;
 

@@ -95,9 +95,18 @@ fn pool(
 ) -> Result<Pool, StoreError> {
     let mut config = parse_config(url)?;
     config.connect_timeout(options.connect_timeout);
+    // Every statement here is short. JIT compilation, which PostgreSQL starts on a cost
+    // estimate alone (and a table of open deliveries that just emptied still looks big),
+    // would add half a second to a query that takes a millisecond.
+    let mut settings = String::from("-c jit=off");
     if let Some(timeout) = statement_timeout {
-        config.options(format!("-c statement_timeout={}", timeout.as_millis()));
+        settings.push_str(&format!(" -c statement_timeout={}", timeout.as_millis()));
     }
+    let settings = match config.get_options() {
+        Some(given) => format!("{given} {settings}"),
+        None => settings,
+    };
+    config.options(settings);
     let manager = Manager::from_config(
         config,
         NoTls,

@@ -29,6 +29,12 @@ impl Store {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         tx.batch_execute("SET LOCAL lock_timeout = '1s'").await?;
+        // Processes starting together take turns, rather than race to create one table.
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended('hookrelay.partitions', 0))",
+            &[],
+        )
+        .await?;
         let made: i32 = tx
             .query_one(
                 "SELECT hookrelay_ensure_partitions((now() AT TIME ZONE 'UTC')::date - 1,
@@ -71,13 +77,83 @@ impl Store {
         &self,
         cutoff: DateTime<Utc>,
     ) -> Result<Vec<Retired>, StoreError> {
+        let client = self.client().await?;
+        // One process at a time; the others leave it to the one at it. The lock is the
+        // session's (a detach CONCURRENTLY cannot run in a transaction), released below
+        // however the work ends.
+        let mine: bool = client
+            .query_one(
+                "SELECT pg_try_advisory_lock(hashtextextended('hookrelay.partitions', 1))",
+                &[],
+            )
+            .await?
+            .get(0);
+        if !mine {
+            return Ok(Vec::new());
+        }
+        let result = self.retire_days(&client, cutoff).await;
+        client
+            .execute(
+                "SELECT pg_advisory_unlock(hashtextextended('hookrelay.partitions', 1))",
+                &[],
+            )
+            .await?;
+        result
+    }
+
+    async fn retire_days(
+        &self,
+        client: &deadpool_postgres::Object,
+        cutoff: DateTime<Utc>,
+    ) -> Result<Vec<Retired>, StoreError> {
+        // A pass stopped between a detach and its drop left a table that is no partition any
+        // more: its day is over, so it goes now (a log table still holding unfinished logs
+        // is attached back).
+        let orphans = client
+            .query(
+                "SELECT relname::text FROM pg_class
+                 WHERE relkind = 'r' AND NOT relispartition
+                   AND relname ~ '^(events|delivery_logs|delivery_attempts)_p[0-9]{8}$'",
+                &[],
+            )
+            .await?;
+        for row in orphans {
+            let name: String = row.get(0);
+            let Some((table, day)) = name.rsplit_once("_p").and_then(|(table, day)| {
+                Some((
+                    table.to_owned(),
+                    NaiveDate::parse_from_str(day, "%Y%m%d").ok()?,
+                ))
+            }) else {
+                continue;
+            };
+            let (low, high) = day_bounds(day);
+            if high > cutoff {
+                continue;
+            }
+            let open = table == "delivery_logs"
+                && client
+                    .query_one(
+                        &format!(
+                            "SELECT EXISTS (SELECT 1 FROM {name}
+                                            WHERE status IN ('pending', 'retrying'))"
+                        ),
+                        &[],
+                    )
+                    .await?
+                    .get::<_, bool>(0);
+            if open {
+                attach(client, &table, &name, low, high).await?;
+            } else {
+                client.batch_execute(&format!("DROP TABLE {name}")).await?;
+            }
+        }
         let mut retired = Vec::new();
         for day in self.partition_days().await? {
             let (low, high) = day_bounds(day);
             if high > cutoff {
                 break;
             }
-            let client = self.client().await?;
             let open: bool = client
                 .query_one(
                     "SELECT EXISTS (SELECT 1 FROM open_deliveries
@@ -91,7 +167,7 @@ impl Store {
                 continue;
             }
             let logs = partition("delivery_logs", day);
-            detach(&client, "delivery_logs", &logs).await?;
+            detach(client, "delivery_logs", &logs).await?;
             let reopened: bool = client
                 .query_one(
                     &format!(
@@ -103,14 +179,7 @@ impl Store {
                 .await?
                 .get(0);
             if reopened {
-                client
-                    .batch_execute(&format!(
-                        "ALTER TABLE delivery_logs ATTACH PARTITION {logs}
-                         FOR VALUES FROM ('{low}') TO ('{high}')",
-                        low = low.to_rfc3339(),
-                        high = high.to_rfc3339()
-                    ))
-                    .await?;
+                attach(client, "delivery_logs", &logs, low, high).await?;
                 retired.push(Retired::KeptOpen(day));
                 continue;
             }
@@ -122,7 +191,7 @@ impl Store {
                     .await?
                     .get(0);
                 if exists {
-                    detach(&client, table, &name).await?;
+                    detach(client, table, &name).await?;
                     client.batch_execute(&format!("DROP TABLE {name}")).await?;
                 }
             }
@@ -247,6 +316,24 @@ impl Store {
 fn day_bounds(day: NaiveDate) -> (DateTime<Utc>, DateTime<Utc>) {
     let low = day.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc();
     (low, low + chrono::Duration::days(1))
+}
+
+/// Attaches `child` back to `parent` as the partition of `[low, high)`: its bound constraint
+/// spares the scan.
+async fn attach(
+    client: &deadpool_postgres::Object,
+    parent: &str,
+    child: &str,
+    low: DateTime<Utc>,
+    high: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    Ok(client
+        .batch_execute(&format!(
+            "ALTER TABLE {parent} ATTACH PARTITION {child} FOR VALUES FROM ('{}') TO ('{}')",
+            low.to_rfc3339(),
+            high.to_rfc3339()
+        ))
+        .await?)
 }
 
 /// Detaches `child` from `parent` without blocking the pipeline; finishes a detach that an

@@ -133,6 +133,7 @@ function webhookRow(w) {
   button("Send test", "test");
   button(w.status === "active" ? "Disable" : "Enable", w.status === "active" ? "disable" : "enable");
   button("Rotate secret", "rotate");
+  button("Replay", "replay");
   button("Logs", "logs");
   button("Delete", "delete");
   tr.appendChild(actions);
@@ -156,6 +157,14 @@ async function webhookAction(action, w) {
     const answer = await api("POST", base + "/test");
     notice.textContent = answer.status === 202
       ? "Test event sent: Webhook Log " + answer.body.log_id
+      : errorText(answer);
+  } else if (action === "replay") {
+    const day = new Date(Date.now() - 24 * 3600 * 1000).toISOString();
+    const since = prompt("Deliver to " + w.url + " every stored event of its types it has not received, since (an RFC 3339 time):", day);
+    if (!since) return;
+    const answer = await api("POST", base + "/replay", { since: since });
+    notice.textContent = answer.status === 202
+      ? (answer.body.count === 1 ? "1 event" : answer.body.count + " events") + " being replayed, oldest first."
       : errorText(answer);
   } else if (action === "rotate") {
     if (!confirm("Rotate the secret of " + w.url + "? The old one keeps signing for 24 hours.")) return;
