@@ -247,3 +247,8 @@ UNION ALL
 SELECT id, log_id, attempt, started_at, duration_ms, response_status, response_body, error,
        webhook_id
 FROM webhook_attempts_v8;
+
+-- A log a requeue job has taken stays claimed by it, marked, until the job ends (and its
+-- claims with it): deleting the claim when the log is taken let a call waiting on that row
+-- find no claim once the taker committed, and claim (and count) the log a second time.
+ALTER TABLE requeue_claims ADD COLUMN taken boolean NOT NULL DEFAULT false;

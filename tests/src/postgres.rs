@@ -26,8 +26,8 @@ fn postgres_bin() -> PathBuf {
 }
 
 impl TestPostgres {
-    /// Creates a cluster and starts it; waits until it takes connections.
-    pub async fn start() -> Self {
+    /// A folder of its own, owned by `postgres`, and a free port; nothing in them yet.
+    fn unstarted() -> Self {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let dir = std::env::temp_dir().join(format!("hookrelay-pg-{id}"));
         std::fs::create_dir_all(&dir).expect("a folder for the cluster");
@@ -35,11 +35,16 @@ impl TestPostgres {
             .args(["-R", "postgres:postgres"])
             .arg(&dir)
             .status();
-        let node = Self {
+        Self {
             port: crate::broker::free_port(),
             dir,
             bin: postgres_bin(),
-        };
+        }
+    }
+
+    /// Creates a cluster and starts it; waits until it takes connections.
+    pub async fn start() -> Self {
+        let node = Self::unstarted();
         let status = node
             .as_postgres("initdb")
             .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
@@ -55,18 +60,7 @@ impl TestPostgres {
     /// A hot standby of `primary`, streaming from it (`pg_basebackup -R`), on a port of its
     /// own; waits until it takes (read-only) connections.
     pub async fn replica_of(primary: &TestPostgres) -> Self {
-        let id = uuid::Uuid::new_v4().simple().to_string();
-        let dir = std::env::temp_dir().join(format!("hookrelay-pg-{id}"));
-        std::fs::create_dir_all(&dir).expect("a folder for the replica");
-        let _ = Command::new("chown")
-            .args(["-R", "postgres:postgres"])
-            .arg(&dir)
-            .status();
-        let node = Self {
-            port: crate::broker::free_port(),
-            dir,
-            bin: postgres_bin(),
-        };
+        let node = Self::unstarted();
         let status = node
             .as_postgres("pg_basebackup")
             .args([

@@ -150,7 +150,8 @@ const REQUEUE_WHERE: &str = "($1::uuid IS NULL OR id = $1)
                                               FROM open_deliveries o
                                               WHERE $3::uuid IS NULL OR o.webhook_id = $3)))
     AND ($11::uuid IS NULL OR EXISTS (SELECT 1 FROM requeue_claims c
-                                      WHERE c.log_id = delivery_logs.id AND c.job_id = $11))";
+                                      WHERE c.log_id = delivery_logs.id AND c.job_id = $11
+                                        AND NOT c.taken))";
 
 impl RequeueFilter {
     fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 11] {
@@ -466,6 +467,35 @@ async fn lock_logs(
     Ok(rows)
 }
 
+/// Takes the lock of the requeue claims `account`'s logs may be in: the deployment-wide one
+/// shared and the account's own, or, for a call over every account, the deployment-wide one
+/// alone. Claims that may overlap are then made one at a time, each after the last committed.
+async fn lock_claims(
+    tx: &deadpool_postgres::Transaction<'_>,
+    account: Option<&str>,
+) -> Result<(), StoreError> {
+    match account {
+        Some(account) => {
+            tx.execute(
+                "SELECT pg_advisory_xact_lock_shared(
+                            hashtextextended('hookrelay.requeue_claims', 0)),
+                        pg_advisory_xact_lock(
+                            hashtextextended('hookrelay.requeue_claims/' || $1, 0))",
+                &[&account],
+            )
+            .await?
+        }
+        None => {
+            tx.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended('hookrelay.requeue_claims', 0))",
+                &[],
+            )
+            .await?
+        }
+    };
+    Ok(())
+}
+
 impl Store {
     /// Stores `events` (each once, the first time its id is seen within the dedupe window)
     /// and `logs`, the deliveries of them, `pending`; answers the ids of the logs written,
@@ -758,25 +788,7 @@ impl Store {
         // one account's claim over many logs does not hold up another's: each takes the
         // deployment-wide lock shared and its account's alone; a call over every account
         // takes the deployment-wide one alone.
-        match &filter.account_id {
-            Some(account) => {
-                tx.execute(
-                    "SELECT pg_advisory_xact_lock_shared(
-                                hashtextextended('hookrelay.requeue_claims', 0)),
-                            pg_advisory_xact_lock(
-                                hashtextextended('hookrelay.requeue_claims/' || $1, 0))",
-                    &[account],
-                )
-                .await?
-            }
-            None => {
-                tx.execute(
-                    "SELECT pg_advisory_xact_lock(hashtextextended('hookrelay.requeue_claims', 0))",
-                    &[],
-                )
-                .await?
-            }
-        };
+        lock_claims(&tx, filter.account_id.as_deref()).await?;
         tx.execute("INSERT INTO requeue_jobs (id) VALUES ($1)", &[&job])
             .await?;
         let mut params = filter.params().to_vec();
@@ -786,7 +798,7 @@ impl Store {
             "WITH claimed AS (
                 INSERT INTO requeue_claims (log_id, job_id)
                 SELECT id, $12 FROM delivery_logs WHERE {REQUEUE_WHERE}
-                ON CONFLICT (log_id) DO UPDATE SET job_id = EXCLUDED.job_id
+                ON CONFLICT (log_id) DO UPDATE SET job_id = EXCLUDED.job_id, taken = false
                 WHERE NOT EXISTS (
                     SELECT 1 FROM requeue_jobs j
                     WHERE j.id = requeue_claims.job_id
@@ -811,13 +823,7 @@ impl Store {
     pub async fn claim_replay(&self, job: Uuid, replay: &Replay) -> Result<i64, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        tx.execute(
-            "SELECT pg_advisory_xact_lock_shared(hashtextextended('hookrelay.requeue_claims', 0)),
-                    pg_advisory_xact_lock(
-                        hashtextextended('hookrelay.requeue_claims/' || $1, 0))",
-            &[&replay.account_id],
-        )
-        .await?;
+        lock_claims(&tx, Some(&replay.account_id)).await?;
         tx.execute("INSERT INTO requeue_jobs (id) VALUES ($1)", &[&job])
             .await?;
         // Every log of one call has the same created_at (the id's time, of the transaction's
@@ -856,7 +862,7 @@ impl Store {
                     SELECT id, $7::uuid FROM written
                     UNION ALL
                     SELECT id, $7::uuid FROM left_over
-                    ON CONFLICT (log_id) DO UPDATE SET job_id = EXCLUDED.job_id
+                    ON CONFLICT (log_id) DO UPDATE SET job_id = EXCLUDED.job_id, taken = false
                     WHERE NOT EXISTS (
                         SELECT 1 FROM requeue_jobs j
                         WHERE j.id = requeue_claims.job_id
@@ -1019,8 +1025,9 @@ impl Store {
                 traceparent: r.get(9),
             })
             .collect();
-        // Every log taken leaves the job's claims, queued or not (a webhook gone meanwhile):
-        // the job is done with it.
+        // Every log taken is marked taken in the job's claims, queued or not (a webhook gone
+        // meanwhile): the job is done with it, and no other call claims it while the job
+        // lives.
         if taken == 0 {
             tx.commit().await?;
             return Ok(Ok(0));
@@ -1047,7 +1054,7 @@ impl Store {
         .await?;
         if let Some(job) = filter.claimed_by {
             tx.execute(
-                "DELETE FROM requeue_claims WHERE job_id = $1 AND log_id = ANY($2)",
+                "UPDATE requeue_claims SET taken = true WHERE job_id = $1 AND log_id = ANY($2)",
                 &[&job, &taken_ids],
             )
             .await?;
