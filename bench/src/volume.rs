@@ -358,11 +358,18 @@ pub async fn run(binary: &Path, days: usize, per_day: usize) -> anyhow::Result<V
     let dropping = Instant::now();
     for table in ["delivery_logs", "events", "delivery_attempts"] {
         let child = format!("{table}_p{}", oldest.format("%Y%m%d"));
+        let step = Instant::now();
         pg.batch_execute(&format!(
             "ALTER TABLE {table} DETACH PARTITION {child} CONCURRENTLY"
         ))
         .await?;
+        let detached = step.elapsed();
         pg.batch_execute(&format!("DROP TABLE {child}")).await?;
+        eprintln!(
+            "  {child}: detached in {:.3}s, dropped in {:.3}s",
+            detached.as_secs_f64(),
+            (step.elapsed() - detached).as_secs_f64()
+        );
     }
     let drop_secs = dropping.elapsed().as_secs_f64();
     // The drop's window: while it ran and two seconds after.
