@@ -272,9 +272,9 @@ pub async fn run(binary: &Path, days: usize, per_day: usize) -> anyhow::Result<V
     let mut service = start(binary, &empty, &namespace).await?;
     let api = format!("http://127.0.0.1:{}", service.port);
     ready(&api).await?;
-    let burst_empty_per_sec = burst(&sink, &namespace).await?;
-    let _ = service.child.start_kill();
-    let _ = service.child.wait().await;
+    let burst_empty_per_sec = burst(&sink, &namespace).await;
+    stop(&mut service, &empty, &namespace).await;
+    let burst_empty_per_sec = burst_empty_per_sec?;
     eprintln!("  empty database: {burst_empty_per_sec:.0} deliveries/s");
 
     let db = TestDb::new();
@@ -297,10 +297,47 @@ pub async fn run(binary: &Path, days: usize, per_day: usize) -> anyhow::Result<V
 
     let namespace = unique_namespace();
     let mut service = start(binary, &db, &namespace).await?;
+    let measured = measure(&mut service, &db, &sink, &namespace, days).await;
+    stop(&mut service, &db, &namespace).await;
+    let (burst_volume_per_sec, api_figures, drop_secs, before, during) = measured?;
+    Ok(VolumeFigures {
+        days,
+        logs,
+        seeded_secs,
+        database_gb,
+        burst_empty_per_sec,
+        burst_volume_per_sec,
+        api: api_figures,
+        drop_secs,
+        steady_p99_before_ms: before,
+        steady_p99_during_drop_ms: during,
+    })
+}
+
+/// Stops the service, then removes what it declared on the shared broker: the namespace's
+/// exchanges and queues, and its webhooks' queues.
+async fn stop(service: &mut hookrelay_tests::ServiceProcess, db: &TestDb, namespace: &str) {
+    let _ = service.child.start_kill();
+    let _ = service.child.wait().await;
+    let webhooks = hookrelay_tests::webhook_ids(&db.url()).await;
+    hookrelay_tests::delete_namespace(&amqp_url(), namespace, &webhooks).await;
+}
+
+/// Figures of the seeded database: the burst, the API, and a day dropped under load.
+type Measured = (f64, Vec<(String, f64, f64)>, f64, f64, f64);
+
+async fn measure(
+    service: &mut hookrelay_tests::ServiceProcess,
+    db: &TestDb,
+    sink: &Arc<Sink>,
+    namespace: &str,
+    days: usize,
+) -> anyhow::Result<Measured> {
+    let pg = db.connect().await;
     let api = format!("http://127.0.0.1:{}", service.port);
     let webhook = ready(&api).await?;
-    let burst_volume_per_sec = burst(&sink, &namespace).await?;
-    eprintln!("  {logs} logs: {burst_volume_per_sec:.0} deliveries/s");
+    let burst_volume_per_sec = burst(sink, namespace).await?;
+    eprintln!("  {days} days of logs: {burst_volume_per_sec:.0} deliveries/s");
 
     // The first page of each filter, and the statistics.
     let client = reqwest::Client::new();
@@ -349,7 +386,7 @@ pub async fn run(binary: &Path, days: usize, per_day: usize) -> anyhow::Result<V
     // A steady 1 000 deliveries/s for 30 s; the oldest day goes at the tenth second.
     sink.latencies_us.lock().map(|mut l| l.clear()).ok();
     let steady = tokio::spawn({
-        let namespace = namespace.clone();
+        let namespace = namespace.to_owned();
         async move { publish(&namespace, 3_000, Pace::Steady(100)).await }
     });
     tokio::time::sleep(Duration::from_secs(10)).await;
@@ -390,18 +427,11 @@ pub async fn run(binary: &Path, days: usize, per_day: usize) -> anyhow::Result<V
         "  a day dropped in {drop_secs:.2}s; delivery p99 {steady_p99_before_ms:.1} ms before, \
          {steady_p99_during_drop_ms:.1} ms while it went"
     );
-    let _ = service.child.start_kill();
-    let _ = service.child.wait().await;
-    Ok(VolumeFigures {
-        days,
-        logs,
-        seeded_secs,
-        database_gb,
-        burst_empty_per_sec,
+    Ok((
         burst_volume_per_sec,
-        api: api_figures,
+        api_figures,
         drop_secs,
         steady_p99_before_ms,
         steady_p99_during_drop_ms,
-    })
+    ))
 }

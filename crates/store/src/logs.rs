@@ -190,6 +190,15 @@ pub const MAX_REPLAY_EVENTS: i64 = 100_000;
 /// leaves the log `failed` with it, for the next replay call (or a recover) to queue.
 const REPLAY_WAITING: &str = "waiting to be replayed";
 
+/// The end of an INSERT INTO requeue_claims: a log claimed by a job that stopped beating
+/// (for `$grace` seconds) is taken over, untaken; one a live job holds is left to it.
+const TAKE_OVER_DEAD_CLAIMS: &str =
+    "ON CONFLICT (log_id) DO UPDATE SET job_id = EXCLUDED.job_id, taken = false
+     WHERE NOT EXISTS (
+         SELECT 1 FROM requeue_jobs j
+         WHERE j.id = requeue_claims.job_id
+           AND j.heartbeat_at > now() - make_interval(secs => $grace))";
+
 /// How long a requeue job may go without beating before its claims may be taken.
 const JOB_HEARTBEAT_GRACE_SECS: f64 = 60.0;
 
@@ -794,15 +803,12 @@ impl Store {
         let mut params = filter.params().to_vec();
         params.push(&job);
         params.push(&JOB_HEARTBEAT_GRACE_SECS);
+        let take_over = TAKE_OVER_DEAD_CLAIMS.replace("$grace", "$13");
         let sql = format!(
             "WITH claimed AS (
                 INSERT INTO requeue_claims (log_id, job_id)
                 SELECT id, $12 FROM delivery_logs WHERE {REQUEUE_WHERE}
-                ON CONFLICT (log_id) DO UPDATE SET job_id = EXCLUDED.job_id, taken = false
-                WHERE NOT EXISTS (
-                    SELECT 1 FROM requeue_jobs j
-                    WHERE j.id = requeue_claims.job_id
-                      AND j.heartbeat_at > now() - make_interval(secs => $13))
+                {take_over}
                 RETURNING 1)
              SELECT count(*) FROM claimed"
         );
@@ -828,9 +834,9 @@ impl Store {
             .await?;
         // Every log of one call has the same created_at (the id's time, of the transaction's
         // start): the job takes them in the order of their events.
-        let claimed: i64 = tx
-            .query_one(
-                "WITH candidates AS MATERIALIZED (
+        let take_over = TAKE_OVER_DEAD_CLAIMS.replace("$grace", "$9");
+        let sql = format!(
+            "WITH candidates AS MATERIALIZED (
                     SELECT e.account_id, e.id AS event_id, e.event_type, e.received_at,
                            hookrelay_log_id(now()) AS log_id
                     FROM events e
@@ -862,13 +868,13 @@ impl Store {
                     SELECT id, $7::uuid FROM written
                     UNION ALL
                     SELECT id, $7::uuid FROM left_over
-                    ON CONFLICT (log_id) DO UPDATE SET job_id = EXCLUDED.job_id, taken = false
-                    WHERE NOT EXISTS (
-                        SELECT 1 FROM requeue_jobs j
-                        WHERE j.id = requeue_claims.job_id
-                          AND j.heartbeat_at > now() - make_interval(secs => $9))
+                    {take_over}
                     RETURNING 1)
-                 SELECT count(*) FROM claimed",
+                 SELECT count(*) FROM claimed"
+        );
+        let claimed: i64 = tx
+            .query_one(
+                &sql,
                 &[
                     &replay.webhook_id,
                     &replay.account_id,

@@ -131,17 +131,7 @@ impl Store {
             if high > cutoff {
                 continue;
             }
-            let open = table == "delivery_logs"
-                && client
-                    .query_one(
-                        &format!(
-                            "SELECT EXISTS (SELECT 1 FROM {name}
-                                            WHERE status IN ('pending', 'retrying'))"
-                        ),
-                        &[],
-                    )
-                    .await?
-                    .get::<_, bool>(0);
+            let open = table == "delivery_logs" && holds_unfinished(client, &name).await?;
             if open {
                 attach(client, &table, &name, low, high).await?;
             } else {
@@ -168,17 +158,7 @@ impl Store {
             }
             let logs = partition("delivery_logs", day);
             detach(client, "delivery_logs", &logs).await?;
-            let reopened: bool = client
-                .query_one(
-                    &format!(
-                        "SELECT EXISTS (SELECT 1 FROM {logs}
-                                        WHERE status IN ('pending', 'retrying'))"
-                    ),
-                    &[],
-                )
-                .await?
-                .get(0);
-            if reopened {
+            if holds_unfinished(client, &logs).await? {
                 attach(client, "delivery_logs", &logs, low, high).await?;
                 retired.push(Retired::KeptOpen(day));
                 continue;
@@ -316,6 +296,22 @@ impl Store {
 fn day_bounds(day: NaiveDate) -> (DateTime<Utc>, DateTime<Utc>) {
     let low = day.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc();
     (low, low + chrono::Duration::days(1))
+}
+
+/// Whether the detached log table `logs` holds a log still under way.
+async fn holds_unfinished(
+    client: &deadpool_postgres::Object,
+    logs: &str,
+) -> Result<bool, StoreError> {
+    Ok(client
+        .query_one(
+            &format!(
+                "SELECT EXISTS (SELECT 1 FROM {logs} WHERE status IN ('pending', 'retrying'))"
+            ),
+            &[],
+        )
+        .await?
+        .get(0))
 }
 
 /// Attaches `child` back to `parent` as the partition of `[low, high)`: its bound constraint
