@@ -738,10 +738,11 @@ async fn main() -> anyhow::Result<()> {
         for (query, p50, p99) in &v.api {
             println!("| {query:<60} | {p50:>8.1} | {p99:>8.1} |");
         }
+        let [before, during, after] = v.steady_p99_ms;
         println!(
-            "volume: a day's partitions dropped in {:.2}s; delivery p99 {:.1} ms before, {:.1} ms \
-             while it went (a steady 1 000 deliveries/s)",
-            v.drop_secs, v.steady_p99_before_ms, v.steady_p99_during_drop_ms
+            "volume: a day retired in {:.2}s (paced); delivery p99 of a steady 1 000/s: \
+             {before:.1} ms before, {during:.1} ms while it went, {after:.1} ms after",
+            v.drop_secs
         );
         volumes.push(v);
     }

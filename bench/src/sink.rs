@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -21,6 +21,8 @@ pub(crate) fn now_ns() -> u64 {
 pub(crate) struct Sink {
     pub(crate) received: AtomicU64,
     pub(crate) latencies_us: Mutex<Vec<u64>>,
+    /// When each delivery arrived, with its latency in µs: for windows of a run.
+    pub(crate) arrivals: Mutex<Vec<(Instant, u64)>>,
     pub(crate) failed_503: AtomicU64,
     pub(crate) hung: AtomicU64,
 }
@@ -31,8 +33,12 @@ async fn sink(State(sink): State<Arc<Sink>>, body: Bytes) -> StatusCode {
         .ok()
         .and_then(|v| v["data"]["sent_at_ns"].as_u64());
     if let Some(sent) = sent {
+        let latency = now.saturating_sub(sent) / 1000;
         if let Ok(mut l) = sink.latencies_us.lock() {
-            l.push(now.saturating_sub(sent) / 1000);
+            l.push(latency);
+        }
+        if let Ok(mut l) = sink.arrivals.lock() {
+            l.push((Instant::now(), latency));
         }
     }
     sink.received.fetch_add(1, Ordering::Relaxed);

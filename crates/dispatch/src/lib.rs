@@ -24,7 +24,7 @@ mod messages;
 mod publish;
 mod queues;
 mod recover;
-mod retention;
+pub mod retention;
 mod router;
 mod subscriptions;
 mod test_event;

@@ -2,6 +2,8 @@
 //! whole (events, logs and attempts together), dedupe keys past `dedupe_window` forgotten,
 //! and the logs of release 8 moved over to the partitioned tables (migration V9).
 
+use std::future::Future;
+
 use chrono::{DateTime, NaiveDate, Utc};
 use tokio_postgres::error::SqlState;
 
@@ -69,14 +71,27 @@ impl Store {
     }
 
     /// Retires every day that ended before `cutoff`: its partitions of events, logs and
-    /// attempts are detached (CONCURRENTLY: no lock that would stop the pipeline) and
-    /// dropped, without a row deleted. A day that still holds a log under way is kept whole,
-    /// checked before the detach and again after it (a log queued again by hand meanwhile),
-    /// when the day is attached back rather than dropped.
-    pub async fn retire_partitions(
+    /// attempts are detached (CONCURRENTLY: no lock that would stop the pipeline), then their
+    /// storage released a piece at a time, without a row deleted. A day that still holds a
+    /// log under way is kept whole, checked before the detach and again after it (a log
+    /// queued again by hand meanwhile), when the day is attached back rather than dropped.
+    ///
+    /// Each piece is one index or one table dropped in a transaction of its own; `pace` is
+    /// awaited after each with the bytes it freed, and answers whether to go on. Freeing a
+    /// file stalls every fsync on its volume for a time that grows with its size where the
+    /// filesystem discards freed blocks at once (ext4's `discard`), and the database's
+    /// commits and the broker's confirms wait on those fsyncs: pieces with room between them
+    /// spread that stall out instead of taking one long one. A release left unfinished
+    /// (stopped, or its process gone) is finished by the next pass.
+    pub async fn retire_partitions<F, Fut>(
         &self,
         cutoff: DateTime<Utc>,
-    ) -> Result<Vec<Retired>, StoreError> {
+        mut pace: F,
+    ) -> Result<Vec<Retired>, StoreError>
+    where
+        F: FnMut(u64) -> Fut,
+        Fut: Future<Output = bool>,
+    {
         let client = self.client().await?;
         // One process at a time; the others leave it to the one at it. The lock is the
         // session's (a detach CONCURRENTLY cannot run in a transaction), released below
@@ -91,7 +106,7 @@ impl Store {
         if !mine {
             return Ok(Vec::new());
         }
-        let result = self.retire_days(&client, cutoff).await;
+        let result = self.retire_days(&client, cutoff, &mut pace).await;
         client
             .execute(
                 "SELECT pg_advisory_unlock(hashtextextended('hookrelay.partitions', 1))",
@@ -101,19 +116,26 @@ impl Store {
         result
     }
 
-    async fn retire_days(
+    async fn retire_days<F, Fut>(
         &self,
         client: &deadpool_postgres::Object,
         cutoff: DateTime<Utc>,
-    ) -> Result<Vec<Retired>, StoreError> {
-        // A pass stopped between a detach and its drop left a table that is no partition any
-        // more: its day is over, so it goes now (a log table still holding unfinished logs
-        // is attached back).
+        pace: &mut F,
+    ) -> Result<Vec<Retired>, StoreError>
+    where
+        F: FnMut(u64) -> Fut,
+        Fut: Future<Output = bool>,
+    {
+        let mut retired = Vec::new();
+        // A pass stopped between a detach and the end of its release left a table that is
+        // no partition any more: its day is over, so it goes now (a log table still holding
+        // unfinished logs is attached back).
         let orphans = client
             .query(
                 "SELECT relname::text FROM pg_class
                  WHERE relkind = 'r' AND NOT relispartition
-                   AND relname ~ '^(events|delivery_logs|delivery_attempts)_p[0-9]{8}$'",
+                   AND relname ~ '^(events|delivery_logs|delivery_attempts)_p[0-9]{8}$'
+                 ORDER BY relname",
                 &[],
             )
             .await?;
@@ -131,39 +153,33 @@ impl Store {
             if high > cutoff {
                 continue;
             }
-            let open = table == "delivery_logs" && holds_unfinished(client, &name).await?;
+            let open = table == "delivery_logs" && day_is_open(client, low, high).await?;
             if open {
                 attach(client, &table, &name, low, high).await?;
-            } else {
-                client.batch_execute(&format!("DROP TABLE {name}")).await?;
+            } else if !release(client, &name, pace).await? {
+                return Ok(retired);
             }
         }
-        let mut retired = Vec::new();
         for day in self.partition_days().await? {
             let (low, high) = day_bounds(day);
             if high > cutoff {
                 break;
             }
-            let open: bool = client
-                .query_one(
-                    "SELECT EXISTS (SELECT 1 FROM open_deliveries
-                                    WHERE created_at >= $1 AND created_at < $2)",
-                    &[&low, &high],
-                )
-                .await?
-                .get(0);
-            if open {
+            if day_is_open(client, low, high).await? {
                 retired.push(Retired::KeptOpen(day));
                 continue;
             }
             let logs = partition("delivery_logs", day);
             detach(client, "delivery_logs", &logs).await?;
-            if holds_unfinished(client, &logs).await? {
+            // A log queued again meanwhile wrote its row of `open_deliveries` in the statement
+            // that reopened it, through the parent: once the detach is over, any such
+            // statement has committed.
+            if day_is_open(client, low, high).await? {
                 attach(client, "delivery_logs", &logs, low, high).await?;
                 retired.push(Retired::KeptOpen(day));
                 continue;
             }
-            client.batch_execute(&format!("DROP TABLE {logs}")).await?;
+            let mut detached = vec![logs];
             for table in ["events", "delivery_attempts"] {
                 let name = partition(table, day);
                 let exists: bool = client
@@ -172,10 +188,16 @@ impl Store {
                     .get(0);
                 if exists {
                     detach(client, table, &name).await?;
-                    client.batch_execute(&format!("DROP TABLE {name}")).await?;
+                    detached.push(name);
                 }
             }
+            // Out of every query now; what is left is giving its storage back.
             retired.push(Retired::Dropped(day));
+            for name in detached {
+                if !release(client, &name, pace).await? {
+                    return Ok(retired);
+                }
+            }
         }
         Ok(retired)
     }
@@ -298,17 +320,65 @@ fn day_bounds(day: NaiveDate) -> (DateTime<Utc>, DateTime<Utc>) {
     (low, low + chrono::Duration::days(1))
 }
 
-/// Whether the detached log table `logs` holds a log still under way.
-async fn holds_unfinished(
+/// Drops the detached `table` a piece at a time: each of its indexes, then the table itself
+/// (with its TOAST), each in a transaction of its own, `pace` awaited after each with the
+/// bytes it freed. Answers false when `pace` stopped it before the end.
+async fn release<F, Fut>(
     client: &deadpool_postgres::Object,
-    logs: &str,
+    table: &str,
+    pace: &mut F,
+) -> Result<bool, StoreError>
+where
+    F: FnMut(u64) -> Fut,
+    Fut: Future<Output = bool>,
+{
+    // An index behind a constraint (a primary key) goes with its constraint.
+    let indexes = client
+        .query(
+            "SELECT quote_ident(i.relname), quote_ident(c.conname),
+                    pg_relation_size(i.oid)
+             FROM pg_index x
+             JOIN pg_class i ON i.oid = x.indexrelid
+             LEFT JOIN pg_constraint c ON c.conindid = x.indexrelid AND c.conrelid = x.indrelid
+             WHERE x.indrelid = to_regclass($1)
+             ORDER BY pg_relation_size(i.oid)",
+            &[&table],
+        )
+        .await?;
+    for index in indexes {
+        let (name, constraint, bytes): (String, Option<String>, i64) =
+            (index.get(0), index.get(1), index.get(2));
+        let statement = match constraint {
+            Some(constraint) => format!("ALTER TABLE {table} DROP CONSTRAINT {constraint}"),
+            None => format!("DROP INDEX {name}"),
+        };
+        client.batch_execute(&statement).await?;
+        if !pace(u64::try_from(bytes).unwrap_or(0)).await {
+            return Ok(false);
+        }
+    }
+    let bytes: Option<i64> = client
+        .query_one("SELECT pg_total_relation_size(to_regclass($1))", &[&table])
+        .await?
+        .get(0);
+    client
+        .batch_execute(&format!("DROP TABLE IF EXISTS {table}"))
+        .await?;
+    Ok(pace(bytes.and_then(|b| u64::try_from(b).ok()).unwrap_or(0)).await)
+}
+
+/// Whether a log of the day `[low, high)` is still under way: every log that is has its row
+/// in `open_deliveries`, written by the statement that opened it.
+async fn day_is_open(
+    client: &deadpool_postgres::Object,
+    low: DateTime<Utc>,
+    high: DateTime<Utc>,
 ) -> Result<bool, StoreError> {
     Ok(client
         .query_one(
-            &format!(
-                "SELECT EXISTS (SELECT 1 FROM {logs} WHERE status IN ('pending', 'retrying'))"
-            ),
-            &[],
+            "SELECT EXISTS (SELECT 1 FROM open_deliveries
+                            WHERE created_at >= $1 AND created_at < $2)",
+            &[&low, &high],
         )
         .await?
         .get(0))
