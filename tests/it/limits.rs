@@ -560,9 +560,12 @@ async fn thirty_bulk_retries_at_once_share_one_requeue_rate_and_count_each_log_o
         first + Duration::from_secs(9),
     );
     let within = got.iter().filter(|r| r.at >= from && r.at < to).count();
-    let expected = 8 * RATE as usize;
+    // The budget is a bucket holding up to a second of the rate: a pipeline held up for a
+    // moment (a loaded machine) finds it full again, so 8 s may see 9 s of the rate, never
+    // thirty jobs' worth.
+    let (low, high) = (8 * RATE as usize, 9 * RATE as usize);
     assert!(
-        within * 10 >= expected * 9 && within * 10 <= expected * 11,
+        within * 10 >= low * 9 && within * 20 <= high * 21,
         "{within} deliveries in 8 s at a requeue_rate of {RATE}"
     );
     assert_eq!(receiver.event_ids().len(), LOGS, "each log sent once");
