@@ -29,7 +29,7 @@ use hookrelay_tests::broker::{TestBroker, TestCluster};
 use hookrelay_tests::{amqp_url, unique_namespace, ServiceProcess, TestDb};
 use serde::Serialize;
 
-use crate::process::{cpu_of, peak_rss_mb};
+use crate::process::{cpu_each, cpu_of, cpu_since, peak_rss_mb, written_by};
 use crate::scenarios::{selected, Pacer, Rabbit, Scenario, SCENARIOS};
 use crate::sink::{now_ns, start_sink, Sink};
 
@@ -74,9 +74,16 @@ struct Figures {
     latency_max_ms: f64,
     peak_rss_mb: f64,
     /// CPU seconds per 1 000 deliveries, from the first publish until all is logged, of the
-    /// hookrelay processes and of the RabbitMQ nodes (0 on the shared broker).
+    /// hookrelay processes and of the RabbitMQ nodes (the shared one too: the bench runs
+    /// alone on it).
     hookrelay_cpu_per_1k: f64,
     rabbitmq_cpu_per_1k: f64,
+    /// CPU seconds per 1 000 deliveries of every PostgreSQL process (its backends and its
+    /// background processes; the bench runs alone on it).
+    postgres_cpu_per_1k: f64,
+    /// Bytes the RabbitMQ node(s) wrote to storage per delivery (the shared node included:
+    /// the bench runs alone on it).
+    rabbitmq_written_per_delivery: f64,
     processes: usize,
     duplicates: usize,
     /// Webhooks failing on purpose, and the requests they got in all.
@@ -167,7 +174,10 @@ async fn run(binary: &Path, scenario: &Scenario) -> anyhow::Result<Figures> {
         Rabbit::Cluster(kind) => (TestCluster::start(3).await.nodes, kind),
     };
     let amqp = nodes.first().map_or_else(amqp_url, TestBroker::url);
-    let rabbit_pids: Vec<u32> = nodes.iter().filter_map(TestBroker::os_pid).collect();
+    let rabbit_pids: Vec<u32> = match nodes.is_empty() {
+        true => shared_rabbit_pid().await.into_iter().collect(),
+        false => nodes.iter().filter_map(TestBroker::os_pid).collect(),
+    };
     let mut services = Vec::with_capacity(scenario.processes);
     for _ in 0..scenario.processes.max(1) {
         services.push(start_service(binary, &db, &namespace, &amqp, queue_type).await?);
@@ -191,6 +201,22 @@ async fn run(binary: &Path, scenario: &Scenario) -> anyhow::Result<Figures> {
         hookrelay_tests::delete_namespace(&amqp, &namespace, &webhook_ids).await;
     }
     result
+}
+
+/// The OS process of the shared RabbitMQ node, as the node itself tells.
+async fn shared_rabbit_pid() -> Option<u32> {
+    let said = hookrelay_tests::rabbitmqctl(&["eval", "os:getpid()."]).await;
+    said.trim().trim_matches('"').parse().ok()
+}
+
+/// The OS processes of PostgreSQL: its backends and background processes.
+async fn postgres_pids(pg: &tokio_postgres::Client) -> anyhow::Result<Vec<u32>> {
+    Ok(pg
+        .query("SELECT pid FROM pg_stat_activity", &[])
+        .await?
+        .iter()
+        .filter_map(|r| u32::try_from(r.get::<_, i32>(0)).ok())
+        .collect())
 }
 
 /// Where a scenario runs.
@@ -457,6 +483,8 @@ async fn measure(
     let pg_before = pg_position(&pg).await?;
     let started = Instant::now();
     let cpu_before = (cpu_of(&pids), cpu_of(place.rabbit_pids));
+    let postgres_before = cpu_each(&postgres_pids(&pg).await?);
+    let rabbit_written_before = written_by(place.rabbit_pids);
     let mut pending = Vec::with_capacity(1000);
     let mut pacer = Pacer::new(scenario.pace);
     let filler = "x".repeat(scenario.filler);
@@ -541,6 +569,10 @@ async fn measure(
     let per_1k = |before: f64, now: f64| (now - before) * 1000.0 / expected.max(1) as f64;
     let hookrelay_cpu_per_1k = per_1k(cpu_before.0, cpu_of(&pids));
     let rabbitmq_cpu_per_1k = per_1k(cpu_before.1, cpu_of(place.rabbit_pids));
+    let postgres_cpu_per_1k =
+        cpu_since(&postgres_pids(&pg).await?, &postgres_before) * 1000.0 / expected.max(1) as f64;
+    let rabbitmq_written_per_delivery =
+        (written_by(place.rabbit_pids) - rabbit_written_before) as f64 / expected.max(1) as f64;
     let rss = pids.iter().map(|p| peak_rss_mb(*p)).fold(0.0, f64::max);
 
     let mut latencies = sink
@@ -592,6 +624,8 @@ async fn measure(
         peak_rss_mb: rss,
         hookrelay_cpu_per_1k,
         rabbitmq_cpu_per_1k,
+        postgres_cpu_per_1k,
+        rabbitmq_written_per_delivery,
         processes: place.services.len(),
         duplicates: received.saturating_sub(expected),
         failing_webhooks: scenario.failing,
@@ -621,7 +655,7 @@ fn print_table(results: &[Figures]) {
         "", "", "", "", "", "", "", "", "", ""
     );
     for r in results {
-        // CPU seconds per 1 000 deliveries; RabbitMQ's only where it ran a node of its own.
+        // CPU seconds per 1 000 deliveries.
         let rabbit = match r.rabbitmq_cpu_per_1k {
             c if c > 0.0 => format!("{c:.3} s/1k"),
             _ => "-".to_owned(),
@@ -642,14 +676,27 @@ fn print_table(results: &[Figures]) {
     }
     println!();
     println!(
-        "| {:<28} | {:>16} | {:>17} | {:>13} |",
-        "scenario", "WAL / delivery", "disk / delivery", "HOT updates"
+        "| {:<28} | {:>16} | {:>17} | {:>13} | {:>14} | {:>19} |",
+        "scenario",
+        "WAL / delivery",
+        "disk / delivery",
+        "HOT updates",
+        "PostgreSQL CPU",
+        "RabbitMQ writes"
     );
-    println!("|{:-<30}|{:->18}|{:->19}|{:->15}|", "", "", "", "");
+    println!(
+        "|{:-<30}|{:->18}|{:->19}|{:->15}|{:->16}|{:->21}|",
+        "", "", "", "", "", ""
+    );
     for r in results {
         println!(
-            "| {:<28} | {:>14.0} B | {:>15.0} B | {:>12.0}% |",
-            r.scenario, r.wal_bytes_per_delivery, r.disk_bytes_per_delivery, r.hot_update_pct
+            "| {:<28} | {:>14.0} B | {:>15.0} B | {:>12.0}% | {:>9.3} s/1k | {:>8.0} B/delivery |",
+            r.scenario,
+            r.wal_bytes_per_delivery,
+            r.disk_bytes_per_delivery,
+            r.hot_update_pct,
+            r.postgres_cpu_per_1k,
+            r.rabbitmq_written_per_delivery
         );
     }
     for r in results.iter().filter(|r| r.old_logs_deleted > 0) {

@@ -38,3 +38,32 @@ fn cpu_seconds(pid: u32) -> f64 {
 pub(crate) fn cpu_of(pids: &[u32]) -> f64 {
     pids.iter().map(|p| cpu_seconds(*p)).sum()
 }
+
+/// Bytes a process has caused to be written to storage so far (`write_bytes` of
+/// `/proc/<pid>/io`: what reached the block layer, not what it merely wrote to a file).
+fn written_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("write_bytes:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+pub(crate) fn written_by(pids: &[u32]) -> u64 {
+    pids.iter().map(|p| written_bytes(*p)).sum()
+}
+
+/// CPU seconds of each of `pids` so far, to tell later what each used since.
+pub(crate) fn cpu_each(pids: &[u32]) -> std::collections::HashMap<u32, f64> {
+    pids.iter().map(|p| (*p, cpu_seconds(*p))).collect()
+}
+
+/// CPU seconds `pids` used since `before` (a process not in it started since: all of its).
+pub(crate) fn cpu_since(pids: &[u32], before: &std::collections::HashMap<u32, f64>) -> f64 {
+    pids.iter()
+        .map(|p| cpu_seconds(*p) - before.get(p).copied().unwrap_or(0.0))
+        .sum()
+}
