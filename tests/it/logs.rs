@@ -37,6 +37,36 @@ async fn insert_log(
     seeded[0].to_string()
 }
 
+/// As [`insert_log`], with one attempt answered 200.
+async fn insert_attempted_log(
+    client: &tokio_postgres::Client,
+    webhook: uuid::Uuid,
+    event: &str,
+    status: &str,
+    age_secs: f64,
+) -> String {
+    let id = insert_log(
+        client,
+        webhook,
+        "acc",
+        (event, "Contact.created"),
+        status,
+        age_secs,
+    )
+    .await;
+    hookrelay_tests::seed_attempt(client, id.parse().unwrap(), 1, Duration::ZERO, 5, Some(200))
+        .await;
+    id
+}
+
+/// A service that keeps logs ten years: nothing is retired while a test seeds old ones.
+async fn spawn_app_keeping_logs() -> TestApp {
+    spawn_app_with(|s| {
+        s.log_retention = hookrelay::settings::HumanDuration(Duration::from_secs(3650 * 24 * 3600));
+    })
+    .await
+}
+
 /// A log seeded by a test, with what the filters look at.
 struct Seeded {
     id: String,
@@ -615,31 +645,11 @@ async fn partitions(client: &tokio_postgres::Client) -> HashSet<String> {
 /// stopped half-way is finished by the next pass.
 #[tokio::test]
 async fn retention_releases_a_day_in_pieces_and_finishes_a_stopped_release() {
-    let app = spawn_app_with(|s| {
-        s.log_retention = hookrelay::settings::HumanDuration(Duration::from_secs(3650 * 24 * 3600));
-    })
-    .await;
+    let app = spawn_app_keeping_logs().await;
     let client = app.db.connect().await;
     let webhook = uuid::Uuid::now_v7();
     let day = 24.0 * 3600.0;
-    let old = insert_log(
-        &client,
-        webhook,
-        "acc",
-        ("old", "Contact.created"),
-        "succeeded",
-        40.0 * day,
-    )
-    .await;
-    hookrelay_tests::seed_attempt(
-        &client,
-        old.parse().unwrap(),
-        1,
-        Duration::ZERO,
-        5,
-        Some(200),
-    )
-    .await;
+    insert_attempted_log(&client, webhook, "old", "succeeded", 40.0 * day).await;
     let young = insert_log(
         &client,
         webhook,
@@ -742,11 +752,7 @@ async fn retention_releases_a_day_in_pieces_and_finishes_a_stopped_release() {
 /// row at a time; a day holding a log still under way is kept whole.
 #[tokio::test]
 async fn retention_drops_old_days_whole_and_keeps_days_with_unfinished_logs() {
-    // Ten years first, so that nothing is retired while the logs are being seeded.
-    let app = spawn_app_with(|s| {
-        s.log_retention = hookrelay::settings::HumanDuration(Duration::from_secs(3650 * 24 * 3600));
-    })
-    .await;
+    let app = spawn_app_keeping_logs().await;
     let client = app.db.connect().await;
     let webhook = uuid::Uuid::now_v7();
     let day = 24.0 * 3600.0;
@@ -759,24 +765,7 @@ async fn retention_drops_old_days_whole_and_keeps_days_with_unfinished_logs() {
         ("old_retrying", "retrying", 38.0 * day, false),
         ("young_ok", "succeeded", 29.0 * day, false),
     ] {
-        let id = insert_log(
-            &client,
-            webhook,
-            "acc",
-            (event, "Contact.created"),
-            status,
-            age,
-        )
-        .await;
-        hookrelay_tests::seed_attempt(
-            &client,
-            id.parse().unwrap(),
-            1,
-            Duration::ZERO,
-            5,
-            Some(200),
-        )
-        .await;
+        let id = insert_attempted_log(&client, webhook, event, status, age).await;
         if goes {
             gone.push(id)
         } else {
