@@ -569,16 +569,16 @@ async fn measure(
     let per_1k = |before: f64, now: f64| (now - before) * 1000.0 / expected.max(1) as f64;
     let hookrelay_cpu_per_1k = per_1k(cpu_before.0, cpu_of(&pids));
     let rabbitmq_cpu_per_1k = per_1k(cpu_before.1, cpu_of(place.rabbit_pids));
-    let postgres_cpu_per_1k =
-        cpu_since(&postgres_pids(&pg).await?, &postgres_before) * 1000.0 / expected.max(1) as f64;
-    let rabbitmq_written_per_delivery =
-        (written_by(place.rabbit_pids) - rabbit_written_before) as f64 / expected.max(1) as f64;
+    let postgres_cpu_per_1k = per_1k(0.0, cpu_since(&postgres_pids(&pg).await?, &postgres_before));
+    let rabbitmq_written_per_delivery = written_by(place.rabbit_pids)
+        .saturating_sub(rabbit_written_before) as f64
+        / expected.max(1) as f64;
     let rss = pids.iter().map(|p| peak_rss_mb(*p)).fold(0.0, f64::max);
 
-    let mut latencies = sink
-        .latencies_us
+    let mut latencies: Vec<u64> = sink
+        .arrivals
         .lock()
-        .map(|l| l.clone())
+        .map(|l| l.iter().map(|(_, latency)| *latency).collect())
         .unwrap_or_default();
     latencies.sort_unstable();
     let received = sink.received.load(Ordering::Relaxed) as usize;

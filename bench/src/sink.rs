@@ -20,8 +20,7 @@ pub(crate) fn now_ns() -> u64 {
 #[derive(Default)]
 pub(crate) struct Sink {
     pub(crate) received: AtomicU64,
-    pub(crate) latencies_us: Mutex<Vec<u64>>,
-    /// When each delivery arrived, with its latency in µs: for windows of a run.
+    /// When each delivery arrived, with its publish-to-receipt latency in µs.
     pub(crate) arrivals: Mutex<Vec<(Instant, u64)>>,
     pub(crate) failed_503: AtomicU64,
     pub(crate) hung: AtomicU64,
@@ -33,12 +32,8 @@ async fn sink(State(sink): State<Arc<Sink>>, body: Bytes) -> StatusCode {
         .ok()
         .and_then(|v| v["data"]["sent_at_ns"].as_u64());
     if let Some(sent) = sent {
-        let latency = now.saturating_sub(sent) / 1000;
-        if let Ok(mut l) = sink.latencies_us.lock() {
-            l.push(latency);
-        }
         if let Ok(mut l) = sink.arrivals.lock() {
-            l.push((Instant::now(), latency));
+            l.push((Instant::now(), now.saturating_sub(sent) / 1000));
         }
     }
     sink.received.fetch_add(1, Ordering::Relaxed);

@@ -191,13 +191,17 @@ pub const MAX_REPLAY_EVENTS: i64 = 100_000;
 const REPLAY_WAITING: &str = "waiting to be replayed";
 
 /// The end of an INSERT INTO requeue_claims: a log claimed by a job that stopped beating
-/// (for `$grace` seconds) is taken over, untaken; one a live job holds is left to it.
-const TAKE_OVER_DEAD_CLAIMS: &str =
-    "ON CONFLICT (log_id) DO UPDATE SET job_id = EXCLUDED.job_id, taken = false
-     WHERE NOT EXISTS (
-         SELECT 1 FROM requeue_jobs j
-         WHERE j.id = requeue_claims.job_id
-           AND j.heartbeat_at > now() - make_interval(secs => $grace))";
+/// (for the seconds in parameter `grace`, say `"$13"`) is taken over, untaken; one a live job
+/// holds is left to it.
+fn take_over_dead_claims(grace: &str) -> String {
+    format!(
+        "ON CONFLICT (log_id) DO UPDATE SET job_id = EXCLUDED.job_id, taken = false
+         WHERE NOT EXISTS (
+             SELECT 1 FROM requeue_jobs j
+             WHERE j.id = requeue_claims.job_id
+               AND j.heartbeat_at > now() - make_interval(secs => {grace}))"
+    )
+}
 
 /// How long a requeue job may go without beating before its claims may be taken.
 const JOB_HEARTBEAT_GRACE_SECS: f64 = 60.0;
@@ -803,7 +807,7 @@ impl Store {
         let mut params = filter.params().to_vec();
         params.push(&job);
         params.push(&JOB_HEARTBEAT_GRACE_SECS);
-        let take_over = TAKE_OVER_DEAD_CLAIMS.replace("$grace", "$13");
+        let take_over = take_over_dead_claims("$13");
         let sql = format!(
             "WITH claimed AS (
                 INSERT INTO requeue_claims (log_id, job_id)
@@ -834,7 +838,7 @@ impl Store {
             .await?;
         // Every log of one call has the same created_at (the id's time, of the transaction's
         // start): the job takes them in the order of their events.
-        let take_over = TAKE_OVER_DEAD_CLAIMS.replace("$grace", "$9");
+        let take_over = take_over_dead_claims("$9");
         let sql = format!(
             "WITH candidates AS MATERIALIZED (
                     SELECT e.account_id, e.id AS event_id, e.event_type, e.received_at,

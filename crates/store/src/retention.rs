@@ -49,27 +49,6 @@ impl Store {
         Ok(made)
     }
 
-    /// The days that have partitions, oldest first.
-    pub async fn partition_days(&self) -> Result<Vec<NaiveDate>, StoreError> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT c.relname FROM pg_inherits i
-                 JOIN pg_class c ON c.oid = i.inhrelid
-                 WHERE i.inhparent = 'delivery_logs'::regclass
-                 ORDER BY c.relname",
-                &[],
-            )
-            .await?;
-        Ok(rows
-            .iter()
-            .filter_map(|r| {
-                let name: &str = r.get(0);
-                NaiveDate::parse_from_str(name.strip_prefix("delivery_logs_p")?, "%Y%m%d").ok()
-            })
-            .collect())
-    }
-
     /// Retires every day that ended before `cutoff`: its partitions of events, logs and
     /// attempts are detached (CONCURRENTLY: no lock that would stop the pipeline), then their
     /// storage released a piece at a time, without a row deleted. A day that still holds a
@@ -106,7 +85,7 @@ impl Store {
         if !mine {
             return Ok(Vec::new());
         }
-        let result = self.retire_days(&client, cutoff, &mut pace).await;
+        let result = retire_days(&client, cutoff, &mut pace).await;
         client
             .execute(
                 "SELECT pg_advisory_unlock(hashtextextended('hookrelay.partitions', 1))",
@@ -114,92 +93,6 @@ impl Store {
             )
             .await?;
         result
-    }
-
-    async fn retire_days<F, Fut>(
-        &self,
-        client: &deadpool_postgres::Object,
-        cutoff: DateTime<Utc>,
-        pace: &mut F,
-    ) -> Result<Vec<Retired>, StoreError>
-    where
-        F: FnMut(u64) -> Fut,
-        Fut: Future<Output = bool>,
-    {
-        let mut retired = Vec::new();
-        // A pass stopped between a detach and the end of its release left a table that is
-        // no partition any more: its day is over, so it goes now (a log table still holding
-        // unfinished logs is attached back).
-        let orphans = client
-            .query(
-                "SELECT relname::text FROM pg_class
-                 WHERE relkind = 'r' AND NOT relispartition
-                   AND relname ~ '^(events|delivery_logs|delivery_attempts)_p[0-9]{8}$'
-                 ORDER BY relname",
-                &[],
-            )
-            .await?;
-        for row in orphans {
-            let name: String = row.get(0);
-            let Some((table, day)) = name.rsplit_once("_p").and_then(|(table, day)| {
-                Some((
-                    table.to_owned(),
-                    NaiveDate::parse_from_str(day, "%Y%m%d").ok()?,
-                ))
-            }) else {
-                continue;
-            };
-            let (low, high) = day_bounds(day);
-            if high > cutoff {
-                continue;
-            }
-            let open = table == "delivery_logs" && day_is_open(client, low, high).await?;
-            if open {
-                attach(client, &table, &name, low, high).await?;
-            } else if !release(client, &name, pace).await? {
-                return Ok(retired);
-            }
-        }
-        for day in self.partition_days().await? {
-            let (low, high) = day_bounds(day);
-            if high > cutoff {
-                break;
-            }
-            if day_is_open(client, low, high).await? {
-                retired.push(Retired::KeptOpen(day));
-                continue;
-            }
-            let logs = partition("delivery_logs", day);
-            detach(client, "delivery_logs", &logs).await?;
-            // A log queued again meanwhile wrote its row of `open_deliveries` in the statement
-            // that reopened it, through the parent: once the detach is over, any such
-            // statement has committed.
-            if day_is_open(client, low, high).await? {
-                attach(client, "delivery_logs", &logs, low, high).await?;
-                retired.push(Retired::KeptOpen(day));
-                continue;
-            }
-            let mut detached = vec![logs];
-            for table in ["events", "delivery_attempts"] {
-                let name = partition(table, day);
-                let exists: bool = client
-                    .query_one("SELECT to_regclass($1) IS NOT NULL", &[&name])
-                    .await?
-                    .get(0);
-                if exists {
-                    detach(client, table, &name).await?;
-                    detached.push(name);
-                }
-            }
-            // Out of every query now; what is left is giving its storage back.
-            retired.push(Retired::Dropped(day));
-            for name in detached {
-                if !release(client, &name, pace).await? {
-                    return Ok(retired);
-                }
-            }
-        }
-        Ok(retired)
     }
 
     /// Forgets up to `batch` dedupe keys of events received before `cutoff`; answers how
@@ -312,6 +205,112 @@ impl Store {
         tx.commit().await?;
         Ok(u64::try_from(moved).unwrap_or(0))
     }
+}
+
+/// The work of [`Store::retire_partitions`], on the connection that holds its lock.
+async fn retire_days<F, Fut>(
+    client: &deadpool_postgres::Object,
+    cutoff: DateTime<Utc>,
+    pace: &mut F,
+) -> Result<Vec<Retired>, StoreError>
+where
+    F: FnMut(u64) -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let mut retired = Vec::new();
+    // A pass stopped between a detach and the end of its release left a table that is
+    // no partition any more: its day is over, so it goes now (a log table still holding
+    // unfinished logs is attached back).
+    let orphans = client
+        .query(
+            "SELECT relname::text FROM pg_class
+             WHERE relkind = 'r' AND NOT relispartition
+               AND relname ~ '^(events|delivery_logs|delivery_attempts)_p[0-9]{8}$'
+             ORDER BY relname",
+            &[],
+        )
+        .await?;
+    for row in orphans {
+        let name: String = row.get(0);
+        let Some((table, day)) = name.rsplit_once("_p").and_then(|(table, day)| {
+            Some((
+                table.to_owned(),
+                NaiveDate::parse_from_str(day, "%Y%m%d").ok()?,
+            ))
+        }) else {
+            continue;
+        };
+        let (low, high) = day_bounds(day);
+        if high > cutoff {
+            continue;
+        }
+        let open = table == "delivery_logs" && day_is_open(client, low, high).await?;
+        if open {
+            attach(client, &table, &name, low, high).await?;
+        } else if !release(client, &name, pace).await? {
+            return Ok(retired);
+        }
+    }
+    for day in partition_days(client).await? {
+        let (low, high) = day_bounds(day);
+        if high > cutoff {
+            break;
+        }
+        if day_is_open(client, low, high).await? {
+            retired.push(Retired::KeptOpen(day));
+            continue;
+        }
+        let logs = partition("delivery_logs", day);
+        detach(client, "delivery_logs", &logs).await?;
+        // A log queued again meanwhile wrote its row of `open_deliveries` in the statement
+        // that reopened it, through the parent: once the detach is over, any such
+        // statement has committed.
+        if day_is_open(client, low, high).await? {
+            attach(client, "delivery_logs", &logs, low, high).await?;
+            retired.push(Retired::KeptOpen(day));
+            continue;
+        }
+        let mut detached = vec![logs];
+        for table in ["events", "delivery_attempts"] {
+            let name = partition(table, day);
+            let exists: bool = client
+                .query_one("SELECT to_regclass($1) IS NOT NULL", &[&name])
+                .await?
+                .get(0);
+            if exists {
+                detach(client, table, &name).await?;
+                detached.push(name);
+            }
+        }
+        // Out of every query now; what is left is giving its storage back.
+        retired.push(Retired::Dropped(day));
+        for name in detached {
+            if !release(client, &name, pace).await? {
+                return Ok(retired);
+            }
+        }
+    }
+    Ok(retired)
+}
+
+/// The days that have partitions, oldest first.
+async fn partition_days(client: &deadpool_postgres::Object) -> Result<Vec<NaiveDate>, StoreError> {
+    let rows = client
+        .query(
+            "SELECT c.relname FROM pg_inherits i
+             JOIN pg_class c ON c.oid = i.inhrelid
+             WHERE i.inhparent = 'delivery_logs'::regclass
+             ORDER BY c.relname",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| {
+            let name: &str = r.get(0);
+            NaiveDate::parse_from_str(name.strip_prefix("delivery_logs_p")?, "%Y%m%d").ok()
+        })
+        .collect())
 }
 
 /// A UTC day's bounds.
