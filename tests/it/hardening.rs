@@ -546,6 +546,7 @@ async fn generated_envelopes_are_each_accepted_or_rejected_with_a_reason() {
                 body: message.body.clone(),
                 content_type: None,
                 headers: hookrelay_broker::Headers::default(),
+                durability: hookrelay_broker::Durability::Persistent,
             })
             .collect();
         publisher

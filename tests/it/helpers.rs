@@ -298,6 +298,7 @@ impl TestApp {
             body: body.to_vec(),
             content_type: None,
             headers,
+            durability: hookrelay_broker::Durability::Persistent,
         };
         publisher
             .publish(&message, &mut hookrelay_broker::NoRoutes)

@@ -150,3 +150,87 @@ async fn retries_waiting_in_the_broker_survive_its_restart() {
         "every retry went out after the restart"
     );
 }
+
+/// A counter's value on the service's `/metrics`.
+async fn counter(app: &TestApp, name: &str) -> f64 {
+    let text = app.call("GET", "/metrics", None, None).await.text;
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing from\n{text}"))
+}
+
+#[tokio::test]
+async fn deliveries_a_broker_restart_dropped_are_queued_again_from_their_logs() {
+    const QUEUED: usize = 100;
+    const RETRIES: usize = 40;
+    let broker = TestBroker::start().await;
+    let app = spawn_app_with(|s| {
+        s.amqp_url = broker.url();
+        // The lost-delivery check waits two request timeouts between its looks at a queue.
+        s.request_timeout = hookrelay::settings::HumanDuration(Duration::from_secs(2));
+        s.max_in_flight_per_webhook = 1;
+        s.retry_schedule = hookrelay_core::RetrySchedule::parse("10s").expect("a schedule");
+        s.breaker_threshold = 10_000;
+    })
+    .await;
+    // One webhook slow enough that its deliveries queue up in the broker…
+    let slow = Receiver::start().await;
+    slow.answer(Behaviour::Delay(Duration::from_millis(300), 200));
+    app.webhook("acc", &slow.url, &["Contact.created"], json!({}))
+        .await;
+    // …and one whose first attempts all fail, so that their retries wait in the delay tiers.
+    let failing = Receiver::start().await;
+    failing.script(std::iter::repeat_n(Behaviour::Status(503), RETRIES));
+    app.webhook("acc", &failing.url, &["Message.received"], json!({}))
+        .await;
+    let queued = app
+        .publish("Contact.created", "acc", json!({}), QUEUED)
+        .await;
+    let retried = app
+        .publish("Message.received", "acc", json!({}), RETRIES)
+        .await;
+    wait_for_logs(&app, "retrying", RETRIES as i64, DEADLINE).await;
+    let db = app.db.connect().await;
+    let all = (QUEUED + RETRIES) as i64;
+    wait_for_count(
+        &db,
+        "every log written",
+        DEADLINE,
+        "SELECT count(*) FROM webhook_logs",
+        &[],
+        all,
+    )
+    .await;
+    slow.wait_for(2, DEADLINE).await;
+    let before_restart = slow.count();
+    assert!(
+        before_restart < QUEUED / 2,
+        "most deliveries must still be queued: {before_restart}"
+    );
+
+    // The restart drops the transient deliveries in the webhook queue; the persistent retries
+    // in the tiers stay.
+    broker.restart().await;
+    slow.answer(Behaviour::Status(200));
+
+    wait_for_logs(
+        &app,
+        "succeeded",
+        (QUEUED + RETRIES) as i64,
+        Duration::from_secs(120),
+    )
+    .await;
+    assert_eq!(slow.event_ids(), queued.iter().cloned().collect());
+    assert_eq!(failing.event_ids(), retried.iter().cloned().collect());
+    // Each retry went out once after the restart, from its tier.
+    assert_eq!(failing.count(), 2 * RETRIES, "no retry was sent twice");
+    // A delivery is sent twice only if it was in a consumer's hands at the restart (its
+    // request, and the one prefetched behind it).
+    let duplicates = slow.count() - QUEUED;
+    assert!(duplicates <= 2, "{duplicates} deliveries sent twice");
+    let lost = counter(&app, "hookrelay_deliveries_lost_total").await;
+    assert!(
+        lost >= (QUEUED - before_restart - 2) as f64 && lost <= QUEUED as f64,
+        "{lost} deliveries found lost, with {before_restart} sent before the restart"
+    );
+}

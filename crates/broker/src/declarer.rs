@@ -104,20 +104,27 @@ impl Declarer {
     /// Whether queue `name` exists, told by a passive declaration; `Err` (404) when it does
     /// not, which costs this channel only.
     pub async fn exists(&self, name: &str) -> Result<(), BrokerError> {
+        self.ready(name).await.map(drop)
+    }
+
+    /// How many messages queue `name` holds ready for a consumer (not those delivered and
+    /// unacked); `Err` (404) when it does not exist, as [`Declarer::exists`].
+    pub async fn ready(&self, name: &str) -> Result<u32, BrokerError> {
         let mut slot = self.channel.lock().await;
         self.passive(&mut slot, name).await
     }
 
-    async fn passive(&self, slot: &mut Option<Channel>, name: &str) -> Result<(), BrokerError> {
+    async fn passive(&self, slot: &mut Option<Channel>, name: &str) -> Result<u32, BrokerError> {
         let passive = QueueDeclareOptions {
             passive: true,
             ..Default::default()
         };
-        self.open(slot)
+        let queue = self
+            .open(slot)
             .await?
             .queue_declare(name.into(), passive, FieldTable::default())
             .await?;
-        Ok(())
+        Ok(queue.message_count())
     }
 
     pub(crate) async fn bind(

@@ -25,7 +25,7 @@ mod topology;
 pub use batches::{Batch, BatchLimits, Batches};
 pub use channels::{ConsumerChannels, Consuming};
 pub use declarer::Declarer;
-pub use message::{Delivery, Headers, OtherHeaders, Outgoing, Rejected};
+pub use message::{Delivery, Durability, Headers, OtherHeaders, Outgoing, Rejected};
 pub use publisher::{NoRoutes, PublishError, Publisher, Reroute, ReturnHandler};
 pub use topology::{QueueType, Topology};
 

@@ -217,8 +217,18 @@ fn long_string(text: &str) -> AMQPValue {
     AMQPValue::LongString(LongString::from(text))
 }
 
-/// One message to publish. Every message hookrelay publishes is persistent: it survives a
-/// broker restart in a durable queue.
+/// Whether the broker keeps a message on disk. A quorum queue keeps every message on disk,
+/// replicated, whatever it says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Written to disk in a durable queue: it survives a broker restart (delivery mode 2).
+    Persistent,
+    /// Held in memory (paged to disk under memory pressure): a classic queue whose node
+    /// restarts comes back without it. For messages whose durable record is elsewhere.
+    Transient,
+}
+
+/// One message to publish.
 #[derive(Debug, Clone)]
 pub struct Outgoing {
     pub exchange: String,
@@ -226,6 +236,7 @@ pub struct Outgoing {
     pub body: Vec<u8>,
     pub content_type: Option<String>,
     pub headers: Headers,
+    pub durability: Durability,
 }
 
 impl Outgoing {
@@ -237,11 +248,16 @@ impl Outgoing {
             body,
             content_type: Some("application/json".to_owned()),
             headers: Headers::default(),
+            durability: Durability::Persistent,
         }
     }
 
     pub(crate) fn properties(&self) -> BasicProperties {
-        let mut properties = BasicProperties::default().with_delivery_mode(2);
+        let mode = match self.durability {
+            Durability::Persistent => 2,
+            Durability::Transient => 1,
+        };
+        let mut properties = BasicProperties::default().with_delivery_mode(mode);
         if let Some(content_type) = &self.content_type {
             properties = properties.with_content_type(content_type.as_str().into());
         }
@@ -264,6 +280,10 @@ impl Outgoing {
             body,
             content_type: properties.content_type().as_ref().map(|c| c.to_string()),
             headers: Headers::read(properties.headers().as_ref()),
+            durability: match properties.delivery_mode() {
+                Some(1) => Durability::Transient,
+                _ => Durability::Persistent,
+            },
         }
     }
 }
@@ -409,12 +429,19 @@ mod tests {
     }
 
     #[test]
-    fn outgoing_messages_are_persistent() {
-        let message = Outgoing::json("ex".into(), "key".into(), b"{}".to_vec());
+    fn outgoing_messages_are_persistent_unless_made_transient() {
+        let mut message = Outgoing::json("ex".into(), "key".into(), b"{}".to_vec());
         let properties = message.properties();
         assert_eq!(*properties.delivery_mode(), Some(2));
         assert!(properties.headers().is_none());
         let back = Outgoing::from_amqp("ex", "key", b"{}".to_vec(), &properties);
         assert_eq!(back.content_type.as_deref(), Some("application/json"));
+        assert_eq!(back.durability, Durability::Persistent);
+
+        message.durability = Durability::Transient;
+        let properties = message.properties();
+        assert_eq!(*properties.delivery_mode(), Some(1));
+        let back = Outgoing::from_amqp("ex", "key", b"{}".to_vec(), &properties);
+        assert_eq!(back.durability, Durability::Transient);
     }
 }

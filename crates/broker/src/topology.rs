@@ -12,7 +12,10 @@
 //! {ns}.retry.due         queue: the retry router sends each message on to its webhook
 //!                        queue when due, or to the next tier
 //! ```
-//! Everything is durable and every message persistent: a broker restart loses nothing.
+//! Everything is durable, and every message persistent but a delivery in its webhook queue,
+//! which is transient: its durable record is its log in PostgreSQL, from which a delivery
+//! that a broker restart took is queued again (`hookrelay_dispatch`'s lost-delivery check).
+//! A delivery waiting in a delay tier is persistent, so that a retry keeps its time.
 //! Messages keep their routing key (the webhook id) through the tiers: tiers are reached by a
 //! header, not a key, and dead-lettering keeps the key when no other is configured.
 //!

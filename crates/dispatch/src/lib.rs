@@ -20,6 +20,7 @@ mod deliver;
 mod event_type_cache;
 mod fanout;
 mod http;
+mod lost;
 mod messages;
 mod publish;
 mod queues;
@@ -41,6 +42,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
+use lost::LostCheck;
 use publish::Routing;
 use queues::QueueRegistry;
 use recover::Recovery;
@@ -213,6 +215,7 @@ impl Dispatcher {
             rate: config.requeue_rate,
             shutdown: shutdown.clone(),
             tracker: tracker.clone(),
+            lost: LostCheck::for_request_timeout(config.request_timeout),
         });
         let sender = http::Sender::new(config.allow_private_networks, config.max_in_flight_total)?;
         let deliver = Arc::new(deliver::Context {

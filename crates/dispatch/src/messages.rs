@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use hookrelay_broker::{Outgoing, Topology};
+use hookrelay_broker::{Durability, Outgoing, Topology};
 use hookrelay_core::ops::{OperationalEvent, OriginKey};
 use hookrelay_core::{DelayTier, DeliveryTask};
 
@@ -14,13 +14,17 @@ use hookrelay_core::{DelayTier, DeliveryTask};
 /// broker: one delay tier exactly (4 s), short beside a node's restart.
 pub const UNREACHABLE_WAIT: Duration = Duration::from_secs(4);
 
-/// A delivery into its webhook's queue (the routing key is the webhook id).
+/// A delivery into its webhook's queue (the routing key is the webhook id). Transient: its
+/// log is the durable record, and a delivery a broker restart took is queued again from it
+/// (`crate::recover`), so the broker need not write every delivery to disk and sync it.
 pub fn delivery(topology: &Topology, task: &DeliveryTask) -> Result<Outgoing, serde_json::Error> {
-    Ok(Outgoing::json(
+    let mut message = Outgoing::json(
         topology.deliveries_exchange(),
         task.v1().webhook_id.to_string(),
         task.to_bytes()?,
-    ))
+    );
+    message.durability = Durability::Transient;
+    Ok(message)
 }
 
 /// `message`, to wait in `tier` until `due`. The routing key stays the webhook id, for the
@@ -32,6 +36,8 @@ pub fn into_tier(
     due: DateTime<Utc>,
 ) -> Outgoing {
     message.exchange = topology.retry_exchange();
+    // A tier is the only place that keeps a retry's time.
+    message.durability = Durability::Persistent;
     message.headers.tier = Some(tier);
     message.headers.due = Some(due);
     message

@@ -30,6 +30,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 use uuid::Uuid;
 
+use crate::lost::LostCheck;
 use crate::messages;
 use crate::publish::{Declare, PipelinePublisher, Routing};
 use crate::RequestError;
@@ -52,11 +53,13 @@ pub struct Parts {
     /// Jobs stop between two batches when it is cancelled, and the tracker waits for them.
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
+    /// How deliveries the broker dropped are looked for.
+    pub lost: LostCheck,
 }
 
 impl Recovery {
-    /// Ready to queue deliveries again, and refilling from now on every webhook queue the
-    /// registry finds lost.
+    /// Ready to queue deliveries again, and from now on refilling every webhook queue the
+    /// registry finds lost and queueing again the deliveries the broker dropped.
     pub fn start(parts: Parts) -> Self {
         let recovery = Self {
             inner: Arc::new(Parts {
@@ -149,16 +152,35 @@ impl Recovery {
         Ok(count)
     }
 
-    /// Refills every webhook queue the registry finds lost, until shutdown.
+    pub(crate) fn parts(&self) -> &Parts {
+        &self.inner
+    }
+
+    /// Refills every webhook queue the registry finds lost, and checks for deliveries the
+    /// broker dropped, until shutdown.
     async fn refill_lost_queues(&self) {
         let inner = &self.inner;
-        loop {
-            let id = tokio::select! {
-                _ = inner.shutdown.cancelled() => return,
-                id = inner.routing.queues.next_lost() => id,
-            };
-            self.refill(id).await;
-        }
+        let refills = async {
+            loop {
+                let id = tokio::select! {
+                    _ = inner.shutdown.cancelled() => return,
+                    id = inner.routing.queues.next_lost() => id,
+                };
+                self.refill(id).await;
+            }
+        };
+        let checks = async {
+            loop {
+                tokio::select! {
+                    _ = inner.shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(inner.lost.every) => {}
+                }
+                if let Err(e) = self.check_lost(inner.lost).await {
+                    warn!(error = %crate::error_chain(&e), "cannot check for deliveries the broker dropped; checking again later");
+                }
+            }
+        };
+        tokio::join!(refills, checks);
     }
 
     /// Webhook `id`'s queue, declared before, was found missing and declared again: the
@@ -189,16 +211,21 @@ impl Recovery {
     }
 
     /// Starts a job that queues again the logs `filter` selects, among those of webhooks that
-    /// still exist and that nothing changed since now; answers how many there are.
-    async fn start_job(&self, filter: RequeueFilter) -> Result<i64, RequestError> {
+    /// still exist and that nothing changed since now (or since the filter's
+    /// `changed_before`); answers how many there are.
+    pub(crate) async fn start_job(&self, filter: RequeueFilter) -> Result<i64, RequestError> {
         if !self.inner.broker.is_connected() {
             return Err(RequestError::BrokerDown);
         }
         let store = &self.inner.routing.store;
+        let changed_before = match filter.changed_before {
+            Some(before) => before,
+            // The database's clock, as the rows' `updated_at` is.
+            None => store.now().await?,
+        };
         let filter = RequeueFilter {
             webhook_exists: true,
-            // The database's clock, as the rows' `updated_at` is.
-            changed_before: Some(store.now().await?),
+            changed_before: Some(changed_before),
             ..filter
         };
         // The logs are claimed now, so that the answer counts what this call will queue, and

@@ -24,7 +24,8 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use hookrelay_broker::{
-    BatchLimits, Broker, BrokerError, Connection, Delivery, Outgoing, PublishError, Topology,
+    BatchLimits, Broker, BrokerError, Connection, Delivery, Durability, Outgoing, PublishError,
+    Topology,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
@@ -115,6 +116,8 @@ fn onward(topology: &Topology, delivery: &Delivery, now: DateTime<Utc>) -> Outgo
             // dead-letter history grows with every hop).
             message.headers.forget_delay();
             message.exchange = topology.deliveries_exchange();
+            // Into its webhook queue as any delivery: its log is the record from here on.
+            message.durability = Durability::Transient;
             message
         }
     }

@@ -65,6 +65,7 @@ async fn attempts_are_exported_as_spans_under_the_events_trace() {
         body: br#"{"id":"traced","account_id":"acc","data":{}}"#.to_vec(),
         content_type: None,
         headers: traced_event(&format!("00-{TRACE_ID}-{PUBLISHER_SPAN}-01")),
+        durability: hookrelay_broker::Durability::Persistent,
     };
     publisher.publish(&message, &mut NoRoutes).await.unwrap();
     publisher.close().await;

@@ -114,6 +114,8 @@ pub struct Metrics {
     retries_scheduled: IntCounter,
     deliveries_requeued: IntCounter,
     webhook_queues_lost: IntCounter,
+    deliveries_lost: IntCounter,
+    deliveries_stale: IntCounter,
     webhooks_paused: IntGauge,
     http_connections: IntGauge,
     http_connections_shed: IntCounterVec,
@@ -217,6 +219,19 @@ impl Metrics {
              disk, a queue deleted by hand); its unfinished deliveries are queued again from \
              their logs.",
         )?;
+        let deliveries_lost = IntCounter::new(
+            "hookrelay_deliveries_lost_total",
+            "Deliveries the broker dropped from a webhook queue that survived (its node \
+             restarted: deliveries in webhook queues are transient), found by their logs and \
+             queued again.",
+        )?;
+        let deliveries_stale = IntCounter::new(
+            "hookrelay_deliveries_stale_total",
+            "Deliveries overtaken by a later copy of their log, queued again since (a copy that \
+             outlived the one queued for it, a retry overtaken by a retry by hand): dropped \
+             unsent when found before the request, or sent once more than needed when found \
+             only at the record.",
+        )?;
         let webhooks_paused = IntGauge::new(
             "hookrelay_webhooks_paused",
             "Webhooks whose queue is paused by the circuit breaker in this process.",
@@ -272,6 +287,8 @@ impl Metrics {
         registry.register(Box::new(retries_scheduled.clone()))?;
         registry.register(Box::new(deliveries_requeued.clone()))?;
         registry.register(Box::new(webhook_queues_lost.clone()))?;
+        registry.register(Box::new(deliveries_lost.clone()))?;
+        registry.register(Box::new(deliveries_stale.clone()))?;
         registry.register(Box::new(webhooks_paused.clone()))?;
 
         // Known label values start at zero, so dashboards and `rate()` see every series
@@ -312,6 +329,8 @@ impl Metrics {
             retries_scheduled,
             deliveries_requeued,
             webhook_queues_lost,
+            deliveries_lost,
+            deliveries_stale,
             webhooks_paused,
             http_connections,
             http_connections_shed,
@@ -401,6 +420,16 @@ impl Metrics {
         self.webhook_queues_lost.inc();
     }
 
+    /// Deliveries found lost by the broker, from their logs, and queued again.
+    pub fn deliveries_lost(&self, count: i64) {
+        self.deliveries_lost.inc_by(count.unsigned_abs());
+    }
+
+    /// A delivery found overtaken, its log having been queued again since.
+    pub fn delivery_stale(&self) {
+        self.deliveries_stale.inc();
+    }
+
     /// A webhook's queue is paused by its circuit breaker until the guard is dropped.
     pub fn webhook_paused(&self) -> Paused {
         self.webhooks_paused.inc();
@@ -467,6 +496,8 @@ mod tests {
             "hookrelay_delivery_retries_total 0",
             "hookrelay_deliveries_requeued_total 0",
             "hookrelay_webhook_queues_lost_total 0",
+            "hookrelay_deliveries_lost_total 0",
+            "hookrelay_deliveries_stale_total 0",
             "hookrelay_webhooks_paused 0",
         ] {
             assert!(text.contains(name), "{name} missing from\n{text}");

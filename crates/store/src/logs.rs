@@ -130,6 +130,9 @@ pub struct RequeueFilter {
     pub webhook_exists: bool,
     /// Only logs this job claimed ([`Store::claim_requeue`]).
     pub claimed_by: Option<Uuid>,
+    /// Only logs whose next attempt was due by this time: `pending`, or `retrying` with
+    /// `next_attempt_at` at or before it (a retry still waiting in a delay tier is not lost).
+    pub due_before: Option<DateTime<Utc>>,
 }
 
 /// Every filter is optional: `$n IS NULL OR …`, folded away when PostgreSQL plans the
@@ -151,10 +154,11 @@ const REQUEUE_WHERE: &str = "($1::uuid IS NULL OR id = $1)
                                               WHERE $3::uuid IS NULL OR o.webhook_id = $3)))
     AND ($11::uuid IS NULL OR EXISTS (SELECT 1 FROM requeue_claims c
                                       WHERE c.log_id = delivery_logs.id AND c.job_id = $11
-                                        AND NOT c.taken))";
+                                        AND NOT c.taken))
+    AND ($12::timestamptz IS NULL OR status = 'pending' OR next_attempt_at <= $12)";
 
 impl RequeueFilter {
-    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 11] {
+    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 12] {
         [
             &self.log_id,
             &self.account_id,
@@ -167,6 +171,7 @@ impl RequeueFilter {
             &self.webhook_exists,
             &self.only_unfinished,
             &self.claimed_by,
+            &self.due_before,
         ]
     }
 }
@@ -191,7 +196,7 @@ pub const MAX_REPLAY_EVENTS: i64 = 100_000;
 const REPLAY_WAITING: &str = "waiting to be replayed";
 
 /// The end of an INSERT INTO requeue_claims: a log claimed by a job that stopped beating
-/// (for the seconds in parameter `grace`, say `"$13"`) is taken over, untaken; one a live job
+/// (for the seconds in parameter `grace`, say `"$14"`) is taken over, untaken; one a live job
 /// holds is left to it.
 fn take_over_dead_claims(grace: &str) -> String {
     format!(
@@ -807,11 +812,11 @@ impl Store {
         let mut params = filter.params().to_vec();
         params.push(&job);
         params.push(&JOB_HEARTBEAT_GRACE_SECS);
-        let take_over = take_over_dead_claims("$13");
+        let take_over = take_over_dead_claims("$14");
         let sql = format!(
             "WITH claimed AS (
                 INSERT INTO requeue_claims (log_id, job_id)
-                SELECT id, $12 FROM delivery_logs WHERE {REQUEUE_WHERE}
+                SELECT id, $13 FROM delivery_logs WHERE {REQUEUE_WHERE}
                 {take_over}
                 RETURNING 1)
              SELECT count(*) FROM claimed"

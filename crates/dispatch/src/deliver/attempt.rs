@@ -124,6 +124,7 @@ pub async fn run(
                 if !is_current(&task, delivery.redelivered(), attempts, requeues) =>
             {
                 debug!(log_id = %task.log_id, attempt = task.attempt, "stale delivery dropped unsent");
+                ctx.metrics.delivery_stale();
                 Box::pin(ack(&delivery, log_id)).await;
                 return None;
             }
@@ -198,6 +199,7 @@ pub async fn run(
             // Overtaken while it was sent: the attempt is on record, but what follows is the
             // current delivery's to decide. This chain ends here.
             debug!(log_id = %task.log_id, attempt = task.attempt, "stale delivery recorded; no follow-up");
+            ctx.metrics.delivery_stale();
             Box::pin(ack(&delivery, log_id)).await;
             return Some(report);
         }
