@@ -14,7 +14,8 @@
 //! declaring it fails. Its deliveries then wait in the delay tiers, which are shared and, with
 //! `queue_type = quorum`, replicated, and come back to it every [`UNREACHABLE_WAIT`] until
 //! its node is back. So the other webhooks' deliveries, and the events that carry them, never
-//! wait for that node, and the broker holds every delivery it confirmed.
+//! wait for that node, and the broker keeps every delivery it confirmed in a queue or a tier
+//! (one its node drops on a restart is found by its log: `crate::lost`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
