@@ -234,3 +234,44 @@ async fn deliveries_a_broker_restart_dropped_are_queued_again_from_their_logs() 
         "{lost} deliveries found lost, with {before_restart} sent before the restart"
     );
 }
+
+#[tokio::test]
+async fn a_delivery_in_a_consumers_hands_is_not_taken_for_lost() {
+    let app = spawn_app_with(|s| {
+        // The check runs every 9 s and takes logs older than 5 s.
+        s.request_timeout = hookrelay::settings::HumanDuration(Duration::from_secs(2));
+        s.max_in_flight_per_webhook = 1;
+    })
+    .await;
+    // Three slow webhooks whose queues empty one after the other, from about 12 s to 21 s:
+    // all that while some webhook's last deliveries are in its consumer's hands, its queue
+    // empty and their logs untouched for longer than 5 s, and at least one check runs then.
+    let mut sent = Vec::new();
+    for (event_type, events) in [
+        ("Contact.created", 10),
+        ("Contact.updated", 12),
+        ("Message.received", 14),
+    ] {
+        let receiver = Receiver::start().await;
+        receiver.answer(Behaviour::Delay(Duration::from_millis(1_500), 200));
+        app.webhook("acc", &receiver.url, &[event_type], json!({}))
+            .await;
+        sent.push((receiver, event_type, events));
+    }
+    let mut published = Vec::new();
+    for (_, event_type, events) in &sent {
+        published.push(app.publish(event_type, "acc", json!({}), *events).await);
+    }
+    wait_for_logs(&app, "succeeded", 10 + 12 + 14, DEADLINE).await;
+    // One more check after the last delivery, so that a wrong one would have run.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    for ((receiver, event_type, events), ids) in sent.iter().zip(published) {
+        assert_eq!(receiver.event_ids(), ids.into_iter().collect());
+        assert_eq!(
+            receiver.count(),
+            *events,
+            "a {event_type} delivery was sent twice"
+        );
+    }
+    assert_eq!(counter(&app, "hookrelay_deliveries_lost_total").await, 0.0);
+}
