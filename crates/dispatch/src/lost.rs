@@ -2,7 +2,8 @@
 //! webhook queue is a transient message (`crate::messages::delivery`): its durable record is
 //! its log, and a broker node that restarts brings its queues back without them. No message
 //! says so, and a queue that kept its deliveries looks the same, so the logs are asked
-//! instead, every [`LostCheck::every`]:
+//! instead, every [`LostCheck::every`] and whenever deliveries may just have been dropped (a
+//! connection made again, a queue reachable again: `QueueRegistry::maybe_dropped`):
 //!
 //! 1. Which active webhooks have unfinished logs older than [`LostCheck::idle`]?
 //! 2. Which of their queues hold no message ready? A delivery waiting in such a queue would be

@@ -24,6 +24,9 @@ pub struct QueueRegistry {
     /// set, so that it holds each webhook once however often its queue is found missing.
     lost: Mutex<HashSet<Uuid>>,
     found_lost: Notify,
+    /// Told when deliveries may just have been dropped (a connection made again, a queue
+    /// reachable again after its node was down): the lost-delivery check runs at once.
+    maybe_dropped: Notify,
 }
 
 /// A poisoned lock still holds a whole set: inserting, removing and looking up cannot leave
@@ -40,6 +43,7 @@ impl QueueRegistry {
             declared: Mutex::default(),
             lost: Mutex::default(),
             found_lost: Notify::new(),
+            maybe_dropped: Notify::new(),
         }
     }
 
@@ -80,6 +84,17 @@ impl QueueRegistry {
     /// The queue of deleted webhook `id` was removed on purpose: not a loss if missing later.
     pub fn forget(&self, id: Uuid) {
         lock(&self.declared).remove(&id);
+    }
+
+    /// Deliveries may just have been dropped by the broker: a node restarted, or this
+    /// process could not see. Stores a permit when nobody waits.
+    pub fn maybe_dropped(&self) {
+        self.maybe_dropped.notify_one();
+    }
+
+    /// Until deliveries may have been dropped.
+    pub async fn dropped_maybe(&self) {
+        self.maybe_dropped.notified().await;
     }
 
     /// The next webhook whose queue was found lost and made again.

@@ -171,9 +171,17 @@ impl Recovery {
         };
         let checks = async {
             loop {
-                tokio::select! {
+                let early = tokio::select! {
                     _ = inner.shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(inner.lost.every) => {}
+                    _ = tokio::time::sleep(inner.lost.every) => false,
+                    _ = inner.routing.queues.dropped_maybe() => true,
+                };
+                if early {
+                    // The deliveries queued just before the drop are not yet old enough.
+                    tokio::select! {
+                        _ = inner.shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(inner.lost.idle) => {}
+                    }
                 }
                 if let Err(e) = self.check_lost(inner.lost).await {
                     warn!(error = %crate::error_chain(&e), "cannot check for deliveries the broker dropped; checking again later");

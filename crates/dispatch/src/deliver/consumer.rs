@@ -141,6 +141,8 @@ impl Worker {
         match &consuming {
             Ok(_) if self.unreachable.take().is_some() => {
                 info!(webhook_id = %self.id, "webhook queue reachable again; consuming it");
+                // Its node was down: back, it has dropped the deliveries that waited in it.
+                self.ctx.routing.queues.maybe_dropped();
             }
             _ => {}
         }

@@ -108,6 +108,9 @@ pub async fn run(ctx: Arc<Context>, broker: Broker, shutdown: CancellationToken)
             return;
         };
         ctx.health.load(&ctx.routing.store).await;
+        // A new connection may follow a broker restart, which dropped the deliveries waiting
+        // in the webhook queues (at start too: the broker may have restarted meanwhile).
+        ctx.routing.queues.maybe_dropped();
         if let Err(e) = manage(&ctx, &connection, &shutdown).await {
             warn!(error = %crate::error_chain(&e), "delivery workers stopped; restarting");
         }
