@@ -216,6 +216,7 @@ impl Dispatcher {
             shutdown: shutdown.clone(),
             tracker: tracker.clone(),
             lost: LostCheck::for_request_timeout(config.request_timeout),
+            quiet: Default::default(),
         });
         let sender = http::Sender::new(config.allow_private_networks, config.max_in_flight_total)?;
         let deliver = Arc::new(deliver::Context {

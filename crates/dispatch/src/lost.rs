@@ -3,7 +3,8 @@
 //! its log, and a broker node that restarts brings its queues back without them. No message
 //! says so, and a queue that kept its deliveries looks the same, so the logs are asked
 //! instead, every [`LostCheck::every`] and whenever deliveries may just have been dropped (a
-//! connection made again, a queue reachable again: `QueueRegistry::maybe_dropped`):
+//! connection made again, a consumer ended by the broker, a queue reachable again:
+//! `QueueRegistry::maybe_dropped`):
 //!
 //! 1. Which active webhooks have unfinished logs older than [`LostCheck::idle`]?
 //! 2. Which of their queues hold no message ready? A delivery waiting in such a queue would be
@@ -20,8 +21,9 @@
 //! (`hookrelay_deliveries_stale_total`). A whole queue the broker lost is found sooner, at its
 //! declaration (`crate::queues`).
 
-use std::collections::HashSet;
-use std::time::Duration;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use hookrelay_broker::Declarer;
@@ -46,6 +48,53 @@ pub struct LostCheck {
 /// Webhooks whose queues one check looks at, at most: a look costs a passive declaration.
 /// The next check takes the next ones (the candidates come in no fixed order).
 const WEBHOOKS_PER_CHECK: usize = 1_000;
+/// How long a webhook found with an empty queue and nothing lost is left alone at most. Such
+/// a webhook is usually one whose deliveries all wait in the delay tiers (a dead endpoint),
+/// and looking through its thousands of retries at every check would cost the database more
+/// than everything else the check does. Doubled at each such finding from `every`; forgotten
+/// when deliveries may have been dropped.
+const QUIET_LONGEST: Duration = Duration::from_secs(600);
+
+/// A webhook left out of the checks until `until`.
+pub(crate) struct Quiet {
+    until: Instant,
+    wait: Duration,
+}
+
+/// The webhooks left out of the checks for now: at most one entry per webhook with deliveries
+/// under way since before the last check.
+pub(crate) type QuietBook = Mutex<HashMap<Uuid, Quiet>>;
+
+/// A poisoned book still holds whole entries; at worst a webhook is checked early.
+fn lock(book: &QuietBook) -> std::sync::MutexGuard<'_, HashMap<Uuid, Quiet>> {
+    book.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// After a webhook's check found `lost` logs: one that lost none is left alone for twice as
+/// long as the last time (from `every`, to [`QUIET_LONGEST`]); one that lost some is checked
+/// as any other next time.
+fn quieten(book: &QuietBook, id: Uuid, lost: i64, every: Duration) {
+    let mut book = lock(book);
+    if lost > 0 {
+        book.remove(&id);
+        return;
+    }
+    let wait = book
+        .get(&id)
+        .map_or(every, |q| (q.wait * 2).min(QUIET_LONGEST));
+    book.insert(
+        id,
+        Quiet {
+            until: Instant::now() + wait,
+            wait,
+        },
+    );
+}
+
+/// Deliveries may just have been dropped: every webhook is checked again.
+pub(crate) fn forget_quiet(book: &QuietBook) {
+    lock(book).clear();
+}
 
 impl LostCheck {
     /// For requests that take at most `request_timeout`. A delivery a consumer has received
@@ -70,22 +119,23 @@ impl Recovery {
         let first_look: DateTime<Utc> = store.now().await?;
         let idle = chrono::Duration::from_std(check.idle).unwrap_or_default();
         let cutoff = first_look - idle;
-        let candidates = store
-            .webhooks_to_requeue(&RequeueFilter {
-                only_unfinished: true,
-                webhook_exists: true,
-                until: Some(cutoff),
-                ..RequeueFilter::default()
-            })
-            .await?;
+        let candidates = store.webhooks_with_open_deliveries(cutoff).await?;
         let subscriptions = &parts.routing.subscriptions;
-        let candidates: Vec<Uuid> = candidates
-            .into_iter()
-            // A disabled webhook's deliveries wait for it in its queue, unconsumed; those it
-            // lost are found once it is enabled again.
-            .filter(|id| subscriptions.get(*id).is_some_and(|w| w.active))
-            .take(WEBHOOKS_PER_CHECK)
-            .collect();
+        let now = Instant::now();
+        let candidates: Vec<Uuid> = {
+            let mut quiet = lock(&self.parts().quiet);
+            // A webhook with nothing old under way any more needs no entry.
+            let under_way: HashSet<&Uuid> = candidates.iter().collect();
+            quiet.retain(|id, _| under_way.contains(id));
+            candidates
+                .into_iter()
+                // A disabled webhook's deliveries wait for it in its queue, unconsumed; those
+                // it lost are found once it is enabled again.
+                .filter(|id| subscriptions.get(*id).is_some_and(|w| w.active))
+                .filter(|id| quiet.get(id).is_none_or(|q| q.until <= now))
+                .take(WEBHOOKS_PER_CHECK)
+                .collect()
+        };
         if candidates.is_empty() {
             return Ok(0);
         }
@@ -115,6 +165,7 @@ impl Recovery {
                 ..RequeueFilter::default()
             };
             let logs = self.start_job(lost).await?;
+            quieten(&self.parts().quiet, webhook_id, logs, check.every);
             if logs > 0 {
                 warn!(
                     webhook_id = %webhook_id,

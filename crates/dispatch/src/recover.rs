@@ -30,7 +30,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use crate::lost::LostCheck;
+use crate::lost::{LostCheck, QuietBook};
 use crate::messages;
 use crate::publish::{Declare, PipelinePublisher, Routing};
 use crate::RequestError;
@@ -55,6 +55,8 @@ pub struct Parts {
     pub tracker: TaskTracker,
     /// How deliveries the broker dropped are looked for.
     pub lost: LostCheck,
+    /// The webhooks the check leaves alone for now.
+    pub quiet: QuietBook,
 }
 
 impl Recovery {
@@ -177,6 +179,7 @@ impl Recovery {
                     _ = inner.routing.queues.dropped_maybe() => true,
                 };
                 if early {
+                    crate::lost::forget_quiet(&inner.quiet);
                     // The deliveries queued just before the drop are not yet old enough.
                     tokio::select! {
                         _ = inner.shutdown.cancelled() => return,

@@ -779,6 +779,22 @@ impl Store {
         Ok(client.query_one("SELECT now()", &[]).await?.get(0))
     }
 
+    /// The webhooks with a delivery under way (`pending` or `retrying`) whose log was made
+    /// before `before`. Reads the open deliveries alone, which are few and narrow.
+    pub async fn webhooks_with_open_deliveries(
+        &self,
+        before: DateTime<Utc>,
+    ) -> Result<Vec<Uuid>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT DISTINCT webhook_id FROM open_deliveries WHERE created_at < $1",
+                &[&before],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
     /// The webhooks of the logs `filter` selects now.
     pub async fn webhooks_to_requeue(
         &self,

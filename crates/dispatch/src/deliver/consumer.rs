@@ -233,9 +233,13 @@ impl Worker {
                 }
                 next = consuming.next() => match next {
                     Some(delivery) => delivery,
-                    // The broker ended the consumer (its queue deleted, the channel closed):
-                    // the manager starts a new one.
-                    None => break 'consume Mode::Stop,
+                    // The broker ended the consumer (its queue deleted, its node down, the
+                    // channel closed): the manager starts a new one. A node that went down
+                    // drops the deliveries that waited in its queues.
+                    None => {
+                        self.ctx.routing.queues.maybe_dropped();
+                        break 'consume Mode::Stop;
+                    }
                 },
             };
             if std::mem::take(&mut first) {
@@ -344,7 +348,10 @@ impl Worker {
                 _ = self.stop.cancelled() => break Mode::Stop,
                 next = consuming.next() => match next {
                     Some(delivery) => delivery,
-                    None => break Mode::Stop,
+                    None => {
+                        self.ctx.routing.queues.maybe_dropped();
+                        break Mode::Stop;
+                    }
                 },
             };
             if std::mem::take(&mut first) {
