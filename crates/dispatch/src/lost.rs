@@ -20,6 +20,9 @@
 //! original stale, and the stale one is dropped, or recorded without a follow-up, and counted
 //! (`hookrelay_deliveries_stale_total`). A whole queue the broker lost is found sooner, at its
 //! declaration (`crate::queues`).
+//!
+//! A webhook whose queue was empty with nothing lost is left out of the checks for a while,
+//! longer each time ([`QUIET_LONGEST`] at most), until deliveries may have been dropped again.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, PoisonError};
@@ -28,6 +31,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use hookrelay_broker::Declarer;
 use hookrelay_store::RequeueFilter;
+use rand::seq::SliceRandom as _;
 use tracing::{debug, warn};
 use uuid::Uuid;
 
@@ -46,7 +50,6 @@ pub struct LostCheck {
 }
 
 /// Webhooks whose queues one check looks at, at most: a look costs a passive declaration.
-/// The next check takes the next ones (the candidates come in no fixed order).
 const WEBHOOKS_PER_CHECK: usize = 1_000;
 /// How long a webhook found with an empty queue and nothing lost is left alone at most. Such
 /// a webhook is usually one whose deliveries all wait in the delay tiers (a dead endpoint),
@@ -122,7 +125,7 @@ impl Recovery {
         let candidates = store.webhooks_with_open_deliveries(cutoff).await?;
         let subscriptions = &parts.routing.subscriptions;
         let now = Instant::now();
-        let candidates: Vec<Uuid> = {
+        let mut candidates: Vec<Uuid> = {
             let mut quiet = lock(&self.parts().quiet);
             // A webhook with nothing old under way any more needs no entry.
             let under_way: HashSet<&Uuid> = candidates.iter().collect();
@@ -133,9 +136,12 @@ impl Recovery {
                 // it lost are found once it is enabled again.
                 .filter(|id| subscriptions.get(*id).is_some_and(|w| w.active))
                 .filter(|id| quiet.get(id).is_none_or(|q| q.until <= now))
-                .take(WEBHOOKS_PER_CHECK)
                 .collect()
         };
+        // More than one check's share: a random one, so that queues with a backlog, which
+        // are looked at and left, do not take every check's share.
+        candidates.shuffle(&mut rand::rng());
+        candidates.truncate(WEBHOOKS_PER_CHECK);
         if candidates.is_empty() {
             return Ok(0);
         }
