@@ -154,9 +154,9 @@ async fn retries_waiting_in_the_broker_survive_its_restart() {
 /// A counter's value on the service's `/metrics`.
 async fn counter(app: &TestApp, name: &str) -> f64 {
     let text = app.call("GET", "/metrics", None, None).await.text;
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("{name} missing from\n{text}"))
+    let value = hookrelay_tests::metric(&text, name);
+    assert!(!value.is_nan(), "{name} missing from\n{text}");
+    value
 }
 
 #[tokio::test]
@@ -264,7 +264,7 @@ async fn a_delivery_in_a_consumers_hands_is_not_taken_for_lost() {
     }
     wait_for_logs(&app, "succeeded", 10 + 12 + 14, DEADLINE).await;
     // One more check after the last delivery, so that a wrong one would have run.
-    tokio::time::sleep(Duration::from_secs(10)).await;
+    hookrelay_tests::let_pass(Duration::from_secs(10)).await;
     for ((receiver, event_type, events), ids) in sent.iter().zip(published) {
         assert_eq!(receiver.event_ids(), ids.into_iter().collect());
         assert_eq!(

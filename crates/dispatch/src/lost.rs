@@ -126,7 +126,7 @@ impl Recovery {
         let subscriptions = &parts.routing.subscriptions;
         let now = Instant::now();
         let mut candidates: Vec<Uuid> = {
-            let mut quiet = lock(&self.parts().quiet);
+            let mut quiet = lock(&parts.quiet);
             // A webhook with nothing old under way any more needs no entry.
             let under_way: HashSet<&Uuid> = candidates.iter().collect();
             quiet.retain(|id, _| under_way.contains(id));
@@ -171,14 +171,14 @@ impl Recovery {
                 ..RequeueFilter::default()
             };
             let logs = self.start_job(lost).await?;
-            quieten(&self.parts().quiet, webhook_id, logs, check.every);
+            quieten(&parts.quiet, webhook_id, logs, check.every);
             if logs > 0 {
                 warn!(
                     webhook_id = %webhook_id,
                     logs,
                     "deliveries missing from their webhook queue (dropped by a broker restart?); queueing them again from their logs"
                 );
-                parts.metrics.deliveries_lost(logs);
+                parts.metrics.deliveries_lost(logs.unsigned_abs());
                 found += logs;
             }
         }

@@ -421,8 +421,8 @@ impl Metrics {
     }
 
     /// Deliveries found lost by the broker, from their logs, and queued again.
-    pub fn deliveries_lost(&self, count: i64) {
-        self.deliveries_lost.inc_by(count.unsigned_abs());
+    pub fn deliveries_lost(&self, count: u64) {
+        self.deliveries_lost.inc_by(count);
     }
 
     /// A delivery found overtaken, its log having been queued again since.
