@@ -110,12 +110,35 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
 
     /// Hands `item` over and waits for its result.
     pub async fn call(&self, item: T) -> Result<R, BatchError> {
+        self.submit(item).await?.answer().await
+    }
+
+    /// Hands `item` over, waiting only for room in the queue: what is handed over is handled
+    /// even if nobody waits for its answer.
+    pub async fn submit(&self, item: T) -> Result<Submitted<R>, BatchError> {
         let (reply, answer) = oneshot::channel();
         self.tx
             .send((item, reply))
             .await
             .map_err(|_| BatchError::Stopped(self.name))?;
-        answer.await.map_err(|_| BatchError::Stopped(self.name))?
+        Ok(Submitted {
+            name: self.name,
+            answer,
+        })
+    }
+}
+
+/// An item handed over to a batcher, its answer still to come.
+pub struct Submitted<R> {
+    name: &'static str,
+    answer: oneshot::Receiver<Result<R, BatchError>>,
+}
+
+impl<R> Submitted<R> {
+    pub async fn answer(self) -> Result<R, BatchError> {
+        self.answer
+            .await
+            .map_err(|_| BatchError::Stopped(self.name))?
     }
 }
 

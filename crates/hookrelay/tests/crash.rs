@@ -129,3 +129,93 @@ async fn sigkill_while_retries_wait_loses_none_of_them() {
     let _ = second.wait().await;
     hookrelay_tests::delete_namespace(&amqp_url(), &namespace, &[webhook_id]).await;
 }
+
+/// A success is acked once its record is queued for the database, before the commit. Killed
+/// in between, the delivery is in no queue and its log still reads `pending`: the next
+/// process's lost-delivery check finds it and sends it again.
+#[tokio::test]
+async fn sigkill_between_an_ack_and_its_record_loses_nothing() {
+    const EVENTS: usize = 10;
+    let db = TestDb::new();
+    let namespace = hookrelay_tests::unique_namespace();
+    let receiver = Receiver::start().await;
+    receiver.answer(Behaviour::Held(200));
+    // A short timeout makes the check quick (it waits two timeouts and 5 s between its
+    // looks), long enough for the held requests to be released before it.
+    let settings = [("HOOKRELAY_REQUEST_TIMEOUT", "5s")];
+    let (mut first, port) = start_with(&db, &namespace, &settings).await;
+    let webhook_id = create_webhook(port, &receiver.url, "Message.received").await;
+    let ids = publish_events(&namespace, "{}", EVENTS).await;
+    receiver.wait_for(EVENTS, Duration::from_secs(30)).await;
+
+    // The attempts cannot be recorded: their logs are locked.
+    let mut client_db = db.connect().await;
+    let lock = client_db.transaction().await.unwrap();
+    let locked = lock
+        .query(
+            "SELECT id FROM delivery_logs WHERE webhook_id = $1::text::uuid FOR UPDATE",
+            &[&webhook_id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        locked.len(),
+        EVENTS,
+        "every log written before its delivery went out"
+    );
+    receiver.release();
+    let queue = format!("{namespace}.webhook.{webhook_id}");
+    wait_for("every delivery acked", Duration::from_secs(30), || async {
+        let listed = hookrelay_tests::rabbitmqctl(&[
+            "list_queues",
+            "name",
+            "messages_ready",
+            "messages_unacknowledged",
+            "--quiet",
+        ])
+        .await;
+        listed
+            .lines()
+            .any(|line| line.split_whitespace().collect::<Vec<_>>() == [queue.as_str(), "0", "0"])
+            .then_some(())
+    })
+    .await;
+    first.start_kill().expect("SIGKILL");
+    first.wait().await.expect("killed");
+    lock.rollback().await.unwrap();
+    let (all, pending) = count_logs(&client_db, "pending").await.unwrap();
+    assert_eq!(
+        (all, pending),
+        (EVENTS as i64, EVENTS as i64),
+        "none recorded"
+    );
+
+    let service = common::spawn(&db, &namespace, &settings).await;
+    receiver.wait_for(2 * EVENTS, Duration::from_secs(60)).await;
+    let (all, succeeded) = wait_for("every log succeeded", Duration::from_secs(30), || async {
+        let counts = count_logs(&client_db, "succeeded").await?;
+        (counts.0 == counts.1).then_some(counts)
+    })
+    .await;
+    assert_eq!((all, succeeded), (EVENTS as i64, EVENTS as i64));
+    let sent_again: HashSet<String> = receiver.received()[EVENTS..]
+        .iter()
+        .filter_map(|r| r.json()["id"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(sent_again, ids, "each sent again from its log");
+    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", service.port))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        hookrelay_tests::metric(&metrics, "hookrelay_deliveries_lost_total"),
+        EVENTS as f64,
+        "found by the lost-delivery check, not handed back by the broker"
+    );
+    let mut child = service.child;
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+    hookrelay_tests::delete_namespace(&amqp_url(), &namespace, &[webhook_id]).await;
+}

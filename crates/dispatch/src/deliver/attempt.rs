@@ -1,6 +1,14 @@
 //! One delivery attempt: POST it, let `hookrelay_core::after_attempt` say what follows,
 //! record the attempt, carry the decision out (a retry into the delay tiers, or the
 //! `Webhook.delivery.failed` event when the retries are used up), and only then ack.
+//!
+//! An attempt with nothing to follow (the usual success) is acked as soon as its record is
+//! queued for the writer, before the commit: a webhook's prefetch then bounds its requests,
+//! not its requests and the records waiting for a commit, so one webhook's speed no longer
+//! depends on the database's. Nothing is lost by it: until the commit the log still reads
+//! `pending` or `retrying`, and should the process die first, the lost-delivery check
+//! (`crate::lost`) finds the log with nothing queued for it and queues it again. Memory stays
+//! bounded by the writer's queue, which the ack waits for.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -193,14 +201,26 @@ pub async fn run(
         status,
         next_attempt_at,
     };
-    match Box::pin(record_attempt(ctx, record, stop)).await {
+    let mut ack_when_queued = follow_up.is_none().then_some(&delivery);
+    let recorded = Box::pin(record_attempt(ctx, record, stop, &mut ack_when_queued)).await;
+    let acked = follow_up.is_none() && ack_when_queued.is_none();
+    match recorded {
         Some(true) => {}
         Some(false) => {
             // Overtaken while it was sent: the attempt is on record, but what follows is the
             // current delivery's to decide. This chain ends here.
             debug!(log_id = %task.log_id, attempt = task.attempt, "stale delivery recorded; no follow-up");
             ctx.metrics.delivery_stale();
-            Box::pin(ack(&delivery, log_id)).await;
+            if !acked {
+                Box::pin(ack(&delivery, log_id)).await;
+            }
+            return Some(report);
+        }
+        None if acked => {
+            // Stopping with the database away, the delivery already acked: its log still
+            // reads unfinished, and the lost-delivery check of whichever process runs next
+            // queues it again.
+            warn!(log_id = %task.log_id, "stopped before the attempt was recorded; its log will queue it again");
             return Some(report);
         }
         None => {
@@ -220,7 +240,9 @@ pub async fn run(
             return Some(report);
         }
     }
-    Box::pin(ack(&delivery, log_id)).await;
+    if !acked {
+        Box::pin(ack(&delivery, log_id)).await;
+    }
     match status {
         LogStatus::Succeeded => ctx
             .metrics
@@ -253,14 +275,26 @@ async fn publish_follow_up(
 /// remains is to record it, so the delivery is held rather than handed back: that would POST
 /// it to the receiver again for every failed write. Answers whether the delivery was still
 /// its log's current one; `None` when stopped before it could record.
+///
+/// `ack_when_queued` is acked (and taken) once the record is first in the writer's queue.
 async fn record_attempt(
     ctx: &Context,
     record: AttemptRecord,
     stop: &CancellationToken,
+    ack_when_queued: &mut Option<&Delivery>,
 ) -> Option<bool> {
     let mut wait = WRITE_RETRY_FIRST;
     loop {
-        match ctx.writer.call(record.clone()).await {
+        let written = match ctx.writer.submit(record.clone()).await {
+            Ok(submitted) => {
+                if let Some(delivery) = ack_when_queued.take() {
+                    ack(delivery, Some(record.log_id)).await;
+                }
+                submitted.answer().await
+            }
+            Err(e) => Err(e),
+        };
+        match written {
             Ok(current) => return Some(current),
             Err(e) => {
                 warn!(log_id = %record.log_id, error = %crate::error_chain(&e), retry_in = ?wait, "cannot record an attempt yet");
