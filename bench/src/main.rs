@@ -421,15 +421,23 @@ async fn measure(
             (0, a) if a < scenario.failing => "hang",
             _ => "w",
         };
+        let mut webhook = serde_json::json!({
+            "account_id": format!("acc_{account}"),
+            "url": format!("{sink_url}/{path}/{n}"),
+            "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "events": ["Message.received"],
+        });
+        if scenario.filtered {
+            webhook["filter"] = serde_json::json!({
+                "data.n": {"$gte": 0},
+                "data.text": {"$regex": "^hello"},
+                "account_id": {"$in": [format!("acc_{account}"), "acc_other"]},
+            });
+        }
         let created: serde_json::Value = client
             .post(format!("{api}/v1/webhooks"))
             .bearer_auth(TOKEN)
-            .json(&serde_json::json!({
-                "account_id": format!("acc_{account}"),
-                "url": format!("{sink_url}/{path}/{n}"),
-                "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
-                "events": ["Message.received"],
-            }))
+            .json(&webhook)
             .send()
             .await?
             .error_for_status()?

@@ -81,6 +81,9 @@ pub(crate) struct Scenario {
     pub(crate) warm_up: bool,
     /// Bytes of filler in each event's `data`, on top of the few dozen every event has.
     pub(crate) filler: usize,
+    /// Whether every webhook has a three-clause filter, which every event passes: the cost
+    /// of matching, with the same deliveries as without.
+    pub(crate) filtered: bool,
 }
 
 impl Scenario {
@@ -99,6 +102,7 @@ impl Scenario {
         old_logs: 0,
         warm_up: false,
         filler: 0,
+        filtered: false,
     };
 }
 
@@ -142,7 +146,7 @@ pub(crate) fn selected(only: &str, name: &str) -> bool {
     }
 }
 
-pub(crate) const SCENARIOS: [Scenario; 25] = [
+pub(crate) const SCENARIOS: [Scenario; 26] = [
     // What a delivery of a 1 KiB event costs PostgreSQL (WAL, disk, HOT updates), with one
     // webhook per event and with ten; every scenario prints those figures, these are for
     // them alone.
@@ -295,13 +299,23 @@ pub(crate) const SCENARIOS: [Scenario; 25] = [
         fan_out: 10,
         ..Scenario::DEFAULT
     },
-    // Last: tearing down 1 000 queues keeps RabbitMQ busy for a while after.
+    // Last: tearing down 1 000 queues keeps RabbitMQ busy for a while after. The same with
+    // a filter on every webhook: what matching costs the fan-out.
     Scenario {
         name: "W=1000/100 accounts burst",
         webhooks: 1_000,
         accounts: 100,
         events: 20_000,
         fan_out: 10,
+        ..Scenario::DEFAULT
+    },
+    Scenario {
+        name: "W=1000/100 accounts burst, filtered",
+        webhooks: 1_000,
+        accounts: 100,
+        events: 20_000,
+        fan_out: 10,
+        filtered: true,
         ..Scenario::DEFAULT
     },
 ];

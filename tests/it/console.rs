@@ -42,12 +42,41 @@ async fn the_console_manages_webhooks_and_shows_their_logs() {
     let message = browser.wait_for_text("#err-url", "not a URL").await;
     assert!(browser.text("#err-events").await.is_empty(), "{message}");
     browser.fill("#f-url", &receiver.url).await;
+    // A filter: what is wrong with one shows beside it, from the check saving makes, and
+    // "Try it" says whether a body would be delivered.
+    browser
+        .fill("#f-filter", r#"{"data.html": {"$like": "x"}}"#)
+        .await;
+    browser.click("#try-filter").await;
+    browser
+        .wait_for_text("#err-filter", "unknown operator `$like`")
+        .await;
+    browser
+        .fill("#f-filter", r#"{"data.html": {"$exist": true}}"#)
+        .await;
+    browser
+        .fill("#f-filter-payload", r#"{"data": {"name": "Ann"}}"#)
+        .await;
+    browser.click("#try-filter").await;
+    browser.wait_for_text("#filter-result", "Refused").await;
+    assert!(browser.text("#err-filter").await.is_empty());
+    browser
+        .fill("#f-filter-payload", r#"{"data": {"html": "<b>hi</b>"}}"#)
+        .await;
+    browser.click("#try-filter").await;
+    browser.wait_for_text("#filter-result", "Passes").await;
     browser.click("#add-header").await;
     browser.fill("#header-rows .h-name", "X-Api-Key").await;
     browser.fill("#header-rows .h-value", "k_123").await;
     browser.click("#save-webhook").await;
     browser.wait_for_text("#webhooks-notice", "Created.").await;
     browser.wait_for_text("#webhook-rows", &receiver.url).await;
+    let listed = app.admin("GET", "/v1/webhooks", None).await;
+    assert_eq!(
+        listed.body["items"][0]["filter"],
+        json!({"data.html": {"$exist": true}}),
+        "saved with the webhook"
+    );
 
     // An event whose payload holds a script: delivered, logged, and shown as text.
     let ids = app

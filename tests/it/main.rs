@@ -9,6 +9,7 @@ mod breaker;
 mod console;
 mod docs;
 mod event_types;
+mod filters;
 mod hardening;
 mod health;
 mod helpers;

@@ -60,6 +60,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api-keys/{id}", delete(api_keys::revoke))
         .route("/whoami", get(auth::whoami))
         .route("/webhooks", get(webhooks::list).post(webhooks::create))
+        .route("/webhooks/filter-test", post(webhooks::filter_test))
         .route(
             "/webhooks/{id}",
             get(webhooks::read)

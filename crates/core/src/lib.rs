@@ -11,6 +11,7 @@ mod attempt;
 mod delivery;
 mod event;
 mod event_type;
+mod filter;
 mod health;
 mod invalid;
 pub mod net;
@@ -30,6 +31,10 @@ pub use delivery::{
 };
 pub use event::{check_event_id, Event, Intake, RejectReason, Rejection};
 pub use event_type::{EventType, BUILTIN_EVENT_TYPES, OWN_EVENT_TYPES, SEEDED_EVENT_TYPES};
+pub use filter::{
+    Filter, MAX_FILTER_BYTES, MAX_FILTER_DEPTH, MAX_FILTER_TESTS, MAX_IN_VALUES, MAX_PATH_SEGMENTS,
+    MAX_REGEX_CHARS,
+};
 pub use health::{pause_after, BreakerState, Effects, EndpointHealth, HealthPolicy};
 pub use invalid::Invalid;
 pub use retry::{

@@ -17,7 +17,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use backon::Retryable;
 use chrono::{DateTime, Utc};
-use hookrelay_core::{HeaderSet, Secret, WebhookStatus};
+use hookrelay_core::{Filter, HeaderSet, Secret, WebhookStatus};
 use hookrelay_store::{Store, StoreError, WebhookChange, WebhookRow};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -42,6 +42,8 @@ pub struct WebhookConfig {
     pub unsealable: Option<String>,
     pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
     pub events: Vec<String>,
+    /// Which events of its types it receives; `None`: all.
+    pub filter: Option<Filter>,
     pub active: bool,
     /// Changes whenever the webhook is edited, so a paused delivery worker can tell that
     /// its endpoint may have been fixed.
@@ -87,6 +89,16 @@ impl WebhookConfig {
                 ))
             })
             .collect();
+        // A stored filter that no longer compiles (edited by hand, or saved under other
+        // rules) lets every event through: a few deliveries too many can be told apart by
+        // their receiver, events never logged cannot be found by anyone.
+        let filter = row.filter.as_ref().and_then(|source| match Filter::parse(source) {
+            Ok(filter) => Some(filter),
+            Err(e) => {
+                warn!(webhook_id = %row.id, error = %e, "the stored filter does not compile; every event of the webhook's types goes to it");
+                None
+            }
+        });
         Self {
             id: row.id,
             account_id: row.account_id,
@@ -95,6 +107,7 @@ impl WebhookConfig {
             unsealable,
             headers,
             events: row.events,
+            filter,
             active: row.status == WebhookStatus::Active,
             updated_at: row.updated_at,
             version: row.version,
@@ -373,6 +386,7 @@ mod tests {
             unsealable: None,
             headers: Vec::new(),
             events: events.iter().map(|e| (*e).to_owned()).collect(),
+            filter: None,
             active,
             updated_at: Utc::now(),
             version: 1,
@@ -444,6 +458,7 @@ mod tests {
             status: WebhookStatus::Active,
             disabled_reason: None,
             description: None,
+            filter: None,
             created_at: Utc::now(),
             updated_at: Utc::now(),
             version,

@@ -16,7 +16,7 @@ use hookrelay_tests::{unique_namespace, wait_for, TestDb};
 use serde_json::Value;
 
 /// Every route under `/v1`, as the router declares it.
-const V1_ROUTES: [(&str, &str); 22] = [
+const V1_ROUTES: [(&str, &str); 23] = [
     ("/v1/event-types", "get"),
     ("/v1/event-types", "post"),
     ("/v1/api-keys", "post"),
@@ -26,6 +26,7 @@ const V1_ROUTES: [(&str, &str); 22] = [
     ("/v1/webhooks", "post"),
     ("/v1/webhooks/{id}", "get"),
     ("/v1/webhooks/{id}", "patch"),
+    ("/v1/webhooks/filter-test", "post"),
     ("/v1/webhooks/{id}", "delete"),
     ("/v1/webhooks/{id}/enable", "post"),
     ("/v1/webhooks/{id}/disable", "post"),

@@ -105,6 +105,7 @@ pub struct Metrics {
     events_received: IntCounterVec,
     events_rejected: IntCounterVec,
     deliveries_enqueued: IntCounter,
+    deliveries_filtered: IntCounter,
     delivery_attempts: IntCounterVec,
     delivery_attempt_duration: Histogram,
     deliveries_completed: IntCounterVec,
@@ -162,6 +163,10 @@ impl Metrics {
         let deliveries_enqueued = IntCounter::new(
             "hookrelay_deliveries_enqueued_total",
             "Deliveries fanned out to per-webhook queues.",
+        )?;
+        let deliveries_filtered = IntCounter::new(
+            "hookrelay_deliveries_filtered_total",
+            "Deliveries not made because the webhook's filter refused the event (no log).",
         )?;
         let delivery_attempts = IntCounterVec::new(
             Opts::new(
@@ -278,6 +283,7 @@ impl Metrics {
         registry.register(Box::new(events_received.clone()))?;
         registry.register(Box::new(events_rejected.clone()))?;
         registry.register(Box::new(deliveries_enqueued.clone()))?;
+        registry.register(Box::new(deliveries_filtered.clone()))?;
         registry.register(Box::new(delivery_attempts.clone()))?;
         registry.register(Box::new(delivery_attempt_duration.clone()))?;
         registry.register(Box::new(deliveries_completed.clone()))?;
@@ -320,6 +326,7 @@ impl Metrics {
             events_received,
             events_rejected,
             deliveries_enqueued,
+            deliveries_filtered,
             delivery_attempts,
             delivery_attempt_duration,
             deliveries_completed,
@@ -369,6 +376,10 @@ impl Metrics {
 
     pub fn deliveries_enqueued(&self, count: usize) {
         self.deliveries_enqueued.inc_by(count as u64);
+    }
+
+    pub fn deliveries_filtered(&self, count: usize) {
+        self.deliveries_filtered.inc_by(count as u64);
     }
 
     /// An HTTP attempt begins; it counts as in flight until the guard is dropped.
@@ -487,6 +498,7 @@ mod tests {
             "hookrelay_events_received_total",
             "hookrelay_events_rejected_total",
             "hookrelay_deliveries_enqueued_total",
+            "hookrelay_deliveries_filtered_total 0",
             "hookrelay_delivery_attempts_total{outcome=\"blocked\"} 0",
             "hookrelay_delivery_attempt_duration_seconds_bucket",
             "hookrelay_deliveries_completed_total{status=\"failed\"} 0",

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use hookrelay_core::LogStatus;
+use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use crate::{count, to_int, Store, StoreError};
@@ -158,7 +159,7 @@ const REQUEUE_WHERE: &str = "($1::uuid IS NULL OR id = $1)
     AND ($12::timestamptz IS NULL OR status = 'pending' OR next_attempt_at <= $12)";
 
 impl RequeueFilter {
-    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 12] {
+    fn params(&self) -> [&(dyn ToSql + Sync); 12] {
         [
             &self.log_id,
             &self.account_id,
@@ -185,6 +186,61 @@ pub struct Replay {
     pub event_types: Vec<String>,
     pub since: DateTime<Utc>,
     pub until: DateTime<Utc>,
+    /// The webhook's filter: only the events it passes are replayed.
+    pub filter: Option<hookrelay_core::Filter>,
+}
+
+impl Replay {
+    /// The parameters of [`REPLAY_CANDIDATES`], in order.
+    fn candidate_params(&self) -> [&(dyn ToSql + Sync); 6] {
+        [
+            &self.webhook_id,
+            &self.account_id,
+            &self.event_types,
+            &self.since,
+            &self.until,
+            &MAX_REPLAY_EVENTS,
+        ]
+    }
+}
+
+/// The events a replay takes (parameters: webhook, account, types, since, until, limit): of
+/// the account and the webhook's types, in the window, with no log for the webhook, in
+/// received order.
+const REPLAY_CANDIDATES: &str = "
+    FROM events e
+    WHERE e.account_id = $2 AND e.event_type = ANY($3)
+      AND e.received_at >= $4 AND e.received_at < $5
+      AND NOT EXISTS (
+          SELECT 1 FROM delivery_logs l
+          WHERE l.webhook_id = $1 AND l.account_id = e.account_id
+            AND l.event_id = e.id)
+      AND NOT EXISTS (
+          SELECT 1 FROM webhook_logs_v8 l
+          WHERE l.webhook_id = $1 AND l.event_id = e.id)";
+
+/// The ids of the events a replay would take that `filter` passes. The bodies are read as a
+/// stream and dropped as they are judged: only the ids of those passing are kept.
+async fn passing_events(
+    tx: &deadpool_postgres::Transaction<'_>,
+    replay: &Replay,
+    filter: &hookrelay_core::Filter,
+) -> Result<Vec<String>, StoreError> {
+    use futures::TryStreamExt as _;
+    let sql =
+        format!("SELECT e.id, e.body {REPLAY_CANDIDATES} ORDER BY e.received_at, e.id LIMIT $6");
+    let rows = tx.query_raw(&sql, replay.candidate_params()).await?;
+    futures::pin_mut!(rows);
+    let mut passing = Vec::new();
+    while let Some(row) = rows.try_next().await? {
+        let body: &str = row.get(1);
+        // Stored only after its JSON was checked (`CHECK (body::jsonb IS NOT NULL)`).
+        let body = serde_json::from_str(body).unwrap_or(serde_json::Value::Null);
+        if filter.matches(&body) {
+            passing.push(row.get(0));
+        }
+    }
+    Ok(passing)
 }
 
 /// Events one replay call takes at most; a call over a larger window takes the first ones
@@ -859,21 +915,17 @@ impl Store {
             .await?;
         // Every log of one call has the same created_at (the id's time, of the transaction's
         // start): the job takes them in the order of their events.
+        let passing = match &replay.filter {
+            Some(filter) => Some(passing_events(&tx, replay, filter).await?),
+            None => None,
+        };
         let take_over = take_over_dead_claims("$9");
         let sql = format!(
             "WITH candidates AS MATERIALIZED (
                     SELECT e.account_id, e.id AS event_id, e.event_type, e.received_at,
                            hookrelay_log_id(now()) AS log_id
-                    FROM events e
-                    WHERE e.account_id = $2 AND e.event_type = ANY($3)
-                      AND e.received_at >= $4 AND e.received_at < $5
-                      AND NOT EXISTS (
-                          SELECT 1 FROM delivery_logs l
-                          WHERE l.webhook_id = $1 AND l.account_id = e.account_id
-                            AND l.event_id = e.id)
-                      AND NOT EXISTS (
-                          SELECT 1 FROM webhook_logs_v8 l
-                          WHERE l.webhook_id = $1 AND l.event_id = e.id)
+                    {REPLAY_CANDIDATES}
+                      AND ($10::text[] IS NULL OR e.id = ANY($10))
                     ORDER BY e.received_at, e.id
                     LIMIT $6),
                  written AS (
@@ -897,23 +949,14 @@ impl Store {
                     RETURNING 1)
                  SELECT count(*) FROM claimed"
         );
-        let claimed: i64 = tx
-            .query_one(
-                &sql,
-                &[
-                    &replay.webhook_id,
-                    &replay.account_id,
-                    &replay.event_types,
-                    &replay.since,
-                    &replay.until,
-                    &MAX_REPLAY_EVENTS,
-                    &job,
-                    &REPLAY_WAITING,
-                    &JOB_HEARTBEAT_GRACE_SECS,
-                ],
-            )
-            .await?
-            .get(0);
+        let mut params = replay.candidate_params().to_vec();
+        params.extend([
+            &job as &(dyn ToSql + Sync),
+            &REPLAY_WAITING,
+            &JOB_HEARTBEAT_GRACE_SECS,
+            &passing,
+        ]);
+        let claimed: i64 = tx.query_one(&sql, &params).await?.get(0);
         match claimed {
             0 => tx.rollback().await?,
             _ => tx.commit().await?,

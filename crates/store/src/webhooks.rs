@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use hookrelay_core::{
-    AccountId, Description, EventList, HeaderSet, Secret, WebhookStatus, WebhookUrl,
+    AccountId, Description, EventList, Filter, HeaderSet, Secret, WebhookStatus, WebhookUrl,
 };
 use tokio_postgres::Row;
 use uuid::Uuid;
@@ -19,7 +19,7 @@ pub const DISABLED_BY_HAND: &str = "disabled through the API";
 const COLUMNS: &str =
     "w.id, w.account_id, w.url, w.secret, w.previous_secrets, w.headers, w.events, \
                        w.status, w.disabled_reason, w.description, w.created_at, w.updated_at, \
-                       w.version, \
+                       w.version, w.filter, \
                        h.failing_since, h.consecutive_failures, h.trips, h.paused_until";
 /// Every read of a webhook comes with its health, if it has any for its current version.
 const FROM: &str = "webhooks w LEFT JOIN webhook_health h
@@ -62,6 +62,8 @@ pub struct WebhookRow {
     pub status: WebhookStatus,
     pub disabled_reason: Option<String>,
     pub description: Option<String>,
+    /// The payload filter as saved; compiled by whoever reads it (`Filter::parse`).
+    pub filter: Option<serde_json::Value>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// One more at every change, by hand included (migration V7): which of two reads of a
@@ -128,6 +130,7 @@ impl WebhookRow {
             status: webhook_status(row.get("id"), row.get("status")),
             disabled_reason: row.get("disabled_reason"),
             description: row.get("description"),
+            filter: row.get("filter"),
             created_at: row.get("created_at"),
             updated_at: row.get("updated_at"),
             version: row.get("version"),
@@ -156,6 +159,7 @@ pub struct NewWebhook {
     pub headers: HeaderSet,
     pub events: EventList,
     pub description: Option<Description>,
+    pub filter: Option<Filter>,
 }
 
 /// A change to a webhook: `None` leaves a field as it is; for nullable fields `Some(None)`
@@ -168,6 +172,7 @@ pub struct WebhookPatch {
     pub headers: Option<HeaderSet>,
     pub events: Option<EventList>,
     pub description: Option<Option<Description>>,
+    pub filter: Option<Option<Filter>>,
     pub status: Option<WebhookStatus>,
     /// Why, when this patch disables the webhook. Without one, a webhook already disabled
     /// keeps its reason and an active one gets [`DISABLED_BY_HAND`].
@@ -248,8 +253,9 @@ impl Store {
         check_quota(&tx, new.account_id.as_str(), None, max_per_account).await?;
         let sql = format!(
             "WITH w AS (
-                INSERT INTO webhooks (id, account_id, url, secret, headers, events, description)
-                VALUES ($1, $2, $3, $4, $5, $6, $7)
+                INSERT INTO webhooks (id, account_id, url, secret, headers, events, description,
+                                      filter)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
                 RETURNING *)
              SELECT {COLUMNS} FROM w LEFT JOIN webhook_health h ON false"
         );
@@ -268,6 +274,7 @@ impl Store {
                     &self.seal_headers(&new.headers, id)?,
                     &new.events.names(),
                     &new.description.as_ref().map(Description::as_str),
+                    &new.filter.as_ref().map(Filter::as_json),
                 ],
             )
             .await?;
@@ -357,6 +364,7 @@ impl Store {
                     WHEN $11 = 'active' THEN NULL
                     ELSE COALESCE($12, CASE WHEN status = 'disabled' THEN disabled_reason END, $13)
                     END,
+                filter = CASE WHEN $14 THEN $15 ELSE filter END,
                 updated_at = now()
              WHERE id = $1 AND ($2::text IS NULL OR account_id = $2)";
         let changed = tx
@@ -387,6 +395,11 @@ impl Store {
                     &patch.status.map(WebhookStatus::as_str),
                     &patch.disabled_reason,
                     &DISABLED_BY_HAND,
+                    &patch.filter.is_some(),
+                    &patch
+                        .filter
+                        .as_ref()
+                        .and_then(|f| f.as_ref().map(Filter::as_json)),
                 ],
             )
             .await?;

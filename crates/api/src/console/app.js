@@ -208,6 +208,9 @@ function openForm(w) {
   $("f-url").value = w ? w.url : "";
   $("f-secret").value = "";
   $("f-description").value = w && w.description ? w.description : "";
+  $("f-filter").value = w && w.filter ? JSON.stringify(w.filter, null, 2) : "";
+  $("f-filter-payload").value = "";
+  $("filter-result").textContent = "";
   const headers = $("header-rows");
   headers.replaceChildren();
   for (const [name, value] of Object.entries(w ? w.headers : {})) headers.appendChild(headerRow(name, value));
@@ -228,9 +231,38 @@ function openForm(w) {
   }
 }
 
+/// The filter as typed: null when empty; throws with why when it is not JSON.
+function typedJson(id, what) {
+  const text = $(id).value.trim();
+  if (!text) return null;
+  try { return JSON.parse(text); } catch (e) { throw new Error(what + " is not JSON: " + e.message); }
+}
+
+/// Checks the filter as typed, and with a payload given says whether it passes, as the
+/// fan-out would (POST /v1/webhooks/filter-test).
+async function tryFilter(withPayload) {
+  $("err-filter").textContent = "";
+  $("filter-result").textContent = "";
+  let filter, payload;
+  try {
+    filter = typedJson("f-filter", "the filter");
+    payload = withPayload ? typedJson("f-filter-payload", "the body") : {};
+  } catch (e) {
+    $("err-filter").textContent = e.message;
+    return;
+  }
+  if (filter === null && !withPayload) return;
+  const answer = await api("POST", "/v1/webhooks/filter-test", { filter: filter || {}, payload: payload || {} });
+  if (answer.status !== 200) { $("err-filter").textContent = errorText(answer); return; }
+  if (answer.body.error) { $("err-filter").textContent = answer.body.error; return; }
+  if (withPayload) $("filter-result").textContent = answer.body.matches ? "Passes: it would be delivered." : "Refused: it would not be delivered.";
+}
+
 async function saveWebhook(event) {
   event.preventDefault();
   for (const node of document.querySelectorAll("#webhook-form .error")) node.textContent = "";
+  let filter;
+  try { filter = typedJson("f-filter", "the filter"); } catch (e) { $("err-filter").textContent = e.message; return; }
   const headers = {};
   for (const row of document.querySelectorAll("#header-rows .header-row")) {
     const name = row.querySelector(".h-name").value.trim();
@@ -241,6 +273,7 @@ async function saveWebhook(event) {
     events: [...document.querySelectorAll("#event-boxes input:checked")].map((b) => b.value),
     headers,
     description: $("f-description").value || null,
+    filter,
   };
   const secret = $("f-secret").value;
   if (secret) body.secret = secret;
@@ -454,6 +487,8 @@ document.addEventListener("DOMContentLoaded", () => {
   $("sign-out").addEventListener("click", signOut);
   $("new-webhook").addEventListener("click", () => openForm(null));
   $("add-header").addEventListener("click", () => $("header-rows").appendChild(headerRow()));
+  $("try-filter").addEventListener("click", () => tryFilter(true));
+  $("f-filter").addEventListener("change", () => tryFilter(false));
   $("webhook-form").addEventListener("submit", saveWebhook);
   $("cancel-webhook").addEventListener("click", () => go("#/webhooks"));
   $("secret-done").addEventListener("click", () => { $("secret-box").hidden = true; $("secret-value").textContent = ""; });

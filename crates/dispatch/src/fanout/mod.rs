@@ -201,12 +201,14 @@ async fn process(
     let plan::Plan {
         events,
         mut planned,
+        filtered,
     } = plan::plan(
         &accepted,
         &ctx.routing.subscriptions,
         &tests,
         ctx.keep_unmatched_events,
     );
+    ctx.metrics.deliveries_filtered(filtered);
     let logs: Vec<NewLog> = planned.iter().map(|p| p.log.clone()).collect();
     let mut inserted: HashMap<Uuid, Option<Arc<NewEvent>>> =
         match ctx.routing.store.insert_logs(&events, &logs).await {

@@ -36,12 +36,15 @@ pub(super) struct Planned {
 pub(super) struct Plan {
     pub events: Vec<Arc<NewEvent>>,
     pub planned: Vec<Planned>,
+    /// Deliveries a webhook's filter refused.
+    pub filtered: usize,
 }
 
 /// One delivery per webhook of the event's account subscribed to its type, but for
 /// hookrelay's news of a webhook, which goes to the account's other webhooks, never to it;
 /// and a test event to its one webhook (subscribed or not) when `tests` holds it, under the
-/// log id the API has answered already.
+/// log id the API has answered already. A webhook's filter decides over the body as sent,
+/// read once per event and only if one of its webhooks has a filter.
 pub(super) fn plan(
     accepted: &[Accepted<'_>],
     subscriptions: &Subscriptions,
@@ -50,6 +53,7 @@ pub(super) fn plan(
 ) -> Plan {
     let mut events = Vec::with_capacity(accepted.len());
     let mut planned = Vec::new();
+    let mut filtered = 0;
     for a in accepted {
         let event = Arc::new(NewEvent {
             account_id: a.event.account_id.as_str().to_owned(),
@@ -77,11 +81,19 @@ pub(super) fn plan(
             }
         } else {
             let about = a.event.about_webhook();
+            let mut body = None;
             for webhook in subscriptions
                 .matching(a.event.account_id.as_str(), a.event.event_type.as_str())
                 .into_iter()
                 .filter(|w| Some(w.id) != about)
             {
+                if let Some(filter) = &webhook.filter {
+                    let body = body.get_or_insert_with(|| read_body(&a.payload));
+                    if !filter.matches(body) {
+                        filtered += 1;
+                        continue;
+                    }
+                }
                 planned.push(plan(new_log_id(a.received_at), webhook.id));
             }
         }
@@ -89,7 +101,17 @@ pub(super) fn plan(
             events.push(event);
         }
     }
-    Plan { events, planned }
+    Plan {
+        events,
+        planned,
+        filtered,
+    }
+}
+
+/// The body as sent, for filters. It was written by hookrelay from a valid event, so it
+/// reads; were it not to, filters would see nothing and `$exist: false` alone would pass.
+fn read_body(payload: &str) -> serde_json::Value {
+    serde_json::from_str(payload).unwrap_or(serde_json::Value::Null)
 }
 
 /// The message of a planned delivery, its first attempt.
