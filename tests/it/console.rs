@@ -65,6 +65,10 @@ async fn the_console_manages_webhooks_and_shows_their_logs() {
         .await;
     browser.click("#try-filter").await;
     browser.wait_for_text("#filter-result", "Passes").await;
+    browser.fill("#f-rate_limit", "20000").await;
+    browser.click("#save-webhook").await;
+    browser.wait_for_text("#err-rate_limit", "10000").await;
+    browser.fill("#f-rate_limit", "50").await;
     browser.click("#add-header").await;
     browser.fill("#header-rows .h-name", "X-Api-Key").await;
     browser.fill("#header-rows .h-value", "k_123").await;
@@ -77,6 +81,7 @@ async fn the_console_manages_webhooks_and_shows_their_logs() {
         json!({"data.html": {"$exist": true}}),
         "saved with the webhook"
     );
+    assert_eq!(listed.body["items"][0]["rate_limit"], 50);
 
     // An event whose payload holds a script: delivered, logged, and shown as text.
     let ids = app

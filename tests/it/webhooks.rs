@@ -657,3 +657,47 @@ async fn odd_bodies_and_reasons_are_refused_in_the_error_shape() {
     let body: serde_json::Value = response.json().await.expect("a JSON error");
     assert_eq!(body["error"]["code"], "body_too_large");
 }
+
+#[tokio::test]
+async fn rate_limit_and_max_in_flight_are_kept_within_their_bounds() {
+    let app = spawn_app().await;
+    let body = |extra: Value| {
+        let mut body = json!({"account_id": "acc", "url": "https://hooks.example.com/in",
+                              "events": ["Contact.created"]});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        body
+    };
+    for (extra, field) in [
+        (json!({"rate_limit": 0}), "rate_limit"),
+        (json!({"rate_limit": 10_001}), "rate_limit"),
+        (json!({"max_in_flight": 0}), "max_in_flight"),
+        (json!({"max_in_flight": 1_000_000}), "max_in_flight"),
+    ] {
+        let answer = app
+            .admin("POST", "/v1/webhooks", Some(body(extra.clone())))
+            .await;
+        assert_eq!(answer.status, 422, "{extra}: {}", answer.text);
+        assert_eq!(
+            answer.error(),
+            ("out_of_range".to_owned(), Some(field.to_owned()))
+        );
+    }
+    let created = app
+        .create_webhook(body(json!({"rate_limit": 10, "max_in_flight": 3})))
+        .await;
+    assert_eq!(created["rate_limit"], 10);
+    assert_eq!(created["max_in_flight"], 3);
+    let id = created["id"].as_str().unwrap();
+    let changed = app
+        .admin(
+            "PATCH",
+            &format!("/v1/webhooks/{id}"),
+            Some(json!({"rate_limit": null, "max_in_flight": 50})),
+        )
+        .await;
+    assert_eq!(changed.status, 200, "{}", changed.text);
+    assert_eq!(changed.body["rate_limit"], Value::Null);
+    assert_eq!(changed.body["max_in_flight"], 50);
+}

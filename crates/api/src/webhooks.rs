@@ -8,7 +8,7 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use hookrelay_core::{
     net, AccountId, BreakerState, Description, EndpointHealth, EventList, Filter, HeaderSet,
-    Invalid, Secret, WebhookStatus, WebhookUrl,
+    Invalid, Secret, WebhookStatus, WebhookUrl, MAX_RATE_LIMIT,
 };
 use hookrelay_store::{NewWebhook, WebhookFilter, WebhookPatch, WebhookRow};
 use serde::{Deserialize, Serialize};
@@ -52,6 +52,10 @@ pub struct WebhookView {
     /// Which events of its types it receives (null: all), as saved.
     #[schema(value_type = Option<Object>, example = json!({"data.status": {"$in": ["read", "delivered"]}}))]
     filter: Option<serde_json::Value>,
+    /// Requests a second at most, over any sliding second, retries included; null: none.
+    rate_limit: Option<u32>,
+    /// Requests at once at most; null: the service's `max_in_flight_per_webhook`.
+    max_in_flight: Option<u16>,
     /// `healthy`, `paused` or `probing`.
     #[schema(value_type = String, example = "healthy")]
     health: BreakerState,
@@ -86,6 +90,8 @@ impl From<WebhookRow> for WebhookView {
             disabled_reason: row.disabled_reason,
             description: row.description,
             filter: row.filter,
+            rate_limit: row.rate_limit,
+            max_in_flight: row.max_in_flight,
             health: health.state,
             paused_until: health.paused_until,
             failing_since: row.health.failing_since,
@@ -121,6 +127,14 @@ pub struct CreateWebhook {
     /// plain value means `$eq`. Checked when saved: a bad one answers 422 `invalid_filter`.
     #[schema(value_type = Option<Object>, example = json!({"data.status": {"$in": ["read", "delivered"]}, "data.amount": {"$gte": 100}}))]
     filter: Option<serde_json::Value>,
+    /// At most this many requests to its URL in any sliding second, retries included, however
+    /// many processes run (1 to 10 000); deliveries over it wait in the broker.
+    #[schema(minimum = 1, maximum = 10000)]
+    rate_limit: Option<i64>,
+    /// At most this many requests at once (1 to the service's `max_in_flight_total`), instead
+    /// of its `max_in_flight_per_webhook`.
+    #[schema(minimum = 1)]
+    max_in_flight: Option<i64>,
 }
 
 /// Creates a webhook.
@@ -153,6 +167,11 @@ pub async fn create(
         .map(parse_description)
         .transpose()?;
     let filter = body.filter.as_ref().and_then(parse_filter).transpose()?;
+    let rate_limit = body.rate_limit.map(parse_rate_limit).transpose()?;
+    let max_in_flight = body
+        .max_in_flight
+        .map(|n| parse_max_in_flight(&state, n))
+        .transpose()?;
     let row = state
         .store()
         .insert_webhook(
@@ -164,6 +183,8 @@ pub async fn create(
                 events,
                 description,
                 filter,
+                rate_limit,
+                max_in_flight,
             },
             state.inner.max_webhooks_per_account,
         )
@@ -302,6 +323,14 @@ pub struct UpdateWebhook {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<Object>, required = false)]
     filter: Option<Option<serde_json::Value>>,
+    /// Null removes it.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<i64>, required = false)]
+    rate_limit: Option<Option<i64>>,
+    /// Null goes back to the service's `max_in_flight_per_webhook`.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<i64>, required = false)]
+    max_in_flight: Option<Option<i64>>,
     /// `active` or `disabled`.
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = String, required = false)]
@@ -393,6 +422,14 @@ pub async fn update(
     patch.filter = body
         .filter
         .map(|f| f.as_ref().and_then(parse_filter).transpose())
+        .transpose()?;
+    patch.rate_limit = body
+        .rate_limit
+        .map(|n| n.map(parse_rate_limit).transpose())
+        .transpose()?;
+    patch.max_in_flight = body
+        .max_in_flight
+        .map(|n| n.map(|n| parse_max_in_flight(&state, n)).transpose())
         .transpose()?;
     patch.status = not_null("status", body.status)?
         .as_deref()
@@ -802,6 +839,36 @@ pub async fn filter_test(
             error: Some(e.message),
         },
     })
+}
+
+fn parse_rate_limit(n: i64) -> Result<u32, ApiError> {
+    match u32::try_from(n) {
+        Ok(n @ 1..=MAX_RATE_LIMIT) => Ok(n),
+        _ => Err(ApiError::invalid(
+            "rate_limit",
+            Invalid::new(
+                "out_of_range",
+                format!("rate_limit is 1 to {MAX_RATE_LIMIT} requests a second, or null for none"),
+            ),
+        )),
+    }
+}
+
+fn parse_max_in_flight(state: &AppState, n: i64) -> Result<u16, ApiError> {
+    let most = u16::try_from(state.inner.max_in_flight_total).unwrap_or(u16::MAX);
+    match u16::try_from(n) {
+        Ok(n) if (1..=most).contains(&n) => Ok(n),
+        _ => Err(ApiError::invalid(
+            "max_in_flight",
+            Invalid::new(
+                "out_of_range",
+                format!(
+                    "max_in_flight is 1 to {most} (this service's max_in_flight_total), or null \
+                     for the default"
+                ),
+            ),
+        )),
+    }
 }
 
 /// `None` for `{}`, which lets every event through: the same as no filter, and shown as such.

@@ -16,6 +16,7 @@ mod health;
 mod invalid;
 pub mod net;
 pub mod ops;
+mod rate;
 mod retry;
 pub mod sealing;
 pub mod signing;
@@ -37,6 +38,7 @@ pub use filter::{
 };
 pub use health::{pause_after, BreakerState, Effects, EndpointHealth, HealthPolicy};
 pub use invalid::Invalid;
+pub use rate::{RateWindow, MAX_RATE_LIMIT, RATE_WINDOW};
 pub use retry::{
     decide, jitter, parse_duration, parse_retry_after, AttemptFacts, Decision, Next, RetrySchedule,
     JITTER,

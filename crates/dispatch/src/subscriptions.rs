@@ -44,6 +44,10 @@ pub struct WebhookConfig {
     pub events: Vec<String>,
     /// Which events of its types it receives; `None`: all.
     pub filter: Option<Filter>,
+    /// Requests a second at most, over any sliding second.
+    pub rate_limit: Option<u32>,
+    /// Requests at once at most, instead of `max_in_flight_per_webhook`.
+    pub max_in_flight: Option<u16>,
     pub active: bool,
     /// Changes whenever the webhook is edited, so a paused delivery worker can tell that
     /// its endpoint may have been fixed.
@@ -108,6 +112,8 @@ impl WebhookConfig {
             headers,
             events: row.events,
             filter,
+            rate_limit: row.rate_limit,
+            max_in_flight: row.max_in_flight,
             active: row.status == WebhookStatus::Active,
             updated_at: row.updated_at,
             version: row.version,
@@ -387,6 +393,8 @@ mod tests {
             headers: Vec::new(),
             events: events.iter().map(|e| (*e).to_owned()).collect(),
             filter: None,
+            rate_limit: None,
+            max_in_flight: None,
             active,
             updated_at: Utc::now(),
             version: 1,
@@ -459,6 +467,8 @@ mod tests {
             disabled_reason: None,
             description: None,
             filter: None,
+            rate_limit: None,
+            max_in_flight: None,
             created_at: Utc::now(),
             updated_at: Utc::now(),
             version,

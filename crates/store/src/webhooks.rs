@@ -7,7 +7,7 @@ use hookrelay_core::{
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use crate::{webhook_status, Cursor, Page, Store, StoreError};
+use crate::{to_int, webhook_status, Cursor, Page, Store, StoreError};
 
 /// Rotated-out secrets kept signing at most, beside the current one: every delivery carries
 /// one signature per secret, and receivers refuse headers of more than 8 to 16 KiB.
@@ -19,7 +19,7 @@ pub const DISABLED_BY_HAND: &str = "disabled through the API";
 const COLUMNS: &str =
     "w.id, w.account_id, w.url, w.secret, w.previous_secrets, w.headers, w.events, \
                        w.status, w.disabled_reason, w.description, w.created_at, w.updated_at, \
-                       w.version, w.filter, \
+                       w.version, w.filter, w.rate_limit, w.max_in_flight, \
                        h.failing_since, h.consecutive_failures, h.trips, h.paused_until";
 /// Every read of a webhook comes with its health, if it has any for its current version.
 const FROM: &str = "webhooks w LEFT JOIN webhook_health h
@@ -64,6 +64,10 @@ pub struct WebhookRow {
     pub description: Option<String>,
     /// The payload filter as saved; compiled by whoever reads it (`Filter::parse`).
     pub filter: Option<serde_json::Value>,
+    /// Requests a second at most, over any sliding second.
+    pub rate_limit: Option<u32>,
+    /// Requests at once at most, instead of `max_in_flight_per_webhook`.
+    pub max_in_flight: Option<u16>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// One more at every change, by hand included (migration V7): which of two reads of a
@@ -131,6 +135,13 @@ impl WebhookRow {
             disabled_reason: row.get("disabled_reason"),
             description: row.get("description"),
             filter: row.get("filter"),
+            // Checked positive by the table; out of range only if edited by hand past it.
+            rate_limit: row
+                .get::<_, Option<i32>>("rate_limit")
+                .and_then(|n| u32::try_from(n).ok()),
+            max_in_flight: row
+                .get::<_, Option<i32>>("max_in_flight")
+                .and_then(|n| u16::try_from(n).ok()),
             created_at: row.get("created_at"),
             updated_at: row.get("updated_at"),
             version: row.get("version"),
@@ -160,6 +171,8 @@ pub struct NewWebhook {
     pub events: EventList,
     pub description: Option<Description>,
     pub filter: Option<Filter>,
+    pub rate_limit: Option<u32>,
+    pub max_in_flight: Option<u16>,
 }
 
 /// A change to a webhook: `None` leaves a field as it is; for nullable fields `Some(None)`
@@ -173,6 +186,8 @@ pub struct WebhookPatch {
     pub events: Option<EventList>,
     pub description: Option<Option<Description>>,
     pub filter: Option<Option<Filter>>,
+    pub rate_limit: Option<Option<u32>>,
+    pub max_in_flight: Option<Option<u16>>,
     pub status: Option<WebhookStatus>,
     /// Why, when this patch disables the webhook. Without one, a webhook already disabled
     /// keeps its reason and an active one gets [`DISABLED_BY_HAND`].
@@ -254,8 +269,8 @@ impl Store {
         let sql = format!(
             "WITH w AS (
                 INSERT INTO webhooks (id, account_id, url, secret, headers, events, description,
-                                      filter)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                                      filter, rate_limit, max_in_flight)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
                 RETURNING *)
              SELECT {COLUMNS} FROM w LEFT JOIN webhook_health h ON false"
         );
@@ -275,6 +290,8 @@ impl Store {
                     &new.events.names(),
                     &new.description.as_ref().map(Description::as_str),
                     &new.filter.as_ref().map(Filter::as_json),
+                    &new.rate_limit.map(to_int),
+                    &new.max_in_flight.map(i32::from),
                 ],
             )
             .await?;
@@ -365,6 +382,8 @@ impl Store {
                     ELSE COALESCE($12, CASE WHEN status = 'disabled' THEN disabled_reason END, $13)
                     END,
                 filter = CASE WHEN $14 THEN $15 ELSE filter END,
+                rate_limit = CASE WHEN $16 THEN $17 ELSE rate_limit END,
+                max_in_flight = CASE WHEN $18 THEN $19 ELSE max_in_flight END,
                 updated_at = now()
              WHERE id = $1 AND ($2::text IS NULL OR account_id = $2)";
         let changed = tx
@@ -400,6 +419,10 @@ impl Store {
                         .filter
                         .as_ref()
                         .and_then(|f| f.as_ref().map(Filter::as_json)),
+                    &patch.rate_limit.is_some(),
+                    &patch.rate_limit.flatten().map(to_int),
+                    &patch.max_in_flight.is_some(),
+                    &patch.max_in_flight.flatten().map(i32::from),
                 ],
             )
             .await?;

@@ -209,6 +209,8 @@ function openForm(w) {
   $("f-secret").value = "";
   $("f-description").value = w && w.description ? w.description : "";
   $("f-filter").value = w && w.filter ? JSON.stringify(w.filter, null, 2) : "";
+  $("f-rate_limit").value = w && w.rate_limit ? w.rate_limit : "";
+  $("f-max_in_flight").value = w && w.max_in_flight ? w.max_in_flight : "";
   $("f-filter-payload").value = "";
   $("filter-result").textContent = "";
   const headers = $("header-rows");
@@ -229,6 +231,12 @@ function openForm(w) {
     label.append(box, document.createTextNode(" " + name));
     boxes.appendChild(label);
   }
+}
+
+/// A whole number as typed, or null when empty (the API says what is wrong with it).
+function numberOrNull(id) {
+  const text = $(id).value.trim();
+  return text ? Number(text) : null;
 }
 
 /// The filter as typed: null when empty; throws with why when it is not JSON.
@@ -274,6 +282,8 @@ async function saveWebhook(event) {
     headers,
     description: $("f-description").value || null,
     filter,
+    rate_limit: numberOrNull("f-rate_limit"),
+    max_in_flight: numberOrNull("f-max_in_flight"),
   };
   const secret = $("f-secret").value;
   if (secret) body.secret = secret;

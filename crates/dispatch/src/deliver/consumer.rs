@@ -1,6 +1,11 @@
 //! One webhook's consumer, and its circuit breaker (`hookrelay_core::EndpointHealth`).
 //!
-//! - **Full**: the queue is consumed with a prefetch of twice `max_in_flight_per_webhook`.
+//! - **Full**: the queue is consumed with a prefetch of twice `max_in_flight_per_webhook`
+//!   (or of the webhook's own `max_in_flight`, and no more than its `rate_limit`; see
+//!   `super::prefetch`). A rate-limited webhook's requests start no faster than its limit,
+//!   counted over any sliding second (`hookrelay_core::RateWindow`): this consumer is its
+//!   queue's single active one across every process, so the count is exact. Waiting for the
+//!   rate, it stops reading the queue, and the deliveries wait in the broker.
 //! - **Paused**: no consumer at all. The deliveries wait in RabbitMQ, durable and unacked by
 //!   nobody, and the webhook holds no request slot, so any number of dead endpoints cannot
 //!   starve the healthy ones. Editing the webhook (a fixed URL, say) ends the pause early.
@@ -19,7 +24,7 @@ use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use futures::FutureExt as _;
 use hookrelay_broker::{BrokerError, Consuming, Delivery};
-use hookrelay_core::{ops, BreakerState, EndpointHealth, Report};
+use hookrelay_core::{ops, BreakerState, EndpointHealth, RateWindow, Report};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -32,6 +37,26 @@ use super::outbox::Outbox;
 use super::{Context, Lines};
 use crate::messages;
 use crate::subscriptions::WebhookConfig;
+
+/// A webhook's own limits; none: the service's settings.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Limits {
+    max_in_flight: Option<u16>,
+    rate_limit: Option<u32>,
+}
+
+impl Limits {
+    fn of(webhook: &WebhookConfig) -> Self {
+        Self {
+            max_in_flight: webhook.max_in_flight,
+            rate_limit: webhook.rate_limit,
+        }
+    }
+
+    fn is_custom(&self) -> bool {
+        *self != Self::default()
+    }
+}
 
 enum Mode {
     Full,
@@ -124,7 +149,8 @@ pub async fn consume_webhook(
 impl Worker {
     /// Starts consuming this webhook's queue, on a channel shared with other webhooks: at full
     /// speed, or for a probe (a prefetch of one).
-    async fn open(&mut self, probe: bool) -> Result<Consuming, BrokerError> {
+    /// `custom`: the prefetch of a webhook with limits of its own.
+    async fn open(&mut self, probe: bool, custom: Option<u16>) -> Result<Consuming, BrokerError> {
         // Should the declaration fail (a broker limit, say), only this webhook waits, retried
         // by the manager's next reconcile.
         self.lines.ensure(&self.ctx.routing, self.id).await?;
@@ -133,9 +159,13 @@ impl Worker {
             .routing
             .topology
             .webhook_queue(&self.id.to_string());
-        let channels = match probe {
-            true => &self.lines.probes,
-            false => &self.lines.full,
+        let custom = custom
+            .filter(|_| !probe)
+            .and_then(|p| self.lines.with_prefetch(p));
+        let channels = match (probe, &custom) {
+            (true, _) => &self.lines.probes,
+            (false, Some(custom)) => custom,
+            (false, None) => &self.lines.full,
         };
         let consuming = channels.consume(&queue, "hookrelay-webhook").await;
         match &consuming {
@@ -211,14 +241,20 @@ impl Worker {
     /// state machine of up to kilobytes that every idle consumer's task would otherwise
     /// carry all the time, ten thousand of them in a process.
     async fn full(&mut self) -> Mode {
-        let prefetch = self.ctx.per_webhook.saturating_mul(2);
-        let mut consuming = match Box::pin(self.open(false)).await {
+        let limits = self.limits();
+        let in_flight = limits.max_in_flight.unwrap_or(self.ctx.per_webhook);
+        let custom = limits
+            .is_custom()
+            .then(|| super::prefetch(in_flight, limits.rate_limit));
+        let prefetch = custom.unwrap_or(self.ctx.per_webhook.saturating_mul(2));
+        let mut consuming = match Box::pin(self.open(false, custom)).await {
             Ok(consuming) => consuming,
             Err(e) => return self.cannot_open(&e, false),
         };
         let mut first = true;
         let attempts = TaskTracker::new();
-        let requests = Arc::new(Semaphore::new(usize::from(self.ctx.per_webhook)));
+        let requests = Arc::new(Semaphore::new(usize::from(in_flight)));
+        let mut window = limits.rate_limit.map(|_| RateWindow::default());
         // Each attempt under way reports once; there are never more than the prefetch.
         let (reports_tx, mut reports) = mpsc::channel::<Report>(usize::from(prefetch.max(1)));
         let next = 'consume: loop {
@@ -247,6 +283,12 @@ impl Worker {
                     hand_back(delivery).await;
                     break 'consume mode;
                 }
+                // The first delivery is when this consumer became the queue's active one:
+                // another process may have sent the limit's worth just before, so the first
+                // second counts as full.
+                if let Some(rate) = limits.rate_limit {
+                    window = Some(RateWindow::full(rate, std::time::Instant::now()));
+                }
             }
             // Disabled (or gone), and the manager has not stopped this consumer yet: stop now
             // rather than take every queued delivery only to hand it back.
@@ -255,6 +297,33 @@ impl Worker {
                 hand_back(delivery).await;
                 break 'consume Mode::Stop;
             };
+            // New limits: a consumer made for them (its prefetch may differ).
+            if Limits::of(&config) != limits {
+                hand_back(delivery).await;
+                break 'consume Mode::Full;
+            }
+            if let (Some(window), Some(rate)) = (&mut window, limits.rate_limit) {
+                let paced: Result<(), Mode> = loop {
+                    let wait = window.wait(rate, std::time::Instant::now());
+                    if wait.is_zero() {
+                        break Ok(());
+                    }
+                    tokio::select! {
+                        biased;
+                        _ = self.stop.cancelled() => break Err(Mode::Stop),
+                        Some(report) = reports.recv() => {
+                            if let Some(mode) = Box::pin(self.on_report(report)).await {
+                                break Err(mode);
+                            }
+                        }
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                };
+                if let Err(mode) = paced {
+                    hand_back(delivery).await;
+                    break 'consume mode;
+                }
+            }
             let account = self.account_slots(&config);
             // Waiting for a slot stops reading the queue, so the broker holds the rest. The
             // reports keep coming meanwhile: the breaker may open while this one waits.
@@ -280,6 +349,9 @@ impl Worker {
                     break 'consume mode;
                 }
             };
+            if let (Some(window), Some(rate)) = (&mut window, limits.rate_limit) {
+                window.started(rate, std::time::Instant::now());
+            }
             let attempt = attempt::run(
                 self.ctx.clone(),
                 self.outbox.clone(),
@@ -337,7 +409,7 @@ impl Worker {
     }
 
     async fn probe(&mut self) -> Mode {
-        let mut consuming = match Box::pin(self.open(true)).await {
+        let mut consuming = match Box::pin(self.open(true, None)).await {
             Ok(consuming) => consuming,
             Err(e) => return self.cannot_open(&e, true),
         };
@@ -468,6 +540,15 @@ impl Worker {
         };
         let global = self.ctx.global.clone().acquire_owned().await.ok()?;
         Some((local, failing, account, global))
+    }
+
+    /// The webhook's own limits, as the index holds them now.
+    fn limits(&self) -> Limits {
+        self.ctx
+            .routing
+            .subscriptions
+            .get(self.id)
+            .map_or_else(Limits::default, |w| Limits::of(&w))
     }
 
     /// Whether the webhook changed since its health began; if so, the health starts afresh.

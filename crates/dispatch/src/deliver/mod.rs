@@ -136,6 +136,23 @@ pub struct Lines {
     pub full: ConsumerChannels,
     /// Probes of paused endpoints: a prefetch of one.
     pub probes: ConsumerChannels,
+    /// Consumers of webhooks with limits of their own, by prefetch: a power of two
+    /// ([`prefetch`]), so that there are a dozen of these at most, however many values the
+    /// accounts choose.
+    custom: std::sync::Mutex<std::collections::HashMap<u16, Arc<ConsumerChannels>>>,
+    connection: Connection,
+}
+
+/// The prefetch of a webhook consumer at full speed: twice its requests at once, and for a
+/// rate-limited webhook no more than its rate, so that no delivery waits in a consumer's
+/// hands for more than about a second (the lost-delivery check takes a delivery nobody has
+/// touched for two request timeouts for dropped); rounded down to a power of two, which
+/// stays at least `max_in_flight`.
+pub fn prefetch(max_in_flight: u16, rate_limit: Option<u32>) -> u16 {
+    let wanted = u32::from(max_in_flight.max(1)) * 2;
+    let wanted = rate_limit.map_or(wanted, |rate| wanted.min(rate.max(1)));
+    let rounded = 1u32 << (31 - wanted.leading_zeros());
+    u16::try_from(rounded).unwrap_or(1 << 15)
 }
 
 impl Lines {
@@ -150,7 +167,22 @@ impl Lines {
                 CONSUMERS_PER_CHANNEL,
             ),
             probes: ConsumerChannels::new(connection.clone(), 1, CONSUMERS_PER_CHANNEL),
+            custom: Default::default(),
+            connection: connection.clone(),
         }
+    }
+
+    /// The channels of consumers with this prefetch, opened as they are needed.
+    pub fn with_prefetch(&self, prefetch: u16) -> Option<Arc<ConsumerChannels>> {
+        let mut custom = self.custom.lock().ok()?;
+        let channels = custom.entry(prefetch).or_insert_with(|| {
+            Arc::new(ConsumerChannels::new(
+                self.connection.clone(),
+                prefetch,
+                CONSUMERS_PER_CHANNEL,
+            ))
+        });
+        Some(channels.clone())
     }
 
     /// Makes sure webhook `id`'s queue exists before a consumer subscribes to it: consuming
@@ -173,6 +205,13 @@ impl Lines {
     async fn close(&self) {
         self.full.close().await;
         self.probes.close().await;
+        let custom: Vec<_> = match self.custom.lock() {
+            Ok(mut custom) => custom.drain().map(|(_, channels)| channels).collect(),
+            Err(_) => Vec::new(),
+        };
+        for channels in custom {
+            channels.close().await;
+        }
         for declarer in &self.declarers {
             declarer.close().await;
         }
@@ -399,6 +438,25 @@ async fn remove_one_deleted(ctx: &Context, lines: &Lines, id: Uuid) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_prefetch_is_a_power_of_two_covering_the_requests_and_within_the_rate() {
+        assert_eq!(prefetch(16, None), 32);
+        assert_eq!(prefetch(16, Some(10)), 8);
+        assert_eq!(prefetch(16, Some(1)), 1);
+        assert_eq!(prefetch(3, None), 4);
+        for in_flight in 1..=1024u16 {
+            let p = prefetch(in_flight, None);
+            assert!(p.is_power_of_two() && p >= in_flight, "{in_flight}: {p}");
+            for rate in [1u32, 7, 100, 10_000] {
+                let p = prefetch(in_flight, Some(rate));
+                assert!(
+                    p.is_power_of_two() && u32::from(p) <= rate,
+                    "{in_flight}/{rate}: {p}"
+                );
+            }
+        }
+    }
 
     #[tokio::test]
     async fn account_slots_are_shared_and_forgotten_when_unused() {
