@@ -65,6 +65,11 @@ async fn the_console_manages_webhooks_and_shows_their_logs() {
         .await;
     browser.click("#try-filter").await;
     browser.wait_for_text("#filter-result", "Passes").await;
+    browser.fill("#f-rate_limit", "2.5").await;
+    browser.click("#save-webhook").await;
+    browser
+        .wait_for_text("#err-rate_limit", "a whole number")
+        .await;
     browser.fill("#f-rate_limit", "20000").await;
     browser.click("#save-webhook").await;
     browser.wait_for_text("#err-rate_limit", "10000").await;

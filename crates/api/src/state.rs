@@ -17,8 +17,11 @@ pub struct ApiConfig {
     pub max_request_bytes: usize,
     /// Webhooks one account may have at most (429 `quota_exceeded` past it).
     pub max_webhooks_per_account: u32,
-    /// Requests under way at once in a process: no webhook's `max_in_flight` may exceed it.
-    pub max_in_flight_total: usize,
+    /// Requests under way at once for one account in a process (`max_in_flight_per_account`,
+    /// at most `max_in_flight_total`): no webhook's `max_in_flight` may exceed it, since its
+    /// account could not use more, and every request allowed is twice that many deliveries
+    /// a process may hold ahead in memory.
+    pub max_in_flight_per_account: usize,
 }
 
 /// What the API asks of the running pipeline. The binary implements it over
@@ -88,7 +91,7 @@ pub(crate) struct Inner {
     pub allow_private_networks: bool,
     pub max_request_bytes: usize,
     pub max_webhooks_per_account: u32,
-    pub max_in_flight_total: usize,
+    pub max_in_flight_per_account: usize,
 }
 
 impl AppState {
@@ -107,7 +110,7 @@ impl AppState {
                 allow_private_networks: config.allow_private_networks,
                 max_request_bytes: config.max_request_bytes,
                 max_webhooks_per_account: config.max_webhooks_per_account,
-                max_in_flight_total: config.max_in_flight_total,
+                max_in_flight_per_account: config.max_in_flight_per_account,
             }),
         }
     }

@@ -131,8 +131,8 @@ pub struct CreateWebhook {
     /// many processes run (1 to 10 000); deliveries over it wait in the broker.
     #[schema(minimum = 1, maximum = 10000)]
     rate_limit: Option<i64>,
-    /// At most this many requests at once (1 to the service's `max_in_flight_total`), instead
-    /// of its `max_in_flight_per_webhook`.
+    /// At most this many requests at once (1 to the service's `max_in_flight_per_account`),
+    /// instead of its `max_in_flight_per_webhook`.
     #[schema(minimum = 1)]
     max_in_flight: Option<i64>,
 }
@@ -855,7 +855,7 @@ fn parse_rate_limit(n: i64) -> Result<u32, ApiError> {
 }
 
 fn parse_max_in_flight(state: &AppState, n: i64) -> Result<u16, ApiError> {
-    let most = u16::try_from(state.inner.max_in_flight_total).unwrap_or(u16::MAX);
+    let most = u16::try_from(state.inner.max_in_flight_per_account).unwrap_or(u16::MAX);
     match u16::try_from(n) {
         Ok(n) if (1..=most).contains(&n) => Ok(n),
         _ => Err(ApiError::invalid(
@@ -863,8 +863,8 @@ fn parse_max_in_flight(state: &AppState, n: i64) -> Result<u16, ApiError> {
             Invalid::new(
                 "out_of_range",
                 format!(
-                    "max_in_flight is 1 to {most} (this service's max_in_flight_total), or null \
-                     for the default"
+                    "max_in_flight is 1 to {most} (this service's max_in_flight_per_account), or \
+                     null for the default"
                 ),
             ),
         )),

@@ -73,7 +73,7 @@ async fn the_api_and_console_answer_without_a_broker() {
             allow_private_networks: true,
             max_request_bytes: 1 << 20,
             max_webhooks_per_account: 100,
-            max_in_flight_total: 1024,
+            max_in_flight_per_account: 256,
         },
     );
     let router = hookrelay_api::router(state);

@@ -42,8 +42,12 @@ pub const MAX_PATH_SEGMENTS: usize = 16;
 pub const MAX_IN_VALUES: usize = 256;
 /// Characters of a `$regex` pattern at most.
 pub const MAX_REGEX_CHARS: usize = 512;
-/// The memory a compiled `$regex` may take: a pattern such as `(a{100}){100}` is refused.
-const REGEX_SIZE_LIMIT: usize = 256 * 1024;
+/// `$regex` tests in a filter at most: every process holds every webhook's filters compiled.
+pub const MAX_REGEXES: usize = 4;
+/// The memory a compiled `$regex` may take, and its matching cache: a pattern such as
+/// `(a{100}){100}` is refused. With [`MAX_REGEXES`], a filter's patterns hold at most half a
+/// MiB, whatever an account writes.
+const REGEX_SIZE_LIMIT: usize = 64 * 1024;
 
 /// A checked, compiled filter. It keeps the JSON it was made from, which is what is stored
 /// and shown.
@@ -99,7 +103,10 @@ impl Filter {
                 "a filter is at most {MAX_FILTER_BYTES} bytes of JSON ({bytes} given)"
             )));
         }
-        let mut budget = Budget { tests: 0 };
+        let mut budget = Budget {
+            tests: 0,
+            regexes: 0,
+        };
         let root = budget.filter(source, 0, "the filter")?;
         Ok(Self {
             source: source.clone(),
@@ -119,6 +126,7 @@ impl Filter {
 
 struct Budget {
     tests: usize,
+    regexes: usize,
 }
 
 impl Budget {
@@ -239,6 +247,12 @@ impl Budget {
                     _ => return Err(invalid(format!("{} takes true or false", at()))),
                 },
                 "$regex" => {
+                    self.regexes += 1;
+                    if self.regexes > MAX_REGEXES {
+                        return Err(invalid(format!(
+                            "a filter holds at most {MAX_REGEXES} `$regex` tests (too many at `{path}`)"
+                        )));
+                    }
                     let Value::String(pattern) = operand else {
                         return Err(invalid(format!("{} takes a pattern (a string)", at())));
                     };
@@ -375,9 +389,7 @@ fn any(found: &[&Value], test: impl Fn(&Value) -> bool) -> bool {
 /// JSON equality, numbers by value: `1` equals `1.0`.
 fn equal(a: &Value, b: &Value) -> bool {
     match (a, b) {
-        (Value::Number(x), Value::Number(y)) => {
-            x == y || matches!((x.as_f64(), y.as_f64()), (Some(x), Some(y)) if x == y)
-        }
+        (Value::Number(_), Value::Number(_)) => compare(a, b).is_some_and(Ordering::is_eq),
         (Value::Array(xs), Value::Array(ys)) => {
             xs.len() == ys.len() && xs.iter().zip(ys).all(|(x, y)| equal(x, y))
         }
@@ -393,10 +405,17 @@ fn objects_equal(xs: &Map<String, Value>, ys: &Map<String, Value>) -> bool {
             .all(|(k, x)| ys.get(k).is_some_and(|y| equal(x, y)))
 }
 
+/// Numbers exactly while both are integers (past 2^53 a float would take two apart as
+/// equal), as floats once either is one.
 fn compare(a: &Value, b: &Value) -> Option<Ordering> {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => {
-            if let (Some(x), Some(y)) = (x.as_i64(), y.as_i64()) {
+            let whole = |n: &serde_json::Number| {
+                n.as_i64()
+                    .map(i128::from)
+                    .or_else(|| n.as_u64().map(i128::from))
+            };
+            if let (Some(x), Some(y)) = (whole(x), whole(y)) {
                 return Some(x.cmp(&y));
             }
             x.as_f64()?.partial_cmp(&y.as_f64()?)
@@ -434,6 +453,10 @@ mod tests {
         Filter::parse(&filter)
             .unwrap_or_else(|e| panic!("{filter}: {e}"))
             .matches(&body())
+    }
+
+    fn passes_compile(pattern: &str) -> bool {
+        Filter::parse(&json!({"data.x": {"$regex": pattern}})).is_ok()
     }
 
     fn refused(filter: Value) -> String {
@@ -529,6 +552,12 @@ mod tests {
 
     #[test]
     fn numbers_compare_by_value() {
+        let big = json!({"data": {"id": 9_007_199_254_740_993_u64}});
+        let filter = |f: Value| Filter::parse(&f).unwrap();
+        assert!(!filter(json!({"data.id": 9_007_199_254_740_992_u64})).matches(&big));
+        assert!(filter(json!({"data.id": 9_007_199_254_740_993_u64})).matches(&big));
+        assert!(filter(json!({"data.id": {"$gt": 9_007_199_254_740_992_u64}})).matches(&big));
+        assert!(filter(json!({"data.id": {"$gt": -1}})).matches(&big));
         assert!(passes(json!({"data.amount": 150.0})));
         assert!(passes(json!({"data.amount": {"$in": [1, 150.0]}})));
         assert!(passes(
@@ -558,6 +587,19 @@ mod tests {
     fn sizes_are_bounded() {
         let message = refused(json!({"data.x": {"$regex": "(a{100}){100}"}}));
         assert!(message.contains("too big"), "{message}");
+        // Patterns people write fit.
+        for usual in [
+            "^hello",
+            "\\w+@example\\.(com|org)$",
+            "^[A-Z]{2}-\\d{4,8}$",
+            "(?i)urgent",
+        ] {
+            assert!(passes_compile(usual), "{usual}");
+        }
+        let regexes: Map<String, Value> = (0..=MAX_REGEXES)
+            .map(|i| (format!("data.f{i}"), json!({"$regex": "^a"})))
+            .collect();
+        assert!(refused(Value::Object(regexes)).contains("`$regex` tests"));
         let long = "a".repeat(MAX_REGEX_CHARS + 1);
         assert!(refused(json!({"data.x": {"$regex": long}})).contains("characters"));
         let many: Map<String, Value> = (0..=MAX_FILTER_TESTS)

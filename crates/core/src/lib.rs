@@ -34,7 +34,7 @@ pub use event::{check_event_id, Event, Intake, RejectReason, Rejection};
 pub use event_type::{EventType, BUILTIN_EVENT_TYPES, OWN_EVENT_TYPES, SEEDED_EVENT_TYPES};
 pub use filter::{
     Filter, MAX_FILTER_BYTES, MAX_FILTER_DEPTH, MAX_FILTER_TESTS, MAX_IN_VALUES, MAX_PATH_SEGMENTS,
-    MAX_REGEX_CHARS,
+    MAX_REGEXES, MAX_REGEX_CHARS,
 };
 pub use health::{pause_after, BreakerState, Effects, EndpointHealth, HealthPolicy};
 pub use invalid::Invalid;

@@ -3,7 +3,8 @@
 //! The window remembers when each of its last `limit` requests started, so the bound is
 //! exact, not an average: a token bucket of the same rate lets twice the limit through a
 //! second that straddles a refill. It holds at most `limit` instants, and only those of the
-//! last second, so its memory follows the requests actually made.
+//! last second, and gives back room it no longer needs, so its memory follows the requests
+//! actually made.
 //!
 //! Pure: callers pass `now` in.
 
@@ -21,20 +22,33 @@ pub const RATE_WINDOW: Duration = Duration::from_millis(1_050);
 #[derive(Debug, Default)]
 pub struct RateWindow {
     starts: VecDeque<Instant>,
+    /// No request before this: the window of a consumer that has just taken over its queue.
+    closed_until: Option<Instant>,
 }
 
+/// Room kept however few requests are made: below it, shrinking would cost more than it saves.
+const KEPT: usize = 64;
+
 impl RateWindow {
-    /// A window for a consumer that has just taken over its queue: as if `limit` requests
-    /// had just started, since another process may have sent them a moment ago.
-    pub fn full(limit: u32, now: Instant) -> Self {
+    /// A window for a consumer that has just taken over its queue: closed for a window, as if
+    /// the limit's worth had just started, since another process may have sent it a moment
+    /// ago.
+    pub fn full(now: Instant) -> Self {
         Self {
-            starts: std::iter::repeat_n(now, limit.min(MAX_RATE_LIMIT) as usize).collect(),
+            starts: VecDeque::new(),
+            closed_until: Some(now + RATE_WINDOW),
         }
     }
 
     /// How long until one more request keeps at most `limit` in any window; zero if it may
     /// start now.
     pub fn wait(&mut self, limit: u32, now: Instant) -> Duration {
+        if let Some(until) = self.closed_until {
+            if until > now {
+                return until - now;
+            }
+            self.closed_until = None;
+        }
         self.forget(now);
         let limit = limit.max(1) as usize;
         if self.starts.len() < limit {
@@ -61,6 +75,9 @@ impl RateWindow {
             .is_some_and(|start| now.saturating_duration_since(*start) >= RATE_WINDOW)
         {
             self.starts.pop_front();
+        }
+        if self.starts.capacity() > KEPT && self.starts.len() < self.starts.capacity() / 4 {
+            self.starts.shrink_to((self.starts.len() * 2).max(KEPT));
         }
     }
 }
@@ -120,8 +137,28 @@ mod tests {
     #[test]
     fn a_consumer_taking_over_waits_a_window_first() {
         let t0 = Instant::now();
-        let mut window = RateWindow::full(10, t0);
+        let mut window = RateWindow::full(t0);
         assert_eq!(window.wait(10, t0), RATE_WINDOW);
         assert_eq!(window.wait(10, t0 + RATE_WINDOW), Duration::ZERO);
+        let starts = run(10, 30, &mut RateWindow::full(t0), t0);
+        assert_eq!(starts[0], t0 + RATE_WINDOW);
+        assert_eq!(most_in_any_window(&starts), 10);
+    }
+
+    #[test]
+    fn memory_follows_the_requests_made() {
+        let t0 = Instant::now();
+        let mut window = RateWindow::default();
+        run(10_000, 10_000, &mut window, t0);
+        assert!(window.starts.capacity() >= 10_000);
+        // Quiet for a while: a few requests later, the room is given back.
+        let later = t0 + RATE_WINDOW * 10;
+        run(10_000, 3, &mut window, later);
+        window.wait(10_000, later + RATE_WINDOW * 2);
+        assert!(
+            window.starts.capacity() <= 2 * KEPT,
+            "{}",
+            window.starts.capacity()
+        );
     }
 }

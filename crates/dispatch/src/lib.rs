@@ -223,6 +223,7 @@ impl Dispatcher {
             routing: routing.clone(),
             sender,
             writer: deliver::start_writer(store.clone(), tracker),
+            unrecorded: Arc::new(tokio::sync::Semaphore::new(deliver::UNRECORDED)),
             metrics: metrics.clone(),
             request_timeout: config.request_timeout,
             per_webhook: config.max_in_flight_per_webhook,

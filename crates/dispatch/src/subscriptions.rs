@@ -232,10 +232,15 @@ impl Subscriptions {
     pub async fn reload_all(&self) -> Result<(), StoreError> {
         let _one_at_a_time = self.changing.lock().await;
         let rows = self.store.load_webhooks().await?;
-        let index = Index::new(
-            rows.into_iter()
-                .map(|row| Arc::new(WebhookConfig::from_row(row, &self.store))),
-        );
+        // A webhook held at the version read is kept as it is: its secrets opened and its
+        // filter compiled once, not at every reload.
+        let held = self.index.load();
+        let index = Index::new(rows.into_iter().map(|row| {
+            match held.by_id.get(&row.id).filter(|w| w.version == row.version) {
+                Some(same) => same.clone(),
+                None => Arc::new(WebhookConfig::from_row(row, &self.store)),
+            }
+        }));
         self.index.store(Arc::new(index));
         self.generation.send_modify(|g| *g += 1);
         Ok(())

@@ -189,7 +189,7 @@ impl Application {
                 allow_private_networks: settings.allow_private_networks,
                 max_request_bytes: settings.max_request_bytes,
                 max_webhooks_per_account: settings.max_webhooks_per_account,
-                max_in_flight_total: settings.max_in_flight_total,
+                max_in_flight_per_account: settings.in_flight_per_account(),
             },
         );
         if settings.admin_token.is_none() {

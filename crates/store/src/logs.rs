@@ -219,17 +219,20 @@ const REPLAY_CANDIDATES: &str = "
           SELECT 1 FROM webhook_logs_v8 l
           WHERE l.webhook_id = $1 AND l.event_id = e.id)";
 
-/// The ids of the events a replay would take that `filter` passes. The bodies are read as a
-/// stream and dropped as they are judged: only the ids of those passing are kept.
+/// The ids of the first events (at most [`MAX_REPLAY_EVENTS`]) a replay would take that
+/// `filter` passes. The bodies are read as a stream, over the whole window (the events the
+/// filter refuses get no log, so a limit before the filter would find them again at every
+/// call and never reach the rest), and dropped as they are judged: only the ids of those
+/// passing are kept.
 async fn passing_events(
     tx: &deadpool_postgres::Transaction<'_>,
     replay: &Replay,
     filter: &hookrelay_core::Filter,
 ) -> Result<Vec<String>, StoreError> {
     use futures::TryStreamExt as _;
-    let sql =
-        format!("SELECT e.id, e.body {REPLAY_CANDIDATES} ORDER BY e.received_at, e.id LIMIT $6");
-    let rows = tx.query_raw(&sql, replay.candidate_params()).await?;
+    let sql = format!("SELECT e.id, e.body {REPLAY_CANDIDATES} ORDER BY e.received_at, e.id");
+    let params = replay.candidate_params();
+    let rows = tx.query_raw(&sql, params[..5].iter().copied()).await?;
     futures::pin_mut!(rows);
     let mut passing = Vec::new();
     while let Some(row) = rows.try_next().await? {
@@ -238,6 +241,9 @@ async fn passing_events(
         let body = serde_json::from_str(body).unwrap_or(serde_json::Value::Null);
         if filter.matches(&body) {
             passing.push(row.get(0));
+            if passing.len() as i64 >= MAX_REPLAY_EVENTS {
+                break;
+            }
         }
     }
     Ok(passing)

@@ -233,10 +233,16 @@ function openForm(w) {
   }
 }
 
-/// A whole number as typed, or null when empty (the API says what is wrong with it).
+/// A whole number as typed, or null when empty; throws, naming the field, when it is not
+/// one (a number input answers "" for text it cannot read, which must not clear a limit).
 function numberOrNull(id) {
-  const text = $(id).value.trim();
-  return text ? Number(text) : null;
+  const input = $(id);
+  if (input.validity.badInput) throw new Error("not a number");
+  const text = input.value.trim();
+  if (!text) return null;
+  const n = Number(text);
+  if (!Number.isInteger(n)) throw new Error("a whole number, please");
+  return n;
 }
 
 /// The filter as typed: null when empty; throws with why when it is not JSON.
@@ -271,6 +277,10 @@ async function saveWebhook(event) {
   for (const node of document.querySelectorAll("#webhook-form .error")) node.textContent = "";
   let filter;
   try { filter = typedJson("f-filter", "the filter"); } catch (e) { $("err-filter").textContent = e.message; return; }
+  const limits = {};
+  for (const name of ["rate_limit", "max_in_flight"]) {
+    try { limits[name] = numberOrNull("f-" + name); } catch (e) { $("err-" + name).textContent = e.message; return; }
+  }
   const headers = {};
   for (const row of document.querySelectorAll("#header-rows .header-row")) {
     const name = row.querySelector(".h-name").value.trim();
@@ -282,8 +292,8 @@ async function saveWebhook(event) {
     headers,
     description: $("f-description").value || null,
     filter,
-    rate_limit: numberOrNull("f-rate_limit"),
-    max_in_flight: numberOrNull("f-max_in_flight"),
+    rate_limit: limits.rate_limit,
+    max_in_flight: limits.max_in_flight,
   };
   const secret = $("f-secret").value;
   if (secret) body.secret = secret;

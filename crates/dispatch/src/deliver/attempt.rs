@@ -8,7 +8,9 @@
 //! depends on the database's. Nothing is lost by it: until the commit the log still reads
 //! `pending` or `retrying`, and should the process die first, the lost-delivery check
 //! (`crate::lost`) finds the log with nothing queued for it and queues it again. Memory stays
-//! bounded by the writer's queue, which the ack waits for.
+//! bounded: an attempt acked early holds one of `Context::unrecorded`'s permits until its
+//! record is committed, and when none is left (the database away, its records retried) the
+//! attempt is acked after its commit again, so the prefetch holds the rest in the broker.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
 use uuid::Uuid;
 
+use super::gate::RateGate;
 use super::outbox::Outbox;
 use super::Context;
 use crate::batcher::BatchError;
@@ -85,6 +88,7 @@ pub async fn run(
     outbox: Outbox,
     delivery: Delivery,
     slots: Slots,
+    gate: Option<Arc<RateGate>>,
     stop: CancellationToken,
     early: Option<mpsc::Sender<Report>>,
 ) -> Option<Report> {
@@ -145,6 +149,16 @@ pub async fn run(
         }
     }
 
+    // Counted as sent only now: what came before (the look at the log) can take its time.
+    if let Some(gate) = gate {
+        tokio::select! {
+            _ = stop.cancelled() => {
+                Box::pin(nack(&delivery, log_id)).await;
+                return None;
+            }
+            _ = Box::pin(gate.admit()) => {}
+        }
+    }
     let in_flight = ctx.metrics.attempt_started();
     let started_at = Utc::now();
     let clock = Instant::now();
@@ -201,9 +215,14 @@ pub async fn run(
         status,
         next_attempt_at,
     };
-    let mut ack_when_queued = follow_up.is_none().then_some(&delivery);
+    let unrecorded = match follow_up {
+        None => ctx.unrecorded.clone().try_acquire_owned().ok(),
+        Some(_) => None,
+    };
+    let mut ack_when_queued = unrecorded.as_ref().map(|_| &delivery);
     let recorded = Box::pin(record_attempt(ctx, record, stop, &mut ack_when_queued)).await;
-    let acked = follow_up.is_none() && ack_when_queued.is_none();
+    let acked = unrecorded.is_some() && ack_when_queued.is_none();
+    drop(unrecorded);
     match recorded {
         Some(true) => {}
         Some(false) => {
@@ -310,8 +329,8 @@ async fn record_attempt(
 
 #[cfg(test)]
 mod tests {
-    /// The size of the future an async fn of six arguments returns, without making one.
-    fn future_size<A, B, C, D, E, F, Fut>(_: fn(A, B, C, D, E, F) -> Fut) -> usize {
+    /// The size of the future an async fn of seven arguments returns, without making one.
+    fn future_size<A, B, C, D, E, F, G, Fut>(_: fn(A, B, C, D, E, F, G) -> Fut) -> usize {
         std::mem::size_of::<Fut>()
     }
 

@@ -2,10 +2,11 @@
 //!
 //! - **Full**: the queue is consumed with a prefetch of twice `max_in_flight_per_webhook`
 //!   (or of the webhook's own `max_in_flight`, and no more than its `rate_limit`; see
-//!   `super::prefetch`). A rate-limited webhook's requests start no faster than its limit,
-//!   counted over any sliding second (`hookrelay_core::RateWindow`): this consumer is its
-//!   queue's single active one across every process, so the count is exact. Waiting for the
-//!   rate, it stops reading the queue, and the deliveries wait in the broker.
+//!   `super::prefetch`). A rate-limited webhook's requests are sent no faster than its limit,
+//!   counted over any sliding second (`super::gate`): this consumer is its queue's single
+//!   active one across every process, so the count is exact. Attempts waiting for the rate
+//!   hold their request slots, so the consumer stops reading the queue, and the deliveries
+//!   wait in the broker.
 //! - **Paused**: no consumer at all. The deliveries wait in RabbitMQ, durable and unacked by
 //!   nobody, and the webhook holds no request slot, so any number of dead endpoints cannot
 //!   starve the healthy ones. Editing the webhook (a fixed URL, say) ends the pause early.
@@ -24,7 +25,7 @@ use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use futures::FutureExt as _;
 use hookrelay_broker::{BrokerError, Consuming, Delivery};
-use hookrelay_core::{ops, BreakerState, EndpointHealth, RateWindow, Report};
+use hookrelay_core::{ops, BreakerState, EndpointHealth, Report};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -32,6 +33,7 @@ use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 use super::attempt::{self, Slots};
+use super::gate::RateGate;
 use super::health::{from_row, to_row, EditedAt};
 use super::outbox::Outbox;
 use super::{Context, Lines};
@@ -254,7 +256,7 @@ impl Worker {
         let mut first = true;
         let attempts = TaskTracker::new();
         let requests = Arc::new(Semaphore::new(usize::from(in_flight)));
-        let mut window = limits.rate_limit.map(|_| RateWindow::default());
+        let gate = limits.rate_limit.map(|rate| Arc::new(RateGate::new(rate)));
         // Each attempt under way reports once; there are never more than the prefetch.
         let (reports_tx, mut reports) = mpsc::channel::<Report>(usize::from(prefetch.max(1)));
         let next = 'consume: loop {
@@ -286,8 +288,8 @@ impl Worker {
                 // The first delivery is when this consumer became the queue's active one:
                 // another process may have sent the limit's worth just before, so the first
                 // second counts as full.
-                if let Some(rate) = limits.rate_limit {
-                    window = Some(RateWindow::full(rate, std::time::Instant::now()));
+                if let Some(gate) = &gate {
+                    gate.fill();
                 }
             }
             // Disabled (or gone), and the manager has not stopped this consumer yet: stop now
@@ -301,28 +303,6 @@ impl Worker {
             if Limits::of(&config) != limits {
                 hand_back(delivery).await;
                 break 'consume Mode::Full;
-            }
-            if let (Some(window), Some(rate)) = (&mut window, limits.rate_limit) {
-                let paced: Result<(), Mode> = loop {
-                    let wait = window.wait(rate, std::time::Instant::now());
-                    if wait.is_zero() {
-                        break Ok(());
-                    }
-                    tokio::select! {
-                        biased;
-                        _ = self.stop.cancelled() => break Err(Mode::Stop),
-                        Some(report) = reports.recv() => {
-                            if let Some(mode) = Box::pin(self.on_report(report)).await {
-                                break Err(mode);
-                            }
-                        }
-                        _ = tokio::time::sleep(wait) => {}
-                    }
-                };
-                if let Err(mode) = paced {
-                    hand_back(delivery).await;
-                    break 'consume mode;
-                }
             }
             let account = self.account_slots(&config);
             // Waiting for a slot stops reading the queue, so the broker holds the rest. The
@@ -349,14 +329,12 @@ impl Worker {
                     break 'consume mode;
                 }
             };
-            if let (Some(window), Some(rate)) = (&mut window, limits.rate_limit) {
-                window.started(rate, std::time::Instant::now());
-            }
             let attempt = attempt::run(
                 self.ctx.clone(),
                 self.outbox.clone(),
                 delivery,
                 slots,
+                gate.clone(),
                 self.stop.clone(),
                 Some(reports_tx.clone()),
             );
@@ -415,6 +393,11 @@ impl Worker {
         };
         let mut first = true;
         let one = Arc::new(Semaphore::new(1));
+        // A probe keeps the rate limit too: it may follow the full-speed requests closely.
+        let gate = self
+            .limits()
+            .rate_limit
+            .map(|rate| Arc::new(RateGate::new(rate)));
         let next = loop {
             let delivery = tokio::select! {
                 _ = self.stop.cancelled() => break Mode::Stop,
@@ -430,6 +413,9 @@ impl Worker {
                 if let Some(mode @ Mode::Paused(_)) = Box::pin(self.take_over()).await {
                     hand_back(delivery).await;
                     break mode;
+                }
+                if let Some(gate) = &gate {
+                    gate.fill();
                 }
             }
             let Some(config) = self.ctx.routing.subscriptions.get(self.id) else {
@@ -456,6 +442,7 @@ impl Worker {
                 self.outbox.clone(),
                 delivery,
                 slots,
+                gate.clone(),
                 self.stop.clone(),
                 None,
             ))

@@ -31,6 +31,7 @@
 
 mod attempt;
 mod consumer;
+mod gate;
 mod health;
 mod outbox;
 mod writer;
@@ -56,7 +57,7 @@ use outbox::Outbox;
 use writer::AttemptWriter;
 
 pub use health::{start_lookup, HealthBook, HealthLookup};
-pub use writer::start as start_writer;
+pub use writer::{start as start_writer, UNRECORDED};
 
 /// How often consumers are checked even without a change (to restart one that died).
 const RECONCILE_EVERY: Duration = Duration::from_secs(2);
@@ -82,6 +83,9 @@ pub struct Context {
     pub routing: Arc<Routing>,
     pub sender: Sender,
     pub writer: AttemptWriter,
+    /// Attempts acked before their record was committed, at most (`attempt`): sized like
+    /// the writer's queue.
+    pub unrecorded: Arc<Semaphore>,
     pub metrics: Metrics,
     pub request_timeout: Duration,
     pub per_webhook: u16,

@@ -9,6 +9,8 @@ use crate::batcher::{BatchError, Batcher, Handler};
 const MAX_BATCH: usize = 512;
 /// Bounded: when the database is slow, workers wait here instead of piling up records.
 const QUEUE: usize = 4096;
+/// Attempts acked before their record is committed, at most: a full queue's worth.
+pub const UNRECORDED: usize = QUEUE;
 
 /// Answers, for each record once committed, whether its delivery was still its log's
 /// current one (and moved it; see `hookrelay_core::is_current`).
