@@ -62,6 +62,20 @@ fn cases() -> Vec<(Value, Vec<u64>)> {
     ]
 }
 
+/// Publishes [`events`] to account `acc`, with `witness` subscribed and unfiltered; answers
+/// them once the witness has every one: every event has been fanned out.
+async fn publish_witnessed(app: &TestApp, witness: &Receiver) -> Vec<Value> {
+    app.webhook("acc", &witness.url, &["Message.received"], json!({}))
+        .await;
+    let events = events();
+    for data in &events {
+        app.publish("Message.received", "acc", data.clone(), 1)
+            .await;
+    }
+    witness.wait_for(events.len(), DEADLINE).await;
+    events
+}
+
 /// The event numbers each path of `receiver` got.
 fn by_path(receiver: &Receiver) -> BTreeMap<String, BTreeSet<u64>> {
     let mut got: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
@@ -124,15 +138,7 @@ async fn only_the_events_a_filter_passes_are_delivered_and_logged_for_each_opera
             .await;
         ids.push(created);
     }
-    app.webhook("acc", &witness.url, &["Message.received"], json!({}))
-        .await;
-    let events = events();
-    for data in &events {
-        app.publish("Message.received", "acc", data.clone(), 1)
-            .await;
-    }
-    // Every event is fanned out once the unfiltered witness has them all.
-    witness.wait_for(events.len(), DEADLINE).await;
+    let events = publish_witnessed(&app, &witness).await;
     let expected_total: usize = cases.iter().map(|(_, passes)| passes.len()).sum();
     receiver.wait_for(expected_total, DEADLINE).await;
 
@@ -304,15 +310,7 @@ async fn filter_test_says_whether_a_payload_passes() {
 #[tokio::test]
 async fn a_replay_sends_only_the_stored_events_the_filter_passes() {
     let app = spawn_app().await;
-    let witness = Receiver::start().await;
-    app.webhook("acc", &witness.url, &["Message.received"], json!({}))
-        .await;
-    let events = events();
-    for data in &events {
-        app.publish("Message.received", "acc", data.clone(), 1)
-            .await;
-    }
-    witness.wait_for(events.len(), DEADLINE).await;
+    publish_witnessed(&app, &Receiver::start().await).await;
 
     let late = Receiver::start().await;
     let id = app

@@ -151,8 +151,8 @@ pub async fn consume_webhook(
 impl Worker {
     /// Starts consuming this webhook's queue, on a channel shared with other webhooks: at full
     /// speed, or for a probe (a prefetch of one).
-    /// `custom`: the prefetch of a webhook with limits of its own.
-    async fn open(&mut self, probe: bool, custom: Option<u16>) -> Result<Consuming, BrokerError> {
+    /// `prefetch`: at full speed, how many deliveries the consumer takes ahead.
+    async fn open(&mut self, probe: bool, prefetch: u16) -> Result<Consuming, BrokerError> {
         // Should the declaration fail (a broker limit, say), only this webhook waits, retried
         // by the manager's next reconcile.
         self.lines.ensure(&self.ctx.routing, self.id).await?;
@@ -161,15 +161,13 @@ impl Worker {
             .routing
             .topology
             .webhook_queue(&self.id.to_string());
-        let custom = custom
-            .filter(|_| !probe)
-            .and_then(|p| self.lines.with_prefetch(p));
-        let channels = match (probe, &custom) {
-            (true, _) => &self.lines.probes,
-            (false, Some(custom)) => custom,
-            (false, None) => &self.lines.full,
+        let consuming = match probe {
+            true => self.lines.probes.consume(&queue, "hookrelay-webhook").await,
+            false => {
+                let channels = self.lines.with_prefetch(prefetch);
+                channels.consume(&queue, "hookrelay-webhook").await
+            }
         };
-        let consuming = channels.consume(&queue, "hookrelay-webhook").await;
         match &consuming {
             Ok(_) if self.unreachable.take().is_some() => {
                 info!(webhook_id = %self.id, "webhook queue reachable again; consuming it");
@@ -245,11 +243,11 @@ impl Worker {
     async fn full(&mut self) -> Mode {
         let limits = self.limits();
         let in_flight = limits.max_in_flight.unwrap_or(self.ctx.per_webhook);
-        let custom = limits
-            .is_custom()
-            .then(|| super::prefetch(in_flight, limits.rate_limit));
-        let prefetch = custom.unwrap_or(self.ctx.per_webhook.saturating_mul(2));
-        let mut consuming = match Box::pin(self.open(false, custom)).await {
+        let prefetch = match limits.is_custom() {
+            true => super::prefetch(in_flight, limits.rate_limit),
+            false => self.ctx.per_webhook.saturating_mul(2),
+        };
+        let mut consuming = match Box::pin(self.open(false, prefetch)).await {
             Ok(consuming) => consuming,
             Err(e) => return self.cannot_open(&e, false),
         };
@@ -387,7 +385,7 @@ impl Worker {
     }
 
     async fn probe(&mut self) -> Mode {
-        let mut consuming = match Box::pin(self.open(true, None)).await {
+        let mut consuming = match Box::pin(self.open(true, 1)).await {
             Ok(consuming) => consuming,
             Err(e) => return self.cannot_open(&e, true),
         };

@@ -136,14 +136,12 @@ const DECLARERS: usize = 8;
 pub struct Lines {
     /// The first also declares the shared objects and removes deleted webhooks' queues.
     declarers: Vec<Declarer>,
-    /// Consumers at full speed: a prefetch of twice `max_in_flight_per_webhook`.
-    pub full: ConsumerChannels,
     /// Probes of paused endpoints: a prefetch of one.
     pub probes: ConsumerChannels,
-    /// Consumers of webhooks with limits of their own, by prefetch: a power of two
-    /// ([`prefetch`]), so that there are a dozen of these at most, however many values the
-    /// accounts choose.
-    custom: std::sync::Mutex<std::collections::HashMap<u16, Arc<ConsumerChannels>>>,
+    /// Consumers at full speed, by prefetch: twice `max_in_flight_per_webhook`, or for a
+    /// webhook with limits of its own a power of two ([`prefetch`]), so that there are a
+    /// dozen of these at most, however many values the accounts choose.
+    full: std::sync::Mutex<std::collections::HashMap<u16, Arc<ConsumerChannels>>>,
     connection: Connection,
 }
 
@@ -160,33 +158,32 @@ pub fn prefetch(max_in_flight: u16, rate_limit: Option<u32>) -> u16 {
 }
 
 impl Lines {
-    fn new(connection: &Connection, per_webhook: u16) -> Self {
+    fn new(connection: &Connection) -> Self {
         Self {
             declarers: (0..DECLARERS)
                 .map(|_| Declarer::new(connection.clone()))
                 .collect(),
-            full: ConsumerChannels::new(
-                connection.clone(),
-                per_webhook.saturating_mul(2),
-                CONSUMERS_PER_CHANNEL,
-            ),
             probes: ConsumerChannels::new(connection.clone(), 1, CONSUMERS_PER_CHANNEL),
-            custom: Default::default(),
+            full: Default::default(),
             connection: connection.clone(),
         }
     }
 
-    /// The channels of consumers with this prefetch, opened as they are needed.
-    pub fn with_prefetch(&self, prefetch: u16) -> Option<Arc<ConsumerChannels>> {
-        let mut custom = self.custom.lock().ok()?;
-        let channels = custom.entry(prefetch).or_insert_with(|| {
+    /// The channels of full-speed consumers with this prefetch, opened as they are needed.
+    pub fn with_prefetch(&self, prefetch: u16) -> Arc<ConsumerChannels> {
+        // Held for a map lookup that cannot panic; a poisoned map is as good.
+        let mut full = self
+            .full
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let channels = full.entry(prefetch).or_insert_with(|| {
             Arc::new(ConsumerChannels::new(
                 self.connection.clone(),
                 prefetch,
                 CONSUMERS_PER_CHANNEL,
             ))
         });
-        Some(channels.clone())
+        channels.clone()
     }
 
     /// Makes sure webhook `id`'s queue exists before a consumer subscribes to it: consuming
@@ -207,13 +204,15 @@ impl Lines {
     }
 
     async fn close(&self) {
-        self.full.close().await;
         self.probes.close().await;
-        let custom: Vec<_> = match self.custom.lock() {
-            Ok(mut custom) => custom.drain().map(|(_, channels)| channels).collect(),
-            Err(_) => Vec::new(),
-        };
-        for channels in custom {
+        let full: Vec<_> = self
+            .full
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .drain()
+            .map(|(_, channels)| channels)
+            .collect();
+        for channels in full {
             channels.close().await;
         }
         for declarer in &self.declarers {
@@ -286,7 +285,7 @@ async fn manage(
     connection: &Connection,
     shutdown: &CancellationToken,
 ) -> Result<(), BrokerError> {
-    let lines = Arc::new(Lines::new(connection, ctx.per_webhook));
+    let lines = Arc::new(Lines::new(connection));
     ctx.routing.topology.declare_base(lines.first()).await?;
     // The delay tiers are declared by the two that use them: the retry router, and the
     // outbox when it opens its channel.
