@@ -427,6 +427,9 @@ async fn measure(
             "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
             "events": ["Message.received"],
         });
+        if scenario.fifo {
+            webhook["ordering"] = serde_json::json!("fifo");
+        }
         if scenario.filtered {
             webhook["filter"] = serde_json::json!({
                 "data.n": {"$gte": 0},
@@ -438,6 +441,26 @@ async fn measure(
             .post(format!("{api}/v1/webhooks"))
             .bearer_auth(TOKEN)
             .json(&webhook)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let id = created["id"]
+            .as_str()
+            .ok_or_else(|| anyhow::anyhow!("the API answered no webhook id: {created}"))?;
+        webhook_ids.push(id.to_owned());
+    }
+    if scenario.fifo_elsewhere {
+        let created: serde_json::Value = client
+            .post(format!("{api}/v1/webhooks"))
+            .bearer_auth(TOKEN)
+            .json(&serde_json::json!({
+                "account_id": "acc_elsewhere",
+                "url": format!("{sink_url}/w/elsewhere"),
+                "events": ["Message.received"],
+                "ordering": "fifo",
+            }))
             .send()
             .await?
             .error_for_status()?

@@ -84,6 +84,11 @@ pub(crate) struct Scenario {
     /// Whether every webhook has a three-clause filter, which every event passes: the cost
     /// of matching, with the same deliveries as without.
     pub(crate) filtered: bool,
+    /// Whether every webhook is FIFO (one delivery at a time, in publish order).
+    pub(crate) fifo: bool,
+    /// Whether another account has a FIFO webhook, which gets none of the events: what the
+    /// ordered fan-out costs the unordered webhooks once it is in use.
+    pub(crate) fifo_elsewhere: bool,
 }
 
 impl Scenario {
@@ -103,6 +108,8 @@ impl Scenario {
         warm_up: false,
         filler: 0,
         filtered: false,
+        fifo: false,
+        fifo_elsewhere: false,
     };
 }
 
@@ -146,7 +153,7 @@ pub(crate) fn selected(only: &str, name: &str) -> bool {
     }
 }
 
-pub(crate) const SCENARIOS: [Scenario; 26] = [
+pub(crate) const SCENARIOS: [Scenario; 28] = [
     // What a delivery of a 1 KiB event costs PostgreSQL (WAL, disk, HOT updates), with one
     // webhook per event and with ten; every scenario prints those figures, these are for
     // them alone.
@@ -179,6 +186,22 @@ pub(crate) const SCENARIOS: [Scenario; 26] = [
         ..Scenario::DEFAULT
     },
     // 10 webhooks, one per account, events spread over the accounts: 1 000 deliveries/s.
+    Scenario {
+        name: "W=10 burst, a FIFO webhook elsewhere",
+        webhooks: 10,
+        events: 5_000,
+        fan_out: 10,
+        fifo_elsewhere: true,
+        ..Scenario::DEFAULT
+    },
+    // One request at a time, each recorded before the next.
+    Scenario {
+        name: "W=1 FIFO burst",
+        webhooks: 1,
+        events: 5_000,
+        fifo: true,
+        ..Scenario::DEFAULT
+    },
     Scenario {
         name: "W=10 steady 1000 ev/s",
         webhooks: 10,

@@ -74,6 +74,9 @@ async fn the_console_manages_webhooks_and_shows_their_logs() {
     browser.click("#save-webhook").await;
     browser.wait_for_text("#err-rate_limit", "10000").await;
     browser.fill("#f-rate_limit", "50").await;
+    browser
+        .execute("document.getElementById('f-ordering').value = 'fifo'; return true;")
+        .await;
     browser.click("#add-header").await;
     browser.fill("#header-rows .h-name", "X-Api-Key").await;
     browser.fill("#header-rows .h-value", "k_123").await;
@@ -87,6 +90,7 @@ async fn the_console_manages_webhooks_and_shows_their_logs() {
         "saved with the webhook"
     );
     assert_eq!(listed.body["items"][0]["rate_limit"], 50);
+    assert_eq!(listed.body["items"][0]["ordering"], "fifo");
 
     // An event whose payload holds a script: delivered, logged, and shown as text.
     let ids = app

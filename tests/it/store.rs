@@ -28,6 +28,7 @@ async fn a_log_batch_is_written_whole_or_not_at_all() {
             id: hookrelay_store::new_log_id(chrono::Utc::now()),
             webhook_id: webhook,
             event,
+            seq: None,
         }
     };
     let events = |logs: &[NewLog]| logs.iter().map(|l| l.event.clone()).collect::<Vec<_>>();

@@ -701,3 +701,43 @@ async fn rate_limit_and_max_in_flight_are_kept_within_their_bounds() {
     assert_eq!(changed.body["rate_limit"], Value::Null);
     assert_eq!(changed.body["max_in_flight"], 50);
 }
+
+/// `ordering` is `unordered` unless asked; `fifo` is kept and can be changed back; anything
+/// else answers 422 naming the field, and it cannot be set to null.
+#[tokio::test]
+async fn ordering_is_unordered_or_fifo() {
+    let app = spawn_app().await;
+    let body = |ordering: Option<&str>| {
+        let mut body = json!({"account_id": "acc", "url": "https://hooks.example.com/in",
+                              "events": ["Contact.created"]});
+        if let Some(ordering) = ordering {
+            body["ordering"] = json!(ordering);
+        }
+        body
+    };
+    let plain = app.create_webhook(body(None)).await;
+    assert_eq!(plain["ordering"], "unordered");
+    let answer = app
+        .admin("POST", "/v1/webhooks", Some(body(Some("lifo"))))
+        .await;
+    assert_eq!(answer.status, 422, "{}", answer.text);
+    assert_eq!(
+        answer.error(),
+        ("invalid_ordering".to_owned(), Some("ordering".to_owned()))
+    );
+    let fifo = app.create_webhook(body(Some("fifo"))).await;
+    assert_eq!(fifo["ordering"], "fifo");
+    let id = fifo["id"].as_str().unwrap();
+    let path = format!("/v1/webhooks/{id}");
+    let read = app.admin("GET", &path, None).await;
+    assert_eq!(read.body["ordering"], "fifo");
+    let cleared = app
+        .admin("PATCH", &path, Some(json!({"ordering": null})))
+        .await;
+    assert_eq!(cleared.status, 422, "{}", cleared.text);
+    let changed = app
+        .admin("PATCH", &path, Some(json!({"ordering": "unordered"})))
+        .await;
+    assert_eq!(changed.status, 200, "{}", changed.text);
+    assert_eq!(changed.body["ordering"], "unordered");
+}

@@ -75,6 +75,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/webhooks/{id}/recover", post(webhooks::recover))
         .route("/webhooks/{id}/replay", post(webhooks::replay))
+        .route("/webhooks/{id}/skip", post(webhooks::skip))
         .route("/webhooks/{id}/stats", get(stats::stats))
         .route("/webhooks/{id}/test", post(test_event::send))
         .route("/logs", get(logs::list))

@@ -38,6 +38,7 @@ use crate::{api_keys, auth, event_types, logs, stats, test_event, webhooks};
         webhooks::rotate_secret,
         webhooks::recover,
         webhooks::replay,
+        webhooks::skip,
         webhooks::filter_test,
         stats::stats,
         test_event::send,

@@ -53,6 +53,14 @@ pub trait Pipeline: Send + Sync + 'static {
     /// `replay` selects; answers how many.
     fn replay(&self, replay: hookrelay_store::Replay) -> BoxFuture<'_, Result<i64, PipelineError>>;
 
+    /// Ends the first delivery of FIFO webhook `id`'s line `failed`, so that the line moves
+    /// on; answers the log ended, `None` when nothing waits.
+    fn skip(
+        &self,
+        id: Uuid,
+        account: Option<String>,
+    ) -> BoxFuture<'_, Result<Option<Uuid>, PipelineError>>;
+
     /// Sends `Webhook.test` to webhook `id` alone through the pipeline; answers the id its
     /// log will have.
     fn send_test(&self, id: Uuid) -> BoxFuture<'_, Result<Uuid, PipelineError>>;

@@ -8,7 +8,7 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use hookrelay_core::{
     net, AccountId, BreakerState, Description, EndpointHealth, EventList, Filter, HeaderSet,
-    Invalid, Secret, WebhookStatus, WebhookUrl, MAX_RATE_LIMIT,
+    Invalid, Ordering, Secret, WebhookStatus, WebhookUrl, MAX_RATE_LIMIT,
 };
 use hookrelay_store::{NewWebhook, WebhookFilter, WebhookPatch, WebhookRow};
 use serde::{Deserialize, Serialize};
@@ -56,6 +56,10 @@ pub struct WebhookView {
     rate_limit: Option<u32>,
     /// Requests at once at most; null: the service's `max_in_flight_per_webhook`.
     max_in_flight: Option<u16>,
+    /// `unordered`, or `fifo`: one delivery at a time, in the order the events were
+    /// published, a failing one holding the line.
+    #[schema(value_type = String, example = "unordered")]
+    ordering: Ordering,
     /// `healthy`, `paused` or `probing`.
     #[schema(value_type = String, example = "healthy")]
     health: BreakerState,
@@ -92,6 +96,7 @@ impl From<WebhookRow> for WebhookView {
             filter: row.filter,
             rate_limit: row.rate_limit,
             max_in_flight: row.max_in_flight,
+            ordering: row.ordering,
             health: health.state,
             paused_until: health.paused_until,
             failing_since: row.health.failing_since,
@@ -135,6 +140,11 @@ pub struct CreateWebhook {
     /// instead of its `max_in_flight_per_webhook`.
     #[schema(minimum = 1)]
     max_in_flight: Option<i64>,
+    /// `unordered` (the default) or `fifo`: deliveries one at a time, in the order the
+    /// account's events were published; a failing one is retried at the head of the line and
+    /// the next waits (`POST /v1/webhooks/{id}/skip` moves the line on).
+    #[schema(example = "unordered")]
+    ordering: Option<String>,
 }
 
 /// Creates a webhook.
@@ -172,6 +182,12 @@ pub async fn create(
         .max_in_flight
         .map(|n| parse_max_in_flight(&state, n))
         .transpose()?;
+    let ordering = body
+        .ordering
+        .as_deref()
+        .map(parse_ordering)
+        .transpose()?
+        .unwrap_or_default();
     let row = state
         .store()
         .insert_webhook(
@@ -185,6 +201,7 @@ pub async fn create(
                 filter,
                 rate_limit,
                 max_in_flight,
+                ordering,
             },
             state.inner.max_webhooks_per_account,
         )
@@ -331,6 +348,10 @@ pub struct UpdateWebhook {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<i64>, required = false)]
     max_in_flight: Option<Option<i64>>,
+    /// `unordered` or `fifo`; applies to the events fanned out after the change.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = String, required = false)]
+    ordering: Option<Option<String>>,
     /// `active` or `disabled`.
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = String, required = false)]
@@ -430,6 +451,10 @@ pub async fn update(
     patch.max_in_flight = body
         .max_in_flight
         .map(|n| n.map(|n| parse_max_in_flight(&state, n)).transpose())
+        .transpose()?;
+    patch.ordering = not_null("ordering", body.ordering)?
+        .as_deref()
+        .map(parse_ordering)
         .transpose()?;
     patch.status = not_null("status", body.status)?
         .as_deref()
@@ -711,6 +736,52 @@ pub async fn replay(
     Ok((StatusCode::ACCEPTED, Json(Requeued { count })))
 }
 
+/// The delivery skipped.
+#[derive(Serialize, ToSchema)]
+pub struct Skipped {
+    /// The log of the delivery ended `failed`.
+    pub log_id: Uuid,
+}
+
+/// Ends the first delivery of a FIFO webhook's line `failed` (its `error` says it was
+/// skipped), so that the next goes at once. For a delivery that will never succeed (a
+/// receiver refusing it for good) when its retries would hold the line for hours.
+///
+/// `POST /v1/webhooks/{id}/skip`: answers the log skipped; 409 `not_fifo` for an unordered
+/// webhook, 409 `line_empty` when nothing waits. An attempt of it under way is recorded, but
+/// does not bring it back.
+#[utoipa::path(post, path = "/v1/webhooks/{id}/skip", tag = "webhooks", params(("id" = Uuid, Path, description = "The webhook's id")),
+    responses((status = 200, description = "Skipped", body = Skipped),
+        (status = 409, description = "Not a FIFO webhook, or nothing waits", body = crate::error::ErrorBody)))]
+pub async fn skip(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<Skipped>, ApiError> {
+    let id = parse_id(&id)?;
+    let webhook = find_webhook(&state, &caller, id).await?;
+    if !webhook.ordering.is_fifo() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_fifo",
+            "the webhook is not FIFO: its deliveries do not wait for each other",
+        ));
+    }
+    let skipped = state
+        .pipeline()
+        .skip(webhook.id, Some(webhook.account_id.clone()))
+        .await?;
+    let Some(log_id) = skipped else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "line_empty",
+            "no delivery of the webhook is waiting",
+        ));
+    };
+    tracing::info!(webhook_id = %id, %log_id, "FIFO line moved on by hand");
+    Ok(Json(Skipped { log_id }))
+}
+
 /// Checks a window: `until`, when given, after `since`.
 pub(crate) fn window(
     since: DateTime<Utc>,
@@ -839,6 +910,10 @@ pub async fn filter_test(
             error: Some(e.message),
         },
     })
+}
+
+fn parse_ordering(raw: &str) -> Result<Ordering, ApiError> {
+    Ordering::parse(raw).map_err(|e| ApiError::invalid("ordering", e))
 }
 
 fn parse_rate_limit(n: i64) -> Result<u32, ApiError> {

@@ -36,6 +36,13 @@ impl Pipeline for Stopped {
     fn replay(&self, _: hookrelay_store::Replay) -> BoxFuture<'_, Result<i64, PipelineError>> {
         Box::pin(async { Err(PipelineError::Unavailable("stopped".into())) })
     }
+    fn skip(
+        &self,
+        _: Uuid,
+        _: Option<String>,
+    ) -> BoxFuture<'_, Result<Option<Uuid>, PipelineError>> {
+        Box::pin(async { Err(PipelineError::Unavailable("stopped".into())) })
+    }
 
     fn send_test(&self, _: Uuid) -> BoxFuture<'_, Result<Uuid, PipelineError>> {
         Box::pin(async { Err(PipelineError::Unavailable("stopped".into())) })

@@ -111,6 +111,12 @@ impl Topology {
         format!("{}.ingest", self.ns)
     }
 
+    /// The ordered fan-out's copy of the events, for FIFO webhooks: one consumer at a time
+    /// takes them in the order they were published.
+    pub fn ordered_queue(&self) -> String {
+        format!("{}.ingest.ordered", self.ns)
+    }
+
     pub fn rejected_queue(&self) -> String {
         format!("{}.events.rejected", self.ns)
     }
@@ -171,6 +177,22 @@ impl Topology {
         )
         .await?;
         d.queue(&self.rejected_queue(), self.shared_args()).await?;
+        Ok(())
+    }
+
+    /// Declares the ordered fan-out's queue, bound to the events exchange when `bound`
+    /// (while FIFO webhooks exist; an unbound one receives nothing and costs nothing);
+    /// idempotent.
+    pub async fn declare_ordered(&self, d: &Declarer, bound: bool) -> Result<(), BrokerError> {
+        let queue = self.ordered_queue();
+        let mut args = self.shared_args();
+        // One fan-out at a time takes them, in order, whichever processes run.
+        args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+        d.queue(&queue, args).await?;
+        if bound {
+            d.bind(&queue, &self.events_exchange(), "#", FieldTable::default())
+                .await?;
+        }
         Ok(())
     }
 
@@ -252,9 +274,14 @@ impl Topology {
             self.delete_webhook(d, id).await?;
         }
         let tiers = DelayTier::all().map(|t| self.retry_queue(t));
-        for queue in [self.ingest_queue(), self.rejected_queue(), self.due_queue()]
-            .into_iter()
-            .chain(tiers)
+        for queue in [
+            self.ingest_queue(),
+            self.ordered_queue(),
+            self.rejected_queue(),
+            self.due_queue(),
+        ]
+        .into_iter()
+        .chain(tiers)
         {
             d.delete_queue(&queue).await?;
         }

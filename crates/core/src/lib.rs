@@ -59,7 +59,7 @@ pub fn error_chain(err: &dyn std::error::Error) -> String {
 }
 
 pub use webhook::{
-    AccountId, Description, EventList, HeaderSet, Secret, WebhookStatus, WebhookUrl,
+    AccountId, Description, EventList, HeaderSet, Ordering, Secret, WebhookStatus, WebhookUrl,
     MAX_DESCRIPTION_CHARS, MAX_EVENTS_PER_WEBHOOK, MAX_HEADERS, MAX_HEADERS_BYTES,
     RESERVED_HEADERS,
 };

@@ -455,6 +455,51 @@ impl EventList {
     }
 }
 
+/// The order a webhook's deliveries go out in. `Unordered`: as many at once as its limits
+/// allow, a failing one retried later while the next go on. `Fifo`: one at a time, in the
+/// order its account's events were published, a failing one holding the line until it
+/// succeeds or fails for good.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ordering {
+    #[default]
+    Unordered,
+    Fifo,
+}
+
+impl std::fmt::Display for Ordering {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Ordering {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unordered => "unordered",
+            Self::Fifo => "fifo",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
+        match raw {
+            "unordered" => Ok(Self::Unordered),
+            "fifo" => Ok(Self::Fifo),
+            other => Err(Invalid::new(
+                "invalid_ordering",
+                format!(
+                    "`{}` is not an ordering: use `unordered` or `fifo`",
+                    other.escape_debug()
+                ),
+            )),
+        }
+    }
+
+    pub fn is_fifo(self) -> bool {
+        self == Self::Fifo
+    }
+}
+
 /// Whether a webhook receives deliveries. A disabled webhook's deliveries wait in its queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -502,6 +547,16 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn an_ordering_reads_back_what_it_writes() {
+        for o in [Ordering::Unordered, Ordering::Fifo] {
+            assert_eq!(Ordering::parse(o.as_str()), Ok(o));
+        }
+        let e = Ordering::parse("lifo").expect_err("not an ordering");
+        assert_eq!(e.code, "invalid_ordering");
+        assert_eq!(Ordering::default(), Ordering::Unordered);
     }
 
     #[test]

@@ -207,6 +207,7 @@ impl Dispatcher {
             subscriptions: subscriptions.clone(),
             store: store.clone(),
             queues,
+            ordered_bound: Default::default(),
         });
         let recovery = Recovery::start(recover::Parts {
             routing: routing.clone(),
@@ -272,9 +273,18 @@ impl Dispatcher {
             keep_unmatched_events: config.keep_unmatched_events,
         });
         for worker in 0..config.ingest_workers.max(1) {
-            let consuming = fanout::run(fanout.clone(), broker.clone(), shutdown.clone(), worker);
+            let consuming = fanout::run(
+                fanout.clone(),
+                broker.clone(),
+                shutdown.clone(),
+                Some(worker),
+            );
             spawn_watched(tracker, &fanout.metrics, Task::Fanout, consuming);
         }
+        let ordered = fanout::run(fanout.clone(), broker.clone(), shutdown.clone(), None);
+        spawn_watched(tracker, &fanout.metrics, Task::Fanout, ordered);
+        let binding = fanout::bind_when_needed(routing.clone(), broker.clone(), shutdown.clone());
+        spawn_watched(tracker, &fanout.metrics, Task::Fanout, binding);
         Ok(Self {
             routing,
             recovery,
@@ -310,6 +320,16 @@ impl Dispatcher {
     /// selects, paced; answers how many.
     pub async fn replay(&self, replay: hookrelay_store::Replay) -> Result<i64, RequestError> {
         self.recovery.replay(replay).await
+    }
+
+    /// Ends the first delivery of FIFO webhook `id`'s line `failed` and moves the line on;
+    /// answers the log ended, `None` when nothing waits.
+    pub async fn skip(
+        &self,
+        id: Uuid,
+        account: Option<&str>,
+    ) -> Result<Option<Uuid>, RequestError> {
+        self.recovery.skip(id, account).await
     }
 
     /// Sends `Webhook.test` to webhook `id` alone; answers the id its log will have.

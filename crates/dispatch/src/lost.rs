@@ -163,6 +163,21 @@ impl Recovery {
         declarer.close().await;
         let mut found = 0;
         for webhook_id in empty {
+            if self.is_fifo(webhook_id) {
+                // A FIFO webhook's deliveries wait in its line, not in its queue: an empty
+                // queue with a first delivery due and untouched means its consumer was not
+                // woken (its doorbell dropped), and one doorbell wakes it.
+                let stuck = store
+                    .line(webhook_id, 1)
+                    .await?
+                    .first()
+                    .is_some_and(|head| head.next_attempt_at.is_none_or(|at| at <= cutoff));
+                if stuck && self.ring(webhook_id).await? {
+                    debug!(webhook_id = %webhook_id, "rang a FIFO webhook's line, found waiting with nothing in its queue");
+                }
+                quieten(&parts.quiet, webhook_id, 0, check.every);
+                continue;
+            }
             let lost = RequeueFilter {
                 webhook_id: Some(webhook_id),
                 only_unfinished: true,

@@ -18,6 +18,7 @@
 //! (one its node drops on a restart is found by its log: `crate::lost`).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -42,6 +43,19 @@ pub struct Routing {
     /// Ends the open logs of a webhook found deleted.
     pub store: Store,
     pub queues: Arc<QueueRegistry>,
+    /// Set once this process has bound the ordered fan-out's queue, or found it bound:
+    /// from then on the competing fan-out leaves FIFO webhooks to it (`crate::fanout`).
+    pub ordered_bound: AtomicBool,
+}
+
+impl Routing {
+    pub fn ordered_bound(&self) -> bool {
+        self.ordered_bound.load(AtomicOrdering::Acquire)
+    }
+
+    pub fn set_ordered_bound(&self) {
+        self.ordered_bound.store(true, AtomicOrdering::Release);
+    }
 }
 
 /// What a publisher declares when it opens its channel.

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use hookrelay_broker::{Broker, PublishError};
 use hookrelay_core::{DeliveryTask, DeliveryV1};
 use hookrelay_metrics::{Metrics, Task};
-use hookrelay_store::{LogToRequeue, Replay, RequeueFilter};
+use hookrelay_store::{InLine, LogToRequeue, Replay, RequeueFilter};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -201,6 +201,13 @@ impl Recovery {
     /// lost (a retry waiting in a delay tier) is now stale, and is acked without being sent
     /// when it comes.
     async fn refill(&self, id: Uuid) {
+        if self.is_fifo(id) {
+            // Its line is in its logs: one doorbell brings it all back, in order.
+            if let Err(e) = self.ring(id).await {
+                warn!(webhook_id = %id, error = %crate::error_chain(&e), "a FIFO webhook's queue was missing and cannot be rung now; the lost-delivery check will");
+            }
+            return;
+        }
         let unfinished = RequeueFilter {
             webhook_id: Some(id),
             only_unfinished: true,
@@ -219,6 +226,55 @@ impl Recovery {
                 "a webhook queue was missing (lost by the broker?) and its unfinished deliveries cannot be queued again now; retry them by hand (POST /v1/logs/<log id>/retry)"
             ),
         }
+    }
+
+    /// Whether webhook `id` is FIFO (its deliveries are its line in the database, and its
+    /// queue only rings it: `crate::deliver`).
+    pub(crate) fn is_fifo(&self, id: Uuid) -> bool {
+        self.inner
+            .routing
+            .subscriptions
+            .get(id)
+            .is_some_and(|w| w.ordering.is_fifo())
+    }
+
+    /// Rings FIFO webhook `id`'s line: one message into its queue, which wakes its consumer
+    /// to send what its line holds. The message is its first delivery's next attempt, so
+    /// that it is a valid delivery should the webhook be unordered by the time it comes.
+    /// Answers whether the line held anything.
+    pub(crate) async fn ring(&self, id: Uuid) -> Result<bool, RequestError> {
+        let inner = &self.inner;
+        let Some(head) = inner.routing.store.line(id, 1).await?.into_iter().next() else {
+            return Ok(false);
+        };
+        let task = DeliveryTask::V1(line_task(&head));
+        let message = messages::delivery(&inner.routing.topology, &task)?;
+        let mut publisher = inner.open_publisher().await?;
+        let (published, gone) = publisher.publish_leaving_dropped(&[message]).await;
+        publisher.end_dropped(&gone).await;
+        publisher.close().await;
+        published?;
+        Ok(true)
+    }
+
+    /// Ends the first delivery of FIFO webhook `id`'s line, `failed`, and rings the line so
+    /// that the next goes; answers the log ended, `None` when the line was empty.
+    pub async fn skip(
+        &self,
+        id: Uuid,
+        account: Option<&str>,
+    ) -> Result<Option<Uuid>, RequestError> {
+        let skipped = self
+            .inner
+            .routing
+            .store
+            .skip_head(id, account, "skipped by hand (POST /v1/webhooks/{id}/skip)")
+            .await?;
+        if let Some(log_id) = skipped {
+            info!(webhook_id = %id, %log_id, "a FIFO webhook's first delivery skipped by hand");
+            self.ring(id).await?;
+        }
+        Ok(skipped)
     }
 
     /// Starts a job that queues again the logs `filter` selects, among those of webhooks that
@@ -395,6 +451,22 @@ enum Step {
     Wait(Duration),
     /// It queued this many logs (0: none left).
     Took(usize),
+}
+
+/// The next attempt of a delivery in a FIFO webhook's line: as it stands, not queued again.
+pub(crate) fn line_task(entry: &InLine) -> DeliveryV1 {
+    let log = &entry.log;
+    DeliveryV1 {
+        log_id: log.id,
+        webhook_id: log.webhook_id,
+        event_id: log.event_id.clone(),
+        event_type: log.event_type.clone(),
+        attempt: log.attempts.saturating_add(1),
+        received_at: entry.received_at,
+        payload: log.payload.clone(),
+        requeue: log.requeues,
+        traceparent: log.traceparent.clone(),
+    }
 }
 
 /// The delivery of a log queued again: the same body and `webhook-id`, one attempt more.

@@ -17,7 +17,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use backon::Retryable;
 use chrono::{DateTime, Utc};
-use hookrelay_core::{Filter, HeaderSet, Secret, WebhookStatus};
+use hookrelay_core::{Filter, HeaderSet, Ordering, Secret, WebhookStatus};
 use hookrelay_store::{Store, StoreError, WebhookChange, WebhookRow};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -48,6 +48,10 @@ pub struct WebhookConfig {
     pub rate_limit: Option<u32>,
     /// Requests at once at most, instead of `max_in_flight_per_webhook`.
     pub max_in_flight: Option<u16>,
+    /// FIFO: its deliveries are fanned out by the ordered fan-out and go out one at a time.
+    pub ordering: Ordering,
+    /// When an edit last changed `ordering` (`crate::fanout`'s overlap); `None`: as created.
+    pub ordering_changed_at: Option<DateTime<Utc>>,
     pub active: bool,
     /// Changes whenever the webhook is edited, so a paused delivery worker can tell that
     /// its endpoint may have been fixed.
@@ -114,6 +118,8 @@ impl WebhookConfig {
             filter,
             rate_limit: row.rate_limit,
             max_in_flight: row.max_in_flight,
+            ordering: row.ordering,
+            ordering_changed_at: row.ordering_changed_at,
             active: row.status == WebhookStatus::Active,
             updated_at: row.updated_at,
             version: row.version,
@@ -138,6 +144,8 @@ impl WebhookConfig {
 struct Index {
     by_id: imbl::HashMap<Uuid, Arc<WebhookConfig>>,
     by_key: imbl::HashMap<(String, String), Vec<Arc<WebhookConfig>>>,
+    /// FIFO webhooks held, active or not.
+    fifo: usize,
 }
 
 impl Index {
@@ -152,6 +160,7 @@ impl Index {
     /// Adds `webhook`, or replaces the webhook of that id.
     fn put(&mut self, webhook: Arc<WebhookConfig>) {
         self.remove(webhook.id);
+        self.fifo += usize::from(webhook.ordering.is_fifo());
         if webhook.active {
             for event in &webhook.events {
                 self.by_key
@@ -164,9 +173,13 @@ impl Index {
     }
 
     fn remove(&mut self, id: Uuid) {
-        let Some(old) = self.by_id.remove(&id).filter(|old| old.active) else {
+        let Some(old) = self.by_id.remove(&id) else {
             return;
         };
+        self.fifo -= usize::from(old.ordering.is_fifo());
+        if !old.active {
+            return;
+        }
         for event in &old.events {
             let key = (old.account_id.clone(), event.clone());
             let emptied = self.by_key.get_mut(&key).is_some_and(|webhooks| {
@@ -209,6 +222,11 @@ impl Subscriptions {
             .get(&(account_id.to_owned(), event_type.to_owned()))
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// Whether any webhook is FIFO: the ordered fan-out is needed.
+    pub fn has_fifo(&self) -> bool {
+        self.index.load().fifo > 0
     }
 
     pub fn get(&self, id: Uuid) -> Option<Arc<WebhookConfig>> {
@@ -400,6 +418,8 @@ mod tests {
             filter: None,
             rate_limit: None,
             max_in_flight: None,
+            ordering: Ordering::Unordered,
+            ordering_changed_at: None,
             active,
             updated_at: Utc::now(),
             version: 1,
@@ -474,6 +494,8 @@ mod tests {
             filter: None,
             rate_limit: None,
             max_in_flight: None,
+            ordering: Ordering::Unordered,
+            ordering_changed_at: None,
             created_at: Utc::now(),
             updated_at: Utc::now(),
             version,

@@ -60,6 +60,19 @@ impl Pipeline for DispatchPipeline {
         Box::pin(async move { self.dispatcher.replay(replay).await.map_err(api_error) })
     }
 
+    fn skip(
+        &self,
+        id: Uuid,
+        account: Option<String>,
+    ) -> BoxFuture<'_, Result<Option<Uuid>, PipelineError>> {
+        Box::pin(async move {
+            self.dispatcher
+                .skip(id, account.as_deref())
+                .await
+                .map_err(api_error)
+        })
+    }
+
     fn send_test(&self, id: Uuid) -> BoxFuture<'_, Result<Uuid, PipelineError>> {
         Box::pin(async move { self.dispatcher.send_test(id).await.map_err(api_error) })
     }

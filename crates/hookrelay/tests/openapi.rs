@@ -16,7 +16,7 @@ use hookrelay_tests::{unique_namespace, wait_for, TestDb};
 use serde_json::Value;
 
 /// Every route under `/v1`, as the router declares it.
-const V1_ROUTES: [(&str, &str); 23] = [
+const V1_ROUTES: [(&str, &str); 24] = [
     ("/v1/event-types", "get"),
     ("/v1/event-types", "post"),
     ("/v1/api-keys", "post"),
@@ -33,6 +33,7 @@ const V1_ROUTES: [(&str, &str); 23] = [
     ("/v1/webhooks/{id}/rotate-secret", "post"),
     ("/v1/webhooks/{id}/recover", "post"),
     ("/v1/webhooks/{id}/replay", "post"),
+    ("/v1/webhooks/{id}/skip", "post"),
     ("/v1/webhooks/{id}/stats", "get"),
     ("/v1/webhooks/{id}/test", "post"),
     ("/v1/logs", "get"),

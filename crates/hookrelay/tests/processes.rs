@@ -177,3 +177,219 @@ async fn a_webhooks_own_max_in_flight_bounds_its_requests_at_once() {
     drop(service);
     hookrelay_tests::delete_namespace(&amqp_url(), &namespace, &ids).await;
 }
+
+/// Publishes `count` events for account `acc` on one channel, in order, numbered in their
+/// ids (`{prefix}-{n}`); answers the ids in publish order.
+async fn publish_numbered(namespace: &str, prefix: &str, count: usize) -> Vec<String> {
+    let args = hookrelay::publish::PublishArgs {
+        event_type: "Message.received".into(),
+        account_id: "acc".into(),
+        data: "{}".into(),
+        id: Some(prefix.into()),
+        count,
+    };
+    hookrelay::publish::publish(
+        &amqp_url(),
+        namespace,
+        hookrelay_broker::QueueType::Classic,
+        &args,
+    )
+    .await
+    .expect("published")
+    .ids
+}
+
+/// The number in an event id made by [`publish_numbered`].
+fn number(received: &hookrelay_tests::receiver::Received) -> usize {
+    let id = received.json()["id"].as_str().expect("an id").to_owned();
+    id.rsplit('-')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{id} is not numbered"))
+}
+
+/// 500 events published in sequence for one account reach a FIFO webhook in order, with two
+/// processes, while its endpoint fails one request in five and the first process is killed
+/// midway: the successful deliveries arrive in increasing order (the one in flight at the
+/// kill may come again, never an earlier one) and every log ends `succeeded`. An unordered
+/// webhook of the same account gets its copies at full speed meanwhile.
+#[tokio::test]
+async fn a_fifo_webhook_gets_its_events_in_order_through_failures_and_a_crash() {
+    const EVENTS: usize = 500;
+    let db = TestDb::new();
+    let namespace = hookrelay_tests::unique_namespace();
+    let fifo = Receiver::start().await;
+    // Every fifth request fails: a failure is retried at the head, and the next waits.
+    let script: Vec<u16> = (0..2 * EVENTS)
+        .map(|n| if n % 5 == 4 { 500 } else { 200 })
+        .collect();
+    fifo.script(script.iter().map(|s| Behaviour::Status(*s)));
+    let free = Receiver::start().await;
+    let env = [("HOOKRELAY_RETRY_SCHEDULE", "250ms,250ms,250ms,250ms,250ms")];
+    let mut first = spawn(&db, &namespace, &env).await;
+    let second = spawn(&db, &namespace, &env).await;
+    let fifo_id = create_webhook_from(
+        first.port,
+        serde_json::json!({"account_id": "acc", "url": fifo.url,
+                           "events": ["Message.received"], "ordering": "fifo"}),
+    )
+    .await;
+    let free_id = create_webhook(first.port, &free.url, "Message.received").await;
+    // Both processes know the FIFO webhook: each consumes its queue.
+    two_consumers(&namespace, &fifo_id).await;
+
+    let ids = publish_numbered(&namespace, "fifo", EVENTS).await;
+    let all: std::collections::HashSet<String> = ids.iter().cloned().collect();
+    free.wait_for_events(&all, Duration::from_secs(60)).await;
+    fifo.wait_for(EVENTS / 3, Duration::from_secs(120)).await;
+    first.child.start_kill().expect("SIGKILL");
+    first.child.wait().await.expect("killed");
+    fifo.wait_for_events(&all, Duration::from_secs(300)).await;
+    let client = db.connect().await;
+    wait_for(
+        "every FIFO log succeeded",
+        Duration::from_secs(60),
+        || async {
+            let row = client
+                .query_one(
+                    "SELECT count(*) FILTER (WHERE status = 'succeeded'), count(*)
+                     FROM webhook_logs WHERE webhook_id = $1::text::uuid",
+                    &[&fifo_id],
+                )
+                .await
+                .unwrap();
+            let (succeeded, all): (i64, i64) = (row.get(0), row.get(1));
+            (succeeded == EVENTS as i64 && all == EVENTS as i64).then_some(())
+        },
+    )
+    .await;
+
+    // The receiver answered its requests in arrival order from the script.
+    let received = fifo.received();
+    let mut highest: Option<usize> = None;
+    let mut successes = 0;
+    for (n, request) in received.iter().enumerate() {
+        let ok = script.get(n).is_none_or(|s| *s == 200);
+        let at = number(request);
+        if let Some(h) = highest {
+            assert!(
+                at >= h,
+                "request {n} carried event {at} after event {h} had succeeded: out of order"
+            );
+        }
+        if ok {
+            highest = Some(at);
+            successes += 1;
+        }
+    }
+    assert!(
+        successes >= EVENTS,
+        "{successes} successes for {EVENTS} events"
+    );
+    let failures = received.len() - successes;
+    assert!(
+        failures >= EVENTS / 5 - 5,
+        "only {failures} failures: the script did not apply"
+    );
+    // At full speed: the unordered webhook had every copy before the FIFO one had a tenth.
+    let free_last = free.received().iter().map(|r| r.at).max().unwrap();
+    assert!(
+        free_last < received[EVENTS / 10].at,
+        "the unordered webhook was held back by the FIFO one"
+    );
+    drop(second);
+    hookrelay_tests::delete_namespace(&amqp_url(), &namespace, &[fifo_id, free_id]).await;
+}
+
+/// A FIFO webhook whose first delivery fails, with its retry an hour away, holds the rest;
+/// `skip` ends it `failed` and the rest go, in order. An unordered webhook has nothing to
+/// skip, and an empty line neither.
+#[tokio::test]
+async fn skip_moves_a_fifo_line_past_a_delivery_that_keeps_failing() {
+    let db = TestDb::new();
+    let namespace = hookrelay_tests::unique_namespace();
+    let receiver = Receiver::start().await;
+    receiver.script([Behaviour::Status(500)]);
+    let service = spawn(&db, &namespace, &[("HOOKRELAY_RETRY_SCHEDULE", "1h")]).await;
+    let id = create_webhook_from(
+        service.port,
+        serde_json::json!({"account_id": "acc", "url": receiver.url,
+                           "events": ["Message.received"], "ordering": "fifo"}),
+    )
+    .await;
+    let unordered = create_webhook(service.port, &receiver.url, "Contact.created").await;
+    let ids = publish_numbered(&namespace, "held", 3).await;
+    receiver.wait_for(1, Duration::from_secs(30)).await;
+    let client = db.connect().await;
+    let head: String = wait_for(
+        "the first delivery retrying",
+        Duration::from_secs(30),
+        || async {
+            client
+                .query_opt(
+                    "SELECT id::text FROM webhook_logs WHERE event_id = $1 AND status = 'retrying'",
+                    &[&ids[0]],
+                )
+                .await
+                .unwrap()
+                .map(|r| r.get::<_, String>(0))
+        },
+    )
+    .await;
+    hookrelay_tests::let_pass(Duration::from_secs(1)).await;
+    assert_eq!(
+        receiver.count(),
+        1,
+        "the line went on past a failing delivery"
+    );
+
+    let skip = |webhook: String| {
+        let port = service.port;
+        async move {
+            let response = reqwest::Client::new()
+                .post(format!(
+                    "http://127.0.0.1:{port}/v1/webhooks/{webhook}/skip"
+                ))
+                .bearer_auth(common::TOKEN)
+                .send()
+                .await
+                .expect("the API answers");
+            let status = response.status().as_u16();
+            (
+                status,
+                response.json::<serde_json::Value>().await.expect("JSON"),
+            )
+        }
+    };
+    let (status, body) = skip(id.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["log_id"], head.as_str());
+    let rest = receiver.wait_for(3, Duration::from_secs(30)).await;
+    let order: Vec<usize> = rest.iter().map(number).collect();
+    assert_eq!(order, vec![0, 1, 2]);
+    let (status, error): (String, Option<String>) = {
+        let row = client
+            .query_one(
+                "SELECT status, error FROM webhook_logs WHERE id = $1::text::uuid",
+                &[&head],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!(status, "failed");
+    assert!(error.is_some_and(|e| e.contains("skipped")));
+
+    let (status, body) = skip(id.clone()).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("line_empty"))
+    );
+    let (status, body) = skip(unordered.clone()).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("not_fifo"))
+    );
+    drop(service);
+    hookrelay_tests::delete_namespace(&amqp_url(), &namespace, &[id, unordered]).await;
+}

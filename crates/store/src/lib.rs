@@ -24,8 +24,8 @@ pub use event_types::EventTypeRow;
 pub use listen::{listen_webhook_changes, WebhookChange, WebhookListener};
 pub use log_reads::{AttemptRow, AttemptStats, LogDetail, LogFilter, LogRow, ATTEMPTS_SHOWN};
 pub use logs::{
-    new_log_id, AttemptRecord, ExistingLog, LogToRequeue, NewEvent, NewLog, Replay, RequeueFilter,
-    MAX_REPLAY_EVENTS,
+    new_log_id, AttemptRecord, ExistingLog, InLine, LogToRequeue, NewEvent, NewLog, Replay,
+    RequeueFilter, MAX_REPLAY_EVENTS,
 };
 pub use migrate::{ensure_database, migrate, migrate_to};
 pub use pool::{describe_database_url, validate_database_url, PoolOptions, Store};

@@ -33,6 +33,9 @@ pub struct NewLog {
     pub id: Uuid,
     pub webhook_id: Uuid,
     pub event: std::sync::Arc<NewEvent>,
+    /// Its place in its webhook's line (`open_deliveries.seq`), handed out beforehand by the
+    /// ordered fan-out ([`Store::take_seqs`]); `None`: the next number when written.
+    pub seq: Option<i64>,
 }
 
 /// A new log id: a UUIDv7 of time `at`. A log's `created_at` is the time of its id, so that
@@ -290,6 +293,18 @@ pub struct LogToRequeue {
     pub traceparent: Option<String>,
 }
 
+/// A delivery in a FIFO webhook's line.
+#[derive(Debug, Clone)]
+pub struct InLine {
+    /// What its delivery needs; `payload` is empty when its event is gone (`has_body`).
+    pub log: LogToRequeue,
+    pub has_body: bool,
+    /// When its next attempt is due, if it waits for a retry.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// When its event was received.
+    pub received_at: DateTime<Utc>,
+}
+
 /// How long taking one log by id waits for another transaction's lock on it.
 const ONE_LOG_LOCK_WAIT_MS: u64 = 5_000;
 
@@ -381,12 +396,14 @@ async fn insert_chunk(
     let mut webhooks = Vec::new();
     let mut of_event: Vec<i64> = Vec::new();
     let mut created = Vec::new();
+    let mut seqs: Vec<Option<i64>> = Vec::new();
     for (n, g) in chunk.iter().enumerate() {
         for log in &g.logs {
             log_ids.push(log.id);
             webhooks.push(log.webhook_id);
             of_event.push(n as i64 + 1);
             created.push(log_time(log.id).unwrap_or(g.event.received_at));
+            seqs.push(log.seq);
         }
     }
     let rows = tx
@@ -420,12 +437,14 @@ async fn insert_chunk(
                 JOIN kept k ON k.n = u.event
                 RETURNING id, webhook_id, created_at),
              opened AS (
-                INSERT INTO open_deliveries (webhook_id, log_id, created_at)
-                SELECT webhook_id, id, created_at FROM logs)
+                INSERT INTO open_deliveries (webhook_id, log_id, created_at, seq)
+                SELECT l.webhook_id, l.id, l.created_at,
+                       COALESCE(s.seq, nextval('open_deliveries_seq'))
+                FROM logs l JOIN unnest($8::uuid[], $12::int8[]) AS s(id, seq) ON s.id = l.id)
              SELECT id FROM logs",
             &[
                 &accounts, &ids, &types, &bodies, &occurred, &received, &traces, &log_ids,
-                &webhooks, &of_event, &created,
+                &webhooks, &of_event, &created, &seqs,
             ],
         )
         .await?;
@@ -457,14 +476,16 @@ async fn insert_duplicates(
         .iter()
         .map(|l| log_time(l.id).unwrap_or(l.event.received_at))
         .collect();
+    let seqs: Vec<Option<i64>> = logs.iter().map(|l| l.seq).collect();
     // A log's created_at is the time of its id, made at most a millisecond before its
     // event's received_at: the margin covers that.
     let rows = tx
         .query(
             "WITH u AS (
                 SELECT DISTINCT ON (webhook_id, account_id, event_id) *
-                FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::timestamptz[])
-                     AS u(id, webhook_id, account_id, event_id, created_at)),
+                FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::timestamptz[],
+                            $6::int8[])
+                     AS u(id, webhook_id, account_id, event_id, created_at, seq)),
              logs AS (
                 INSERT INTO delivery_logs (id, webhook_id, account_id, event_id, event_type,
                                            event_at, created_at, updated_at)
@@ -481,14 +502,16 @@ async fn insert_duplicates(
                       AND l.created_at >= k.received_at - interval '1 minute')
                 RETURNING id, webhook_id, created_at, account_id, event_id, event_at),
              opened AS (
-                INSERT INTO open_deliveries (webhook_id, log_id, created_at)
-                SELECT webhook_id, id, created_at FROM logs)
+                INSERT INTO open_deliveries (webhook_id, log_id, created_at, seq)
+                SELECT l.webhook_id, l.id, l.created_at,
+                       COALESCE(u.seq, nextval('open_deliveries_seq'))
+                FROM logs l JOIN u ON u.id = l.id)
              SELECT l.id, e.account_id, e.id, e.event_type, e.body, e.occurred_at,
                     e.received_at, e.traceparent
              FROM logs l
              JOIN events e ON e.account_id = l.account_id AND e.received_at = l.event_at
                           AND e.id = l.event_id",
-            &[&ids, &webhooks, &accounts, &events, &created],
+            &[&ids, &webhooks, &accounts, &events, &created, &seqs],
         )
         .await?;
     tx.commit().await?;
@@ -1143,6 +1166,110 @@ impl Store {
         Ok(Ok(taken))
     }
 
+    /// `n` places in the webhooks' lines, in increasing order: the ordered fan-out takes
+    /// them for a batch before writing it, so that the batch's logs are numbered in the order
+    /// of its events, whichever statement writes each.
+    pub async fn take_seqs(&self, n: usize) -> Result<Vec<i64>, StoreError> {
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT nextval('open_deliveries_seq') AS seq FROM generate_series(1, $1::int8)
+                 ORDER BY seq",
+                &[&(n as i64)],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// The first `limit` deliveries of FIFO webhook `webhook_id`'s line, in its order: its
+    /// open deliveries by place (`open_deliveries.seq`), with what sending them needs.
+    pub async fn line(&self, webhook_id: Uuid, limit: i64) -> Result<Vec<InLine>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT l.id, l.webhook_id, l.account_id, l.event_id, l.event_type, e.body,
+                        l.attempts, l.created_at, l.requeues, e.traceparent, l.status,
+                        l.next_attempt_at, l.event_at
+                 FROM (SELECT log_id, created_at, seq FROM open_deliveries
+                       WHERE webhook_id = $1 ORDER BY seq LIMIT $2) o
+                 JOIN delivery_logs l ON l.id = o.log_id AND l.created_at = o.created_at
+                 LEFT JOIN events e ON e.account_id = l.account_id AND e.received_at = l.event_at
+                                   AND e.id = l.event_id
+                 WHERE l.status IN ('pending', 'retrying')
+                 ORDER BY o.seq",
+                &[&webhook_id, &limit],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| InLine {
+                log: LogToRequeue {
+                    id: r.get(0),
+                    webhook_id: r.get(1),
+                    account_id: r.get(2),
+                    event_id: r.get(3),
+                    event_type: r.get(4),
+                    payload: r.get::<_, Option<String>>(5).unwrap_or_default(),
+                    attempts: count(r.get(6)),
+                    created_at: r.get(7),
+                    requeues: count(r.get(8)),
+                    traceparent: r.get(9),
+                },
+                has_body: r.get::<_, Option<String>>(5).is_some(),
+                next_attempt_at: match r.get::<_, &str>(10) {
+                    "retrying" => r.get(11),
+                    _ => None,
+                },
+                received_at: r.get(12),
+            })
+            .collect())
+    }
+
+    /// Ends the first delivery of FIFO webhook `webhook_id`'s line, `failed` with `reason`,
+    /// so that the line moves on; `None` when the line is empty or no such webhook is
+    /// visible to `account`. Its `requeues` goes one up, so that an attempt of it under way
+    /// records itself without moving it again (`hookrelay_core::is_current_attempt`).
+    pub async fn skip_head(
+        &self,
+        webhook_id: Uuid,
+        account: Option<&str>,
+        reason: &str,
+    ) -> Result<Option<Uuid>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let head = tx
+            .query_opt(
+                "SELECT o.log_id, o.created_at FROM open_deliveries o
+                 JOIN webhooks w ON w.id = o.webhook_id
+                 WHERE o.webhook_id = $1 AND ($2::text IS NULL OR w.account_id = $2)
+                 ORDER BY o.seq LIMIT 1
+                 FOR UPDATE OF o",
+                &[&webhook_id, &account],
+            )
+            .await?;
+        let Some(head) = head else {
+            return Ok(None);
+        };
+        let (log_id, created_at): (Uuid, DateTime<Utc>) = (head.get(0), head.get(1));
+        tx.execute(
+            "UPDATE delivery_logs SET status = 'failed', troubled = true, error = $3,
+                    requeues = requeues + 1, next_attempt_at = NULL, updated_at = now()
+             WHERE id = $1 AND created_at = $2",
+            &[&log_id, &created_at, &reason],
+        )
+        .await?;
+        tx.execute(
+            "DELETE FROM open_deliveries WHERE webhook_id = $1 AND log_id = $2",
+            &[&webhook_id, &log_id],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Some(log_id))
+    }
+
     /// Ends the open deliveries of a webhook that no longer exists.
     pub async fn fail_open_logs(&self, webhook_id: Uuid, error: &str) -> Result<u64, StoreError> {
         let client = self.client().await?;
@@ -1185,6 +1312,7 @@ mod tests {
                 id: Uuid::new_v4(),
                 webhook_id: Uuid::new_v4(),
                 event: event.clone(),
+                seq: None,
             })
             .collect()
     }
@@ -1226,6 +1354,7 @@ mod tests {
             id: Uuid::new_v4(),
             webhook_id: webhook,
             event: e.clone(),
+            seq: None,
         };
         let logs = vec![log(&first), log(&first), log(&again)];
         let events = [first.clone(), again];

@@ -2,7 +2,8 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use hookrelay_core::{
-    AccountId, Description, EventList, Filter, HeaderSet, Secret, WebhookStatus, WebhookUrl,
+    AccountId, Description, EventList, Filter, HeaderSet, Ordering, Secret, WebhookStatus,
+    WebhookUrl,
 };
 use tokio_postgres::Row;
 use uuid::Uuid;
@@ -19,7 +20,8 @@ pub const DISABLED_BY_HAND: &str = "disabled through the API";
 const COLUMNS: &str =
     "w.id, w.account_id, w.url, w.secret, w.previous_secrets, w.headers, w.events, \
                        w.status, w.disabled_reason, w.description, w.created_at, w.updated_at, \
-                       w.version, w.filter, w.rate_limit, w.max_in_flight, \
+                       w.version, w.filter, w.rate_limit, w.max_in_flight, w.ordering, \
+                       w.ordering_changed_at, \
                        h.failing_since, h.consecutive_failures, h.trips, h.paused_until";
 /// Every read of a webhook comes with its health, if it has any for its current version.
 const FROM: &str = "webhooks w LEFT JOIN webhook_health h
@@ -68,6 +70,9 @@ pub struct WebhookRow {
     pub rate_limit: Option<u32>,
     /// Requests at once at most, instead of `max_in_flight_per_webhook`.
     pub max_in_flight: Option<u16>,
+    pub ordering: Ordering,
+    /// When an edit last changed `ordering`; `None`: as created.
+    pub ordering_changed_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// One more at every change, by hand included (migration V7): which of two reads of a
@@ -142,6 +147,9 @@ impl WebhookRow {
             max_in_flight: row
                 .get::<_, Option<i32>>("max_in_flight")
                 .and_then(|n| u16::try_from(n).ok()),
+            // Checked by the table.
+            ordering: Ordering::parse(row.get("ordering")).unwrap_or_default(),
+            ordering_changed_at: row.get("ordering_changed_at"),
             created_at: row.get("created_at"),
             updated_at: row.get("updated_at"),
             version: row.get("version"),
@@ -173,6 +181,7 @@ pub struct NewWebhook {
     pub filter: Option<Filter>,
     pub rate_limit: Option<u32>,
     pub max_in_flight: Option<u16>,
+    pub ordering: Ordering,
 }
 
 /// A change to a webhook: `None` leaves a field as it is; for nullable fields `Some(None)`
@@ -188,6 +197,7 @@ pub struct WebhookPatch {
     pub filter: Option<Option<Filter>>,
     pub rate_limit: Option<Option<u32>>,
     pub max_in_flight: Option<Option<u16>>,
+    pub ordering: Option<Ordering>,
     pub status: Option<WebhookStatus>,
     /// Why, when this patch disables the webhook. Without one, a webhook already disabled
     /// keeps its reason and an active one gets [`DISABLED_BY_HAND`].
@@ -269,8 +279,8 @@ impl Store {
         let sql = format!(
             "WITH w AS (
                 INSERT INTO webhooks (id, account_id, url, secret, headers, events, description,
-                                      filter, rate_limit, max_in_flight)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                                      filter, rate_limit, max_in_flight, ordering)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
                 RETURNING *)
              SELECT {COLUMNS} FROM w LEFT JOIN webhook_health h ON false"
         );
@@ -292,6 +302,7 @@ impl Store {
                     &new.filter.as_ref().map(Filter::as_json),
                     &new.rate_limit.map(to_int),
                     &new.max_in_flight.map(i32::from),
+                    &new.ordering.as_str(),
                 ],
             )
             .await?;
@@ -384,6 +395,9 @@ impl Store {
                 filter = CASE WHEN $14 THEN $15 ELSE filter END,
                 rate_limit = CASE WHEN $16 THEN $17 ELSE rate_limit END,
                 max_in_flight = CASE WHEN $18 THEN $19 ELSE max_in_flight END,
+                ordering = COALESCE($20, ordering),
+                ordering_changed_at = CASE WHEN $20 <> ordering THEN now()
+                                           ELSE ordering_changed_at END,
                 updated_at = now()
              WHERE id = $1 AND ($2::text IS NULL OR account_id = $2)";
         let changed = tx
@@ -423,6 +437,7 @@ impl Store {
                     &patch.rate_limit.flatten().map(to_int),
                     &patch.max_in_flight.is_some(),
                     &patch.max_in_flight.flatten().map(i32::from),
+                    &patch.ordering.map(Ordering::as_str),
                 ],
             )
             .await?;

@@ -211,6 +211,7 @@ function openForm(w) {
   $("f-filter").value = w && w.filter ? JSON.stringify(w.filter, null, 2) : "";
   $("f-rate_limit").value = w && w.rate_limit ? w.rate_limit : "";
   $("f-max_in_flight").value = w && w.max_in_flight ? w.max_in_flight : "";
+  $("f-ordering").value = w ? w.ordering : "unordered";
   $("f-filter-payload").value = "";
   $("filter-result").textContent = "";
   const headers = $("header-rows");
@@ -294,6 +295,7 @@ async function saveWebhook(event) {
     filter,
     rate_limit: limits.rate_limit,
     max_in_flight: limits.max_in_flight,
+    ordering: $("f-ordering").value,
   };
   const secret = $("f-secret").value;
   if (secret) body.secret = secret;

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use hookrelay_broker::{Delivery, Outgoing};
 use hookrelay_core::{
-    after_attempt, is_current, AfterAttempt, AttemptFacts, Attempted, DeliveryTask, FollowUp,
-    LogStatus, Report,
+    after_attempt, is_current, AfterAttempt, AttemptFacts, Attempted, DeliveryTask, DeliveryV1,
+    FollowUp, LogStatus, Report,
 };
 use hookrelay_store::AttemptRecord;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
@@ -33,6 +33,7 @@ use super::Context;
 use crate::batcher::BatchError;
 use crate::http::AttemptResult;
 use crate::messages;
+use crate::subscriptions::WebhookConfig;
 
 /// Why what follows an attempt could not be queued.
 #[derive(Debug, thiserror::Error)]
@@ -271,6 +272,111 @@ pub async fn run(
     }
     debug!(log_id = %task.log_id, outcome = outcome.as_str(), attempt = task.attempt, "attempt recorded");
     Some(report)
+}
+
+/// What an attempt of the first delivery of a FIFO webhook's line gave.
+pub struct LineOutcome {
+    pub report: Report,
+    pub status: LogStatus,
+    /// Whether the delivery was still its log's current one (not skipped or queued again by
+    /// hand meanwhile): if not, the line is read again.
+    pub current: bool,
+}
+
+/// One attempt of `task`, the first delivery of FIFO webhook `webhook`'s line, recorded
+/// (committed) before it answers: the line's next delivery must not go out before this
+/// one's outcome is on record, or a crash in between would send this one again after it.
+/// A retry goes into the delay tiers as a doorbell for the line (`super::consumer::line`).
+/// `None` when stopped before the attempt could be recorded.
+pub async fn line_attempt(
+    ctx: &Context,
+    outbox: &Outbox,
+    task: DeliveryV1,
+    webhook: &WebhookConfig,
+    slots: Slots,
+    stop: &CancellationToken,
+) -> Option<LineOutcome> {
+    let in_flight = ctx.metrics.attempt_started();
+    let started_at = Utc::now();
+    let clock = Instant::now();
+    let result = Box::pin(ctx.sender.send(webhook, &task, ctx.request_timeout)).await;
+    let elapsed = clock.elapsed();
+    drop(in_flight);
+    drop(slots);
+    ctx.metrics.attempt_finished(result.outcome, elapsed);
+    let now = Utc::now();
+    let AttemptResult {
+        outcome,
+        status: http_status,
+        body,
+        error,
+        retry_after,
+    } = result;
+    let AfterAttempt {
+        status,
+        next_attempt_at,
+        follow_up,
+        report,
+    } = after_attempt(&Attempted {
+        task: &task,
+        account_id: &webhook.account_id,
+        facts: AttemptFacts {
+            outcome,
+            status: http_status,
+            retry_after,
+        },
+        error: error.as_deref(),
+        schedule: &ctx.policy.schedule,
+        now,
+        unit: rand::random::<f64>(),
+    });
+    let record = AttemptRecord {
+        log_id: task.log_id,
+        attempt: task.attempt,
+        requeue: task.requeue,
+        redelivered: false,
+        started_at,
+        duration_ms: u32::try_from(elapsed.as_millis()).unwrap_or(u32::MAX),
+        response_status: http_status,
+        response_body: body,
+        error,
+        status,
+        next_attempt_at,
+    };
+    let current = Box::pin(record_attempt(ctx, record, stop, &mut None)).await?;
+    if !current {
+        ctx.metrics.delivery_stale();
+        return Some(LineOutcome {
+            report,
+            status,
+            current,
+        });
+    }
+    if let Some(follow_up) = follow_up {
+        let mut wait = WRITE_RETRY_FIRST;
+        // On record already: what follows is tried until it is queued. A retry's doorbell
+        // that never goes is found by the lost-delivery check, which rings the line.
+        while let Err(e) = Box::pin(publish_follow_up(ctx, outbox, follow_up.clone())).await {
+            warn!(log_id = %task.log_id, error = %crate::error_chain(&e), retry_in = ?wait, "cannot queue what follows an attempt yet");
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            wait = (wait * 2).min(WRITE_RETRY_MAX);
+        }
+    }
+    match status {
+        LogStatus::Succeeded => ctx
+            .metrics
+            .delivery_succeeded((now - task.received_at).to_std().unwrap_or_default()),
+        LogStatus::Failed => ctx.metrics.delivery_failed(),
+        LogStatus::Retrying | LogStatus::Pending => ctx.metrics.retry_scheduled(),
+    }
+    Some(LineOutcome {
+        report,
+        status,
+        current,
+    })
 }
 
 /// Publishes what follows an attempt and waits for the broker's confirm.

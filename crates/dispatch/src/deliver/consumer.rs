@@ -18,6 +18,8 @@
 //! its endpoint answered 410. A change to the webhook (enabled again, a new URL) starts its
 //! health afresh, as the store does with the saved one.
 
+mod line;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -130,9 +132,12 @@ pub async fn consume_webhook(
         if worker.stop.is_cancelled() {
             break;
         }
+        let fifo = worker.is_fifo();
         mode = match mode {
+            Mode::Full if fifo => worker.line(false).await,
             Mode::Full => worker.full().await,
             Mode::Paused(until) => worker.paused(until).await,
+            Mode::Probe if fifo => worker.line(true).await,
             Mode::Probe => worker.probe().await,
             Mode::Unreachable { probe } => worker.unreachable(probe).await,
             Mode::Stop => break,
@@ -297,8 +302,8 @@ impl Worker {
                 hand_back(delivery).await;
                 break 'consume Mode::Stop;
             };
-            // New limits: a consumer made for them (its prefetch may differ).
-            if Limits::of(&config) != limits {
+            // New limits, or made FIFO: a consumer made for them (its prefetch may differ).
+            if Limits::of(&config) != limits || config.ordering.is_fifo() {
                 hand_back(delivery).await;
                 break 'consume Mode::Full;
             }
@@ -525,6 +530,15 @@ impl Worker {
         };
         let global = self.ctx.global.clone().acquire_owned().await.ok()?;
         Some((local, failing, account, global))
+    }
+
+    /// Whether the webhook is FIFO, as the index holds it now.
+    fn is_fifo(&self) -> bool {
+        self.ctx
+            .routing
+            .subscriptions
+            .get(self.id)
+            .is_some_and(|w| w.ordering.is_fifo())
     }
 
     /// The webhook's own limits, as the index holds them now.

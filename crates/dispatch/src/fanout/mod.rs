@@ -9,9 +9,13 @@
 //! (validation and rejection), `plan` (which deliveries, from the subscription index alone),
 //! `write` (the log rows, and what the database refuses or already has), `deliveries` (the
 //! deliveries into their webhook queues).
+//!
+//! Two sides run this loop (`plan::Side`): the competing consumers of `{ns}.ingest`, for
+//! every webhook but the FIFO ones, and the ordered fan-out, for those (`ordered`).
 
 mod deliveries;
 mod intake;
+mod ordered;
 mod plan;
 mod write;
 
@@ -34,6 +38,8 @@ use uuid::Uuid;
 use crate::event_type_cache::EventTypeCache;
 use crate::publish::{Declare, PipelinePublisher, Relay, Routing};
 use intake::{rejected, validate};
+pub use ordered::bind_when_needed;
+pub use plan::Side;
 use plan::{Accepted, Planned};
 use write::{isolate_refused, recover_conflicts};
 
@@ -73,8 +79,18 @@ pub(super) enum FanoutError {
 }
 
 /// Runs one fan-out consumer until `shutdown`, reconnecting whenever the broker goes away.
-pub async fn run(ctx: Arc<Context>, broker: Broker, shutdown: CancellationToken, worker: usize) {
-    let what = format!("fan-out consumer {worker}");
+/// `worker`: a competing consumer of `{ns}.ingest`, numbered; `None`: the ordered fan-out,
+/// on `{ns}.ingest.ordered` (`ordered`'s module doc).
+pub async fn run(
+    ctx: Arc<Context>,
+    broker: Broker,
+    shutdown: CancellationToken,
+    worker: Option<usize>,
+) {
+    let what = match worker {
+        Some(worker) => format!("fan-out consumer {worker}"),
+        None => "ordered fan-out".to_owned(),
+    };
     broker
         .keep_running(&shutdown, &what, |connection| {
             let (ctx, shutdown) = (ctx.clone(), shutdown.clone());
@@ -87,34 +103,67 @@ async fn consume(
     ctx: &Context,
     connection: &Connection,
     shutdown: &CancellationToken,
-    worker: usize,
+    worker: Option<usize>,
 ) -> Result<(), FanoutError> {
-    let ingest = ctx.routing.topology.ingest_queue();
-    let name = format!("hookrelay-fanout-{worker}");
+    let topology = &ctx.routing.topology;
+    let (queue, name) = match worker {
+        Some(worker) => (
+            topology.ingest_queue(),
+            format!("hookrelay-fanout-{worker}"),
+        ),
+        None => {
+            ordered::declare(ctx, connection).await?;
+            (
+                topology.ordered_queue(),
+                "hookrelay-fanout-ordered".to_owned(),
+            )
+        }
+    };
     let mut relay = Relay::open(
         &ctx.routing,
         connection,
         Declare::Base,
-        &ingest,
+        &queue,
         LIMITS,
         &name,
     )
     .await?;
-    info!(worker, queue = %ingest, "fan-out consuming");
-    let result = consume_batches(ctx, &mut relay, shutdown).await;
+    info!(?worker, %queue, "fan-out consuming");
+    let result = consume_batches(ctx, connection, &mut relay, shutdown, worker.is_none()).await;
     relay.close("fan-out consumer stopping").await;
     result
 }
 
 async fn consume_batches(
     ctx: &Context,
+    connection: &Connection,
     relay: &mut Relay,
     shutdown: &CancellationToken,
+    ordered: bool,
 ) -> Result<(), FanoutError> {
     let mut failures = 0u32;
     while let Some(batch) = relay.batches.next(shutdown).await? {
         let mut settled = HashSet::new();
-        match process(ctx, &mut relay.publisher, batch.deliveries(), &mut settled).await {
+        // A FIFO webhook known to this process is left to the ordered side only once its
+        // queue is bound: bound here first if no one has yet (the binder may be just behind).
+        if !ordered && ctx.routing.subscriptions.has_fifo() && !ctx.routing.ordered_bound() {
+            ordered::declare(ctx, connection).await?;
+        }
+        let side = match ordered {
+            true => Side::Ordered,
+            false => Side::Competing {
+                ordered_bound: ctx.routing.ordered_bound(),
+            },
+        };
+        let processed = process(
+            ctx,
+            side,
+            &mut relay.publisher,
+            batch.deliveries(),
+            &mut settled,
+        )
+        .await;
+        match processed {
             Ok(()) => {
                 failures = 0;
                 batch.ack().await?;
@@ -153,6 +202,7 @@ async fn consume_batches(
 /// safely rejected, which must be acked even if the rest of the batch fails.
 async fn process(
     ctx: &Context,
+    side: Side,
     publisher: &mut PipelinePublisher,
     batch: &[Delivery],
     settled: &mut HashSet<usize>,
@@ -178,22 +228,33 @@ async fn process(
             Err(rejection) => rejections.push((index, delivery, rejection)),
         }
     }
-    let refused: Vec<Outgoing> = rejections
-        .iter()
-        .map(|(_, delivery, rejection)| rejected(ctx, delivery, rejection))
-        .collect();
-    publisher.publish(&refused).await?;
+    // The competing side rejects, and counts, what the ordered side drops: every event
+    // reaches both.
+    let competing = side != Side::Ordered;
+    if competing {
+        let refused: Vec<Outgoing> = rejections
+            .iter()
+            .map(|(_, delivery, rejection)| rejected(ctx, delivery, rejection))
+            .collect();
+        publisher.publish(&refused).await?;
+        for (_, _, rejection) in &rejections {
+            ctx.metrics.event_rejected(rejection.reason);
+            warn!(reason = rejection.reason.as_str(), error = %rejection.message, "event rejected");
+        }
+    }
     settled.extend(rejections.iter().map(|(index, _, _)| *index));
-    for (_, _, rejection) in &rejections {
-        ctx.metrics.event_rejected(rejection.reason);
-        warn!(reason = rejection.reason.as_str(), error = %rejection.message, "event rejected");
+    if side == Side::Ordered && !accepted.iter().any(|a| ordered::concerns(ctx, a)) {
+        // No FIFO webhook of these events' accounts: nothing to write.
+        return Ok(());
     }
 
     let mut tests = HashSet::new();
     for a in &accepted {
-        ctx.metrics.event_received(a.event.event_type.as_str());
+        if competing {
+            ctx.metrics.event_received(a.event.event_type.as_str());
+        }
         if let Some((webhook, _)) = a.event.test_target() {
-            if test_goes_to(ctx, webhook, a.event.account_id.as_str()).await? {
+            if test_goes_to(ctx, side, webhook, a.event.account_id.as_str()).await? {
                 tests.insert(webhook);
             }
         }
@@ -206,16 +267,24 @@ async fn process(
         &accepted,
         &ctx.routing.subscriptions,
         &tests,
-        ctx.keep_unmatched_events,
+        side,
+        competing && ctx.keep_unmatched_events,
     );
     ctx.metrics.deliveries_filtered(filtered);
+    if side == Side::Ordered {
+        let seqs = ctx.routing.store.take_seqs(planned.len()).await?;
+        for (p, seq) in planned.iter_mut().zip(seqs) {
+            p.log.seq = Some(seq);
+        }
+    }
     let logs: Vec<NewLog> = planned.iter().map(|p| p.log.clone()).collect();
     let mut inserted: HashMap<Uuid, Option<Arc<NewEvent>>> =
         match ctx.routing.store.insert_logs(&events, &logs).await {
             Ok(ids) => ids.into_iter().collect(),
             Err(e) if e.is_refusal() => {
                 let (ids, refused) =
-                    isolate_refused(ctx, publisher, &accepted, &events, &planned, settled).await?;
+                    isolate_refused(ctx, side, publisher, &accepted, &events, &planned, settled)
+                        .await?;
                 planned.retain(|p| !refused.contains(&p.log.event.id));
                 ids
             }
@@ -242,10 +311,16 @@ async fn process(
     Ok(())
 }
 
-/// Whether a test event for `webhook` of `account` is to be delivered. The index of this
-/// process may not know yet a webhook created a moment ago through another process: it is
-/// read from the database then (the rest of the fan-out relies on the index knowing it).
-async fn test_goes_to(ctx: &Context, webhook: Uuid, account: &str) -> Result<bool, StoreError> {
+/// Whether a test event for `webhook` of `account` is to be delivered by `side`. The index
+/// of this process may not know yet a webhook created a moment ago through another process:
+/// it is read from the database then (the rest of the fan-out relies on the index knowing
+/// it).
+async fn test_goes_to(
+    ctx: &Context,
+    side: Side,
+    webhook: Uuid,
+    account: &str,
+) -> Result<bool, StoreError> {
     if ctx.routing.subscriptions.get(webhook).is_none() {
         ctx.routing.subscriptions.reload_one(webhook).await?;
     }
@@ -253,5 +328,5 @@ async fn test_goes_to(ctx: &Context, webhook: Uuid, account: &str) -> Result<boo
         .routing
         .subscriptions
         .get(webhook)
-        .is_some_and(|w| w.active && w.account_id == account))
+        .is_some_and(|w| w.active && w.account_id == account && side.serves(&w, Utc::now())))
 }

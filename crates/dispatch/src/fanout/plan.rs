@@ -4,6 +4,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use hookrelay_broker::Delivery;
@@ -12,7 +13,7 @@ use hookrelay_store::{new_log_id, NewEvent, NewLog};
 use tracing::warn;
 use uuid::Uuid;
 
-use crate::subscriptions::Subscriptions;
+use crate::subscriptions::{Subscriptions, WebhookConfig};
 
 /// A valid event of the batch, with the body every webhook receives for it.
 pub(super) struct Accepted<'a> {
@@ -40,20 +41,56 @@ pub(super) struct Plan {
     pub filtered: usize,
 }
 
+/// How long after an edit changed a webhook's ordering both sides serve it. Processes hear
+/// of a change within milliseconds (LISTEN/NOTIFY), or at the next full reload of their
+/// index (a minute) should a notification be lost: meanwhile one that has heard and one that
+/// has not could each leave an event to the other side. Serving it from both, an event's
+/// second log is the duplicate the store does not write (`Store::insert_logs`).
+pub const ORDERING_OVERLAP: Duration = Duration::from_secs(120);
+
+/// Which webhooks a fan-out serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The competing consumers of `{ns}.ingest`: every webhook, but the FIFO ones once the
+    /// ordered fan-out's queue is bound (`ordered_bound`); until then, those too.
+    Competing { ordered_bound: bool },
+    /// The single active consumer of `{ns}.ingest.ordered`: the FIFO webhooks only, their
+    /// logs numbered in the order of the events.
+    Ordered,
+}
+
+impl Side {
+    /// Whether this side fans out to `webhook`, at `now`: both do for
+    /// [`ORDERING_OVERLAP`] after an edit changed its ordering.
+    pub fn serves(self, webhook: &WebhookConfig, now: DateTime<Utc>) -> bool {
+        let changing = webhook.ordering_changed_at.is_some_and(|at| {
+            now - at < chrono::Duration::from_std(ORDERING_OVERLAP).unwrap_or_default()
+        });
+        let fifo = webhook.ordering.is_fifo();
+        match self {
+            Self::Competing { ordered_bound } => !fifo || !ordered_bound || changing,
+            Self::Ordered => fifo || changing,
+        }
+    }
+}
+
 /// One delivery per webhook of the event's account subscribed to its type, but for
 /// hookrelay's news of a webhook, which goes to the account's other webhooks, never to it;
 /// and a test event to its one webhook (subscribed or not) when `tests` holds it, under the
 /// log id the API has answered already. A webhook's filter decides over the body as sent,
-/// read once per event and only if one of its webhooks has a filter.
+/// read once per event and only if one of its webhooks has a filter. Only the webhooks
+/// `side` serves.
 pub(super) fn plan(
     accepted: &[Accepted<'_>],
     subscriptions: &Subscriptions,
     tests: &HashSet<Uuid>,
+    side: Side,
     keep_unmatched: bool,
 ) -> Plan {
     let mut events = Vec::with_capacity(accepted.len());
     let mut planned = Vec::new();
     let mut filtered = 0;
+    let now = Utc::now();
     for a in accepted {
         let event = Arc::new(NewEvent {
             account_id: a.event.account_id.as_str().to_owned(),
@@ -70,6 +107,7 @@ pub(super) fn plan(
                 id: log_id,
                 webhook_id,
                 event: event.clone(),
+                seq: None,
             },
             received_at: a.received_at,
         };
@@ -85,7 +123,7 @@ pub(super) fn plan(
             for webhook in subscriptions
                 .matching(a.event.account_id.as_str(), a.event.event_type.as_str())
                 .into_iter()
-                .filter(|w| Some(w.id) != about)
+                .filter(|w| Some(w.id) != about && side.serves(w, now))
             {
                 if let Some(filter) = &webhook.filter {
                     let body = body.get_or_insert_with(|| read_body(&a.payload));

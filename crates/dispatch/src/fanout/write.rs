@@ -12,7 +12,7 @@ use tracing::warn;
 use uuid::Uuid;
 
 use super::intake::rejected;
-use super::plan::{Accepted, Planned};
+use super::plan::{Accepted, Planned, Side};
 use super::{Context, FanoutError};
 use crate::publish::PipelinePublisher;
 
@@ -23,6 +23,7 @@ use crate::publish::PipelinePublisher;
 /// goes back to the queue whole.
 pub(super) async fn isolate_refused(
     ctx: &Context,
+    side: Side,
     publisher: &mut PipelinePublisher,
     accepted: &[Accepted<'_>],
     events: &[Arc<NewEvent>],
@@ -55,11 +56,14 @@ pub(super) async fn isolate_refused(
                         e.sqlstate().unwrap_or("unknown")
                     ),
                 );
-                publisher
-                    .publish(&[rejected(ctx, a.delivery, &rejection)])
-                    .await?;
-                ctx.metrics.event_rejected(rejection.reason);
-                warn!(event_id = %a.event.id, error = %crate::error_chain(&e), "event rejected by the database");
+                // Rejected (and counted) by the competing side, which sees every event too.
+                if side != Side::Ordered {
+                    publisher
+                        .publish(&[rejected(ctx, a.delivery, &rejection)])
+                        .await?;
+                    ctx.metrics.event_rejected(rejection.reason);
+                    warn!(event_id = %a.event.id, error = %crate::error_chain(&e), "event rejected by the database");
+                }
                 refused.insert(a.event.id.clone());
                 // Safe in the rejected queue now: acked even if the batch fails later.
                 settled.insert(a.index);
