@@ -4,7 +4,8 @@
 #   - Debian: chromium + chromium-driver (the console's browser test), prometheus (the
 #     dashboard and alert test runs a real Prometheus; promtool checks the rules);
 #   - PyPI, into the project's .venv (never the machine's Python): the example receiver's and
-#     publisher's libraries (standardwebhooks, pika), and schemathesis (the OpenAPI test); the
+#     publisher's libraries (standardwebhooks, pika), schemathesis (the OpenAPI test) and
+#     openapi-spec-validator (the receivers' document test); the
 #     Makefile puts .venv/bin first on PATH for the tests;
 #   - npm: the example Node receiver's (`npm ci`, from its lock file).
 set -euo pipefail
@@ -17,6 +18,7 @@ need_debian 'command -v prometheus && command -v promtool' prometheus
 need_pip "\"\$VENV/bin/python3\" -c 'import standardwebhooks, pika'" \
     -r examples/receivers/python/requirements.txt -r examples/publishers/python/requirements.txt
 need_pip '[ -x "$VENV/bin/schemathesis" ]' schemathesis==4.32.5
+need_pip '[ -x "$VENV/bin/openapi-spec-validator" ]' openapi-spec-validator==0.9.0
 
 lock=examples/receivers/node/package-lock.json
 stamp=examples/receivers/node/node_modules/.package-lock.json

@@ -412,6 +412,15 @@ async fn measure(
     let setup = Instant::now();
     let sink = Arc::new(Sink::default());
     let sink_url = start_sink(sink.clone()).await?;
+    if scenario.schema {
+        client
+            .patch(format!("{api}/v1/event-types/Message.received"))
+            .bearer_auth(TOKEN)
+            .json(&serde_json::json!({"schema": twenty_properties()}))
+            .send()
+            .await?
+            .error_for_status()?;
+    }
     let per_account = scenario.webhooks / scenario.accounts;
     for n in 0..scenario.webhooks {
         let account = n / per_account;
@@ -832,4 +841,24 @@ async fn main() -> anyhow::Result<()> {
     std::fs::write(&args.out, serde_json::to_string_pretty(&all)?)?;
     println!("\nwritten to {}", args.out.display());
     Ok(())
+}
+
+/// A schema of 20 properties, which the benchmark's events satisfy: four they carry, checked
+/// for type, pattern and range, and sixteen optional ones.
+fn twenty_properties() -> serde_json::Value {
+    let mut properties = serde_json::json!({
+        "sent_at_ns": {"type": "integer", "minimum": 0},
+        "text": {"type": "string", "pattern": "^hello"},
+        "n": {"type": "integer", "minimum": 0},
+        "filler": {"type": "string", "maxLength": 1000000},
+    });
+    for k in 4..20 {
+        properties[format!("p{k}")] = serde_json::json!({"type": "string", "maxLength": 64});
+    }
+    serde_json::json!({
+        "type": "object",
+        "required": ["sent_at_ns", "text", "n", "filler"],
+        "properties": properties,
+        "additionalProperties": false,
+    })
 }

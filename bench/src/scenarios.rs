@@ -89,6 +89,9 @@ pub(crate) struct Scenario {
     /// Whether another account has a FIFO webhook, which gets none of the events: what the
     /// ordered fan-out costs the unordered webhooks once it is in use.
     pub(crate) fifo_elsewhere: bool,
+    /// Whether the event type has a 20-property schema, which every event satisfies: what
+    /// checking `data` costs the fan-out.
+    pub(crate) schema: bool,
 }
 
 impl Scenario {
@@ -110,6 +113,7 @@ impl Scenario {
         filtered: false,
         fifo: false,
         fifo_elsewhere: false,
+        schema: false,
     };
 }
 
@@ -153,7 +157,7 @@ pub(crate) fn selected(only: &str, name: &str) -> bool {
     }
 }
 
-pub(crate) const SCENARIOS: [Scenario; 28] = [
+pub(crate) const SCENARIOS: [Scenario; 29] = [
     // What a delivery of a 1 KiB event costs PostgreSQL (WAL, disk, HOT updates), with one
     // webhook per event and with ten; every scenario prints those figures, these are for
     // them alone.
@@ -192,6 +196,14 @@ pub(crate) const SCENARIOS: [Scenario; 28] = [
         events: 5_000,
         fan_out: 10,
         fifo_elsewhere: true,
+        ..Scenario::DEFAULT
+    },
+    Scenario {
+        name: "W=10 burst, schema",
+        webhooks: 10,
+        events: 5_000,
+        fan_out: 10,
+        schema: true,
         ..Scenario::DEFAULT
     },
     // One request at a time, each recorded before the next.

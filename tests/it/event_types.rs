@@ -122,3 +122,209 @@ async fn admins_add_event_types() {
     )
     .await;
 }
+
+/// A type with a schema: a conforming event is delivered, a non-conforming one rejected with
+/// `schema_mismatch` and the failing place; a type without one is unaffected.
+#[tokio::test]
+async fn a_type_with_a_schema_delivers_what_conforms_and_rejects_the_rest_with_the_path() {
+    let app = spawn_app().await;
+    let schema = json!({
+        "type": "object",
+        "required": ["invoice_id", "amount"],
+        "properties": {
+            "invoice_id": {"type": "string"},
+            "amount": {"type": "integer", "minimum": 0},
+            "lines": {"type": "array", "items": {"type": "object", "required": ["sku"]}},
+        },
+    });
+    let created = app
+        .admin(
+            "POST",
+            "/v1/event-types",
+            Some(
+                json!({"name": "Invoice.paid", "description": "An invoice was paid.",
+                        "schema": schema, "example": {"invoice_id": "in_1", "amount": 5}}),
+            ),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    assert_eq!(created.body["schema"], schema);
+    let receiver = hookrelay_tests::receiver::Receiver::start().await;
+    app.webhook(
+        "acc",
+        &receiver.url,
+        &["Invoice.paid", "Contact.created"],
+        json!({}),
+    )
+    .await;
+
+    let good = app
+        .publish(
+            "Invoice.paid",
+            "acc",
+            json!({"invoice_id": "in_1", "amount": 10}),
+            1,
+        )
+        .await;
+    let bad = app
+        .publish(
+            "Invoice.paid",
+            "acc",
+            json!({"invoice_id": "in_2", "amount": 3, "lines": [{"sku": "a"}, {"qty": 1}]}),
+            1,
+        )
+        .await;
+    let untyped = app
+        .publish("Contact.created", "acc", json!({"anything": [1]}), 1)
+        .await;
+    let delivered: std::collections::HashSet<String> =
+        good.iter().chain(&untyped).cloned().collect();
+    receiver
+        .wait_for_events(&delivered, std::time::Duration::from_secs(30))
+        .await;
+    let rejected = hookrelay_tests::wait_for(
+        "the bad event rejected",
+        std::time::Duration::from_secs(30),
+        || async {
+            let messages = app.rejected_messages().await;
+            (!messages.is_empty()).then_some(messages)
+        },
+    )
+    .await;
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    let (reason, error, body) = &rejected[0];
+    assert_eq!(reason, "schema_mismatch");
+    assert!(error.contains("`/lines/1`"), "{error}");
+    assert!(error.contains("sku"), "{error}");
+    let body: serde_json::Value = serde_json::from_slice(body).unwrap();
+    assert_eq!(body["id"], bad[0].as_str());
+    assert!(
+        !receiver.event_ids().contains(&bad[0]),
+        "a non-conforming event was delivered"
+    );
+}
+
+/// A schema that is not one, and an example that breaks its schema, answer 422 naming the
+/// field; a change of schema is checked against the example kept, and removing it works.
+#[tokio::test]
+async fn bad_schemas_and_examples_are_refused() {
+    let app = spawn_app().await;
+    for (body, field, code) in [
+        (
+            json!({"name": "A.one", "schema": {"type": "nope"}}),
+            "schema",
+            "invalid_schema",
+        ),
+        (
+            json!({"name": "A.two", "schema": {"pattern": "(?=x)"}}),
+            "schema",
+            "invalid_schema",
+        ),
+        (
+            json!({"name": "A.three", "schema": {"type": "object", "required": ["x"]},
+                   "example": {"y": 1}}),
+            "example",
+            "invalid_example",
+        ),
+    ] {
+        let answer = app
+            .admin("POST", "/v1/event-types", Some(body.clone()))
+            .await;
+        assert_eq!(answer.status, 422, "{body}: {}", answer.text);
+        assert_eq!(answer.error(), (code.to_owned(), Some(field.to_owned())));
+    }
+    let created = app
+        .admin(
+            "POST",
+            "/v1/event-types",
+            Some(json!({"name": "A.four", "example": {"y": 1}})),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let refused = app
+        .admin(
+            "PATCH",
+            "/v1/event-types/A.four",
+            Some(json!({"schema": {"required": ["x"]}})),
+        )
+        .await;
+    assert_eq!(refused.status, 422, "{}", refused.text);
+    assert_eq!(refused.error().0, "invalid_example");
+    let changed = app
+        .admin(
+            "PATCH",
+            "/v1/event-types/A.four",
+            Some(json!({"schema": {"required": ["y"]}, "description": "Four."})),
+        )
+        .await;
+    assert_eq!(changed.status, 200, "{}", changed.text);
+    assert_eq!(changed.body["description"], "Four.");
+    let cleared = app
+        .admin(
+            "PATCH",
+            "/v1/event-types/A.four",
+            Some(json!({"schema": null})),
+        )
+        .await;
+    assert_eq!(cleared.body["schema"], serde_json::Value::Null);
+    let missing = app
+        .admin(
+            "PATCH",
+            "/v1/event-types/No.such",
+            Some(json!({"description": "x"})),
+        )
+        .await;
+    assert_eq!(missing.status, 404);
+}
+
+/// The receivers' document is OpenAPI 3.1, as a validator reads it, and holds every type,
+/// with its schema as the body's `data`.
+#[tokio::test]
+async fn the_receivers_document_is_openapi_3_1_with_every_type_and_schema() {
+    let app = spawn_app().await;
+    let schema = json!({"type": "object", "required": ["n"],
+                        "properties": {"n": {"type": "integer"}}, "$defs": {"x": {}}});
+    let created = app
+        .admin(
+            "POST",
+            "/v1/event-types",
+            Some(json!({"name": "Order.placed", "schema": schema, "example": {"n": 1}})),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let answer = app.admin("GET", "/v1/event-types/openapi.json", None).await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    let document = &answer.body;
+    assert_eq!(document["openapi"], "3.1.0");
+    let webhooks = document["webhooks"].as_object().expect("webhooks");
+    for name in CONTRACT_CATALOG.iter().copied().chain(["Order.placed"]) {
+        assert!(webhooks.contains_key(name), "{name} missing");
+    }
+    let data = &document["components"]["schemas"]["Order.placed"]["properties"]["data"];
+    assert_eq!(data["required"], json!(["n"]));
+    assert_eq!(data["properties"], schema["properties"]);
+
+    // Checked by openapi-spec-validator, from the project's .venv (scripts/test-tools.sh).
+    let path = std::env::temp_dir().join(format!("receivers-{}.json", uuid::Uuid::new_v4()));
+    std::fs::write(&path, answer.text.as_bytes()).unwrap();
+    let venv = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../.venv/bin/openapi-spec-validator"
+    );
+    let program = if std::path::Path::new(venv).exists() {
+        venv.to_owned()
+    } else {
+        "openapi-spec-validator".to_owned()
+    };
+    let output = std::process::Command::new(&program)
+        .arg(&path)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}: run scripts/test-tools.sh (make test does)"));
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        output.status.success(),
+        "not valid OpenAPI 3.1: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

@@ -28,7 +28,7 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse as _, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, patch, post};
 use axum::Router;
 
 pub use error::ApiError;
@@ -56,6 +56,11 @@ pub fn router(state: AppState) -> Router {
             "/event-types",
             get(event_types::list).post(event_types::create),
         )
+        .route(
+            "/event-types/openapi.json",
+            get(event_types::receivers_document),
+        )
+        .route("/event-types/{name}", patch(event_types::update))
         .route("/api-keys", post(api_keys::create))
         .route("/api-keys/{id}", delete(api_keys::revoke))
         .route("/whoami", get(auth::whoami))

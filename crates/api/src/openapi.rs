@@ -25,6 +25,8 @@ use crate::{api_keys, auth, event_types, logs, stats, test_event, webhooks};
     paths(
         event_types::list,
         event_types::create,
+        event_types::update,
+        event_types::receivers_document,
         api_keys::create,
         api_keys::revoke,
         auth::whoami,
@@ -66,7 +68,7 @@ impl Modify for Conventions {
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
         );
         for (path, item) in openapi.paths.paths.iter_mut() {
-            let has_id = path.contains("{id}");
+            let has_id = path.contains("{id}") || path.contains("{name}");
             let operations = [
                 (item.get.as_mut(), false),
                 (item.post.as_mut(), true),

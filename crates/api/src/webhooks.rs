@@ -951,7 +951,9 @@ fn parse_filter(raw: &serde_json::Value) -> Option<Result<Filter, ApiError>> {
     if raw.as_object().is_some_and(serde_json::Map::is_empty) {
         return None;
     }
-    Some(Filter::parse(raw).map_err(|e| ApiError::invalid("filter", e)))
+    // Stored as jsonb, which refuses what JSON allows: a NUL character.
+    let storable = hookrelay_core::check_storable(raw).map_err(|e| ApiError::invalid("filter", e));
+    Some(storable.and_then(|()| Filter::parse(raw).map_err(|e| ApiError::invalid("filter", e))))
 }
 
 fn parse_description(raw: &str) -> Result<Description, ApiError> {

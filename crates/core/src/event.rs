@@ -48,10 +48,11 @@ pub enum RejectReason {
     TooDeep,
     ReservedEventType,
     RefusedByDatabase,
+    SchemaMismatch,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 10] = [
+    pub const ALL: [RejectReason; 11] = [
         Self::TooLarge,
         Self::NotUtf8,
         Self::NotJson,
@@ -62,6 +63,7 @@ impl RejectReason {
         Self::TooDeep,
         Self::ReservedEventType,
         Self::RefusedByDatabase,
+        Self::SchemaMismatch,
     ];
 
     /// The reason of that [`RejectReason::as_str`].
@@ -81,6 +83,7 @@ impl RejectReason {
             Self::TooDeep => "too_deep",
             Self::ReservedEventType => "reserved_event_type",
             Self::RefusedByDatabase => "refused_by_database",
+            Self::SchemaMismatch => "schema_mismatch",
         }
     }
 }

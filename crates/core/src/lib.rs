@@ -10,6 +10,7 @@
 mod attempt;
 mod delivery;
 mod event;
+mod event_schema;
 mod event_type;
 mod filter;
 mod health;
@@ -31,6 +32,7 @@ pub use delivery::{
     MAX_RESPONSE_BODY,
 };
 pub use event::{check_event_id, Event, Intake, RejectReason, Rejection};
+pub use event_schema::{check_storable, EventSchema, Mismatch, MAX_SCHEMA_BYTES};
 pub use event_type::{EventType, BUILTIN_EVENT_TYPES, OWN_EVENT_TYPES, SEEDED_EVENT_TYPES};
 pub use filter::{
     Filter, MAX_FILTER_BYTES, MAX_FILTER_DEPTH, MAX_FILTER_TESTS, MAX_IN_VALUES, MAX_PATH_SEGMENTS,

@@ -9,7 +9,23 @@ pub struct EventTypeRow {
     pub name: String,
     pub description: String,
     pub builtin: bool,
+    /// The JSON Schema its events' `data` must satisfy, as saved; checked by whoever reads it.
+    pub schema: Option<serde_json::Value>,
+    /// An example `data` that satisfies the schema.
+    pub example: Option<serde_json::Value>,
     pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What the columns of an event type read are.
+const COLUMNS: &str = "name, description, builtin, schema, example, created_at, updated_at";
+
+/// A change to an event type: `None` leaves a field as it is; `Some(None)` clears it.
+#[derive(Debug, Default)]
+pub struct EventTypePatch {
+    pub description: Option<String>,
+    pub schema: Option<Option<serde_json::Value>>,
+    pub example: Option<Option<serde_json::Value>>,
 }
 
 impl EventTypeRow {
@@ -18,7 +34,10 @@ impl EventTypeRow {
             name: row.get("name"),
             description: row.get("description"),
             builtin: row.get("builtin"),
+            schema: row.get("schema"),
+            example: row.get("example"),
             created_at: row.get("created_at"),
+            updated_at: row.get("updated_at"),
         }
     }
 
@@ -39,15 +58,15 @@ impl Store {
     ) -> Result<Page<EventTypeRow>, StoreError> {
         let client = self.client().await?;
         let (at, key) = after.map(|c| (c.created_at, c.key.clone())).unzip();
-        let rows = client
-            .query(
-                "SELECT name, description, builtin, created_at FROM event_types
+        let sql = format!(
+            "SELECT {COLUMNS} FROM event_types
                  WHERE $1::timestamptz IS NULL
                     OR created_at < $1 OR (created_at = $1 AND name > $2)
                  ORDER BY created_at DESC, name ASC
-                 LIMIT $3",
-                &[&at, &key, &(limit as i64 + 1)],
-            )
+                 LIMIT $3"
+        );
+        let rows = client
+            .query(&sql, &[&at, &key, &(limit as i64 + 1)])
             .await?;
         let rows = rows.iter().map(EventTypeRow::from_row).collect();
         Ok(Page::from_rows(rows, limit, EventTypeRow::cursor))
@@ -57,14 +76,16 @@ impl Store {
         &self,
         name: &EventType,
         description: &str,
+        schema: Option<&serde_json::Value>,
+        example: Option<&serde_json::Value>,
     ) -> Result<EventTypeRow, StoreError> {
         let client = self.client().await?;
+        let sql = format!(
+            "INSERT INTO event_types (name, description, schema, example) VALUES ($1, $2, $3, $4)
+             RETURNING {COLUMNS}"
+        );
         let row = client
-            .query_one(
-                "INSERT INTO event_types (name, description) VALUES ($1, $2)
-                 RETURNING name, description, builtin, created_at",
-                &[&name.as_str(), &description],
-            )
+            .query_one(&sql, &[&name.as_str(), &description, &schema, &example])
             .await
             .map_err(|e| {
                 if StoreError::is_unique_violation(&e) {
@@ -74,6 +95,54 @@ impl Store {
                 }
             })?;
         Ok(EventTypeRow::from_row(&row))
+    }
+
+    /// One event type.
+    pub async fn get_event_type(&self, name: &str) -> Result<Option<EventTypeRow>, StoreError> {
+        let client = self.client().await?;
+        let sql = format!("SELECT {COLUMNS} FROM event_types WHERE name = $1");
+        let row = client.query_opt(&sql, &[&name]).await?;
+        Ok(row.as_ref().map(EventTypeRow::from_row))
+    }
+
+    /// Every event type, by name: the fan-out's catalog, and the receivers' document.
+    pub async fn all_event_types(&self) -> Result<Vec<EventTypeRow>, StoreError> {
+        let client = self.client().await?;
+        let sql = format!("SELECT {COLUMNS} FROM event_types ORDER BY name");
+        let rows = client.query(&sql, &[]).await?;
+        Ok(rows.iter().map(EventTypeRow::from_row).collect())
+    }
+
+    /// Applies `patch` to event type `name`; `None` when there is no such type.
+    pub async fn update_event_type(
+        &self,
+        name: &str,
+        patch: &EventTypePatch,
+    ) -> Result<Option<EventTypeRow>, StoreError> {
+        let client = self.client().await?;
+        let sql = format!(
+            "UPDATE event_types SET
+                description = COALESCE($2, description),
+                schema = CASE WHEN $3 THEN $4 ELSE schema END,
+                example = CASE WHEN $5 THEN $6 ELSE example END,
+                updated_at = now()
+             WHERE name = $1
+             RETURNING {COLUMNS}"
+        );
+        let row = client
+            .query_opt(
+                &sql,
+                &[
+                    &name,
+                    &patch.description,
+                    &patch.schema.is_some(),
+                    &patch.schema.clone().flatten(),
+                    &patch.example.is_some(),
+                    &patch.example.clone().flatten(),
+                ],
+            )
+            .await?;
+        Ok(row.as_ref().map(EventTypeRow::from_row))
     }
 
     /// The names among `names` that the catalog does not hold, in the order given.

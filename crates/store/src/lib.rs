@@ -20,7 +20,7 @@ mod webhooks;
 pub use api_keys::ApiKeyRow;
 pub use cursor::{Cursor, Page};
 pub use error::StoreError;
-pub use event_types::EventTypeRow;
+pub use event_types::{EventTypePatch, EventTypeRow};
 pub use listen::{listen_webhook_changes, WebhookChange, WebhookListener};
 pub use log_reads::{AttemptRow, AttemptStats, LogDetail, LogFilter, LogRow, ATTEMPTS_SHOWN};
 pub use logs::{

@@ -8,7 +8,7 @@
 const TOKEN_KEY = "hookrelay.token";
 // `logParams`: the filters last applied (paging and Recover use these, not fields edited
 // since); `loads`: which webhook list load is the latest.
-const state = { me: null, eventTypes: [], webhooks: new Map(), logParams: new URLSearchParams(), editing: null, loads: 0 };
+const state = { me: null, eventTypes: [], typeInfo: new Map(), webhooks: new Map(), logParams: new URLSearchParams(), editing: null, loads: 0 };
 
 const $ = (id) => document.getElementById(id);
 
@@ -72,6 +72,7 @@ async function signIn(token) {
   // The catalog before anything shows as signed in: a form opened earlier had no event boxes.
   const types = await api("GET", "/v1/event-types?limit=500");
   state.eventTypes = types.status === 200 ? types.body.items.map((t) => t.name).sort() : [];
+  state.typeInfo = new Map(types.status === 200 ? types.body.items.map((t) => [t.name, t]) : []);
   $("who").textContent = state.me.role === "admin" ? "admin" : "account " + state.me.account_id;
   $("nav").hidden = false;
   return null;
@@ -231,6 +232,21 @@ function openForm(w) {
     box.checked = !!w && w.events.includes(name);
     label.append(box, document.createTextNode(" " + name));
     boxes.appendChild(label);
+    // What the type carries, for the one choosing it: its description, schema and example.
+    const info = state.typeInfo.get(name);
+    if (info && (info.description || info.schema || info.example)) {
+      const details = el("details", null, "type-info");
+      details.appendChild(el("summary", info.description || "About " + name));
+      if (info.schema) {
+        details.appendChild(el("p", "Schema of data:"));
+        details.appendChild(el("pre", JSON.stringify(info.schema, null, 2)));
+      }
+      if (info.example) {
+        details.appendChild(el("p", "Example data:"));
+        details.appendChild(el("pre", JSON.stringify(info.example, null, 2)));
+      }
+      boxes.appendChild(details);
+    }
   }
 }
 

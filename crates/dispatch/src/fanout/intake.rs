@@ -8,6 +8,7 @@ use hookrelay_core::{Event, Intake, RejectReason, Rejection, Traceparent};
 use hookrelay_store::StoreError;
 
 use super::Context;
+use crate::event_type_cache::Lookup;
 
 pub(super) async fn validate(
     ctx: &Context,
@@ -28,14 +29,31 @@ pub(super) async fn validate(
         Ok(e) => e,
         Err(r) => return Ok(Err(r)),
     };
-    if !ctx.event_types.contains(event.event_type.as_str()).await? {
-        return Ok(Err(Rejection {
-            reason: RejectReason::UnknownEventType,
-            message: format!(
-                "unknown event type `{}`: not in the catalog (GET /v1/event-types)",
-                event.event_type
-            ),
-        }));
+    let schema = match ctx.event_types.lookup(event.event_type.as_str()).await? {
+        Lookup::Unknown => {
+            return Ok(Err(Rejection {
+                reason: RejectReason::UnknownEventType,
+                message: format!(
+                    "unknown event type `{}`: not in the catalog (GET /v1/event-types)",
+                    event.event_type
+                ),
+            }))
+        }
+        Lookup::Known(schema) => schema,
+    };
+    if let Some(schema) = schema {
+        // Read only for a type with a schema: the others cost nothing.
+        let data: serde_json::Value =
+            serde_json::from_str(event.data.get()).unwrap_or(serde_json::Value::Null);
+        if let Err(mismatch) = schema.check(&data) {
+            return Ok(Err(Rejection::new(
+                RejectReason::SchemaMismatch,
+                format!(
+                    "`data` does not match the schema of `{}`: {mismatch}",
+                    event.event_type
+                ),
+            )));
+        }
     }
     Ok(Ok(event))
 }
