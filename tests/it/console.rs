@@ -252,8 +252,51 @@ async fn the_console_is_served_with_a_strict_content_security_policy() {
     assert!(answer.headers().get("set-cookie").is_none());
     assert_eq!(
         answer.json::<serde_json::Value>().await.unwrap(),
-        json!({"role": "admin", "account_id": null})
+        json!({"role": "admin", "account_id": null, "capabilities": ["read", "manage"]})
     );
+}
+
+/// The portal may be framed by the origins `portal_frame_ancestors` lists, and only by
+/// them; the console never; an origin that is not one is refused at start.
+#[tokio::test]
+async fn the_portal_may_be_framed_only_by_the_origins_set() {
+    let app = crate::helpers::spawn_app_with(|s| {
+        s.portal_frame_ancestors = "https://app.example.com https://admin.example.com:8443".into();
+    })
+    .await;
+    let header = |path: &'static str| {
+        let (client, address) = (app.client.clone(), app.address.clone());
+        async move {
+            let response = client.get(format!("{address}{path}")).send().await.unwrap();
+            (
+                response.headers()["content-security-policy"]
+                    .to_str()
+                    .unwrap()
+                    .to_owned(),
+                response.headers().get("x-frame-options").is_some(),
+            )
+        }
+    };
+    let (portal, portal_xfo) = header("/portal").await;
+    assert!(
+        portal.ends_with("frame-ancestors https://app.example.com https://admin.example.com:8443"),
+        "{portal}"
+    );
+    assert!(!portal_xfo, "X-Frame-Options would forbid every frame");
+    let (console, console_xfo) = header("/").await;
+    assert!(console.contains("frame-ancestors 'none'"), "{console}");
+    assert!(console_xfo);
+    for bad in [
+        "app.example.com",
+        "https://app.example.com/path",
+        "https://x.com;script-src *",
+    ] {
+        let settings = hookrelay::settings::Settings {
+            portal_frame_ancestors: bad.into(),
+            ..Default::default()
+        };
+        assert!(settings.frame_ancestors().is_err(), "{bad} accepted");
+    }
 }
 
 #[tokio::test]
@@ -282,5 +325,89 @@ async fn the_api_docs_page_renders_under_a_content_security_policy() {
         .wait_for_text("#swagger-ui", "hookrelay admin API")
         .await;
     browser.wait_for_text("#swagger-ui", "/v1/webhooks").await;
+    browser.quit().await;
+}
+
+/// A portal session's link, opened in headless Chromium, shows that account's webhooks and
+/// nothing of another account's, with the token gone from the address bar. A read session
+/// has no create, delete or retry buttons. After revocation, the page's next call answers
+/// 401 and the page says the session ended.
+#[tokio::test]
+async fn a_portal_link_shows_one_account_and_says_when_the_session_ended() {
+    let app = spawn_app().await;
+    let mine = app
+        .webhook(
+            "acc_a",
+            "https://hooks.example.com/mine",
+            &["Contact.created"],
+            json!({}),
+        )
+        .await;
+    app.webhook(
+        "acc_b",
+        "https://hooks.example.com/theirs",
+        &["Contact.created"],
+        json!({}),
+    )
+    .await;
+    let opened = app
+        .admin(
+            "POST",
+            "/v1/portal-sessions",
+            Some(json!({"account_id": "acc_a", "capabilities": ["read"]})),
+        )
+        .await;
+    assert_eq!(opened.status, 201, "{}", opened.text);
+    let token = opened.body["token"].as_str().unwrap();
+    let browser = Browser::start().await.unwrap_or_else(|e| panic!("{e}"));
+    browser
+        .goto(&format!("{}/portal#token={token}", app.address))
+        .await;
+    browser.wait_for_text("#who", "account acc_a").await;
+    browser
+        .wait_for_text("#webhook-rows", "hooks.example.com/mine")
+        .await;
+    let rows = browser.text("#webhook-rows").await;
+    assert!(
+        !rows.contains("theirs"),
+        "another account's webhook shown: {rows}"
+    );
+    let address = browser.execute("return location.href;").await;
+    assert!(
+        !address.as_str().unwrap_or_default().contains(token),
+        "the token stayed in the address bar: {address}"
+    );
+    // Read-only: no button that changes anything.
+    let visible = |css: &str| {
+        format!(
+            "return !!document.querySelector('{css}') && !document.querySelector('{css}').hidden;"
+        )
+    };
+    assert_eq!(
+        browser.execute(&visible("#new-webhook")).await,
+        json!(false)
+    );
+    assert_eq!(
+        browser
+            .execute("return document.querySelectorAll('#webhook-rows button[data-action=\"delete\"]').length;")
+            .await,
+        json!(0)
+    );
+    browser.goto(&format!("{}/portal#/logs", app.address)).await;
+    browser.wait_for_text("#who", "account acc_a").await;
+    assert_eq!(browser.execute(&visible("#retry-log")).await, json!(false));
+    browser
+        .screenshot(&screenshot_path("console-portal.png"))
+        .await;
+
+    let revoked = app
+        .admin("DELETE", "/v1/portal-sessions?account_id=acc_a", None)
+        .await;
+    assert_eq!(revoked.status, 204);
+    browser.click("#nav-webhooks").await;
+    browser
+        .wait_for_text("#session-ended", "Your session has ended")
+        .await;
+    let _ = mine;
     browser.quit().await;
 }

@@ -17,6 +17,7 @@ mod limits;
 mod logs;
 mod migrations;
 mod pipeline;
+mod portal;
 mod recovery;
 mod resilience;
 mod retries;

@@ -76,6 +76,7 @@ pub async fn revoke(
 ) -> Result<StatusCode, ApiError> {
     let not_found = || ApiError::not_found("no such API key");
     let id = Uuid::parse_str(&id).map_err(|_| not_found())?;
+    caller.refuse_portal()?;
     if !state.store().revoke_api_key(id, caller.scope()).await? {
         return Err(not_found());
     }

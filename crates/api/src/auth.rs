@@ -2,7 +2,8 @@ use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
+use hookrelay_core::portal::{Capabilities, PORTAL_TOKEN_PREFIX};
 
 use crate::listener::Admission;
 use crate::state::sha256;
@@ -17,6 +18,9 @@ pub const API_KEY_PREFIX: &str = "hr_";
 pub enum Caller {
     Admin,
     Account(String),
+    /// A portal session of this account (`crate::portal`): what it may do was checked when
+    /// the request came in, by its method.
+    Portal(String, Capabilities),
 }
 
 /// Which accounts a list shows.
@@ -43,7 +47,7 @@ impl Caller {
     pub fn scope(&self) -> Option<&str> {
         match self {
             Self::Admin => None,
-            Self::Account(id) => Some(id),
+            Self::Account(id) | Self::Portal(id, _) => Some(id),
         }
     }
 
@@ -54,6 +58,16 @@ impl Caller {
                 "admin_only",
                 "this call needs the admin token; an account API key cannot make it",
             )),
+            Self::Portal(..) => Err(forbidden("this call needs the admin token")),
+        }
+    }
+
+    /// Refuses portal sessions: what only a credential of the account itself may do (its API
+    /// keys).
+    pub fn refuse_portal(&self) -> Result<(), ApiError> {
+        match self {
+            Self::Portal(..) => Err(forbidden("a portal session cannot manage API keys")),
+            _ => Ok(()),
         }
     }
 }
@@ -88,7 +102,24 @@ impl FromRequestParts<AppState> for Caller {
                 )
             })?;
         let digest = sha256(token);
-        let caller = if digest == admin_sha256 {
+        let caller = if token.starts_with(PORTAL_TOKEN_PREFIX) {
+            let (account, capabilities) = crate::portal::check(state, token).await?;
+            // Reading is a GET; anything else changes something, but trying a filter.
+            let reads = parts.method == Method::GET
+                || parts.method == Method::HEAD
+                || parts.uri.path().ends_with("/webhooks/filter-test");
+            match reads {
+                true if !capabilities.can_read() => {
+                    return Err(forbidden("this portal session cannot read"))
+                }
+                false if !capabilities.manage => {
+                    return Err(forbidden(
+                        "this portal session may only read: it cannot change anything",
+                    ))
+                }
+                _ => Self::Portal(account, capabilities),
+            }
+        } else if digest == admin_sha256 {
             Self::Admin
         } else if let Some(account) = match token.starts_with(API_KEY_PREFIX) {
             true => state.store().account_for_key_hash(&digest).await?,
@@ -115,13 +146,22 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
+/// 403 `forbidden`: a valid credential that may not do this.
+pub(crate) fn forbidden(message: &str) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+}
+
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct WhoAmI {
-    /// `admin` (the admin token) or `account` (an account API key).
+    /// `admin` (the admin token), `account` (an account API key) or `portal` (a portal
+    /// session).
     #[schema(example = "admin")]
     role: &'static str,
     /// The key's account; null for the admin token.
     account_id: Option<String>,
+    /// What a portal session may do (`read`, `manage`); an API key and the admin token may
+    /// do both.
+    capabilities: Vec<&'static str>,
 }
 
 /// Who the token is, for the console to show the admin's account field or an account's own
@@ -133,10 +173,17 @@ pub async fn whoami(caller: Caller) -> axum::Json<WhoAmI> {
         Caller::Admin => WhoAmI {
             role: "admin",
             account_id: None,
+            capabilities: Capabilities::ALL.names(),
         },
         Caller::Account(id) => WhoAmI {
             role: "account",
             account_id: Some(id),
+            capabilities: Capabilities::ALL.names(),
+        },
+        Caller::Portal(id, capabilities) => WhoAmI {
+            role: "portal",
+            account_id: Some(id),
+            capabilities: capabilities.names(),
         },
     })
 }

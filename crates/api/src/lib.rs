@@ -17,6 +17,7 @@ mod listener;
 mod logs;
 mod openapi;
 mod pagination;
+mod portal;
 mod state;
 mod stats;
 mod test_event;
@@ -61,6 +62,10 @@ pub fn router(state: AppState) -> Router {
             get(event_types::receivers_document),
         )
         .route("/event-types/{name}", patch(event_types::update))
+        .route(
+            "/portal-sessions",
+            post(portal::create).delete(portal::revoke),
+        )
         .route("/api-keys", post(api_keys::create))
         .route("/api-keys/{id}", delete(api_keys::revoke))
         .route("/whoami", get(auth::whoami))

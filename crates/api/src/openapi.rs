@@ -10,7 +10,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::error::ErrorBody;
-use crate::{api_keys, auth, event_types, logs, stats, test_event, webhooks};
+use crate::{api_keys, auth, event_types, logs, portal, stats, test_event, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -28,6 +28,8 @@ use crate::{api_keys, auth, event_types, logs, stats, test_event, webhooks};
         event_types::update,
         event_types::receivers_document,
         api_keys::create,
+        portal::create,
+        portal::revoke,
         api_keys::revoke,
         auth::whoami,
         webhooks::list,

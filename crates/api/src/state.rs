@@ -22,6 +22,13 @@ pub struct ApiConfig {
     /// account could not use more, and every request allowed is twice that many deliveries
     /// a process may hold ahead in memory.
     pub max_in_flight_per_account: usize,
+    /// Signs and checks portal session tokens: the `portal_sessions` service key, the same in
+    /// every process.
+    pub portal_key: Vec<u8>,
+    /// Where the portal's links point: `{public_url}/portal#token=…`.
+    pub public_url: String,
+    /// The origins that may frame the portal (the CSP's `frame-ancestors`); none: `'none'`.
+    pub portal_frame_ancestors: Vec<String>,
 }
 
 /// What the API asks of the running pipeline. The binary implements it over
@@ -100,6 +107,11 @@ pub(crate) struct Inner {
     pub max_request_bytes: usize,
     pub max_webhooks_per_account: u32,
     pub max_in_flight_per_account: usize,
+    pub portal_key: Vec<u8>,
+    pub public_url: String,
+    pub portal_frame_ancestors: Vec<String>,
+    /// Ended portal sessions, by account, cached (`crate::portal`).
+    pub revocations: crate::portal::Revocations,
 }
 
 impl AppState {
@@ -119,6 +131,10 @@ impl AppState {
                 max_request_bytes: config.max_request_bytes,
                 max_webhooks_per_account: config.max_webhooks_per_account,
                 max_in_flight_per_account: config.max_in_flight_per_account,
+                portal_key: config.portal_key,
+                public_url: config.public_url.trim_end_matches('/').to_owned(),
+                portal_frame_ancestors: config.portal_frame_ancestors,
+                revocations: Default::default(),
             }),
         }
     }

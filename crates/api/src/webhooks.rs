@@ -163,7 +163,7 @@ pub async fn create(
             ))
         }
         (_, Some(raw)) => parse_account(&caller, &raw)?,
-        (Caller::Account(own), None) => {
+        (Caller::Account(own) | Caller::Portal(own, _), None) => {
             AccountId::parse(own).map_err(|e| ApiError::invalid("account_id", e))?
         }
     };

@@ -81,6 +81,9 @@ async fn the_api_and_console_answer_without_a_broker() {
             max_request_bytes: 1 << 20,
             max_webhooks_per_account: 100,
             max_in_flight_per_account: 256,
+            portal_key: b"oneshot-portal-key".to_vec(),
+            public_url: "http://127.0.0.1:8080".into(),
+            portal_frame_ancestors: Vec::new(),
         },
     );
     let router = hookrelay_api::router(state);

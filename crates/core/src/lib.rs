@@ -17,6 +17,7 @@ mod health;
 mod invalid;
 pub mod net;
 pub mod ops;
+pub mod portal;
 mod rate;
 mod retry;
 pub mod sealing;

@@ -180,6 +180,16 @@ impl Application {
         )
         .await
         .context("cannot start the pipeline")?;
+        // Every process signs and checks portal sessions with the same key.
+        // 244 random bits from two v4 UUIDs, drawn from the OS's generator.
+        let fresh: Vec<u8> = [uuid::Uuid::new_v4(), uuid::Uuid::new_v4()]
+            .iter()
+            .flat_map(|u| *u.as_bytes())
+            .collect();
+        let portal_key = store
+            .service_key("portal_sessions", &fresh)
+            .await
+            .context("cannot read the portal session key")?;
         let state = AppState::new(
             store,
             metrics.clone(),
@@ -190,6 +200,10 @@ impl Application {
                 max_request_bytes: settings.max_request_bytes,
                 max_webhooks_per_account: settings.max_webhooks_per_account,
                 max_in_flight_per_account: settings.in_flight_per_account(),
+                portal_key,
+                public_url: settings.public_url(),
+                // Checked when the settings were read.
+                portal_frame_ancestors: settings.frame_ancestors().unwrap_or_default(),
             },
         );
         if settings.admin_token.is_none() {

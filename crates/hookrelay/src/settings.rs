@@ -147,6 +147,13 @@ pub struct Settings {
     /// delivery attempts go to its `/v1/traces`. Unset (the default), nothing is exported.
     #[serde_as(as = "Option<DisplayFromStr>")]
     pub otlp_endpoint: Option<url::Url>,
+    /// The address the platform's customers reach hookrelay at: portal session links are
+    /// `{public_url}/portal#token=…`. Unset, `http://{listen}`.
+    #[serde_as(as = "Option<DisplayFromStr>")]
+    pub public_url: Option<url::Url>,
+    /// The origins whose pages may show the portal in a frame, space-separated
+    /// (`https://app.example.com https://admin.example.com`); empty (the default): none.
+    pub portal_frame_ancestors: String,
 }
 
 impl Default for Settings {
@@ -185,6 +192,8 @@ impl Default for Settings {
             shutdown_timeout: HumanDuration(Duration::from_secs(30)),
             log_format: LogFormat::Text,
             otlp_endpoint: None,
+            public_url: None,
+            portal_frame_ancestors: String::new(),
         }
     }
 }
@@ -238,6 +247,11 @@ impl fmt::Debug for Settings {
             .field("max_request_bytes", &self.max_request_bytes)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("log_format", &self.log_format)
+            .field(
+                "public_url",
+                &self.public_url.as_ref().map(url::Url::as_str),
+            )
+            .field("portal_frame_ancestors", &self.portal_frame_ancestors)
             .field(
                 "otlp_endpoint",
                 &self
@@ -410,6 +424,38 @@ impl Settings {
         Ok((settings, warnings))
     }
 
+    /// Where portal session links point.
+    pub fn public_url(&self) -> String {
+        match &self.public_url {
+            Some(url) => url.as_str().trim_end_matches('/').to_owned(),
+            None => format!("http://{}", self.listen),
+        }
+    }
+
+    /// The origins that may frame the portal, each checked to be `http(s)://host[:port]`, so
+    /// that none can add to the content security policy it goes into.
+    pub fn frame_ancestors(&self) -> Result<Vec<String>, String> {
+        self.portal_frame_ancestors
+            .split_whitespace()
+            .map(|raw| {
+                let origin = url::Url::parse(raw)
+                    .ok()
+                    .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+                    .filter(|u| u.path() == "/" && u.query().is_none() && u.fragment().is_none())
+                    .filter(|u| u.username().is_empty() && u.password().is_none())
+                    .map(|u| u.origin().ascii_serialization())
+                    .filter(|o| o.trim_end_matches('/') == raw.trim_end_matches('/'));
+                origin.ok_or_else(|| {
+                    format!(
+                        "`{}` is not an origin: give https://host or https://host:port, \
+                         space-separated",
+                        raw.escape_debug()
+                    )
+                })
+            })
+            .collect()
+    }
+
     fn validate(&self) -> Result<(), (&'static str, String)> {
         hookrelay_store::validate_database_url(&self.database_url)
             .map_err(|e| ("database_url", e.to_string()))?;
@@ -418,6 +464,16 @@ impl Settings {
                 .map_err(|e| ("database_read_url", e.to_string()))?;
         }
         hookrelay_broker::validate_url(&self.amqp_url).map_err(|e| ("amqp_url", e.to_string()))?;
+        if let Some(url) = &self.public_url {
+            if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+                return Err((
+                    "public_url",
+                    "give the http:// or https:// address customers reach hookrelay at".into(),
+                ));
+            }
+        }
+        self.frame_ancestors()
+            .map_err(|why| ("portal_frame_ancestors", why))?;
         if let Some(endpoint) = &self.otlp_endpoint {
             if !matches!(endpoint.scheme(), "http" | "https") {
                 return Err((
@@ -793,7 +849,7 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_setting() {
-        let cases: [(&[(&str, &str)], &str); 16] = [
+        let cases: [(&[(&str, &str)], &str); 18] = [
             (
                 &[("HOOKRELAY_DISABLE_AFTER", "0s")],
                 "HOOKRELAY_DISABLE_AFTER",
@@ -843,6 +899,17 @@ mod tests {
             (
                 &[("HOOKRELAY_OTLP_ENDPOINT", "grpc://collector:4317")],
                 "HOOKRELAY_OTLP_ENDPOINT",
+            ),
+            (
+                &[("HOOKRELAY_PUBLIC_URL", "ftp://hooks.example.com")],
+                "HOOKRELAY_PUBLIC_URL",
+            ),
+            (
+                &[(
+                    "HOOKRELAY_PORTAL_FRAME_ANCESTORS",
+                    "https://a.example.com 'self'",
+                )],
+                "HOOKRELAY_PORTAL_FRAME_ANCESTORS",
             ),
         ];
         for (vars, expected) in cases {

@@ -16,11 +16,13 @@ use hookrelay_tests::{unique_namespace, wait_for, TestDb};
 use serde_json::Value;
 
 /// Every route under `/v1`, as the router declares it.
-const V1_ROUTES: [(&str, &str); 26] = [
+const V1_ROUTES: [(&str, &str); 28] = [
     ("/v1/event-types", "get"),
     ("/v1/event-types", "post"),
     ("/v1/event-types/{name}", "patch"),
     ("/v1/event-types/openapi.json", "get"),
+    ("/v1/portal-sessions", "post"),
+    ("/v1/portal-sessions", "delete"),
     ("/v1/api-keys", "post"),
     ("/v1/api-keys/{id}", "delete"),
     ("/v1/whoami", "get"),

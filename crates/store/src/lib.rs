@@ -12,6 +12,7 @@ mod log_reads;
 mod logs;
 mod migrate;
 mod pool;
+mod portal;
 mod retention;
 mod service_keys;
 mod tombstones;

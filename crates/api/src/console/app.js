@@ -36,7 +36,9 @@ async function api(method, path, body) {
   const text = await response.text();
   let json = null;
   try { json = text ? JSON.parse(text) : null; } catch (_) { json = null; }
-  if (response.status === 401 && path !== "/v1/whoami") signOut();
+  if (response.status === 401 && path !== "/v1/whoami") {
+    if (isPortal()) endSession(); else signOut();
+  }
   return { status: response.status, body: json };
 }
 
@@ -45,8 +47,26 @@ function errorText(answer) {
   return e ? e.message : "the server answered " + answer.status;
 }
 
+/// Opened from a portal session link (`/portal#token=…`): one account, no sign-in page.
+function isPortal() {
+  return location.pathname === "/portal";
+}
+
+/// Whether the caller may change things: a portal session may be read-only.
+function canManage() {
+  return !state.me || !state.me.capabilities || state.me.capabilities.includes("manage");
+}
+
+/// A portal session that expired or was revoked: say so, and forget its token.
+function endSession() {
+  sessionStorage.removeItem(TOKEN_KEY);
+  state.me = null;
+  $("nav").hidden = true;
+  show("session-ended");
+}
+
 function show(section) {
-  for (const id of ["sign-in", "webhooks", "webhook-form-page", "logs", "log-detail"]) {
+  for (const id of ["sign-in", "session-ended", "webhooks", "webhook-form-page", "logs", "log-detail"]) {
     $(id).hidden = id !== section;
   }
   // A secret shown once is gone as soon as the page changes.
@@ -75,6 +95,9 @@ async function signIn(token) {
   state.typeInfo = new Map(types.status === 200 ? types.body.items.map((t) => [t.name, t]) : []);
   $("who").textContent = state.me.role === "admin" ? "admin" : "account " + state.me.account_id;
   $("nav").hidden = false;
+  // A portal session signs out by closing the page, and a read-only one changes nothing.
+  $("sign-out").hidden = state.me.role === "portal";
+  for (const id of ["new-webhook", "retry-log"]) $(id).hidden = !canManage();
   return null;
 }
 
@@ -130,13 +153,15 @@ function webhookRow(w) {
     b.addEventListener("click", () => webhookAction(action, w));
     actions.appendChild(b);
   };
-  button("Edit", "edit");
-  button("Send test", "test");
-  button(w.status === "active" ? "Disable" : "Enable", w.status === "active" ? "disable" : "enable");
-  button("Rotate secret", "rotate");
-  button("Replay", "replay");
+  if (canManage()) {
+    button("Edit", "edit");
+    button("Send test", "test");
+    button(w.status === "active" ? "Disable" : "Enable", w.status === "active" ? "disable" : "enable");
+    button("Rotate secret", "rotate");
+    button("Replay", "replay");
+  }
   button("Logs", "logs");
-  button("Delete", "delete");
+  if (canManage()) button("Delete", "delete");
   tr.appendChild(actions);
   return tr;
 }
@@ -399,7 +424,7 @@ async function loadLogs(cursor) {
   $("logs-next").onclick = () => loadLogs(answer.body.next_cursor);
   $("logs-first").hidden = !cursor;
   $("logs-first").onclick = () => loadLogs(null);
-  $("recover").hidden = !(state.logParams.get("webhook_id") && state.logParams.get("since"));
+  $("recover").hidden = !(canManage() && state.logParams.get("webhook_id") && state.logParams.get("since"));
 }
 
 /// Takes the filter fields as the applied filters; false (and says why) for a bad time.
@@ -487,10 +512,10 @@ async function loadLog(id) {
 // ---- routing ----
 
 async function route() {
-  if (!sessionStorage.getItem(TOKEN_KEY)) { show("sign-in"); return; }
+  if (!sessionStorage.getItem(TOKEN_KEY)) { show(isPortal() ? "session-ended" : "sign-in"); return; }
   if (!state.me) {
     const failed = await signIn(sessionStorage.getItem(TOKEN_KEY));
-    if (failed) { show("sign-in"); return; }
+    if (failed) { if (isPortal()) endSession(); else show("sign-in"); return; }
   }
   const hash = location.hash || "#/webhooks";
   if (hash.startsWith("#/logs/")) {
@@ -535,6 +560,12 @@ document.addEventListener("DOMContentLoaded", () => {
     if (applyFilters()) loadLogs(null);
   });
   $("recover").addEventListener("click", recover);
+  // A portal link carries its session in the fragment, which never reaches a server: kept
+  // in this tab, and taken out of the address bar (and so out of the history) at once.
+  if (isPortal() && location.hash.startsWith("#token=")) {
+    sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(location.hash.slice("#token=".length)));
+    history.replaceState(null, "", "/portal#/webhooks");
+  }
   window.addEventListener("hashchange", route);
   route();
 });

@@ -9,6 +9,7 @@
 //! reach the page through `textContent`, never as HTML, and the content security policy
 //! allows no inline or foreign script besides.
 
+use axum::extract::State;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -24,6 +25,10 @@ const STYLE: &str = include_str!("app.css");
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
                    connect-src 'self'; form-action 'none'; frame-ancestors 'none'; \
                    base-uri 'none'";
+/// The same for the portal, but for the pages that may frame it (`portal_frame_ancestors`).
+const PORTAL_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+                          img-src 'self'; connect-src 'self'; form-action 'none'; \
+                          base-uri 'none'; frame-ancestors";
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -31,6 +36,8 @@ pub fn routes() -> Router<AppState> {
             "/",
             get(|| async { page(INDEX, "text/html; charset=utf-8") }),
         )
+        // The same page: the script sees the path, and a session token in the fragment.
+        .route("/portal", get(portal_page))
         .route(
             "/console/app.js",
             get(|| async { page(SCRIPT, "text/javascript; charset=utf-8") }),
@@ -60,5 +67,23 @@ fn page(body: &'static str, content_type: &'static str) -> Response {
     );
     // Embedded in the binary: a new release serves new files; never a stale mix.
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// The portal: the console's page, which a platform may frame from the origins it lists.
+async fn portal_page(State(state): State<AppState>) -> Response {
+    let mut response = page(INDEX, "text/html; charset=utf-8");
+    let ancestors = &state.inner.portal_frame_ancestors;
+    if ancestors.is_empty() {
+        return response;
+    }
+    // Checked origins (`https://host[:port]`) at start: nothing here can break the header.
+    let csp = format!("{PORTAL_CSP} {}", ancestors.join(" "));
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&csp) {
+        headers.insert(header::CONTENT_SECURITY_POLICY, value);
+        // Superseded by frame-ancestors wherever that is understood; DENY would win elsewhere.
+        headers.remove(header::X_FRAME_OPTIONS);
+    }
     response
 }
