@@ -451,15 +451,36 @@ async fn insert_chunk(
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
+/// A log written, with the event it delivers when that is not the one given.
+type Written = (Uuid, Option<std::sync::Arc<NewEvent>>);
+
+/// The logs written (`inserted`), and those still to write as duplicates: the logs of
+/// events whose key existed already, and `duplicates`.
+fn not_written(
+    inserted: Vec<Uuid>,
+    grouped: &[EventLogs<'_>],
+    duplicates: Vec<NewLog>,
+) -> (Vec<Written>, Vec<NewLog>) {
+    let written: std::collections::HashSet<Uuid> = inserted.iter().copied().collect();
+    let mut again: Vec<NewLog> = grouped
+        .iter()
+        .flat_map(|g| g.logs.iter())
+        .filter(|l| !written.contains(&l.id))
+        .map(|l| (*l).clone())
+        .collect();
+    again.extend(duplicates);
+    (inserted.into_iter().map(|id| (id, None)).collect(), again)
+}
+
 /// The logs of events whose id was seen before (within the dedupe window): a webhook that
 /// has no log of the event yet gets one, of the event as first stored; one that has keeps
-/// it. Duplicates of one event id are written one at a time (an advisory lock per event),
-/// so that two of them arriving together cannot both find no log.
+/// it. Duplicates of one event id are written one at a time (an advisory lock per event,
+/// held by the caller's transaction until it ends), so that two of them arriving together
+/// cannot both find no log.
 async fn insert_duplicates(
-    client: &mut deadpool_postgres::Object,
+    tx: &impl deadpool_postgres::GenericClient,
     logs: &[NewLog],
 ) -> Result<Vec<(Uuid, Option<std::sync::Arc<NewEvent>>)>, StoreError> {
-    let tx = client.transaction().await?;
     let accounts: Vec<&str> = logs.iter().map(|l| l.event.account_id.as_str()).collect();
     let events: Vec<&str> = logs.iter().map(|l| l.event.id.as_str()).collect();
     tx.execute(
@@ -514,7 +535,6 @@ async fn insert_duplicates(
             &[&ids, &webhooks, &accounts, &events, &created, &seqs],
         )
         .await?;
-    tx.commit().await?;
     // The event as first stored: what its new deliveries send.
     Ok(rows
         .iter()
@@ -615,6 +635,22 @@ impl Store {
         let mut client = self.client().await?;
         let (grouped, duplicates) = group(events, logs);
         let chunks = chunks_by_size(&grouped);
+        // The ordered fan-out's logs carry their places in their lines: written in one
+        // transaction, so that none is seen (and sent) before one placed ahead of it that
+        // the second statement writes.
+        if logs.iter().any(|l| l.seq.is_some()) {
+            let tx = client.transaction().await?;
+            let mut inserted = Vec::with_capacity(logs.len());
+            for chunk in chunks {
+                inserted.extend(insert_chunk(&tx, chunk).await?);
+            }
+            let (mut inserted, again) = not_written(inserted, &grouped, duplicates);
+            if !again.is_empty() {
+                inserted.extend(insert_duplicates(&tx, &again).await?);
+            }
+            tx.commit().await?;
+            return Ok(inserted);
+        }
         let mut inserted = Vec::with_capacity(logs.len());
         match chunks.as_slice() {
             [] => {}
@@ -628,19 +664,11 @@ impl Store {
                 tx.commit().await?;
             }
         }
-        let mut inserted: Vec<(Uuid, Option<std::sync::Arc<NewEvent>>)> =
-            inserted.into_iter().map(|id| (id, None)).collect();
-        // The logs of events whose key existed already.
-        let written: std::collections::HashSet<Uuid> = inserted.iter().map(|i| i.0).collect();
-        let mut again: Vec<NewLog> = grouped
-            .iter()
-            .flat_map(|g| g.logs.iter())
-            .filter(|l| !written.contains(&l.id))
-            .map(|l| (*l).clone())
-            .collect();
-        again.extend(duplicates);
+        let (mut inserted, again) = not_written(inserted, &grouped, duplicates);
         if !again.is_empty() {
-            inserted.extend(insert_duplicates(&mut client, &again).await?);
+            let tx = client.transaction().await?;
+            inserted.extend(insert_duplicates(&tx, &again).await?);
+            tx.commit().await?;
         }
         Ok(inserted)
     }
@@ -1240,27 +1268,43 @@ impl Store {
     ) -> Result<Option<Uuid>, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let head = tx
-            .query_opt(
-                "SELECT o.log_id, o.created_at FROM open_deliveries o
-                 JOIN webhooks w ON w.id = o.webhook_id
-                 WHERE o.webhook_id = $1 AND ($2::text IS NULL OR w.account_id = $2)
-                 ORDER BY o.seq LIMIT 1
-                 FOR UPDATE OF o",
-                &[&webhook_id, &account],
-            )
-            .await?;
-        let Some(head) = head else {
-            return Ok(None);
+        // A head that finishes while it is taken (its attempt recorded) is no longer the
+        // head: the next one is, a few times over at most.
+        let mut skipped = None;
+        for _ in 0..3 {
+            let head = tx
+                .query_opt(
+                    "SELECT o.log_id, o.created_at FROM open_deliveries o
+                     JOIN webhooks w ON w.id = o.webhook_id
+                     WHERE o.webhook_id = $1 AND ($2::text IS NULL OR w.account_id = $2)
+                     ORDER BY o.seq LIMIT 1",
+                    &[&webhook_id, &account],
+                )
+                .await?;
+            let Some(head) = head else {
+                return Ok(None);
+            };
+            let (log_id, created_at): (Uuid, DateTime<Utc>) = (head.get(0), head.get(1));
+            // The log first, as the attempt writer locks it (then its open delivery): two
+            // transactions never wait on each other's second lock.
+            let ended = tx
+                .execute(
+                    "UPDATE delivery_logs SET status = 'failed', troubled = true, error = $3,
+                            requeues = requeues + 1, next_attempt_at = NULL, updated_at = now()
+                     WHERE id = $1 AND created_at = $2 AND status IN ('pending', 'retrying')",
+                    &[&log_id, &created_at, &reason],
+                )
+                .await?;
+            if ended == 1 {
+                skipped = Some((log_id, created_at));
+                break;
+            }
+        }
+        let Some((log_id, _)) = skipped else {
+            return Err(StoreError::Conflict(
+                "the line is moving right now; try again in a moment".into(),
+            ));
         };
-        let (log_id, created_at): (Uuid, DateTime<Utc>) = (head.get(0), head.get(1));
-        tx.execute(
-            "UPDATE delivery_logs SET status = 'failed', troubled = true, error = $3,
-                    requeues = requeues + 1, next_attempt_at = NULL, updated_at = now()
-             WHERE id = $1 AND created_at = $2",
-            &[&log_id, &created_at, &reason],
-        )
-        .await?;
         tx.execute(
             "DELETE FROM open_deliveries WHERE webhook_id = $1 AND log_id = $2",
             &[&webhook_id, &log_id],

@@ -184,6 +184,12 @@ async fn consume_batches(
                 error!(error = %crate::error_chain(&e), retry_in = ?pause, "fan-out batch failed; requeueing its events");
                 // Give the database time to come back before the same events return.
                 tokio::time::sleep(pause).await;
+                if ordered {
+                    // Handing back this batch alone would let the events prefetched behind
+                    // it go first: the channel closes instead, and every event goes back in
+                    // its place.
+                    return Err(e);
+                }
                 // Rejected events are already safe in the rejected queue: acked, so that they
                 // are not rejected (and counted) again; the others go back.
                 for (i, delivery) in batch.deliveries().iter().enumerate() {

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use chrono::Utc;
 use futures::FutureExt as _;
 use hookrelay_broker::{Consuming, Delivery};
-use hookrelay_core::LogStatus;
+use hookrelay_core::{LogStatus, TIER_BASE};
 use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
@@ -122,8 +122,8 @@ impl Worker {
     ) -> Ran {
         loop {
             // Those already here are covered by the read that follows.
-            while let Some(Some(doorbell)) = consuming.next().now_or_never() {
-                held.push(doorbell);
+            if !take_doorbells(consuming, held) {
+                return Ran::Mode(Mode::Stop);
             }
             let page = match self.ctx.routing.store.line(self.id, LINE_PAGE).await {
                 Ok(page) => page,
@@ -140,9 +140,21 @@ impl Worker {
             }
             for entry in page {
                 // A retry not due yet holds the line: its doorbell is in the delay tiers. A
-                // probe tries it now: the breaker's pause was the wait.
-                if !probe && entry.next_attempt_at.is_some_and(|at| at > Utc::now()) {
+                // probe tries it now: the breaker's pause was the wait. A doorbell may come
+                // a moment early (the clocks of processes differ): by a tier's length at most,
+                // it is due.
+                let early = chrono::Duration::from_std(TIER_BASE).unwrap_or_default();
+                if !probe
+                    && entry
+                        .next_attempt_at
+                        .is_some_and(|at| at > Utc::now() + early)
+                {
                     return Ran::Waiting;
+                }
+                // Another process may have taken the queue over: only the consumer that
+                // holds the queue sends.
+                if !take_doorbells(consuming, held) {
+                    return Ran::Mode(Mode::Stop);
                 }
                 if !entry.has_body {
                     // Its event was retired with its day: nothing is left to send.
@@ -197,6 +209,17 @@ impl Worker {
                     // Answered, and the breaker did not open again.
                     return Ran::Mode(Mode::Full);
                 }
+                // On record: the doorbells but the newest are done with (the newest stays, so
+                // that the line is rung again should this process die), and none is held
+                // for longer than a delivery takes.
+                if held.len() > 1 {
+                    let newest = held.len() - 1;
+                    for doorbell in held.drain(..newest) {
+                        if let Err(e) = doorbell.ack().await {
+                            debug!(webhook_id = %self.id, error = %crate::error_chain(&e), "cannot ack a doorbell; it comes again");
+                        }
+                    }
+                }
                 if !outcome.current {
                     // Skipped or queued again meanwhile: the line is read again.
                     break;
@@ -205,6 +228,18 @@ impl Worker {
                     return Ran::Waiting;
                 }
             }
+        }
+    }
+}
+
+/// Moves the doorbells already received into `held`; `false` when the consumer has ended (its
+/// channel closed): the queue may have another active consumer by now.
+fn take_doorbells(consuming: &mut Consuming, held: &mut Vec<Delivery>) -> bool {
+    loop {
+        match consuming.next().now_or_never() {
+            Some(Some(doorbell)) => held.push(doorbell),
+            Some(None) => return false,
+            None => return true,
         }
     }
 }
