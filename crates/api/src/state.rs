@@ -60,6 +60,11 @@ pub trait Pipeline: Send + Sync + 'static {
     /// `replay` selects; answers how many.
     fn replay(&self, replay: hookrelay_store::Replay) -> BoxFuture<'_, Result<i64, PipelineError>>;
 
+    /// Makes sure the ordered fan-out receives every event from now on (its queue bound):
+    /// called before a webhook is written FIFO, so that no event published after it exists
+    /// can miss it.
+    fn prepare_fifo(&self) -> BoxFuture<'_, Result<(), PipelineError>>;
+
     /// Ends the first delivery of FIFO webhook `id`'s line `failed`, so that the line moves
     /// on; answers the log ended, `None` when nothing waits.
     fn skip(

@@ -188,6 +188,9 @@ pub async fn create(
         .map(parse_ordering)
         .transpose()?
         .unwrap_or_default();
+    if ordering.is_fifo() {
+        state.pipeline().prepare_fifo().await?;
+    }
     let row = state
         .store()
         .insert_webhook(
@@ -456,6 +459,9 @@ pub async fn update(
         .as_deref()
         .map(parse_ordering)
         .transpose()?;
+    if patch.ordering.is_some_and(Ordering::is_fifo) {
+        state.pipeline().prepare_fifo().await?;
+    }
     patch.status = not_null("status", body.status)?
         .as_deref()
         .map(WebhookStatus::parse)

@@ -36,6 +36,10 @@ impl Pipeline for Stopped {
     fn replay(&self, _: hookrelay_store::Replay) -> BoxFuture<'_, Result<i64, PipelineError>> {
         Box::pin(async { Err(PipelineError::Unavailable("stopped".into())) })
     }
+    fn prepare_fifo(&self) -> BoxFuture<'_, Result<(), PipelineError>> {
+        Box::pin(async { Err(PipelineError::Unavailable("stopped".into())) })
+    }
+
     fn skip(
         &self,
         _: Uuid,

@@ -322,6 +322,18 @@ impl Dispatcher {
         self.recovery.replay(replay).await
     }
 
+    /// Binds the ordered fan-out's queue, if it is not bound yet: every event published from
+    /// now on reaches it.
+    pub async fn prepare_fifo(&self) -> Result<(), RequestError> {
+        if self.routing.ordered_bound() {
+            return Ok(());
+        }
+        let connection = self.broker.connection().ok_or(RequestError::BrokerDown)?;
+        fanout::bind_ordered(&self.routing, &connection)
+            .await
+            .map_err(|e| RequestError::Publish(PublishError::Broker(e)))
+    }
+
     /// Ends the first delivery of FIFO webhook `id`'s line `failed` and moves the line on;
     /// answers the log ended, `None` when nothing waits.
     pub async fn skip(

@@ -60,6 +60,10 @@ impl Pipeline for DispatchPipeline {
         Box::pin(async move { self.dispatcher.replay(replay).await.map_err(api_error) })
     }
 
+    fn prepare_fifo(&self) -> BoxFuture<'_, Result<(), PipelineError>> {
+        Box::pin(async move { self.dispatcher.prepare_fifo().await.map_err(api_error) })
+    }
+
     fn skip(
         &self,
         id: Uuid,

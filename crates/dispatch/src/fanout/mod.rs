@@ -38,7 +38,7 @@ use uuid::Uuid;
 use crate::event_type_cache::EventTypeCache;
 use crate::publish::{Declare, PipelinePublisher, Relay, Routing};
 use intake::{rejected, validate};
-pub use ordered::bind_when_needed;
+pub use ordered::{bind_ordered, bind_when_needed};
 pub use plan::Side;
 use plan::{Accepted, Planned};
 use write::{isolate_refused, recover_conflicts};

@@ -6,11 +6,12 @@
 //! (`open_deliveries.seq`), and the competing side leaves those webhooks to it. A FIFO
 //! webhook's consumer sends its open deliveries by that number (`crate::deliver::line`).
 //!
-//! The queue stays bound once it has been: unbinding while another process still leaves its
-//! FIFO webhooks to this side would lose their events. Without FIFO webhooks the consumer
-//! acks each batch without a write. Until a process knows the queue is bound
-//! (`Routing::ordered_bound`), its competing side fans out to FIFO webhooks too: a webhook
-//! made FIFO a moment ago loses nothing, and its first events may go out of order.
+//! The API binds the queue before it writes a FIFO webhook (`bind_ordered`), so every event
+//! published once the webhook exists reaches this side. The queue stays bound once it has
+//! been: unbinding while another process still leaves its FIFO webhooks to this side would
+//! lose their events. Without FIFO webhooks the consumer acks each batch without a write.
+//! Until a process knows the queue is bound (`Routing::ordered_bound`), its competing side
+//! fans out to FIFO webhooks too.
 
 use std::time::Duration;
 
@@ -29,6 +30,19 @@ pub(super) async fn declare(ctx: &Context, connection: &Connection) -> Result<()
 
 async fn declare_on(routing: &Routing, connection: &Connection) -> Result<(), BrokerError> {
     let bound = routing.subscriptions.has_fifo() || routing.ordered_bound();
+    declare_bound(routing, connection, bound).await
+}
+
+/// Binds the ordered queue now: a FIFO webhook is about to be written.
+pub async fn bind_ordered(routing: &Routing, connection: &Connection) -> Result<(), BrokerError> {
+    declare_bound(routing, connection, true).await
+}
+
+async fn declare_bound(
+    routing: &Routing,
+    connection: &Connection,
+    bound: bool,
+) -> Result<(), BrokerError> {
     let declarer = Declarer::new(connection.clone());
     let declared = routing.topology.declare_ordered(&declarer, bound).await;
     declarer.close().await;
