@@ -446,39 +446,16 @@ async fn measure(
                 "account_id": {"$in": [format!("acc_{account}"), "acc_other"]},
             });
         }
-        let created: serde_json::Value = client
-            .post(format!("{api}/v1/webhooks"))
-            .bearer_auth(TOKEN)
-            .json(&webhook)
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        let id = created["id"]
-            .as_str()
-            .ok_or_else(|| anyhow::anyhow!("the API answered no webhook id: {created}"))?;
-        webhook_ids.push(id.to_owned());
+        webhook_ids.push(create_webhook(&client, &api, &webhook).await?);
     }
     if scenario.fifo_elsewhere {
-        let created: serde_json::Value = client
-            .post(format!("{api}/v1/webhooks"))
-            .bearer_auth(TOKEN)
-            .json(&serde_json::json!({
-                "account_id": "acc_elsewhere",
-                "url": format!("{sink_url}/w/elsewhere"),
-                "events": ["Message.received"],
-                "ordering": "fifo",
-            }))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        let id = created["id"]
-            .as_str()
-            .ok_or_else(|| anyhow::anyhow!("the API answered no webhook id: {created}"))?;
-        webhook_ids.push(id.to_owned());
+        let webhook = serde_json::json!({
+            "account_id": "acc_elsewhere",
+            "url": format!("{sink_url}/w/elsewhere"),
+            "events": ["Message.received"],
+            "ordering": "fifo",
+        });
+        webhook_ids.push(create_webhook(&client, &api, &webhook).await?);
     }
     // Healthy deliveries: each event reaches the webhooks of one account, less the failing one
     // of that account if it has one.
@@ -861,4 +838,25 @@ fn twenty_properties() -> serde_json::Value {
         "properties": properties,
         "additionalProperties": false,
     })
+}
+
+/// Creates a webhook through the API; answers its id.
+async fn create_webhook(
+    client: &reqwest::Client,
+    api: &str,
+    webhook: &serde_json::Value,
+) -> anyhow::Result<String> {
+    let created: serde_json::Value = client
+        .post(format!("{api}/v1/webhooks"))
+        .bearer_auth(TOKEN)
+        .json(webhook)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let id = created["id"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("the API answered no webhook id: {created}"))?;
+    Ok(id.to_owned())
 }

@@ -15,11 +15,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use hookrelay_broker::{Delivery, Outgoing};
 use hookrelay_core::{
     after_attempt, is_current, AfterAttempt, AttemptFacts, Attempted, DeliveryTask, DeliveryV1,
-    FollowUp, LogStatus, Report,
+    FollowUp, LogStatus, Outcome, Report,
 };
 use hookrelay_store::AttemptRecord;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
@@ -160,68 +160,38 @@ pub async fn run(
             _ = Box::pin(gate.admit()) => {}
         }
     }
-    let in_flight = ctx.metrics.attempt_started();
-    let started_at = Utc::now();
-    let clock = Instant::now();
-    let result = Box::pin(ctx.sender.send(&webhook, &task, ctx.request_timeout)).await;
-    let elapsed = clock.elapsed();
-    drop(in_flight);
-    ctx.metrics.attempt_finished(result.outcome, elapsed);
-
-    let now = Utc::now();
-    let AttemptResult {
+    let Decided {
         outcome,
-        status: http_status,
-        body,
-        error,
-        retry_after,
-    } = result;
-    let after = after_attempt(&Attempted {
-        task: &task,
-        account_id: &webhook.account_id,
-        facts: AttemptFacts {
-            outcome,
-            status: http_status,
-            retry_after,
-        },
-        error: error.as_deref(),
-        schedule: &ctx.policy.schedule,
-        now,
-        unit: rand::random::<f64>(),
-    });
+        answered_at: now,
+        after:
+            AfterAttempt {
+                status,
+                follow_up,
+                report,
+                ..
+            },
+        record,
+    } = Box::pin(send_and_decide(
+        ctx,
+        &webhook,
+        &task,
+        delivery.redelivered(),
+    ))
+    .await;
     // Held across the awaits below by every attempt in a burst: what follows goes to the heap,
     // so that the task is no bigger for it.
-    let AfterAttempt {
-        status,
-        next_attempt_at,
-        follow_up,
-        report,
-    } = after;
     let follow_up = follow_up.map(Box::new);
     if let Some(early) = &early {
         // The consumer is gone only once it stopped, and then nobody needs the report.
         let _ = early.send(report).await;
     }
     drop(slots);
-    let record = AttemptRecord {
-        log_id: task.log_id,
-        attempt: task.attempt,
-        requeue: task.requeue,
-        redelivered: delivery.redelivered(),
-        started_at,
-        duration_ms: u32::try_from(elapsed.as_millis()).unwrap_or(u32::MAX),
-        response_status: http_status,
-        response_body: body,
-        error,
-        status,
-        next_attempt_at,
-    };
     let unrecorded = match follow_up {
         None => ctx.unrecorded.clone().try_acquire_owned().ok(),
         Some(_) => None,
     };
     let mut ack_when_queued = unrecorded.as_ref().map(|_| &delivery);
-    let recorded = Box::pin(record_attempt(ctx, record, stop, &mut ack_when_queued)).await;
+    let recorded = Box::pin(record_attempt(ctx, *record, stop, &mut ack_when_queued)).await;
     let acked = unrecorded.is_some() && ack_when_queued.is_none();
     drop(unrecorded);
     match recorded {
@@ -274,6 +244,73 @@ pub async fn run(
     Some(report)
 }
 
+/// An attempt's answer, and what it means.
+struct Decided {
+    outcome: Outcome,
+    /// When the answer came.
+    answered_at: DateTime<Utc>,
+    after: AfterAttempt,
+    /// Boxed: the attempt's task holds it across awaits.
+    record: Box<AttemptRecord>,
+}
+
+/// Sends `task` to `webhook`, counted and timed, and decides what follows the answer
+/// (`hookrelay_core::after_attempt`, pure): the decision, and the attempt's record.
+async fn send_and_decide(
+    ctx: &Context,
+    webhook: &WebhookConfig,
+    task: &DeliveryV1,
+    redelivered: bool,
+) -> Decided {
+    let in_flight = ctx.metrics.attempt_started();
+    let started_at = Utc::now();
+    let clock = Instant::now();
+    let result = Box::pin(ctx.sender.send(webhook, task, ctx.request_timeout)).await;
+    let elapsed = clock.elapsed();
+    drop(in_flight);
+    ctx.metrics.attempt_finished(result.outcome, elapsed);
+    let now = Utc::now();
+    let AttemptResult {
+        outcome,
+        status: http_status,
+        body,
+        error,
+        retry_after,
+    } = result;
+    let after = after_attempt(&Attempted {
+        task,
+        account_id: &webhook.account_id,
+        facts: AttemptFacts {
+            outcome,
+            status: http_status,
+            retry_after,
+        },
+        error: error.as_deref(),
+        schedule: &ctx.policy.schedule,
+        now,
+        unit: rand::random::<f64>(),
+    });
+    let record = Box::new(AttemptRecord {
+        log_id: task.log_id,
+        attempt: task.attempt,
+        requeue: task.requeue,
+        redelivered,
+        started_at,
+        duration_ms: u32::try_from(elapsed.as_millis()).unwrap_or(u32::MAX),
+        response_status: http_status,
+        response_body: body,
+        error,
+        status: after.status,
+        next_attempt_at: after.next_attempt_at,
+    });
+    Decided {
+        outcome,
+        answered_at: now,
+        after,
+        record,
+    }
+}
+
 /// What an attempt of the first delivery of a FIFO webhook's line gave.
 pub struct LineOutcome {
     pub report: Report,
@@ -296,54 +333,20 @@ pub async fn line_attempt(
     slots: Slots,
     stop: &CancellationToken,
 ) -> Option<LineOutcome> {
-    let in_flight = ctx.metrics.attempt_started();
-    let started_at = Utc::now();
-    let clock = Instant::now();
-    let result = Box::pin(ctx.sender.send(webhook, &task, ctx.request_timeout)).await;
-    let elapsed = clock.elapsed();
-    drop(in_flight);
+    let Decided {
+        answered_at: now,
+        after:
+            AfterAttempt {
+                status,
+                follow_up,
+                report,
+                ..
+            },
+        record,
+        ..
+    } = Box::pin(send_and_decide(ctx, webhook, &task, false)).await;
     drop(slots);
-    ctx.metrics.attempt_finished(result.outcome, elapsed);
-    let now = Utc::now();
-    let AttemptResult {
-        outcome,
-        status: http_status,
-        body,
-        error,
-        retry_after,
-    } = result;
-    let AfterAttempt {
-        status,
-        next_attempt_at,
-        follow_up,
-        report,
-    } = after_attempt(&Attempted {
-        task: &task,
-        account_id: &webhook.account_id,
-        facts: AttemptFacts {
-            outcome,
-            status: http_status,
-            retry_after,
-        },
-        error: error.as_deref(),
-        schedule: &ctx.policy.schedule,
-        now,
-        unit: rand::random::<f64>(),
-    });
-    let record = AttemptRecord {
-        log_id: task.log_id,
-        attempt: task.attempt,
-        requeue: task.requeue,
-        redelivered: false,
-        started_at,
-        duration_ms: u32::try_from(elapsed.as_millis()).unwrap_or(u32::MAX),
-        response_status: http_status,
-        response_body: body,
-        error,
-        status,
-        next_attempt_at,
-    };
-    let current = Box::pin(record_attempt(ctx, record, stop, &mut None)).await?;
+    let current = Box::pin(record_attempt(ctx, *record, stop, &mut None)).await?;
     if !current {
         ctx.metrics.delivery_stale();
         return Some(LineOutcome {

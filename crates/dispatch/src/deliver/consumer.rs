@@ -402,15 +402,8 @@ impl Worker {
             .rate_limit
             .map(|rate| Arc::new(RateGate::new(rate)));
         let next = loop {
-            let delivery = tokio::select! {
-                _ = self.stop.cancelled() => break Mode::Stop,
-                next = consuming.next() => match next {
-                    Some(delivery) => delivery,
-                    None => {
-                        self.ctx.routing.queues.maybe_dropped();
-                        break Mode::Stop;
-                    }
-                },
+            let Some(delivery) = Box::pin(self.next_delivery(&mut consuming)).await else {
+                break Mode::Stop;
             };
             if std::mem::take(&mut first) {
                 if let Some(mode @ Mode::Paused(_)) = Box::pin(self.take_over()).await {
@@ -462,6 +455,21 @@ impl Worker {
             info!(webhook_id = %self.id, "endpoint answered: deliveries resume");
         }
         next
+    }
+
+    /// The consumer's next delivery; `None` once stopped, or once the broker ended the
+    /// consumer (its queue deleted, its node down, the channel closed: a node that went down
+    /// drops the deliveries that waited in its queues).
+    async fn next_delivery(&self, consuming: &mut Consuming) -> Option<Delivery> {
+        tokio::select! {
+            _ = self.stop.cancelled() => None,
+            next = consuming.next() => {
+                if next.is_none() {
+                    self.ctx.routing.queues.maybe_dropped();
+                }
+                next
+            }
+        }
     }
 
     /// Tells the health what an attempt gave and carries out what follows; `Some` when the

@@ -58,15 +58,8 @@ impl Worker {
         let gate = limits.rate_limit.map(|rate| Arc::new(RateGate::new(rate)));
         let mut held: Vec<Delivery> = Vec::new();
         let next = loop {
-            let delivery = tokio::select! {
-                _ = self.stop.cancelled() => break Mode::Stop,
-                next = consuming.next() => match next {
-                    Some(delivery) => delivery,
-                    None => {
-                        self.ctx.routing.queues.maybe_dropped();
-                        break Mode::Stop;
-                    }
-                },
+            let Some(delivery) = Box::pin(self.next_delivery(&mut consuming)).await else {
+                break Mode::Stop;
             };
             if std::mem::take(&mut first) {
                 if let Some(mode) = Box::pin(self.take_over()).await {
