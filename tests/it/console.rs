@@ -411,3 +411,82 @@ async fn a_portal_link_shows_one_account_and_says_when_the_session_ended() {
     let _ = mine;
     browser.quit().await;
 }
+
+/// A webhook's page after a burst with failures, in headless Chromium at 1 400 and 390 px:
+/// its chart shows the attempts (failed ones among them), its health and settings, its recent
+/// failures; the page fits a phone's width. Screenshots go to `docs/`.
+#[tokio::test]
+async fn a_webhooks_page_charts_its_last_day_at_desktop_and_phone_widths() {
+    let app = crate::helpers::spawn_app_with(|s| {
+        s.retry_schedule = "1h".parse().expect("a schedule");
+    })
+    .await;
+    let receiver = Receiver::start().await;
+    receiver.script((0..6).map(|_| hookrelay_tests::receiver::Behaviour::Status(500)));
+    let id = app
+        .webhook(
+            "acc",
+            &receiver.url,
+            &["Contact.created"],
+            json!({"description": "CRM sync"}),
+        )
+        .await;
+    app.publish("Contact.created", "acc", json!({"n": 1}), 30)
+        .await;
+    receiver.wait_for(30, Duration::from_secs(30)).await;
+    wait_for(
+        "every attempt on record",
+        Duration::from_secs(30),
+        || async {
+            let stats = app
+                .admin("GET", &format!("/v1/webhooks/{id}/stats?window=24h"), None)
+                .await;
+            (stats.body["attempts"] == 30 && stats.body["failures"] == 6).then_some(())
+        },
+    )
+    .await;
+
+    let browser = Browser::start().await.unwrap_or_else(|e| panic!("{e}"));
+    browser.goto(&format!("{}/", app.address)).await;
+    browser.fill("#token", ADMIN_TOKEN).await;
+    browser.click("#sign-in-button").await;
+    browser.wait_for_text("#who", "admin").await;
+    browser.click("#webhook-rows a.webhook-link").await;
+    browser.wait_for_text("#wp-url", &receiver.url).await;
+    browser
+        .wait_for_text("#wp-summary", "30 attempts, 6 failed")
+        .await;
+    let bars = |class: &str| {
+        format!("return document.querySelectorAll('#wp-chart svg rect.{class}').length;")
+    };
+    assert!(browser.execute(&bars("ok")).await.as_u64().unwrap_or(0) >= 1);
+    assert!(browser.execute(&bars("failed")).await.as_u64().unwrap_or(0) >= 1);
+    let failures = browser
+        .wait_for_text("#wp-failures", "Contact.created")
+        .await;
+    assert!(
+        failures.contains("ago") || failures.contains("just now"),
+        "{failures}"
+    );
+    browser
+        .wait_for_text("#wp-settings", "Contact.created")
+        .await;
+    browser.wait_for_text("#wp-health", "Breaker").await;
+    let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/screenshots");
+    browser
+        .screenshot(&docs.join("webhook-page-1400.png"))
+        .await;
+
+    browser.resize(390, 844).await;
+    browser.execute("window.scrollTo(0, 0); return true;").await;
+    let overflow = browser
+        .execute("return document.documentElement.scrollWidth - window.innerWidth;")
+        .await;
+    assert!(
+        overflow.as_i64().unwrap_or(i64::MAX) <= 0,
+        "the page is wider than a phone by {overflow} px"
+    );
+    assert!(browser.execute(&bars("failed")).await.as_u64().unwrap_or(0) >= 1);
+    browser.screenshot(&docs.join("webhook-page-390.png")).await;
+    browser.quit().await;
+}

@@ -174,6 +174,16 @@ impl Browser {
         .await
     }
 
+    /// Sets the window's size, as a phone's (390 wide) or a desktop's.
+    pub async fn resize(&self, width: u32, height: u32) {
+        self.call(
+            reqwest::Method::POST,
+            "/window/rect",
+            Some(json!({"width": width, "height": height})),
+        )
+        .await;
+    }
+
     /// Runs `script` in the page; answers what it returns.
     pub async fn execute(&self, script: &str) -> Value {
         self.call(

@@ -46,7 +46,22 @@ pub struct Stats {
     /// The last attempt answered 2xx in the window, and the last one not.
     last_success_at: Option<DateTime<Utc>>,
     last_failure_at: Option<DateTime<Utc>>,
+    /// The window in 24 equal intervals, oldest first: for a chart.
+    series: Vec<Interval>,
 }
+
+/// One interval of the window.
+#[derive(Serialize, ToSchema)]
+pub struct Interval {
+    start: DateTime<Utc>,
+    attempts: u64,
+    successes: u64,
+    failures: u64,
+    p95_duration_ms: Option<f64>,
+}
+
+/// Intervals of a window's series.
+const INTERVALS: u32 = 24;
 
 /// Attempts, successes and durations of one webhook over a window.
 #[utoipa::path(get, path = "/v1/webhooks/{id}/stats", tag = "webhooks",
@@ -71,6 +86,19 @@ pub async fn stats(
     }
     find_webhook(&state, &caller, id).await?;
     let s = state.store().attempt_stats(id, window).await?;
+    let series = state
+        .store()
+        .attempt_series(id, window, INTERVALS)
+        .await?
+        .into_iter()
+        .map(|b| Interval {
+            start: b.start,
+            attempts: b.attempts,
+            successes: b.successes,
+            failures: b.attempts - b.successes,
+            p95_duration_ms: b.p95_duration_ms,
+        })
+        .collect();
     Ok(Json(Stats {
         webhook_id: id,
         window: raw,
@@ -83,5 +111,6 @@ pub async fn stats(
         p95_duration_ms: s.p95_duration_ms,
         last_success_at: s.last_success_at,
         last_failure_at: s.last_failure_at,
+        series,
     }))
 }

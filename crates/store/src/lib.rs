@@ -23,7 +23,9 @@ pub use cursor::{Cursor, Page};
 pub use error::StoreError;
 pub use event_types::{EventTypePatch, EventTypeRow};
 pub use listen::{listen_webhook_changes, WebhookChange, WebhookListener};
-pub use log_reads::{AttemptRow, AttemptStats, LogDetail, LogFilter, LogRow, ATTEMPTS_SHOWN};
+pub use log_reads::{
+    AttemptRow, AttemptStats, LogDetail, LogFilter, LogRow, StatsBucket, ATTEMPTS_SHOWN,
+};
 pub use logs::{
     new_log_id, AttemptRecord, ExistingLog, InLine, LogToRequeue, NewEvent, NewLog, Replay,
     RequeueFilter, MAX_REPLAY_EVENTS,

@@ -431,6 +431,16 @@ fn list_query(
 }
 
 /// What one webhook's attempts in a window add up to.
+/// One interval of a webhook's attempts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatsBucket {
+    pub start: DateTime<Utc>,
+    pub attempts: u64,
+    /// Attempts answered 2xx.
+    pub successes: u64,
+    pub p95_duration_ms: Option<f64>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct AttemptStats {
     /// The window's start, by the database's clock (which stamped the attempts).
@@ -447,6 +457,49 @@ pub struct AttemptStats {
 impl Store {
     /// Webhook `id`'s attempts of the last `window`: one range of the attempts'
     /// (webhook_id, started_at) index, never the webhook's whole history.
+    /// Webhook `id`'s attempts of the last `window`, in `buckets` intervals of equal length,
+    /// oldest first; an interval without attempts is there with zeros.
+    pub async fn attempt_series(
+        &self,
+        id: Uuid,
+        window: std::time::Duration,
+        buckets: u32,
+    ) -> Result<Vec<StatsBucket>, StoreError> {
+        let client = self.read_client().await?;
+        let rows = client
+            .query(
+                "WITH w AS (SELECT now() - make_interval(secs => $2::float8) AS since,
+                                   $2::float8 / $3::int AS step),
+                 a AS (SELECT LEAST(floor(extract(epoch FROM started_at - w.since) / w.step)::int,
+                                    $3::int - 1) AS n,
+                              duration_ms,
+                              COALESCE(response_status BETWEEN 200 AND 299, false) AS ok
+                       FROM webhook_attempts, w
+                       WHERE webhook_id = $1 AND started_at >= w.since)
+                 SELECT w.since + make_interval(secs => g.n * w.step) AS start,
+                        count(a.n) AS attempts,
+                        count(a.n) FILTER (WHERE a.ok) AS successes,
+                        percentile_cont(0.95) WITHIN GROUP (ORDER BY a.duration_ms) AS p95
+                 FROM w CROSS JOIN generate_series(0, $3::int - 1) AS g(n)
+                 LEFT JOIN a ON a.n = g.n
+                 GROUP BY g.n, w.since, w.step
+                 ORDER BY g.n",
+                &[&id, &window.as_secs_f64(), &(buckets.max(1) as i32)],
+            )
+            .await?;
+        let count =
+            |r: &tokio_postgres::Row, name: &str| u64::try_from(r.get::<_, i64>(name)).unwrap_or(0);
+        Ok(rows
+            .iter()
+            .map(|r| StatsBucket {
+                start: r.get("start"),
+                attempts: count(r, "attempts"),
+                successes: count(r, "successes"),
+                p95_duration_ms: r.get("p95"),
+            })
+            .collect())
+    }
+
     pub async fn attempt_stats(
         &self,
         id: Uuid,

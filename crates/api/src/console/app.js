@@ -66,7 +66,7 @@ function endSession() {
 }
 
 function show(section) {
-  for (const id of ["sign-in", "session-ended", "webhooks", "webhook-form-page", "logs", "log-detail"]) {
+  for (const id of ["sign-in", "session-ended", "webhooks", "webhook-page", "webhook-form-page", "logs", "log-detail"]) {
     $(id).hidden = id !== section;
   }
   // A secret shown once is gone as soon as the page changes.
@@ -133,7 +133,9 @@ function webhookRow(w) {
   const tr = el("tr");
   tr.dataset.id = w.id;
   const url = el("td");
-  url.appendChild(el("div", w.url));
+  const link = el("a", w.url, "webhook-link wrap");
+  link.href = "#/webhooks/" + encodeURIComponent(w.id);
+  url.appendChild(link);
   if (w.description) url.appendChild(el("div", w.description, "hint"));
   tr.appendChild(url);
   tr.appendChild(el("td", w.account_id));
@@ -410,7 +412,9 @@ async function loadLogs(cursor) {
     const tr = el("tr", null, "clickable");
     tr.dataset.id = log.id;
     tr.appendChild(el("td", log.id));
-    tr.appendChild(el("td", log.event_type));
+    const event = el("td", log.event_type + " ");
+    event.appendChild(statusBadge(log.status));
+    tr.appendChild(event);
     tr.appendChild(el("td", new Date(log.created_at).toLocaleString()));
     const status = el("td");
     status.appendChild(statusBadge(log.status));
@@ -509,6 +513,166 @@ async function loadLog(id) {
   };
 }
 
+// ---- a webhook's page ----
+
+/// "3 minutes ago", with the exact time on hover.
+function when(iso) {
+  const node = el("time", relative(iso));
+  node.dateTime = iso;
+  node.title = new Date(iso).toISOString();
+  return node;
+}
+
+function relative(iso) {
+  const seconds = Math.round((Date.now() - new Date(iso).getTime()) / 1000);
+  const units = [["day", 86400], ["hour", 3600], ["minute", 60]];
+  for (const [name, size] of units) {
+    const n = Math.floor(Math.abs(seconds) / size);
+    if (n >= 1) return (seconds < 0 ? "in " : "") + n + " " + name + (n === 1 ? "" : "s") + (seconds < 0 ? "" : " ago");
+  }
+  return "just now";
+}
+
+function fact(list, name, value) {
+  list.appendChild(el("dt", name));
+  const dd = el("dd");
+  if (value instanceof Node) dd.appendChild(value); else dd.textContent = value === null || value === undefined || value === "" ? "—" : String(value);
+  list.appendChild(dd);
+}
+
+const SVG = "http://www.w3.org/2000/svg";
+function svg(tag, attrs, className) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
+  if (className) node.setAttribute("class", className);
+  return node;
+}
+
+/// Attempts per interval as stacked bars (answered 2xx below, the rest above), and the p95
+/// duration as a line on its own scale: plain SVG, nothing to load.
+function chart(series) {
+  const width = 720, height = 220, left = 36, bottom = 22, top = 10;
+  const plotH = height - bottom - top;
+  const step = (width - left) / Math.max(series.length, 1);
+  const most = Math.max(1, ...series.map((b) => b.attempts));
+  const slowest = Math.max(1, ...series.map((b) => b.p95_duration_ms || 0));
+  const root = svg("svg", { viewBox: "0 0 " + width + " " + height, preserveAspectRatio: "xMidYMid meet" });
+  root.appendChild(svg("text", { x: 0, y: top + 8 }, "axis")).textContent = String(most);
+  root.appendChild(svg("text", { x: 0, y: height - bottom }, "axis")).textContent = "0";
+  const points = [];
+  series.forEach((b, i) => {
+    const x = left + i * step + 1;
+    const w = Math.max(step - 2, 1);
+    const okH = (b.successes / most) * plotH;
+    const failH = (b.failures / most) * plotH;
+    const base = height - bottom;
+    if (b.successes) {
+      const r = root.appendChild(svg("rect", { x, y: base - okH, width: w, height: okH }, "ok"));
+      r.appendChild(svg("title", {})).textContent = b.successes + " answered 2xx from " + new Date(b.start).toLocaleString();
+    }
+    if (b.failures) {
+      const r = root.appendChild(svg("rect", { x, y: base - okH - failH, width: w, height: failH }, "failed"));
+      r.appendChild(svg("title", {})).textContent = b.failures + " failed from " + new Date(b.start).toLocaleString();
+    }
+    if (b.p95_duration_ms !== null && b.p95_duration_ms !== undefined) {
+      points.push((x + w / 2).toFixed(1) + "," + (base - (b.p95_duration_ms / slowest) * plotH).toFixed(1));
+    }
+    if (i % 6 === 0) {
+      const label = new Date(b.start).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+      root.appendChild(svg("text", { x, y: height - 6 }, "axis")).textContent = label;
+    }
+  });
+  if (points.length > 1) root.appendChild(svg("polyline", { points: points.join(" ") }, "p95"));
+  const box = el("div");
+  box.appendChild(root);
+  const legend = el("p", null, "legend");
+  legend.append(el("span", "■ answered 2xx", "legend-ok"), el("span", "■ failed", "legend-failed"),
+    el("span", "— p95 duration (up to " + Math.round(slowest) + " ms)", "legend-p95"));
+  box.appendChild(legend);
+  return box;
+}
+
+async function loadWebhookPage(id) {
+  show("webhook-page");
+  $("wp-notice").textContent = "";
+  const base = "/v1/webhooks/" + encodeURIComponent(id);
+  // Failing now (retrying) and failed for good: the ten latest of both.
+  const troubled = (status) => api("GET", "/v1/logs?limit=10&status=" + status + "&webhook_id=" + encodeURIComponent(id));
+  const [hook, stats, retrying, failed] = await Promise.all([
+    api("GET", base),
+    api("GET", base + "/stats?window=24h"),
+    troubled("retrying"),
+    troubled("failed"),
+  ]);
+  const failures = [retrying, failed]
+    .flatMap((answer) => (answer.status === 200 ? answer.body.items : []))
+    .sort((a, b) => (a.created_at < b.created_at ? 1 : -1))
+    .slice(0, 10);
+  if (hook.status !== 200) { $("wp-notice").textContent = errorText(hook); return; }
+  const w = hook.body;
+  state.webhooks.set(w.id, w);
+  $("wp-url").textContent = w.url;
+  const pills = $("wp-pills");
+  pills.replaceChildren(statusBadge(w.status), document.createTextNode(" "), statusBadge(w.health),
+    document.createTextNode(" " + w.ordering));
+  const actions = $("wp-actions");
+  actions.replaceChildren();
+  const button = (label, action) => {
+    const b = el("button", label);
+    b.type = "button";
+    b.dataset.action = action;
+    b.addEventListener("click", async () => { await webhookAction(action, w); $("wp-notice").textContent = $("webhooks-notice").textContent; });
+    actions.appendChild(b);
+  };
+  if (canManage()) {
+    button("Edit", "edit");
+    button("Send test", "test");
+    button("Replay", "replay");
+    button("Rotate secret", "rotate");
+  }
+  button("Logs", "logs");
+  const health = $("wp-health");
+  health.replaceChildren();
+  fact(health, "Breaker", w.health);
+  fact(health, "Failing since", w.failing_since ? when(w.failing_since) : null);
+  fact(health, "Paused until", w.paused_until ? when(w.paused_until) : null);
+  fact(health, "Disabled because", w.disabled_reason);
+  const settings = $("wp-settings");
+  settings.replaceChildren();
+  fact(settings, "Account", w.account_id);
+  fact(settings, "Events", w.events.join(", "));
+  fact(settings, "Order", w.ordering);
+  fact(settings, "Rate limit", w.rate_limit ? w.rate_limit + " a second" : null);
+  fact(settings, "Requests at once", w.max_in_flight);
+  fact(settings, "Filter", w.filter ? JSON.stringify(w.filter) : null);
+  fact(settings, "Signed", w.has_secret ? "yes" : "no");
+  fact(settings, "Custom headers", Object.keys(w.headers).join(", "));
+  fact(settings, "Created", when(w.created_at));
+  if (stats.status === 200) {
+    const s = stats.body;
+    $("wp-summary").textContent = s.attempts + " attempts, " + s.failures + " failed" +
+      (s.success_rate === null ? "" : ", " + Math.round(s.success_rate * 1000) / 10 + " % answered 2xx") +
+      (s.p95_duration_ms === null ? "" : ", p95 " + Math.round(s.p95_duration_ms) + " ms");
+    $("wp-chart").replaceChildren(chart(s.series));
+  } else {
+    $("wp-chart").replaceChildren(el("p", errorText(stats), "error"));
+  }
+  const rows = $("wp-failures");
+  rows.replaceChildren();
+  for (const log of failures) {
+    const tr = el("tr", null, "clickable");
+    tr.addEventListener("click", () => go("#/logs/" + encodeURIComponent(log.id)));
+    tr.appendChild(el("td", log.id));
+    tr.appendChild(el("td", log.event_type));
+    const at = el("td");
+    at.appendChild(when(log.created_at));
+    tr.appendChild(at);
+    tr.appendChild(el("td", log.error || (log.response_status ? "answered " + log.response_status : "")));
+    rows.appendChild(tr);
+  }
+  if (!rows.children.length) rows.appendChild(el("tr")).appendChild(el("td", "No failure.")).colSpan = 4;
+}
+
 // ---- routing ----
 
 async function route() {
@@ -518,7 +682,9 @@ async function route() {
     if (failed) { if (isPortal()) endSession(); else show("sign-in"); return; }
   }
   const hash = location.hash || "#/webhooks";
-  if (hash.startsWith("#/logs/")) {
+  if (hash.startsWith("#/webhooks/")) {
+    await loadWebhookPage(decodeURIComponent(hash.slice("#/webhooks/".length)));
+  } else if (hash.startsWith("#/logs/")) {
     await loadLog(decodeURIComponent(hash.slice("#/logs/".length)));
   } else if (hash.startsWith("#/logs")) {
     const query = new URLSearchParams(hash.split("?")[1] || "");

@@ -20,6 +20,7 @@ use crate::AppState;
 const INDEX: &str = include_str!("index.html");
 const SCRIPT: &str = include_str!("app.js");
 const STYLE: &str = include_str!("app.css");
+const FAVICON: &str = include_str!("favicon.svg");
 
 /// Only this origin's own files; no inline script or style, no frames, no plugins.
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
@@ -45,6 +46,10 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/console/app.css",
             get(|| async { page(STYLE, "text/css; charset=utf-8") }),
+        )
+        .route(
+            "/console/favicon.svg",
+            get(|| async { page(FAVICON, "image/svg+xml") }),
         )
 }
 
