@@ -120,6 +120,16 @@ async fn the_console_manages_webhooks_and_shows_their_logs() {
     browser
         .screenshot(&screenshot_path("console-logs.png"))
         .await;
+    // The webhook by its URL, and a search by event id finds the log.
+    assert!(browser.text("#log-rows").await.contains(&receiver.url));
+    browser.fill("#q-event_id", "no-such-event").await;
+    browser.click("#apply-filters").await;
+    browser
+        .wait_for_text("#logs-notice", "No logs match.")
+        .await;
+    browser.fill("#q-event_id", &ids[0]).await;
+    browser.click("#apply-filters").await;
+    browser.wait_for_text("#log-rows", "succeeded").await;
     browser.click("#log-rows tr").await;
     let payload = browser
         .wait_for_text("#d-payload", "<script>alert(1)</script>")

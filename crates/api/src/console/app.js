@@ -370,8 +370,8 @@ function localToIso(value) {
 
 function logQuery() {
   const params = new URLSearchParams();
-  for (const name of ["status", "event_type", "webhook_id"]) {
-    const value = $("q-" + name).value;
+  for (const name of ["status", "event_type", "webhook_id", "event_id"]) {
+    const value = $("q-" + name).value.trim();
     if (value) params.set(name, value);
   }
   for (const name of ["since", "until"]) {
@@ -397,6 +397,25 @@ async function fillLogFilters() {
   hooks.value = chosen;
 }
 
+/// The webhook of a log: its URL, linked to its page (its id while the URL is not known).
+function webhookCell(id) {
+  const hook = state.webhooks.get(id);
+  const td = el("td");
+  const link = el("a", hook ? hook.url : id, "webhook-link wrap");
+  link.href = "#/webhooks/" + encodeURIComponent(id);
+  link.addEventListener("click", (event) => event.stopPropagation());
+  td.appendChild(link);
+  return td;
+}
+
+/// An error's last cause ("… : connection refused" → "connection refused"), the whole chain
+/// on hover: the log's fields show it whole once.
+function cause(error) {
+  const node = el("span", error ? error.split(": ").pop() : "");
+  if (error) node.title = error;
+  return node;
+}
+
 async function loadLogs(cursor) {
   show("logs");
   await fillLogFilters();
@@ -415,12 +434,13 @@ async function loadLogs(cursor) {
     const event = el("td", log.event_type + " ");
     event.appendChild(statusBadge(log.status));
     tr.appendChild(event);
-    tr.appendChild(el("td", new Date(log.created_at).toLocaleString()));
+    const created = el("td");
+    created.appendChild(when(log.created_at));
+    tr.appendChild(created);
     const status = el("td");
     status.appendChild(statusBadge(log.status));
     tr.appendChild(status);
-    const hook = state.webhooks.get(log.webhook_id);
-    tr.appendChild(el("td", hook ? hook.url : log.webhook_id));
+    tr.appendChild(webhookCell(log.webhook_id));
     tr.addEventListener("click", () => { location.hash = "#/logs/" + encodeURIComponent(log.id); });
     rows.appendChild(tr);
   }
@@ -471,10 +491,12 @@ async function loadLog(id) {
     fields.appendChild(dd);
   };
   field("Event", log.event_type + " (" + log.event_id + ")");
-  field("Created at", new Date(log.created_at).toLocaleString());
+  fields.appendChild(el("dt", "Created at"));
+  fields.appendChild(el("dd")).appendChild(when(log.created_at));
   field("Status", log.status);
-  field("Attempts", log.attempts.length);
-  field("Webhook", log.webhook_id);
+  field("Attempts", log.attempts_total === undefined ? log.attempts.length : log.attempts_total);
+  fields.appendChild(el("dt", "Webhook"));
+  const hookField = fields.appendChild(el("dd"));
   field("Last answer", log.response_status);
   field("Error", log.error);
   if (log.response_body) field("Answer body", log.response_body);
@@ -484,6 +506,7 @@ async function loadLog(id) {
     const w = await api("GET", "/v1/webhooks/" + encodeURIComponent(log.webhook_id));
     if (w.status === 200) { hook = w.body; state.webhooks.set(hook.id, hook); }
   }
+  hookField.append(...webhookCell(log.webhook_id).childNodes);
   const lines = [
     "content-type: application/json",
     "user-agent: hookrelay",
@@ -499,12 +522,14 @@ async function loadLog(id) {
     const tr = el("tr");
     tr.append(
       el("td", a.attempt),
-      el("td", new Date(a.started_at).toLocaleString()),
+      el("td"),
       el("td", a.duration_ms + " ms"),
       el("td", a.response_status === null ? "—" : a.response_status),
-      el("td", a.error || ""),
+      el("td"),
       el("td", a.response_body || ""),
     );
+    tr.children[1].appendChild(when(a.started_at));
+    tr.children[4].appendChild(cause(a.error));
     rows.appendChild(tr);
   }
   $("retry-log").onclick = async () => {
