@@ -130,7 +130,14 @@ async fn the_console_manages_webhooks_and_shows_their_logs() {
     browser.fill("#q-event_id", &ids[0]).await;
     browser.click("#apply-filters").await;
     browser.wait_for_text("#log-rows", "succeeded").await;
-    browser.click("#log-rows tr").await;
+    // By keyboard: a log row takes the focus, and Enter opens it.
+    browser
+        .execute(
+            "const row = document.querySelector('#log-rows tr'); row.focus(); \
+             row.dispatchEvent(new KeyboardEvent('keydown', {key: 'Enter', bubbles: true})); \
+             return document.activeElement === row;",
+        )
+        .await;
     let payload = browser
         .wait_for_text("#d-payload", "<script>alert(1)</script>")
         .await;

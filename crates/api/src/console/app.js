@@ -19,6 +19,17 @@ function el(tag, text, className) {
   return node;
 }
 
+/// A table row that opens something: a link for the keyboard too (Tab, then Enter).
+function clickableRow(open) {
+  const tr = el("tr", null, "clickable");
+  tr.tabIndex = 0;
+  tr.addEventListener("click", open);
+  tr.addEventListener("keydown", (event) => {
+    if (event.key === "Enter") { event.preventDefault(); open(); }
+  });
+  return tr;
+}
+
 function statusBadge(value) {
   return el("span", value, "status status-" + String(value).replace(/[^a-z]/g, ""));
 }
@@ -428,7 +439,7 @@ async function loadLogs(cursor) {
   if (answer.status !== 200) { $("logs-notice").textContent = errorText(answer); return; }
   $("logs-notice").textContent = answer.body.items.length ? "" : "No logs match.";
   for (const log of answer.body.items) {
-    const tr = el("tr", null, "clickable");
+    const tr = clickableRow(() => { location.hash = "#/logs/" + encodeURIComponent(log.id); });
     tr.dataset.id = log.id;
     tr.appendChild(el("td", log.id));
     const event = el("td", log.event_type + " ");
@@ -441,7 +452,6 @@ async function loadLogs(cursor) {
     status.appendChild(statusBadge(log.status));
     tr.appendChild(status);
     tr.appendChild(webhookCell(log.webhook_id));
-    tr.addEventListener("click", () => { location.hash = "#/logs/" + encodeURIComponent(log.id); });
     rows.appendChild(tr);
   }
   $("logs-next").hidden = !answer.body.next_cursor;
@@ -685,8 +695,7 @@ async function loadWebhookPage(id) {
   const rows = $("wp-failures");
   rows.replaceChildren();
   for (const log of failures) {
-    const tr = el("tr", null, "clickable");
-    tr.addEventListener("click", () => go("#/logs/" + encodeURIComponent(log.id)));
+    const tr = clickableRow(() => go("#/logs/" + encodeURIComponent(log.id)));
     tr.appendChild(el("td", log.id));
     tr.appendChild(el("td", log.event_type));
     const at = el("td");
