@@ -1,7 +1,7 @@
 //! The web console in real headless Chromium: sign in, create a webhook through the form (a
 //! bad URL first), publish an event, watch its log succeed, open its payload (which holds a
-//! script tag, shown as text), send a test event. Screenshots of the two main pages go to
-//! `target/console-webhooks.png` and `target/console-logs.png`.
+//! script tag, shown as text, byte for byte as sent), send a test event; the portal; a
+//! webhook's page. Every page is photographed at 1 400 and 390 px into `docs/screenshots/`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -13,11 +13,30 @@ use serde_json::json;
 
 use crate::helpers::{spawn_app, ADMIN_TOKEN};
 
-fn screenshot_path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("target")
-        .join(name)
+fn screenshots_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/screenshots")
+}
+
+/// The page as it stands, at a desktop's width and at a phone's, into `docs/screenshots`
+/// (`{name}-1400.png`, `{name}-390.png`); at 390 px the page must not be wider than the
+/// screen (tables scroll within themselves). Leaves the window at 1 400 px.
+async fn screenshots(browser: &Browser, name: &str) {
+    let dir = screenshots_dir();
+    browser
+        .screenshot(&dir.join(format!("{name}-1400.png")))
+        .await;
+    browser.resize(390, 844).await;
+    let overflow = browser
+        .execute("const d = document.documentElement; return d.scrollWidth - d.clientWidth;")
+        .await;
+    assert!(
+        overflow.as_i64().unwrap_or(i64::MAX) <= 0,
+        "{name} is wider than a phone by {overflow} px"
+    );
+    browser
+        .screenshot(&dir.join(format!("{name}-390.png")))
+        .await;
+    browser.resize(1400, 900).await;
 }
 
 #[tokio::test]
@@ -27,6 +46,7 @@ async fn the_console_manages_webhooks_and_shows_their_logs() {
     let browser = Browser::start().await.unwrap_or_else(|e| panic!("{e}"));
 
     browser.goto(&format!("{}/", app.address)).await;
+    screenshots(&browser, "sign-in").await;
     browser.fill("#token", ADMIN_TOKEN).await;
     browser.click("#sign-in-button").await;
     browser.wait_for_text("#who", "admin").await;
@@ -65,6 +85,7 @@ async fn the_console_manages_webhooks_and_shows_their_logs() {
         .await;
     browser.click("#try-filter").await;
     browser.wait_for_text("#filter-result", "Passes").await;
+    screenshots(&browser, "webhook-form").await;
     browser.fill("#f-rate_limit", "2.5").await;
     browser.click("#save-webhook").await;
     browser
@@ -117,9 +138,7 @@ async fn the_console_manages_webhooks_and_shows_their_logs() {
         },
     )
     .await;
-    browser
-        .screenshot(&screenshot_path("console-logs.png"))
-        .await;
+    screenshots(&browser, "logs").await;
     // The webhook by its URL, and a search by event id finds the log.
     assert!(browser.text("#log-rows").await.contains(&receiver.url));
     browser.fill("#q-event_id", "no-such-event").await;
@@ -155,13 +174,12 @@ async fn the_console_manages_webhooks_and_shows_their_logs() {
     assert!(headers.contains("X-Api-Key: ********"), "{headers}");
     assert!(!headers.contains("k_123"), "{headers}");
     browser.wait_for_text("#d-attempts", "200").await;
+    screenshots(&browser, "log").await;
 
     // Back to the webhooks: a test event through the pipeline.
     browser.click("#nav-webhooks").await;
     browser.wait_for_text("#webhook-rows", &receiver.url).await;
-    browser
-        .screenshot(&screenshot_path("console-webhooks.png"))
-        .await;
+    screenshots(&browser, "webhooks").await;
     browser
         .click("#webhook-rows button[data-action='test']")
         .await;
@@ -394,6 +412,7 @@ async fn a_portal_link_shows_one_account_and_says_when_the_session_ended() {
         !address.as_str().unwrap_or_default().contains(token),
         "the token stayed in the address bar: {address}"
     );
+    screenshots(&browser, "portal-webhooks").await;
     // Read-only: no button that changes anything.
     let visible = |css: &str| {
         format!(
@@ -413,9 +432,7 @@ async fn a_portal_link_shows_one_account_and_says_when_the_session_ended() {
     browser.goto(&format!("{}/portal#/logs", app.address)).await;
     browser.wait_for_text("#who", "account acc_a").await;
     assert_eq!(browser.execute(&visible("#retry-log")).await, json!(false));
-    browser
-        .screenshot(&screenshot_path("console-portal.png"))
-        .await;
+    screenshots(&browser, "portal-logs").await;
 
     let revoked = app
         .admin("DELETE", "/v1/portal-sessions?account_id=acc_a", None)
@@ -489,21 +506,68 @@ async fn a_webhooks_page_charts_its_last_day_at_desktop_and_phone_widths() {
         .wait_for_text("#wp-settings", "Contact.created")
         .await;
     browser.wait_for_text("#wp-health", "Breaker").await;
-    let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/screenshots");
-    browser
-        .screenshot(&docs.join("webhook-page-1400.png"))
-        .await;
-
+    screenshots(&browser, "webhook-page").await;
     browser.resize(390, 844).await;
-    browser.execute("window.scrollTo(0, 0); return true;").await;
-    let overflow = browser
-        .execute("return document.documentElement.scrollWidth - window.innerWidth;")
-        .await;
-    assert!(
-        overflow.as_i64().unwrap_or(i64::MAX) <= 0,
-        "the page is wider than a phone by {overflow} px"
-    );
     assert!(browser.execute(&bars("failed")).await.as_u64().unwrap_or(0) >= 1);
-    browser.screenshot(&docs.join("webhook-page-390.png")).await;
+    browser.quit().await;
+}
+
+/// A portal session that may manage: on a webhook's page, "Send an example" sends the chosen
+/// type's example to that webhook, and the page names the log.
+#[tokio::test]
+async fn a_portal_session_sends_an_example_from_a_webhooks_page() {
+    let app = spawn_app().await;
+    let example = json!({"invoice_id": "in_7", "amount": 12});
+    let created = app
+        .admin(
+            "POST",
+            "/v1/event-types",
+            Some(
+                json!({"name": "Invoice.sent", "description": "An invoice went out.",
+                        "example": example}),
+            ),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let receiver = Receiver::start().await;
+    let id = app
+        .webhook("acc", &receiver.url, &["Invoice.sent"], json!({}))
+        .await;
+    let opened = app
+        .admin(
+            "POST",
+            "/v1/portal-sessions",
+            Some(json!({"account_id": "acc"})),
+        )
+        .await;
+    assert_eq!(opened.status, 201, "{}", opened.text);
+    let token = opened.body["token"].as_str().unwrap();
+
+    let browser = Browser::start().await.unwrap_or_else(|e| panic!("{e}"));
+    browser
+        .goto(&format!("{}/portal#token={token}", app.address))
+        .await;
+    browser.wait_for_text("#who", "account acc").await;
+    browser.click("#webhook-rows a.webhook-link").await;
+    browser.wait_for_text("#wp-url", &receiver.url).await;
+    assert_eq!(
+        browser
+            .execute("return document.getElementById('wp-example-type').value;")
+            .await,
+        json!("Invoice.sent")
+    );
+    browser.click("#wp-send-example").await;
+    let notice = browser
+        .wait_for_text("#wp-notice", "Example of Invoice.sent sent")
+        .await;
+    let got = receiver.wait_for(1, Duration::from_secs(30)).await;
+    let body = got[0].json();
+    assert_eq!(body["type"], "Invoice.sent");
+    assert_eq!(body["data"], example);
+    let logs = app
+        .admin("GET", &format!("/v1/logs?webhook_id={id}"), None)
+        .await;
+    let log_id = logs.body["items"][0]["id"].as_str().unwrap().to_owned();
+    assert!(notice.contains(&log_id), "{notice}");
     browser.quit().await;
 }

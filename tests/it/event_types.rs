@@ -328,3 +328,101 @@ async fn the_receivers_document_is_openapi_3_1_with_every_type_and_schema() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// "Send an example": an event of the chosen type with its example as `data`, to one webhook
+/// alone (its filter and subscriptions aside), logged like any delivery; a type without an
+/// example, an unknown one and a reserved one answer 422 naming `event_type`.
+#[tokio::test]
+async fn an_example_goes_to_one_webhook_as_an_event_of_its_type() {
+    let app = spawn_app().await;
+    let example = json!({"invoice_id": "in_9", "amount": 42, "note": "é"});
+    let created = app
+        .admin(
+            "POST",
+            "/v1/event-types",
+            Some(
+                json!({"name": "Invoice.sent", "description": "An invoice went out.",
+                        "schema": {"type": "object", "required": ["invoice_id"]},
+                        "example": example}),
+            ),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let target = hookrelay_tests::receiver::Receiver::start().await;
+    let other = hookrelay_tests::receiver::Receiver::start().await;
+    // A filter that refuses every event, and no subscription to the type: neither stops it.
+    let id = app
+        .webhook(
+            "acc",
+            &target.url,
+            &["Contact.created"],
+            json!({"filter": {"data.never": {"$exist": true}}}),
+        )
+        .await;
+    app.webhook("acc", &other.url, &["Invoice.sent"], json!({}))
+        .await;
+
+    let sent = app
+        .admin(
+            "POST",
+            &format!("/v1/webhooks/{id}/test"),
+            Some(json!({"event_type": "Invoice.sent"})),
+        )
+        .await;
+    assert_eq!(sent.status, 202, "{}", sent.text);
+    let log_id = sent.body["log_id"].as_str().unwrap().to_owned();
+    let got = target.wait_for(1, std::time::Duration::from_secs(30)).await;
+    let body = got[0].json();
+    assert_eq!(body["type"], "Invoice.sent");
+    assert_eq!(body["data"], example);
+    assert_eq!(body["account_id"], "acc");
+    assert!(
+        body.get("x_hookrelay_test_webhook").is_none(),
+        "the target is hookrelay's, not the receiver's: {body}"
+    );
+    let event_id = got[0].header("webhook-id").unwrap().to_owned();
+    let client = app.db.connect().await;
+    let logs: Vec<(uuid::Uuid, uuid::Uuid)> = client
+        .query(
+            "SELECT id, webhook_id FROM webhook_logs WHERE event_id = $1",
+            &[&event_id],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        logs,
+        vec![(log_id.parse().unwrap(), id.parse().unwrap())],
+        "one log, the target's, under the id answered"
+    );
+
+    // Without a body: `Webhook.test`, as before.
+    let plain = app
+        .admin("POST", &format!("/v1/webhooks/{id}/test"), None)
+        .await;
+    assert_eq!(plain.status, 202, "{}", plain.text);
+    let got = target.wait_for(2, std::time::Duration::from_secs(30)).await;
+    assert!(got.iter().any(|r| r.json()["type"] == "Webhook.test"));
+
+    for (event_type, code) in [
+        ("Contact.created", "no_example"),
+        ("No.such", "unknown_event_type"),
+        ("Webhook.disabled", "reserved_event_type"),
+    ] {
+        let refused = app
+            .admin(
+                "POST",
+                &format!("/v1/webhooks/{id}/test"),
+                Some(json!({"event_type": event_type})),
+            )
+            .await;
+        assert_eq!(refused.status, 422, "{event_type}: {}", refused.text);
+        assert_eq!(
+            refused.error(),
+            (code.to_owned(), Some("event_type".to_owned()))
+        );
+    }
+    assert!(other.received().is_empty(), "the other webhook got nothing");
+}

@@ -90,6 +90,26 @@ async fn an_event_to_ten_webhooks_is_stored_once_and_sent_byte_for_byte() {
         "the API answers the payload byte for byte: {}",
         detail.text
     );
+    let alone = app
+        .admin("GET", &format!("/v1/logs/{id}/payload"), None)
+        .await;
+    assert_eq!(alone.status, 200, "{}", alone.text);
+    assert_eq!(alone.text, sent, "and alone, the bytes sent and signed");
+    let key = app
+        .admin(
+            "POST",
+            "/v1/api-keys",
+            Some(json!({"account_id": "someone-else"})),
+        )
+        .await
+        .body["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let theirs = app
+        .call("GET", &format!("/v1/logs/{id}/payload"), Some(&key), None)
+        .await;
+    assert_eq!(theirs.status, 404, "another account's payload is not found");
 }
 
 #[tokio::test]

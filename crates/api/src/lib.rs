@@ -36,7 +36,7 @@ pub use error::ApiError;
 pub use listener::{serve, ListenerLimits, MAX_HEAD_BYTES};
 pub use openapi::ApiDoc;
 pub use pagination::MAX_PAGE_BYTES;
-pub use state::{ApiConfig, AppState, Pipeline, PipelineError};
+pub use state::{ApiConfig, AppState, Example, Pipeline, PipelineError};
 
 /// The longest URL (path and query) a request may have; no route needs more than a cursor
 /// and a few filters.
@@ -92,6 +92,7 @@ pub fn router(state: AppState) -> Router {
         .route("/logs/retry", post(logs::retry_bulk))
         .route("/logs/{id}", get(logs::read))
         .route("/logs/{id}/attempts", get(logs::attempts))
+        .route("/logs/{id}/payload", get(logs::payload))
         .route("/logs/{id}/retry", post(logs::retry));
     Router::new()
         .nest("/v1", v1)

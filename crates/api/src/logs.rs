@@ -2,7 +2,9 @@
 //! deliveries again (one log, or the failed logs of a window).
 
 use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use hookrelay_core::LogStatus;
@@ -283,6 +285,35 @@ pub async fn read(
         .await?
         .ok_or_else(log_not_found)?;
     Ok(Json(detail.try_into()?))
+}
+
+/// The body a log's receiver got, byte for byte.
+///
+/// `GET /v1/logs/{id}/payload`: the exact bytes sent (and signed), for checking a signature
+/// or replaying a request by hand; `GET /v1/logs/{id}` holds the same JSON within its own.
+/// A log that outlived its event (a replay's log may) answers 404 `payload_gone`; another
+/// account's log answers 404, as a log that does not exist.
+#[utoipa::path(get, path = "/v1/logs/{id}/payload", tag = "logs", params(("id" = Uuid, Path, description = "The log's id")),
+    responses((status = 200, description = "The body sent, byte for byte", content_type = "application/json", body = Object)))]
+pub async fn payload(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    let id = Uuid::parse_str(&id).map_err(|_| log_not_found())?;
+    let body = state
+        .store()
+        .get_log_payload(id, caller.scope())
+        .await?
+        .ok_or_else(log_not_found)?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "payload_gone",
+                "this log's event is no longer stored",
+            )
+        })?;
+    Ok(([(CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 #[derive(Deserialize, IntoParams)]

@@ -50,6 +50,7 @@ use crate::{api_keys, auth, event_types, logs, portal, stats, test_event, webhoo
         logs::retry_bulk,
         logs::read,
         logs::attempts,
+        logs::payload,
         logs::retry,
     ),
     components(schemas(ErrorBody)),

@@ -73,9 +73,21 @@ pub trait Pipeline: Send + Sync + 'static {
         account: Option<String>,
     ) -> BoxFuture<'_, Result<Option<Uuid>, PipelineError>>;
 
-    /// Sends `Webhook.test` to webhook `id` alone through the pipeline; answers the id its
-    /// log will have.
-    fn send_test(&self, id: Uuid) -> BoxFuture<'_, Result<Uuid, PipelineError>>;
+    /// Sends `Webhook.test`, or `example`, to webhook `id` alone through the pipeline;
+    /// answers the id its log will have.
+    fn send_test(
+        &self,
+        id: Uuid,
+        example: Option<Example>,
+    ) -> BoxFuture<'_, Result<Uuid, PipelineError>>;
+}
+
+/// An event of a catalog type with the type's example as its `data`, sent by hand in place
+/// of `Webhook.test`.
+#[derive(Debug, Clone)]
+pub struct Example {
+    pub event_type: String,
+    pub data: serde_json::Value,
 }
 
 /// Why the pipeline could not do what was asked.

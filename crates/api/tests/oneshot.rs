@@ -48,7 +48,11 @@ impl Pipeline for Stopped {
         Box::pin(async { Err(PipelineError::Unavailable("stopped".into())) })
     }
 
-    fn send_test(&self, _: Uuid) -> BoxFuture<'_, Result<Uuid, PipelineError>> {
+    fn send_test(
+        &self,
+        _: Uuid,
+        _: Option<hookrelay_api::Example>,
+    ) -> BoxFuture<'_, Result<Uuid, PipelineError>> {
         Box::pin(async { Err(PipelineError::Unavailable("stopped".into())) })
     }
 }

@@ -122,6 +122,9 @@ pub struct Event {
     pub account_id: AccountId,
     pub occurred_at: DateTime<Utc>,
     pub data: Box<RawValue>,
+    /// The one webhook a test event or an example goes to (`ops::TEST_WEBHOOK_FIELD`), read
+    /// from hookrelay's own messages only.
+    test_webhook: Option<uuid::Uuid>,
 }
 
 #[derive(Deserialize)]
@@ -136,6 +139,9 @@ struct Envelope<'a> {
     occurred_at: Option<&'a RawValue>,
     #[serde(borrow, default)]
     data: Option<&'a RawValue>,
+    // Taken raw: in a publisher's event it means nothing, and must not make it invalid.
+    #[serde(borrow, default, rename = "x_hookrelay_test_webhook")]
+    test_webhook: Option<&'a RawValue>,
 }
 
 /// A field's value as a string, or why it is not one.
@@ -275,6 +281,10 @@ impl Event {
             account_id,
             occurred_at,
             data,
+            test_webhook: envelope
+                .test_webhook
+                .filter(|_| intake.from_hookrelay)
+                .and_then(|raw| serde_json::from_str(raw.get()).ok()),
         })
     }
 
@@ -294,18 +304,24 @@ impl Event {
             .and_then(|a| a.webhook_id)
     }
 
-    /// For a `Webhook.test` (hookrelay's own: the type is reserved), the one webhook it goes
+    /// For a test event or an example sent by hand (hookrelay's own), the one webhook it goes
     /// to and the id of its log.
     pub fn test_target(&self) -> Option<(uuid::Uuid, uuid::Uuid)> {
         #[derive(Deserialize)]
         struct Target {
             webhook_id: uuid::Uuid,
         }
-        if self.event_type.as_str() != crate::ops::WEBHOOK_TEST {
-            return None;
-        }
-        let target: Target = serde_json::from_str(self.data.get()).ok()?;
-        Some((target.webhook_id, crate::ops::test_log_id(&self.id)?))
+        let webhook = match self.test_webhook {
+            Some(webhook) => webhook,
+            // Published by a version before the envelope field, and still queued.
+            None if self.event_type.as_str() == crate::ops::WEBHOOK_TEST => {
+                serde_json::from_str::<Target>(self.data.get())
+                    .ok()?
+                    .webhook_id
+            }
+            None => return None,
+        };
+        Some((webhook, crate::ops::test_log_id(&self.id)?))
     }
 
     /// The body every webhook receives for this event (contract §2). Built once per event

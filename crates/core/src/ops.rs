@@ -79,27 +79,47 @@ impl std::fmt::Debug for OriginKey {
 #[derive(Debug, Clone, PartialEq)]
 pub struct OperationalEvent {
     pub id: String,
-    pub event_type: &'static str,
+    /// One of the `Webhook.` family, or any catalog type for an example sent by hand.
+    pub event_type: String,
     pub body: Vec<u8>,
 }
 
+/// The envelope field that sends a test event to one webhook alone. Read only from a message
+/// with hookrelay's origin tag (which covers the body, so the field too); ignored otherwise,
+/// as any field the contract does not name.
+pub const TEST_WEBHOOK_FIELD: &str = "x_hookrelay_test_webhook";
+
 fn envelope(
     id: String,
-    event_type: &'static str,
+    event_type: &str,
     account_id: &str,
     at: DateTime<Utc>,
     data: serde_json::Value,
 ) -> OperationalEvent {
-    let body = json!({
+    build(id, event_type, account_id, at, data, None)
+}
+
+fn build(
+    id: String,
+    event_type: &str,
+    account_id: &str,
+    at: DateTime<Utc>,
+    data: serde_json::Value,
+    test_webhook: Option<Uuid>,
+) -> OperationalEvent {
+    let mut body = json!({
         "id": id,
         "type": event_type,
         "account_id": account_id,
         "occurred_at": at.to_rfc3339_opts(SecondsFormat::Millis, true),
         "data": data,
     });
+    if let Some(webhook) = test_webhook {
+        body[TEST_WEBHOOK_FIELD] = json!(webhook);
+    }
     OperationalEvent {
         id,
-        event_type,
+        event_type: event_type.to_owned(),
         // A JSON value writes itself out without failing, unlike a type's serialization.
         body: body.to_string().into_bytes(),
     }
@@ -134,7 +154,7 @@ pub fn webhook_test(
     url: &str,
     at: DateTime<Utc>,
 ) -> OperationalEvent {
-    envelope(
+    build(
         format!("{TEST_ID_PREFIX}{}", log_id.simple()),
         WEBHOOK_TEST,
         account_id,
@@ -144,6 +164,27 @@ pub fn webhook_test(
             "url": url,
             "message": "A test event sent from hookrelay.",
         }),
+        Some(webhook_id),
+    )
+}
+
+/// An event of `event_type` with `example` as its data, sent by hand to webhook `webhook_id`
+/// alone, as [`webhook_test`] is: what a receiver gets for that type, to build against.
+pub fn example(
+    log_id: Uuid,
+    webhook_id: Uuid,
+    account_id: &str,
+    event_type: &str,
+    example: serde_json::Value,
+    at: DateTime<Utc>,
+) -> OperationalEvent {
+    build(
+        format!("{TEST_ID_PREFIX}{}", log_id.simple()),
+        event_type,
+        account_id,
+        at,
+        example,
+        Some(webhook_id),
     )
 }
 
@@ -246,6 +287,36 @@ mod tests {
             "a test goes to its webhook, not around it"
         );
         assert_eq!(test_log_id("whd_x"), None);
+    }
+
+    #[test]
+    fn an_example_goes_to_its_webhook_only_when_hookrelay_sent_it() {
+        let at = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let (log, webhook) = (Uuid::from_u128(3), Uuid::from_u128(4));
+        let op = example(
+            log,
+            webhook,
+            "acc_1",
+            "Contact.created",
+            json!({"name": "Ann"}),
+            at,
+        );
+        let mut intake = crate::Intake {
+            max_bytes: 1 << 20,
+            max_depth: 64,
+            from_hookrelay: true,
+        };
+        let event = Event::parse(&op.body, "Contact.created", &intake, at).unwrap();
+        assert_eq!(event.test_target(), Some((webhook, log)));
+        assert_eq!(event.data.get(), r#"{"name":"Ann"}"#);
+        assert!(
+            !event.payload().contains(TEST_WEBHOOK_FIELD),
+            "receivers get the contract's fields only"
+        );
+        // The same body from a publisher: an ordinary event, to every subscriber.
+        intake.from_hookrelay = false;
+        let event = Event::parse(&op.body, "Contact.created", &intake, at).unwrap();
+        assert_eq!(event.test_target(), None);
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub mod retention;
 mod router;
 mod subscriptions;
 mod test_event;
+pub use test_event::Example;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -344,8 +345,13 @@ impl Dispatcher {
         self.recovery.skip(id, account).await
     }
 
-    /// Sends `Webhook.test` to webhook `id` alone; answers the id its log will have.
-    pub async fn send_test(&self, id: Uuid) -> Result<Uuid, RequestError> {
-        test_event::send(&self.routing, &self.broker, &self.origin, id).await
+    /// Sends `Webhook.test`, or `example`, to webhook `id` alone; answers the id its log
+    /// will have.
+    pub async fn send_test(
+        &self,
+        id: Uuid,
+        example: Option<test_event::Example>,
+    ) -> Result<Uuid, RequestError> {
+        test_event::send(&self.routing, &self.broker, &self.origin, id, example).await
     }
 }

@@ -66,7 +66,7 @@ pub fn round_unreachable(topology: &Topology, delivery: Outgoing, now: DateTime<
 pub fn operational(topology: &Topology, origin: &OriginKey, event: &OperationalEvent) -> Outgoing {
     let mut message = Outgoing::json(
         topology.events_exchange(),
-        event.event_type.to_owned(),
+        event.event_type.clone(),
         event.body.clone(),
     );
     message.headers.origin_tag = Some(origin.tag(&event.body));

@@ -77,7 +77,20 @@ impl Pipeline for DispatchPipeline {
         })
     }
 
-    fn send_test(&self, id: Uuid) -> BoxFuture<'_, Result<Uuid, PipelineError>> {
-        Box::pin(async move { self.dispatcher.send_test(id).await.map_err(api_error) })
+    fn send_test(
+        &self,
+        id: Uuid,
+        example: Option<hookrelay_api::Example>,
+    ) -> BoxFuture<'_, Result<Uuid, PipelineError>> {
+        let example = example.map(|e| hookrelay_dispatch::Example {
+            event_type: e.event_type,
+            data: e.data,
+        });
+        Box::pin(async move {
+            self.dispatcher
+                .send_test(id, example)
+                .await
+                .map_err(api_error)
+        })
     }
 }

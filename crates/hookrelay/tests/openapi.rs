@@ -16,7 +16,7 @@ use hookrelay_tests::{unique_namespace, wait_for, TestDb};
 use serde_json::Value;
 
 /// Every route under `/v1`, as the router declares it.
-const V1_ROUTES: [(&str, &str); 28] = [
+const V1_ROUTES: [(&str, &str); 29] = [
     ("/v1/event-types", "get"),
     ("/v1/event-types", "post"),
     ("/v1/event-types/{name}", "patch"),
@@ -44,6 +44,7 @@ const V1_ROUTES: [(&str, &str); 28] = [
     ("/v1/logs/retry", "post"),
     ("/v1/logs/{id}", "get"),
     ("/v1/logs/{id}/attempts", "get"),
+    ("/v1/logs/{id}/payload", "get"),
     ("/v1/logs/{id}/retry", "post"),
 ];
 

@@ -323,6 +323,33 @@ impl Store {
         }))
     }
 
+    /// The body sent for log `id`, byte for byte: `None` when no such log is visible to
+    /// `account`, `Some(None)` when the log outlived its event (a replay's log does).
+    pub async fn get_log_payload(
+        &self,
+        id: Uuid,
+        account: Option<&str>,
+    ) -> Result<Option<Option<String>>, StoreError> {
+        let client = self.read_client().await?;
+        let at = crate::logs::log_time(id);
+        let row = client
+            .query_opt(
+                "SELECT (SELECT e.body FROM events e
+                         WHERE e.account_id = l.account_id
+                           AND e.received_at = l.event_at
+                           AND e.id = l.event_id) AS payload
+                 FROM delivery_logs l
+                 WHERE id = $1 AND ($2::text IS NULL OR account_id = $2)
+                   AND ($3::timestamptz IS NULL OR created_at = $3)
+                 UNION ALL
+                 SELECT payload::text FROM webhook_logs_v8
+                 WHERE id = $1 AND ($2::text IS NULL OR account_id = $2)",
+                &[&id, &account, &at],
+            )
+            .await?;
+        Ok(row.map(|row| row.get(0)))
+    }
+
     /// Attempts of log `id`, newest first, `limit` at most after `after` (a cursor of this
     /// list); `None` when no such log is visible to `account`.
     pub async fn list_attempts(

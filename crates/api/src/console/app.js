@@ -34,7 +34,8 @@ function statusBadge(value) {
   return el("span", value, "status status-" + String(value).replace(/[^a-z]/g, ""));
 }
 
-/// Calls the API; answers {status, body}. A 401 signs out.
+/// Calls the API; answers {status, body, text}: the JSON, and the bytes it came as. A 401
+/// signs out.
 async function api(method, path, body) {
   const headers = { Authorization: "Bearer " + sessionStorage.getItem(TOKEN_KEY) };
   if (body !== undefined) headers["Content-Type"] = "application/json";
@@ -50,7 +51,7 @@ async function api(method, path, body) {
   if (response.status === 401 && path !== "/v1/whoami") {
     if (isPortal()) endSession(); else signOut();
   }
-  return { status: response.status, body: json };
+  return { status: response.status, body: json, text };
 }
 
 function errorText(answer) {
@@ -143,7 +144,7 @@ async function loadWebhooks() {
 function webhookRow(w) {
   const tr = el("tr");
   tr.dataset.id = w.id;
-  const url = el("td");
+  const url = el("td", null, "url-cell");
   const link = el("a", w.url, "webhook-link wrap");
   link.href = "#/webhooks/" + encodeURIComponent(w.id);
   url.appendChild(link);
@@ -510,7 +511,8 @@ async function loadLog(id) {
   field("Last answer", log.response_status);
   field("Error", log.error);
   if (log.response_body) field("Answer body", log.response_body);
-  $("d-payload").textContent = JSON.stringify(log.payload, null, 2);
+  const sent = await api("GET", "/v1/logs/" + encodeURIComponent(id) + "/payload");
+  showPayload(sent.status === 200 ? sent.text : null, sent);
   let hook = state.webhooks.get(log.webhook_id);
   if (!hook) {
     const w = await api("GET", "/v1/webhooks/" + encodeURIComponent(log.webhook_id));
@@ -546,6 +548,24 @@ async function loadLog(id) {
     const retried = await api("POST", "/v1/logs/" + encodeURIComponent(log.id) + "/retry");
     $("detail-notice").textContent = retried.status === 202 ? "Queued again." : errorText(retried);
   };
+}
+
+/// The body a receiver got, byte for byte (what its signature covers), or laid out on ask.
+function showPayload(exact, answer) {
+  const box = $("d-payload");
+  const formatted = $("d-payload-formatted");
+  formatted.disabled = exact === null;
+  const render = () => {
+    if (exact === null) { box.textContent = ""; return; }
+    box.textContent = formatted.checked ? JSON.stringify(JSON.parse(exact), null, 2) : exact;
+  };
+  $("d-payload-hint").textContent = exact !== null
+    ? "Exactly as sent and signed, " + new TextEncoder().encode(exact).length + " bytes."
+    : answer.status === 404 && answer.body && answer.body.error && answer.body.error.code === "payload_gone"
+      ? "Its event is no longer stored."
+      : errorText(answer);
+  formatted.onchange = render;
+  render();
 }
 
 // ---- a webhook's page ----
@@ -666,6 +686,7 @@ async function loadWebhookPage(id) {
     button("Rotate secret", "rotate");
   }
   button("Logs", "logs");
+  exampleForm(w);
   const health = $("wp-health");
   health.replaceChildren();
   fact(health, "Breaker", w.health);
@@ -705,6 +726,27 @@ async function loadWebhookPage(id) {
     rows.appendChild(tr);
   }
   if (!rows.children.length) rows.appendChild(el("tr")).appendChild(el("td", "No failure.")).colSpan = 4;
+}
+
+/// "Send an example": the types with an example saved, the webhook's own first.
+function exampleForm(w) {
+  const form = $("wp-example");
+  const select = $("wp-example-type");
+  const mine = new Set(w.events);
+  const types = [...state.typeInfo.values()]
+    .filter((t) => t.example !== null && t.example !== undefined)
+    .map((t) => t.name)
+    .sort((a, b) => (mine.has(b) - mine.has(a)) || (a < b ? -1 : 1));
+  select.replaceChildren(...types.map((name) => el("option", name)));
+  form.hidden = !canManage() || types.length === 0;
+  form.onsubmit = async (event) => {
+    event.preventDefault();
+    const name = select.value;
+    const answer = await api("POST", "/v1/webhooks/" + encodeURIComponent(w.id) + "/test", { event_type: name });
+    $("wp-notice").textContent = answer.status === 202
+      ? "Example of " + name + " sent: Webhook Log " + answer.body.log_id
+      : errorText(answer);
+  };
 }
 
 // ---- routing ----
@@ -753,6 +795,11 @@ document.addEventListener("DOMContentLoaded", () => {
   $("try-filter").addEventListener("click", () => tryFilter(true));
   $("f-filter").addEventListener("change", () => tryFilter(false));
   $("webhook-form").addEventListener("submit", saveWebhook);
+  // A field's message is about what it held: gone once it is edited.
+  $("webhook-form").addEventListener("input", (event) => {
+    const message = event.target.id && $("err-" + event.target.id.replace(/^f-/, ""));
+    if (message) message.textContent = "";
+  });
   $("cancel-webhook").addEventListener("click", () => go("#/webhooks"));
   $("secret-done").addEventListener("click", () => { $("secret-box").hidden = true; $("secret-value").textContent = ""; });
   $("log-filters").addEventListener("submit", (event) => {
