@@ -112,20 +112,25 @@ async fn a_rate_limit_holds_across_processes_while_an_unlimited_webhook_goes_at_
         .wait_for_events(&ids, Duration::from_secs(120))
         .await;
 
+    // The limit holds for requests as sent: spaced so that no 1.05 s holds more than the
+    // limit (`hookrelay_core::RATE_WINDOW`). The receiver sees them as they arrive, each a
+    // little later than sent, by as much as a busy machine's scheduling delays it: windows
+    // shorter by that jitter (150 ms allowed) hold no more than the limit either.
+    let window = hookrelay_core::RATE_WINDOW - Duration::from_millis(150);
     let arrivals: Vec<_> = limited.received().iter().map(|r| r.at).collect();
     let busiest = arrivals
         .iter()
         .map(|from| {
             arrivals
                 .iter()
-                .filter(|t| **t >= *from && t.duration_since(*from) < Duration::from_secs(1))
+                .filter(|t| **t >= *from && t.duration_since(*from) < window)
                 .count()
         })
         .max()
         .unwrap_or(0);
     assert!(
         busiest <= LIMIT,
-        "{busiest} requests within one second, for a limit of {LIMIT}"
+        "{busiest} requests within {window:?}, for a limit of {LIMIT} a second"
     );
     // Not held back by its neighbour: every copy had arrived before the limited webhook's
     // first third.
