@@ -216,13 +216,7 @@ async fn the_console_manages_webhooks_and_shows_their_logs() {
                                "events": ["Contact.created"]}),
     )
     .await;
-    let key = app
-        .admin("POST", "/v1/api-keys", Some(json!({"account_id": "acc"})))
-        .await
-        .body["key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let key = app.api_key("acc").await;
     browser.click("#sign-out").await;
     browser.fill("#token", &key).await;
     browser.click("#sign-in-button").await;
@@ -386,14 +380,9 @@ async fn a_portal_link_shows_one_account_and_says_when_the_session_ended() {
     )
     .await;
     let opened = app
-        .admin(
-            "POST",
-            "/v1/portal-sessions",
-            Some(json!({"account_id": "acc_a", "capabilities": ["read"]})),
-        )
+        .portal_session(json!({"account_id": "acc_a", "capabilities": ["read"]}))
         .await;
-    assert_eq!(opened.status, 201, "{}", opened.text);
-    let token = opened.body["token"].as_str().unwrap();
+    let token = opened["token"].as_str().unwrap();
     let browser = Browser::start().await.unwrap_or_else(|e| panic!("{e}"));
     browser
         .goto(&format!("{}/portal#token={token}", app.address))
@@ -533,15 +522,8 @@ async fn a_portal_session_sends_an_example_from_a_webhooks_page() {
     let id = app
         .webhook("acc", &receiver.url, &["Invoice.sent"], json!({}))
         .await;
-    let opened = app
-        .admin(
-            "POST",
-            "/v1/portal-sessions",
-            Some(json!({"account_id": "acc"})),
-        )
-        .await;
-    assert_eq!(opened.status, 201, "{}", opened.text);
-    let token = opened.body["token"].as_str().unwrap();
+    let opened = app.portal_session(json!({"account_id": "acc"})).await;
+    let token = opened["token"].as_str().unwrap();
 
     let browser = Browser::start().await.unwrap_or_else(|e| panic!("{e}"));
     browser

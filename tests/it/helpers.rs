@@ -221,6 +221,26 @@ impl TestApp {
     }
 
     /// A call with the admin token.
+    /// A new API key of `account`.
+    pub async fn api_key(&self, account: &str) -> String {
+        let made = self
+            .admin(
+                "POST",
+                "/v1/api-keys",
+                Some(serde_json::json!({"account_id": account})),
+            )
+            .await;
+        assert_eq!(made.status, 201, "{}", made.text);
+        made.body["key"].as_str().expect("a key").to_owned()
+    }
+
+    /// A new portal session (`body` as `POST /v1/portal-sessions` takes it): its answer.
+    pub async fn portal_session(&self, body: Value) -> Value {
+        let answer = self.admin("POST", "/v1/portal-sessions", Some(body)).await;
+        assert_eq!(answer.status, 201, "{}", answer.text);
+        answer.body
+    }
+
     pub async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> Answer {
         let body = body.map(|b| b.to_string());
         self.call(method, path, Some(ADMIN_TOKEN), body.as_deref())

@@ -636,10 +636,7 @@ async fn slow_bodies_trickled_with_a_valid_key_cannot_lock_the_listener() {
 #[tokio::test]
 async fn made_up_tokens_share_their_address_allowance_until_one_authenticates() {
     let app = spawn_app_with(|s| s.max_requests_per_client = 4).await;
-    let made = app
-        .admin("POST", "/v1/api-keys", Some(json!({"account_id": "acc"})))
-        .await;
-    let key = made.body["key"].as_str().expect("a key").to_owned();
+    let key = app.api_key("acc").await;
     // Key lookups wait while the table is locked: requests are held before authenticating.
     let mut db = app.db.connect().await;
     let lock = db.transaction().await.expect("a transaction");

@@ -168,13 +168,7 @@ async fn each_filter_selects_exactly_its_logs_and_accounts_see_their_own() {
     }
 
     // An account key: its own logs only, whatever it asks; another account's log is 404.
-    let key = app
-        .admin("POST", "/v1/api-keys", Some(json!({"account_id": "acc_a"})))
-        .await
-        .body["key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let key = app.api_key("acc_a").await;
     assert_eq!(
         all_ids(&app, &key, "").await,
         expect(&|r| r.account == "acc_a")
@@ -606,13 +600,7 @@ async fn a_test_event_reaches_its_webhook_alone_under_the_log_id_answered() {
     assert_eq!(bystander.count(), 0);
 
     // Another account's key cannot test it; a disabled webhook says why it will not.
-    let key = app
-        .admin("POST", "/v1/api-keys", Some(json!({"account_id": "other"})))
-        .await
-        .body["key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let key = app.api_key("other").await;
     let theirs = app
         .call("POST", &format!("/v1/webhooks/{id}/test"), Some(&key), None)
         .await;

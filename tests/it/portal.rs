@@ -7,12 +7,6 @@ use serde_json::{json, Value};
 
 use crate::helpers::{spawn_app, TestApp};
 
-async fn session(app: &TestApp, body: Value) -> Value {
-    let answer = app.admin("POST", "/v1/portal-sessions", Some(body)).await;
-    assert_eq!(answer.status, 201, "{}", answer.text);
-    answer.body
-}
-
 /// A call with `token`.
 async fn with(
     app: &TestApp,
@@ -44,7 +38,7 @@ async fn a_portal_session_sees_and_manages_its_own_account_only() {
             json!({}),
         )
         .await;
-    let opened = session(&app, json!({"account_id": "acc_a"})).await;
+    let opened = app.portal_session(json!({"account_id": "acc_a"})).await;
     let token = opened["token"].as_str().unwrap();
     assert!(token.starts_with("hrp_"));
     let url = opened["url"].as_str().unwrap();
@@ -101,11 +95,9 @@ async fn a_read_session_cannot_change_anything() {
             json!({}),
         )
         .await;
-    let opened = session(
-        &app,
-        json!({"account_id": "acc_a", "capabilities": ["read"]}),
-    )
-    .await;
+    let opened = app
+        .portal_session(json!({"account_id": "acc_a", "capabilities": ["read"]}))
+        .await;
     let token = opened["token"].as_str().unwrap();
     assert_eq!(
         with(&app, token, "GET", &format!("/v1/webhooks/{id}"), None)
@@ -152,9 +144,11 @@ async fn a_read_session_cannot_change_anything() {
 #[tokio::test]
 async fn revoked_expired_and_altered_tokens_answer_401() {
     let app = spawn_app().await;
-    let short = session(&app, json!({"account_id": "acc_a", "ttl_seconds": 60})).await;
+    let short = app
+        .portal_session(json!({"account_id": "acc_a", "ttl_seconds": 60}))
+        .await;
     let short = short["token"].as_str().unwrap().to_owned();
-    let other = session(&app, json!({"account_id": "acc_b"})).await;
+    let other = app.portal_session(json!({"account_id": "acc_b"})).await;
     let other = other["token"].as_str().unwrap().to_owned();
     assert_eq!(
         with(&app, &short, "GET", "/v1/webhooks", None).await.status,
@@ -187,7 +181,7 @@ async fn revoked_expired_and_altered_tokens_answer_401() {
         with(&app, &other, "GET", "/v1/webhooks", None).await.status,
         200
     );
-    let fresh = session(&app, json!({"account_id": "acc_a"})).await;
+    let fresh = app.portal_session(json!({"account_id": "acc_a"})).await;
     let fresh = fresh["token"].as_str().unwrap().to_owned();
     hookrelay_tests::wait_for(
         "a new session after the revocation",

@@ -8,19 +8,12 @@ use hookrelay_tests::receiver::{Behaviour, Receiver};
 use hookrelay_tests::{let_pass, verify_signature, wait_for, wait_for_count};
 use serde_json::json;
 
-use crate::helpers::{spawn_app_with, TestApp};
+use crate::helpers::spawn_app_with;
 use crate::retries::{attempt_rows, log_state, metrics, schedule, wait_for_status};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
 /// An account API key for `account`.
-async fn account_key(app: &TestApp, account: &str) -> String {
-    let answer = app
-        .admin("POST", "/v1/api-keys", Some(json!({"account_id": account})))
-        .await;
-    answer.body["key"].as_str().expect("a key").to_owned()
-}
-
 fn since_a_minute_ago() -> String {
     (chrono::Utc::now() - chrono::Duration::minutes(1)).to_rfc3339()
 }
@@ -86,7 +79,7 @@ async fn a_log_can_be_tried_once_more_whatever_its_status() {
     );
 
     // Another account's log, or no log at all: 404.
-    let other = account_key(&app, "other").await;
+    let other = app.api_key("other").await;
     let foreign = app
         .call(
             "POST",
@@ -97,7 +90,7 @@ async fn a_log_can_be_tried_once_more_whatever_its_status() {
         .await;
     assert_eq!(foreign.status, 404, "{}", foreign.text);
     assert_eq!(foreign.error().0, "not_found");
-    let own = account_key(&app, "acc").await;
+    let own = app.api_key("acc").await;
     let mine = app
         .call(
             "POST",
@@ -416,7 +409,7 @@ async fn a_rotated_secret_signs_beside_the_new_one_for_its_grace_period() {
         )
         .await;
     assert_eq!(bad.error().1.as_deref(), Some("secret"));
-    let other = account_key(&app, "other").await;
+    let other = app.api_key("other").await;
     let foreign = app
         .call(
             "POST",

@@ -158,10 +158,7 @@ async fn custom_header_values_are_sealed_masked_and_kept_when_sent_back_masked()
     assert!(!stored.to_string().contains("k_live_123"));
 
     // Answered masked, to an account key as to the admin; revealed to the admin who asks.
-    let made = app
-        .admin("POST", "/v1/api-keys", Some(json!({"account_id": "acc"})))
-        .await;
-    let account_key = made.body["key"].as_str().expect("a key").to_owned();
+    let account_key = app.api_key("acc").await;
     let path = format!("/v1/webhooks/{id}");
     let shown = app.call("GET", &path, Some(&account_key), None).await;
     assert_eq!(

@@ -95,17 +95,7 @@ async fn an_event_to_ten_webhooks_is_stored_once_and_sent_byte_for_byte() {
         .await;
     assert_eq!(alone.status, 200, "{}", alone.text);
     assert_eq!(alone.text, sent, "and alone, the bytes sent and signed");
-    let key = app
-        .admin(
-            "POST",
-            "/v1/api-keys",
-            Some(json!({"account_id": "someone-else"})),
-        )
-        .await
-        .body["key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let key = app.api_key("someone-else").await;
     let theirs = app
         .call("GET", &format!("/v1/logs/{id}/payload"), Some(&key), None)
         .await;
@@ -284,13 +274,7 @@ async fn a_webhook_created_later_replays_the_events_it_missed_once_and_in_order(
     assert_eq!(again.status, 202, "{}", again.text);
     assert_eq!(again.body["count"], 0, "nothing is sent twice");
     // An account key replays only its own webhooks.
-    let key = app
-        .admin("POST", "/v1/api-keys", Some(json!({"account_id": "other"})))
-        .await
-        .body["key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let key = app.api_key("other").await;
     let theirs = app
         .call(
             "POST",
