@@ -359,7 +359,7 @@ async fn the_api_docs_page_renders_under_a_content_security_policy() {
 
 /// A portal session's link, opened in headless Chromium, shows that account's webhooks and
 /// nothing of another account's, with the token gone from the address bar. A read session
-/// has no create, delete or retry buttons. After revocation, the page's next call answers
+/// has no create, delete or retry buttons. After revocation, and after expiry, the next call answers
 /// 401 and the page says the session ended.
 #[tokio::test]
 async fn a_portal_link_shows_one_account_and_says_when_the_session_ended() {
@@ -431,6 +431,41 @@ async fn a_portal_link_shows_one_account_and_says_when_the_session_ended() {
     browser
         .wait_for_text("#session-ended", "Your session has ended")
         .await;
+
+    // A session that expires while its page is open: the next call after its end answers
+    // 401, and the page says so.
+    let token = app
+        .portal_token("acc_a", chrono::Duration::seconds(3))
+        .await;
+    // Another page first: a link that differs only after `#` would not load the page anew.
+    browser.goto("about:blank").await;
+    browser
+        .goto(&format!("{}/portal#token={token}", app.address))
+        .await;
+    browser
+        .wait_for_text("#webhook-rows", "hooks.example.com/mine")
+        .await;
+    wait_for(
+        "the page to say the session ended",
+        Duration::from_secs(30),
+        || async {
+            let ended = browser
+                .execute("return !document.getElementById('session-ended').hidden;")
+                .await;
+            if ended == json!(true) {
+                return Some(());
+            }
+            // Back and forth between the two pages, as a person would: each loads anew.
+            browser
+                .execute(
+                    "document.getElementById(location.hash === '#/logs' \
+                     ? 'nav-webhooks' : 'nav-logs').click(); return true;",
+                )
+                .await;
+            None
+        },
+    )
+    .await;
     let _ = mine;
     browser.quit().await;
 }

@@ -234,6 +234,32 @@ impl TestApp {
         made.body["key"].as_str().expect("a key").to_owned()
     }
 
+    /// A portal token of `account` made by hand, signed with the key every process shares,
+    /// that ends `ends_in` from now (negative: ended already). The API opens none shorter
+    /// than a minute.
+    pub async fn portal_token(&self, account: &str, ends_in: chrono::Duration) -> String {
+        let key: Vec<u8> = self
+            .db
+            .connect()
+            .await
+            .query_one(
+                "SELECT key FROM service_keys WHERE name = 'portal_sessions'",
+                &[],
+            )
+            .await
+            .expect("the portal key")
+            .get(0);
+        let now = chrono::Utc::now();
+        hookrelay_core::portal::PortalClaims {
+            session: uuid::Uuid::now_v7(),
+            account_id: account.into(),
+            capabilities: hookrelay_core::portal::Capabilities::ALL,
+            issued_at_ms: now.timestamp_millis(),
+            expires_at: (now + ends_in).timestamp(),
+        }
+        .sign(&key)
+    }
+
     /// A new portal session (`body` as `POST /v1/portal-sessions` takes it): its answer.
     pub async fn portal_session(&self, body: Value) -> Value {
         let answer = self.admin("POST", "/v1/portal-sessions", Some(body)).await;

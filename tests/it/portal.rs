@@ -222,26 +222,9 @@ async fn revoked_expired_and_altered_tokens_answer_401() {
 #[tokio::test]
 async fn an_expired_session_answers_401() {
     let app = spawn_app().await;
-    // The shortest session the API opens is a minute: made by hand, signed with the key every
-    // process shares, one that ended a second ago.
-    let client = app.db.connect().await;
-    let key: Vec<u8> = client
-        .query_one(
-            "SELECT key FROM service_keys WHERE name = 'portal_sessions'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    let now = chrono::Utc::now();
-    let token = hookrelay_core::portal::PortalClaims {
-        session: uuid::Uuid::now_v7(),
-        account_id: "acc_a".into(),
-        capabilities: hookrelay_core::portal::Capabilities::ALL,
-        issued_at_ms: now.timestamp_millis() - 120_000,
-        expires_at: now.timestamp() - 1,
-    }
-    .sign(&key);
+    let token = app
+        .portal_token("acc_a", chrono::Duration::seconds(-1))
+        .await;
     let answer = with(&app, &token, "GET", "/v1/webhooks", None).await;
     assert_eq!(answer.status, 401);
     assert_eq!(answer.error().0, "session_ended");
