@@ -576,16 +576,7 @@ async fn slow_bodies_trickled_with_a_valid_key_cannot_lock_the_listener() {
     use tokio::io::AsyncWriteExt as _;
     rlimit::increase_nofile_limit(16_384).expect("a higher open file limit");
     let app = spawn_app().await;
-    let key = |account: &'static str| {
-        let app = &app;
-        async move {
-            let made = app
-                .admin("POST", "/v1/api-keys", Some(json!({"account_id": account})))
-                .await;
-            made.body["key"].as_str().expect("a key").to_owned()
-        }
-    };
-    let (hostile, other) = (key("acc_a").await, key("acc_b").await);
+    let (hostile, other) = (app.api_key("acc_a").await, app.api_key("acc_b").await);
     let address = app.address.trim_start_matches("http://").to_owned();
     // More connections than max_connections (1 024), each authenticated, each sending a
     // request head and then a body that never ends.
@@ -602,7 +593,9 @@ async fn slow_bodies_trickled_with_a_valid_key_cannot_lock_the_listener() {
         let _ = stream.write_all(head.as_bytes()).await;
         held.push(stream);
     }
-    // Health and readiness answer at once, on fresh connections, however many times.
+    // Health and readiness answer at once, on fresh connections, however many times. A
+    // listener held by the trickled bodies would keep them waiting for a body deadline
+    // (seconds): a second is far below that, and above what a busy machine's scheduling adds.
     let fresh = || {
         reqwest::Client::builder()
             .pool_max_idle_per_host(0)
@@ -619,7 +612,7 @@ async fn slow_bodies_trickled_with_a_valid_key_cannot_lock_the_listener() {
                 .expect("an answer");
             let took = asked.elapsed();
             assert_eq!(answer.status(), 200, "{path}");
-            assert!(took < Duration::from_millis(100), "{path} took {took:?}");
+            assert!(took < Duration::from_secs(1), "{path} took {took:?}");
         }
     }
     // Another account is served.
