@@ -43,6 +43,8 @@ async fn two_consumers(namespace: &str, id: &str) {
 async fn a_breaker_tripped_by_one_process_holds_in_the_other() {
     let db = TestDb::new();
     let namespace = hookrelay_tests::unique_namespace();
+    // Whatever happens to the test, its queues and exchanges go when it ends.
+    let _cleanup = hookrelay_tests::NamespaceCleanup::new(&amqp_url(), &namespace, &db);
     let receiver = Receiver::start().await;
     receiver.answer(Behaviour::Status(503));
     let env = [
@@ -78,7 +80,6 @@ async fn a_breaker_tripped_by_one_process_holds_in_the_other() {
         .get(0);
     assert_eq!(waiting, 20 - THRESHOLD as i64, "the rest wait in the queue");
     drop((first, second));
-    hookrelay_tests::delete_namespace(&amqp_url(), &namespace, &[id]).await;
 }
 
 /// A webhook limited to 10 requests a second gets no more in any sliding second, with two
@@ -90,6 +91,7 @@ async fn a_rate_limit_holds_across_processes_while_an_unlimited_webhook_goes_at_
     const LIMIT: usize = 10;
     let db = TestDb::new();
     let namespace = hookrelay_tests::unique_namespace();
+    let _cleanup = hookrelay_tests::NamespaceCleanup::new(&amqp_url(), &namespace, &db);
     let limited = Receiver::start().await;
     let free = Receiver::start().await;
     let mut first = spawn(&db, &namespace, &[]).await;
@@ -100,7 +102,7 @@ async fn a_rate_limit_holds_across_processes_while_an_unlimited_webhook_goes_at_
                            "events": ["Message.received"], "rate_limit": LIMIT}),
     )
     .await;
-    let free_id = create_webhook(first.port, &free.url, "Message.received").await;
+    create_webhook(first.port, &free.url, "Message.received").await;
     two_consumers(&namespace, &limited_id).await;
 
     let ids = publish_events(&namespace, "{}", EVENTS).await;
@@ -140,7 +142,6 @@ async fn a_rate_limit_holds_across_processes_while_an_unlimited_webhook_goes_at_
         "the unlimited webhook was held back by the limited one"
     );
     drop(second);
-    hookrelay_tests::delete_namespace(&amqp_url(), &namespace, &[limited_id, free_id]).await;
 }
 
 /// A webhook's own `max_in_flight` is its number of requests at once, above or below the
@@ -149,6 +150,7 @@ async fn a_rate_limit_holds_across_processes_while_an_unlimited_webhook_goes_at_
 async fn a_webhooks_own_max_in_flight_bounds_its_requests_at_once() {
     let db = TestDb::new();
     let namespace = hookrelay_tests::unique_namespace();
+    let _cleanup = hookrelay_tests::NamespaceCleanup::new(&amqp_url(), &namespace, &db);
     let env = [("HOOKRELAY_MAX_IN_FLIGHT_PER_WEBHOOK", "4")];
     let service = spawn(&db, &namespace, &env).await;
     let mut ids = Vec::new();
@@ -180,7 +182,6 @@ async fn a_webhooks_own_max_in_flight_bounds_its_requests_at_once() {
         assert_eq!(most, *own, "requests at once with max_in_flight {own}");
     }
     drop(service);
-    hookrelay_tests::delete_namespace(&amqp_url(), &namespace, &ids).await;
 }
 
 /// Publishes `count` events for account `acc` on one channel, in order, numbered in their
@@ -223,6 +224,7 @@ async fn a_fifo_webhook_gets_its_events_in_order_through_failures_and_a_crash() 
     const EVENTS: usize = 500;
     let db = TestDb::new();
     let namespace = hookrelay_tests::unique_namespace();
+    let _cleanup = hookrelay_tests::NamespaceCleanup::new(&amqp_url(), &namespace, &db);
     let fifo = Receiver::start().await;
     // Every fifth request fails: a failure is retried at the head, and the next waits.
     let script: Vec<u16> = (0..2 * EVENTS)
@@ -239,7 +241,7 @@ async fn a_fifo_webhook_gets_its_events_in_order_through_failures_and_a_crash() 
                            "events": ["Message.received"], "ordering": "fifo"}),
     )
     .await;
-    let free_id = create_webhook(first.port, &free.url, "Message.received").await;
+    create_webhook(first.port, &free.url, "Message.received").await;
     // Both processes know the FIFO webhook: each consumes its queue.
     two_consumers(&namespace, &fifo_id).await;
 
@@ -303,7 +305,6 @@ async fn a_fifo_webhook_gets_its_events_in_order_through_failures_and_a_crash() 
         "the unordered webhook was held back by the FIFO one"
     );
     drop(second);
-    hookrelay_tests::delete_namespace(&amqp_url(), &namespace, &[fifo_id, free_id]).await;
 }
 
 /// A FIFO webhook whose first delivery fails, with its retry an hour away, holds the rest;
@@ -313,6 +314,7 @@ async fn a_fifo_webhook_gets_its_events_in_order_through_failures_and_a_crash() 
 async fn skip_moves_a_fifo_line_past_a_delivery_that_keeps_failing() {
     let db = TestDb::new();
     let namespace = hookrelay_tests::unique_namespace();
+    let _cleanup = hookrelay_tests::NamespaceCleanup::new(&amqp_url(), &namespace, &db);
     let receiver = Receiver::start().await;
     receiver.script([Behaviour::Status(500)]);
     let service = spawn(&db, &namespace, &[("HOOKRELAY_RETRY_SCHEDULE", "1h")]).await;
@@ -396,5 +398,4 @@ async fn skip_moves_a_fifo_line_past_a_delivery_that_keeps_failing() {
         (409, Some("not_fifo"))
     );
     drop(service);
-    hookrelay_tests::delete_namespace(&amqp_url(), &namespace, &[id, unordered]).await;
 }
