@@ -147,6 +147,26 @@ const LIST_COLUMNS: &str = "id, webhook_id, account_id, event_id, event_type, st
                             WHERE e.account_id = l.account_id AND e.received_at = l.event_at \
                             AND e.id = l.event_id) AS traceparent";
 
+/// A log's body, from its event (stored once for every log of it).
+const PAYLOAD: &str = "(SELECT e.body FROM events e
+                        WHERE e.account_id = l.account_id
+                          AND e.received_at = l.event_at
+                          AND e.id = l.event_id) AS payload";
+
+/// One log by id (`$1`) as account `$2` (or the admin) sees it, from the partitioned table or
+/// release 8's: `new` and `legacy` are what each gives. `$3`, the time in the log's id, takes
+/// the read to one partition.
+fn one_log(new: &str, legacy: &str) -> String {
+    format!(
+        "SELECT {new} FROM delivery_logs l
+         WHERE id = $1 AND ($2::text IS NULL OR account_id = $2)
+           AND ($3::timestamptz IS NULL OR created_at = $3)
+         UNION ALL
+         SELECT {legacy} FROM webhook_logs_v8
+         WHERE id = $1 AND ($2::text IS NULL OR account_id = $2)"
+    )
+}
+
 /// The same columns of the logs of release 8 not moved over yet (migration V9).
 const LEGACY_COLUMNS: &str = "id, webhook_id, account_id, event_id, event_type, status, \
                               attempts, response_status, error, created_at, updated_at, \
@@ -280,18 +300,9 @@ impl Store {
     ) -> Result<Option<LogDetail>, StoreError> {
         let client = self.read_client().await?;
         let at = crate::logs::log_time(id);
-        let sql = format!(
-            "SELECT {LIST_COLUMNS}, (SELECT e.body FROM events e
-                                     WHERE e.account_id = l.account_id
-                                       AND e.received_at = l.event_at
-                                       AND e.id = l.event_id) AS payload,
-                    response_body
-             FROM delivery_logs l
-             WHERE id = $1 AND ($2::text IS NULL OR account_id = $2)
-               AND ($3::timestamptz IS NULL OR created_at = $3)
-             UNION ALL
-             SELECT {LEGACY_COLUMNS}, payload::text, response_body FROM webhook_logs_v8
-             WHERE id = $1 AND ($2::text IS NULL OR account_id = $2)"
+        let sql = one_log(
+            &format!("{LIST_COLUMNS}, {PAYLOAD}, response_body"),
+            &format!("{LEGACY_COLUMNS}, payload::text, response_body"),
         );
         let Some(row) = client.query_opt(&sql, &[&id, &account, &at]).await? else {
             return Ok(None);
@@ -333,19 +344,7 @@ impl Store {
         let client = self.read_client().await?;
         let at = crate::logs::log_time(id);
         let row = client
-            .query_opt(
-                "SELECT (SELECT e.body FROM events e
-                         WHERE e.account_id = l.account_id
-                           AND e.received_at = l.event_at
-                           AND e.id = l.event_id) AS payload
-                 FROM delivery_logs l
-                 WHERE id = $1 AND ($2::text IS NULL OR account_id = $2)
-                   AND ($3::timestamptz IS NULL OR created_at = $3)
-                 UNION ALL
-                 SELECT payload::text FROM webhook_logs_v8
-                 WHERE id = $1 AND ($2::text IS NULL OR account_id = $2)",
-                &[&id, &account, &at],
-            )
+            .query_opt(&one_log(PAYLOAD, "payload::text"), &[&id, &account, &at])
             .await?;
         Ok(row.map(|row| row.get(0)))
     }
