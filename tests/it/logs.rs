@@ -673,11 +673,16 @@ async fn retention_releases_a_day_in_pieces_and_finishes_a_stopped_release() {
 
     // Stopped after its first piece.
     let mut pieces = Vec::new();
-    let retired = store
-        .retire_partitions(cutoff, |bytes| {
-            pieces.push(bytes);
-            std::future::ready(false)
-        })
+    let mut retired = Vec::new();
+    store
+        .retire_partitions(
+            cutoff,
+            |bytes| {
+                pieces.push(bytes);
+                std::future::ready(false)
+            },
+            |day| retired.push(day),
+        )
         .await
         .unwrap();
     assert_eq!(pieces.len(), 1);
@@ -712,11 +717,16 @@ async fn retention_releases_a_day_in_pieces_and_finishes_a_stopped_release() {
     assert_eq!(indexes_left, indexes - 1, "one piece went: an index");
 
     // The next pass finishes it: every other index, then the three tables.
-    let retired = store
-        .retire_partitions(cutoff, |bytes| {
-            pieces.push(bytes);
-            std::future::ready(true)
-        })
+    let mut retired = Vec::new();
+    store
+        .retire_partitions(
+            cutoff,
+            |bytes| {
+                pieces.push(bytes);
+                std::future::ready(true)
+            },
+            |day| retired.push(day),
+        )
         .await
         .unwrap();
     assert!(retired.is_empty(), "{retired:?}");

@@ -92,17 +92,18 @@ pub async fn pass(
             _ = tokio::time::sleep(room) => true,
         }
     };
-    for day in store.retire_partitions(retention_cutoff, pace).await? {
-        match day {
-            Retired::Dropped(day) => {
-                metrics.log_partition_dropped();
-                info!(%day, "a day of logs retired")
-            }
-            Retired::KeptOpen(day) => {
-                warn!(%day, "a day past log_retention is kept: some of its logs are still under way")
-            }
+    let report = |day| match day {
+        Retired::Dropped(day) => {
+            metrics.log_partition_dropped();
+            info!(%day, "a day of logs retired")
         }
-    }
+        Retired::KeptOpen(day) => {
+            warn!(%day, "a day past log_retention is kept: some of its logs are still under way")
+        }
+    };
+    store
+        .retire_partitions(retention_cutoff, pace, report)
+        .await?;
     while !shutdown.is_cancelled() {
         let forgotten = store.forget_event_keys(dedupe_cutoff, BATCH).await?;
         if forgotten < BATCH as u64 {

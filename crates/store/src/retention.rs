@@ -62,11 +62,16 @@ impl Store {
     /// commits and the broker's confirms wait on those fsyncs: pieces with room between them
     /// spread that stall out instead of taking one long one. A release left unfinished
     /// (stopped, or its process gone) is finished by the next pass.
+    ///
+    /// Each day is told to `report` as soon as its fate is sealed, so that a pass that fails
+    /// later (the database gone half-way) still has it counted; the next pass finishes that
+    /// day's release without counting it again.
     pub async fn retire_partitions<F, Fut>(
         &self,
         cutoff: DateTime<Utc>,
         mut pace: F,
-    ) -> Result<Vec<Retired>, StoreError>
+        mut report: impl FnMut(Retired),
+    ) -> Result<(), StoreError>
     where
         F: FnMut(u64) -> Fut,
         Fut: Future<Output = bool>,
@@ -83,9 +88,9 @@ impl Store {
             .await?
             .get(0);
         if !mine {
-            return Ok(Vec::new());
+            return Ok(());
         }
-        let result = retire_days(&client, cutoff, &mut pace).await;
+        let result = retire_days(&client, cutoff, &mut pace, &mut report).await;
         client
             .execute(
                 "SELECT pg_advisory_unlock(hashtextextended('hookrelay.partitions', 1))",
@@ -212,12 +217,12 @@ async fn retire_days<F, Fut>(
     client: &deadpool_postgres::Object,
     cutoff: DateTime<Utc>,
     pace: &mut F,
-) -> Result<Vec<Retired>, StoreError>
+    report: &mut impl FnMut(Retired),
+) -> Result<(), StoreError>
 where
     F: FnMut(u64) -> Fut,
     Fut: Future<Output = bool>,
 {
-    let mut retired = Vec::new();
     // A pass stopped between a detach and the end of its release left a table that is
     // no partition any more: its day is over, so it goes now (a log table still holding
     // unfinished logs is attached back).
@@ -248,7 +253,7 @@ where
         if open {
             attach(client, &table, &name, low, high).await?;
         } else if !release(client, &name, pace).await? {
-            return Ok(retired);
+            return Ok(());
         }
     }
     for day in partition_days(client).await? {
@@ -257,7 +262,7 @@ where
             break;
         }
         if day_is_open(client, low, high).await? {
-            retired.push(Retired::KeptOpen(day));
+            report(Retired::KeptOpen(day));
             continue;
         }
         let logs = partition("delivery_logs", day);
@@ -267,7 +272,7 @@ where
         // statement has committed.
         if day_is_open(client, low, high).await? {
             attach(client, "delivery_logs", &logs, low, high).await?;
-            retired.push(Retired::KeptOpen(day));
+            report(Retired::KeptOpen(day));
             continue;
         }
         let mut detached = vec![logs];
@@ -283,14 +288,14 @@ where
             }
         }
         // Out of every query now; what is left is giving its storage back.
-        retired.push(Retired::Dropped(day));
+        report(Retired::Dropped(day));
         for name in detached {
             if !release(client, &name, pace).await? {
-                return Ok(retired);
+                return Ok(());
             }
         }
     }
-    Ok(retired)
+    Ok(())
 }
 
 /// The days that have partitions, oldest first.
