@@ -628,6 +628,29 @@ async fn partitions(client: &tokio_postgres::Client) -> HashSet<String> {
     rows.iter().map(|r| r.get::<_, String>(0)).collect()
 }
 
+/// One retention pass of `store`, each piece's bytes added to `pieces`, going on after each
+/// while `go_on`: the days it retired.
+async fn retire(
+    store: &hookrelay_store::Store,
+    cutoff: chrono::DateTime<chrono::Utc>,
+    pieces: &mut Vec<u64>,
+    go_on: bool,
+) -> Vec<hookrelay_store::Retired> {
+    let mut retired = Vec::new();
+    store
+        .retire_partitions(
+            cutoff,
+            |bytes| {
+                pieces.push(bytes);
+                std::future::ready(go_on)
+            },
+            |day| retired.push(day),
+        )
+        .await
+        .unwrap();
+    retired
+}
+
 /// A retired day gives its storage back a piece at a time (each index, then each table), at
 /// the pace its caller sets, and is out of every query from the first piece; a release
 /// stopped half-way is finished by the next pass.
@@ -673,18 +696,7 @@ async fn retention_releases_a_day_in_pieces_and_finishes_a_stopped_release() {
 
     // Stopped after its first piece.
     let mut pieces = Vec::new();
-    let mut retired = Vec::new();
-    store
-        .retire_partitions(
-            cutoff,
-            |bytes| {
-                pieces.push(bytes);
-                std::future::ready(false)
-            },
-            |day| retired.push(day),
-        )
-        .await
-        .unwrap();
+    let retired = retire(&store, cutoff, &mut pieces, false).await;
     assert_eq!(pieces.len(), 1);
     assert_eq!(retired, vec![hookrelay_store::Retired::Dropped(old_day)]);
     let ids: Vec<String> = client
@@ -717,18 +729,7 @@ async fn retention_releases_a_day_in_pieces_and_finishes_a_stopped_release() {
     assert_eq!(indexes_left, indexes - 1, "one piece went: an index");
 
     // The next pass finishes it: every other index, then the three tables.
-    let mut retired = Vec::new();
-    store
-        .retire_partitions(
-            cutoff,
-            |bytes| {
-                pieces.push(bytes);
-                std::future::ready(true)
-            },
-            |day| retired.push(day),
-        )
-        .await
-        .unwrap();
+    let retired = retire(&store, cutoff, &mut pieces, true).await;
     assert!(retired.is_empty(), "{retired:?}");
     assert_eq!(pieces.len() as i64, indexes + 3);
     assert!(pieces.iter().all(|b| *b > 0), "{pieces:?}");
