@@ -588,3 +588,124 @@ async fn a_portal_session_sends_an_example_from_a_webhooks_page() {
     assert!(notice.contains(&log_id), "{notice}");
     browser.quit().await;
 }
+
+/// A reverse proxy that serves `target` under `/hooks/` on its own port, as a platform would
+/// mount hookrelay on a path of its domain; answers its address and the paths asked of it
+/// outside `/hooks/`.
+struct PrefixProxy {
+    address: String,
+    strays: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl PrefixProxy {
+    async fn bind() -> (tokio::net::TcpListener, String) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = format!("http://{}", listener.local_addr().unwrap());
+        (listener, address)
+    }
+
+    fn serve(listener: tokio::net::TcpListener, address: String, target: String) -> Self {
+        use axum::body::Body;
+        use axum::extract::Request;
+        use axum::response::Response;
+
+        let strays = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let client = reqwest::Client::new();
+        let seen = strays.clone();
+        let forward = move |request: Request| {
+            let (client, target, seen) = (client.clone(), target.clone(), seen.clone());
+            async move {
+                let path = request.uri().path().to_owned();
+                let Some(rest) = path.strip_prefix("/hooks") else {
+                    seen.lock().unwrap().push(path);
+                    return Response::builder().status(404).body(Body::empty()).unwrap();
+                };
+                let query = request
+                    .uri()
+                    .query()
+                    .map(|q| format!("?{q}"))
+                    .unwrap_or_default();
+                let mut outgoing = client.request(
+                    request.method().clone(),
+                    format!(
+                        "{target}{}{query}",
+                        if rest.is_empty() { "/" } else { rest }
+                    ),
+                );
+                for name in ["authorization", "content-type"] {
+                    if let Some(value) = request.headers().get(name) {
+                        outgoing = outgoing.header(name, value);
+                    }
+                }
+                let body = axum::body::to_bytes(request.into_body(), 1 << 20)
+                    .await
+                    .unwrap();
+                let answer = outgoing.body(body).send().await.unwrap();
+                let mut response = Response::builder().status(answer.status().as_u16());
+                for (name, value) in answer.headers() {
+                    if !["content-length", "transfer-encoding", "connection"]
+                        .contains(&name.as_str())
+                    {
+                        response = response.header(name.as_str(), value.as_bytes());
+                    }
+                }
+                response
+                    .body(Body::from(answer.bytes().await.unwrap()))
+                    .unwrap()
+            }
+        };
+        tokio::spawn(async move {
+            axum::serve(listener, axum::Router::new().fallback(forward))
+                .await
+                .unwrap()
+        });
+        Self { address, strays }
+    }
+}
+
+/// Mounted under a path of the platform's domain (`public_url` with a path), the portal link
+/// points there, and the page loads its files and calls the API below that path only.
+#[tokio::test]
+async fn the_portal_works_under_a_path_prefix_of_the_public_url() {
+    let (listener, proxy_address) = PrefixProxy::bind().await;
+    let public_url = format!("{proxy_address}/hooks");
+    let app = crate::helpers::spawn_app_with(|s| {
+        s.public_url = Some(public_url.parse().unwrap());
+    })
+    .await;
+    let proxy = PrefixProxy::serve(listener, proxy_address, app.address.clone());
+    let receiver = Receiver::start().await;
+    app.webhook("acc", &receiver.url, &["Contact.created"], json!({}))
+        .await;
+    let opened = app.portal_session(json!({"account_id": "acc"})).await;
+    let url = opened["url"].as_str().unwrap();
+    assert!(
+        url.starts_with(&format!("{}/hooks/portal#token=", proxy.address)),
+        "{url}"
+    );
+
+    let browser = Browser::start().await.unwrap_or_else(|e| panic!("{e}"));
+    browser.goto(url).await;
+    browser.wait_for_text("#who", "account acc").await;
+    browser.wait_for_text("#webhook-rows", &receiver.url).await;
+    assert_eq!(
+        browser
+            .execute("return location.pathname + location.hash;")
+            .await,
+        json!("/hooks/portal#/webhooks"),
+        "the token is out of the address bar, the page where it was"
+    );
+    // The admin's console under the same prefix: its script ran (the sign-in form is shown,
+    // hidden until then).
+    browser
+        .execute("sessionStorage.clear(); return null;")
+        .await;
+    browser.goto(&format!("{}/hooks/", proxy.address)).await;
+    browser.wait_for_text("#sign-in", "Sign in").await;
+    assert_eq!(
+        *proxy.strays.lock().unwrap(),
+        Vec::<String>::new(),
+        "nothing asked outside /hooks"
+    );
+    browser.quit().await;
+}

@@ -6,6 +6,9 @@
 "use strict";
 
 const TOKEN_KEY = "hookrelay.token";
+// Where the service's routes start: "" at the root of a host, "/hooks" behind a proxy that
+// serves it under /hooks/ (the page is `{root}/` or `{root}/portal`). Every call goes below it.
+const ROOT = location.pathname.replace(/\/(portal)?$/, "");
 // `logParams`: the filters last applied (paging and Recover use these, not fields edited
 // since); `loads`: which webhook list load is the latest.
 const state = { me: null, eventTypes: [], typeInfo: new Map(), webhooks: new Map(), logParams: new URLSearchParams(), editing: null, loads: 0 };
@@ -39,7 +42,7 @@ function statusBadge(value) {
 async function api(method, path, body) {
   const headers = { Authorization: "Bearer " + sessionStorage.getItem(TOKEN_KEY) };
   if (body !== undefined) headers["Content-Type"] = "application/json";
-  const response = await fetch(path, {
+  const response = await fetch(ROOT + path, {
     method,
     headers,
     body: body === undefined ? undefined : JSON.stringify(body),
@@ -61,7 +64,7 @@ function errorText(answer) {
 
 /// Opened from a portal session link (`/portal#token=…`): one account, no sign-in page.
 function isPortal() {
-  return location.pathname === "/portal";
+  return location.pathname.endsWith("/portal");
 }
 
 /// Whether the caller may change things: a portal session may be read-only.
@@ -811,7 +814,7 @@ document.addEventListener("DOMContentLoaded", () => {
   // in this tab, and taken out of the address bar (and so out of the history) at once.
   if (isPortal() && location.hash.startsWith("#token=")) {
     sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(location.hash.slice("#token=".length)));
-    history.replaceState(null, "", "/portal#/webhooks");
+    history.replaceState(null, "", location.pathname + "#/webhooks");
   }
   window.addEventListener("hashchange", route);
   route();

@@ -3,11 +3,12 @@
 //!
 //! Static files committed here and embedded in the binary: one page, one script, one style
 //! sheet, in plain HTML, JavaScript and CSS, so nothing is built or installed beyond
-//! `cargo build`, and the console can only do what the API lets its caller do. The script
-//! talks to `/v1` with the token as a bearer header, kept in `sessionStorage` (gone with the
-//! tab); there is no cookie, so no request can be forged from another site (CSRF). Values
-//! reach the page through `textContent`, never as HTML, and the content security policy
-//! allows no inline or foreign script besides.
+//! `cargo build`, and the console can only do what the API lets its caller do. The page names
+//! its files relatively and the script calls `/v1` below the path the page was opened at, so
+//! a proxy may mount it all on a path prefix. The script sends the token as a bearer header,
+//! kept in `sessionStorage` (gone with the tab); there is no cookie, so no request can be
+//! forged from another site (CSRF). Values reach the page through `textContent`, never as
+//! HTML, and the content security policy allows no inline or foreign script besides.
 
 use axum::extract::State;
 use axum::http::{header, HeaderValue};
