@@ -869,8 +869,8 @@ async fn retention_drops_old_days_whole_and_keeps_days_with_unfinished_logs() {
         .unwrap()
         .get(0);
     assert_eq!(deleted, 0);
-    // The counter moves once the pass is over, which may be after the wait above: the pass
-    // goes on to the younger days past log_retention. Then the days gone are all it retired.
+    // The pass goes on to the younger days past log_retention after the wait above, a day
+    // detached before it is counted: the days gone and the counter agree once it is over.
     wait_for("the retired days counted", DEADLINE, || async {
         let metrics = app.call("GET", "/metrics", None, None).await.text;
         let counted: usize = metrics
