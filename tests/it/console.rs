@@ -359,8 +359,8 @@ async fn the_api_docs_page_renders_under_a_content_security_policy() {
 
 /// A portal session's link, opened in headless Chromium, shows that account's webhooks and
 /// nothing of another account's, with the token gone from the address bar. A read session
-/// has no create, delete or retry buttons. After revocation, and after expiry, the next call answers
-/// 401 and the page says the session ended.
+/// has no create, delete or retry buttons. After revocation, and after expiry, the page's next
+/// call answers 401 and the page says the session ended.
 #[tokio::test]
 async fn a_portal_link_shows_one_account_and_says_when_the_session_ended() {
     let app = spawn_app().await;

@@ -220,7 +220,6 @@ impl TestApp {
         Answer { status, body, text }
     }
 
-    /// A call with the admin token.
     /// A new API key of `account`.
     pub async fn api_key(&self, account: &str) -> String {
         let made = self
@@ -267,6 +266,7 @@ impl TestApp {
         answer.body
     }
 
+    /// A call with the admin token.
     pub async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> Answer {
         let body = body.map(|b| b.to_string());
         self.call(method, path, Some(ADMIN_TOKEN), body.as_deref())

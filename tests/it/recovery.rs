@@ -13,7 +13,6 @@ use crate::retries::{attempt_rows, log_state, metrics, schedule, wait_for_status
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
-/// An account API key for `account`.
 fn since_a_minute_ago() -> String {
     (chrono::Utc::now() - chrono::Duration::minutes(1)).to_rfc3339()
 }
