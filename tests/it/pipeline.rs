@@ -358,6 +358,77 @@ async fn a_hanging_endpoint_does_not_delay_other_webhooks() {
     );
 }
 
+/// Once a webhook's consumer has had a delivery, its fresh deliveries go from the fan-out
+/// straight to it while it has a request slot free, without a trip through the broker. A
+/// webhook of the same events whose endpoint hangs takes as many as it has slots, and the rest
+/// of its deliveries wait in its queue, not in the fan-out: the fast one keeps its pace.
+#[tokio::test]
+async fn fresh_deliveries_go_straight_to_a_free_consumer_and_a_hanging_ones_wait_in_its_queue() {
+    const EVENTS: usize = 300;
+    let app = spawn_app_with(|s| {
+        s.request_timeout = hookrelay::settings::HumanDuration(Duration::from_secs(60));
+        s.shutdown_timeout = hookrelay::settings::HumanDuration(Duration::from_secs(1));
+    })
+    .await;
+    let hanging = Receiver::start().await;
+    hanging.answer(Behaviour::Hang);
+    let healthy = Receiver::start().await;
+    let hanging_id = app
+        .webhook("acc", &hanging.url, &["Message.received"], json!({}))
+        .await;
+    app.webhook("acc", &healthy.url, &["Message.received"], json!({}))
+        .await;
+    // The first of each goes through its queue: that is how a consumer learns it is the
+    // queue's active one.
+    app.publish("Message.received", "acc", json!({"n": 0}), 1)
+        .await;
+    healthy.wait_for(1, DEADLINE).await;
+    hanging.wait_for(1, DEADLINE).await;
+
+    app.publish("Message.received", "acc", json!({"n": 1}), EVENTS)
+        .await;
+    healthy.wait_for(1 + EVENTS, DEADLINE).await;
+    // The hanging one's 15 other slots were free: as many went straight to it, and the rest
+    // into its queue, where they wait (its consumer holds a prefetch of them), beside the first,
+    // unacked while its request hangs.
+    let queue = format!("{}.webhook.{hanging_id}", app.namespace);
+
+    wait_for(
+        "the hanging endpoint's deliveries in its queue",
+        DEADLINE,
+        || async {
+            let listed = hookrelay_tests::rabbitmqctl(&[
+                "list_queues",
+                "name",
+                "messages_ready",
+                "messages_unacknowledged",
+                "--quiet",
+                "--no-table-headers",
+            ])
+            .await;
+            listed.lines().find_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                match fields[..] {
+                    [name, ready, unacked] if name == queue => {
+                        let queued =
+                            ready.parse::<usize>().ok()? + unacked.parse::<usize>().ok()?;
+                        (queued == EVENTS - 15 + 1).then_some(())
+                    }
+                    _ => None,
+                }
+            })
+        },
+    )
+    .await;
+    assert_eq!(hanging.count(), 16, "max_in_flight_per_webhook requests");
+    let metrics = app.call("GET", "/metrics", None, None).await.text;
+    let handed = hookrelay_tests::metric(&metrics, "hookrelay_deliveries_handed_off_total");
+    assert!(
+        handed >= 31.0,
+        "15 to the hanging endpoint and at least the 16 slots of the healthy one, saw {handed}"
+    );
+}
+
 #[tokio::test]
 async fn failed_attempts_are_recorded_with_their_cause() {
     // No retries: each delivery's one attempt is final.

@@ -221,6 +221,7 @@ impl Dispatcher {
             quiet: Default::default(),
         });
         let sender = http::Sender::new(config.allow_private_networks, config.max_in_flight_total)?;
+        let handoffs = Arc::new(deliver::Handoffs::default());
         let deliver = Arc::new(deliver::Context {
             routing: routing.clone(),
             sender,
@@ -241,6 +242,7 @@ impl Dispatcher {
             },
             health: deliver::HealthBook::default(),
             saved_health: deliver::start_lookup(store.clone(), tracker),
+            handoffs: handoffs.clone(),
             origin: origin.clone(),
             tracker: tracker.clone(),
         });
@@ -272,6 +274,7 @@ impl Dispatcher {
             },
             origin: origin.clone(),
             keep_unmatched_events: config.keep_unmatched_events,
+            handoffs,
         });
         for worker in 0..config.ingest_workers.max(1) {
             let consuming = fanout::run(

@@ -219,3 +219,75 @@ async fn sigkill_between_an_ack_and_its_record_loses_nothing() {
     let _ = child.wait().await;
     hookrelay_tests::delete_namespace(&amqp_url(), &namespace, &[webhook_id]).await;
 }
+
+/// A fresh delivery whose webhook's consumer is in the same process with a slot free goes
+/// straight to it, never into the broker. Killed while such deliveries are under way, the
+/// process leaves nothing in any queue for them: their logs, unfinished, are found by the next
+/// process's lost-delivery check and sent again.
+#[tokio::test]
+async fn sigkill_with_deliveries_handed_off_under_way_loses_none() {
+    const EVENTS: usize = 10;
+    let db = TestDb::new();
+    let namespace = hookrelay_tests::unique_namespace();
+    let receiver = Receiver::start().await;
+    receiver.answer(Behaviour::Held(200));
+    let settings = [("HOOKRELAY_REQUEST_TIMEOUT", "5s")];
+    let (mut first, port) = start_with(&db, &namespace, &settings).await;
+    let webhook_id = create_webhook(port, &receiver.url, "Message.received").await;
+    // The first comes through the queue: that is how the consumer learns it is the queue's
+    // active one. The others, one at a time, each find a slot free.
+    let mut ids = HashSet::new();
+    for n in 1..=EVENTS {
+        ids.extend(publish_events(&namespace, "{}", 1).await);
+        receiver.wait_for(n, Duration::from_secs(30)).await;
+    }
+    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        hookrelay_tests::metric(&metrics, "hookrelay_deliveries_handed_off_total"),
+        (EVENTS - 1) as f64,
+        "every delivery after the first handed straight to the consumer"
+    );
+    first.start_kill().expect("SIGKILL");
+    first.wait().await.expect("killed");
+    receiver.release();
+    let client_db = db.connect().await;
+    let (all, pending) = count_logs(&client_db, "pending").await.unwrap();
+    assert_eq!(
+        (all, pending),
+        (EVENTS as i64, EVENTS as i64),
+        "none recorded"
+    );
+
+    let service = common::spawn(&db, &namespace, &settings).await;
+    let (all, succeeded) = wait_for("every log succeeded", Duration::from_secs(90), || async {
+        let counts = count_logs(&client_db, "succeeded").await?;
+        (counts.0 == counts.1).then_some(counts)
+    })
+    .await;
+    assert_eq!((all, succeeded), (EVENTS as i64, EVENTS as i64));
+    let sent_again: HashSet<String> = receiver.received()[EVENTS..]
+        .iter()
+        .filter_map(|r| r.json()["id"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(sent_again, ids, "each sent again");
+    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", service.port))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        hookrelay_tests::metric(&metrics, "hookrelay_deliveries_lost_total"),
+        (EVENTS - 1) as f64,
+        "the handed-off ones found by the lost-delivery check; the first handed back by the broker"
+    );
+    let mut child = service.child;
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+    hookrelay_tests::delete_namespace(&amqp_url(), &namespace, &[webhook_id]).await;
+}

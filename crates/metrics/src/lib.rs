@@ -105,6 +105,7 @@ pub struct Metrics {
     events_received: IntCounterVec,
     events_rejected: IntCounterVec,
     deliveries_enqueued: IntCounter,
+    deliveries_handed_off: IntCounter,
     deliveries_filtered: IntCounter,
     delivery_attempts: IntCounterVec,
     delivery_attempt_duration: Histogram,
@@ -162,7 +163,12 @@ impl Metrics {
         )?;
         let deliveries_enqueued = IntCounter::new(
             "hookrelay_deliveries_enqueued_total",
-            "Deliveries fanned out to per-webhook queues.",
+            "Deliveries fanned out, into per-webhook queues or straight to a consumer.",
+        )?;
+        let deliveries_handed_off = IntCounter::new(
+            "hookrelay_deliveries_handed_off_total",
+            "Deliveries fanned out straight to this process's consumer of their webhook, \
+             which had a request slot free, without a trip through its queue.",
         )?;
         let deliveries_filtered = IntCounter::new(
             "hookrelay_deliveries_filtered_total",
@@ -283,6 +289,7 @@ impl Metrics {
         registry.register(Box::new(events_received.clone()))?;
         registry.register(Box::new(events_rejected.clone()))?;
         registry.register(Box::new(deliveries_enqueued.clone()))?;
+        registry.register(Box::new(deliveries_handed_off.clone()))?;
         registry.register(Box::new(deliveries_filtered.clone()))?;
         registry.register(Box::new(delivery_attempts.clone()))?;
         registry.register(Box::new(delivery_attempt_duration.clone()))?;
@@ -326,6 +333,7 @@ impl Metrics {
             events_received,
             events_rejected,
             deliveries_enqueued,
+            deliveries_handed_off,
             deliveries_filtered,
             delivery_attempts,
             delivery_attempt_duration,
@@ -376,6 +384,10 @@ impl Metrics {
 
     pub fn deliveries_enqueued(&self, count: usize) {
         self.deliveries_enqueued.inc_by(count as u64);
+    }
+
+    pub fn delivery_handed_off(&self) {
+        self.deliveries_handed_off.inc();
     }
 
     pub fn deliveries_filtered(&self, count: usize) {
@@ -499,6 +511,7 @@ mod tests {
             "hookrelay_events_rejected_total",
             "hookrelay_deliveries_enqueued_total",
             "hookrelay_deliveries_filtered_total 0",
+            "hookrelay_deliveries_handed_off_total 0",
             "hookrelay_delivery_attempts_total{outcome=\"blocked\"} 0",
             "hookrelay_delivery_attempt_duration_seconds_bucket",
             "hookrelay_deliveries_completed_total{status=\"failed\"} 0",

@@ -57,11 +57,51 @@ pub type Slots = (
 const WRITE_RETRY_FIRST: Duration = Duration::from_millis(500);
 const WRITE_RETRY_MAX: Duration = Duration::from_secs(30);
 
+/// Where a delivery to attempt came from.
+// Made once per attempt and moved straight into its task, which holds the message anyway:
+// boxing it would cost an allocation per delivery for nothing.
+#[allow(clippy::large_enum_variant)]
+pub enum Source {
+    /// Its webhook queue: acked once done with, handed back to it otherwise.
+    Queue(Delivery),
+    /// Straight from this process's fan-out (`super::local`): no message to ack, its log is
+    /// its only record. It holds one of `Context::unrecorded`'s permits until the attempt
+    /// ends, so that attempts started this way stay bounded while they wait for their records
+    /// too.
+    Local {
+        task: Box<DeliveryV1>,
+        _unrecorded: OwnedSemaphorePermit,
+    },
+}
+
 /// Done with: the broker forgets it. An ack that fails means its channel is gone, and the
 /// broker has put the delivery back already: it goes out again, with the same `webhook-id`.
 async fn ack(delivery: &Delivery, log_id: Option<Uuid>) {
     if let Err(e) = delivery.ack().await {
         warn!(?log_id, error = %crate::error_chain(&e), "cannot ack a delivery; the broker will hand it out again");
+    }
+}
+
+/// Done with, whatever its source: a delivery handed over by the fan-out has nothing to ack.
+async fn settle(delivery: Option<&Delivery>, log_id: Option<Uuid>) {
+    if let Some(delivery) = delivery {
+        ack(delivery, log_id).await;
+    }
+}
+
+/// Not done with: back to its queue. A delivery handed over by the fan-out was never in it,
+/// and is queued there now; should that fail, its log, unfinished and unchanged, is found by
+/// the lost-delivery check, which queues it again.
+async fn give_back(ctx: &Context, outbox: &Outbox, delivery: Option<&Delivery>, task: &DeliveryV1) {
+    if let Some(delivery) = delivery {
+        return nack(delivery, Some(task.log_id)).await;
+    }
+    let queued = match messages::delivery(&ctx.routing.topology, &DeliveryTask::V1(task.clone())) {
+        Ok(message) => outbox.call(message).await.map_err(FollowUpError::from),
+        Err(e) => Err(e.into()),
+    };
+    if let Err(e) = queued {
+        warn!(log_id = %task.log_id, error = %crate::error_chain(&e), "cannot queue a delivery back; its log will queue it again");
     }
 }
 
@@ -87,23 +127,33 @@ pub(super) async fn nack(delivery: &Delivery, log_id: Option<Uuid>) {
 pub async fn run(
     ctx: Arc<Context>,
     outbox: Outbox,
-    delivery: Delivery,
+    source: Source,
     slots: Slots,
     gate: Option<Arc<RateGate>>,
     stop: CancellationToken,
     early: Option<mpsc::Sender<Report>>,
 ) -> Option<Report> {
     let (ctx, outbox, stop) = (&*ctx, &outbox, &stop);
-    let task = match DeliveryTask::from_bytes(delivery.body()) {
-        Ok(DeliveryTask::V1(task)) => task,
-        Err(e) => {
-            // Not ours, or from a release that no longer exists: nothing can deliver it, and
-            // returning it would loop forever.
-            error!(error = %e, "unreadable delivery message dropped");
-            Box::pin(ack(&delivery, None)).await;
-            return None;
-        }
+    // Borrowed from `source` rather than moved out of it: the attempt's state would hold the
+    // message twice (an argument's slot is never reused).
+    let decoded;
+    let (task, delivery, local) = match &source {
+        Source::Queue(delivery) => match DeliveryTask::from_bytes(delivery.body()) {
+            Ok(DeliveryTask::V1(task)) => {
+                decoded = task;
+                (&decoded, Some(delivery), false)
+            }
+            Err(e) => {
+                // Not ours, or from a release that no longer exists: nothing can deliver it,
+                // and returning it would loop forever.
+                error!(error = %e, "unreadable delivery message dropped");
+                Box::pin(ack(delivery, None)).await;
+                return None;
+            }
+        },
+        Source::Local { task, .. } => (&**task, None, true),
     };
+    let redelivered = delivery.is_some_and(Delivery::redelivered);
     let log_id = Some(task.log_id);
     let Some(webhook) = ctx.routing.subscriptions.get(task.webhook_id) else {
         let ended = Box::pin(
@@ -113,37 +163,37 @@ pub async fn run(
         )
         .await;
         match ended {
-            Ok(_) => Box::pin(ack(&delivery, log_id)).await,
+            Ok(_) => Box::pin(settle(delivery, log_id)).await,
             Err(e) => {
                 warn!(error = %crate::error_chain(&e), "cannot close the logs of a deleted webhook; will try again");
                 tokio::time::sleep(WRITE_RETRY_FIRST).await;
-                Box::pin(nack(&delivery, log_id)).await;
+                Box::pin(give_back(ctx, outbox, delivery, task)).await;
             }
         }
         return None;
     };
     if !webhook.active {
         // Disabled while this was prefetched: back to the queue, to wait for re-enabling.
-        Box::pin(nack(&delivery, log_id)).await;
+        Box::pin(give_back(ctx, outbox, delivery, task)).await;
         return None;
     }
     // A retry, a delivery queued by hand or one redelivered may have been overtaken (queued
     // again by hand since, or a twin already on record): one look at its log before sending,
     // the hot path of first attempts costing nothing. Should the database be away, the
     // record (which checks again) decides.
-    if task.attempt > 1 || task.is_manual() || delivery.redelivered() {
+    if task.attempt > 1 || task.is_manual() || redelivered {
         match Box::pin(ctx.routing.store.log_position(task.log_id)).await {
             Ok(Some((attempts, requeues)))
-                if !is_current(&task, delivery.redelivered(), attempts, requeues) =>
+                if !is_current(task, redelivered, attempts, requeues) =>
             {
                 debug!(log_id = %task.log_id, attempt = task.attempt, "stale delivery dropped unsent");
                 ctx.metrics.delivery_stale();
-                Box::pin(ack(&delivery, log_id)).await;
+                Box::pin(settle(delivery, log_id)).await;
                 return None;
             }
             Ok(None) => {
                 warn!(log_id = %task.log_id, "the delivery's log is gone; dropped unsent");
-                Box::pin(ack(&delivery, log_id)).await;
+                Box::pin(settle(delivery, log_id)).await;
                 return None;
             }
             Ok(Some(_)) | Err(_) => {}
@@ -154,7 +204,7 @@ pub async fn run(
     if let Some(gate) = gate {
         tokio::select! {
             _ = stop.cancelled() => {
-                Box::pin(nack(&delivery, log_id)).await;
+                Box::pin(give_back(ctx, outbox, delivery, task)).await;
                 return None;
             }
             _ = Box::pin(gate.admit()) => {}
@@ -171,13 +221,7 @@ pub async fn run(
                 ..
             },
         record,
-    } = Box::pin(send_and_decide(
-        ctx,
-        &webhook,
-        &task,
-        delivery.redelivered(),
-    ))
-    .await;
+    } = Box::pin(send_and_decide(ctx, &webhook, task, redelivered)).await;
     // Held across the awaits below by every attempt in a burst: what follows goes to the heap,
     // so that the task is no bigger for it.
     let follow_up = follow_up.map(Box::new);
@@ -186,13 +230,15 @@ pub async fn run(
         let _ = early.send(report).await;
     }
     drop(slots);
-    let unrecorded = match follow_up {
-        None => ctx.unrecorded.clone().try_acquire_owned().ok(),
-        Some(_) => None,
+    // A delivery from the fan-out has no message to ack, as if acked from the start, and
+    // holds its permit of `unrecorded` already.
+    let unrecorded = match (local, &follow_up) {
+        (false, None) => ctx.unrecorded.clone().try_acquire_owned().ok(),
+        _ => None,
     };
-    let mut ack_when_queued = unrecorded.as_ref().map(|_| &delivery);
+    let mut ack_when_queued = unrecorded.as_ref().and(delivery);
     let recorded = Box::pin(record_attempt(ctx, *record, stop, &mut ack_when_queued)).await;
-    let acked = unrecorded.is_some() && ack_when_queued.is_none();
+    let acked = local || (unrecorded.is_some() && ack_when_queued.is_none());
     drop(unrecorded);
     match recorded {
         Some(true) => {}
@@ -202,21 +248,21 @@ pub async fn run(
             debug!(log_id = %task.log_id, attempt = task.attempt, "stale delivery recorded; no follow-up");
             ctx.metrics.delivery_stale();
             if !acked {
-                Box::pin(ack(&delivery, log_id)).await;
+                Box::pin(settle(delivery, log_id)).await;
             }
             return Some(report);
         }
         None if acked => {
-            // Stopping with the database away, the delivery already acked: its log still
-            // reads unfinished, and the lost-delivery check of whichever process runs next
-            // queues it again.
+            // Stopping with the database away, the delivery already acked (or never a
+            // message): its log still reads unfinished, and the lost-delivery check of
+            // whichever process runs next queues it again.
             warn!(log_id = %task.log_id, "stopped before the attempt was recorded; its log will queue it again");
             return Some(report);
         }
         None => {
             // Stopping with the database away: the delivery goes back unrecorded and will be
             // sent again (same webhook-id) by whoever takes it.
-            Box::pin(nack(&delivery, log_id)).await;
+            Box::pin(give_back(ctx, outbox, delivery, task)).await;
             return Some(report);
         }
     }
@@ -226,12 +272,12 @@ pub async fn run(
     if let Some(follow_up) = follow_up {
         if let Err(e) = Box::pin(publish_follow_up(ctx, outbox, *follow_up)).await {
             warn!(log_id = %task.log_id, error = %crate::error_chain(&e), "cannot queue what follows an attempt; the delivery goes back to its queue");
-            Box::pin(nack(&delivery, log_id)).await;
+            Box::pin(give_back(ctx, outbox, delivery, task)).await;
             return Some(report);
         }
     }
     if !acked {
-        Box::pin(ack(&delivery, log_id)).await;
+        Box::pin(settle(delivery, log_id)).await;
     }
     match status {
         LogStatus::Succeeded => ctx

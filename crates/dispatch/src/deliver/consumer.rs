@@ -34,9 +34,10 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
-use super::attempt::{self, Slots};
+use super::attempt::{self, Slots, Source};
 use super::gate::RateGate;
 use super::health::{from_row, to_row, EditedAt};
+use super::local::{Line, Registered};
 use super::outbox::Outbox;
 use super::{Context, Lines};
 use crate::messages;
@@ -257,6 +258,7 @@ impl Worker {
             Err(e) => return self.cannot_open(&e, false),
         };
         let mut first = true;
+        let mut line: Option<Registered> = None;
         let attempts = TaskTracker::new();
         let requests = Arc::new(Semaphore::new(usize::from(in_flight)));
         let gate = limits.rate_limit.map(|rate| Arc::new(RateGate::new(rate)));
@@ -270,6 +272,7 @@ impl Worker {
                     if let Some(mode) = Box::pin(self.on_report(report)).await {
                         break 'consume mode;
                     }
+                    self.tell_health(line.as_ref());
                     continue 'consume;
                 }
                 next = consuming.next() => match next {
@@ -294,6 +297,11 @@ impl Worker {
                 if let Some(gate) = &gate {
                     gate.fill();
                 }
+                // Active, so the fan-out of this process may hand it fresh deliveries; a
+                // rate-limited webhook's go through its queue, where they wait for the rate.
+                if gate.is_none() {
+                    line = self.register(&requests, &attempts, &reports_tx, limits);
+                }
             }
             // Disabled (or gone), and the manager has not stopped this consumer yet: stop now
             // rather than take every queued delivery only to hand it back.
@@ -309,7 +317,11 @@ impl Worker {
             }
             let account = self.account_slots(&config);
             // Waiting for a slot stops reading the queue, so the broker holds the rest. The
-            // reports keep coming meanwhile: the breaker may open while this one waits.
+            // reports keep coming meanwhile: the breaker may open while this one waits. The
+            // fan-out does not wait for a slot meanwhile: its deliveries join the queue.
+            if let Some(line) = &line {
+                line.set_backlog(true);
+            }
             let slots: Result<Slots, Mode> = loop {
                 tokio::select! {
                     biased;
@@ -318,6 +330,7 @@ impl Worker {
                         if let Some(mode) = Box::pin(self.on_report(report)).await {
                             break Err(mode);
                         }
+                        self.tell_health(line.as_ref());
                     }
                     slots = self.acquire(&requests, &account) => match slots {
                         Some(slots) => break Ok(slots),
@@ -325,6 +338,9 @@ impl Worker {
                     },
                 }
             };
+            if let Some(line) = &line {
+                line.set_backlog(false);
+            }
             let slots = match slots {
                 Ok(slots) => slots,
                 Err(mode) => {
@@ -335,7 +351,7 @@ impl Worker {
             let attempt = attempt::run(
                 self.ctx.clone(),
                 self.outbox.clone(),
-                delivery,
+                Source::Queue(delivery),
                 slots,
                 gate.clone(),
                 self.stop.clone(),
@@ -343,7 +359,9 @@ impl Worker {
             );
             attempts.spawn(attempt);
         };
-        // No new deliveries; those received but not started go back to the queue.
+        // No new deliveries from the fan-out either; those received but not started go back
+        // to the queue.
+        drop(line);
         Box::pin(consuming.stop()).await;
         drop(reports_tx);
         attempts.close();
@@ -436,7 +454,7 @@ impl Worker {
             match Box::pin(attempt::run(
                 self.ctx.clone(),
                 self.outbox.clone(),
-                delivery,
+                Source::Queue(delivery),
                 slots,
                 gate.clone(),
                 self.stop.clone(),
@@ -508,6 +526,47 @@ impl Worker {
             ));
         }
         effects.resume.then_some(Mode::Full)
+    }
+
+    /// Lets the fan-out of this process start attempts of this webhook (`super::local`),
+    /// sharing this consumer's slots and reports; `None` if the webhook is gone meanwhile.
+    fn register(
+        &mut self,
+        requests: &Arc<Semaphore>,
+        attempts: &TaskTracker,
+        reports: &mpsc::Sender<Report>,
+        limits: Limits,
+    ) -> Option<Registered> {
+        let config = self.ctx.routing.subscriptions.get(self.id)?;
+        let line = Line {
+            ctx: self.ctx.clone(),
+            outbox: self.outbox.clone(),
+            account: self.account_slots(&config),
+            account_id: config.account_id.clone(),
+            max_in_flight: limits.max_in_flight,
+            requests: requests.clone(),
+            reports: reports.clone(),
+            stop: self.stop.clone(),
+            attempts: attempts.clone(),
+            healthy: self.is_healthy().into(),
+            backlog: false.into(),
+            patience: Default::default(),
+        };
+        Some(self.ctx.handoffs.register(self.id, line))
+    }
+
+    /// No failure since the endpoint's last success, and the breaker closed.
+    fn is_healthy(&self) -> bool {
+        self.health.consecutive_failures == 0
+            && self.health.state == BreakerState::Closed
+            && !self.disabled
+    }
+
+    /// Tells the fan-out whether this webhook may take deliveries from it.
+    fn tell_health(&self, line: Option<&Registered>) {
+        if let Some(line) = line {
+            line.set_healthy(self.is_healthy());
+        }
     }
 
     /// The slots of the account of `config` (this webhook's), as kept unless it was moved.

@@ -7,6 +7,8 @@
 //!   after each pause.
 //! - `attempt` makes one attempt: sign, POST, decide (pure: `hookrelay_core::after_attempt`),
 //!   record, and carry the decision out.
+//! - `local` lets the fan-out of this process start an attempt itself when the webhook's
+//!   consumer is here with a slot free, without a trip through the broker.
 //! - `health` keeps each webhook's endpoint health across consumer restarts and saves it, and
 //!   reads what other processes saved.
 //! - `writer` records attempts, and `outbox` publishes what follows them, each a batching
@@ -33,6 +35,7 @@ mod attempt;
 mod consumer;
 mod gate;
 mod health;
+mod local;
 mod outbox;
 mod writer;
 
@@ -57,6 +60,7 @@ use outbox::Outbox;
 use writer::AttemptWriter;
 
 pub use health::{start_lookup, HealthBook, HealthLookup};
+pub use local::Handoffs;
 pub use writer::{start as start_writer, UNRECORDED};
 
 /// How often consumers are checked even without a change (to restart one that died).
@@ -99,6 +103,8 @@ pub struct Context {
     pub health: HealthBook,
     /// Reads the health other processes saved, for consumers taking a queue over.
     pub saved_health: HealthLookup,
+    /// The consumers that take fresh deliveries straight from this process's fan-out.
+    pub handoffs: Arc<Handoffs>,
     /// Tags the events hookrelay publishes about webhooks as its own.
     pub origin: hookrelay_core::ops::OriginKey,
     /// Every task the workers start is on it, so that the drain at shutdown waits for them.

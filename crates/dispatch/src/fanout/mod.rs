@@ -1,6 +1,7 @@
 //! The fan-out: consumes `{ns}.ingest` in batches, rejects bad events with a reason, writes
 //! one `pending` log row per matching webhook in one transaction, publishes one delivery per
-//! new row with publisher confirms, and only then acks the batch.
+//! new row with publisher confirms (or hands it straight to this process's consumer of its
+//! webhook, when that has a slot free), and only then acks the batch.
 //!
 //! Batches form by themselves (`hookrelay_broker::Batches`): a busy consumer writes big
 //! batches and a quiet one small batches, without waiting.
@@ -8,7 +9,7 @@
 //! This file is the loop and the order of the steps; each step has its own: `intake`
 //! (validation and rejection), `plan` (which deliveries, from the subscription index alone),
 //! `write` (the log rows, and what the database refuses or already has), `deliveries` (the
-//! deliveries into their webhook queues).
+//! deliveries into their webhook queues, or to their consumers).
 //!
 //! Two sides run this loop (`plan::Side`): the competing consumers of `{ns}.ingest`, for
 //! every webhook but the FIFO ones, and the ordered fan-out, for those (`ordered`).
@@ -64,6 +65,8 @@ pub struct Context {
     pub origin: OriginKey,
     /// Store the events that match no webhook too.
     pub keep_unmatched_events: bool,
+    /// This process's consumers that take fresh deliveries without the broker.
+    pub handoffs: Arc<crate::deliver::Handoffs>,
 }
 
 #[derive(Debug, thiserror::Error)]

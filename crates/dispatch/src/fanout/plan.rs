@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use hookrelay_broker::Delivery;
-use hookrelay_core::{DeliveryTask, DeliveryV1, Event, Traceparent};
+use hookrelay_core::{DeliveryV1, Event, Traceparent};
 use hookrelay_store::{new_log_id, NewEvent, NewLog};
 use tracing::warn;
 use uuid::Uuid;
@@ -153,8 +153,8 @@ fn read_body(payload: &str) -> serde_json::Value {
 }
 
 /// The message of a planned delivery, its first attempt.
-pub(super) fn delivery_task(p: &Planned) -> DeliveryTask {
-    DeliveryTask::V1(DeliveryV1 {
+pub(super) fn delivery_task(p: &Planned) -> DeliveryV1 {
+    DeliveryV1 {
         log_id: p.log.id,
         webhook_id: p.log.webhook_id,
         event_id: p.log.event.id.clone(),
@@ -164,5 +164,5 @@ pub(super) fn delivery_task(p: &Planned) -> DeliveryTask {
         payload: p.log.event.body.to_string(),
         requeue: 0,
         traceparent: p.log.event.traceparent.clone(),
-    })
+    }
 }
