@@ -392,31 +392,12 @@ async fn fresh_deliveries_go_straight_to_a_free_consumer_and_a_hanging_ones_wait
     // into its queue, where they wait (its consumer holds a prefetch of them), beside the first,
     // unacked while its request hangs.
     let queue = format!("{}.webhook.{hanging_id}", app.namespace);
-
     wait_for(
         "the hanging endpoint's deliveries in its queue",
         DEADLINE,
         || async {
-            let listed = hookrelay_tests::rabbitmqctl(&[
-                "list_queues",
-                "name",
-                "messages_ready",
-                "messages_unacknowledged",
-                "--quiet",
-                "--no-table-headers",
-            ])
-            .await;
-            listed.lines().find_map(|line| {
-                let fields: Vec<&str> = line.split_whitespace().collect();
-                match fields[..] {
-                    [name, ready, unacked] if name == queue => {
-                        let queued =
-                            ready.parse::<usize>().ok()? + unacked.parse::<usize>().ok()?;
-                        (queued == EVENTS - 15 + 1).then_some(())
-                    }
-                    _ => None,
-                }
-            })
+            let (ready, unacked) = hookrelay_tests::queue_counts(&queue).await?;
+            (ready + unacked == (EVENTS - 15 + 1) as u64).then_some(())
         },
     )
     .await;

@@ -320,6 +320,28 @@ pub async fn rabbitmqctl(args: &[&str]) -> String {
     text
 }
 
+/// The messages of queue `name` ready to be delivered, and delivered but not yet acked, as
+/// `rabbitmqctl` lists them; `None` if it lists no such queue.
+pub async fn queue_counts(name: &str) -> Option<(u64, u64)> {
+    let listed = rabbitmqctl(&[
+        "list_queues",
+        "name",
+        "messages_ready",
+        "messages_unacknowledged",
+        "--quiet",
+        "--no-table-headers",
+    ])
+    .await;
+    listed.lines().find_map(
+        |line| match line.split_whitespace().collect::<Vec<_>>()[..] {
+            [queue, ready, unacked] if queue == name => {
+                Some((ready.parse().ok()?, unacked.parse().ok()?))
+            }
+            _ => None,
+        },
+    )
+}
+
 /// A RabbitMQ virtual host of its own, for a test that must act on the whole broker (close
 /// every connection) without touching the tests running beside it. Deleted on drop.
 pub struct TestVhost {

@@ -43,13 +43,7 @@ async fn sigkill_in_the_middle_loses_no_event() {
         .wait_for_events(&ids, Duration::from_secs(120))
         .await;
     let client_db = db.connect().await;
-    let (all, succeeded) = wait_for("every log succeeded", Duration::from_secs(60), || async {
-        let counts = count_logs(&client_db, "succeeded").await?;
-        (counts.0 == counts.1).then_some(counts)
-    })
-    .await;
-    assert_eq!(all, EVENTS as i64, "one log row per event");
-    assert_eq!(succeeded, EVENTS as i64);
+    wait_all_succeeded(&client_db, EVENTS, Duration::from_secs(60)).await;
     eprintln!(
         "killed after {at_kill} deliveries; {} requests in all for {EVENTS} events",
         receiver.count()
@@ -90,21 +84,10 @@ async fn sigkill_while_retries_wait_loses_none_of_them() {
     assert_eq!(receiver.count(), EVENTS, "killed before any retry was due");
 
     let (mut second, _) = start_with(&db, &namespace, &settings).await;
-    wait_for(
-        "every retry succeeded",
-        Duration::from_secs(120),
-        || async {
-            let (all, succeeded) = count_logs(&client_db, "succeeded").await?;
-            (succeeded == all).then_some(())
-        },
-    )
-    .await;
-    let retried: HashSet<String> = receiver.received()[EVENTS..]
-        .iter()
-        .filter_map(|r| r.json()["id"].as_str().map(str::to_owned))
-        .collect();
+    wait_all_succeeded(&client_db, EVENTS, Duration::from_secs(120)).await;
     assert_eq!(
-        retried, ids,
+        sent_after(&receiver, EVENTS),
+        ids,
         "every delivery waiting for its retry went out"
     );
     // Each log holds its failed attempt and the one that succeeded. (A delivery whose first
@@ -166,18 +149,7 @@ async fn sigkill_between_an_ack_and_its_record_loses_nothing() {
     receiver.release();
     let queue = format!("{namespace}.webhook.{webhook_id}");
     wait_for("every delivery acked", Duration::from_secs(30), || async {
-        let listed = hookrelay_tests::rabbitmqctl(&[
-            "list_queues",
-            "name",
-            "messages_ready",
-            "messages_unacknowledged",
-            "--quiet",
-        ])
-        .await;
-        listed
-            .lines()
-            .any(|line| line.split_whitespace().collect::<Vec<_>>() == [queue.as_str(), "0", "0"])
-            .then_some(())
+        (hookrelay_tests::queue_counts(&queue).await? == (0, 0)).then_some(())
     })
     .await;
     first.start_kill().expect("SIGKILL");
@@ -192,25 +164,14 @@ async fn sigkill_between_an_ack_and_its_record_loses_nothing() {
 
     let service = common::spawn(&db, &namespace, &settings).await;
     receiver.wait_for(2 * EVENTS, Duration::from_secs(60)).await;
-    let (all, succeeded) = wait_for("every log succeeded", Duration::from_secs(30), || async {
-        let counts = count_logs(&client_db, "succeeded").await?;
-        (counts.0 == counts.1).then_some(counts)
-    })
-    .await;
-    assert_eq!((all, succeeded), (EVENTS as i64, EVENTS as i64));
-    let sent_again: HashSet<String> = receiver.received()[EVENTS..]
-        .iter()
-        .filter_map(|r| r.json()["id"].as_str().map(str::to_owned))
-        .collect();
-    assert_eq!(sent_again, ids, "each sent again from its log");
-    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", service.port))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    wait_all_succeeded(&client_db, EVENTS, Duration::from_secs(30)).await;
     assert_eq!(
-        hookrelay_tests::metric(&metrics, "hookrelay_deliveries_lost_total"),
+        sent_after(&receiver, EVENTS),
+        ids,
+        "each sent again from its log"
+    );
+    assert_eq!(
+        metric_of(service.port, "hookrelay_deliveries_lost_total").await,
         EVENTS as f64,
         "found by the lost-delivery check, not handed back by the broker"
     );
@@ -241,14 +202,8 @@ async fn sigkill_with_deliveries_handed_off_under_way_loses_none() {
         ids.extend(publish_events(&namespace, "{}", 1).await);
         receiver.wait_for(n, Duration::from_secs(30)).await;
     }
-    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
     assert_eq!(
-        hookrelay_tests::metric(&metrics, "hookrelay_deliveries_handed_off_total"),
+        metric_of(port, "hookrelay_deliveries_handed_off_total").await,
         (EVENTS - 1) as f64,
         "every delivery after the first handed straight to the consumer"
     );
@@ -264,25 +219,10 @@ async fn sigkill_with_deliveries_handed_off_under_way_loses_none() {
     );
 
     let service = common::spawn(&db, &namespace, &settings).await;
-    let (all, succeeded) = wait_for("every log succeeded", Duration::from_secs(90), || async {
-        let counts = count_logs(&client_db, "succeeded").await?;
-        (counts.0 == counts.1).then_some(counts)
-    })
-    .await;
-    assert_eq!((all, succeeded), (EVENTS as i64, EVENTS as i64));
-    let sent_again: HashSet<String> = receiver.received()[EVENTS..]
-        .iter()
-        .filter_map(|r| r.json()["id"].as_str().map(str::to_owned))
-        .collect();
-    assert_eq!(sent_again, ids, "each sent again");
-    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", service.port))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    wait_all_succeeded(&client_db, EVENTS, Duration::from_secs(90)).await;
+    assert_eq!(sent_after(&receiver, EVENTS), ids, "each sent again");
     assert_eq!(
-        hookrelay_tests::metric(&metrics, "hookrelay_deliveries_lost_total"),
+        metric_of(service.port, "hookrelay_deliveries_lost_total").await,
         (EVENTS - 1) as f64,
         "the handed-off ones found by the lost-delivery check; the first handed back by the broker"
     );
@@ -290,4 +230,33 @@ async fn sigkill_with_deliveries_handed_off_under_way_loses_none() {
     let _ = child.start_kill();
     let _ = child.wait().await;
     hookrelay_tests::delete_namespace(&amqp_url(), &namespace, &[webhook_id]).await;
+}
+
+/// The value of `series` on the service listening on `port`.
+async fn metric_of(port: u16, series: &str) -> f64 {
+    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    hookrelay_tests::metric(&text, series)
+}
+
+/// Waits until every log reads `succeeded`, and checks there are `expected` of them.
+async fn wait_all_succeeded(client: &tokio_postgres::Client, expected: usize, deadline: Duration) {
+    let (all, succeeded) = wait_for("every log succeeded", deadline, || async {
+        let counts = count_logs(client, "succeeded").await?;
+        (counts.0 == counts.1).then_some(counts)
+    })
+    .await;
+    assert_eq!((all, succeeded), (expected as i64, expected as i64));
+}
+
+/// The event ids of the requests received after the first `skip`.
+fn sent_after(receiver: &Receiver, skip: usize) -> HashSet<String> {
+    receiver.received()[skip..]
+        .iter()
+        .filter_map(|r| r.json()["id"].as_str().map(str::to_owned))
+        .collect()
 }
