@@ -12,6 +12,7 @@
 //! record is committed, and when none is left (the database away, its records retried) the
 //! attempt is acked after its commit again, so the prefetch holds the rest in the broker.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -56,6 +57,46 @@ pub type Slots = (
 
 const WRITE_RETRY_FIRST: Duration = Duration::from_millis(500);
 const WRITE_RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// How attempts tell their consumer what the endpoint answered, as soon as the answer is in.
+/// A failure counts as unheard from before its request slot is given back until the consumer
+/// has taken it into the endpoint's health: meanwhile the fan-out hands the webhook nothing
+/// (`super::local`), as the consumer itself starts nothing before it has read the reports
+/// waiting for it. So the breaker opens after the same number of requests either way.
+#[derive(Clone)]
+pub struct Reporter {
+    tx: mpsc::Sender<Report>,
+    unheard: Arc<AtomicUsize>,
+}
+
+impl Reporter {
+    pub fn new(tx: mpsc::Sender<Report>) -> Self {
+        Self {
+            tx,
+            unheard: Arc::default(),
+        }
+    }
+
+    async fn send(&self, report: Report) {
+        if !report.success {
+            self.unheard.fetch_add(1, Ordering::SeqCst);
+        }
+        // The consumer is gone only once it stopped, and then nobody needs the report.
+        let _ = self.tx.send(report).await;
+    }
+
+    /// Whether a failure was sent that the consumer has not heard yet.
+    pub fn failure_unheard(&self) -> bool {
+        self.unheard.load(Ordering::SeqCst) > 0
+    }
+
+    /// The consumer has taken `report` into the endpoint's health.
+    pub fn heard(&self, report: Report) {
+        if !report.success {
+            self.unheard.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
 
 /// Where a delivery to attempt came from.
 // Made once per attempt and moved straight into its task, which holds the message anyway:
@@ -131,7 +172,7 @@ pub async fn run(
     slots: Slots,
     gate: Option<Arc<RateGate>>,
     stop: CancellationToken,
-    early: Option<mpsc::Sender<Report>>,
+    early: Option<Reporter>,
 ) -> Option<Report> {
     let (ctx, outbox, stop) = (&*ctx, &outbox, &stop);
     // Borrowed from `source` rather than moved out of it: the attempt's state would hold the
@@ -226,8 +267,7 @@ pub async fn run(
     // so that the task is no bigger for it.
     let follow_up = follow_up.map(Box::new);
     if let Some(early) = &early {
-        // The consumer is gone only once it stopped, and then nobody needs the report.
-        let _ = early.send(report).await;
+        Box::pin(early.send(report)).await;
     }
     drop(slots);
     // A delivery from the fan-out has no message to ack, as if acked from the start, and

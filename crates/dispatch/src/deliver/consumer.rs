@@ -34,7 +34,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
-use super::attempt::{self, Slots, Source};
+use super::attempt::{self, Reporter, Slots, Source};
 use super::gate::RateGate;
 use super::health::{from_row, to_row, EditedAt};
 use super::local::{Line, Registered};
@@ -264,15 +264,15 @@ impl Worker {
         let gate = limits.rate_limit.map(|rate| Arc::new(RateGate::new(rate)));
         // Each attempt under way reports once; there are never more than the prefetch.
         let (reports_tx, mut reports) = mpsc::channel::<Report>(usize::from(prefetch.max(1)));
+        let reporter = Reporter::new(reports_tx);
         let next = 'consume: loop {
             let delivery = tokio::select! {
                 biased;
                 _ = self.stop.cancelled() => break 'consume Mode::Stop,
                 Some(report) = reports.recv() => {
-                    if let Some(mode) = Box::pin(self.on_report(report)).await {
+                    if let Some(mode) = Box::pin(self.hear(report, &reporter, line.as_ref())).await {
                         break 'consume mode;
                     }
-                    self.tell_health(line.as_ref());
                     continue 'consume;
                 }
                 next = consuming.next() => match next {
@@ -300,7 +300,7 @@ impl Worker {
                 // Active, so the fan-out of this process may hand it fresh deliveries; a
                 // rate-limited webhook's go through its queue, where they wait for the rate.
                 if gate.is_none() {
-                    line = self.register(&requests, &attempts, &reports_tx, limits);
+                    line = self.register(&requests, &attempts, &reporter, limits);
                 }
             }
             // Disabled (or gone), and the manager has not stopped this consumer yet: stop now
@@ -327,10 +327,9 @@ impl Worker {
                     biased;
                     _ = self.stop.cancelled() => break Err(Mode::Stop),
                     Some(report) = reports.recv() => {
-                        if let Some(mode) = Box::pin(self.on_report(report)).await {
+                        if let Some(mode) = Box::pin(self.hear(report, &reporter, line.as_ref())).await {
                             break Err(mode);
                         }
-                        self.tell_health(line.as_ref());
                     }
                     slots = self.acquire(&requests, &account) => match slots {
                         Some(slots) => break Ok(slots),
@@ -355,7 +354,7 @@ impl Worker {
                 slots,
                 gate.clone(),
                 self.stop.clone(),
-                Some(reports_tx.clone()),
+                Some(reporter.clone()),
             );
             attempts.spawn(attempt);
         };
@@ -363,7 +362,7 @@ impl Worker {
         // to the queue.
         drop(line);
         Box::pin(consuming.stop()).await;
-        drop(reports_tx);
+        drop(reporter);
         attempts.close();
         // The attempts under way end on the shared channel (they ack on it) and report until
         // the last one is done: a late success means the endpoint is back, and no pause
@@ -534,7 +533,7 @@ impl Worker {
         &mut self,
         requests: &Arc<Semaphore>,
         attempts: &TaskTracker,
-        reports: &mpsc::Sender<Report>,
+        reports: &Reporter,
         limits: Limits,
     ) -> Option<Registered> {
         let config = self.ctx.routing.subscriptions.get(self.id)?;
@@ -562,11 +561,20 @@ impl Worker {
             && !self.disabled
     }
 
-    /// Tells the fan-out whether this webhook may take deliveries from it.
-    fn tell_health(&self, line: Option<&Registered>) {
+    /// Takes an attempt's report into the endpoint's health, then tells the fan-out whether
+    /// this webhook may take deliveries from it; `Some` when the consumer must change mode.
+    async fn hear(
+        &mut self,
+        report: Report,
+        reporter: &Reporter,
+        line: Option<&Registered>,
+    ) -> Option<Mode> {
+        let mode = Box::pin(self.on_report(report)).await;
         if let Some(line) = line {
             line.set_healthy(self.is_healthy());
         }
+        reporter.heard(report);
+        mode
     }
 
     /// The slots of the account of `config` (this webhook's), as kept unless it was moved.

@@ -30,13 +30,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use hookrelay_core::{DeliveryV1, Report};
-use tokio::sync::{mpsc, Semaphore};
+use hookrelay_core::DeliveryV1;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use super::attempt::{self, Source};
+use super::attempt::{self, Reporter, Source};
 use super::outbox::Outbox;
 use super::Context;
 
@@ -64,7 +64,7 @@ pub(super) struct Line {
     pub max_in_flight: Option<u16>,
     pub requests: Arc<Semaphore>,
     pub account: Arc<Semaphore>,
-    pub reports: mpsc::Sender<Report>,
+    pub reports: Reporter,
     pub stop: CancellationToken,
     pub attempts: TaskTracker,
     /// Kept by the consumer: no failure since the endpoint's last success, breaker closed.
@@ -100,6 +100,14 @@ impl Patience {
 }
 
 impl Line {
+    /// Whether the consumer takes deliveries from the fan-out now: running, its endpoint
+    /// healthy, and no failure on its way to it (`Reporter`).
+    fn may_take(&self) -> bool {
+        self.healthy.load(Ordering::SeqCst)
+            && !self.reports.failure_unheard()
+            && !self.stop.is_cancelled()
+    }
+
     fn patience(&self) -> std::sync::MutexGuard<'_, Patience> {
         // Two plain fields, each write whole: a poisoned one is as good.
         self.patience
@@ -113,7 +121,7 @@ impl Line {
         if let Ok(permit) = self.requests.clone().try_acquire_owned() {
             return Some(permit);
         }
-        if self.backlog.load(Ordering::Relaxed) || !self.patience().may_wait(Instant::now()) {
+        if self.backlog.load(Ordering::SeqCst) || !self.patience().may_wait(Instant::now()) {
             return None;
         }
         let waited = tokio::time::timeout(PATIENCE, self.requests.clone().acquire_owned()).await;
@@ -132,11 +140,11 @@ pub(super) struct Registered {
 
 impl Registered {
     pub fn set_healthy(&self, healthy: bool) {
-        self.line.healthy.store(healthy, Ordering::Relaxed);
+        self.line.healthy.store(healthy, Ordering::SeqCst);
     }
 
     pub fn set_backlog(&self, backlog: bool) {
-        self.line.backlog.store(backlog, Ordering::Relaxed);
+        self.line.backlog.store(backlog, Ordering::SeqCst);
     }
 }
 
@@ -185,7 +193,7 @@ impl Handoffs {
         let Some(line) = line else {
             return Err(task);
         };
-        if !line.healthy.load(Ordering::Relaxed) || line.stop.is_cancelled() {
+        if !line.may_take() {
             return Err(task);
         }
         // The consumer learns of an edit only from a delivery or a report: what it was made
@@ -210,6 +218,10 @@ impl Handoffs {
         let Some(local) = line.request_slot().await else {
             return Err(task);
         };
+        // A failure may have come in while the fan-out waited for the slot.
+        if !line.may_take() {
+            return Err(task);
+        }
         let Ok(account) = line.account.clone().try_acquire_owned() else {
             return Err(task);
         };
