@@ -233,7 +233,8 @@ impl Metrics {
         let deliveries_lost = IntCounter::new(
             "hookrelay_deliveries_lost_total",
             "Deliveries the broker dropped from a webhook queue that survived (its node \
-             restarted: deliveries in webhook queues are transient), found by their logs and \
+             restarted: deliveries in webhook queues are transient), or a killed process held \
+             (handed to its consumer, or acked before its record), found by their logs and \
              queued again.",
         )?;
         let deliveries_stale = IntCounter::new(
