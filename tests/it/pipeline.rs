@@ -332,8 +332,9 @@ async fn bad_events_are_rejected_with_a_reason_and_the_next_one_is_delivered() {
     assert_eq!(receiver.count(), 1, "nothing bad was delivered");
 }
 
-#[tokio::test]
-async fn a_hanging_endpoint_does_not_delay_other_webhooks() {
+/// A service whose requests time out only after the tests end, a receiver that never answers
+/// and one that answers at once.
+async fn hanging_and_healthy() -> (TestApp, Receiver, Receiver) {
     let app = spawn_app_with(|s| {
         s.request_timeout = hookrelay::settings::HumanDuration(Duration::from_secs(60));
         s.shutdown_timeout = hookrelay::settings::HumanDuration(Duration::from_secs(1));
@@ -341,7 +342,12 @@ async fn a_hanging_endpoint_does_not_delay_other_webhooks() {
     .await;
     let hanging = Receiver::start().await;
     hanging.answer(Behaviour::Hang);
-    let healthy = Receiver::start().await;
+    (app, hanging, Receiver::start().await)
+}
+
+#[tokio::test]
+async fn a_hanging_endpoint_does_not_delay_other_webhooks() {
+    let (app, hanging, healthy) = hanging_and_healthy().await;
     app.webhook("acc", &hanging.url, &["Message.received"], json!({}))
         .await;
     app.webhook("acc", &healthy.url, &["Message.received"], json!({}))
@@ -365,14 +371,7 @@ async fn a_hanging_endpoint_does_not_delay_other_webhooks() {
 #[tokio::test]
 async fn fresh_deliveries_go_straight_to_a_free_consumer_and_a_hanging_ones_wait_in_its_queue() {
     const EVENTS: usize = 300;
-    let app = spawn_app_with(|s| {
-        s.request_timeout = hookrelay::settings::HumanDuration(Duration::from_secs(60));
-        s.shutdown_timeout = hookrelay::settings::HumanDuration(Duration::from_secs(1));
-    })
-    .await;
-    let hanging = Receiver::start().await;
-    hanging.answer(Behaviour::Hang);
-    let healthy = Receiver::start().await;
+    let (app, hanging, healthy) = hanging_and_healthy().await;
     let hanging_id = app
         .webhook("acc", &hanging.url, &["Message.received"], json!({}))
         .await;

@@ -119,15 +119,14 @@ async fn sigkill_while_retries_wait_loses_none_of_them() {
 #[tokio::test]
 async fn sigkill_between_an_ack_and_its_record_loses_nothing() {
     const EVENTS: usize = 10;
-    let db = TestDb::new();
-    let namespace = hookrelay_tests::unique_namespace();
-    let receiver = Receiver::start().await;
-    receiver.answer(Behaviour::Held(200));
-    // A short timeout makes the check quick (it waits two timeouts and 5 s between its
-    // looks), long enough for the held requests to be released before it.
-    let settings = [("HOOKRELAY_REQUEST_TIMEOUT", "5s")];
-    let (mut first, port) = start_with(&db, &namespace, &settings).await;
-    let webhook_id = create_webhook(port, &receiver.url, "Message.received").await;
+    let Held {
+        db,
+        namespace,
+        receiver,
+        mut first,
+        webhook_id,
+        ..
+    } = Held::start().await;
     let ids = publish_events(&namespace, "{}", EVENTS).await;
     receiver.wait_for(EVENTS, Duration::from_secs(30)).await;
 
@@ -162,7 +161,7 @@ async fn sigkill_between_an_ack_and_its_record_loses_nothing() {
         "none recorded"
     );
 
-    let service = common::spawn(&db, &namespace, &settings).await;
+    let service = common::spawn(&db, &namespace, &HELD_SETTINGS).await;
     receiver.wait_for(2 * EVENTS, Duration::from_secs(60)).await;
     wait_all_succeeded(&client_db, EVENTS, Duration::from_secs(30)).await;
     assert_eq!(
@@ -188,13 +187,14 @@ async fn sigkill_between_an_ack_and_its_record_loses_nothing() {
 #[tokio::test]
 async fn sigkill_with_deliveries_handed_off_under_way_loses_none() {
     const EVENTS: usize = 10;
-    let db = TestDb::new();
-    let namespace = hookrelay_tests::unique_namespace();
-    let receiver = Receiver::start().await;
-    receiver.answer(Behaviour::Held(200));
-    let settings = [("HOOKRELAY_REQUEST_TIMEOUT", "5s")];
-    let (mut first, port) = start_with(&db, &namespace, &settings).await;
-    let webhook_id = create_webhook(port, &receiver.url, "Message.received").await;
+    let Held {
+        db,
+        namespace,
+        receiver,
+        mut first,
+        port,
+        webhook_id,
+    } = Held::start().await;
     // The first comes through the queue: that is how the consumer learns it is the queue's
     // active one. The others, one at a time, each find a slot free.
     let mut ids = HashSet::new();
@@ -218,7 +218,7 @@ async fn sigkill_with_deliveries_handed_off_under_way_loses_none() {
         "none recorded"
     );
 
-    let service = common::spawn(&db, &namespace, &settings).await;
+    let service = common::spawn(&db, &namespace, &HELD_SETTINGS).await;
     wait_all_succeeded(&client_db, EVENTS, Duration::from_secs(90)).await;
     assert_eq!(sent_after(&receiver, EVENTS), ids, "each sent again");
     assert_eq!(
@@ -259,4 +259,38 @@ fn sent_after(receiver: &Receiver, skip: usize) -> HashSet<String> {
         .iter()
         .filter_map(|r| r.json()["id"].as_str().map(str::to_owned))
         .collect()
+}
+
+/// A short timeout makes the lost-delivery check quick (it waits two timeouts and 5 s between
+/// its looks), long enough for held requests to be released before it.
+const HELD_SETTINGS: [(&str, &str); 1] = [("HOOKRELAY_REQUEST_TIMEOUT", "5s")];
+
+/// A service with [`HELD_SETTINGS`] and one webhook whose receiver holds every request until
+/// it is released.
+struct Held {
+    db: TestDb,
+    namespace: String,
+    receiver: Receiver,
+    first: tokio::process::Child,
+    port: u16,
+    webhook_id: String,
+}
+
+impl Held {
+    async fn start() -> Self {
+        let db = TestDb::new();
+        let namespace = hookrelay_tests::unique_namespace();
+        let receiver = Receiver::start().await;
+        receiver.answer(Behaviour::Held(200));
+        let (first, port) = start_with(&db, &namespace, &HELD_SETTINGS).await;
+        let webhook_id = create_webhook(port, &receiver.url, "Message.received").await;
+        Self {
+            db,
+            namespace,
+            receiver,
+            first,
+            port,
+            webhook_id,
+        }
+    }
 }

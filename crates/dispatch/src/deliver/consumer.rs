@@ -45,13 +45,13 @@ use crate::subscriptions::WebhookConfig;
 
 /// A webhook's own limits; none: the service's settings.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-struct Limits {
+pub(super) struct Limits {
     max_in_flight: Option<u16>,
     rate_limit: Option<u32>,
 }
 
 impl Limits {
-    fn of(webhook: &WebhookConfig) -> Self {
+    pub(super) fn of(webhook: &WebhookConfig) -> Self {
         Self {
             max_in_flight: webhook.max_in_flight,
             rate_limit: webhook.rate_limit,
@@ -542,7 +542,7 @@ impl Worker {
             outbox: self.outbox.clone(),
             account: self.account_slots(&config),
             account_id: config.account_id.clone(),
-            max_in_flight: limits.max_in_flight,
+            limits,
             requests: requests.clone(),
             reports: reports.clone(),
             stop: self.stop.clone(),

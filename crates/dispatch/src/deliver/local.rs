@@ -37,6 +37,7 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use super::attempt::{self, Reporter, Source};
+use super::consumer::Limits;
 use super::outbox::Outbox;
 use super::Context;
 
@@ -61,7 +62,8 @@ pub(super) struct Line {
     pub ctx: Arc<Context>,
     pub outbox: Outbox,
     pub account_id: String,
-    pub max_in_flight: Option<u16>,
+    /// What the consumer was made for: none of a rate limit.
+    pub limits: Limits,
     pub requests: Arc<Semaphore>,
     pub account: Arc<Semaphore>,
     pub reports: Reporter,
@@ -197,13 +199,13 @@ impl Handoffs {
             return Err(task);
         }
         // The consumer learns of an edit only from a delivery or a report: what it was made
-        // for is checked against the webhook as the index holds it now.
+        // for is checked against the webhook as the index holds it now, as it checks each
+        // delivery from its queue.
         let config = line.ctx.routing.subscriptions.get(task.webhook_id);
         let same = config.is_some_and(|w| {
             w.active
                 && !w.ordering.is_fifo()
-                && w.rate_limit.is_none()
-                && w.max_in_flight == line.max_in_flight
+                && Limits::of(&w) == line.limits
                 && w.account_id == line.account_id
         });
         if !same {
